@@ -1,0 +1,3 @@
+"""Disaggregated LLM serving (prefill + decode workers behind a frontend) on Slurm GPU clusters."""
+
+__version__ = "0.1.0"

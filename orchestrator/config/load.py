@@ -1,0 +1,66 @@
+"""Hydra composition at the CLI boundary: overrides in, typed `RootConfig` out."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from hydra import compose, initialize_config_dir
+from hydra.core.config_store import ConfigStore
+from hydra.errors import HydraException
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from orchestrator.config.schema import RootConfig
+from orchestrator.errors import InvalidConfig, Issue
+
+CONF_DIR = Path(__file__).resolve().parent.parent.parent / "conf"
+
+
+def _register_schema() -> None:
+    ConfigStore.instance().store(name="schema", node=RootConfig)
+
+
+def compose_config(overrides: Sequence[str], conf_dir: Path = CONF_DIR) -> RootConfig:
+    """Compose conf/config.yaml with Hydra overrides and convert it to plain typed objects.
+
+    Composition errors (unknown key, wrong type, unknown group option) become `InvalidConfig`.
+    """
+    _register_schema()
+    try:
+        with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
+            cfg = compose(config_name="config", overrides=list(overrides))
+        obj = OmegaConf.to_object(cfg)
+    except (HydraException, OmegaConfBaseException) as exc:
+        raise InvalidConfig([_composition_issue(exc)]) from exc
+    assert isinstance(obj, RootConfig)
+    return obj
+
+
+def _composition_issue(exc: Exception) -> Issue:
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    cause = exc.__cause__
+    if cause is not None and str(cause).strip():
+        lines += [line.strip() for line in str(cause).strip().splitlines()[:1]]
+    return Issue(
+        key="overrides",
+        found=type(exc).__name__,
+        problem=" / ".join(lines) or type(exc).__name__,
+        fix="check key names and group options under conf/; add a new dict key with +key=value",
+    )
+
+
+def config_to_dict(cfg: RootConfig) -> dict[str, Any]:
+    """Plain-dict form of the typed config (for the run directory and dry-run)."""
+    container = OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)
+    assert isinstance(container, dict)
+    return {str(k): v for k, v in container.items()}
+
+
+def config_from_dict(data: dict[str, Any]) -> RootConfig:
+    """Inverse of `config_to_dict`: what the in-allocation driver reads from the run directory."""
+    merged = OmegaConf.merge(OmegaConf.structured(RootConfig), data)
+    obj = OmegaConf.to_object(merged)
+    assert isinstance(obj, RootConfig)
+    return obj

@@ -1,0 +1,153 @@
+"""Typed configuration schema. Hydra composes YAML into these dataclasses; core code sees only them.
+
+Kinds (engine, frontend, launcher, ...) are plain strings checked by `orchestrator.validate`, so an
+unknown kind is reported together with every other problem and lists the valid choices.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+MISSING_PATH = ""
+
+
+@dataclass
+class ModelConfig:
+    """What to serve and how the engines must treat it."""
+
+    name: str = ""  # short name for run directories and job names, e.g. gpt-oss-120b
+    path: str = MISSING_PATH  # --model-path: HF id or a directory visible on every node
+    served_name: str = ""  # --served-model-name; defaults to `path`
+    tp: int = 1  # default tensor parallel size of a worker (prefill.tp / decode.tp override it)
+    trust_remote_code: bool = False
+    skip_tokenizer_init: bool = False
+    # Parser names differ between engines: Dynamo's registry uses gpt_oss/harmony, SGLang gpt-oss.
+    dynamo_reasoning_parser: str = ""
+    dynamo_tool_call_parser: str = ""
+    sglang_reasoning_parser: str = ""
+    sglang_tool_call_parser: str = ""
+    # SGLang refuses different prefill/decode TP for non-MLA SWA hybrid models such as gpt-oss
+    # ("PD Disaggregation does NOT support PD different TP sizes ...", sgl-project/sglang #38552).
+    requires_equal_pd_tp: bool = False
+    extra_args: list[str] = field(default_factory=list)  # engine args for every worker of this model
+    env: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class ClusterConfig:
+    """Site facts. Nothing here is auto-detected while planning."""
+
+    name: str = "default"
+    gpus_per_node: int = 8
+    partition: str = ""
+    account: str = ""
+    qos: str = ""
+    time_limit_min: int = 240  # Slurm --time in minutes
+    gpu_directive: str = "gpus-per-node"  # "gpus-per-node" (--gpus-per-node=N) or "gres" (--gres=gpu:N)
+    exclusive: bool = True
+    container_image: str = ""  # pyxis --container-image for every process step
+    container_mounts: list[str] = field(default_factory=list)  # pyxis --container-mounts entries
+    ip_source: str = "hostname"  # how a node's address is found on the node: hostname | interface
+    network_interface: str = ""  # with ip_source=interface, e.g. ib0 or eth0
+    sbatch_extra: list[str] = field(default_factory=list)  # extra sbatch options, e.g. --constraint=h100
+    srun_extra: list[str] = field(default_factory=list)  # extra srun options for every process step
+    setup: list[str] = field(default_factory=list)  # shell lines run before the driver (module load ...)
+    port_base: int = 20000  # first port of the per-job port blocks
+    port_job_blocks: int = 16  # jobs sharing a node get different blocks: block = job_id % this
+
+
+@dataclass
+class EngineConfig:
+    """Which engine runs the prefill/decode workers."""
+
+    kind: str = "dynamo_sglang"  # dynamo_sglang | sglang | mocker
+    python: str = "python3"  # interpreter on the nodes (inside the container when one is set)
+    transfer_backend: str = "nixl"  # --disaggregation-transfer-backend
+    extra_args: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    mocker_model_dir: str = ""  # mocker only: tokenizer dir; empty = generate a tiny one in the run dir
+    mocker_speedup_ratio: float = 10.0  # mocker only: --speedup-ratio
+
+
+@dataclass
+class FrontendConfig:
+    """The OpenAI-compatible entry point on node 0."""
+
+    kind: str = "dynamo"  # dynamo | sglang_router
+    python: str = "python3"
+    http_port: int = 8000
+    discovery: str = "auto"  # dynamo only: auto (file on one node, else etcd) | etcd | file
+    namespace: str = "dynamo"  # dynamo only: DYN_NAMESPACE shared by the frontend and its workers
+    router_mode: str = ""  # dynamo --router-mode / router --policy; empty = the frontend's default
+    etcd_binary: str = "etcd"
+    extra_args: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class LauncherConfig:
+    """How the plan reaches the machines."""
+
+    kind: str = "auto"  # auto | submitit | sbatch | local
+    job_name: str = ""  # default: orch-<deployment name>
+    stop_grace_s: float = 20.0  # SIGTERM → SIGKILL escalation per tier
+    signal_before_limit_s: int = 120  # Slurm sends SIGTERM to the driver this long before the limit
+
+
+@dataclass
+class WorkerGroupConfig:
+    """One group of identical workers (prefill, decode or aggregated)."""
+
+    workers: int = 1
+    tp: int = 0  # 0 = model.tp
+    dp: int = 1
+    ep: int = 1
+    gpus_per_worker: int = 0  # 0 = tp * dp
+    extra_args: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class DeploymentConfig:
+    mode: str = "disaggregated"  # disaggregated | aggregated
+    separate_nodes: bool = False  # keep prefill and decode workers on different nodes
+
+
+@dataclass
+class ReadinessConfig:
+    timeout_s: float = 3600.0  # 120B-class cold loads routinely take 15-30+ min (srt-slurm #180)
+    interval_s: float = 1.0
+    canary: bool = True  # one real generation through the frontend (exercises prefill -> decode)
+    canary_max_tokens: int = 8
+
+
+@dataclass
+class BenchmarkConfig:
+    kind: str = "none"
+    duration_estimate_min: int = 0  # counted against the Slurm time limit
+
+
+@dataclass
+class RootConfig:
+    """The whole configuration (`python -m orchestrator --cfg job` prints it)."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    frontend: FrontendConfig = field(default_factory=FrontendConfig)
+    launcher: LauncherConfig = field(default_factory=LauncherConfig)
+    deployment: DeploymentConfig = field(default_factory=DeploymentConfig)
+    prefill: WorkerGroupConfig = field(default_factory=WorkerGroupConfig)
+    decode: WorkerGroupConfig = field(default_factory=WorkerGroupConfig)
+    aggregated: WorkerGroupConfig = field(default_factory=WorkerGroupConfig)
+    readiness: ReadinessConfig = field(default_factory=ReadinessConfig)
+    benchmark: BenchmarkConfig = field(default_factory=BenchmarkConfig)
+    name: str = ""  # deployment name; default <model.name>-p<P>d<D> or <model.name>-a<N>
+    dry_run: str = "false"  # false | true (text) | json
+    wait: bool = True  # follow the run until ready (or failed); false = return after submission
+    run_dir: str = ""  # default outputs/<timestamp>-<name>; never reused
+    debug: bool = False  # show tracebacks
+
+    def dry_run_mode(self) -> str:
+        """`false`, `true` or `json` (Hydra parses dry_run=true as a boolean, stored as "True")."""
+        return self.dry_run.strip().lower()

@@ -1,0 +1,168 @@
+"""The plan: frozen data saying which process runs on which node, GPUs, ports, argv and env.
+
+It is built by pure functions (`orchestrator.plan.build`) and serialized into the run directory,
+where it is the contract between the submit side and the in-allocation driver.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+Role = Literal["frontend", "prefill", "decode", "worker", "infra", "benchmark"]
+ROLES: tuple[str, ...] = ("frontend", "prefill", "decode", "worker", "infra", "benchmark")
+
+# Start order; teardown runs the tiers in reverse except that workers and the frontend stop
+# together before infrastructure (etcd must outlive the workers that deregister from it).
+TIER_INFRA = 0
+TIER_FRONTEND = 1
+TIER_WORKER = 2
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HealthProbe:
+    """An HTTP check that says a single process is up (not that the deployment is ready)."""
+
+    url: str  # may contain placeholders such as {node_ip:0}
+    expect_status: int = 200
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Process:
+    """One OS process of the deployment (a multi-node worker is one process per node)."""
+
+    name: str
+    role: Role
+    group: str  # prefill | decode | aggregated | frontend | infra
+    worker_index: int  # index of the worker within its group (0 for singletons)
+    rank: int  # node rank within a multi-node worker (0 otherwise)
+    node_index: int
+    gpus: tuple[int, ...]
+    ports: Mapping[str, int]
+    env: Mapping[str, str]
+    argv: tuple[str, ...]
+    tier: int
+    health: HealthProbe | None = None
+    # Where the worker is reachable for registration (router) and in messages; rank 0 only.
+    url: str = ""
+    bootstrap_port: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Readiness:
+    """How the driver decides the deployment is usable."""
+
+    frontend_kind: str  # dynamo | sglang_router
+    frontend_url: str  # base URL, e.g. http://{node_ip:0}:8000
+    ready_path: str  # dynamo: /v1/models/<model>/ready ; router: /readiness
+    model: str  # served model name (used by the canary)
+    expected: Mapping[str, int]  # workers expected per role, e.g. {"prefill": 1, "decode": 1}
+    timeout_s: float
+    interval_s: float
+    canary: bool
+    canary_max_tokens: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SlurmRequest:
+    """The allocation: one job holding every node of the deployment."""
+
+    job_name: str
+    nodes: int
+    gpus_per_node: int
+    time_limit_min: int
+    partition: str = ""
+    account: str = ""
+    qos: str = ""
+    exclusive: bool = True
+    gpu_directive: str = "gpus-per-node"
+    signal_before_limit_s: int = 120
+    sbatch_extra: tuple[str, ...] = ()
+    srun_extra: tuple[str, ...] = ()
+    setup: tuple[str, ...] = ()
+    container_image: str = ""
+    container_mounts: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Plan:
+    """Everything that will run, where. Pure data; see `plan_to_dict` for the JSON contract."""
+
+    name: str
+    num_nodes: int
+    gpus_per_node: int
+    port_offset: int
+    processes: tuple[Process, ...]
+    readiness: Readiness
+    slurm: SlurmRequest
+    ip_source: str = "hostname"
+    network_interface: str = ""
+    stop_grace_s: float = 20.0
+    prepare: Mapping[str, str] = field(default_factory=dict)  # e.g. {"tiny_model_dir": path}
+
+    def process(self, name: str) -> Process:
+        """The process called `name` (KeyError if there is none)."""
+        for proc in self.processes:
+            if proc.name == name:
+                return proc
+        raise KeyError(name)
+
+
+def process_to_dict(proc: Process) -> dict[str, Any]:
+    """JSON form of one process; the first keys are the stable dry-run contract."""
+    data = asdict(proc)
+    ordered = {key: data.pop(key) for key in ("name", "role", "node_index", "gpus", "ports", "env", "argv")}
+    ordered["gpus"] = list(proc.gpus)
+    ordered["argv"] = list(proc.argv)
+    ordered["ports"] = dict(proc.ports)
+    ordered["env"] = dict(proc.env)
+    ordered.update(data)
+    return ordered
+
+
+def plan_to_dict(plan: Plan) -> dict[str, Any]:
+    """The plan as plain JSON-able data."""
+    return {
+        "name": plan.name,
+        "num_nodes": plan.num_nodes,
+        "gpus_per_node": plan.gpus_per_node,
+        "port_offset": plan.port_offset,
+        "ip_source": plan.ip_source,
+        "network_interface": plan.network_interface,
+        "stop_grace_s": plan.stop_grace_s,
+        "prepare": dict(plan.prepare),
+        "processes": [process_to_dict(p) for p in plan.processes],
+        "readiness": asdict(plan.readiness),
+        "slurm": asdict(plan.slurm),
+    }
+
+
+def plan_from_dict(data: Mapping[str, Any]) -> Plan:
+    """Inverse of `plan_to_dict`."""
+    procs = []
+    for raw in data["processes"]:
+        item = dict(raw)
+        health = item.pop("health", None)
+        procs.append(
+            Process(
+                **{**item, "gpus": tuple(item["gpus"]), "argv": tuple(item["argv"])},
+                health=HealthProbe(**health) if health else None,
+            )
+        )
+    slurm = dict(data["slurm"])
+    for key in ("sbatch_extra", "srun_extra", "setup", "container_mounts"):
+        slurm[key] = tuple(slurm[key])
+    return Plan(
+        name=data["name"],
+        num_nodes=data["num_nodes"],
+        gpus_per_node=data["gpus_per_node"],
+        port_offset=data["port_offset"],
+        ip_source=data["ip_source"],
+        network_interface=data["network_interface"],
+        stop_grace_s=data["stop_grace_s"],
+        prepare=dict(data.get("prepare", {})),
+        processes=tuple(procs),
+        readiness=Readiness(**data["readiness"]),
+        slurm=SlurmRequest(**slurm),
+    )

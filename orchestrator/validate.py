@@ -1,0 +1,217 @@
+"""Whole-config validation before anything is submitted: every problem at once, each with the key,
+the value found and the fix (`validate` returns them; `check` raises one InvalidConfig)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+from orchestrator.config.schema import RootConfig
+from orchestrator.errors import InvalidConfig, Issue
+from orchestrator.plan import build
+from orchestrator.plan.engines import ENGINE_KINDS
+from orchestrator.plan.frontends import DISCOVERY_KINDS, FRONTEND_KINDS
+from orchestrator.plan.ports import highest_port
+
+LAUNCHER_KINDS = ("auto", "submitit", "sbatch", "local")
+DEPLOYMENT_MODES = ("disaggregated", "aggregated")
+GPU_DIRECTIVES = ("gpus-per-node", "gres")
+IP_SOURCES = ("hostname", "interface")
+DRY_RUN_VALUES = ("false", "true", "json")
+BENCHMARK_KINDS = ("none",)
+# Engines and the frontends they register with.
+COMPATIBLE_FRONTENDS = {"dynamo_sglang": "dynamo", "mocker": "dynamo", "sglang": "sglang_router"}
+SECRET_KEY = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|API_?KEY|CREDENTIAL", re.IGNORECASE)
+
+
+def check(cfg: RootConfig) -> None:
+    """Raise `InvalidConfig` listing every problem of `cfg`; return if there is none."""
+    issues = validate(cfg)
+    if issues:
+        raise InvalidConfig(issues)
+
+
+def validate(cfg: RootConfig) -> list[Issue]:
+    """Every problem of `cfg`. Checks that need a sane shape run only when the shape is sane."""
+    issues = _kinds(cfg) + _model(cfg) + _groups(cfg) + _ports(cfg) + _timing(cfg) + _secrets(cfg)
+    if not issues:
+        issues += _topology(cfg)
+    return issues
+
+
+def _choice(key: str, value: str, valid: Iterable[str]) -> list[Issue]:
+    valid = tuple(valid)
+    if value in valid:
+        return []
+    return [Issue(key, repr(value), "unknown value", f"use one of: {', '.join(valid)}")]
+
+
+def _kinds(cfg: RootConfig) -> list[Issue]:
+    return (
+        _choice("engine.kind", cfg.engine.kind, ENGINE_KINDS)
+        + _choice("frontend.kind", cfg.frontend.kind, FRONTEND_KINDS)
+        + _choice("frontend.discovery", cfg.frontend.discovery, DISCOVERY_KINDS)
+        + _choice("launcher.kind", cfg.launcher.kind, LAUNCHER_KINDS)
+        + _choice("deployment.mode", cfg.deployment.mode, DEPLOYMENT_MODES)
+        + _choice("cluster.gpu_directive", cfg.cluster.gpu_directive, GPU_DIRECTIVES)
+        + _choice("cluster.ip_source", cfg.cluster.ip_source, IP_SOURCES)
+        + _choice("dry_run", cfg.dry_run_mode(), DRY_RUN_VALUES)
+        + _choice("benchmark.kind", cfg.benchmark.kind, BENCHMARK_KINDS)
+        + _combination(cfg)
+    )
+
+
+def _combination(cfg: RootConfig) -> list[Issue]:
+    needed = COMPATIBLE_FRONTENDS.get(cfg.engine.kind)
+    if needed is None or cfg.frontend.kind not in FRONTEND_KINDS or cfg.frontend.kind == needed:
+        return []
+    why = (
+        "Dynamo workers register through Dynamo discovery, which sglang-router cannot read"
+        if needed == "dynamo"
+        else "plain SGLang workers do not register with Dynamo's frontend"
+    )
+    return [Issue("frontend.kind", cfg.frontend.kind, f"cannot front engine={cfg.engine.kind}: {why}",
+                  f"set frontend={needed}")]  # fmt: skip
+
+
+def _model(cfg: RootConfig) -> list[Issue]:
+    issues = []
+    if not cfg.model.path:
+        issues.append(Issue("model.path", "''", "no model selected",
+                            "choose one with +model=gpt_oss_120b or set model.path"))  # fmt: skip
+    if cfg.cluster.ip_source == "interface" and not cfg.cluster.network_interface:
+        issues.append(Issue("cluster.network_interface", "''", "ip_source=interface needs an interface",
+                            "set cluster.network_interface, e.g. ib0"))  # fmt: skip
+    if cfg.cluster.gpus_per_node < 1:
+        issues.append(Issue("cluster.gpus_per_node", str(cfg.cluster.gpus_per_node),
+                            "must be at least 1", "set the GPUs each node has, e.g. 8"))  # fmt: skip
+    return issues
+
+
+def _groups(cfg: RootConfig) -> list[Issue]:
+    active = build.active_groups(cfg) if cfg.deployment.mode in DEPLOYMENT_MODES else ()
+    issues: list[Issue] = []
+    for group in ("prefill", "decode", "aggregated"):
+        g = build.group_config(cfg, group)
+        if group not in active:
+            if g.workers and cfg.deployment.mode in DEPLOYMENT_MODES:
+                issues.append(Issue(f"{group}.workers", str(g.workers),
+                                    f"not used in deployment.mode={cfg.deployment.mode}",
+                                    f"set {group}.workers=0 or pick the other deployment"))  # fmt: skip
+            continue
+        issues += _group_shape(cfg, group)
+    if cfg.deployment.mode == "disaggregated" and min(build.tp_of(cfg, g) for g in active) >= 1:
+        issues += _equal_tp(cfg)
+    return issues
+
+
+def _group_shape(cfg: RootConfig, group: str) -> list[Issue]:
+    g = build.group_config(cfg, group)
+    issues = []
+    if g.workers < 1:
+        issues.append(Issue(f"{group}.workers", str(g.workers), f"a {cfg.deployment.mode} deployment "
+                            f"needs at least one {group} worker", f"set {group}.workers=1 or more"))  # fmt: skip
+    for key, value in (("tp", build.tp_of(cfg, group)), ("dp", g.dp), ("ep", g.ep)):
+        if value < 1:
+            issues.append(Issue(f"{group}.{key}", str(value), "must be at least 1", f"set {group}.{key}=1"))
+    if issues or cfg.cluster.gpus_per_node < 1:
+        return issues
+    return _gpu_fit(cfg, group)
+
+
+def _gpu_fit(cfg: RootConfig, group: str) -> list[Issue]:
+    g, tp, per_node = build.group_config(cfg, group), build.tp_of(cfg, group), cfg.cluster.gpus_per_node
+    gpus = build.gpus_per_worker(cfg, group)
+    key = f"{group}.gpus_per_worker"
+    if gpus % tp:
+        return [Issue(key, str(gpus), f"not a multiple of {group}.tp={tp}",
+                      f"set {key} to {tp} x {group}.dp={tp * g.dp}, or 0 to derive it")]  # fmt: skip
+    if (tp * g.dp) % g.ep:
+        return [Issue(f"{group}.ep", str(g.ep), f"must divide tp x dp = {tp * g.dp}",
+                      f"set {group}.ep to a divisor of {tp * g.dp}")]  # fmt: skip
+    if gpus < per_node and per_node % gpus:
+        divisors = ", ".join(str(d) for d in range(1, per_node + 1) if per_node % d == 0)
+        return [Issue(key, str(gpus), f"must divide cluster.gpus_per_node={per_node}",
+                      f"use {divisors} GPUs per worker (via {group}.tp / {group}.dp)")]  # fmt: skip
+    if gpus > per_node and gpus % per_node:
+        return [Issue(key, str(gpus), f"spans nodes but is not a multiple of "
+                      f"cluster.gpus_per_node={per_node}", f"use {per_node * (gpus // per_node + 1)} "
+                      f"or {per_node * (gpus // per_node)}")]  # fmt: skip
+    return []
+
+
+def _equal_tp(cfg: RootConfig) -> list[Issue]:
+    p, d = build.tp_of(cfg, "prefill"), build.tp_of(cfg, "decode")
+    if not cfg.model.requires_equal_pd_tp or p == d:
+        return []
+    return [Issue("prefill.tp", f"{p} (decode.tp={d})",
+                  f"{cfg.model.name or cfg.model.path} needs equal prefill and decode TP: SGLang "
+                  "rejects different P/D TP sizes for non-MLA SWA hybrid models (sglang #38552)",
+                  f"set prefill.tp={d} or decode.tp={p}")]  # fmt: skip
+
+
+def _ports(cfg: RootConfig) -> list[Issue]:
+    c, http = cfg.cluster, cfg.frontend.http_port
+    issues = []
+    if not 1 <= http <= 65535:
+        issues.append(Issue("frontend.http_port", str(http), "out of range", "use a port in 1-65535"))
+    if c.port_job_blocks < 1:
+        issues.append(Issue("cluster.port_job_blocks", str(c.port_job_blocks), "must be at least 1",
+                            "set cluster.port_job_blocks=16"))  # fmt: skip
+        return issues
+    top = highest_port(c.port_base, gpus_per_node=max(c.gpus_per_node, 1), job_blocks=c.port_job_blocks)
+    if c.port_base < 1024 or top > 65535:
+        issues.append(Issue("cluster.port_base", str(c.port_base), f"planned ports would span "
+                            f"{c.port_base}-{top}, outside 1024-65535",
+                            "lower cluster.port_base or cluster.port_job_blocks"))  # fmt: skip
+    elif c.port_base <= http <= top:
+        issues.append(Issue("frontend.http_port", str(http), f"inside the worker port range "
+                            f"{c.port_base}-{top}", f"use a port outside it, or move cluster.port_base"))  # fmt: skip
+    return issues
+
+
+def _timing(cfg: RootConfig) -> list[Issue]:
+    r, limit_s = cfg.readiness, cfg.cluster.time_limit_min * 60
+    issues = []
+    if r.timeout_s <= 0 or r.interval_s <= 0:
+        issues.append(Issue("readiness.timeout_s", f"{r.timeout_s:g} (interval_s={r.interval_s:g})",
+                            "must be positive", "set readiness.timeout_s=3600 readiness.interval_s=1"))  # fmt: skip
+    needed = r.timeout_s + cfg.benchmark.duration_estimate_min * 60
+    if limit_s < needed:
+        issues.append(Issue("cluster.time_limit_min", str(cfg.cluster.time_limit_min),
+                            f"shorter than the readiness deadline ({r.timeout_s:g} s) plus the "
+                            f"benchmark estimate ({cfg.benchmark.duration_estimate_min} min)",
+                            f"set cluster.time_limit_min>={int(needed // 60) + 1} or lower "
+                            "readiness.timeout_s"))  # fmt: skip
+    return issues
+
+
+def _secrets(cfg: RootConfig) -> list[Issue]:
+    envs: list[tuple[str, dict[str, str]]] = [
+        ("model.env", cfg.model.env), ("engine.env", cfg.engine.env), ("frontend.env", cfg.frontend.env),
+        ("prefill.env", cfg.prefill.env), ("decode.env", cfg.decode.env),
+        ("aggregated.env", cfg.aggregated.env),
+    ]  # fmt: skip
+    return [
+        Issue(f"{where}.{key}", "<hidden>", "looks like a secret; it would be written into the "
+              "plan, scripts and logs", f"remove it and export {key} in the shell you launch from: "
+              "every process inherits it")
+        for where, env in envs for key in env if SECRET_KEY.search(key)
+    ]  # fmt: skip
+
+
+def _topology(cfg: RootConfig) -> list[Issue]:
+    slots = build.place(cfg)
+    issues: list[Issue] = []
+    spanning = [s for s in slots if len(s.ranks) > 1]
+    if cfg.engine.kind == "mocker" and spanning:
+        issues.append(Issue(f"{spanning[0].group}.tp", str(build.tp_of(cfg, spanning[0].group)),
+                            "the mocker is one process and cannot span nodes",
+                            "use a TP that fits in cluster.gpus_per_node with engine=mocker"))  # fmt: skip
+    nodes = max(n for s in slots for n, _ in s.ranks) + 1 if slots else 1
+    if cfg.launcher.kind == "local" and nodes > 1:
+        issues.append(Issue("launcher.kind", "local", f"the plan needs {nodes} nodes and the local "
+                            "launcher runs on this machine only",
+                            "use launcher=submitit or launcher=sbatch, or a smaller topology"))  # fmt: skip
+    return issues
+

@@ -1,0 +1,174 @@
+#!/usr/bin/env bash
+# Idempotent installer for the orchestrator and its pinned serving components.
+#
+#   scripts/install.sh [--with-aiperf]
+#
+# Creates .venv in the repo root with the orchestrator (editable, extras test+plot),
+# Dynamo (frontend + mocker) and sglang-router, all at the versions pinned in
+# scripts/versions.env. Re-running skips every step that is already satisfied.
+# --with-aiperf also installs aiperf into its own venv .venvs/aiperf (its
+# transformers/pydantic pins must not fight Dynamo's).
+#
+# Environment: PYTHON (interpreter used to create venvs, default python3),
+# VENV (default <repo>/.venv), AIPERF_VENV (default <repo>/.venvs/aiperf).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source=versions.env source-path=SCRIPTDIR
+source "$ROOT/scripts/versions.env"
+
+PYTHON="${PYTHON:-python3}"
+VENV="${VENV:-$ROOT/.venv}"
+AIPERF_VENV="${AIPERF_VENV:-$ROOT/.venvs/aiperf}"
+WITH_AIPERF=0
+
+# pip's self-update nag costs a network round trip on every call.
+export PIP_DISABLE_PIP_VERSION_CHECK=1
+
+# `pip check` lines that are expected: ai-dynamo is installed with --no-deps and
+# aisimulate is deliberately left out (see scripts/versions.env).
+PIP_CHECK_ALLOWED="^ai-dynamo ${DYNAMO_VERSION//./\\.} requires aisimulate, which is not installed\.$"
+
+log() { printf '[install] %s\n' "$*" >&2; }
+die() { printf '[install] ERROR: %s\n' "$*" >&2; exit 1; }
+
+usage() {
+  sed -n '2,13s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"
+}
+
+parse_args() {
+  while (($#)); do
+    case "$1" in
+      --with-aiperf) WITH_AIPERF=1 ;;
+      -h | --help) usage; exit 0 ;;
+      *) usage >&2; die "unknown argument: $1" ;;
+    esac
+    shift
+  done
+}
+
+# ensure_venv DIR: create a working venv at DIR (recreate it if its interpreter is gone,
+# e.g. after the base Python moved) and upgrade pip once, at creation time only.
+ensure_venv() {
+  local dir="$1"
+  if [[ -x "$dir/bin/python" ]] && "$dir/bin/python" -c 'import pip' 2>/dev/null; then
+    return 0
+  fi
+  log "creating venv $dir"
+  rm -rf "$dir"
+  mkdir -p "$(dirname "$dir")"
+  "$PYTHON" -m venv "$dir"
+  "$dir/bin/python" -m pip install --quiet --upgrade pip
+}
+
+# satisfied PY REQ...: exit 0 iff every requirement specifier is met in PY's environment.
+# One interpreter start instead of a pip resolve per component keeps re-runs fast.
+satisfied() {
+  local py="$1"
+  shift
+  "$py" - "$@" <<'PYEOF'
+import sys
+from importlib.metadata import PackageNotFoundError, version
+
+from pip._vendor.packaging.requirements import Requirement
+
+for spec in sys.argv[1:]:
+    req = Requirement(spec)
+    try:
+        have = version(req.name)
+    except PackageNotFoundError:
+        sys.exit(1)
+    if not req.specifier.contains(have, prereleases=True):
+        sys.exit(1)
+PYEOF
+}
+
+# install_project: editable orchestrator with extras. A stamp of pyproject.toml's hash
+# avoids re-running the (slow, isolated-build) editable install when nothing changed.
+install_project() {
+  local py="$VENV/bin/python" stamp="$VENV/.orchestrator-pyproject.sha256" want
+  want="$(sha256sum "$ROOT/pyproject.toml" | cut -d' ' -f1)"
+  if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" ]] && satisfied "$py" orchestrator; then
+    log "orchestrator: up to date"
+    return 0
+  fi
+  log "orchestrator: pip install -e .[test,plot]"
+  "$py" -m pip install --quiet -e "${ROOT}[test,plot]"
+  printf '%s\n' "$want" >"$stamp"
+}
+
+# install_dynamo: ai-dynamo without its deps (aisimulate cannot be built offline), then
+# the runtime wheel and the remaining deps listed in versions.env.
+install_dynamo() {
+  local py="$VENV/bin/python" deps
+  read -r -a deps <<<"$DYNAMO_DEPS"
+  if satisfied "$py" "ai-dynamo==$DYNAMO_VERSION" "ai-dynamo-runtime==$DYNAMO_VERSION" "${deps[@]}"; then
+    log "dynamo $DYNAMO_VERSION: up to date"
+    return 0
+  fi
+  log "dynamo $DYNAMO_VERSION: installing (--no-deps route)"
+  "$py" -m pip install --quiet --no-deps "ai-dynamo==$DYNAMO_VERSION"
+  "$py" -m pip install --quiet "ai-dynamo-runtime==$DYNAMO_VERSION" "${deps[@]}"
+}
+
+install_router() {
+  local py="$VENV/bin/python"
+  if satisfied "$py" "sglang-router==$SGLANG_ROUTER_VERSION"; then
+    log "sglang-router $SGLANG_ROUTER_VERSION: up to date"
+    return 0
+  fi
+  log "sglang-router $SGLANG_ROUTER_VERSION: installing"
+  "$py" -m pip install --quiet "sglang-router==$SGLANG_ROUTER_VERSION"
+}
+
+install_aiperf() {
+  local py="$AIPERF_VENV/bin/python"
+  ensure_venv "$AIPERF_VENV"
+  if satisfied "$py" "aiperf==$AIPERF_VERSION"; then
+    log "aiperf $AIPERF_VERSION: up to date ($AIPERF_VENV)"
+  else
+    log "aiperf $AIPERF_VERSION: installing into $AIPERF_VENV"
+    "$py" -m pip install --quiet "aiperf==$AIPERF_VERSION"
+  fi
+  "$AIPERF_VENV/bin/aiperf" --help >/dev/null || die "aiperf --help failed"
+}
+
+# check_pip PY: fail on any dependency conflict except the documented missing aisimulate.
+check_pip() {
+  local py="$1" out unexpected
+  out="$("$py" -m pip check 2>&1)" || true
+  unexpected="$(grep -vE "$PIP_CHECK_ALLOWED|^No broken requirements found\.$" <<<"$out" || true)"
+  if [[ -n "$unexpected" ]]; then
+    printf '%s\n' "$out" >&2
+    die "pip check found dependency conflicts in $py"
+  fi
+  log "pip check ($py): ok${out:+ -- $out}"
+}
+
+# smoke_test: the entry points the orchestrator launches must at least parse --help.
+smoke_test() {
+  local py="$VENV/bin/python" mod
+  for mod in dynamo.frontend dynamo.mocker sglang_router.launch_router; do
+    "$py" -m "$mod" --help >/dev/null 2>&1 || die "python -m $mod --help failed"
+  done
+  log "smoke test: dynamo.frontend, dynamo.mocker, sglang_router.launch_router --help ok"
+}
+
+main() {
+  parse_args "$@"
+  "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 10))' ||
+    die "$PYTHON is older than 3.10 (Dynamo's wheel is cp310-abi3)"
+  ensure_venv "$VENV"
+  install_project
+  install_dynamo
+  install_router
+  check_pip "$VENV/bin/python"
+  smoke_test
+  if ((WITH_AIPERF)); then
+    install_aiperf
+    check_pip "$AIPERF_VENV/bin/python"
+  fi
+  log "done: activate with 'source ${VENV#"$ROOT"/}/bin/activate'"
+}
+
+main "$@"
