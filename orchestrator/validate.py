@@ -12,6 +12,7 @@ from orchestrator.plan import build
 from orchestrator.plan.engines import ENGINE_KINDS
 from orchestrator.plan.frontends import DISCOVERY_KINDS, FRONTEND_KINDS
 from orchestrator.plan.ports import highest_port
+from orchestrator.slurm.request import SAFE_DIRECTIVE
 
 LAUNCHER_KINDS = ("auto", "submitit", "sbatch", "local")
 DEPLOYMENT_MODES = ("disaggregated", "aggregated")
@@ -34,6 +35,7 @@ def check(cfg: RootConfig) -> None:
 def validate(cfg: RootConfig) -> list[Issue]:
     """Every problem of `cfg`. Checks that need a sane shape run only when the shape is sane."""
     issues = _kinds(cfg) + _model(cfg) + _groups(cfg) + _ports(cfg) + _timing(cfg) + _secrets(cfg)
+    issues += _slurm_values(cfg)
     if not issues:
         issues += _topology(cfg)
     return issues
@@ -114,6 +116,9 @@ def _group_shape(cfg: RootConfig, group: str) -> list[Issue]:
     for key, value in (("tp", build.tp_of(cfg, group)), ("dp", g.dp), ("ep", g.ep)):
         if value < 1:
             issues.append(Issue(f"{group}.{key}", str(value), "must be at least 1", f"set {group}.{key}=1"))
+    if g.gpus_per_worker < 0:
+        issues.append(Issue(f"{group}.gpus_per_worker", str(g.gpus_per_worker), "must not be negative",
+                            f"set {group}.gpus_per_worker=0 to derive it from tp x dp"))  # fmt: skip
     if issues or cfg.cluster.gpus_per_node < 1:
         return issues
     return _gpu_fit(cfg, group)
@@ -197,6 +202,25 @@ def _secrets(cfg: RootConfig) -> list[Issue]:
               "plan, scripts and logs", f"remove it and export {key} in the shell you launch from: "
               "every process inherits it")
         for where, env in envs for key in env if SECRET_KEY.search(key)
+    ]  # fmt: skip
+
+
+def _slurm_values(cfg: RootConfig) -> list[Issue]:
+    """Values written into #SBATCH lines (by our script or by submitit), which Slurm does not
+    shell-parse: a space or quote there would silently change or split the option."""
+    req = build.slurm_request(cfg, num_nodes=1)
+    # The job name comes from the first of these that is set.
+    sources = [("launcher.job_name", cfg.launcher.job_name), ("name", cfg.name),
+               ("model.name", cfg.model.name), ("model.path", cfg.model.path)]  # fmt: skip
+    job_key, job_value = next(((k, v) for k, v in sources if v), sources[0])
+    checks = [(job_key, job_value, f"--job-name={req.job_name}")]
+    checks += [(f"cluster.{k}", getattr(req, k), f"--{k}={getattr(req, k)}")
+               for k in ("partition", "account", "qos") if getattr(req, k)]  # fmt: skip
+    checks += [("cluster.sbatch_extra", opt, opt) for opt in req.sbatch_extra]
+    return [
+        Issue(key, repr(value), f"cannot be written as the #SBATCH option {opt!r}",
+              "use --long-option=value with no spaces, quotes, backslashes, $ or backticks")
+        for key, value, opt in checks if not SAFE_DIRECTIVE.match(opt)
     ]  # fmt: skip
 
 

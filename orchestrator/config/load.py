@@ -33,21 +33,27 @@ def compose_config(overrides: Sequence[str], conf_dir: Path = CONF_DIR) -> RootC
             cfg = compose(config_name="config", overrides=list(overrides))
         obj = OmegaConf.to_object(cfg)
     except (HydraException, OmegaConfBaseException) as exc:
-        raise InvalidConfig([_composition_issue(exc)]) from exc
+        raise InvalidConfig([_composition_issue(exc, overrides)]) from exc
     assert isinstance(obj, RootConfig)
     return obj
 
 
-def _composition_issue(exc: Exception) -> Issue:
-    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+def _composition_issue(exc: Exception, overrides: Sequence[str]) -> Issue:
+    """Name the override Hydra rejected (key and value), with Hydra's reason on one line."""
+    text = str(exc).split("Config search path")[0]
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
     cause = exc.__cause__
     if cause is not None and str(cause).strip():
         lines += [line.strip() for line in str(cause).strip().splitlines()[:1]]
+    parsed = [(o, *o.lstrip("+~").partition("=")[::2]) for o in overrides]
+    candidates = [(n, v) for o, n, v in parsed if o in text or f"'{n}/{v}'" in text]
+    candidates += [(n, v) for _, n, v in parsed if f"'{n}'" in text]  # less specific: key only
+    key, found = candidates[0] if candidates else ("overrides", type(exc).__name__)
     return Issue(
-        key="overrides",
-        found=type(exc).__name__,
+        key=key,
+        found=found,
         problem=" / ".join(lines) or type(exc).__name__,
-        fix="check key names and group options under conf/; add a new dict key with +key=value",
+        fix="check the key against orchestrator/config/schema.py and group options under conf/",
     )
 
 

@@ -70,7 +70,7 @@ def build_plan(cfg: RootConfig, *, port_offset: int = 0) -> Plan:
         port_offset=port_offset,
         processes=tuple(head + workers),
         readiness=_readiness(cfg),
-        slurm=_slurm_request(cfg, num_nodes),
+        slurm=slurm_request(cfg, num_nodes),
         ip_source=cfg.cluster.ip_source,
         network_interface=cfg.cluster.network_interface,
         stop_grace_s=cfg.launcher.stop_grace_s,
@@ -162,7 +162,8 @@ def _readiness(cfg: RootConfig) -> Readiness:
     )
 
 
-def _slurm_request(cfg: RootConfig, num_nodes: int) -> SlurmRequest:
+def slurm_request(cfg: RootConfig, num_nodes: int) -> SlurmRequest:
+    """The allocation for `num_nodes` nodes (validation checks its #SBATCH values)."""
     c = cfg.cluster
     return SlurmRequest(
         job_name=cfg.launcher.job_name or f"orch-{deployment_name(cfg)}",

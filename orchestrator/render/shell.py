@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import re
 import shlex
 from collections.abc import Sequence
 
 from orchestrator import __version__
 from orchestrator.plan.model import Plan
-from orchestrator.slurm.request import sbatch_directives
-
-SAFE_DIRECTIVE = re.compile(r"^--[A-Za-z0-9-]+(=[^\s'\"\\$`;|&<>()]*)?$")
+from orchestrator.slurm.request import SAFE_DIRECTIVE, sbatch_directives
 
 
 def quote_argv(argv: Sequence[str]) -> str:

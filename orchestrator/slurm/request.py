@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
 from orchestrator.plan.model import Process, SlurmRequest
+
+# What may follow `#SBATCH `. Slurm does not shell-parse these lines (whitespace splits options,
+# quotes are stripped), so spaces, quotes, backslashes, `$` and backticks cannot be written
+# faithfully. `&` and `|` stay allowed: Slurm's own --constraint syntax uses them (a100&ib).
+# `\Z`, not `$`: `$` also matches before a trailing newline.
+SAFE_DIRECTIVE = re.compile(r"^--[A-Za-z0-9-]+(=[^\s'\"\\$`;<>()]*)?\Z")
 
 
 def gpu_directive(req: SlurmRequest) -> str:

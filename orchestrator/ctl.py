@@ -1,0 +1,104 @@
+"""`python -m orchestrator.ctl status|logs|stop RUN_DIR`: look at and stop a run later."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from orchestrator.effects import SubprocessRunner
+from orchestrator.errors import OrchestratorError
+from orchestrator.launchers.rundir import read_launch
+from orchestrator.runtime.processes import log_tail
+from orchestrator.runtime.state import progress_line, read_state
+
+FINAL = ("done", "failed")
+
+
+def status(run_dir: Path) -> str:
+    """One block: phase, job, URL, per-process state."""
+    state = read_state(run_dir)
+    lines = [f"run: {run_dir}", f"launcher: {read_launch(run_dir).get('launcher')}  job: "
+             f"{state.get('job_id') or '-'}  {progress_line(state)}"]  # fmt: skip
+    if state.get("frontend_url"):
+        lines.append(f"frontend: {state['frontend_url']}")
+    for key in ("reason", "error"):
+        if state.get(key):
+            lines.append(f"{key}: {state[key]}")
+    for name, entry in state.get("processes", {}).items():
+        code = f" exit={entry['exit_code']}" if entry.get("exit_code") is not None else ""
+        lines.append(f"  {name:<18} {entry.get('role', ''):<9} {entry.get('host', '')}:"
+                     f"node{entry.get('node', '?')}  {entry.get('state', '')}{code}")  # fmt: skip
+    return "\n".join(lines)
+
+
+def logs(run_dir: Path, name: str | None, lines: int) -> str:
+    """Tail one process log, or list the logs."""
+    log_dir = run_dir / "logs"
+    if name is None:
+        return "\n".join(sorted(p.stem for p in log_dir.glob("*.log")))
+    path = log_dir / f"{name}.log"
+    if not path.exists():
+        raise OrchestratorError(f"no log for {name!r} in {log_dir}")
+    return log_tail(path, lines)
+
+
+def stop(run_dir: Path, timeout_s: float = 120.0) -> str:
+    """Ask the driver to stop gracefully, then wait for its final phase."""
+    state = read_state(run_dir)
+    if state.get("phase") in FINAL:
+        return f"already {state['phase']}"
+    launcher = read_launch(run_dir).get("launcher")
+    job_id = state.get("job_id", "")
+    if launcher in ("submitit", "sbatch") and job_id:
+        # The driver is the batch shell (exec): --batch delivers SIGTERM to it alone, and it
+        # stops the workers and infrastructure in order.
+        res = SubprocessRunner().run(["scancel", "--batch", "--signal=TERM", job_id], timeout=30)
+        if res.returncode != 0:
+            raise OrchestratorError(f"scancel failed: {res.stderr.strip()}")
+    elif state.get("driver_pid"):
+        try:
+            os.kill(int(state["driver_pid"]), signal.SIGTERM)
+        except ProcessLookupError:
+            return "driver is not running"
+    else:
+        raise OrchestratorError(f"no job id or driver pid recorded in {run_dir}/state.json")
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        phase = read_state(run_dir).get("phase")
+        if phase in FINAL:
+            return f"stopped ({phase})"
+        time.sleep(0.2)
+    raise OrchestratorError(f"the driver did not finish within {timeout_s:g} s; see {run_dir}/driver.log")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """CLI entry."""
+    parser = argparse.ArgumentParser(prog="python -m orchestrator.ctl")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    for cmd in ("status", "logs", "stop"):
+        p = sub.add_parser(cmd)
+        p.add_argument("run_dir", type=Path)
+        if cmd == "logs":
+            p.add_argument("name", nargs="?")
+            p.add_argument("-n", "--lines", type=int, default=50)
+    args = parser.parse_args(argv)
+    try:
+        if args.cmd == "status":
+            print(status(args.run_dir))
+        elif args.cmd == "logs":
+            print(logs(args.run_dir, args.name, args.lines))
+        else:
+            print(stop(args.run_dir))
+    except OrchestratorError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return exc.exit_code
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

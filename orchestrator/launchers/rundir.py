@@ -1,0 +1,80 @@
+"""Run directories: one per launch, never reused, holding everything needed to understand it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from orchestrator.config.load import config_to_dict
+from orchestrator.config.schema import RootConfig
+from orchestrator.errors import OrchestratorError
+from orchestrator.plan.model import Plan, plan_to_dict
+from orchestrator.runtime.state import StateFile, write_json_atomic
+
+REPO_ROOT = Path(__file__).resolve().parent.parent.parent
+
+
+def git_sha() -> str:
+    """Commit of the orchestrator checkout ('' outside git)."""
+    try:
+        done = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "--short", "HEAD"],
+                              capture_output=True, text=True, timeout=5, check=False)  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return done.stdout.strip() if done.returncode == 0 else ""
+
+
+def create_run_dir(cfg: RootConfig, name: str) -> Path:
+    """`run_dir` if given (it must not exist yet), else outputs/<UTC time>-<name>[-N]."""
+    if cfg.run_dir:
+        path = Path(cfg.run_dir).expanduser()
+        try:
+            path.mkdir(parents=True, exist_ok=False)
+        except FileExistsError as exc:
+            raise OrchestratorError(f"run_dir {path} already exists; runs are never overwritten "
+                                    "(choose a new run_dir or leave it unset)") from exc  # fmt: skip
+        return path.resolve()
+    base = Path("outputs") / f"{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{name}"
+    for n in range(1000):
+        path = base if n == 0 else base.with_name(f"{base.name}-{n}")
+        try:
+            path.mkdir(parents=True, exist_ok=False)
+            return path.resolve()
+        except FileExistsError:
+            continue
+    raise OrchestratorError(f"could not create a new run directory next to {base}")
+
+
+def write_run_files(
+    run_dir: Path, cfg: RootConfig, plan: Plan, *, launcher: str, overrides: Sequence[str]
+) -> StateFile:
+    """config.json, plan.json, launch.json and the initial state.json."""
+    write_json_atomic(run_dir / "config.json", config_to_dict(cfg))
+    write_json_atomic(run_dir / "plan.json", plan_to_dict(plan))
+    launch: dict[str, Any] = {
+        "launcher": launcher,
+        "overrides": list(overrides),
+        "git_sha": git_sha(),
+        "cwd": os.getcwd(),
+        "created": time.time(),
+    }
+    write_json_atomic(run_dir / "launch.json", launch)
+    (run_dir / "logs").mkdir(exist_ok=True)
+    state = StateFile(run_dir)
+    state.update(launcher=launcher, run_dir=str(run_dir), name=plan.name, job_id="")
+    return state
+
+
+def read_launch(run_dir: Path) -> dict[str, Any]:
+    """launch.json of a run."""
+    try:
+        data = json.loads((run_dir / "launch.json").read_text())
+    except FileNotFoundError as exc:
+        raise OrchestratorError(f"{run_dir} is not a run directory (no launch.json)") from exc
+    assert isinstance(data, dict)
+    return data

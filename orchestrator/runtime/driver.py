@@ -1,0 +1,254 @@
+"""The in-allocation driver: start every process, wait for real readiness, watch, tear down.
+
+The same driver runs under every launcher: as the exec'ed batch script (sbatch), as the
+submitit job function, inside an salloc allocation, or on one machine (local).
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import FrameType
+
+from orchestrator.effects import Clock, HttpClient
+from orchestrator.errors import OrchestratorError, ProcessFailed, WorkersNotReady
+from orchestrator.plan.model import TIER_INFRA, Plan, Process
+from orchestrator.runtime import health
+from orchestrator.runtime.processes import Backend, Running, log_tail, stop_tier
+from orchestrator.runtime.state import StateFile, progress_line
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2)
+# A process that ends this soon after our own stop signal is part of the stop, not a crash
+# (scancel and preemption signal every step and the driver at the same time).
+STOP_RACE_S = 1.0
+
+Hook = Callable[["Driver"], None]
+
+
+class Stopped(Exception):
+    """A stop was requested (signal, ctl stop, time limit)."""
+
+
+class Driver:
+    """Runs one bound plan (every placeholder resolved) to completion."""
+
+    def __init__(
+        self, plan: Plan, *, run_dir: Path, backend: Backend, http: HttpClient, clock: Clock,
+        state: StateFile, say: Callable[[str], None],
+    ) -> None:  # fmt: skip
+        self.plan, self.run_dir, self.backend = plan, run_dir, backend
+        self.http, self.clock, self.state, self.say = http, clock, state, say
+        self.running: dict[str, Running] = {}
+        self.healthy: set[str] = set()
+        self.stop_event = threading.Event()
+        self.stop_reason = ""
+        self.last_detail = ""  # why the last readiness check failed (for the timeout message)
+        self.on_workers_healthy: list[Hook] = []  # e.g. router registration
+        self.on_ready: list[Hook] = []  # e.g. the benchmark; may call request_stop()
+        self.before_stop: list[Hook] = []  # e.g. router deregistration
+
+    # --- stop requests -------------------------------------------------------------------
+    def request_stop(self, reason: str) -> None:
+        """Ask the driver to stop (thread- and signal-safe)."""
+        if not self.stop_reason:
+            self.stop_reason = reason
+        self.stop_event.set()
+
+    def install_signal_handlers(self) -> None:
+        """SIGTERM (scancel, time limit via --signal=B:TERM, ctl stop), SIGINT (Ctrl-C) and the
+        USR signals (preemption warnings) all mean: stop gracefully."""
+
+        def handler(signum: int, _frame: FrameType | None) -> None:
+            self.request_stop(f"received {signal.Signals(signum).name}")
+
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, handler)
+
+    # --- phases --------------------------------------------------------------------------
+    def run(self) -> int:
+        """Start, wait until ready, serve until stopped; always tear down. Exit code 0/1."""
+        failure = ""
+        try:
+            self.state.phase("starting")
+            self._start_all()
+            self._wait_ready()
+            url = self.plan.readiness.frontend_url
+            self.state.phase("ready", frontend_url=url)
+            self.say(f"ready: {url} serves {self.plan.readiness.model}")
+            for hook in self.on_ready:
+                hook(self)
+            self._serve()
+        except Stopped:
+            pass
+        except OrchestratorError as exc:
+            failure = str(exc)
+        return self._teardown(failure)
+
+    def _start_all(self) -> None:
+        infra = [p for p in self.plan.processes if p.tier == TIER_INFRA]
+        for proc in infra:
+            self._start(proc)
+        # Workers retry discovery for ~120 s, but waiting for etcd first costs ~0.1 s and
+        # turns a broken etcd into a clear error instead of a worker timeout.
+        self._wait(lambda: all(n in self.healthy for n in self._probed(infra)) or None, "infra")
+        for proc in self.plan.processes:
+            if proc.tier != TIER_INFRA:
+                self._start(proc)
+
+    def _start(self, proc: Process) -> None:
+        log = self.run_dir / "logs" / f"{proc.name}.log"
+        running = self.backend.start(proc, log)
+        self.running[proc.name] = running
+        self.state.process(proc.name, node=proc.node_index, host=running.host, role=proc.role,
+                           state="starting", probed=proc.health is not None, log=str(log))  # fmt: skip
+
+    def _probed(self, procs: list[Process]) -> list[str]:
+        return [p.name for p in procs if p.health is not None]
+
+    def _wait_ready(self) -> None:
+        workers_done = False
+
+        def check() -> bool | None:
+            nonlocal workers_done
+            if not workers_done and all(n in self.healthy for n in self._probed(list(self.plan.processes))):
+                workers_done = True
+                self.state.update(workers_healthy_at=time.time())
+                for hook in self.on_workers_healthy:
+                    hook(self)
+            if not workers_done:
+                return None
+            return self._frontend_and_canary()
+
+        self._wait(check, "ready")
+
+    def _frontend_and_canary(self) -> bool | None:
+        r = self.plan.readiness
+        verdict = health.frontend_ready(self.http, r.frontend_url, r.ready_path, r.frontend_kind)
+        if not verdict.ok:
+            self.last_detail = verdict.detail
+            return None
+        if r.canary:
+            verdict = health.canary(self.http, r.frontend_url, r.model, r.canary_max_tokens)
+            if not verdict.ok:
+                self.last_detail = verdict.detail
+                return None
+            self.state.update(canary=verdict.detail)
+        return True
+
+    def _wait(self, check: Callable[[], bool | None], what: str) -> None:
+        """Poll health and `check` until it returns True; fail fast on exits, stop or deadline."""
+        r = self.plan.readiness
+        deadline = self.clock.now() + r.timeout_s
+        self.last_detail = ""
+        last_progress = ""
+        while True:
+            self._check_alive()
+            self._probe_health()
+            line = progress_line(self.state.data)
+            if line != last_progress:
+                self.say(line)
+                last_progress = line
+            if check():
+                return
+            if self.clock.now() >= deadline:
+                raise WorkersNotReady(self._not_ready_message(what, r.timeout_s))
+            if self.stop_event.wait(r.interval_s):
+                raise Stopped()
+
+    def _probe_health(self) -> None:
+        for name, running in self.running.items():
+            probe = running.proc.health
+            if probe is None or name in self.healthy:
+                continue
+            verdict = health.probe(self.http, probe.url, expect=probe.expect_status, timeout=1.0)
+            if verdict.ok:
+                self.healthy.add(name)
+                self.state.process(name, state="healthy")
+            else:
+                self.state.process(name, last_check=verdict.detail)
+
+    def _not_ready_message(self, what: str, timeout: float) -> str:
+        missing = [n for n in self._probed(list(self.plan.processes)) if n not in self.healthy]
+        details = "; ".join(f"{n}: {self.state.data['processes'].get(n, {}).get('last_check', 'not started')}"
+                            for n in missing)  # fmt: skip
+        have = progress_line(self.state.data)
+        last = f"; last: {self.last_detail}" if self.last_detail else ""
+        waiting = f"waiting for {', '.join(missing)} ({details})" if missing else "workers healthy"
+        return f"not {what} after {timeout:g} s: {waiting}; {have}{last}"
+
+    def _check_alive(self) -> None:
+        for name, running in self.running.items():
+            code = running.poll()
+            if code is None:
+                continue
+            if self.stop_event.wait(STOP_RACE_S):
+                raise Stopped()
+            proc = running.proc
+            self.state.process(name, state="exited", exit_code=code)
+            raise ProcessFailed(
+                f"{name} ({proc.role}) on {running.host} (node {proc.node_index}) exited with code "
+                f"{code}; last 50 lines of {running.log}:\n{log_tail(running.log)}"
+            )
+
+    def _serve(self) -> None:
+        while not self.stop_event.wait(self.plan.readiness.interval_s):
+            self._check_alive()
+        raise Stopped()
+
+    # --- teardown ------------------------------------------------------------------------
+    def _teardown(self, failure: str) -> int:
+        reason = failure or self.stop_reason or "finished"
+        self.state.phase("stopping", reason=reason)
+        if failure:
+            self.say(f"failed: {failure}")
+        self.say(f"stopping ({reason})")
+        for hook in self.before_stop:
+            try:
+                hook(self)
+            except OrchestratorError as exc:
+                self.say(f"warning: {exc}")
+        self._stop_tiers()
+        leftovers = self.backend.leftovers(list(self.running.values()))
+        if leftovers:
+            failure = failure or f"processes still running after teardown: {', '.join(leftovers)}"
+        if failure:
+            self.state.phase("failed", error=failure)
+            return 1
+        self.state.phase("done")
+        self.say("done")
+        return 0
+
+    def _stop_tiers(self) -> None:
+        grace = self.plan.stop_grace_s
+        # Workers and the frontend first, infrastructure (etcd) last: workers deregister from it.
+        for tiers in ((1, 2), (0,)):
+            batch = [r for r in self.running.values() if r.proc.tier in tiers]
+            killed = stop_tier(self.backend, batch, grace_s=grace, clock=self.clock)
+            for r in batch:
+                state = "killed" if r.proc.name in killed else "stopped"
+                self.state.process(r.proc.name, state=state, exit_code=r.exit_code)
+
+
+def default_say(message: str) -> None:
+    """Progress goes to stderr (stdout is reserved for the job id and run directory)."""
+    sys.stderr.write(f"[orchestrator] {message}\n")
+    sys.stderr.flush()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m orchestrator.runtime.driver RUN_DIR` (what the sbatch script execs)."""
+    from orchestrator.runtime.run import run_driver
+
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        sys.stderr.write("usage: python -m orchestrator.runtime.driver RUN_DIR\n")
+        return 2
+    return run_driver(Path(args[0]))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

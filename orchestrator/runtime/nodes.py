@@ -1,0 +1,104 @@
+"""The allocation's nodes: hostnames from Slurm, addresses resolved on the nodes themselves."""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import ipaddress
+import json
+import socket
+import struct
+import sys
+from collections.abc import Sequence
+
+from orchestrator.effects import CommandRunner
+from orchestrator.errors import OrchestratorError
+
+SIOCGIFADDR = 0x8915
+
+
+def interface_ip(name: str) -> str:
+    """IPv4 address of network interface `name` (Linux ioctl; no `ip`/`ifconfig` needed,
+    ai-dynamo/dynamo #1804: ifconfig missing in containers)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        packed = fcntl.ioctl(s.fileno(), SIOCGIFADDR, struct.pack("256s", name[:15].encode()))
+    return socket.inet_ntoa(packed[20:24])
+
+
+def hostname_ip(host: str) -> str:
+    """First non-loopback IPv4 address `host` resolves to (falls back to loopback)."""
+    infos = socket.getaddrinfo(host, None, socket.AF_INET, socket.SOCK_STREAM)
+    addrs = [str(i[4][0]) for i in infos]
+    routable = [a for a in addrs if not ipaddress.ip_address(a).is_loopback]
+    return (routable or addrs)[0]
+
+
+def local_node_info(ip_source: str, interface: str) -> dict[str, str]:
+    """This node's hostname and the address other nodes should use."""
+    host = socket.gethostname()
+    ip = interface_ip(interface) if ip_source == "interface" else hostname_ip(host)
+    return {"host": host, "ip": ip}
+
+
+def parse_node_lines(stdout: str) -> dict[str, str]:
+    """`nodeinfo` JSON lines -> {hostname: ip}. Lines that are not our JSON are ignored (srun
+    chatter such as "Step created for StepId=..." must never become an address, srt-slurm #250)."""
+    found: dict[str, str] = {}
+    for line in stdout.splitlines():
+        try:
+            item = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(item, dict) and isinstance(item.get("host"), str) and isinstance(item.get("ip"), str):
+            found[item["host"]] = item["ip"]
+    return found
+
+
+def check_address(host: str, ip: str) -> str:
+    """`ip` as a validated IPv4/IPv6 string, or an error naming the node."""
+    try:
+        addr = ipaddress.ip_address(ip)
+    except ValueError as exc:
+        raise OrchestratorError(f"node {host} reported an invalid address {ip!r}") from exc
+    if addr.is_unspecified or addr.is_multicast:
+        raise OrchestratorError(f"node {host} reported an unusable address {ip}")
+    return str(addr)
+
+
+def expand_hostlist(runner: CommandRunner, nodelist: str) -> list[str]:
+    """`scontrol show hostnames node[1-3]` -> ['node1', 'node2', 'node3']."""
+    res = runner.run(["scontrol", "show", "hostnames", nodelist], timeout=30)
+    if res.returncode != 0:
+        raise OrchestratorError(f"scontrol show hostnames {nodelist} failed: {res.stderr.strip()}")
+    return [h.strip() for h in res.stdout.split() if h.strip()]
+
+
+def resolve_ips(
+    runner: CommandRunner, *, job_id: str, hosts: Sequence[str], python: str, ip_source: str,
+    interface: str,
+) -> list[str]:  # fmt: skip
+    """Run `nodeinfo` once on every node (one srun step) and return their addresses in order."""
+    argv = ["srun", f"--jobid={job_id}", "--overlap", f"--nodes={len(hosts)}", "--ntasks-per-node=1",
+            f"--nodelist={','.join(hosts)}", "--job-name=nodeinfo", python, "-m",
+            "orchestrator.runtime.nodes", "--ip-source", ip_source, "--interface", interface]  # fmt: skip
+    res = runner.run(argv, timeout=120)
+    found = parse_node_lines(res.stdout)
+    missing = [h for h in hosts if h not in found]
+    if res.returncode != 0 or missing:
+        raise OrchestratorError(f"could not resolve node addresses (missing: {', '.join(missing) or '-'}; "
+                                f"exit {res.returncode}): {res.stderr.strip()[-500:]}")  # fmt: skip
+    return [check_address(h, found[h]) for h in hosts]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m orchestrator.runtime.nodes`: print this node's {"host", "ip"} as JSON."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--ip-source", default="hostname")
+    parser.add_argument("--interface", default="")
+    args = parser.parse_args(argv)
+    print(json.dumps(local_node_info(args.ip_source, args.interface)), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,169 @@
+"""Start, watch and stop the plan's processes: directly (local) or as srun steps (Slurm)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from orchestrator.effects import Clock, CommandRunner
+from orchestrator.plan.model import Process, SlurmRequest
+from orchestrator.slurm.request import srun_argv
+
+
+@dataclass
+class Running:
+    """A started process: the plan entry, its OS handle and its log."""
+
+    proc: Process
+    popen: subprocess.Popen[bytes]
+    log: Path
+    host: str
+    exit_code: int | None = field(default=None)
+
+    def poll(self) -> int | None:
+        """Exit code once the process (or its srun client) has ended."""
+        if self.exit_code is None:
+            self.exit_code = self.popen.poll()
+        return self.exit_code
+
+
+class Backend(Protocol):
+    def start(self, proc: Process, log: Path) -> Running: ...
+    def signal(self, running: Sequence[Running], sig: signal.Signals) -> None: ...
+    def leftovers(self, running: Sequence[Running]) -> list[str]: ...
+
+
+def _open_log(log: Path) -> int:
+    log.parent.mkdir(parents=True, exist_ok=True)
+    return os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+
+
+class LocalBackend:
+    """Processes on this machine, each in its own session (process group) so that a signal
+    reaches everything it spawned and nothing survives teardown."""
+
+    def start(self, proc: Process, log: Path) -> Running:
+        """Spawn `proc` with the plan's env added to ours (secrets stay in the inherited env)."""
+        fd = _open_log(log)
+        try:
+            popen = subprocess.Popen(
+                list(proc.argv), stdin=subprocess.DEVNULL, stdout=fd, stderr=subprocess.STDOUT,
+                env={**os.environ, **proc.env}, start_new_session=True,
+            )  # fmt: skip
+        finally:
+            os.close(fd)
+        return Running(proc=proc, popen=popen, log=log, host="localhost")
+
+    def signal(self, running: Sequence[Running], sig: signal.Signals) -> None:
+        """Signal each process group."""
+        for r in running:
+            try:
+                os.killpg(r.popen.pid, sig)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+    def leftovers(self, running: Sequence[Running]) -> list[str]:
+        """Names of processes whose group still has members."""
+        alive = []
+        for r in running:
+            r.poll()
+            try:
+                os.killpg(r.popen.pid, 0)
+                alive.append(r.proc.name)
+            except (ProcessLookupError, PermissionError):
+                pass
+        return alive
+
+
+class SrunBackend:
+    """Each process is an srun step on its node. Steps are stopped with `scancel --signal` on the
+    step id (signalling the local srun client instead made Slurm SIGKILL the remote task,
+    NVIDIA/srt-slurm #428), so workers get a real SIGTERM and can deregister."""
+
+    def __init__(self, req: SlurmRequest, job_id: str, hosts: Sequence[str], runner: CommandRunner) -> None:
+        self._req, self._job_id, self._hosts, self._runner = req, job_id, list(hosts), runner
+
+    def start(self, proc: Process, log: Path) -> Running:
+        """Run `srun ... env K=V argv` on the process's node, output into its log."""
+        host = self._hosts[proc.node_index]
+        argv = srun_argv(proc, self._req, hostname=host, job_id=self._job_id)
+        fd = _open_log(log)
+        try:
+            popen = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=fd, stderr=subprocess.STDOUT,
+                                     start_new_session=True)  # fmt: skip
+        finally:
+            os.close(fd)
+        return Running(proc=proc, popen=popen, log=log, host=host)
+
+    def step_ids(self, names: set[str]) -> dict[str, str]:
+        """Our step ids by process name, from squeue."""
+        res = self._runner.run(["squeue", "--steps", f"--jobs={self._job_id}", "--noheader",
+                                "--format=%i|%j"], timeout=15)  # fmt: skip
+        return {n: i for i, n in parse_step_lines(res.stdout) if n in names} if res.returncode == 0 else {}
+
+    def signal(self, running: Sequence[Running], sig: signal.Signals) -> None:
+        """scancel --signal the steps; srun clients whose step is unknown get the signal."""
+        names = {r.proc.name for r in running}
+        ids = self.step_ids(names)
+        if ids:
+            self._runner.run(["scancel", f"--signal={sig.name.removeprefix('SIG')}", *ids.values()],
+                             timeout=15)  # fmt: skip
+        for r in running:
+            if r.proc.name not in ids or sig == signal.SIGKILL:
+                try:
+                    r.popen.send_signal(sig)
+                except ProcessLookupError:
+                    pass
+
+    def leftovers(self, running: Sequence[Running]) -> list[str]:
+        """Names whose srun client still runs; once all clients ended, steps Slurm still lists."""
+        alive = sorted(r.proc.name for r in running if r.poll() is None)
+        return alive or sorted(self.step_ids({r.proc.name for r in running}))
+
+
+def parse_step_lines(text: str) -> list[tuple[str, str]]:
+    """`squeue --steps --format=%i|%j` output -> [(step id, step name)]."""
+    pairs = []
+    for line in text.splitlines():
+        step_id, sep, name = line.strip().partition("|")
+        if sep and "." in step_id:
+            pairs.append((step_id, name))
+    return pairs
+
+
+def stop_tier(backend: Backend, running: Sequence[Running], *, grace_s: float, clock: Clock) -> list[str]:
+    """SIGTERM, wait up to `grace_s` for every process to end, then SIGKILL what is left.
+    Returns the names that had to be killed."""
+    if not running:
+        return []
+    backend.signal(running, signal.SIGTERM)
+    deadline = clock.now() + grace_s
+    while clock.now() < deadline and backend.leftovers(running):
+        clock.sleep(0.2)
+    killed = backend.leftovers(running)
+    if killed:
+        backend.signal([r for r in running if r.proc.name in killed], signal.SIGKILL)
+        deadline = clock.now() + 10.0
+        while clock.now() < deadline and backend.leftovers(running):
+            clock.sleep(0.1)
+    for r in running:
+        try:
+            r.popen.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            r.popen.kill()
+        r.poll()
+    return killed
+
+
+def log_tail(log: Path, lines: int = 50) -> str:
+    """The last `lines` lines of a log (for failure messages)."""
+    try:
+        data = log.read_bytes()[-256 * 1024 :].decode(errors="replace")
+    except FileNotFoundError:
+        return "(no log)"
+    return "\n".join(data.splitlines()[-lines:])
