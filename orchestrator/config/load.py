@@ -45,7 +45,7 @@ def _composition_issue(exc: Exception, overrides: Sequence[str]) -> Issue:
     cause = exc.__cause__
     if cause is not None and str(cause).strip():
         lines += [line.strip() for line in str(cause).strip().splitlines()[:1]]
-    parsed = [(o, *o.lstrip("+~").partition("=")[::2]) for o in overrides]
+    parsed = [(o, o.lstrip("+~").partition("=")[0], o.partition("=")[2]) for o in overrides]
     candidates = [(n, v) for o, n, v in parsed if o in text or f"'{n}/{v}'" in text]
     candidates += [(n, v) for _, n, v in parsed if f"'{n}'" in text]  # less specific: key only
     key, found = candidates[0] if candidates else ("overrides", type(exc).__name__)

@@ -65,8 +65,18 @@ def _process_block(p: Process) -> list[str]:
     if p.health:
         lines.append(f"health: GET {p.health.url} -> {p.health.expect_status}")
     lines.append("argv:")
-    lines.append("  " + quote_argv(p.argv).replace(" --", " \\\n    --"))
+    lines.append("  " + _wrapped(p.argv))
     return lines
+
+
+def _wrapped(argv: Sequence[str]) -> str:
+    """The quoted command with a line continuation before each option; the break goes between
+    words, so a value that itself contains " --" is not split (the text stays copy-pastable)."""
+    parts = []
+    for i, arg in enumerate(argv):
+        sep = "" if i == 0 else " \\\n    " if arg.startswith("--") else " "
+        parts.append(sep + quote_argv([arg]))
+    return "".join(parts)
 
 
 def render_text(
@@ -93,7 +103,7 @@ def _slurm_text(plan: Plan, launcher: str, *, python: str, overrides: Sequence[s
     out = [f"=== SLURM REQUEST (launcher={launcher}) ==="]
     if launcher == "local":
         out.append("local launcher: processes start on this machine; on a cluster this would be:")
-    out.append("sbatch " + " ".join(section["sbatch"]))
+    out.append(quote_argv(["sbatch", *section["sbatch"]]))
     out.append("submitit parameters: " + json.dumps(section["submitit"], sort_keys=True))
     out.append("srun steps issued by the driver on node 0:")
     out += [f"  {quote_argv(argv)}" for argv in section["srun"].values()]

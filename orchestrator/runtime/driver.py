@@ -27,6 +27,7 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2)
 STOP_RACE_S = 1.0
 
 Hook = Callable[["Driver"], None]
+ProcessHook = Callable[["Driver", Running], None]
 
 
 class Stopped(Exception):
@@ -47,7 +48,8 @@ class Driver:
         self.stop_event = threading.Event()
         self.stop_reason = ""
         self.last_detail = ""  # why the last readiness check failed (for the timeout message)
-        self.on_workers_healthy: list[Hook] = []  # e.g. router registration
+        self.on_process_healthy: list[ProcessHook] = []  # e.g. register a worker with the router
+        self.on_workers_healthy: list[Hook] = []  # every probed process is healthy
         self.on_ready: list[Hook] = []  # e.g. the benchmark; may call request_stop()
         self.before_stop: list[Hook] = []  # e.g. router deregistration
 
@@ -168,6 +170,8 @@ class Driver:
             if verdict.ok:
                 self.healthy.add(name)
                 self.state.process(name, state="healthy")
+                for hook in self.on_process_healthy:
+                    hook(self, running)
             else:
                 self.state.process(name, last_check=verdict.detail)
 
