@@ -3,10 +3,12 @@ offset; placeholders ({node_ip:N}, {run_dir}, ...) are bound afterwards (`placeh
 
 from __future__ import annotations
 
+import dataclasses
+
 from orchestrator.config.schema import RootConfig, WorkerGroupConfig
 from orchestrator.plan import engines, frontends
 from orchestrator.plan.model import TIER_WORKER, HealthProbe, Plan, Process, Readiness, SlurmRequest
-from orchestrator.plan.placeholders import node_ip
+from orchestrator.plan.placeholders import RUN_DIR, node_ip
 from orchestrator.plan.placement import GroupShape, WorkerSlot, nodes_used, place_workers
 from orchestrator.plan.ports import PortAllocator
 
@@ -68,7 +70,7 @@ def build_plan(cfg: RootConfig, *, port_offset: int = 0) -> Plan:
         num_nodes=num_nodes,
         gpus_per_node=cfg.cluster.gpus_per_node,
         port_offset=port_offset,
-        processes=tuple(head + workers),
+        processes=tuple(_with_identity(p) for p in head + workers),
         readiness=_readiness(cfg),
         slurm=slurm_request(cfg, num_nodes),
         ip_source=cfg.cluster.ip_source,
@@ -76,6 +78,12 @@ def build_plan(cfg: RootConfig, *, port_offset: int = 0) -> Plan:
         stop_grace_s=cfg.launcher.stop_grace_s,
         prepare=_prepare(cfg),
     )
+
+
+def _with_identity(proc: Process) -> Process:
+    """Every process knows its run and its name (log prefixes, cleanup tools, tests)."""
+    env = {**proc.env, "ORCHESTRATOR_RUN_DIR": RUN_DIR, "ORCHESTRATOR_PROCESS": proc.name}
+    return dataclasses.replace(proc, env=env)
 
 
 def _head_processes(

@@ -1,0 +1,161 @@
+"""Helpers for end-to-end tests: run the real CLI, read state, inspect the processes it started.
+
+Every wait here polls a real condition with a deadline; nothing sleeps in place of readiness.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import requests
+
+REPO = Path(__file__).resolve().parent.parent
+T = TypeVar("T")
+
+
+def wait_for(check: Callable[[], T | None], *, timeout: float, what: str, interval: float = 0.2) -> T:
+    """Poll `check` until it returns something truthy; fail with `what` after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(interval)
+
+
+def free_port() -> int:
+    """A TCP port that is free on loopback right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def cli(args: Sequence[str], *, timeout: float = 240, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
+    """Run `python -m orchestrator ARGS` to completion."""
+    return subprocess.run([sys.executable, "-m", "orchestrator", *args], capture_output=True, text=True,
+                          timeout=timeout, cwd=cwd, check=False)  # fmt: skip
+
+
+def ctl(*args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    """Run `python -m orchestrator.ctl ARGS`."""
+    return subprocess.run([sys.executable, "-m", "orchestrator.ctl", *args], capture_output=True,
+                          text=True, timeout=timeout, cwd=REPO, check=False)  # fmt: skip
+
+
+def state(run_dir: Path) -> dict[str, Any]:
+    """state.json of a run ({} before it exists)."""
+    try:
+        return dict(json.loads((run_dir / "state.json").read_text()))
+    except (FileNotFoundError, ValueError):
+        return {}
+
+
+@dataclass(frozen=True)
+class OsProcess:
+    pid: int
+    argv: list[str]
+    env: dict[str, str]
+
+
+def _read_proc(pid: int) -> OsProcess | None:
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        env_raw = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return None
+    env = dict(e.decode(errors="replace").split("=", 1) for e in env_raw if b"=" in e)
+    return OsProcess(pid, [a.decode(errors="replace") for a in argv if a], env)
+
+
+def processes_mentioning(text: str) -> list[OsProcess]:
+    """Every live process whose command line or ORCHESTRATOR_RUN_DIR contains `text` (e.g. the
+    run directory): srun clients and the real engine processes inside the node namespaces."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        proc = _read_proc(int(entry.name))
+        if proc is None or proc.argv[:1] == ["pytest"]:
+            continue
+        if any(text in a for a in proc.argv) or text in proc.env.get("ORCHESTRATOR_RUN_DIR", "\0"):
+            found.append(proc)
+    return found
+
+
+def engine_processes(run_dir: Path, module: str) -> list[OsProcess]:
+    """The real Python processes running `-m <module>` for this run (not srun or env wrappers);
+    each carries its planned name in ORCHESTRATOR_PROCESS."""
+    out = []
+    for p in processes_mentioning(str(run_dir)):
+        if module in p.argv and Path(p.argv[0]).name.startswith("python") and "ORCHESTRATOR_PROCESS" in p.env:
+            out.append(p)
+    return out
+
+
+def netns_of(pid: int) -> str:
+    """Name of the network namespace `pid` lives in ('' for the host's)."""
+    res = subprocess.run(["ip", "netns", "identify", str(pid)], capture_output=True, text=True, check=False)
+    return res.stdout.strip()
+
+
+def nothing_left(run_dir: Path) -> bool:
+    """True when no process mentions the run directory any more."""
+    return not processes_mentioning(str(run_dir))
+
+
+def chat(base_url: str, model: str, *, stream: bool = False, max_tokens: int = 12) -> str:
+    """One chat completion; returns the generated text (joined deltas when streaming)."""
+    body = {"model": model, "messages": [{"role": "user", "content": "Hello there"}],
+            "max_tokens": max_tokens, "stream": stream}  # fmt: skip
+    resp = requests.post(f"{base_url}/v1/chat/completions", json=body, timeout=60, stream=stream)
+    assert resp.status_code == 200, resp.text
+    if not stream:
+        return str(resp.json()["choices"][0]["message"]["content"])
+    text = []
+    for line in resp.iter_lines(decode_unicode=True):
+        if line and line.startswith("data: ") and line != "data: [DONE]":
+            delta = json.loads(line[6:])["choices"]
+            if delta and delta[0].get("delta", {}).get("content"):
+                text.append(delta[0]["delta"]["content"])
+    return "".join(text)
+
+
+def job_state(job_id: str) -> str:
+    """The job's state from sacct ('' when not known yet)."""
+    res = subprocess.run(["sacct", "-X", "-n", "-P", "-o", "State", "-j", job_id], capture_output=True,
+                         text=True, check=False)  # fmt: skip
+    return res.stdout.strip().split(" ")[0] if res.returncode == 0 else ""
+
+
+def cancel_if_running(job_id: str) -> None:
+    """Cleanup for failed tests: no job of ours outlives its test."""
+    if job_id:
+        subprocess.run(["scancel", job_id], capture_output=True, check=False)
+
+
+def kill_run(run_dir: Path) -> None:
+    """Cleanup for failed local tests: SIGKILL whatever still mentions the run directory."""
+    for p in processes_mentioning(str(run_dir)):
+        try:
+            os.kill(p.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def submit_output(proc: subprocess.CompletedProcess[str]) -> tuple[str, Path]:
+    """(job id, run dir) from the CLI's stdout: exactly those two lines."""
+    lines = proc.stdout.split()
+    assert len(lines) == 2, f"stdout should be the job id and run dir, got {proc.stdout!r}; stderr: {proc.stderr}"
+    return lines[0], Path(lines[1])

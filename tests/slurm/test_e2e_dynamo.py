@@ -1,0 +1,112 @@
+"""End to end on the Slurm testbed: submitit launcher, driver, Dynamo frontend, etcd and the mocker."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests import e2e
+
+pytestmark = pytest.mark.slurm
+
+MODEL = "openai/gpt-oss-120b"
+BASE = ["+model=gpt_oss_120b", "engine=mocker", "cluster=testbed", "readiness.timeout_s=120",
+        "cluster.time_limit_min=10", "launcher=submitit"]  # fmt: skip
+# 2 decode (TP8, a whole node each) + 2 prefill (TP4, sharing the third node): 3 nodes, etcd.
+THREE_NODES = ["prefill.workers=2", "decode.workers=2", "decode.tp=8", "prefill.tp=4",
+               "model.requires_equal_pd_tp=false"]  # fmt: skip
+
+
+@pytest.fixture
+def launched(slurm_testbed: object, tmp_path: Path) -> Iterator[list[str]]:
+    """Collects job ids; cancels whatever a failed test left behind."""
+    jobs: list[str] = []
+    yield jobs
+    for job in jobs:
+        e2e.cancel_if_running(job)
+
+
+def start(jobs: list[str], run_dir: Path, *extra: str) -> tuple[str, Path]:
+    proc = e2e.cli([*BASE, f"run_dir={run_dir}", *extra])
+    if proc.stdout.split():
+        jobs.append(proc.stdout.split()[0])
+    assert proc.returncode == 0, proc.stderr
+    job_id, out_dir = e2e.submit_output(proc)
+    assert out_dir == run_dir
+    assert "ready: http://" in proc.stderr  # progress and the URL go to stderr
+    return job_id, run_dir
+
+
+def stop_and_check_clean(run_dir: Path, job_id: str) -> None:
+    res = e2e.ctl("stop", str(run_dir))
+    assert res.returncode == 0, res.stderr
+    st = e2e.state(run_dir)
+    assert st["phase"] == "done", st
+    assert all(p["state"] == "stopped" for p in st["processes"].values()), st["processes"]
+    e2e.wait_for(lambda: e2e.nothing_left(run_dir), timeout=30, what="no processes of the run")
+    e2e.wait_for(lambda: e2e.job_state(job_id) == "COMPLETED", timeout=30, what="job COMPLETED in sacct")
+
+
+def test_reference_topology_serves_and_binds_gpus(launched: list[str], tmp_path: Path) -> None:
+    job_id, run_dir = start(launched, tmp_path / "run")
+    st = e2e.state(run_dir)
+    assert st["phase"] == "ready" and st["job_id"] == job_id
+    url = st["frontend_url"]
+    assert url == f"http://{st['node_ips'][0]}:8000"
+    assert e2e.chat(url, MODEL).strip()
+    assert e2e.chat(url, MODEL, stream=True).strip()
+    mockers = e2e.engine_processes(run_dir, "dynamo.mocker")
+    gpus = {p.argv[p.argv.index("--disaggregation-mode") + 1]: p.env["CUDA_VISIBLE_DEVICES"] for p in mockers}
+    assert gpus == {"decode": "0,1,2,3", "prefill": "4,5,6,7"}
+    for name in ("config.json", "plan.json", "plan.bound.json", "logs/frontend.log", "logs/decode-0.log"):
+        assert (run_dir / name).exists(), name
+    stop_and_check_clean(run_dir, job_id)
+
+
+def test_three_nodes_with_etcd_run_where_planned(launched: list[str], tmp_path: Path) -> None:
+    job_id, run_dir = start(launched, tmp_path / "run", *THREE_NODES)
+    st = e2e.state(run_dir)
+    assert len(st["nodes"]) == 3
+    assert set(st["processes"]) == {"etcd", "frontend", "decode-0", "decode-1", "prefill-0", "prefill-1"}
+    for _ in range(4):  # round robin reaches every worker pair
+        assert e2e.chat(st["frontend_url"], MODEL).strip()
+    nodes = st["nodes"]
+    bound = json.loads((run_dir / "plan.bound.json").read_text())["processes"]
+    planned = {p["name"]: f"slurm-{nodes[p['node_index']]}" for p in bound if p["name"] != "etcd"}
+    real = e2e.engine_processes(run_dir, "dynamo.mocker") + e2e.engine_processes(run_dir, "dynamo.frontend")
+    seen = {p.env["ORCHESTRATOR_PROCESS"]: e2e.netns_of(p.pid) for p in real}
+    assert seen == planned
+    assert planned["frontend"] == f"slurm-{nodes[0]}"
+    stop_and_check_clean(run_dir, job_id)
+
+
+def test_killed_decode_worker_fails_the_job_fast(launched: list[str], tmp_path: Path) -> None:
+    job_id, run_dir = start(launched, tmp_path / "run", *THREE_NODES)
+    decode = [p for p in e2e.engine_processes(run_dir, "dynamo.mocker")
+              if p.argv[p.argv.index("--disaggregation-mode") + 1] == "decode"][0]  # fmt: skip
+    os.kill(decode.pid, signal.SIGKILL)
+    st = e2e.wait_for(lambda: (s := e2e.state(run_dir)).get("phase") == "failed" and s, timeout=20,
+                      what="phase failed")  # fmt: skip
+    assert "decode-" in st["error"] and "exited with code" in st["error"]
+    assert "last 50 lines of" in st["error"] and "logs/decode-" in st["error"]
+    failed_at = next(t["t"] for t in st["timeline"] if t["phase"] == "stopping")
+    ready_at = next(t["t"] for t in st["timeline"] if t["phase"] == "ready")
+    assert failed_at > ready_at
+    e2e.wait_for(lambda: e2e.nothing_left(run_dir), timeout=30, what="no processes of the run")
+    e2e.wait_for(lambda: e2e.job_state(job_id) == "FAILED", timeout=30, what="job FAILED in sacct")
+
+
+def test_scancel_stops_gracefully(launched: list[str], tmp_path: Path) -> None:
+    job_id, run_dir = start(launched, tmp_path / "run")
+    subprocess.run(["scancel", job_id], check=True)
+    st = e2e.wait_for(lambda: (s := e2e.state(run_dir)).get("phase") in ("done", "failed") and s,
+                      timeout=30, what="final phase")  # fmt: skip
+    assert st["phase"] == "done", st.get("error")
+    assert "SIGTERM" in st["reason"]
+    e2e.wait_for(lambda: e2e.nothing_left(run_dir), timeout=30, what="no processes of the run")
