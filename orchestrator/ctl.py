@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import socket
 import sys
 import time
 from collections.abc import Sequence
@@ -13,6 +14,7 @@ from pathlib import Path
 from orchestrator.effects import SubprocessRunner
 from orchestrator.errors import OrchestratorError
 from orchestrator.launchers.rundir import read_launch
+from orchestrator.runtime.driver import STOP_FILE
 from orchestrator.runtime.processes import log_tail
 from orchestrator.runtime.state import progress_line, read_state
 
@@ -52,21 +54,19 @@ def stop(run_dir: Path, timeout_s: float = 120.0) -> str:
     state = read_state(run_dir)
     if state.get("phase") in FINAL:
         return f"already {state['phase']}"
+    # The stop file works wherever the driver runs; a signal only makes it quicker.
+    (run_dir / STOP_FILE).touch()
     launcher = read_launch(run_dir).get("launcher")
     job_id = state.get("job_id", "")
     if launcher in ("submitit", "sbatch") and job_id:
         # The driver is the batch shell (exec): --batch delivers SIGTERM to it alone, and it
         # stops the workers and infrastructure in order.
-        res = SubprocessRunner().run(["scancel", "--batch", "--signal=TERM", job_id], timeout=30)
-        if res.returncode != 0:
-            raise OrchestratorError(f"scancel failed: {res.stderr.strip()}")
-    elif state.get("driver_pid"):
+        SubprocessRunner().run(["scancel", "--batch", "--signal=TERM", job_id], timeout=30)
+    elif state.get("driver_pid") and state.get("driver_host") == socket.gethostname():
         try:
             os.kill(int(state["driver_pid"]), signal.SIGTERM)
         except ProcessLookupError:
-            return "driver is not running"
-    else:
-        raise OrchestratorError(f"no job id or driver pid recorded in {run_dir}/state.json")
+            pass
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         phase = read_state(run_dir).get("phase")

@@ -22,6 +22,7 @@ DRY_RUN_VALUES = ("false", "true", "json")
 BENCHMARK_KINDS = ("none",)
 # Engines and the frontends they register with.
 COMPATIBLE_FRONTENDS = {"dynamo_sglang": "dynamo", "mocker": "dynamo", "sglang": "sglang_router"}
+DYNAMO_PORT_LIMIT = 32767
 SECRET_KEY = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|API_?KEY|CREDENTIAL", re.IGNORECASE)
 
 
@@ -165,9 +166,13 @@ def _ports(cfg: RootConfig) -> list[Issue]:
                             "set cluster.port_job_blocks=16"))  # fmt: skip
         return issues
     top = highest_port(c.port_base, gpus_per_node=max(c.gpus_per_node, 1), job_blocks=c.port_job_blocks)
-    if c.port_base < 1024 or top > 65535:
+    # Dynamo 1.6.1 reads DYN_SYSTEM_PORT as a signed 16-bit integer ("invalid value unsigned int
+    # `36820`, expected i16"): a worker given a higher system port dies at start.
+    limit = DYNAMO_PORT_LIMIT if cfg.engine.kind in ("dynamo_sglang", "mocker") else 65535
+    if c.port_base < 1024 or top > limit:
         issues.append(Issue("cluster.port_base", str(c.port_base), f"planned ports would span "
-                            f"{c.port_base}-{top}, outside 1024-65535",
+                            f"{c.port_base}-{top}, outside 1024-{limit}"
+                            + (" (Dynamo reads DYN_SYSTEM_PORT as a 16-bit signed int)" if limit < 65535 else ""),
                             "lower cluster.port_base or cluster.port_job_blocks"))  # fmt: skip
     elif c.port_base <= http <= top:
         issues.append(Issue("frontend.http_port", str(http), f"inside the worker port range "

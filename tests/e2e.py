@@ -42,6 +42,11 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def hydra_quote(value: str) -> str:
+    """A Hydra override value that stays exactly `value` (quoted string, quotes escaped)."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
 def cli(args: Sequence[str], *, timeout: float = 240, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
     """Run `python -m orchestrator ARGS` to completion."""
     return subprocess.run([sys.executable, "-m", "orchestrator", *args], capture_output=True, text=True,
@@ -156,6 +161,6 @@ def kill_run(run_dir: Path) -> None:
 
 def submit_output(proc: subprocess.CompletedProcess[str]) -> tuple[str, Path]:
     """(job id, run dir) from the CLI's stdout: exactly those two lines."""
-    lines = proc.stdout.split()
+    lines = proc.stdout.splitlines()
     assert len(lines) == 2, f"stdout should be the job id and run dir, got {proc.stdout!r}; stderr: {proc.stderr}"
     return lines[0], Path(lines[1])

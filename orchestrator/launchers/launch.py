@@ -11,12 +11,12 @@ from pathlib import Path
 
 from orchestrator.config.schema import RootConfig
 from orchestrator.effects import SubprocessRunner
-from orchestrator.errors import OrchestratorError, SubmissionError
+from orchestrator.errors import InvalidConfig, Issue, OrchestratorError, SubmissionError
 from orchestrator.launchers.rundir import create_run_dir, git_sha, write_run_files
 from orchestrator.plan.build import build_plan
 from orchestrator.plan.model import Plan
 from orchestrator.render.shell import sbatch_script
-from orchestrator.runtime.run import run_driver
+from orchestrator.runtime.run import allocation_issues, run_driver
 from orchestrator.runtime.state import StateFile, progress_line, read_state
 from orchestrator.slurm.parse import job_state, parse_sbatch_parsable
 from orchestrator.slurm.request import submitit_parameters
@@ -25,9 +25,11 @@ from orchestrator.slurm.request import submitit_parameters
 def launch(cfg: RootConfig, launcher: str, overrides: Sequence[str]) -> int:
     """Create the run directory and start the deployment with `launcher`; returns an exit code."""
     plan = build_plan(cfg)
-    run_dir = create_run_dir(cfg, plan.name)
     in_allocation = launcher != "local" and bool(os.environ.get("SLURM_JOB_ID"))
     kind = "allocation" if in_allocation else launcher
+    if in_allocation:
+        _check_allocation(cfg, plan)
+    run_dir = create_run_dir(cfg, plan.name)
     state = write_run_files(run_dir, cfg, plan, launcher=kind, overrides=overrides)
     if kind in ("local", "allocation"):
         # The driver runs right here, in the foreground: Ctrl-C stops the deployment.
@@ -42,6 +44,18 @@ def launch(cfg: RootConfig, launcher: str, overrides: Sequence[str]) -> int:
     state.phase("submitted", job_id=job_id)
     _announce(job_id, run_dir)
     return follow(run_dir, job_id) if cfg.wait else 0
+
+
+def _check_allocation(cfg: RootConfig, plan: Plan) -> None:
+    """Inside salloc/sbatch the allocation is given: check it fits before creating anything."""
+    issues = [Issue("allocation", os.environ.get("SLURM_JOB_ID", ""), problem, "adjust the allocation "
+                    "or the topology") for problem in allocation_issues(plan, os.environ)]  # fmt: skip
+    if not cfg.wait:
+        issues.append(Issue("wait", "false", "inside an allocation the driver runs in the foreground "
+                            "(the allocation ends with this command)", "drop wait=false, or submit "
+                            "from a login node"))  # fmt: skip
+    if issues:
+        raise InvalidConfig(issues)
 
 
 def _announce(job_id: str, run_dir: Path) -> None:

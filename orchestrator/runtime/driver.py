@@ -25,6 +25,7 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2)
 # A process that ends this soon after our own stop signal is part of the stop, not a crash
 # (scancel and preemption signal every step and the driver at the same time).
 STOP_RACE_S = 1.0
+STOP_FILE = "stop-requested"
 
 Hook = Callable[["Driver"], None]
 ProcessHook = Callable[["Driver", Running], None]
@@ -158,7 +159,7 @@ class Driver:
                 return
             if self.clock.now() >= deadline:
                 raise WorkersNotReady(self._not_ready_message(what, r.timeout_s))
-            if self.stop_event.wait(r.interval_s):
+            if self.stop_event.wait(r.interval_s) or self._stop_file_seen():
                 raise Stopped()
 
     def _probe_health(self) -> None:
@@ -199,9 +200,17 @@ class Driver:
             )
 
     def _serve(self) -> None:
-        while not self.stop_event.wait(self.plan.readiness.interval_s):
+        while not self.stop_event.wait(self.plan.readiness.interval_s) and not self._stop_file_seen():
             self._check_alive()
         raise Stopped()
+
+    def _stop_file_seen(self) -> bool:
+        """`ctl stop` leaves a file in the run directory: it reaches the driver wherever it runs
+        (batch step, salloc shell on a login node, local), with or without signal delivery."""
+        if (self.run_dir / STOP_FILE).exists():
+            self.request_stop("stop requested (ctl stop)")
+            return True
+        return False
 
     # --- teardown ------------------------------------------------------------------------
     def _teardown(self, failure: str) -> int:

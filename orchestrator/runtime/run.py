@@ -41,20 +41,36 @@ def gpus_in_allocation(env: Mapping[str, str]) -> int | None:
     return len(gpus.split(",")) if gpus else None
 
 
+def allocation_issues(plan: Plan, env: Mapping[str, str]) -> list[str]:
+    """Why the current allocation cannot hold `plan` (empty when it can or when unknown)."""
+    problems = []
+    nodes_held = env.get("SLURM_JOB_NUM_NODES") or env.get("SLURM_NNODES") or ""
+    if nodes_held.isdigit() and int(nodes_held) < plan.num_nodes:
+        problems.append(f"allocation {env.get('SLURM_JOB_ID')} has {nodes_held} node(s); the plan needs "
+                        f"{plan.num_nodes} (salloc/sbatch --nodes={plan.num_nodes})")  # fmt: skip
+    gpus = gpus_in_allocation(env)
+    if gpus is not None and gpus < plan.gpus_per_node:
+        problems.append(f"allocation {env.get('SLURM_JOB_ID')} has {gpus} GPU(s) per node; the plan needs "
+                        f"{plan.gpus_per_node} (--gpus-per-node={plan.gpus_per_node}, or lower "
+                        "cluster.gpus_per_node)")  # fmt: skip
+    return problems
+
+
 def slurm_allocation(cfg: RootConfig, plan: Plan, env: Mapping[str, str], say: Callable[[str], None]) -> Allocation:
     """The current job's nodes (checked against the plan) with addresses resolved on them."""
     runner = SubprocessRunner()
     job_id = env["SLURM_JOB_ID"]
+    problems = allocation_issues(plan, env)
+    if problems:
+        raise OrchestratorError("; ".join(problems))
     hosts = nodes.expand_hostlist(runner, env.get("SLURM_JOB_NODELIST", env.get("SLURM_NODELIST", "")))
     if len(hosts) < plan.num_nodes:
         raise OrchestratorError(f"allocation {job_id} has {len(hosts)} node(s) ({', '.join(hosts)}); "
                                 f"the plan needs {plan.num_nodes} (request --nodes={plan.num_nodes})")  # fmt: skip
-    gpus = gpus_in_allocation(env)
-    if gpus is None:
+    if len(hosts) > plan.num_nodes:
+        say(f"warning: allocation {job_id} has {len(hosts)} nodes; the plan uses the first {plan.num_nodes}")
+    if gpus_in_allocation(env) is None:
         say("warning: the allocation does not say how many GPUs it holds; assuming the plan's")
-    elif gpus < plan.gpus_per_node:
-        raise OrchestratorError(f"allocation {job_id} has {gpus} GPU(s) per node; the plan needs "
-                                f"{plan.gpus_per_node} (cluster.gpus_per_node)")  # fmt: skip
     hosts = hosts[: plan.num_nodes]
     ips = nodes.resolve_ips(runner, job_id=job_id, hosts=hosts, python=sys.executable,
                             ip_source=cfg.cluster.ip_source, interface=cfg.cluster.network_interface)  # fmt: skip

@@ -1,0 +1,104 @@
+"""The local launcher end to end: real Dynamo frontend + mocker processes on this machine."""
+
+from __future__ import annotations
+
+import importlib.util
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests import e2e
+
+pytestmark = [
+    pytest.mark.engines,
+    pytest.mark.skipif(importlib.util.find_spec("dynamo") is None, reason="Dynamo not installed (scripts/install.sh)"),
+]
+MODEL = "openai/gpt-oss-120b"
+SILENT = Path(__file__).parent / "doubles" / "silent_worker.py"
+
+
+def overrides(run_dir: Path, port: int, *extra: str) -> list[str]:
+    return ["+model=gpt_oss_120b", "engine=mocker", "launcher=local", f"run_dir={e2e.hydra_quote(str(run_dir))}",
+            f"frontend.http_port={port}", f"cluster.port_base={22000 + e2e.free_port() % 80 * 100}",
+            "readiness.timeout_s=60", "readiness.interval_s=0.2", *extra]  # fmt: skip
+
+
+@pytest.fixture
+def run_dir(tmp_path: Path) -> Iterator[Path]:
+    path = tmp_path / "run dir with 'quotes' and $dollar"
+    yield path
+    e2e.kill_run(path)
+
+
+def start(run_dir: Path, *extra: str) -> tuple[subprocess.Popen[str], int]:
+    port = e2e.free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "orchestrator", *overrides(run_dir, port, *extra)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=e2e.REPO)  # fmt: skip
+    return proc, port
+
+
+def wait_ready(proc: subprocess.Popen[str], run_dir: Path) -> dict:
+    def ready() -> dict | None:
+        assert proc.poll() is None, proc.communicate()[1]
+        st = e2e.state(run_dir)
+        return st if st.get("phase") == "ready" else None
+
+    return e2e.wait_for(ready, timeout=60, what="phase ready")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_serves_on_loopback_and_stops_on_signal(run_dir: Path, sig: signal.Signals) -> None:
+    proc, port = start(run_dir)
+    st = wait_ready(proc, run_dir)
+    assert st["frontend_url"] == f"http://127.0.0.1:{port}"
+    assert e2e.chat(st["frontend_url"], MODEL).strip()
+    assert e2e.chat(st["frontend_url"], MODEL, stream=True).strip()
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert out.splitlines() == [str(run_dir)]  # stdout: only the run directory
+    final = e2e.state(run_dir)
+    assert final["phase"] == "done" and sig.name in final["reason"]
+    assert [t["phase"] for t in final["timeline"]] == ["starting", "ready", "stopping", "done"]
+    assert e2e.nothing_left(run_dir)
+
+
+def test_crashed_worker_fails_fast_with_its_log(run_dir: Path) -> None:
+    proc, _ = start(run_dir)
+    wait_ready(proc, run_dir)
+    prefill = [p for p in e2e.engine_processes(run_dir, "dynamo.mocker")
+               if p.env["ORCHESTRATOR_PROCESS"] == "prefill-0"]  # fmt: skip
+    assert len(prefill) == 1
+    import os
+
+    os.kill(prefill[0].pid, signal.SIGKILL)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 1
+    st = e2e.state(run_dir)
+    assert st["phase"] == "failed"
+    assert "prefill-0 (prefill) on localhost (node 0) exited with code -9" in st["error"]
+    assert "prefill-0 (prefill)" in err
+    assert e2e.nothing_left(run_dir)
+
+
+def test_readiness_deadline_names_missing_workers(run_dir: Path) -> None:
+    proc, _ = start(run_dir, f"engine.python={SILENT}", "readiness.timeout_s=3")
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1
+    st = e2e.state(run_dir)
+    assert st["phase"] == "failed"
+    assert "not ready after 3 s: waiting for decode-0, prefill-0" in st["error"]
+    assert "ConnectionError" in st["error"]  # why: nothing listens on their health ports
+    assert "not ready after 3 s" in err
+    assert e2e.nothing_left(run_dir)
+
+
+def test_run_dirs_are_never_reused(run_dir: Path) -> None:
+    run_dir.mkdir(parents=True)
+    res = e2e.cli(overrides(run_dir, e2e.free_port()))
+    assert res.returncode == 1 and "already exists" in res.stderr
+    assert list(run_dir.iterdir()) == []
