@@ -116,15 +116,41 @@ class DeploymentConfig:
 @dataclass
 class ReadinessConfig:
     timeout_s: float = 3600.0  # 120B-class cold loads routinely take 15-30+ min (srt-slurm #180)
-    interval_s: float = 1.0
+    interval_s: float = 0.25  # health polls are one cheap GET per unready process
     canary: bool = True  # one real generation through the frontend (exercises prefill -> decode)
     canary_max_tokens: int = 8
 
 
 @dataclass
+class LoadPointConfig:
+    """One load point, run against the ready deployment (points run in sequence)."""
+
+    concurrency: int = 1  # requests in flight
+    isl: int = 1024  # input tokens per request (synthetic prompts)
+    osl: int = 1024  # output tokens per request (max_tokens)
+    requests: int = 0  # 0 = benchmark.requests_per_concurrency x concurrency
+    warmup: int = -1  # warm-up requests before measuring; -1 = concurrency
+
+
+@dataclass
 class BenchmarkConfig:
-    kind: str = "none"
-    duration_estimate_min: int = 0  # counted against the Slurm time limit
+    """Load sweep on node 0 once the deployment is ready (orchestrator/bench)."""
+
+    kind: str = "none"  # none | aiperf | sglang_bench
+    points: list[LoadPointConfig] = field(default_factory=list)
+    requests_per_concurrency: int = 10  # default request count of a point (recipe perf jobs)
+    tokenizer: str = ""  # local dir or HF id; empty = the mocker's tiny tokenizer, else model.path
+    binary: str = ""  # aiperf executable; empty = <repo>/.venvs/aiperf/bin/aiperf
+    python: str = ""  # interpreter for sglang.bench_serving; empty = engine.python
+    max_error_rate: float = 0.05  # a point above this error rate is invalid and fails the run
+    keep_serving: bool = False  # after the benchmark: false = end the job, true = keep serving
+    point_timeout_s: float = 3600.0  # a client running longer than this fails the run
+    seed: int = 42
+    extra_args: list[str] = field(default_factory=list)  # appended to every client command
+    env: dict[str, str] = field(default_factory=dict)
+    # Counted against cluster.time_limit_min together with readiness.timeout_s; 0 = estimate it
+    # from the points (orchestrator.bench.spec.estimate_s).
+    duration_estimate_min: int = 0
 
 
 @dataclass

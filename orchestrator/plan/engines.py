@@ -38,6 +38,9 @@ class WorkerProcess:
 def worker_ports(engine: str, group: str, rank: int, nnodes: int) -> list[str]:
     """Port names to allocate for one worker process."""
     names = list(WORKER_PORTS[engine])
+    if rank > 0:
+        # Node ranks >= 1 serve no HTTP and register nothing: only the leader needs these.
+        names = [n for n in names if n not in ("http", "system")]
     if group == "prefill" and rank == 0:
         names.append("bootstrap")  # SGLang's prefill bootstrap server (default 8998 collides)
     if nnodes > 1 and rank == 0:
@@ -122,7 +125,7 @@ def sglang_argv(cfg: RootConfig, w: WorkerProcess) -> list[str]:
     # decode workers on other nodes, and not by every interface of the node.
     argv += ["--host", node_ip(w.node_index)]
     # Always set --port: SGLang and sglang-router both default to 30000.
-    argv += ["--port", str(w.ports["http"])]
+    argv += ["--port", str(w.leader_ports["http"])]
     argv += _bootstrap_args(w)
     argv += ["--nccl-port", str(w.ports["nccl"])]
     argv += _multinode_args(w)
