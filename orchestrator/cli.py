@@ -15,6 +15,7 @@ from orchestrator.errors import InvalidConfig, OrchestratorError
 from orchestrator.launchers.select import Site, resolve_launcher
 from orchestrator.plan.build import build_plan
 from orchestrator.render.dryrun import render_json, render_text
+from orchestrator.sglang_check import check_sglang_argv
 from orchestrator.validate import check
 
 USAGE = """usage: python -m orchestrator [-m] [KEY=VALUE ...]
@@ -36,6 +37,7 @@ def prepare(overrides: Sequence[str], site: Site) -> tuple[RootConfig, str]:
     launcher = resolve_launcher(cfg.launcher.kind, site)
     cfg = dataclasses.replace(cfg, launcher=dataclasses.replace(cfg.launcher, kind=launcher))
     check(cfg)  # again: some rules depend on the resolved launcher (local = one node)
+    check_sglang_argv(cfg, build_plan(cfg))  # SGLang's own parser, before anything is submitted
     return cfg, launcher
 
 

@@ -1,4 +1,5 @@
-"""`python -m orchestrator.ctl status|logs|stop RUN_DIR`: look at and stop a run later."""
+"""`python -m orchestrator.ctl status|logs|stop RUN_DIR`: look at and stop a run later.
+`status SWEEP_DIR` and `collect SWEEP_DIR` work on a sweep directory (orchestrator.sweep)."""
 
 from __future__ import annotations
 
@@ -31,6 +32,10 @@ def status(run_dir: Path) -> str:
     for key in ("reason", "error"):
         if state.get(key):
             lines.append(f"{key}: {state[key]}")
+    if state.get("benchmark"):
+        b = state["benchmark"]
+        lines.append(f"benchmark: {b.get('tool')} {b.get('status')} {b.get('done')}/{b.get('of')} "
+                     f"point(s) (results/points.jsonl)")  # fmt: skip
     for name, entry in state.get("processes", {}).items():
         code = f" exit={entry['exit_code']}" if entry.get("exit_code") is not None else ""
         lines.append(f"  {name:<18} {entry.get('role', ''):<9} {entry.get('host', '')}:"
@@ -80,15 +85,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry."""
     parser = argparse.ArgumentParser(prog="python -m orchestrator.ctl")
     sub = parser.add_subparsers(dest="cmd", required=True)
-    for cmd in ("status", "logs", "stop"):
+    for cmd in ("status", "logs", "stop", "collect"):
         p = sub.add_parser(cmd)
-        p.add_argument("run_dir", type=Path)
+        p.add_argument("run_dir", type=Path, metavar="SWEEP_DIR" if cmd == "collect" else "RUN_DIR")
         if cmd == "logs":
             p.add_argument("name", nargs="?")
             p.add_argument("-n", "--lines", type=int, default=50)
     args = parser.parse_args(argv)
     try:
-        if args.cmd == "status":
+        if args.cmd in ("status", "collect") and (args.run_dir / "manifest.json").exists():
+            from orchestrator import sweep
+
+            print(sweep.status(args.run_dir) if args.cmd == "status" else sweep.collect(args.run_dir))
+        elif args.cmd == "collect":
+            raise OrchestratorError(f"{args.run_dir} is not a sweep directory (no manifest.json)")
+        elif args.cmd == "status":
             print(status(args.run_dir))
         elif args.cmd == "logs":
             print(logs(args.run_dir, args.name, args.lines))

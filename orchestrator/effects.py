@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -50,6 +51,7 @@ def _text(data: str | bytes | None) -> str:
 class Clock(Protocol):
     def now(self) -> float: ...
     def sleep(self, seconds: float) -> None: ...
+    def wait(self, event: threading.Event, seconds: float) -> bool: ...
 
 
 class SystemClock:
@@ -60,6 +62,10 @@ class SystemClock:
 
     def sleep(self, seconds: float) -> None:
         time.sleep(max(seconds, 0.0))
+
+    def wait(self, event: threading.Event, seconds: float) -> bool:
+        """Wait up to `seconds` for `event`; True when it is set (a stop request)."""
+        return event.wait(max(seconds, 0.0))
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from pathlib import Path
 
+from orchestrator.bench.spec import BENCHMARK_KINDS, TOOLS, aiperf_binary, estimate_s
 from orchestrator.config.schema import RootConfig
 from orchestrator.errors import InvalidConfig, Issue
 from orchestrator.plan import build
@@ -19,7 +21,6 @@ DEPLOYMENT_MODES = ("disaggregated", "aggregated")
 GPU_DIRECTIVES = ("gpus-per-node", "gres")
 IP_SOURCES = ("hostname", "interface")
 DRY_RUN_VALUES = ("false", "true", "json")
-BENCHMARK_KINDS = ("none",)
 # Engines and the frontends they register with.
 COMPATIBLE_FRONTENDS = {"dynamo_sglang": "dynamo", "mocker": "dynamo", "sglang": "sglang_router"}
 DYNAMO_PORT_LIMIT = 32767
@@ -36,7 +37,7 @@ def check(cfg: RootConfig) -> None:
 def validate(cfg: RootConfig) -> list[Issue]:
     """Every problem of `cfg`. Checks that need a sane shape run only when the shape is sane."""
     issues = _kinds(cfg) + _model(cfg) + _groups(cfg) + _ports(cfg) + _timing(cfg) + _secrets(cfg)
-    issues += _slurm_values(cfg)
+    issues += _slurm_values(cfg) + _benchmark(cfg)
     if not issues:
         issues += _topology(cfg)
     return issues
@@ -186,11 +187,13 @@ def _timing(cfg: RootConfig) -> list[Issue]:
     if r.timeout_s <= 0 or r.interval_s <= 0:
         issues.append(Issue("readiness.timeout_s", f"{r.timeout_s:g} (interval_s={r.interval_s:g})",
                             "must be positive", "set readiness.timeout_s=3600 readiness.interval_s=1"))  # fmt: skip
-    needed = r.timeout_s + cfg.benchmark.duration_estimate_min * 60
+    bench_s = estimate_s(cfg.benchmark)
+    needed = r.timeout_s + bench_s
     if limit_s < needed:
+        how = "" if cfg.benchmark.duration_estimate_min else ", from the load points"
         issues.append(Issue("cluster.time_limit_min", str(cfg.cluster.time_limit_min),
                             f"shorter than the readiness deadline ({r.timeout_s:g} s) plus the "
-                            f"benchmark estimate ({cfg.benchmark.duration_estimate_min} min)",
+                            f"benchmark estimate ({bench_s / 60:.0f} min{how})",
                             f"set cluster.time_limit_min>={int(needed // 60) + 1} or lower "
                             "readiness.timeout_s"))  # fmt: skip
     return issues
@@ -244,3 +247,33 @@ def _topology(cfg: RootConfig) -> list[Issue]:
                             "use launcher=submitit or launcher=sbatch, or a smaller topology"))  # fmt: skip
     return issues
 
+
+
+def _benchmark(cfg: RootConfig) -> list[Issue]:
+    """Load points and client settings (only when a benchmark is configured)."""
+    b = cfg.benchmark
+    if b.kind not in TOOLS:
+        return []
+    issues = []
+    if not b.points:
+        issues.append(Issue("benchmark.points", "[]", f"benchmark={b.kind} needs at least one load point",
+                            "set benchmark.points=[{concurrency:8,isl:1024,osl:1024}]"))  # fmt: skip
+    for i, p in enumerate(b.points):
+        for key, value, low in (("concurrency", p.concurrency, 1), ("isl", p.isl, 1), ("osl", p.osl, 1),
+                                ("requests", p.requests, 0), ("warmup", p.warmup, -1)):  # fmt: skip
+            if value < low:
+                issues.append(Issue(f"benchmark.points[{i}].{key}", str(value), f"must be at least {low}",
+                                    f"set {key} to {low} or more"))  # fmt: skip
+    if not 0 <= b.max_error_rate <= 1:
+        issues.append(Issue("benchmark.max_error_rate", f"{b.max_error_rate:g}", "is a fraction",
+                            "use a value in 0-1, e.g. 0.05 for 5 %"))  # fmt: skip
+    if b.requests_per_concurrency < 1 or b.point_timeout_s <= 0:
+        issues.append(Issue("benchmark.requests_per_concurrency", f"{b.requests_per_concurrency} "
+                            f"(point_timeout_s={b.point_timeout_s:g})", "must be positive",
+                            "set benchmark.requests_per_concurrency=10 benchmark.point_timeout_s=3600"))  # fmt: skip
+    binary = aiperf_binary(b)
+    # Checked here only for a path on the shared filesystem (inside a container it may differ).
+    if b.kind == "aiperf" and not cfg.cluster.container_image and binary.startswith("/") and not Path(binary).exists():
+        issues.append(Issue("benchmark.binary", binary, "does not exist",
+                            "run scripts/install.sh --with-aiperf, or set benchmark.binary"))  # fmt: skip
+    return issues

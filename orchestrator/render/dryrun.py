@@ -9,6 +9,7 @@ from typing import Any
 from orchestrator.plan.model import Plan, Process, plan_to_dict, process_to_dict
 from orchestrator.plan.placeholders import node_host
 from orchestrator.render.shell import quote_argv, sbatch_script
+from orchestrator.runtime.router import WORKER_TYPES, registration_payload
 from orchestrator.slurm.request import sbatch_directives, srun_argv, submitit_parameters
 
 RUN_DIR_SHOWN = "<run_dir>"  # the real run directory is created only when launching
@@ -93,9 +94,24 @@ def render_text(
     out.append("=== READINESS ===")
     out.append(f"workers healthy ({expected}) -> GET {r.frontend_url}{r.ready_path} -> "
                f"{'canary chat completion' if r.canary else 'no canary'}; deadline {r.timeout_s:g} s")  # fmt: skip
+    out += _registration_text(plan)
     out += [f"frontend URL: {r.frontend_url}", ""]
     out += _slurm_text(plan, launcher, python=python, overrides=overrides)
     return "\n".join(out) + "\n"
+
+
+def _registration_text(plan: Plan) -> list[str]:
+    """sglang-router: the POST /workers each worker gets once healthy, then the router's gate."""
+    r = plan.readiness
+    if r.frontend_kind != "sglang_router":
+        return []
+    want = ", ".join(f"{v} {WORKER_TYPES.get(k, k)}" for k, v in r.expected.items())
+    out = [f"register each worker when its /health is 200: POST {r.frontend_url}/workers (id kept for "
+           "DELETE /workers/<id> at stop)"]  # fmt: skip
+    out += [f"  {p.name}: {json.dumps(registration_payload(p))}" for p in plan.processes
+            if p.url and p.role in WORKER_TYPES]  # fmt: skip
+    out.append(f"router gate: GET {r.frontend_url}/workers lists {want} healthy, then GET {r.ready_path} == 200")
+    return out
 
 
 def _slurm_text(plan: Plan, launcher: str, *, python: str, overrides: Sequence[str]) -> list[str]:

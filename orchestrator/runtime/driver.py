@@ -130,7 +130,8 @@ class Driver:
 
     def _frontend_and_canary(self) -> bool | None:
         r = self.plan.readiness
-        verdict = health.frontend_ready(self.http, r.frontend_url, r.ready_path, r.frontend_kind)
+        verdict = health.frontend_ready(self.http, r.frontend_url, r.ready_path, r.frontend_kind,
+                                        expected=r.expected)  # fmt: skip
         if not verdict.ok:
             self.last_detail = verdict.detail
             return None
@@ -159,7 +160,7 @@ class Driver:
                 return
             if self.clock.now() >= deadline:
                 raise WorkersNotReady(self._not_ready_message(what, r.timeout_s))
-            if self.stop_event.wait(r.interval_s) or self._stop_file_seen():
+            if self.clock.wait(self.stop_event, r.interval_s) or self._stop_file_seen():
                 raise Stopped()
 
     def _probe_health(self) -> None:
@@ -173,7 +174,8 @@ class Driver:
                 self.state.process(name, state="healthy")
                 for hook in self.on_process_healthy:
                     hook(self, running)
-            else:
+            elif self.state.data["processes"].get(name, {}).get("last_check") != verdict.detail:
+                # Only on change: state.json often lives on a shared filesystem.
                 self.state.process(name, last_check=verdict.detail)
 
     def _not_ready_message(self, what: str, timeout: float) -> str:
@@ -185,12 +187,17 @@ class Driver:
         waiting = f"waiting for {', '.join(missing)} ({details})" if missing else "workers healthy"
         return f"not {what} after {timeout:g} s: {waiting}; {have}{last}"
 
+    def check_alive(self) -> None:
+        """Raise `ProcessFailed` if a deployment process exited, `Stopped` on a stop request
+        (for long on_ready hooks such as the benchmark, which must fail fast too)."""
+        self._check_alive()
+
     def _check_alive(self) -> None:
         for name, running in self.running.items():
             code = running.poll()
             if code is None:
                 continue
-            if self.stop_event.wait(STOP_RACE_S):
+            if self.clock.wait(self.stop_event, STOP_RACE_S):
                 raise Stopped()
             proc = running.proc
             self.state.process(name, state="exited", exit_code=code)
@@ -200,7 +207,7 @@ class Driver:
             )
 
     def _serve(self) -> None:
-        while not self.stop_event.wait(self.plan.readiness.interval_s) and not self._stop_file_seen():
+        while not self.clock.wait(self.stop_event, self.plan.readiness.interval_s) and not self._stop_file_seen():
             self._check_alive()
         raise Stopped()
 

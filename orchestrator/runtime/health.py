@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from orchestrator.effects import HttpClient, HttpError, HttpResponse
+from orchestrator.runtime import router
 
 CANARY_PROMPT = "Reply with one short sentence: is the service up?"
 
@@ -53,8 +54,16 @@ def parse_router_readiness(resp: HttpResponse) -> Verdict:
     return Verdict(False, f"router not ready (HTTP {resp.status}): {reason or resp.body[:200]}")
 
 
-def frontend_ready(http: HttpClient, base_url: str, ready_path: str, kind: str) -> Verdict:
-    """Ask the frontend's readiness gate."""
+def frontend_ready(
+    http: HttpClient, base_url: str, ready_path: str, kind: str, *, expected: Mapping[str, int] | None = None
+) -> Verdict:
+    """Ask the frontend's readiness gate. sglang-router: first every `expected` worker (per plan
+    role) must be listed healthy by `GET /workers` (its /readiness turns 200 with one prefill
+    and one decode, and registration is asynchronous), then /readiness."""
+    if kind == "sglang_router" and expected:
+        ok, detail = router.workers_verdict(http, base_url, expected)
+        if not ok:
+            return Verdict(False, detail)
     try:
         resp = http.get(base_url + ready_path, timeout=5.0)
     except HttpError as exc:

@@ -150,6 +150,9 @@ def run_driver(run_dir: Path, env: Mapping[str, str] | None = None) -> int:
                     state=state, say=say)  # fmt: skip
     driver.install_signal_handlers()
     attach_frontend_hooks(driver, cfg)
+    from orchestrator.bench.step import attach_benchmark  # bench imports the driver module
+
+    attach_benchmark(driver, cfg)
     return driver.run()
 
 

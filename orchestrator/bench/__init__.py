@@ -1,0 +1,1 @@
+"""Benchmark step (load points against a ready deployment), result normalization, sweep tables."""

@@ -1,0 +1,120 @@
+"""Sweep results: the valid rows of every point -> results.jsonl, results.csv and pareto.png.
+
+The Pareto plot puts output tokens/s per GPU (throughput per unit of cost) against tokens/s per
+user (interactivity): one curve per topology through its load points, and the frontier over all
+of them (points no other point beats on both axes) highlighted.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from orchestrator.errors import OrchestratorError
+
+X_KEY, Y_KEY = "tok_s_per_user", "output_tok_s_per_gpu"
+CSV_COLUMNS = (
+    "sweep_point", "name", "baseline", "mode", "engine", "frontend", "nodes",
+    "prefill_workers", "prefill_tp", "decode_workers", "decode_tp", "aggregated_workers", "aggregated_tp",
+    "gpus_prefill", "gpus_decode", "gpus_aggregated", "gpus_total", "gpus_allocated",
+    "tool", "point", "concurrency", "isl", "osl", "requests", "completed", "errors", "error_rate",
+    "output_tokens", "duration_s", "output_tok_s", "output_tok_s_per_gpu", "tok_s_per_user",
+    "ttft_p50_ms", "ttft_p99_ms", "itl_p50_ms", "itl_p99_ms", "request_throughput",
+    "plan_hash", "job_id", "run_dir", "artifacts",
+)  # fmt: skip
+
+
+def read_rows(run_dir: Path) -> list[dict[str, Any]]:
+    """results/points.jsonl of one run (every row, valid or not)."""
+    path = run_dir / "results" / "points.jsonl"
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except ValueError:
+            continue
+    return rows
+
+
+def flatten(row: dict[str, Any]) -> dict[str, Any]:
+    """One CSV record: topology fields and GPUs by role lifted to top-level columns."""
+    flat = {k: v for k, v in row.items() if not isinstance(v, dict)}
+    topology = row.get("topology") or {}
+    flat.update({k: v for k, v in topology.items() if k != "name"})
+    flat.update({f"gpus_{k}": v for k, v in (row.get("gpus") or {}).items()})
+    return {col: flat.get(col, "") for col in CSV_COLUMNS}
+
+
+def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
+    """Indices of the points no other point dominates (>= on both axes, > on one), by x."""
+    front = []
+    for i, (x, y) in enumerate(points):
+        dominated = any(
+            (x2 >= x and y2 >= y) and (x2 > x or y2 > y) for j, (x2, y2) in enumerate(points) if j != i
+        )
+        if not dominated:
+            front.append(i)
+    return sorted(front, key=lambda i: points[i])
+
+
+def plottable(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows that have both plot coordinates."""
+    return [r for r in rows if isinstance(r.get(X_KEY), int | float) and isinstance(r.get(Y_KEY), int | float)]
+
+
+def write_tables(out_dir: Path, rows: Sequence[dict[str, Any]]) -> tuple[Path, Path]:
+    """results.jsonl (rows as they are) and results.csv (flattened, fixed columns)."""
+    jsonl, table = out_dir / "results.jsonl", out_dir / "results.csv"
+    jsonl.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with table.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(CSV_COLUMNS))
+        writer.writeheader()
+        for row in rows:
+            writer.writerow(flatten(row))
+    return table, jsonl
+
+
+def plot_pareto(rows: Sequence[dict[str, Any]], path: Path, *, title: str) -> Path:
+    """pareto.png: one curve per topology, the frontier highlighted (matplotlib, Agg backend)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as exc:
+        raise OrchestratorError("the Pareto plot needs matplotlib: pip install -e '.[plot]' "
+                                "(scripts/install.sh installs it)") from exc  # fmt: skip
+    data = plottable(rows)
+    fig, ax = plt.subplots(figsize=(8, 5.5))
+    for name in sorted({r["name"] for r in data}):
+        own = sorted((r for r in data if r["name"] == name), key=lambda r: r[X_KEY])
+        gpus = (own[0].get("gpus") or {}).get("total", "?")
+        style = "--" if (own[0].get("topology") or {}).get("mode") == "aggregated" else "-"
+        ax.plot([r[X_KEY] for r in own], [r[Y_KEY] for r in own], style, marker="o", alpha=0.8,
+                label=f"{name} ({gpus} GPUs)")  # fmt: skip
+        for r in own:
+            ax.annotate(f"c{r['concurrency']}", (r[X_KEY], r[Y_KEY]), textcoords="offset points",
+                        xytext=(4, 4), fontsize=7, alpha=0.7)  # fmt: skip
+    front = [data[i] for i in pareto_front([(r[X_KEY], r[Y_KEY]) for r in data])]
+    if front:
+        ax.plot([r[X_KEY] for r in front], [r[Y_KEY] for r in front], color="black", linewidth=2.5,
+                alpha=0.35, zorder=0, label="Pareto frontier")  # fmt: skip
+        ax.scatter([r[X_KEY] for r in front], [r[Y_KEY] for r in front], s=140, facecolors="none",
+                   edgecolors="black", linewidths=1.5, zorder=3)  # fmt: skip
+    ax.set_xlabel("tokens/s per user")
+    ax.set_ylabel("output tokens/s per GPU")
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    if data:
+        ax.legend(fontsize=8)
+    else:
+        ax.text(0.5, 0.5, "no valid results", ha="center", va="center", transform=ax.transAxes)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

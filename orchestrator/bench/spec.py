@@ -1,0 +1,141 @@
+"""What the benchmark step runs: load points and client command lines (pure, no I/O).
+
+The client is a plan-like `Process` (role "benchmark", node 0) so the driver's backend runs it as
+an srun step under Slurm and as a local process otherwise. Both tools are run offline: synthetic
+prompts from a local tokenizer, never a dataset download.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from orchestrator.config.schema import BenchmarkConfig, RootConfig
+from orchestrator.plan.model import TIER_WORKER, Process
+
+TOOLS = ("aiperf", "sglang_bench")
+BENCHMARK_KINDS = ("none", *TOOLS)
+REPO_ROOT = Path(__file__).resolve().parent.parent.parent
+DEFAULT_AIPERF = REPO_ROOT / ".venvs" / "aiperf" / "bin" / "aiperf"
+# Start-up estimate per point: aiperf spends ~10 s spawning its services and processing records
+# (measured 13 s for a 0.7 s run against the mocker); bench_serving imports torch.
+TOOL_OVERHEAD_S = {"aiperf": 20.0, "sglang_bench": 30.0}
+# Pessimistic serving speed for the time estimate when no benchmark.duration_estimate_min is set.
+ESTIMATE_TTFT_S = 2.0
+ESTIMATE_TOKENS_PER_S_PER_USER = 20.0
+AIPERF_DONE_MARKER = ".aiperf_results_ready.json"
+BENCH_SERVING_FILE = "bench_serving.jsonl"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LoadPoint:
+    """One load point with every default resolved."""
+
+    index: int
+    concurrency: int
+    isl: int
+    osl: int
+    requests: int
+    warmup: int
+
+    def label(self) -> str:
+        """Directory-friendly name, e.g. `00-c4-i1024-o128`."""
+        return f"{self.index:02d}-c{self.concurrency}-i{self.isl}-o{self.osl}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Target:
+    """What the client talks to."""
+
+    url: str  # frontend base URL, e.g. http://10.0.0.1:8000
+    model: str  # served model name
+    tokenizer: str  # local directory or HF id
+
+
+def load_points(b: BenchmarkConfig) -> tuple[LoadPoint, ...]:
+    """The configured points with request and warm-up counts filled in."""
+    return tuple(
+        LoadPoint(
+            index=i, concurrency=p.concurrency, isl=p.isl, osl=p.osl,
+            requests=p.requests or b.requests_per_concurrency * p.concurrency,
+            warmup=p.concurrency if p.warmup < 0 else p.warmup,
+        )
+        for i, p in enumerate(b.points)
+    )  # fmt: skip
+
+
+def estimate_s(b: BenchmarkConfig) -> float:
+    """Seconds the benchmark is expected to take: `duration_estimate_min` when set, else per point
+    tool start-up + rounds x (TTFT + osl / tokens-per-s-per-user), rounds = requests / concurrency."""
+    if b.duration_estimate_min > 0 or b.kind not in TOOLS:
+        return b.duration_estimate_min * 60.0
+    total = 0.0
+    for p in load_points(b):
+        rounds = math.ceil((p.requests + p.warmup) / max(p.concurrency, 1))
+        total += TOOL_OVERHEAD_S[b.kind] + rounds * (ESTIMATE_TTFT_S + p.osl / ESTIMATE_TOKENS_PER_S_PER_USER)
+    return total
+
+
+def tokenizer_for(cfg: RootConfig, prepare: Mapping[str, str]) -> str:
+    """benchmark.tokenizer, else the mocker's tokenizer directory, else the model itself."""
+    if cfg.benchmark.tokenizer:
+        return cfg.benchmark.tokenizer
+    if cfg.engine.kind == "mocker":
+        return cfg.engine.mocker_model_dir or prepare.get("tiny_model_dir", "")
+    return cfg.model.path
+
+
+def aiperf_binary(b: BenchmarkConfig) -> str:
+    """benchmark.binary or the venv that `scripts/install.sh --with-aiperf` creates."""
+    return b.binary or str(DEFAULT_AIPERF)
+
+
+def _is_local_path(tokenizer: str) -> bool:
+    return tokenizer.startswith(("/", "./", "../", "~"))
+
+
+def aiperf_argv(b: BenchmarkConfig, p: LoadPoint, t: Target, out_dir: str) -> list[str]:
+    """`aiperf profile` for one point; artifacts (and the completion marker) land in `out_dir`."""
+    # With HF_HUB_OFFLINE=1 aiperf rejects a local tokenizer directory (it calls
+    # snapshot_download(path)); `env -u` also works inside `srun ... env K=V`.
+    argv = ["env", "-u", "HF_HUB_OFFLINE"] if _is_local_path(t.tokenizer) else []
+    argv += [aiperf_binary(b), "profile", "--model", t.model, "--url", t.url]
+    argv += ["--endpoint-type", "chat", "--streaming", "--tokenizer", t.tokenizer]
+    argv += ["--isl", str(p.isl), "--osl", str(p.osl)]
+    # Generate exactly osl tokens (the mocker and SGLang honour ignore_eos) and count with the
+    # server's usage numbers: the client tokenizer may differ from the server's.
+    argv += ["--extra-inputs", "ignore_eos:true", "--use-server-token-count"]
+    argv += ["--concurrency", str(p.concurrency), "--request-count", str(p.requests)]
+    if p.warmup:
+        argv += ["--warmup-request-count", str(p.warmup)]
+    argv += ["--random-seed", str(b.seed), "--output-artifact-dir", out_dir, "--ui-type", "none"]
+    return argv + list(b.extra_args)
+
+
+def bench_serving_argv(b: BenchmarkConfig, python: str, p: LoadPoint, t: Target, out_dir: str) -> list[str]:
+    """`python -m sglang.bench_serving` for one point; it appends one JSON line to the output file."""
+    argv = [python, "-m", "sglang.bench_serving", "--backend", "sglang-oai-chat", "--base-url", t.url]
+    argv += ["--model", t.model, "--tokenizer", t.tokenizer]
+    # random-ids needs no dataset download (`random` fetches ShareGPT); range ratio 1 = exact lengths.
+    argv += ["--dataset-name", "random-ids", "--random-input-len", str(p.isl)]
+    argv += ["--random-output-len", str(p.osl), "--random-range-ratio", "1.0"]
+    argv += ["--num-prompts", str(p.requests), "--max-concurrency", str(p.concurrency)]
+    argv += ["--request-rate", "inf", "--warmup-requests", str(p.warmup), "--seed", str(b.seed)]
+    argv += ["--output-file", f"{out_dir}/{BENCH_SERVING_FILE}", "--disable-tqdm"]
+    return argv + list(b.extra_args)
+
+
+def client_process(cfg: RootConfig, p: LoadPoint, t: Target, out_dir: str) -> Process:
+    """The benchmark client of point `p` as a plan process on node 0 (no GPUs)."""
+    b = cfg.benchmark
+    if b.kind == "aiperf":
+        argv = aiperf_argv(b, p, t, out_dir)
+    else:
+        argv = bench_serving_argv(b, b.python or cfg.engine.python, p, t, out_dir)
+    env = {"CUDA_VISIBLE_DEVICES": "", "PYTHONUNBUFFERED": "1", **b.env}
+    return Process(
+        name=f"benchmark-{p.index}", role="benchmark", group="benchmark", worker_index=p.index,
+        rank=0, node_index=0, gpus=(), ports={}, env=env, argv=tuple(argv), tier=TIER_WORKER,
+    )  # fmt: skip

@@ -1,0 +1,199 @@
+"""The benchmark step: an `on_ready` hook of the driver that runs the load points in sequence.
+
+Each point's client runs through `driver.backend` (an srun step on node 0 under Slurm), writes the
+tool's own files into results/<point>/, and adds one normalized line to results/points.jsonl. The
+first invalid point fails the run (phase failed, the reason in state.json); the rows are kept,
+marked `valid: false`. results/summary.json says whether the whole benchmark is valid (sweeps
+skip a point on re-run only then). Afterwards the job ends unless benchmark.keep_serving.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shlex
+import time
+from pathlib import Path
+from typing import Any
+
+from orchestrator.bench.normalize import (
+    Measured,
+    judge,
+    normalized_row,
+    read_aiperf,
+    read_bench_serving,
+)
+from orchestrator.bench.spec import TOOLS, LoadPoint, Target, client_process, load_points, tokenizer_for
+from orchestrator.config.schema import RootConfig
+from orchestrator.errors import OrchestratorError
+from orchestrator.plan import build
+from orchestrator.plan.model import Plan, plan_to_dict
+from orchestrator.runtime.driver import Driver, Stopped
+from orchestrator.runtime.processes import Running, log_tail, stop_tier
+from orchestrator.runtime.state import now_iso, write_json_atomic
+
+RESULTS = "results"
+POINTS_FILE = "points.jsonl"
+SUMMARY_FILE = "summary.json"
+
+
+class BenchmarkFailed(OrchestratorError):
+    """A load point is invalid, or its client could not produce a result."""
+
+
+def attach_benchmark(driver: Driver, cfg: RootConfig) -> None:
+    """Run the configured benchmark once the deployment is ready (nothing for kind=none)."""
+    if cfg.benchmark.kind in TOOLS:
+        driver.on_ready.append(BenchmarkStep(cfg))
+
+
+def run_context(cfg: RootConfig, plan: Plan) -> dict[str, Any]:
+    """Facts every row carries: GPUs by role, topology and the plan hash (same topology = same
+    hash; computed on the unbound plan so job ids, addresses and port blocks do not count)."""
+    gpus: dict[str, int] = {}
+    for proc in plan.processes:
+        if proc.role in ("prefill", "decode", "worker"):
+            key = "aggregated" if proc.role == "worker" else proc.role
+            gpus[key] = gpus.get(key, 0) + len(proc.gpus)
+    gpus["total"] = sum(gpus.values())
+    gpus["allocated"] = plan.num_nodes * plan.gpus_per_node
+    active = build.active_groups(cfg)
+    topology: dict[str, Any] = {"name": plan.name, "mode": cfg.deployment.mode}
+    for group in ("prefill", "decode", "aggregated"):
+        on = group in active
+        topology[f"{group}_workers"] = build.group_config(cfg, group).workers if on else 0
+        topology[f"{group}_tp"] = build.tp_of(cfg, group) if on else 0
+    topology.update(engine=cfg.engine.kind, frontend=cfg.frontend.kind, nodes=plan.num_nodes)
+    unbound = json.dumps(plan_to_dict(build.build_plan(cfg)), sort_keys=True)
+    return {"name": plan.name, "plan_hash": hashlib.sha256(unbound.encode()).hexdigest()[:12],
+            "gpus": gpus, "topology": topology}  # fmt: skip
+
+
+class BenchmarkStep:
+    """Callable hook: `driver.on_ready.append(BenchmarkStep(cfg))`."""
+
+    def __init__(self, cfg: RootConfig) -> None:
+        self.cfg = cfg
+
+    def __call__(self, driver: Driver) -> None:
+        results = driver.run_dir / RESULTS
+        results.mkdir(exist_ok=True)
+        try:
+            self._run(driver, results)
+        except Stopped:
+            self._summary_if_missing(results, driver.stop_reason or "stopped")
+            raise
+        except OrchestratorError as exc:
+            self._summary_if_missing(results, str(exc))
+            raise
+        except Exception as exc:  # a bug here must still fail the run cleanly (teardown, state)
+            reason = f"benchmark step crashed: {type(exc).__name__}: {exc}"
+            self._summary_if_missing(results, reason)
+            raise BenchmarkFailed(reason) from exc
+
+    def _run(self, driver: Driver, results: Path) -> None:
+        b, plan = self.cfg.benchmark, driver.plan
+        r = plan.readiness
+        target = Target(url=r.frontend_url, model=r.model, tokenizer=tokenizer_for(self.cfg, plan.prepare))
+        context = {**run_context(self.cfg, plan), "job_id": driver.state.data.get("job_id", "")}
+        points = load_points(b)
+        (results / POINTS_FILE).write_text("")
+        driver.say(f"benchmark: {b.kind}, {len(points)} load point(s) against {target.url}")
+        for done, point in enumerate(points):
+            driver.state.update(benchmark={"tool": b.kind, "point": point.label(), "done": done,
+                                           "of": len(points), "status": "running"})  # fmt: skip
+            row = self._point(driver, point, target, context, results)
+            if row is None:  # stop requested while the client ran
+                self._summary(results, valid=False, reason=driver.stop_reason or "stopped", done=done)
+                return
+            with (results / POINTS_FILE).open("a") as fh:
+                fh.write(json.dumps(row) + "\n")
+            driver.say(_row_line(row))
+            if not row["valid"]:
+                reason = f"benchmark point {point.label()} invalid: {row['invalid_reason']}"
+                self._summary(results, valid=False, reason=reason, done=done + 1)
+                driver.state.update(benchmark={"tool": b.kind, "done": done + 1, "of": len(points),
+                                               "status": "invalid", "reason": reason})  # fmt: skip
+                raise BenchmarkFailed(f"{reason} (see {results / POINTS_FILE} and "
+                                      f"logs/benchmark-{point.index}.log)")  # fmt: skip
+        self._summary(results, valid=True, reason="", done=len(points))
+        driver.state.update(benchmark={"tool": b.kind, "done": len(points), "of": len(points),
+                                       "status": "valid"})  # fmt: skip
+        if not b.keep_serving:
+            driver.request_stop("benchmark finished")
+
+    def _point(
+        self, driver: Driver, point: LoadPoint, target: Target, context: dict[str, Any], results: Path
+    ) -> dict[str, Any] | None:
+        b = self.cfg.benchmark
+        out_dir = results / point.label()
+        out_dir.mkdir(exist_ok=True)
+        proc = client_process(self.cfg, point, target, str(out_dir))
+        (out_dir / "command.txt").write_text(shlex.join(proc.argv) + "\n")
+        log = driver.run_dir / "logs" / f"{proc.name}.log"
+        started = time.time()
+        running = driver.backend.start(proc, log)
+        driver.state.process(proc.name, node=0, host=running.host, role="benchmark", state="running",
+                             probed=False, log=str(log))  # fmt: skip
+        try:
+            code = self._wait(driver, running, point)
+        finally:
+            if running.poll() is None:
+                stop_tier(driver.backend, [running], grace_s=driver.plan.stop_grace_s, clock=driver.clock)
+            driver.state.process(proc.name, state="exited", exit_code=running.exit_code)
+        if code is None:
+            return None
+        measured = read_aiperf(out_dir) if b.kind == "aiperf" else read_bench_serving(out_dir, point.requests)
+        extra = {"exit_code": code, "artifacts": f"{RESULTS}/{point.label()}", "started_at": started,
+                 "seconds": round(time.time() - started, 3), "run_dir": str(driver.run_dir)}  # fmt: skip
+        if measured is None:
+            reason = (f"no result files in {out_dir} (client exit code {code}); last lines of {log}:\n"
+                      f"{log_tail(log, 15)}")  # fmt: skip
+            return normalized_row(_nothing(point), point, tool=b.kind, context={**context, **extra},
+                                  valid=False, reason=reason)  # fmt: skip
+        valid, reason = judge(measured, max_error_rate=b.max_error_rate, exit_code=code)
+        return normalized_row(measured, point, tool=b.kind, context={**context, **extra},
+                              valid=valid, reason=reason)  # fmt: skip
+
+    def _wait(self, driver: Driver, running: Running, point: LoadPoint) -> int | None:
+        """The client's exit code; None when a stop was requested. Watches the deployment too."""
+        deadline = driver.clock.now() + self.cfg.benchmark.point_timeout_s
+        while True:
+            code = running.poll()
+            if code is not None:
+                return code
+            driver.check_alive()
+            if driver.clock.now() >= deadline:
+                raise BenchmarkFailed(f"benchmark point {point.label()} still running after "
+                                      f"benchmark.point_timeout_s={self.cfg.benchmark.point_timeout_s:g}")  # fmt: skip
+            if driver.stop_event.wait(driver.plan.readiness.interval_s):
+                return None
+
+    def _summary_if_missing(self, results: Path, reason: str) -> None:
+        if not (results / SUMMARY_FILE).exists():
+            rows = (results / POINTS_FILE).read_text().splitlines() if (results / POINTS_FILE).exists() else []
+            self._summary(results, valid=False, reason=reason, done=len(rows))
+
+    def _summary(self, results: Path, *, valid: bool, reason: str, done: int) -> None:
+        write_json_atomic(results / SUMMARY_FILE, {
+            "tool": self.cfg.benchmark.kind, "valid": valid, "reason": reason, "points_done": done,
+            "points": len(self.cfg.benchmark.points), "finished_at": now_iso(),
+        })  # fmt: skip
+
+
+def _nothing(point: LoadPoint) -> Measured:
+    return Measured(requests=point.requests, completed=0, errors=point.requests, output_tokens=0.0,
+                    duration_s=None, output_tok_s=0.0, tok_s_per_user=None, request_throughput=0.0,
+                    ttft_p50_ms=None, ttft_p99_ms=None, itl_p50_ms=None, itl_p99_ms=None,
+                    complete=False)  # fmt: skip
+
+
+def _row_line(row: dict[str, Any]) -> str:
+    """One progress line per point."""
+    if not row["valid"]:
+        return f"benchmark point {row['point']} (c={row['concurrency']}): INVALID: {row['invalid_reason']}"
+    per_gpu = row["output_tok_s_per_gpu"] or 0.0
+    per_user = row["tok_s_per_user"] or 0.0
+    return (f"benchmark point {row['point']} (c={row['concurrency']} isl={row['isl']} osl={row['osl']}): "
+            f"{row['output_tok_s']:.1f} tok/s, {per_gpu:.2f} tok/s/GPU, {per_user:.1f} tok/s/user, "
+            f"TTFT p50 {row['ttft_p50_ms'] or 0:.1f} ms")  # fmt: skip

@@ -1,0 +1,230 @@
+"""Register SGLang workers with sglang-router over its worker API (0.3.2), and remove them on stop.
+
+The router starts with no workers; the driver registers each worker the moment its own
+`/health` answers 200 (static `--prefill/--decode` lists lose late or restarted workers, and
+0.2.x drops a CLI worker for good once its startup timeout passes; engines.md §2.6).
+
+sglang-router 0.3.2 worker API (engines.md §2.4; JSON captured in tests/test_router.py):
+- `POST /workers {"url", "worker_type", "bootstrap_port"}` -> 202 `{"worker_id": "<uuid>", ...}`.
+  Registration is asynchronous: the worker shows up in `GET /workers` only after the router's
+  own `/health` call answered. Without `worker_type` a worker is `regular`, even in PD mode.
+- `GET /workers` -> `{"workers": [{"id", "url", "worker_type", "is_healthy", ...}], ...}`.
+- `DELETE /workers/{uuid}` -> 202; a URL as id -> 400 (0.2.x used URLs), unknown id -> 404.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from orchestrator.effects import Clock, HttpClient, HttpError, HttpResponse
+from orchestrator.errors import OrchestratorError
+from orchestrator.plan.model import Process
+
+if TYPE_CHECKING:
+    from orchestrator.runtime.driver import Driver
+    from orchestrator.runtime.processes import Running
+
+# Plan role -> the router's worker_type.
+WORKER_TYPES: Mapping[str, str] = {"prefill": "prefill", "decode": "decode", "worker": "regular"}
+RETRY_BUDGET_S = 30.0  # connection errors only; the router normally answers within a second
+REQUEST_TIMEOUT_S = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class RouterWorker:
+    """One entry of the router's `GET /workers`."""
+
+    id: str
+    url: str
+    worker_type: str
+    healthy: bool
+    bootstrap_port: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerCounts:
+    """Workers the router lists, per worker_type: how many in total and how many are healthy."""
+
+    listed: Mapping[str, int]
+    healthy: Mapping[str, int]
+
+
+class RouterError(OrchestratorError):
+    """The router refused or could not be reached for a registration call."""
+
+
+def parse_worker_list(body: Any) -> list[RouterWorker]:
+    """`GET /workers` JSON -> workers; ValueError when the shape is not the 0.2/0.3 one."""
+    if not isinstance(body, dict) or not isinstance(body.get("workers"), list):
+        raise ValueError(f"expected {{'workers': [...]}}, got {str(body)[:200]}")
+    out = []
+    for w in body["workers"]:
+        if not isinstance(w, dict) or "url" not in w:
+            raise ValueError(f"worker entry without url: {str(w)[:200]}")
+        out.append(RouterWorker(id=str(w.get("id") or w["url"]), url=str(w["url"]),
+                                worker_type=str(w.get("worker_type") or "regular"),
+                                healthy=w.get("is_healthy") is True,
+                                bootstrap_port=w.get("bootstrap_port")))  # fmt: skip
+    return out
+
+
+def parse_router_workers(body: Any) -> WorkerCounts:
+    """`GET /workers` JSON -> listed and healthy counts per worker_type."""
+    listed: dict[str, int] = {}
+    healthy: dict[str, int] = {}
+    for w in parse_worker_list(body):
+        listed[w.worker_type] = listed.get(w.worker_type, 0) + 1
+        healthy[w.worker_type] = healthy.get(w.worker_type, 0) + w.healthy
+    return WorkerCounts(listed=listed, healthy=healthy)
+
+
+def missing_workers(counts: WorkerCounts, expected: Mapping[str, int]) -> str:
+    """'' when every expected worker (by plan role) is healthy in the router, else what is missing,
+    e.g. 'router has 1/2 healthy prefill (2 listed), 2/2 healthy decode'."""
+    parts, short = [], False
+    for role, want in expected.items():
+        kind = WORKER_TYPES.get(role, role)
+        have = counts.healthy.get(kind, 0)
+        short = short or have < want
+        listed = counts.listed.get(kind, 0)
+        parts.append(f"{have}/{want} healthy {kind}" + (f" ({listed} listed)" if listed != have else ""))
+    return f"router has {', '.join(parts)}" if short else ""
+
+
+def registration_payload(proc: Process) -> dict[str, Any]:
+    """The `POST /workers` body of a worker: its URL (an address the decode nodes can reach,
+    since a decode dials the host of the prefill's URL), its type and, for a prefill, the real
+    bootstrap port (with null the decode would use its own --disaggregation-bootstrap-port)."""
+    payload: dict[str, Any] = {"url": proc.url, "worker_type": WORKER_TYPES[proc.role]}
+    if proc.role == "prefill":
+        payload["bootstrap_port"] = proc.bootstrap_port
+    return payload
+
+
+def parse_accepted(resp: HttpResponse) -> str:
+    """The worker id from a `POST /workers` answer (202 or 200/201); RouterError otherwise."""
+    body = resp.json()
+    if resp.status in (200, 201, 202) and isinstance(body, dict) and body.get("worker_id"):
+        return str(body["worker_id"])
+    raise RouterError(f"router refused the registration (HTTP {resp.status}): {resp.body[:300]}")
+
+
+class RouterClient:
+    """The router's worker API; connection errors are retried until `budget_s` is spent (HTTP
+    errors are answers and are not retried)."""
+
+    def __init__(self, http: HttpClient, clock: Clock, base_url: str, *, budget_s: float = RETRY_BUDGET_S) -> None:
+        self.http, self.clock, self.base_url, self.budget_s = http, clock, base_url.rstrip("/"), budget_s
+
+    def _retrying(self, what: str, call: Any) -> HttpResponse:
+        deadline = self.clock.now() + self.budget_s
+        delay = 0.2
+        while True:
+            try:
+                return call()  # type: ignore[no-any-return]
+            except HttpError as exc:
+                if self.clock.now() + delay > deadline:
+                    raise RouterError(f"{what}: router at {self.base_url} unreachable for "
+                                      f"{self.budget_s:g} s: {exc}") from exc  # fmt: skip
+            self.clock.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+    def list_workers(self) -> list[RouterWorker]:
+        url = f"{self.base_url}/workers"
+        resp = self._retrying("GET /workers", lambda: self.http.get(url, timeout=REQUEST_TIMEOUT_S))
+        try:
+            return parse_worker_list(resp.json() if resp.status == 200 else None)
+        except ValueError as exc:
+            raise RouterError(f"unexpected answer to GET {url} (HTTP {resp.status}): {resp.body[:300]}") from exc
+
+    def add_worker(self, payload: Mapping[str, Any]) -> str:
+        url = f"{self.base_url}/workers"
+        resp = self._retrying("POST /workers", lambda: self.http.post(url, dict(payload), timeout=REQUEST_TIMEOUT_S))
+        return parse_accepted(resp)
+
+    def remove_worker(self, worker_id: str) -> bool:
+        """DELETE one worker; True when removed (202/200/204), False when the router did not know it."""
+        url = f"{self.base_url}/workers/{worker_id}"
+        resp = self.http.delete(url, timeout=REQUEST_TIMEOUT_S)  # at stop: no retries
+        if resp.status in (200, 202, 204):
+            return True
+        if resp.status == 404:
+            return False
+        raise RouterError(f"DELETE {url} failed (HTTP {resp.status}): {resp.body[:300]}")
+
+
+class Registrar:
+    """Registers each healthy worker once and remembers the router's id for deregistration."""
+
+    def __init__(self, client: RouterClient) -> None:
+        self.client = client
+        self.ids: dict[str, str] = {}  # process name -> router worker id
+
+    def register(self, proc: Process) -> tuple[str, bool]:
+        """Register `proc` unless it is already registered or listed; returns (id, newly added)."""
+        if proc.name in self.ids:
+            return self.ids[proc.name], False
+        listed = {w.url.rstrip("/"): w for w in self.client.list_workers()}
+        known = listed.get(proc.url.rstrip("/"))
+        if known is not None:
+            self.ids[proc.name] = known.id
+            return known.id, False
+        worker_id = self.client.add_worker(registration_payload(proc))
+        self.ids[proc.name] = worker_id
+        return worker_id, True
+
+    def deregister_all(self) -> list[str]:
+        """DELETE every worker we registered; returns one problem line per failure."""
+        problems = []
+        for name, worker_id in list(self.ids.items()):
+            try:
+                self.client.remove_worker(worker_id)
+                del self.ids[name]
+            except (HttpError, RouterError) as exc:
+                problems.append(f"{name}: {exc}")
+        return problems
+
+
+def workers_verdict(http: HttpClient, base_url: str, expected: Mapping[str, int]) -> tuple[bool, str]:
+    """(ok, detail): are all expected workers listed healthy by the router's `GET /workers`?"""
+    url = f"{base_url.rstrip('/')}/workers"
+    try:
+        resp = http.get(url, timeout=REQUEST_TIMEOUT_S)
+    except HttpError as exc:
+        return False, str(exc)
+    try:
+        counts = parse_router_workers(resp.json() if resp.status == 200 else None)
+    except ValueError:
+        return False, f"unexpected answer to GET {url} (HTTP {resp.status}): {resp.body[:200]}"
+    missing = missing_workers(counts, expected)
+    return not missing, missing
+
+
+def attach_router_registration(driver: Driver) -> None:
+    """Driver hooks: register each SGLang worker when healthy; deregister all before stopping."""
+    client = RouterClient(driver.http, driver.clock, driver.plan.readiness.frontend_url)
+    registrar = Registrar(client)
+
+    def on_healthy(d: Driver, running: Running) -> None:
+        proc = running.proc
+        if proc.role not in WORKER_TYPES or not proc.url:
+            return  # the router itself, or a rank >= 1 of a multi-node worker (no HTTP)
+        worker_id, added = registrar.register(proc)
+        d.state.process(proc.name, registered=True, router_id=worker_id, registered_at=time.time())
+        d.say(f"registered {proc.name} ({WORKER_TYPES[proc.role]}) {proc.url} with the router"
+              + ("" if added else " (already listed)"))  # fmt: skip
+
+    def before_stop(d: Driver) -> None:
+        names = list(registrar.ids)
+        problems = registrar.deregister_all()
+        for name in names:
+            if name not in registrar.ids:
+                d.state.process(name, registered=False)
+        if problems:
+            raise RouterError("deregistration failed: " + "; ".join(problems))
+
+    driver.on_process_healthy.append(on_healthy)
+    driver.before_stop.append(before_stop)

@@ -1,0 +1,178 @@
+"""Check every generated `sglang.launch_server` command line with SGLang's own argument parser.
+
+Before anything is submitted (and in dry-run), the argv after `-m sglang.launch_server` of each
+SGLang process, user extra args included, goes through `prepare_server_args` of the installed
+SGLang (0.5.21: argparse; a bad flag raises SystemExit(2) with a clear message on stderr). It
+parses in ~0.03 s with no GPU or network (engines.md §1.10). Failures become one InvalidConfig
+(exit code 2) naming each process, the flag and the config key it most likely came from.
+
+Where SGLang comes from, in order:
+1. this interpreter, when `sglang` is importable;
+2. `$ORCHESTRATOR_SGLANG_PYTHON`, else `<repo>/.venvs/sglang/bin/python` (what
+   `scripts/install.sh --with-sglang` creates: SGLang is installed there with --no-deps, which
+   `pip check` would flag in the main venv), run once as a subprocess for all processes;
+3. neither: one line on stderr says the check was skipped.
+
+engine=dynamo_sglang is not checked: `python -m dynamo.sglang` adds its own flags
+(--discovery-backend, --dyn-*-parser, ...) to SGLang's, and only Dynamo's parser knows that
+version's set; Dynamo rejects a bad flag itself at worker start (exit 1).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+import json
+import os
+import re
+import sys
+import textwrap
+from collections.abc import Mapping
+from pathlib import Path
+
+from orchestrator.config.schema import RootConfig
+from orchestrator.effects import CommandRunner, SubprocessRunner
+from orchestrator.errors import InvalidConfig, Issue
+from orchestrator.plan.model import Plan
+from orchestrator.plan.placeholders import Bindings, bind_text
+
+LAUNCH_MODULE = ("-m", "sglang.launch_server")
+PYTHON_ENV = "ORCHESTRATOR_SGLANG_PYTHON"
+DEFAULT_VENV_PYTHON = Path(__file__).resolve().parent.parent / ".venvs" / "sglang" / "bin" / "python"
+SUBPROCESS_TIMEOUT_S = 120.0
+_skip_reported = False  # "say once" per process (a sweep prepares many configs)
+
+
+def sglang_argvs(plan: Plan) -> dict[str, list[str]]:
+    """Process name -> argv after `-m sglang.launch_server`, placeholders bound to stand-ins
+    (addresses are plain strings to SGLang; binding keeps typed flags such as ports parseable)."""
+    stand_in = Bindings(node_ips=tuple(f"10.0.0.{i + 1}" for i in range(plan.num_nodes)),
+                        node_hosts=tuple(f"node{i}" for i in range(plan.num_nodes)),
+                        job_id="0", run_dir="/tmp/run")  # fmt: skip
+    out = {}
+    for proc in plan.processes:
+        argv = list(proc.argv)
+        for i in range(len(argv) - 1):
+            if (argv[i], argv[i + 1]) == LAUNCH_MODULE:
+                out[proc.name] = [bind_text(a, stand_in) for a in argv[i + 2 :]]
+                break
+    return out
+
+
+def parse_with_sglang(argvs: dict[str, list[str]]) -> dict[str, list[str]]:
+    """Run SGLang's parser on each argv in *this* interpreter; name -> errors ([] when accepted).
+
+    Standard library only and self-contained: its source is also what the subprocess runs."""
+    import argparse
+    import contextlib
+    import io
+
+    from sglang.srt.server_args import ServerArgs, prepare_server_args
+
+    reference = argparse.ArgumentParser()
+    ServerArgs.add_cli_args(reference)
+    full_names = {s for action in reference._actions for s in action.option_strings}
+    errors: dict[str, list[str]] = {}
+    for name, argv in argvs.items():
+        captured = io.StringIO()
+        try:
+            with contextlib.redirect_stderr(captured), contextlib.redirect_stdout(io.StringIO()):
+                prepare_server_args(list(argv))
+            # Accepted, but argparse also takes unique prefixes (--tp for --tp-size), which break
+            # as soon as SGLang adds a flag with the same prefix: require full names.
+            short = [a.split("=")[0] for a in argv if a.startswith("--") and a.split("=")[0] not in full_names]
+            errors[name] = [f"argument {flag}: abbreviated flag name (full names: "
+                            f"{', '.join(sorted(n for n in full_names if n.startswith(flag)))})" for flag in short]
+        except SystemExit as exc:
+            lines = [ln for ln in captured.getvalue().splitlines() if ln.strip()]
+            # argparse: "<prog>: error: unrecognized arguments: --x" -> the part after "error: "
+            errors[name] = [lines[-1].split("error: ", 1)[-1] if lines else f"SystemExit({exc.code})"]
+        except Exception as exc:  # SGLang's own post-parse checks (ValueError, ...)
+            errors[name] = [f"{type(exc).__name__}: {exc}"]
+    return errors
+
+
+def _subprocess_source() -> str:
+    body = textwrap.dedent(inspect.getsource(parse_with_sglang))
+    return body + "\nimport json, sys\njson.dump(parse_with_sglang(json.loads(sys.argv[1])), sys.stdout)\n"
+
+
+def parse_in_subprocess(python: str, argvs: dict[str, list[str]], runner: CommandRunner) -> dict[str, list[str]]:
+    """`parse_with_sglang` in another interpreter (the sglang venv); name -> errors."""
+    res = runner.run([python, "-c", _subprocess_source(), json.dumps(argvs)], timeout=SUBPROCESS_TIMEOUT_S)
+    try:
+        result = json.loads(res.stdout) if res.returncode == 0 else None
+    except ValueError:
+        result = None
+    if not isinstance(result, dict):
+        tail = " / ".join(res.stderr.strip().splitlines()[-3:]) or f"exit code {res.returncode}"
+        raise InvalidConfig([Issue("engine argv", python, f"SGLang's parser did not run: {tail}",
+                                   f"reinstall with scripts/install.sh --with-sglang or unset ${PYTHON_ENV}")])  # fmt: skip
+    return {str(k): [str(e) for e in v] for k, v in result.items()}
+
+
+def sglang_python(env: Mapping[str, str]) -> str | None:
+    """The interpreter to run the parser in: '' for this one, a path, or None (not installed)."""
+    if importlib.util.find_spec("sglang") is not None:
+        return ""
+    explicit = env.get(PYTHON_ENV, "")
+    if explicit:
+        return explicit
+    return str(DEFAULT_VENV_PYTHON) if DEFAULT_VENV_PYTHON.exists() else None
+
+
+FLAG = re.compile(r"(?:unrecognized arguments?: |argument )(--?[A-Za-z0-9][\w-]*)")
+
+
+def offending_flag(error: str) -> str:
+    """The flag argparse complains about ('' when the message names none)."""
+    match = FLAG.search(error)
+    return match.group(1) if match else ""
+
+
+def config_key_of(cfg: RootConfig, group: str, flag: str) -> str:
+    """The config key a flag most likely came from (user extra args first)."""
+    group_cfg = {"prefill": cfg.prefill, "decode": cfg.decode, "aggregated": cfg.aggregated}.get(group)
+    candidates = [(f"{group}.extra_args", group_cfg.extra_args if group_cfg else []),
+                  ("engine.extra_args", cfg.engine.extra_args), ("model.extra_args", cfg.model.extra_args)]  # fmt: skip
+    for key, args in candidates:
+        if flag and any(a == flag or a.startswith(flag + "=") for a in args):
+            return key
+    return "engine argv"
+
+
+def issues_from(cfg: RootConfig, plan: Plan, errors: Mapping[str, list[str]]) -> list[Issue]:
+    """One Issue per distinct (flag source, message), naming every process it hit."""
+    grouped: dict[tuple[str, str, str], list[str]] = {}
+    for name, found in errors.items():
+        for error in found:
+            flag = offending_flag(error)
+            key = config_key_of(cfg, plan.process(name).group, flag)
+            grouped.setdefault((key, flag, error), []).append(name)
+    return [
+        Issue(key, flag or "?", f"SGLang's parser rejects the command line of {', '.join(names)}: {error}",
+              "fix or remove the flag; see `python -m sglang.launch_server --help` for the installed SGLang")
+        for (key, flag, error), names in grouped.items()
+    ]  # fmt: skip
+
+
+def check_sglang_argv(cfg: RootConfig, plan: Plan, *, env: Mapping[str, str] | None = None,
+                      runner: CommandRunner | None = None) -> None:  # fmt: skip
+    """Raise InvalidConfig when SGLang's parser rejects any SGLang process's argv; say once on
+    stderr when SGLang is not installed. Other engines pass untouched."""
+    global _skip_reported
+    argvs = sglang_argvs(plan)
+    if not argvs:
+        return
+    python = sglang_python(os.environ if env is None else env)
+    if python is None:
+        if not _skip_reported:
+            sys.stderr.write(f"note: sglang is not installed: skipped checking {len(argvs)} SGLang command "
+                             f"line(s) with its parser (scripts/install.sh --with-sglang, or set ${PYTHON_ENV})\n")  # fmt: skip
+            _skip_reported = True
+        return
+    runner = SubprocessRunner() if runner is None else runner
+    errors = parse_with_sglang(argvs) if python == "" else parse_in_subprocess(python, argvs, runner)
+    issues = issues_from(cfg, plan, errors)
+    if issues:
+        raise InvalidConfig(issues)
