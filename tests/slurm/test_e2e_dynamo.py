@@ -110,3 +110,19 @@ def test_scancel_stops_gracefully(launched: list[str], tmp_path: Path) -> None:
     assert st["phase"] == "done", st.get("error")
     assert "SIGTERM" in st["reason"]
     e2e.wait_for(lambda: e2e.nothing_left(run_dir), timeout=30, what="no processes of the run")
+
+
+def test_time_limit_signal_tears_down_before_slurm_kills(launched: list[str], tmp_path: Path) -> None:
+    # 1-minute limit, SIGTERM to the driver 50 s before it (Slurm may send it up to a minute
+    # early): the driver must stop everything itself, so the job ends COMPLETED, not TIMEOUT.
+    run_dir = tmp_path / "run"
+    proc = e2e.cli([*BASE, f"run_dir={run_dir}", "wait=false", "cluster.time_limit_min=1",
+                    "readiness.timeout_s=30", "launcher.signal_before_limit_s=50"])  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    job_id, _ = e2e.submit_output(proc)
+    launched.append(job_id)
+    st = e2e.wait_for(lambda: (s := e2e.state(run_dir)).get("phase") in ("done", "failed") and s,
+                      timeout=90, what="the driver to stop on the time-limit signal")  # fmt: skip
+    assert st["phase"] == "done" and "SIGTERM" in st["reason"], st
+    e2e.wait_for(lambda: e2e.nothing_left(run_dir), timeout=30, what="no processes of the run")
+    e2e.wait_for(lambda: e2e.job_state(job_id) == "COMPLETED", timeout=30, what="job COMPLETED, not TIMEOUT")
