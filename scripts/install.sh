@@ -1,16 +1,19 @@
 #!/usr/bin/env bash
 # Idempotent installer for the orchestrator and its pinned serving components.
 #
-#   scripts/install.sh [--with-aiperf]
+#   scripts/install.sh [--with-aiperf] [--with-sglang]
 #
 # Creates .venv in the repo root with the orchestrator (editable, extras test+plot),
 # Dynamo (frontend + mocker) and sglang-router, all at the versions pinned in
 # scripts/versions.env. Re-running skips every step that is already satisfied.
 # --with-aiperf also installs aiperf into its own venv .venvs/aiperf (its
 # transformers/pydantic pins must not fight Dynamo's).
+# --with-sglang installs a minimal CPU SGLang into .venvs/sglang, used only to check the
+# generated SGLang command lines with SGLang's own parser before submission (~2.3 GB).
 #
 # Environment: PYTHON (interpreter used to create venvs, default python3),
-# VENV (default <repo>/.venv), AIPERF_VENV (default <repo>/.venvs/aiperf).
+# VENV (default <repo>/.venv), AIPERF_VENV (default <repo>/.venvs/aiperf),
+# SGLANG_VENV (default <repo>/.venvs/sglang).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -20,7 +23,9 @@ source "$ROOT/scripts/versions.env"
 PYTHON="${PYTHON:-python3}"
 VENV="${VENV:-$ROOT/.venv}"
 AIPERF_VENV="${AIPERF_VENV:-$ROOT/.venvs/aiperf}"
+SGLANG_VENV="${SGLANG_VENV:-$ROOT/.venvs/sglang}"
 WITH_AIPERF=0
+WITH_SGLANG=0
 
 # pip's self-update nag costs a network round trip on every call.
 export PIP_DISABLE_PIP_VERSION_CHECK=1
@@ -33,13 +38,14 @@ log() { printf '[install] %s\n' "$*" >&2; }
 die() { printf '[install] ERROR: %s\n' "$*" >&2; exit 1; }
 
 usage() {
-  sed -n '2,13s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"
+  sed -n '2,16s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"
 }
 
 parse_args() {
   while (($#)); do
     case "$1" in
       --with-aiperf) WITH_AIPERF=1 ;;
+      --with-sglang) WITH_SGLANG=1 ;;
       -h | --help) usage; exit 0 ;;
       *) usage >&2; die "unknown argument: $1" ;;
     esac
@@ -88,7 +94,8 @@ PYEOF
 install_project() {
   local py="$VENV/bin/python" stamp="$VENV/.orchestrator-pyproject.sha256" want
   want="$(sha256sum "$ROOT/pyproject.toml" | cut -d' ' -f1)"
-  if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" ]] && satisfied "$py" orchestrator; then
+  # matplotlib (the plot extra) draws `ctl collect`'s Pareto plot: its absence forces a re-install.
+  if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" ]] && satisfied "$py" orchestrator matplotlib; then
     log "orchestrator: up to date"
     return 0
   fi
@@ -133,6 +140,30 @@ install_aiperf() {
   "$AIPERF_VENV/bin/aiperf" --help >/dev/null || die "aiperf --help failed"
 }
 
+# install_sglang: sglang --no-deps + the light deps its argument parser imports + CPU torch.
+# No `pip check` here: the --no-deps install leaves sglang's heavy requirements unmet on purpose.
+install_sglang() {
+  local py="$SGLANG_VENV/bin/python" deps
+  read -r -a deps <<<"$SGLANG_LIGHT_DEPS"
+  ensure_venv "$SGLANG_VENV"
+  if satisfied "$py" "sglang==$SGLANG_VERSION" "$SGLANG_TORCH" "${deps[@]}"; then
+    log "sglang $SGLANG_VERSION: up to date ($SGLANG_VENV)"
+  else
+    log "sglang $SGLANG_VERSION: installing into $SGLANG_VENV (argv check only; CPU torch)"
+    "$py" -m pip install --quiet --no-deps "sglang==$SGLANG_VERSION"
+    # pip lists every unmet requirement of the --no-deps sglang as an "ERROR" here: expected,
+    # so its output is shown only when the install itself fails.
+    local out
+    out="$("$py" -m pip install --quiet "${deps[@]}" "$SGLANG_TORCH" 2>&1)" || {
+      printf '%s\n' "$out" >&2
+      die "could not install ${SGLANG_TORCH} and the light deps: stage the CPU torch wheel in a PIP_FIND_LINKS directory"
+    }
+  fi
+  "$py" -c 'from sglang.srt.server_args import prepare_server_args; prepare_server_args(["--model-path", "m"])' ||
+    die "sglang's argument parser does not load in $SGLANG_VENV"
+  log "sglang $SGLANG_VERSION: argument parser ok"
+}
+
 # check_pip PY: fail on any dependency conflict except the documented missing aisimulate.
 check_pip() {
   local py="$1" out unexpected
@@ -168,7 +199,12 @@ main() {
     install_aiperf
     check_pip "$AIPERF_VENV/bin/python"
   fi
+  if ((WITH_SGLANG)); then
+    install_sglang
+  fi
   log "done: activate with 'source ${VENV#"$ROOT"/}/bin/activate'"
 }
 
-main "$@"
+# One line, so bash has parsed it all before running: an edit of this file while it runs
+# (e.g. a git checkout) cannot make bash read on at a stale offset after main returns.
+main "$@"; exit

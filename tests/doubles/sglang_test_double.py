@@ -1,0 +1,343 @@
+#!/usr/bin/env python3
+"""TEST DOUBLE of an SGLang server (`python -m sglang.launch_server`): NOT SGLang, no model.
+
+It stands in for the Python interpreter of an SGLang worker, so a test sets
+`engine.python=<absolute path of this file>` and the orchestrator's generated command line
+`<this file> -m sglang.launch_server --model-path ... --host H --port P ...` starts it. Standard
+library only (ThreadingHTTPServer) so it is up in well under a second; unknown flags are ignored.
+
+HTTP API on --host:--port, shaped like SGLang 0.5.21's (see engines.md §1.6):
+  GET  /health, /health_generate   503 while "warming up", then 200 (empty body)
+  GET  /server_info, /get_server_info, /model_info, /get_model_info, /v1/models
+  POST /generate, /v1/completions, /v1/chat/completions   (`"stream": true` gives SSE)
+No /get_load (SGLang 0.5.21 has none either). A prefill (`--disaggregation-mode prefill`)
+also serves its bootstrap server on --host:--disaggregation-bootstrap-port (GET /health -> OK,
+GET /route). A decode dials `bootstrap_host:bootstrap_port/health` of every request, as real
+SGLang decode dials the prefill's bootstrap server, and fails the request (500) when that
+server is unreachable; a null bootstrap_port falls back to its own bootstrap port like SGLang.
+
+Environment:
+  SGLANG_DOUBLE_RECORD     JSONL file: one line per generation request with the bootstrap
+                           fields it carried and this server's name/mode/host/port.
+  SGLANG_DOUBLE_LOAD_S     seconds before the port opens ("loading weights": refused).
+  SGLANG_DOUBLE_WARMUP_S   seconds of 503 on /health after the port opened (default 0.2).
+  SGLANG_DOUBLE_ONLY       comma-separated ORCHESTRATOR_PROCESS names the two delays apply to
+                           (unset: every process that has them in its environment).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+VERSION = "0.5.21-test-double"
+REPLY_WORDS = (
+    "The",
+    " service",
+    " is",
+    " up",
+    " and",
+    " answering",
+    " through",
+    " the",
+    " double",
+    ".",
+)
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    """The SGLang flags the double uses; everything else (and `-m MODULE`) is ignored."""
+    p = argparse.ArgumentParser(prog="sglang_test_double", allow_abbrev=False, add_help=False)
+    p.add_argument("-m", dest="module", default="sglang.launch_server")
+    p.add_argument("--model-path", default="test-double-model")
+    p.add_argument("--served-model-name", default="")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=30000)
+    p.add_argument("--disaggregation-mode", default="null")
+    p.add_argument("--disaggregation-bootstrap-port", type=int, default=None)
+    p.add_argument("--tp-size", type=int, default=1)
+    p.add_argument("--dp-size", type=int, default=1)
+    p.add_argument("--node-rank", type=int, default=0)
+    args, _unknown = p.parse_known_args(argv)
+    args.served_model_name = args.served_model_name or args.model_path
+    return args
+
+
+def delays(env: dict[str, str]) -> tuple[float, float]:
+    """(load seconds, warmup seconds) for this process, honouring SGLANG_DOUBLE_ONLY."""
+    only = [n for n in env.get("SGLANG_DOUBLE_ONLY", "").split(",") if n]
+    applies = not only or env.get("ORCHESTRATOR_PROCESS", "") in only
+    load = float(env.get("SGLANG_DOUBLE_LOAD_S", "0")) if applies else 0.0
+    warmup = float(env.get("SGLANG_DOUBLE_WARMUP_S", "0.2")) if applies else 0.2
+    return load, warmup
+
+
+class Double:
+    """State shared by the request handlers of one double."""
+
+    def __init__(self, args: argparse.Namespace, env: dict[str, str]) -> None:
+        self.args = args
+        self.name = env.get("ORCHESTRATOR_PROCESS", "")
+        self.record_path = env.get("SGLANG_DOUBLE_RECORD", "")
+        self.mode = args.disaggregation_mode
+        self.ready_at = float("inf")
+        self.lock = threading.Lock()
+
+    def healthy(self) -> bool:
+        return time.monotonic() >= self.ready_at
+
+    def server_info(self) -> dict[str, Any]:
+        a = self.args
+        return {
+            "model_path": a.model_path, "served_model_name": a.served_model_name, "tp_size": a.tp_size,
+            "dp_size": a.dp_size, "disaggregation_mode": self.mode, "host": a.host, "port": a.port,
+            "disaggregation_bootstrap_port": a.disaggregation_bootstrap_port, "version": VERSION,
+            "launch_command": " ".join(sys.argv), "test_double": True, "internal_states": [{}],
+        }  # fmt: skip
+
+    def model_info(self) -> dict[str, Any]:
+        return {
+            "model_path": self.args.model_path, "served_model_name": self.args.served_model_name,
+            "tokenizer_path": self.args.model_path, "is_generation": True, "model_type": "test_double",
+            "architectures": ["TestDoubleForCausalLM"], "disaggregation_mode": self.mode,
+            "reasoning_parser": None, "tool_call_parser": None, "weight_version": "default",
+        }  # fmt: skip
+
+    def record(self, path: str, body: dict[str, Any], bootstrap_ok: bool | None) -> None:
+        """Append one JSONL line (a single O_APPEND write, so concurrent doubles do not interleave)."""
+        if not self.record_path:
+            return
+        line = {
+            "t": time.time(), "name": self.name, "pid": os.getpid(), "mode": self.mode,
+            "host": self.args.host, "port": self.args.port, "path": path,
+            "own_bootstrap_port": self.args.disaggregation_bootstrap_port,
+            "bootstrap_host": body.get("bootstrap_host"), "bootstrap_port": body.get("bootstrap_port"),
+            "bootstrap_room": body.get("bootstrap_room"), "bootstrap_reachable": bootstrap_ok,
+            "stream": bool(body.get("stream")),
+        }  # fmt: skip
+        data = (json.dumps(line) + "\n").encode()
+        fd = os.open(self.record_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        try:
+            os.write(fd, data)
+        finally:
+            os.close(fd)
+
+    def dial_bootstrap(self, body: dict[str, Any]) -> bool | None:
+        """Decode only: reach the prefill's bootstrap server like SGLang's decode does."""
+        if self.mode != "decode":
+            return None
+        host = body.get("bootstrap_host")
+        port = body.get("bootstrap_port") or self.args.disaggregation_bootstrap_port
+        if not host or not port:
+            return False
+        try:
+            with urllib.request.urlopen(f"http://{host}:{port}/health", timeout=3) as resp:
+                return bool(resp.status == 200)
+        except (urllib.error.URLError, OSError):
+            return False
+
+
+def max_tokens(body: dict[str, Any]) -> int:
+    for key in ("max_completion_tokens", "max_tokens", "max_new_tokens"):
+        if isinstance(body.get(key), int):
+            return max(1, min(int(body[key]), len(REPLY_WORDS)))
+    params = body.get("sampling_params") or {}
+    return max(1, min(int(params.get("max_new_tokens") or len(REPLY_WORDS)), len(REPLY_WORDS)))
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "sglang-test-double"
+    double: Double  # set on the subclass made in serve()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        # `path` is unset when the request line itself was bad (the router's HTTP/2 probe).
+        if not getattr(self, "path", "").startswith(("/health", "/get_load", "/metrics")):
+            sys.stderr.write(f"[double {self.double.name or self.double.mode}] {format % args}\n")
+
+    # --- helpers -------------------------------------------------------------------------
+    def _send(self, status: int, body: Any = None, content_type: str = "application/json") -> None:
+        data = (
+            b""
+            if body is None
+            else (body if isinstance(body, bytes) else json.dumps(body).encode())
+        )
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _stream(self, events: list[dict[str, Any]]) -> None:
+        """Server-sent events in chunked transfer encoding, ending with `data: [DONE]`."""
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        for event in [*(f"data: {json.dumps(e)}\n\n" for e in events), "data: [DONE]\n\n"]:
+            chunk = event.encode()
+            self.wfile.write(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
+            self.wfile.flush()
+        self.wfile.write(b"0\r\n\r\n")
+
+    def _body(self) -> dict[str, Any]:
+        length = int(self.headers.get("Content-Length") or 0)
+        try:
+            data = json.loads(self.rfile.read(length) or b"{}")
+        except ValueError:
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    # --- routes --------------------------------------------------------------------------
+    def do_GET(self) -> None:
+        d = self.double
+        path = self.path.split("?")[0]
+        if path in ("/health", "/health_generate"):
+            self._send(200 if d.healthy() else 503)
+        elif path in ("/server_info", "/get_server_info"):
+            self._send(200, d.server_info())
+        elif path in ("/model_info", "/get_model_info"):
+            self._send(200, d.model_info())
+        elif path == "/v1/models":
+            name = d.args.served_model_name
+            self._send(200, {"object": "list", "data": [{"id": name, "object": "model", "root": name,
+                                                          "owned_by": "sglang", "max_model_len": 4096}]})  # fmt: skip
+        else:
+            self._send(404, {"detail": "Not Found"})
+
+    def do_POST(self) -> None:
+        path = self.path.split("?")[0]
+        if path not in ("/generate", "/v1/completions", "/v1/chat/completions"):
+            self._send(404, {"detail": "Not Found"})
+            return
+        body = self._body()
+        d = self.double
+        reachable = d.dial_bootstrap(body)
+        d.record(path, body, reachable)
+        if reachable is False:
+            where = f"{body.get('bootstrap_host')}:{body.get('bootstrap_port')}"
+            self._send(500, {"error": {"message": f"decode could not reach bootstrap server {where}",
+                                       "type": "InternalServerError", "code": 500}})  # fmt: skip
+            return
+        n = max_tokens(body)
+        if path == "/generate":
+            self._generate(body, n)
+        else:
+            self._openai(path, body, n)
+
+    def _generate(self, body: dict[str, Any], n: int) -> None:
+        meta = {"id": "double", "finish_reason": {"type": "length", "length": n}, "prompt_tokens": 4,
+                "completion_tokens": n, "cached_tokens": 0}  # fmt: skip
+        text = "".join(REPLY_WORDS[:n])
+        if body.get("stream"):
+            self._stream(
+                [{"text": "".join(REPLY_WORDS[: i + 1]), "meta_info": meta} for i in range(n)]
+            )
+        else:
+            self._send(200, {"text": text, "meta_info": meta})
+
+    def _openai(self, path: str, body: dict[str, Any], n: int) -> None:
+        chat = path.endswith("chat/completions")
+        model = body.get("model") or self.double.args.served_model_name
+        base = {"id": f"double-{time.monotonic_ns()}", "created": int(time.time()), "model": model}
+        usage = {"prompt_tokens": 4, "completion_tokens": n, "total_tokens": 4 + n}
+        if body.get("stream"):
+            kind = "chat.completion.chunk" if chat else "text_completion"
+            events = []
+            for i, word in enumerate(REPLY_WORDS[:n]):
+                last = i == n - 1
+                choice: dict[str, Any] = {"index": 0, "finish_reason": "length" if last else None}
+                choice.update(
+                    {"delta": {"role": "assistant", "content": word}} if chat else {"text": word}
+                )
+                events.append({**base, "object": kind, "choices": [choice]})
+            events.append({**base, "object": kind, "choices": [], "usage": usage})
+            self._stream(events)
+            return
+        text = "".join(REPLY_WORDS[:n])
+        if chat:
+            choice = {"index": 0, "finish_reason": "length",
+                      "message": {"role": "assistant", "content": text, "reasoning_content": None}}  # fmt: skip
+        else:
+            choice = {"index": 0, "finish_reason": "length", "text": text}
+        obj = "chat.completion" if chat else "text_completion"
+        self._send(200, {**base, "object": obj, "choices": [choice], "usage": usage})
+
+
+class BootstrapHandler(BaseHTTPRequestHandler):
+    """The prefill's bootstrap server (SGLang: aiohttp on --host:--disaggregation-bootstrap-port)."""
+
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        path = self.path.split("?")[0]
+        status, data = (
+            (200, b"OK") if path == "/health" else (200, b"{}") if path == "/route" else (404, b"")
+        )
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
+def serve(args: argparse.Namespace, env: dict[str, str]) -> None:
+    """Open the ports (after the load delay), become healthy after warmup, serve until SIGTERM."""
+    load_s, warmup_s = delays(env)
+    double = Double(args, env)
+    label = double.name or args.disaggregation_mode
+    print(f"[double {label}] SGLang test double {VERSION}: {args.disaggregation_mode} on "
+          f"{args.host}:{args.port}, loading for {load_s:g} s", flush=True)  # fmt: skip
+    time.sleep(load_s)  # the port stays closed, like SGLang while it loads weights
+    if args.node_rank > 0:  # SGLang ranks >= 1 serve no HTTP; they block in the scheduler
+        while True:
+            signal.pause()
+    handler = type("BoundHandler", (Handler,), {"double": double})
+    httpd = ThreadingHTTPServer((args.host, args.port), handler)
+    httpd.daemon_threads = True
+    servers = [httpd]
+    if args.disaggregation_mode == "prefill" and args.disaggregation_bootstrap_port:
+        servers.append(
+            ThreadingHTTPServer((args.host, args.disaggregation_bootstrap_port), BootstrapHandler)
+        )
+        servers[-1].daemon_threads = True
+    for extra in servers[1:]:
+        threading.Thread(target=extra.serve_forever, daemon=True).start()
+    double.ready_at = time.monotonic() + warmup_s
+    timer = threading.Timer(warmup_s, lambda: print(f"[double {label}] The server is fired up and ready "
+                                                    "to roll!", flush=True))  # fmt: skip
+    timer.daemon = True
+    timer.start()
+    httpd.serve_forever()
+
+
+def main(argv: list[str]) -> int:
+    if argv[:2] != ["-m", "sglang.launch_server"]:
+        sys.stderr.write(
+            "usage: sglang_test_double.py -m sglang.launch_server --host H --port P ...\n"
+        )
+        return 2
+    args = parse_args(argv)
+
+    def stop(signum: int, _frame: Any) -> None:
+        print(f"[double] received signal {signum}, exiting", flush=True)
+        os._exit(0)
+
+    signal.signal(signal.SIGTERM, stop)
+    serve(args, dict(os.environ))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

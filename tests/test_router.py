@@ -1,0 +1,390 @@
+"""sglang-router registration: pure parsers over JSON captured from the real router, and the
+registration logic against a small fake HttpClient and fake clock.
+
+Captured from sglang-router 0.3.2 (Rust `smg`, pip wheel) started with
+`--pd-disaggregation --host 127.0.0.1 --port 31000` (regular mode: without
+`--pd-disaggregation`), workers being tests/doubles/sglang_test_double.py.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from orchestrator.effects import HttpError, HttpResponse
+from orchestrator.errors import OrchestratorError
+from orchestrator.plan.model import TIER_WORKER, Process
+from orchestrator.runtime import health, router
+
+# --- captured answers (sglang-router 0.3.2) --------------------------------------------------------
+POST_ACCEPTED = (
+    '{"status":"accepted","worker_id":"11f7c252-1de5-4b2e-9c8b-f1d2b385fdda","url":"http://127.0.0.1:31001",'
+    '"location":"/workers/11f7c252-1de5-4b2e-9c8b-f1d2b385fdda","message":"Worker addition queued for '
+    'background processing"}'
+)
+# Right after the 202: registration is asynchronous, the worker is not listed yet.
+WORKERS_EMPTY = (
+    '{"workers":[],"total":0,"stats":{"prefill_count":0,"decode_count":0,"regular_count":0}}'
+)
+PREFILL = (
+    '{"id":"11f7c252-1de5-4b2e-9c8b-f1d2b385fdda","url":"http://127.0.0.1:31001","model_id":"openai/gpt-oss-120b",'
+    '"priority":50,"cost":1.0,"worker_type":"prefill","is_healthy":true,"load":0,"connection_mode":"HTTP",'
+    '"bootstrap_port":31901,"metadata":{"model_type":"test_double","tp_size":"4","architectures":'
+    '"[\\"TestDoubleForCausalLM\\"]","disaggregation_mode":"prefill","served_model_name":"openai/gpt-oss-120b",'
+    '"dp_size":"1","model_path":"openai/gpt-oss-120b"},"disable_health_check":false}'
+)
+DECODE = (
+    '{"id":"577fb827-08ff-4e2d-a3e2-328b76cfbdbc","url":"http://127.0.0.1:31002","model_id":"openai/gpt-oss-120b",'
+    '"priority":50,"cost":1.0,"worker_type":"decode","is_healthy":true,"load":0,"connection_mode":"HTTP",'
+    '"metadata":{"architectures":"[\\"TestDoubleForCausalLM\\"]","served_model_name":"openai/gpt-oss-120b",'
+    '"dp_size":"1","model_type":"test_double","tp_size":"4","disaggregation_mode":"decode","model_path":'
+    '"openai/gpt-oss-120b"},"disable_health_check":false}'
+)
+WORKERS_1P1D = f'{{"workers":[{PREFILL},{DECODE}],"total":2,"stats":{{"prefill_count":1,"decode_count":1,"regular_count":0}}}}'
+# The decode was SIGKILLed; router started with --health-check-interval-secs 1 --health-failure-threshold 1.
+WORKERS_DECODE_UNHEALTHY = WORKERS_1P1D.replace('"worker_type":"decode","is_healthy":true',
+                                                '"worker_type":"decode","is_healthy":false')  # fmt: skip
+# POST without worker_type in PD mode: 0.3.2 registers it as "regular".
+WORKERS_REGULAR_IN_PD = (
+    '{"workers":[{"id":"41b53c25-60f5-4e57-90b9-d9b368aaa311","url":"http://127.0.0.1:31002","model_id":'
+    '"openai/gpt-oss-120b","priority":50,"cost":1.0,"worker_type":"regular","is_healthy":true,"load":0,'
+    '"connection_mode":"HTTP","metadata":{"tp_size":"4","disaggregation_mode":"decode"},"disable_health_check":false},'
+    f'{PREFILL}],"total":2,"stats":{{"prefill_count":1,"decode_count":0,"regular_count":1}}}}'
+)
+WORKERS_REGULAR = (
+    '{"workers":[{"id":"092e1dfe-dd4e-4947-bd99-b8a70ac9e3de","url":"http://127.0.0.1:31004","model_id":'
+    '"openai/gpt-oss-120b","priority":50,"cost":1.0,"worker_type":"regular","is_healthy":true,"load":0,'
+    '"connection_mode":"HTTP","metadata":{"disaggregation_mode":"null","tp_size":"1"},"disable_health_check":false}],'
+    '"total":1,"stats":{"prefill_count":0,"decode_count":0,"regular_count":1}}'
+)
+DELETE_ACCEPTED = ('{"status":"accepted","worker_id":"577fb827-08ff-4e2d-a3e2-328b76cfbdbc","message":'
+                   '"Worker removal queued for background processing"}')  # fmt: skip
+DELETE_MISSING = (
+    '{"error":"Worker 577fb827-08ff-4e2d-a3e2-328b76cfbdbc not found","code":"WORKER_NOT_FOUND"}'
+)
+DELETE_BY_URL = ('{"error":"Invalid worker_id \'http://127.0.0.1:31002\' (expected UUID). Error: invalid character: '
+                 'expected an optional prefix of `urn:uuid:` followed by [0-9a-fA-F-], found `h` at 1",'
+                 '"code":"BAD_REQUEST"}')  # fmt: skip
+READINESS_OK = '{"status":"ready","healthy_workers":2,"total_workers":2}'
+READINESS_503 = '{"status":"not ready","reason":"insufficient healthy workers"}'
+POST_MISSING_URL = "Failed to deserialize the JSON body into the target type: missing field `url` at line 1 column 24"
+
+R = "http://10.0.0.1:8000"
+
+
+# --- fakes -----------------------------------------------------------------------------------------
+Answer = HttpResponse | HttpError
+
+
+class FakeHttp:
+    """Scripted answers per (method, url): a list is consumed in order, its last entry repeats."""
+
+    def __init__(self, script: dict[tuple[str, str], list[Answer]]) -> None:
+        self.script = script
+        self.calls: list[tuple[str, str, Any]] = []
+
+    def _answer(self, method: str, url: str, payload: Any = None) -> HttpResponse:
+        self.calls.append((method, url, payload))
+        answers = self.script.get((method, url))
+        if not answers:
+            raise HttpError(f"ConnectionError on {url} (not scripted)")
+        answer = answers.pop(0) if len(answers) > 1 else answers[0]
+        if isinstance(answer, HttpError):
+            raise answer
+        return answer
+
+    def get(self, url: str, *, timeout: float) -> HttpResponse:
+        return self._answer("GET", url)
+
+    def post(self, url: str, payload: Any, *, timeout: float) -> HttpResponse:
+        return self._answer("POST", url, payload)
+
+    def delete(self, url: str, *, timeout: float) -> HttpResponse:
+        return self._answer("DELETE", url)
+
+    def posts(self) -> list[Any]:
+        return [p for m, _, p in self.calls if m == "POST"]
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def now(self) -> float:
+        return self.t
+
+    def sleep(self, seconds: float) -> None:
+        self.t += seconds
+
+    def wait(self, event: Any, seconds: float) -> bool:
+        self.t += seconds
+        return bool(event.is_set())
+
+
+def ok(status: int, body: str) -> HttpResponse:
+    return HttpResponse(status, body)
+
+
+REFUSED = HttpError(f"ConnectionError on {R}/workers")
+
+
+def worker(name: str, role: str, port: int, bootstrap: int = 0) -> Process:
+    return Process(name=name, role=role, group=role, worker_index=0, rank=0, node_index=0, gpus=(0,),  # type: ignore[arg-type]
+                   ports={"http": port}, env={}, argv=("x",), tier=TIER_WORKER,
+                   url=f"http://127.0.0.1:{port}", bootstrap_port=bootstrap)  # fmt: skip
+
+
+PREFILL_PROC = worker("prefill-0", "prefill", 31001, bootstrap=31901)
+DECODE_PROC = worker("decode-0", "decode", 31002)
+
+
+# --- pure parsers ----------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("body", "listed", "healthy"),
+    [
+        (WORKERS_EMPTY, {}, {}),
+        (WORKERS_1P1D, {"prefill": 1, "decode": 1}, {"prefill": 1, "decode": 1}),
+        (WORKERS_DECODE_UNHEALTHY, {"prefill": 1, "decode": 1}, {"prefill": 1, "decode": 0}),
+        (WORKERS_REGULAR_IN_PD, {"regular": 1, "prefill": 1}, {"regular": 1, "prefill": 1}),
+        (WORKERS_REGULAR, {"regular": 1}, {"regular": 1}),
+    ],
+)
+def test_parse_router_workers_counts_per_type(
+    body: str, listed: dict[str, int], healthy: dict[str, int]
+) -> None:
+    counts = router.parse_router_workers(json.loads(body))
+    assert dict(counts.listed) == listed
+    assert dict(counts.healthy) == healthy
+
+
+def test_parse_worker_list_keeps_ids_and_bootstrap_port() -> None:
+    prefill, decode = router.parse_worker_list(json.loads(WORKERS_1P1D))
+    assert (prefill.id, prefill.url, prefill.worker_type, prefill.bootstrap_port) == (
+        "11f7c252-1de5-4b2e-9c8b-f1d2b385fdda", "http://127.0.0.1:31001", "prefill", 31901)  # fmt: skip
+    assert decode.bootstrap_port is None and decode.healthy
+
+
+@pytest.mark.parametrize("body", [None, {}, {"workers": {}}, {"workers": [{"id": "x"}]}, "OK"])
+def test_parse_worker_list_rejects_other_shapes(body: Any) -> None:
+    with pytest.raises(ValueError):
+        router.parse_worker_list(body)
+
+
+@pytest.mark.parametrize(
+    ("body", "expected", "missing"),
+    [
+        (WORKERS_1P1D, {"prefill": 1, "decode": 1}, ""),
+        (WORKERS_1P1D, {"prefill": 2, "decode": 1}, "router has 1/2 healthy prefill, 1/1 healthy decode"),
+        (WORKERS_DECODE_UNHEALTHY, {"prefill": 1, "decode": 1},
+         "router has 1/1 healthy prefill, 0/1 healthy decode (1 listed)"),
+        # A decode registered without worker_type counts as regular, not as the decode we wait for.
+        (WORKERS_REGULAR_IN_PD, {"prefill": 1, "decode": 1}, "router has 1/1 healthy prefill, 0/1 healthy decode"),
+        (WORKERS_REGULAR, {"worker": 1}, ""),
+        (WORKERS_EMPTY, {"worker": 2}, "router has 0/2 healthy regular"),
+    ],
+)  # fmt: skip
+def test_missing_workers(body: str, expected: dict[str, int], missing: str) -> None:
+    assert (
+        router.missing_workers(router.parse_router_workers(json.loads(body)), expected) == missing
+    )
+
+
+def test_registration_payloads() -> None:
+    assert router.registration_payload(PREFILL_PROC) == {
+        "url": "http://127.0.0.1:31001", "worker_type": "prefill", "bootstrap_port": 31901}  # fmt: skip
+    assert router.registration_payload(DECODE_PROC) == {
+        "url": "http://127.0.0.1:31002",
+        "worker_type": "decode",
+    }
+    agg = worker("aggregated-0", "worker", 31004)
+    assert router.registration_payload(agg)["worker_type"] == "regular"
+
+
+def test_parse_accepted() -> None:
+    assert router.parse_accepted(ok(202, POST_ACCEPTED)) == "11f7c252-1de5-4b2e-9c8b-f1d2b385fdda"
+    with pytest.raises(router.RouterError, match="HTTP 422.*missing field `url`"):
+        router.parse_accepted(ok(422, POST_MISSING_URL))
+
+
+# --- registration against the fake router -----------------------------------------------------------
+def make(
+    script: dict[tuple[str, str], list[Answer]], budget: float = 30.0
+) -> tuple[router.Registrar, FakeHttp, FakeClock]:
+    http, clock = FakeHttp(script), FakeClock()
+    return router.Registrar(router.RouterClient(http, clock, R, budget_s=budget)), http, clock
+
+
+def test_register_posts_once_and_keeps_the_uuid() -> None:
+    reg, http, _ = make({("GET", f"{R}/workers"): [ok(200, WORKERS_EMPTY)],
+                         ("POST", f"{R}/workers"): [ok(202, POST_ACCEPTED)]})  # fmt: skip
+    assert reg.register(PREFILL_PROC) == ("11f7c252-1de5-4b2e-9c8b-f1d2b385fdda", True)
+    assert reg.register(PREFILL_PROC) == (
+        "11f7c252-1de5-4b2e-9c8b-f1d2b385fdda",
+        False,
+    )  # idempotent
+    assert http.posts() == [
+        {"url": "http://127.0.0.1:31001", "worker_type": "prefill", "bootstrap_port": 31901}
+    ]
+
+
+def test_register_skips_a_worker_the_router_already_lists() -> None:
+    reg, http, _ = make({("GET", f"{R}/workers"): [ok(200, WORKERS_1P1D)]})
+    assert reg.register(DECODE_PROC) == ("577fb827-08ff-4e2d-a3e2-328b76cfbdbc", False)
+    assert http.posts() == []
+
+
+def test_register_retries_connection_errors_with_the_clock() -> None:
+    reg, http, clock = make({("GET", f"{R}/workers"): [REFUSED, REFUSED, ok(200, WORKERS_EMPTY)],
+                             ("POST", f"{R}/workers"): [REFUSED, ok(202, POST_ACCEPTED)]})  # fmt: skip
+    assert reg.register(PREFILL_PROC)[1] is True
+    assert len(http.posts()) == 2
+    assert 0 < clock.t < 5
+
+
+def test_register_gives_up_after_the_budget() -> None:
+    reg, http, clock = make({}, budget=10.0)
+    with pytest.raises(router.RouterError, match="unreachable for 10 s"):
+        reg.register(PREFILL_PROC)
+    assert 8 <= clock.t <= 10
+    assert all(m == "GET" for m, _, _ in http.calls)
+
+
+def test_register_does_not_retry_http_errors() -> None:
+    reg, http, _ = make({("GET", f"{R}/workers"): [ok(200, WORKERS_EMPTY)],
+                         ("POST", f"{R}/workers"): [ok(422, POST_MISSING_URL)]})  # fmt: skip
+    with pytest.raises(router.RouterError, match="refused the registration"):
+        reg.register(DECODE_PROC)
+    assert len(http.posts()) == 1
+    assert isinstance(
+        router.RouterError("x"), OrchestratorError
+    )  # the driver reports it and tears down
+
+
+def test_deregister_deletes_by_uuid_and_tolerates_gone_workers() -> None:
+    prefill_id, decode_id = (
+        "11f7c252-1de5-4b2e-9c8b-f1d2b385fdda",
+        "577fb827-08ff-4e2d-a3e2-328b76cfbdbc",
+    )
+    reg, http, _ = make({("GET", f"{R}/workers"): [ok(200, WORKERS_1P1D)],
+                         ("DELETE", f"{R}/workers/{prefill_id}"): [ok(202, DELETE_ACCEPTED)],
+                         ("DELETE", f"{R}/workers/{decode_id}"): [ok(404, DELETE_MISSING)]})  # fmt: skip
+    reg.register(PREFILL_PROC)
+    reg.register(DECODE_PROC)
+    assert reg.deregister_all() == []
+    assert reg.ids == {}
+    assert [u for m, u, _ in http.calls if m == "DELETE"] == [
+        f"{R}/workers/{prefill_id}",
+        f"{R}/workers/{decode_id}",
+    ]
+
+
+def test_deregister_reports_problems() -> None:
+    reg, _, _ = make({("GET", f"{R}/workers"): [ok(200, WORKERS_1P1D)],
+                      ("DELETE", f"{R}/workers/577fb827-08ff-4e2d-a3e2-328b76cfbdbc"): [ok(400, DELETE_BY_URL)]})  # fmt: skip
+    reg.register(DECODE_PROC)
+    (problem,) = reg.deregister_all()
+    assert problem.startswith("decode-0:") and "HTTP 400" in problem
+    reg2, _, _ = make({("GET", f"{R}/workers"): [ok(200, WORKERS_1P1D)]})
+    reg2.register(PREFILL_PROC)
+    assert (
+        "ConnectionError" in reg2.deregister_all()[0]
+    )  # router already gone: reported, not raised
+
+
+# --- the readiness gate: counts first, then /readiness ----------------------------------------------
+Gate = Callable[..., health.Verdict]
+
+
+@pytest.mark.parametrize(
+    ("workers", "readiness", "ok_", "detail"),
+    [
+        (
+            ok(200, WORKERS_EMPTY),
+            ok(503, READINESS_503),
+            False,
+            "router has 0/1 healthy prefill, 0/1 healthy decode",
+        ),
+        (
+            ok(200, WORKERS_DECODE_UNHEALTHY),
+            ok(200, READINESS_OK),
+            False,
+            "0/1 healthy decode (1 listed)",
+        ),
+        (REFUSED, ok(200, READINESS_OK), False, "ConnectionError"),
+        (ok(200, WORKERS_1P1D), ok(503, READINESS_503), False, "insufficient healthy workers"),
+        (ok(200, WORKERS_1P1D), ok(200, READINESS_OK), True, ""),
+    ],
+)
+def test_frontend_ready_for_the_router(
+    workers: Answer, readiness: Answer, ok_: bool, detail: str
+) -> None:
+    http = FakeHttp({("GET", f"{R}/workers"): [workers], ("GET", f"{R}/readiness"): [readiness]})
+    verdict = health.frontend_ready(
+        http, R, "/readiness", "sglang_router", expected={"prefill": 1, "decode": 1}
+    )
+    assert verdict.ok is ok_
+    assert detail in verdict.detail
+
+
+def test_frontend_ready_without_expected_counts_asks_readiness_only() -> None:
+    http = FakeHttp({("GET", f"{R}/readiness"): [ok(200, READINESS_OK)]})
+    assert health.frontend_ready(http, R, "/readiness", "sglang_router").ok
+    assert [u for _, u, _ in http.calls] == [f"{R}/readiness"]
+
+
+# --- the driver hooks --------------------------------------------------------------------------------
+class FakeState:
+    def __init__(self) -> None:
+        self.processes: dict[str, dict[str, Any]] = {}
+
+    def process(self, name: str, **fields: Any) -> None:
+        self.processes.setdefault(name, {}).update(fields)
+
+
+class FakeDriver:
+    """What attach_router_registration touches on the Driver."""
+
+    def __init__(self, http: FakeHttp) -> None:
+        from types import SimpleNamespace
+
+        self.http, self.clock, self.state = http, FakeClock(), FakeState()
+        self.plan = SimpleNamespace(readiness=SimpleNamespace(frontend_url=R))
+        self.on_process_healthy: list[Any] = []
+        self.before_stop: list[Any] = []
+        self.said: list[str] = []
+
+    def say(self, message: str) -> None:
+        self.said.append(message)
+
+
+def test_hooks_register_workers_only_and_deregister_at_stop() -> None:
+    from types import SimpleNamespace
+
+    http = FakeHttp({("GET", f"{R}/workers"): [ok(200, WORKERS_EMPTY)],
+                     ("POST", f"{R}/workers"): [ok(202, POST_ACCEPTED)],
+                     ("DELETE", f"{R}/workers/11f7c252-1de5-4b2e-9c8b-f1d2b385fdda"): [ok(202, DELETE_ACCEPTED)]})  # fmt: skip
+    driver = FakeDriver(http)
+    router.attach_router_registration(driver)  # type: ignore[arg-type]
+    (on_healthy,), (before_stop,) = driver.on_process_healthy, driver.before_stop
+    frontend = Process(name="frontend", role="frontend", group="frontend", worker_index=0, rank=0, node_index=0,
+                       gpus=(), ports={}, env={}, argv=("r",), tier=1, url=R)  # fmt: skip
+    rank1 = dataclasses.replace(worker("prefill-0-rank1", "prefill", 0), url="")  # serves no HTTP
+    for proc in (rank1, PREFILL_PROC):
+        on_healthy(driver, SimpleNamespace(proc=proc))
+    assert http.calls == []  # the router's own /health has not passed yet: nothing to retry
+    on_healthy(driver, SimpleNamespace(proc=frontend))
+    assert http.posts() == [router.registration_payload(PREFILL_PROC)]
+    on_healthy(driver, SimpleNamespace(proc=PREFILL_PROC))  # reported twice: still one POST
+    assert len(http.posts()) == 1
+    entry = driver.state.processes["prefill-0"]
+    assert (
+        entry["registered"] is True and entry["router_id"] == "11f7c252-1de5-4b2e-9c8b-f1d2b385fdda"
+    )
+    assert set(driver.state.processes) == {"prefill-0"}
+    before_stop(driver)
+    assert driver.state.processes["prefill-0"]["registered"] is False
+    assert any(m == "DELETE" for m, _, _ in http.calls)

