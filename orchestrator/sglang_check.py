@@ -6,12 +6,14 @@ SGLang (0.5.21: argparse; a bad flag raises SystemExit(2) with a clear message o
 parses in ~0.03 s with no GPU or network (engines.md §1.10). Failures become one InvalidConfig
 (exit code 2) naming each process, the flag and the config key it most likely came from.
 
-Where SGLang comes from, in order:
-1. this interpreter, when `sglang` is importable;
+The parser runs once per check, for all processes, in a subprocess of the first of:
+1. this interpreter, when `sglang` is importable here;
 2. `$ORCHESTRATOR_SGLANG_PYTHON`, else `<repo>/.venvs/sglang/bin/python` (what
    `scripts/install.sh --with-sglang` creates: SGLang is installed there with --no-deps, which
-   `pip check` would flag in the main venv), run once as a subprocess for all processes;
-3. neither: one line on stderr says the check was skipped.
+   `pip check` would flag in the main venv).
+Neither: one line on stderr says the check was skipped. User flags come from the lists
+`prefill.extra_args`, `decode.extra_args` (`aggregated.extra_args`), `engine.extra_args` and
+`model.extra_args`, e.g. `'prefill.extra_args=[--mem-fraction-static,0.85]'`.
 
 engine=dynamo_sglang is not checked: `python -m dynamo.sglang` adds its own flags
 (--discovery-backend, --dyn-*-parser, ...) to SGLang's, and only Dynamo's parser knows that
@@ -38,7 +40,7 @@ from orchestrator.plan.placeholders import Bindings, bind_text
 
 LAUNCH_MODULE = ("-m", "sglang.launch_server")
 PYTHON_ENV = "ORCHESTRATOR_SGLANG_PYTHON"
-DEFAULT_VENV_PYTHON = Path(__file__).resolve().parent.parent / ".venvs" / "sglang" / "bin" / "python"
+DEFAULT_VENV_PYTHON = Path(__file__).resolve().parent.parent / ".venvs/sglang/bin/python"
 SUBPROCESS_TIMEOUT_S = 120.0
 _skip_reported = False  # "say once" per process (a sweep prepares many configs)
 
@@ -60,9 +62,10 @@ def sglang_argvs(plan: Plan) -> dict[str, list[str]]:
 
 
 def parse_with_sglang(argvs: dict[str, list[str]]) -> dict[str, list[str]]:
-    """Run SGLang's parser on each argv in *this* interpreter; name -> errors ([] when accepted).
+    """Run SGLang's parser on each argv; name -> errors ([] when accepted).
 
-    Standard library only and self-contained: its source is also what the subprocess runs."""
+    Self-contained (its source is what the subprocess runs) and never called in the CLI's own
+    process: `prepare_server_args` reconfigures the root logger (basicConfig(force=True))."""
     import argparse
     import contextlib
     import io
@@ -80,13 +83,22 @@ def parse_with_sglang(argvs: dict[str, list[str]]) -> dict[str, list[str]]:
                 prepare_server_args(list(argv))
             # Accepted, but argparse also takes unique prefixes (--tp for --tp-size), which break
             # as soon as SGLang adds a flag with the same prefix: require full names.
-            short = [a.split("=")[0] for a in argv if a.startswith("--") and a.split("=")[0] not in full_names]
-            errors[name] = [f"argument {flag}: abbreviated flag name (full names: "
-                            f"{', '.join(sorted(n for n in full_names if n.startswith(flag)))})" for flag in short]
+            short = [
+                a.split("=")[0]
+                for a in argv
+                if a.startswith("--") and a.split("=")[0] not in full_names
+            ]
+            errors[name] = [
+                f"argument {flag}: abbreviated flag name (full names: "
+                f"{', '.join(sorted(n for n in full_names if n.startswith(flag)))})"
+                for flag in short
+            ]
         except SystemExit as exc:
             lines = [ln for ln in captured.getvalue().splitlines() if ln.strip()]
             # argparse: "<prog>: error: unrecognized arguments: --x" -> the part after "error: "
-            errors[name] = [lines[-1].split("error: ", 1)[-1] if lines else f"SystemExit({exc.code})"]
+            errors[name] = [
+                lines[-1].split("error: ", 1)[-1] if lines else f"SystemExit({exc.code})"
+            ]
         except Exception as exc:  # SGLang's own post-parse checks (ValueError, ...)
             errors[name] = [f"{type(exc).__name__}: {exc}"]
     return errors
@@ -94,27 +106,34 @@ def parse_with_sglang(argvs: dict[str, list[str]]) -> dict[str, list[str]]:
 
 def _subprocess_source() -> str:
     body = textwrap.dedent(inspect.getsource(parse_with_sglang))
-    return body + "\nimport json, sys\njson.dump(parse_with_sglang(json.loads(sys.argv[1])), sys.stdout)\n"
+    main = "import json, sys\njson.dump(parse_with_sglang(json.loads(sys.argv[1])), sys.stdout)\n"
+    return f"{body}\n{main}"
 
 
-def parse_in_subprocess(python: str, argvs: dict[str, list[str]], runner: CommandRunner) -> dict[str, list[str]]:
+def parse_in_subprocess(
+    python: str, argvs: dict[str, list[str]], runner: CommandRunner
+) -> dict[str, list[str]]:
     """`parse_with_sglang` in another interpreter (the sglang venv); name -> errors."""
-    res = runner.run([python, "-c", _subprocess_source(), json.dumps(argvs)], timeout=SUBPROCESS_TIMEOUT_S)
+    res = runner.run(
+        [python, "-c", _subprocess_source(), json.dumps(argvs)], timeout=SUBPROCESS_TIMEOUT_S
+    )
     try:
         result = json.loads(res.stdout) if res.returncode == 0 else None
     except ValueError:
         result = None
     if not isinstance(result, dict):
         tail = " / ".join(res.stderr.strip().splitlines()[-3:]) or f"exit code {res.returncode}"
-        raise InvalidConfig([Issue("engine argv", python, f"SGLang's parser did not run: {tail}",
-                                   f"reinstall with scripts/install.sh --with-sglang or unset ${PYTHON_ENV}")])  # fmt: skip
+        fix = f"reinstall with scripts/install.sh --with-sglang or unset ${PYTHON_ENV}"
+        raise InvalidConfig(
+            [Issue("engine argv", python, f"SGLang's parser did not run: {tail}", fix)]
+        )
     return {str(k): [str(e) for e in v] for k, v in result.items()}
 
 
 def sglang_python(env: Mapping[str, str]) -> str | None:
-    """The interpreter to run the parser in: '' for this one, a path, or None (not installed)."""
+    """The interpreter to run the parser in, or None when SGLang is not installed."""
     if importlib.util.find_spec("sglang") is not None:
-        return ""
+        return sys.executable
     explicit = env.get(PYTHON_ENV, "")
     if explicit:
         return explicit
@@ -132,9 +151,12 @@ def offending_flag(error: str) -> str:
 
 def config_key_of(cfg: RootConfig, group: str, flag: str) -> str:
     """The config key a flag most likely came from (user extra args first)."""
-    group_cfg = {"prefill": cfg.prefill, "decode": cfg.decode, "aggregated": cfg.aggregated}.get(group)
-    candidates = [(f"{group}.extra_args", group_cfg.extra_args if group_cfg else []),
-                  ("engine.extra_args", cfg.engine.extra_args), ("model.extra_args", cfg.model.extra_args)]  # fmt: skip
+    groups = {"prefill": cfg.prefill, "decode": cfg.decode, "aggregated": cfg.aggregated}
+    candidates = [
+        (f"{group}.extra_args", groups[group].extra_args if group in groups else []),
+        ("engine.extra_args", cfg.engine.extra_args),
+        ("model.extra_args", cfg.model.extra_args),
+    ]
     for key, args in candidates:
         if flag and any(a == flag or a.startswith(flag + "=") for a in args):
             return key
@@ -149,11 +171,16 @@ def issues_from(cfg: RootConfig, plan: Plan, errors: Mapping[str, list[str]]) ->
             flag = offending_flag(error)
             key = config_key_of(cfg, plan.process(name).group, flag)
             grouped.setdefault((key, flag, error), []).append(name)
+    fix = "fix or remove the flag; `python -m sglang.launch_server --help` lists the valid ones"
     return [
-        Issue(key, flag or "?", f"SGLang's parser rejects the command line of {', '.join(names)}: {error}",
-              "fix or remove the flag; see `python -m sglang.launch_server --help` for the installed SGLang")
+        Issue(
+            key,
+            flag or "?",
+            f"SGLang's parser rejects the argv of {', '.join(names)}: {error}",
+            fix,
+        )
         for (key, flag, error), names in grouped.items()
-    ]  # fmt: skip
+    ]
 
 
 def check_sglang_argv(cfg: RootConfig, plan: Plan, *, env: Mapping[str, str] | None = None,
@@ -167,12 +194,14 @@ def check_sglang_argv(cfg: RootConfig, plan: Plan, *, env: Mapping[str, str] | N
     python = sglang_python(os.environ if env is None else env)
     if python is None:
         if not _skip_reported:
-            sys.stderr.write(f"note: sglang is not installed: skipped checking {len(argvs)} SGLang command "
-                             f"line(s) with its parser (scripts/install.sh --with-sglang, or set ${PYTHON_ENV})\n")  # fmt: skip
+            sys.stderr.write(
+                f"note: sglang is not installed: skipped checking {len(argvs)} SGLang command "
+                "line(s) with its parser (scripts/install.sh --with-sglang, or set "
+                f"${PYTHON_ENV})\n"
+            )
             _skip_reported = True
         return
-    runner = SubprocessRunner() if runner is None else runner
-    errors = parse_with_sglang(argvs) if python == "" else parse_in_subprocess(python, argvs, runner)
+    errors = parse_in_subprocess(python, argvs, SubprocessRunner() if runner is None else runner)
     issues = issues_from(cfg, plan, errors)
     if issues:
         raise InvalidConfig(issues)

@@ -15,7 +15,7 @@ sglang-router 0.3.2 worker API (engines.md §2.4; JSON captured in tests/test_ro
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -90,7 +90,9 @@ def missing_workers(counts: WorkerCounts, expected: Mapping[str, int]) -> str:
         have = counts.healthy.get(kind, 0)
         short = short or have < want
         listed = counts.listed.get(kind, 0)
-        parts.append(f"{have}/{want} healthy {kind}" + (f" ({listed} listed)" if listed != have else ""))
+        parts.append(
+            f"{have}/{want} healthy {kind}" + (f" ({listed} listed)" if listed != have else "")
+        )
     return f"router has {', '.join(parts)}" if short else ""
 
 
@@ -116,15 +118,18 @@ class RouterClient:
     """The router's worker API; connection errors are retried until `budget_s` is spent (HTTP
     errors are answers and are not retried)."""
 
-    def __init__(self, http: HttpClient, clock: Clock, base_url: str, *, budget_s: float = RETRY_BUDGET_S) -> None:
-        self.http, self.clock, self.base_url, self.budget_s = http, clock, base_url.rstrip("/"), budget_s
+    def __init__(
+        self, http: HttpClient, clock: Clock, base_url: str, *, budget_s: float = RETRY_BUDGET_S
+    ) -> None:
+        self.http, self.clock, self.budget_s = http, clock, budget_s
+        self.base_url = base_url.rstrip("/")
 
-    def _retrying(self, what: str, call: Any) -> HttpResponse:
+    def _retrying(self, what: str, call: Callable[[], HttpResponse]) -> HttpResponse:
         deadline = self.clock.now() + self.budget_s
         delay = 0.2
         while True:
             try:
-                return call()  # type: ignore[no-any-return]
+                return call()
             except HttpError as exc:
                 if self.clock.now() + delay > deadline:
                     raise RouterError(f"{what}: router at {self.base_url} unreachable for "
@@ -138,15 +143,19 @@ class RouterClient:
         try:
             return parse_worker_list(resp.json() if resp.status == 200 else None)
         except ValueError as exc:
-            raise RouterError(f"unexpected answer to GET {url} (HTTP {resp.status}): {resp.body[:300]}") from exc
+            raise RouterError(
+                f"unexpected answer to GET {url} (HTTP {resp.status}): {resp.body[:300]}"
+            ) from exc
 
     def add_worker(self, payload: Mapping[str, Any]) -> str:
         url = f"{self.base_url}/workers"
-        resp = self._retrying("POST /workers", lambda: self.http.post(url, dict(payload), timeout=REQUEST_TIMEOUT_S))
+        resp = self._retrying(
+            "POST /workers", lambda: self.http.post(url, dict(payload), timeout=REQUEST_TIMEOUT_S)
+        )
         return parse_accepted(resp)
 
     def remove_worker(self, worker_id: str) -> bool:
-        """DELETE one worker; True when removed (202/200/204), False when the router did not know it."""
+        """DELETE one worker: True when removed, False when the router does not know it."""
         url = f"{self.base_url}/workers/{worker_id}"
         resp = self.http.delete(url, timeout=REQUEST_TIMEOUT_S)  # at stop: no retries
         if resp.status in (200, 202, 204):
@@ -188,7 +197,9 @@ class Registrar:
         return problems
 
 
-def workers_verdict(http: HttpClient, base_url: str, expected: Mapping[str, int]) -> tuple[bool, str]:
+def workers_verdict(
+    http: HttpClient, base_url: str, expected: Mapping[str, int]
+) -> tuple[bool, str]:
     """(ok, detail): are all expected workers listed healthy by the router's `GET /workers`?"""
     url = f"{base_url.rstrip('/')}/workers"
     try:
@@ -204,18 +215,32 @@ def workers_verdict(http: HttpClient, base_url: str, expected: Mapping[str, int]
 
 
 def attach_router_registration(driver: Driver) -> None:
-    """Driver hooks: register each SGLang worker when healthy; deregister all before stopping."""
+    """Driver hooks: register each SGLang worker when healthy; deregister all before stopping.
+
+    Workers that turn healthy before the router's own /health wait until it passes (no blocking
+    retries at start-up, and a router that dies is reported with its log by the driver)."""
     client = RouterClient(driver.http, driver.clock, driver.plan.readiness.frontend_url)
     registrar = Registrar(client)
+    pending: dict[str, Process] = {}
+    router_up = False
+
+    def register_pending(d: Driver) -> None:
+        for name, proc in list(pending.items()):
+            worker_id, added = registrar.register(proc)
+            del pending[name]
+            d.state.process(name, registered=True, router_id=worker_id, registered_at=time.time())
+            d.say(f"registered {name} ({WORKER_TYPES[proc.role]}) {proc.url} with the router"
+                  + ("" if added else " (already listed)"))  # fmt: skip
 
     def on_healthy(d: Driver, running: Running) -> None:
+        nonlocal router_up
         proc = running.proc
-        if proc.role not in WORKER_TYPES or not proc.url:
-            return  # the router itself, or a rank >= 1 of a multi-node worker (no HTTP)
-        worker_id, added = registrar.register(proc)
-        d.state.process(proc.name, registered=True, router_id=worker_id, registered_at=time.time())
-        d.say(f"registered {proc.name} ({WORKER_TYPES[proc.role]}) {proc.url} with the router"
-              + ("" if added else " (already listed)"))  # fmt: skip
+        if proc.role == "frontend":
+            router_up = True
+        elif proc.role in WORKER_TYPES and proc.url:  # ranks >= 1 serve no HTTP: no url
+            pending[proc.name] = proc
+        if router_up:
+            register_pending(d)
 
     def before_stop(d: Driver) -> None:
         names = list(registrar.ids)
