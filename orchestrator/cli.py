@@ -45,9 +45,9 @@ def dry_run(cfg: RootConfig, launcher: str, overrides: Sequence[str]) -> str:
     """The dry-run output for `cfg` (text or JSON per cfg.dry_run)."""
     plan = build_plan(cfg)
     if cfg.dry_run_mode() == "json":
-        return render_json(plan, launcher, python=cfg.engine.python, overrides=overrides)
+        return render_json(plan, launcher, python=sys.executable, overrides=overrides)
     yaml = OmegaConf.to_yaml(OmegaConf.create(config_to_dict(cfg)))
-    return render_text(plan, launcher, python=cfg.engine.python, overrides=overrides, config_yaml=yaml)
+    return render_text(plan, launcher, python=sys.executable, overrides=overrides, config_yaml=yaml)
 
 
 def run(argv: Sequence[str]) -> int:

@@ -188,12 +188,15 @@ def _timing(cfg: RootConfig) -> list[Issue]:
         issues.append(Issue("readiness.timeout_s", f"{r.timeout_s:g} (interval_s={r.interval_s:g})",
                             "must be positive", "set readiness.timeout_s=3600 readiness.interval_s=1"))  # fmt: skip
     bench_s = estimate_s(cfg.benchmark)
-    needed = r.timeout_s + bench_s
+    # The driver is told to stop signal_before_limit_s before the limit (--signal=B:TERM@...).
+    early = cfg.launcher.signal_before_limit_s
+    needed = r.timeout_s + bench_s + early
     if limit_s < needed:
         how = "" if cfg.benchmark.duration_estimate_min else ", from the load points"
         issues.append(Issue("cluster.time_limit_min", str(cfg.cluster.time_limit_min),
                             f"shorter than the readiness deadline ({r.timeout_s:g} s) plus the "
-                            f"benchmark estimate ({bench_s / 60:.0f} min{how})",
+                            f"benchmark estimate ({bench_s / 60:.0f} min{how}) plus the stop signal "
+                            f"{early} s before the limit",
                             f"set cluster.time_limit_min>={int(needed // 60) + 1} or lower "
                             "readiness.timeout_s"))  # fmt: skip
     return issues
@@ -272,8 +275,9 @@ def _benchmark(cfg: RootConfig) -> list[Issue]:
                             f"(point_timeout_s={b.point_timeout_s:g})", "must be positive",
                             "set benchmark.requests_per_concurrency=10 benchmark.point_timeout_s=3600"))  # fmt: skip
     binary = aiperf_binary(b)
-    # Checked here only for a path on the shared filesystem (inside a container it may differ).
-    if b.kind == "aiperf" and not cfg.cluster.container_image and binary.startswith("/") and not Path(binary).exists():
+    # Checked only for a path on the shared filesystem (inside a container it may differ).
+    on_host = b.kind == "aiperf" and not cfg.cluster.container_image and binary.startswith("/")
+    if on_host and not Path(binary).exists():
         issues.append(Issue("benchmark.binary", binary, "does not exist",
                             "run scripts/install.sh --with-aiperf, or set benchmark.binary"))  # fmt: skip
     return issues

@@ -42,7 +42,8 @@ def dry_run(cwd: Path, *args: str) -> str:
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr == ""
     assert list(cwd.iterdir()) == [], "dry-run wrote files"
-    return proc.stdout
+    # The sbatch script execs the driver with the interpreter running the orchestrator.
+    return proc.stdout.replace(sys.executable, "<python>")
 
 
 def assert_runs(argv: list[str], reference: str) -> None:
@@ -124,4 +125,4 @@ def test_sbatch_text_golden_includes_the_script(golden: Golden, tmp_path: Path) 
     script = text.split("--- sbatch script ---\n", 1)[1]
     assert script.startswith("#!/bin/bash\n")
     assert "#SBATCH --nodes=1\n" in script
-    assert script.rstrip().endswith("exec python3 -m orchestrator.runtime.driver '<run_dir>'")
+    assert script.rstrip().endswith("exec <python> -m orchestrator.runtime.driver '<run_dir>'")

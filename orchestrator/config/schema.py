@@ -155,7 +155,7 @@ class BenchmarkConfig:
 
 @dataclass
 class RootConfig:
-    """The whole configuration (`python -m orchestrator --cfg job` prints it)."""
+    """The whole configuration (`python -m orchestrator ... dry_run=true` prints it resolved)."""
 
     model: ModelConfig = field(default_factory=ModelConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)

@@ -95,7 +95,9 @@ def _submit_sbatch(plan: Plan, run_dir: Path, overrides: Sequence[str]) -> str:
     script = run_dir / "job.sbatch"
     script.write_text(sbatch_script(plan, run_dir=str(run_dir), python=sys.executable,
                                     overrides=overrides, git_sha=git_sha()))  # fmt: skip
-    argv = ["sbatch", "--parsable", f"--output={run_dir}/slurm-%j.out", str(script)]
+    # sbatch expands %-patterns in --output: a literal % in the run directory must be doubled.
+    output = str(run_dir).replace("%", "%%") + "/slurm-%j.out"
+    argv = ["sbatch", "--parsable", f"--output={output}", str(script)]
     res = SubprocessRunner().run(argv, timeout=60)
     if res.returncode != 0:
         raise SubmissionError(argv, res.returncode, res.stderr)

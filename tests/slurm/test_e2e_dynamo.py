@@ -117,7 +117,7 @@ def test_time_limit_signal_tears_down_before_slurm_kills(launched: list[str], tm
     # early): the driver must stop everything itself, so the job ends COMPLETED, not TIMEOUT.
     run_dir = tmp_path / "run"
     proc = e2e.cli([*BASE, f"run_dir={run_dir}", "wait=false", "cluster.time_limit_min=1",
-                    "readiness.timeout_s=30", "launcher.signal_before_limit_s=50"])  # fmt: skip
+                    "readiness.timeout_s=10", "launcher.signal_before_limit_s=50"])  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     job_id, _ = e2e.submit_output(proc)
     launched.append(job_id)
