@@ -94,9 +94,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.cmd in ("status", "collect") and (args.run_dir / "manifest.json").exists():
-            from orchestrator import sweep
+            from orchestrator.bench import sweepdir
 
-            print(sweep.status(args.run_dir) if args.cmd == "status" else sweep.collect(args.run_dir))
+            view = sweepdir.status if args.cmd == "status" else sweepdir.collect
+            print(view(args.run_dir))
         elif args.cmd == "collect":
             raise OrchestratorError(f"{args.run_dir} is not a sweep directory (no manifest.json)")
         elif args.cmd == "status":

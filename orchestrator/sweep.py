@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from orchestrator.bench.sweepdir import MANIFEST, load_manifest, point_status
 from orchestrator.config.schema import RootConfig
 from orchestrator.effects import CommandRunner, SubprocessRunner
 from orchestrator.errors import InvalidConfig, Issue, OrchestratorError
@@ -33,13 +34,10 @@ from orchestrator.launchers.select import Site
 from orchestrator.plan import build
 from orchestrator.runtime.state import now_iso, read_state, write_json_atomic
 
-MANIFEST = "manifest.json"
 SWEEP_KEYS = ("sweep_dir", "sweep.baseline")
 BASELINES = ("", "aggregated")
 # Keys a baseline point drops from the disaggregated point it mirrors.
 TOPOLOGY_PREFIXES = ("prefill.", "decode.", "aggregated.", "deployment")
-LIVE_JOB_STATES = ("PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "REQUEUED", "RESIZING", "SUSPENDED")
-ACTIVE_PHASES = ("", "submitted", "starting", "ready", "stopping")
 
 
 @dataclass(frozen=True)
@@ -52,7 +50,7 @@ class SweepPoint:
 
     @property
     def key(self) -> str:
-        """Identity in the manifest: the sorted overrides (order on the command line is irrelevant)."""
+        """Identity in the manifest: the sorted overrides (their order does not matter)."""
         return " ".join(sorted(self.overrides))
 
 
@@ -65,8 +63,16 @@ def expand(overrides: Sequence[str]) -> tuple[list[SweepPoint], dict[str, str]]:
     try:
         parsed = OverridesParser.create().parse_overrides(list(overrides))
     except Exception as exc:  # hydra raises OverrideParseException (a plain Exception subclass)
-        raise InvalidConfig([Issue("overrides", " ".join(overrides), str(exc).splitlines()[0],
-                                   "check the override syntax (KEY=VALUE, KEY=a,b for a sweep)")]) from exc  # fmt: skip
+        raise InvalidConfig(
+            [
+                Issue(
+                    "overrides",
+                    " ".join(overrides),
+                    str(exc).splitlines()[0],
+                    "check the override syntax (KEY=VALUE, KEY=a,b for a sweep)",
+                )
+            ]
+        ) from exc
     options: dict[str, str] = {}
     axes: list[list[tuple[str, str]]] = []  # per override: [(override, label part)]
     for o in parsed:
@@ -74,7 +80,9 @@ def expand(overrides: Sequence[str]) -> tuple[list[SweepPoint], dict[str, str]]:
         if key.lstrip("+~") in SWEEP_KEYS:
             options[key.lstrip("+~")] = str(o.value())
         elif o.is_sweep_override():
-            axes.append([(f"{key}={v}", f"{key.lstrip('+~')}={v}") for v in o.sweep_string_iterator()])
+            axes.append(
+                [(f"{key}={v}", f"{key.lstrip('+~')}={v}") for v in o.sweep_string_iterator()]
+            )
         else:
             axes.append([(o.input_line, "")])
     points = []
@@ -91,7 +99,10 @@ def _unique(points: list[SweepPoint]) -> list[SweepPoint]:
 
 def worker_gpus(cfg: RootConfig) -> int:
     """GPUs held by the workers of a deployment (the per-GPU normalization of the results)."""
-    return sum(build.group_config(cfg, g).workers * build.gpus_per_worker(cfg, g) for g in build.active_groups(cfg))
+    return sum(
+        build.group_config(cfg, g).workers * build.gpus_per_worker(cfg, g)
+        for g in build.active_groups(cfg)
+    )
 
 
 def baseline_point(point: SweepPoint, cfg: RootConfig) -> SweepPoint | None:
@@ -105,9 +116,16 @@ def baseline_point(point: SweepPoint, cfg: RootConfig) -> SweepPoint | None:
     if gpus % per_worker:
         return None
     keep = [o for o in point.overrides if not o.lstrip("+~").startswith(TOPOLOGY_PREFIXES)]
-    extra = ["deployment=aggregated", f"aggregated.workers={gpus // per_worker}", f"aggregated.tp={tp}"]
-    return SweepPoint(overrides=tuple(keep + extra), label=f"aggregated x{gpus // per_worker} ({gpus} GPUs)",
-                      baseline=True)  # fmt: skip
+    extra = [
+        "deployment=aggregated",
+        f"aggregated.workers={gpus // per_worker}",
+        f"aggregated.tp={tp}",
+    ]
+    return SweepPoint(
+        overrides=tuple(keep + extra),
+        label=f"aggregated x{gpus // per_worker} ({gpus} GPUs)",
+        baseline=True,
+    )
 
 
 # --- validation ------------------------------------------------------------------------------
@@ -121,27 +139,54 @@ def _prepare(point: SweepPoint, site: Site) -> tuple[RootConfig, str]:
 def _sweep_issues(cfg: RootConfig, launcher: str, site: Site) -> list[Issue]:
     issues = []
     if launcher == "local":
-        issues.append(Issue("launcher.kind", "local", "a sweep submits one Slurm job per point; local "
-                            "points would all start on this machine at once",
-                            "run where sbatch is available, or set launcher=submitit|sbatch"))  # fmt: skip
+        issues.append(
+            Issue(
+                "launcher.kind",
+                "local",
+                "a sweep submits one Slurm job per point; local "
+                "points would all start on this machine at once",
+                "run where sbatch is available, or set launcher=submitit|sbatch",
+            )
+        )
     if site.allocation_job_id:
-        issues.append(Issue("SLURM_JOB_ID", site.allocation_job_id, "inside an allocation a launch "
-                            "runs in the foreground instead of submitting",
-                            "run the sweep from a login node"))  # fmt: skip
+        issues.append(
+            Issue(
+                "SLURM_JOB_ID",
+                site.allocation_job_id,
+                "inside an allocation a launch runs in the foreground instead of submitting",
+                "run the sweep from a login node",
+            )
+        )
     if cfg.benchmark.kind == "none":
-        issues.append(Issue("benchmark.kind", "none", "a sweep point without a benchmark has no result "
-                            "and serves until its time limit", "add benchmark=aiperf or benchmark=sglang_bench"))  # fmt: skip
+        issues.append(
+            Issue(
+                "benchmark.kind",
+                "none",
+                "a sweep point without a benchmark has no result and serves until its time limit",
+                "add benchmark=aiperf or benchmark=sglang_bench",
+            )
+        )
     if cfg.run_dir:
-        issues.append(Issue("run_dir", cfg.run_dir, "each point gets its own run directory",
-                            "set sweep_dir=DIR instead"))  # fmt: skip
+        issues.append(
+            Issue(
+                "run_dir",
+                cfg.run_dir,
+                "each point gets its own run directory",
+                "set sweep_dir=DIR instead",
+            )
+        )
     return issues
 
 
-def validate_points(points: list[SweepPoint], site: Site, baseline: str) -> list[tuple[SweepPoint, RootConfig, str]]:
+def validate_points(
+    points: list[SweepPoint], site: Site, baseline: str
+) -> list[tuple[SweepPoint, RootConfig, str]]:
     """Compose and validate every point (and its baseline); raise one InvalidConfig naming the
     point of every problem."""
     if baseline not in BASELINES:
-        raise InvalidConfig([Issue("sweep.baseline", baseline, "unknown value", "use sweep.baseline=aggregated")])
+        raise InvalidConfig(
+            [Issue("sweep.baseline", baseline, "unknown value", "use sweep.baseline=aggregated")]
+        )
     issues: list[Issue] = []
     prepared: list[tuple[SweepPoint, RootConfig, str]] = []
     pending = list(points)
@@ -153,7 +198,10 @@ def validate_points(points: list[SweepPoint], site: Site, baseline: str) -> list
         except InvalidConfig as exc:
             issues += [dataclasses.replace(i, key=f"[{point.label}] {i.key}") for i in exc.issues]
             continue
-        issues += [dataclasses.replace(i, key=f"[{point.label}] {i.key}") for i in _sweep_issues(cfg, launcher, site)]
+        issues += [
+            dataclasses.replace(i, key=f"[{point.label}] {i.key}")
+            for i in _sweep_issues(cfg, launcher, site)
+        ]
         prepared.append((point, cfg, launcher))
         extra = baseline_point(point, cfg) if baseline and not point.baseline else None
         if extra is not None and extra.key not in seen:
@@ -164,68 +212,21 @@ def validate_points(points: list[SweepPoint], site: Site, baseline: str) -> list
     return prepared
 
 
-# --- manifest and point status ---------------------------------------------------------------
-def load_manifest(sweep_dir: Path) -> dict[str, Any]:
-    """manifest.json of a sweep ({"points": []} for a new one)."""
-    import json
-
-    try:
-        data = json.loads((sweep_dir / MANIFEST).read_text())
-    except FileNotFoundError:
-        return {"version": 1, "created_at": now_iso(), "invocations": [], "points": []}
-    except ValueError as exc:
-        raise OrchestratorError(f"{sweep_dir / MANIFEST} is not valid JSON: {exc}") from exc
-    assert isinstance(data, dict)
-    return data
-
-
-def run_dirs(sweep_dir: Path, entry: dict[str, Any]) -> list[Path]:
-    """The run directories of a manifest entry, oldest first."""
-    return [sweep_dir / r["run_dir"] for r in entry.get("runs", [])]
-
-
-def read_summary(run_dir: Path) -> dict[str, Any]:
-    """results/summary.json of a run ({} when the benchmark has not finished)."""
-    import json
-
-    try:
-        data = json.loads((run_dir / "results" / "summary.json").read_text())
-    except (FileNotFoundError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def point_status(sweep_dir: Path, entry: dict[str, Any], runner: CommandRunner) -> dict[str, Any]:
-    """{status, phase, job_id, run_dir, reason} of the latest attempt. status: new | valid |
-    active (queued or running) | failed (resubmitted on re-run)."""
-    runs = entry.get("runs", [])
-    if not runs:
-        return {"status": "new", "phase": "", "job_id": "", "run_dir": None, "reason": ""}
-    run_dir = sweep_dir / runs[-1]["run_dir"]
-    state, summary = read_state(run_dir), read_summary(run_dir)
-    job_id = state.get("job_id") or runs[-1].get("job_id", "")
-    out = {"phase": state.get("phase", ""), "job_id": job_id, "run_dir": run_dir,
-           "reason": summary.get("reason") or state.get("error", "")}  # fmt: skip
-    if summary.get("valid"):
-        return {**out, "status": "valid"}
-    if out["phase"] in ACTIVE_PHASES and job_id:
-        from orchestrator.slurm.parse import job_state
-
-        slurm = job_state(runner, job_id)
-        if slurm in LIVE_JOB_STATES:
-            return {**out, "status": "active", "slurm": slurm}
-        out["reason"] = out["reason"] or f"job {job_id} ended ({slurm or 'unknown'}) in phase {out['phase'] or '-'}"
-    return {**out, "status": "failed"}
-
-
 def _entry(manifest: dict[str, Any], point: SweepPoint, cfg: RootConfig) -> dict[str, Any]:
     for entry in manifest["points"]:
         if entry["key"] == point.key:
             return entry  # type: ignore[no-any-return]
     plan = build.build_plan(cfg)
-    entry = {"key": point.key, "label": point.label or plan.name, "overrides": list(point.overrides),
-             "baseline": point.baseline, "name": plan.name, "nodes": plan.num_nodes,
-             "gpus": worker_gpus(cfg), "runs": []}  # fmt: skip
+    entry = {
+        "key": point.key,
+        "label": point.label or plan.name,
+        "overrides": list(point.overrides),
+        "baseline": point.baseline,
+        "name": plan.name,
+        "nodes": plan.num_nodes,
+        "gpus": worker_gpus(cfg),
+        "runs": [],
+    }
     manifest["points"].append(entry)
     return entry
 
@@ -261,23 +262,31 @@ def _submit(point: SweepPoint, cfg: RootConfig, launcher: str, run_dir: Path) ->
     return str(read_state(run_dir).get("job_id", ""))
 
 
+def _say(message: str) -> None:
+    sys.stderr.write(f"[sweep] {message}\n")
+
+
 def run_sweep(overrides: Sequence[str], site: Site, runner: CommandRunner | None = None) -> int:
     """Validate every point, then submit the points that need a job; print the sweep directory."""
     runner = runner or SubprocessRunner()
     points, options = expand(overrides)
     prepared = validate_points(points, site, options.get("sweep.baseline", ""))
     first_cfg = prepared[0][1]
-    sweep_dir = Path(options.get("sweep_dir") or default_sweep_dir(first_cfg)).expanduser().resolve()
+    sweep_dir = (
+        Path(options.get("sweep_dir") or default_sweep_dir(first_cfg)).expanduser().resolve()
+    )
     manifest = load_manifest(sweep_dir)
     plan_lines, todo = [], []
     for point, cfg, launcher in prepared:
         entry = _entry(manifest, point, cfg)
         status = point_status(sweep_dir, entry, runner)
         action = "submit" if status["status"] in ("new", "failed") else f"skip ({status['status']})"
-        plan_lines.append(f"{action:<15} {entry['name']:<24} {entry['nodes']} node(s) {entry['gpus']:>3} GPUs  {point.label}")
+        plan_lines.append(
+            f"{action:<15} {entry['name']:<24} {entry['nodes']} node(s) {entry['gpus']:>3} GPUs  "
+            f"{point.label}"
+        )
         if action == "submit":
             todo.append((point, cfg, launcher, entry))
-    say = lambda m: sys.stderr.write(f"[sweep] {m}\n")  # noqa: E731
     if first_cfg.dry_run_mode() != "false":
         sys.stdout.write(f"sweep {sweep_dir}: {len(prepared)} point(s), {len(todo)} to submit\n")
         sys.stdout.write("".join(f"  {line}\n" for line in plan_lines))
@@ -286,75 +295,26 @@ def run_sweep(overrides: Sequence[str], site: Site, runner: CommandRunner | None
     manifest.setdefault("invocations", []).append({"at": now_iso(), "overrides": list(overrides)})
     write_json_atomic(sweep_dir / MANIFEST, manifest)
     for line in plan_lines:
-        say(line)
+        _say(line)
     for point, cfg, launcher, entry in todo:
         run_dir = _new_run_dir(sweep_dir, entry)
-        run = {"run_dir": str(run_dir.relative_to(sweep_dir)), "job_id": "", "submitted_at": now_iso()}
+        run = {
+            "run_dir": str(run_dir.relative_to(sweep_dir)),
+            "job_id": "",
+            "submitted_at": now_iso(),
+        }
         entry["runs"].append(run)
-        write_json_atomic(sweep_dir / MANIFEST, manifest)  # an interrupted sweep still knows the dir
-        run["job_id"] = _submit(point, dataclasses.replace(cfg, run_dir=str(run_dir), wait=False), launcher, run_dir)
+        write_json_atomic(
+            sweep_dir / MANIFEST, manifest
+        )  # an interrupted sweep still knows the dir
+        run["job_id"] = _submit(
+            point, dataclasses.replace(cfg, run_dir=str(run_dir), wait=False), launcher, run_dir
+        )
         write_json_atomic(sweep_dir / MANIFEST, manifest)
-        say(f"submitted {entry['name']} ({point.label}): job {run['job_id']}, {run_dir}")
-    say(f"{len(todo)} job(s) submitted, {len(prepared) - len(todo)} skipped; "
-        f"status: python -m orchestrator.ctl status {sweep_dir}")  # fmt: skip
+        _say(f"submitted {entry['name']} ({point.label}): job {run['job_id']}, {run_dir}")
+    _say(
+        f"{len(todo)} job(s) submitted, {len(prepared) - len(todo)} skipped; "
+        f"status: python -m orchestrator.ctl status {sweep_dir}"
+    )
     print(sweep_dir, flush=True)
     return 0
-
-
-# --- status and collect (ctl) ----------------------------------------------------------------
-def _manifest_or_error(sweep_dir: Path) -> dict[str, Any]:
-    if not (sweep_dir / MANIFEST).exists():
-        raise OrchestratorError(f"{sweep_dir} is not a sweep directory (no {MANIFEST})")
-    return load_manifest(sweep_dir)
-
-
-def point_rows(sweep_dir: Path, entry: dict[str, Any]) -> list[dict[str, Any]]:
-    """Valid rows of a point: from its latest attempt with a valid benchmark, else from its
-    latest attempt that wrote rows (load points measured before a later one failed stay valid)."""
-    from orchestrator.bench.collect import read_rows
-
-    dirs = list(reversed(run_dirs(sweep_dir, entry)))
-    chosen = next((d for d in dirs if read_summary(d).get("valid")), None)
-    chosen = chosen or next((d for d in dirs if read_rows(d)), None)
-    if chosen is None:
-        return []
-    extra = {"sweep_point": entry["label"], "baseline": entry.get("baseline", False)}
-    return [{**extra, **row} for row in read_rows(chosen) if row.get("valid")]
-
-
-def collect(sweep_dir: Path) -> str:
-    """results.csv, results.jsonl and pareto.png over the valid rows of every point."""
-    from orchestrator.bench.collect import plot_pareto, write_tables
-
-    manifest = _manifest_or_error(sweep_dir)
-    rows = [row for entry in manifest["points"] for row in point_rows(sweep_dir, entry)]
-    with_rows = sum(1 for entry in manifest["points"] if point_rows(sweep_dir, entry))
-    table, jsonl = write_tables(sweep_dir, rows)
-    png = plot_pareto(rows, sweep_dir / "pareto.png", title=f"{sweep_dir.name}: {len(rows)} valid load points")
-    return (f"{len(rows)} valid row(s) from {with_rows}/{len(manifest['points'])} point(s)\n"
-            f"{table}\n{jsonl}\n{png}")  # fmt: skip
-
-
-def status(sweep_dir: Path, runner: CommandRunner | None = None) -> str:
-    """One line per point: status, phase, job id, nodes/GPUs, best result or the failure."""
-    runner = runner or SubprocessRunner()
-    manifest = _manifest_or_error(sweep_dir)
-    lines = [f"sweep: {sweep_dir}  ({len(manifest['points'])} point(s))"]
-    for entry in manifest["points"]:
-        st = point_status(sweep_dir, entry, runner)
-        rows = point_rows(sweep_dir, entry)
-        best = max(rows, key=lambda r: r.get("output_tok_s_per_gpu") or 0.0, default=None)
-        if best is not None:
-            result = (f"best {best['output_tok_s_per_gpu']:.1f} tok/s/GPU at "
-                      f"{best.get('tok_s_per_user') or 0:.1f} tok/s/user (c={best['concurrency']})")  # fmt: skip
-        else:
-            result = "-"
-        if st["status"] == "failed" and st["reason"]:
-            result += f"; failed: {st['reason'].splitlines()[0][:160]}"
-        bench = read_state(st["run_dir"]).get("benchmark", {}) if st["run_dir"] else {}
-        phase = st["phase"] or "-"
-        if phase == "ready" and bench:
-            phase += f" (bench {bench.get('done', 0)}/{bench.get('of', '?')})"
-        lines.append(f"  {entry['label']:<36} {st['status']:<7} {phase:<18} job {st['job_id'] or '-':<7} "
-                     f"{entry['nodes']}n/{entry['gpus']:>3} GPUs  {result}")  # fmt: skip
-    return "\n".join(lines)

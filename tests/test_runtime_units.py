@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -17,9 +18,9 @@ from orchestrator.plan.model import Process
 from orchestrator.plan.placeholders import Bindings, bind_plan
 from orchestrator.runtime import health
 from orchestrator.runtime.driver import Driver
-from orchestrator.runtime.nodes import check_address, parse_node_lines
+from orchestrator.runtime.nodes import NodeInfo, busy_ports, check_address, parse_node_lines
 from orchestrator.runtime.processes import Running, parse_step_lines
-from orchestrator.runtime.run import allocation_issues, gpus_in_allocation
+from orchestrator.runtime.run import Allocation, allocation_issues, gpus_in_allocation, port_conflicts
 from orchestrator.runtime.state import StateFile, progress_line
 from orchestrator.slurm.parse import parse_sacct_states, parse_sbatch_parsable
 
@@ -82,8 +83,21 @@ def test_squeue_step_lines() -> None:
 
 # --- node discovery: stderr chatter must never become an address (srt-slurm #250) -------------
 def test_node_lines_ignore_non_json_chatter() -> None:
-    out = 'srun: Step created for StepId=5.1\n{"host": "node1", "ip": "10.77.0.11"}\n{"host": "node2", "ip": "10.77.0.12"}\n'
-    assert parse_node_lines(out) == {"node1": "10.77.0.11", "node2": "10.77.0.12"}
+    out = ('srun: Step created for StepId=5.1\n{"host": "node1", "ip": "10.77.0.11", "busy": [20010]}\n'
+           '{"host": "node2", "ip": "10.77.0.12", "busy": []}\n')  # fmt: skip
+    assert parse_node_lines(out) == {"node1": NodeInfo("10.77.0.11", (20010,)), "node2": NodeInfo("10.77.0.12")}
+
+
+def test_busy_ports_are_found_and_named(plan_of: Any) -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        taken = holder.getsockname()[1]
+        assert busy_ports([taken]) == [taken]
+    plan = plan_of()
+    decode = plan.process("decode-0")
+    alloc = Allocation("1", ("nodeA",), ("10.0.0.1",), ((decode.ports["nccl"],),))
+    assert port_conflicts(plan, alloc) == [f"port {decode.ports['nccl']} (decode-0 nccl) is already in use on nodeA (node 0)"]
 
 
 @pytest.mark.parametrize("bad", ["Step created", "0.0.0.0", "", "10.77.0.300"])

@@ -17,14 +17,48 @@ from orchestrator.errors import OrchestratorError
 
 X_KEY, Y_KEY = "tok_s_per_user", "output_tok_s_per_gpu"
 CSV_COLUMNS = (
-    "sweep_point", "name", "baseline", "mode", "engine", "frontend", "nodes",
-    "prefill_workers", "prefill_tp", "decode_workers", "decode_tp", "aggregated_workers", "aggregated_tp",
-    "gpus_prefill", "gpus_decode", "gpus_aggregated", "gpus_total", "gpus_allocated",
-    "tool", "point", "concurrency", "isl", "osl", "requests", "completed", "errors", "error_rate",
-    "output_tokens", "duration_s", "output_tok_s", "output_tok_s_per_gpu", "tok_s_per_user",
-    "ttft_p50_ms", "ttft_p99_ms", "itl_p50_ms", "itl_p99_ms", "request_throughput",
-    "plan_hash", "job_id", "run_dir", "artifacts",
-)  # fmt: skip
+    "sweep_point",
+    "name",
+    "baseline",
+    "mode",
+    "engine",
+    "frontend",
+    "nodes",
+    "prefill_workers",
+    "prefill_tp",
+    "decode_workers",
+    "decode_tp",
+    "aggregated_workers",
+    "aggregated_tp",
+    "gpus_prefill",
+    "gpus_decode",
+    "gpus_aggregated",
+    "gpus_total",
+    "gpus_allocated",
+    "tool",
+    "point",
+    "concurrency",
+    "isl",
+    "osl",
+    "requests",
+    "completed",
+    "errors",
+    "error_rate",
+    "output_tokens",
+    "duration_s",
+    "output_tok_s",
+    "output_tok_s_per_gpu",
+    "tok_s_per_user",
+    "ttft_p50_ms",
+    "ttft_p99_ms",
+    "itl_p50_ms",
+    "itl_p99_ms",
+    "request_throughput",
+    "plan_hash",
+    "job_id",
+    "run_dir",
+    "artifacts",
+)
 
 
 def read_rows(run_dir: Path) -> list[dict[str, Any]]:
@@ -55,7 +89,9 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
     front = []
     for i, (x, y) in enumerate(points):
         dominated = any(
-            (x2 >= x and y2 >= y) and (x2 > x or y2 > y) for j, (x2, y2) in enumerate(points) if j != i
+            (x2 >= x and y2 >= y) and (x2 > x or y2 > y)
+            for j, (x2, y2) in enumerate(points)
+            if j != i
         )
         if not dominated:
             front.append(i)
@@ -64,7 +100,11 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
 
 def plottable(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """Rows that have both plot coordinates."""
-    return [r for r in rows if isinstance(r.get(X_KEY), int | float) and isinstance(r.get(Y_KEY), int | float)]
+    return [
+        r
+        for r in rows
+        if isinstance(r.get(X_KEY), int | float) and isinstance(r.get(Y_KEY), int | float)
+    ]
 
 
 def write_tables(out_dir: Path, rows: Sequence[dict[str, Any]]) -> tuple[Path, Path]:
@@ -87,28 +127,57 @@ def plot_pareto(rows: Sequence[dict[str, Any]], path: Path, *, title: str) -> Pa
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError as exc:
-        raise OrchestratorError("the Pareto plot needs matplotlib: pip install -e '.[plot]' "
-                                "(scripts/install.sh installs it)") from exc  # fmt: skip
+        raise OrchestratorError(
+            "the Pareto plot needs matplotlib: pip install -e '.[plot]' "
+            "(scripts/install.sh installs it)"
+        ) from exc
     data = plottable(rows)
     fig, ax = plt.subplots(figsize=(8, 5.5))
     for name in sorted({r["name"] for r in data}):
         own = sorted((r for r in data if r["name"] == name), key=lambda r: r[X_KEY])
         gpus = (own[0].get("gpus") or {}).get("total", "?")
         style = "--" if (own[0].get("topology") or {}).get("mode") == "aggregated" else "-"
-        ax.plot([r[X_KEY] for r in own], [r[Y_KEY] for r in own], style, marker="o", alpha=0.8,
-                label=f"{name} ({gpus} GPUs)")  # fmt: skip
+        ax.plot(
+            [r[X_KEY] for r in own],
+            [r[Y_KEY] for r in own],
+            style,
+            marker="o",
+            alpha=0.8,
+            label=f"{name} ({gpus} GPUs)",
+        )
         for r in own:
-            ax.annotate(f"c{r['concurrency']}", (r[X_KEY], r[Y_KEY]), textcoords="offset points",
-                        xytext=(4, 4), fontsize=7, alpha=0.7)  # fmt: skip
+            ax.annotate(
+                f"c{r['concurrency']}",
+                (r[X_KEY], r[Y_KEY]),
+                textcoords="offset points",
+                xytext=(4, 4),
+                fontsize=7,
+                alpha=0.7,
+            )
     front = [data[i] for i in pareto_front([(r[X_KEY], r[Y_KEY]) for r in data])]
     if front:
-        ax.plot([r[X_KEY] for r in front], [r[Y_KEY] for r in front], color="black", linewidth=2.5,
-                alpha=0.35, zorder=0, label="Pareto frontier")  # fmt: skip
-        ax.scatter([r[X_KEY] for r in front], [r[Y_KEY] for r in front], s=140, facecolors="none",
-                   edgecolors="black", linewidths=1.5, zorder=3)  # fmt: skip
+        ax.plot(
+            [r[X_KEY] for r in front],
+            [r[Y_KEY] for r in front],
+            color="black",
+            linewidth=2.5,
+            alpha=0.35,
+            zorder=0,
+            label="Pareto frontier",
+        )
+        ax.scatter(
+            [r[X_KEY] for r in front],
+            [r[Y_KEY] for r in front],
+            s=140,
+            facecolors="none",
+            edgecolors="black",
+            linewidths=1.5,
+            zorder=3,
+        )
     ax.set_xlabel("tokens/s per user")
     ax.set_ylabel("output tokens/s per GPU")
-    ax.set_title(title)
+    missing = len(rows) - len(data)
+    ax.set_title(title + (f" ({missing} without tokens/s per user not shown)" if missing else ""))
     ax.grid(True, alpha=0.3)
     if data:
         ax.legend(fontsize=8)

@@ -63,6 +63,14 @@ def _first_aiperf_error(errors: Iterable[Mapping[str, Any]]) -> str:
     return ""
 
 
+def _per_user(summary: Mapping[str, Any]) -> float | None:
+    """aiperf's output tokens/s per user (per request 1 / ITL, averaged); 1000 / mean ITL when
+    it is absent; None when there was no gap between tokens to measure."""
+    value = _stat(summary, "output_token_throughput_per_user", "avg")
+    itl = _stat(summary, "inter_token_latency", "avg")
+    return value if value else (1000.0 / itl if itl else None)
+
+
 def aiperf_from_summary(summary: Mapping[str, Any], marker: Mapping[str, Any] | None) -> Measured:
     """From `profile_export_aiperf.json` (schema 1.4) and `.aiperf_results_ready.json`.
     `request_count` counts successful requests, `error_request_count` the failed ones."""
@@ -71,13 +79,20 @@ def aiperf_from_summary(summary: Mapping[str, Any], marker: Mapping[str, Any] | 
     tokens = _stat(summary, "total_output_tokens", "avg")
     if tokens is None:
         tokens = _stat(summary, "total_usage_completion_tokens", "avg") or 0.0
-    complete = bool(marker and marker.get("ready") and not marker.get("partial")
-                    and not marker.get("was_cancelled")) and not summary.get("was_cancelled")  # fmt: skip
+    complete = bool(
+        marker
+        and marker.get("ready")
+        and not marker.get("partial")
+        and not marker.get("was_cancelled")
+    ) and not summary.get("was_cancelled")
     return Measured(
-        requests=ok + errors, completed=ok, errors=errors, output_tokens=tokens,
+        requests=ok + errors,
+        completed=ok,
+        errors=errors,
+        output_tokens=tokens,
         duration_s=_stat(summary, "benchmark_duration", "avg"),
         output_tok_s=_stat(summary, "output_token_throughput", "avg") or 0.0,
-        tok_s_per_user=_stat(summary, "output_token_throughput_per_user", "avg"),
+        tok_s_per_user=_per_user(summary),
         request_throughput=_stat(summary, "request_throughput", "avg") or 0.0,
         ttft_p50_ms=_stat(summary, "time_to_first_token", "p50"),
         ttft_p99_ms=_stat(summary, "time_to_first_token", "p99"),
@@ -85,7 +100,7 @@ def aiperf_from_summary(summary: Mapping[str, Any], marker: Mapping[str, Any] | 
         itl_p99_ms=_stat(summary, "inter_token_latency", "p99"),
         first_error=_first_aiperf_error(summary.get("error_summary") or []),
         complete=complete,
-    )  # fmt: skip
+    )
 
 
 def aiperf_from_records(records: Iterable[Mapping[str, Any]]) -> Measured:
@@ -110,10 +125,21 @@ def aiperf_from_records(records: Iterable[Mapping[str, Any]]) -> Measured:
                 tokens += value
                 break
     return Measured(
-        requests=ok + errors, completed=ok, errors=errors, output_tokens=tokens, duration_s=None,
-        output_tok_s=0.0, tok_s_per_user=None, request_throughput=0.0, ttft_p50_ms=None,
-        ttft_p99_ms=None, itl_p50_ms=None, itl_p99_ms=None, first_error=first_error, complete=False,
-    )  # fmt: skip
+        requests=ok + errors,
+        completed=ok,
+        errors=errors,
+        output_tokens=tokens,
+        duration_s=None,
+        output_tok_s=0.0,
+        tok_s_per_user=None,
+        request_throughput=0.0,
+        ttft_p50_ms=None,
+        ttft_p99_ms=None,
+        itl_p50_ms=None,
+        itl_p99_ms=None,
+        first_error=first_error,
+        complete=False,
+    )
 
 
 def bench_serving_from_line(line: Mapping[str, Any], requests: int) -> Measured:
@@ -124,16 +150,20 @@ def bench_serving_from_line(line: Mapping[str, Any], requests: int) -> Measured:
     tpot = _num(line.get("mean_tpot_ms"))
     errors_list = [e for e in line.get("errors") or [] if e]  # only with --output-details
     return Measured(
-        requests=requests, completed=completed, errors=max(requests - completed, 0),
+        requests=requests,
+        completed=completed,
+        errors=max(requests - completed, 0),
         output_tokens=_num(line.get("total_output_tokens")) or 0.0,
         duration_s=_num(line.get("duration")),
         output_tok_s=_num(line.get("output_throughput")) or 0.0,
         tok_s_per_user=1000.0 / tpot if tpot else None,
         request_throughput=_num(line.get("request_throughput")) or 0.0,
-        ttft_p50_ms=_num(line.get("median_ttft_ms")), ttft_p99_ms=_num(line.get("p99_ttft_ms")),
-        itl_p50_ms=_num(line.get("median_itl_ms")), itl_p99_ms=_num(line.get("p99_itl_ms")),
+        ttft_p50_ms=_num(line.get("median_ttft_ms")),
+        ttft_p99_ms=_num(line.get("p99_ttft_ms")),
+        itl_p50_ms=_num(line.get("median_itl_ms")),
+        itl_p99_ms=_num(line.get("p99_itl_ms")),
         first_error=str(errors_list[0]) if errors_list else "",
-    )  # fmt: skip
+    )
 
 
 # --- loading -------------------------------------------------------------------------------
@@ -179,9 +209,11 @@ def judge(m: Measured, *, max_error_rate: float, exit_code: int | None) -> tuple
         detail = f"; first error: {m.first_error}" if m.first_error else ""
         return False, f"zero output tokens ({m.completed}/{m.requests} requests succeeded){detail}"
     if rate > max_error_rate:
-        return False, (f"error rate {rate:.1%} ({m.errors}/{m.requests}) above "
-                       f"benchmark.max_error_rate={max_error_rate:g}"
-                       + (f"; first error: {m.first_error}" if m.first_error else ""))  # fmt: skip
+        return False, (
+            f"error rate {rate:.1%} ({m.errors}/{m.requests}) above "
+            f"benchmark.max_error_rate={max_error_rate:g}"
+            + (f"; first error: {m.first_error}" if m.first_error else "")
+        )
     if not m.complete:
         return False, "the client did not finish (no completion marker, or a partial result)"
     if exit_code:
@@ -190,26 +222,46 @@ def judge(m: Measured, *, max_error_rate: float, exit_code: int | None) -> tuple
 
 
 def normalized_row(
-    m: Measured, point: LoadPoint, *, tool: str, context: Mapping[str, Any], valid: bool, reason: str,
-) -> dict[str, Any]:  # fmt: skip
+    m: Measured,
+    point: LoadPoint,
+    *,
+    tool: str,
+    context: Mapping[str, Any],
+    valid: bool,
+    reason: str,
+) -> dict[str, Any]:
     """The JSON line of one point. `context` holds run facts: name, plan_hash, job_id, gpus
     ({"prefill": 4, "decode": 4, "total": 8, "allocated": 8}), topology, artifacts, exit_code."""
     gpus = context.get("gpus") or {}
     total = gpus.get("total") or 0
-    row: dict[str, Any] = {"name": context.get("name", ""), "point": point.index, "tool": tool,
-                           "concurrency": point.concurrency, "isl": point.isl, "osl": point.osl}  # fmt: skip
-    row.update({
-        "output_tok_s": m.output_tok_s,
-        "output_tok_s_per_gpu": m.output_tok_s / total if total else None,
-        "tok_s_per_user": m.tok_s_per_user,
-        "ttft_p50_ms": m.ttft_p50_ms, "ttft_p99_ms": m.ttft_p99_ms,
-        "itl_p50_ms": m.itl_p50_ms, "itl_p99_ms": m.itl_p99_ms,
-        "request_throughput": m.request_throughput,
-        "requests": m.requests, "completed": m.completed, "errors": m.errors,
-        "error_rate": m.errors / m.requests if m.requests else None,
-        "output_tokens": m.output_tokens, "duration_s": m.duration_s,
-        "valid": valid, "invalid_reason": reason,
-    })  # fmt: skip
+    row: dict[str, Any] = {
+        "name": context.get("name", ""),
+        "point": point.index,
+        "tool": tool,
+        "concurrency": point.concurrency,
+        "isl": point.isl,
+        "osl": point.osl,
+    }
+    row.update(
+        {
+            "output_tok_s": m.output_tok_s,
+            "output_tok_s_per_gpu": m.output_tok_s / total if total else None,
+            "tok_s_per_user": m.tok_s_per_user,
+            "ttft_p50_ms": m.ttft_p50_ms,
+            "ttft_p99_ms": m.ttft_p99_ms,
+            "itl_p50_ms": m.itl_p50_ms,
+            "itl_p99_ms": m.itl_p99_ms,
+            "request_throughput": m.request_throughput,
+            "requests": m.requests,
+            "completed": m.completed,
+            "errors": m.errors,
+            "error_rate": m.errors / m.requests if m.requests else None,
+            "output_tokens": m.output_tokens,
+            "duration_s": m.duration_s,
+            "valid": valid,
+            "invalid_reason": reason,
+        }
+    )
     row.update({k: v for k, v in context.items() if k != "name"})
     return row
 

@@ -58,23 +58,29 @@ def load_points(b: BenchmarkConfig) -> tuple[LoadPoint, ...]:
     """The configured points with request and warm-up counts filled in."""
     return tuple(
         LoadPoint(
-            index=i, concurrency=p.concurrency, isl=p.isl, osl=p.osl,
+            index=i,
+            concurrency=p.concurrency,
+            isl=p.isl,
+            osl=p.osl,
             requests=p.requests or b.requests_per_concurrency * p.concurrency,
             warmup=p.concurrency if p.warmup < 0 else p.warmup,
         )
         for i, p in enumerate(b.points)
-    )  # fmt: skip
+    )
 
 
 def estimate_s(b: BenchmarkConfig) -> float:
     """Seconds the benchmark is expected to take: `duration_estimate_min` when set, else per point
-    tool start-up + rounds x (TTFT + osl / tokens-per-s-per-user), rounds = requests / concurrency."""
+    tool start-up + rounds x (TTFT + osl / tokens-per-s-per-user), rounds = requests / concurrency
+    (warm-up included)."""
     if b.duration_estimate_min > 0 or b.kind not in TOOLS:
         return b.duration_estimate_min * 60.0
     total = 0.0
     for p in load_points(b):
         rounds = math.ceil((p.requests + p.warmup) / max(p.concurrency, 1))
-        total += TOOL_OVERHEAD_S[b.kind] + rounds * (ESTIMATE_TTFT_S + p.osl / ESTIMATE_TOKENS_PER_S_PER_USER)
+        total += TOOL_OVERHEAD_S[b.kind] + rounds * (
+            ESTIMATE_TTFT_S + p.osl / ESTIMATE_TOKENS_PER_S_PER_USER
+        )
     return total
 
 
@@ -114,11 +120,22 @@ def aiperf_argv(b: BenchmarkConfig, p: LoadPoint, t: Target, out_dir: str) -> li
     return argv + list(b.extra_args)
 
 
-def bench_serving_argv(b: BenchmarkConfig, python: str, p: LoadPoint, t: Target, out_dir: str) -> list[str]:
-    """`python -m sglang.bench_serving` for one point; it appends one JSON line to the output file."""
-    argv = [python, "-m", "sglang.bench_serving", "--backend", "sglang-oai-chat", "--base-url", t.url]
+def bench_serving_argv(
+    b: BenchmarkConfig, python: str, p: LoadPoint, t: Target, out_dir: str
+) -> list[str]:
+    """`python -m sglang.bench_serving` for one point; it appends a JSON line to the output file."""
+    argv = [
+        python,
+        "-m",
+        "sglang.bench_serving",
+        "--backend",
+        "sglang-oai-chat",
+        "--base-url",
+        t.url,
+    ]
     argv += ["--model", t.model, "--tokenizer", t.tokenizer]
-    # random-ids needs no dataset download (`random` fetches ShareGPT); range ratio 1 = exact lengths.
+    # random-ids needs no dataset download (`random` fetches ShareGPT); range ratio 1 = exact
+    # lengths.
     argv += ["--dataset-name", "random-ids", "--random-input-len", str(p.isl)]
     argv += ["--random-output-len", str(p.osl), "--random-range-ratio", "1.0"]
     argv += ["--num-prompts", str(p.requests), "--max-concurrency", str(p.concurrency)]
@@ -130,12 +147,25 @@ def bench_serving_argv(b: BenchmarkConfig, python: str, p: LoadPoint, t: Target,
 def client_process(cfg: RootConfig, p: LoadPoint, t: Target, out_dir: str) -> Process:
     """The benchmark client of point `p` as a plan process on node 0 (no GPUs)."""
     b = cfg.benchmark
+    env = {"CUDA_VISIBLE_DEVICES": "", "PYTHONUNBUFFERED": "1"}
     if b.kind == "aiperf":
         argv = aiperf_argv(b, p, t, out_dir)
     else:
         argv = bench_serving_argv(b, b.python or cfg.engine.python, p, t, out_dir)
-    env = {"CUDA_VISIBLE_DEVICES": "", "PYTHONUNBUFFERED": "1", **b.env}
+        # bench_serving looks the model name up on the Hub (5 retries, ~50 s without network)
+        # before it starts; offline mode skips that and still loads a local tokenizer directory.
+        env["HF_HUB_OFFLINE"] = "1"
+    env.update(b.env)
     return Process(
-        name=f"benchmark-{p.index}", role="benchmark", group="benchmark", worker_index=p.index,
-        rank=0, node_index=0, gpus=(), ports={}, env=env, argv=tuple(argv), tier=TIER_WORKER,
-    )  # fmt: skip
+        name=f"benchmark-{p.index}",
+        role="benchmark",
+        group="benchmark",
+        worker_index=p.index,
+        rank=0,
+        node_index=0,
+        gpus=(),
+        ports={},
+        env=env,
+        argv=tuple(argv),
+        tier=TIER_WORKER,
+    )

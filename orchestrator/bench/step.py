@@ -23,7 +23,14 @@ from orchestrator.bench.normalize import (
     read_aiperf,
     read_bench_serving,
 )
-from orchestrator.bench.spec import TOOLS, LoadPoint, Target, client_process, load_points, tokenizer_for
+from orchestrator.bench.spec import (
+    TOOLS,
+    LoadPoint,
+    Target,
+    client_process,
+    load_points,
+    tokenizer_for,
+)
 from orchestrator.config.schema import RootConfig
 from orchestrator.errors import OrchestratorError
 from orchestrator.plan import build
@@ -65,8 +72,12 @@ def run_context(cfg: RootConfig, plan: Plan) -> dict[str, Any]:
         topology[f"{group}_tp"] = build.tp_of(cfg, group) if on else 0
     topology.update(engine=cfg.engine.kind, frontend=cfg.frontend.kind, nodes=plan.num_nodes)
     unbound = json.dumps(plan_to_dict(build.build_plan(cfg)), sort_keys=True)
-    return {"name": plan.name, "plan_hash": hashlib.sha256(unbound.encode()).hexdigest()[:12],
-            "gpus": gpus, "topology": topology}  # fmt: skip
+    return {
+        "name": plan.name,
+        "plan_hash": hashlib.sha256(unbound.encode()).hexdigest()[:12],
+        "gpus": gpus,
+        "topology": topology,
+    }
 
 
 class BenchmarkStep:
@@ -94,17 +105,28 @@ class BenchmarkStep:
     def _run(self, driver: Driver, results: Path) -> None:
         b, plan = self.cfg.benchmark, driver.plan
         r = plan.readiness
-        target = Target(url=r.frontend_url, model=r.model, tokenizer=tokenizer_for(self.cfg, plan.prepare))
+        target = Target(
+            url=r.frontend_url, model=r.model, tokenizer=tokenizer_for(self.cfg, plan.prepare)
+        )
         context = {**run_context(self.cfg, plan), "job_id": driver.state.data.get("job_id", "")}
         points = load_points(b)
         (results / POINTS_FILE).write_text("")
         driver.say(f"benchmark: {b.kind}, {len(points)} load point(s) against {target.url}")
         for done, point in enumerate(points):
-            driver.state.update(benchmark={"tool": b.kind, "point": point.label(), "done": done,
-                                           "of": len(points), "status": "running"})  # fmt: skip
+            driver.state.update(
+                benchmark={
+                    "tool": b.kind,
+                    "point": point.label(),
+                    "done": done,
+                    "of": len(points),
+                    "status": "running",
+                }
+            )
             row = self._point(driver, point, target, context, results)
             if row is None:  # stop requested while the client ran
-                self._summary(results, valid=False, reason=driver.stop_reason or "stopped", done=done)
+                self._summary(
+                    results, valid=False, reason=driver.stop_reason or "stopped", done=done
+                )
                 return
             with (results / POINTS_FILE).open("a") as fh:
                 fh.write(json.dumps(row) + "\n")
@@ -112,18 +134,32 @@ class BenchmarkStep:
             if not row["valid"]:
                 reason = f"benchmark point {point.label()} invalid: {row['invalid_reason']}"
                 self._summary(results, valid=False, reason=reason, done=done + 1)
-                driver.state.update(benchmark={"tool": b.kind, "done": done + 1, "of": len(points),
-                                               "status": "invalid", "reason": reason})  # fmt: skip
-                raise BenchmarkFailed(f"{reason} (see {results / POINTS_FILE} and "
-                                      f"logs/benchmark-{point.index}.log)")  # fmt: skip
+                driver.state.update(
+                    benchmark={
+                        "tool": b.kind,
+                        "done": done + 1,
+                        "of": len(points),
+                        "status": "invalid",
+                        "reason": reason,
+                    }
+                )
+                raise BenchmarkFailed(
+                    f"{reason} (see {results / POINTS_FILE} and logs/benchmark-{point.index}.log)"
+                )
         self._summary(results, valid=True, reason="", done=len(points))
-        driver.state.update(benchmark={"tool": b.kind, "done": len(points), "of": len(points),
-                                       "status": "valid"})  # fmt: skip
+        driver.state.update(
+            benchmark={"tool": b.kind, "done": len(points), "of": len(points), "status": "valid"}
+        )
         if not b.keep_serving:
             driver.request_stop("benchmark finished")
 
     def _point(
-        self, driver: Driver, point: LoadPoint, target: Target, context: dict[str, Any], results: Path
+        self,
+        driver: Driver,
+        point: LoadPoint,
+        target: Target,
+        context: dict[str, Any],
+        results: Path,
     ) -> dict[str, Any] | None:
         b = self.cfg.benchmark
         out_dir = results / point.label()
@@ -133,27 +169,54 @@ class BenchmarkStep:
         log = driver.run_dir / "logs" / f"{proc.name}.log"
         started = time.time()
         running = driver.backend.start(proc, log)
-        driver.state.process(proc.name, node=0, host=running.host, role="benchmark", state="running",
-                             probed=False, log=str(log))  # fmt: skip
+        driver.state.process(
+            proc.name,
+            node=0,
+            host=running.host,
+            role="benchmark",
+            state="running",
+            probed=False,
+            log=str(log),
+        )
         try:
             code = self._wait(driver, running, point)
         finally:
             if running.poll() is None:
-                stop_tier(driver.backend, [running], grace_s=driver.plan.stop_grace_s, clock=driver.clock)
+                stop_tier(
+                    driver.backend, [running], grace_s=driver.plan.stop_grace_s, clock=driver.clock
+                )
             driver.state.process(proc.name, state="exited", exit_code=running.exit_code)
         if code is None:
             return None
-        measured = read_aiperf(out_dir) if b.kind == "aiperf" else read_bench_serving(out_dir, point.requests)
-        extra = {"exit_code": code, "artifacts": f"{RESULTS}/{point.label()}", "started_at": started,
-                 "seconds": round(time.time() - started, 3), "run_dir": str(driver.run_dir)}  # fmt: skip
+        measured = (
+            read_aiperf(out_dir)
+            if b.kind == "aiperf"
+            else read_bench_serving(out_dir, point.requests)
+        )
+        extra = {
+            "exit_code": code,
+            "artifacts": f"{RESULTS}/{point.label()}",
+            "started_at": started,
+            "seconds": round(time.time() - started, 3),
+            "run_dir": str(driver.run_dir),
+        }
         if measured is None:
-            reason = (f"no result files in {out_dir} (client exit code {code}); last lines of {log}:\n"
-                      f"{log_tail(log, 15)}")  # fmt: skip
-            return normalized_row(_nothing(point), point, tool=b.kind, context={**context, **extra},
-                                  valid=False, reason=reason)  # fmt: skip
+            reason = (
+                f"no result files in {out_dir} (client exit code {code}); last lines of {log}:\n"
+                f"{log_tail(log, 15)}"
+            )
+            return normalized_row(
+                _nothing(point),
+                point,
+                tool=b.kind,
+                context={**context, **extra},
+                valid=False,
+                reason=reason,
+            )
         valid, reason = judge(measured, max_error_rate=b.max_error_rate, exit_code=code)
-        return normalized_row(measured, point, tool=b.kind, context={**context, **extra},
-                              valid=valid, reason=reason)  # fmt: skip
+        return normalized_row(
+            measured, point, tool=b.kind, context={**context, **extra}, valid=valid, reason=reason
+        )
 
     def _wait(self, driver: Driver, running: Running, point: LoadPoint) -> int | None:
         """The client's exit code; None when a stop was requested. Watches the deployment too."""
@@ -164,36 +227,65 @@ class BenchmarkStep:
                 return code
             driver.check_alive()
             if driver.clock.now() >= deadline:
-                raise BenchmarkFailed(f"benchmark point {point.label()} still running after "
-                                      f"benchmark.point_timeout_s={self.cfg.benchmark.point_timeout_s:g}")  # fmt: skip
+                raise BenchmarkFailed(
+                    f"benchmark point {point.label()} still running after "
+                    f"benchmark.point_timeout_s={self.cfg.benchmark.point_timeout_s:g}"
+                )
             if driver.stop_event.wait(driver.plan.readiness.interval_s):
                 return None
 
     def _summary_if_missing(self, results: Path, reason: str) -> None:
         if not (results / SUMMARY_FILE).exists():
-            rows = (results / POINTS_FILE).read_text().splitlines() if (results / POINTS_FILE).exists() else []
+            rows = (
+                (results / POINTS_FILE).read_text().splitlines()
+                if (results / POINTS_FILE).exists()
+                else []
+            )
             self._summary(results, valid=False, reason=reason, done=len(rows))
 
     def _summary(self, results: Path, *, valid: bool, reason: str, done: int) -> None:
-        write_json_atomic(results / SUMMARY_FILE, {
-            "tool": self.cfg.benchmark.kind, "valid": valid, "reason": reason, "points_done": done,
-            "points": len(self.cfg.benchmark.points), "finished_at": now_iso(),
-        })  # fmt: skip
+        write_json_atomic(
+            results / SUMMARY_FILE,
+            {
+                "tool": self.cfg.benchmark.kind,
+                "valid": valid,
+                "reason": reason,
+                "points_done": done,
+                "points": len(self.cfg.benchmark.points),
+                "finished_at": now_iso(),
+            },
+        )
 
 
 def _nothing(point: LoadPoint) -> Measured:
-    return Measured(requests=point.requests, completed=0, errors=point.requests, output_tokens=0.0,
-                    duration_s=None, output_tok_s=0.0, tok_s_per_user=None, request_throughput=0.0,
-                    ttft_p50_ms=None, ttft_p99_ms=None, itl_p50_ms=None, itl_p99_ms=None,
-                    complete=False)  # fmt: skip
+    return Measured(
+        requests=point.requests,
+        completed=0,
+        errors=point.requests,
+        output_tokens=0.0,
+        duration_s=None,
+        output_tok_s=0.0,
+        tok_s_per_user=None,
+        request_throughput=0.0,
+        ttft_p50_ms=None,
+        ttft_p99_ms=None,
+        itl_p50_ms=None,
+        itl_p99_ms=None,
+        complete=False,
+    )
 
 
 def _row_line(row: dict[str, Any]) -> str:
     """One progress line per point."""
     if not row["valid"]:
-        return f"benchmark point {row['point']} (c={row['concurrency']}): INVALID: {row['invalid_reason']}"
+        head = f"benchmark point {row['point']} (c={row['concurrency']})"
+        return f"{head}: INVALID: {row['invalid_reason']}"
     per_gpu = row["output_tok_s_per_gpu"] or 0.0
-    per_user = row["tok_s_per_user"] or 0.0
-    return (f"benchmark point {row['point']} (c={row['concurrency']} isl={row['isl']} osl={row['osl']}): "
-            f"{row['output_tok_s']:.1f} tok/s, {per_gpu:.2f} tok/s/GPU, {per_user:.1f} tok/s/user, "
-            f"TTFT p50 {row['ttft_p50_ms'] or 0:.1f} ms")  # fmt: skip
+    # None when the stream gave no inter-token gaps (every token in one chunk): not measurable.
+    per_user = f"{row['tok_s_per_user']:.1f}" if row["tok_s_per_user"] else "n/a"
+    return (
+        f"benchmark point {row['point']} "
+        f"(c={row['concurrency']} isl={row['isl']} osl={row['osl']}): "
+        f"{row['output_tok_s']:.1f} tok/s, {per_gpu:.2f} tok/s/GPU, {per_user} tok/s/user, "
+        f"TTFT p50 {row['ttft_p50_ms'] or 0:.1f} ms"
+    )

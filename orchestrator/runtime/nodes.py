@@ -10,11 +10,20 @@ import socket
 import struct
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from orchestrator.effects import CommandRunner
 from orchestrator.errors import OrchestratorError
 
 SIOCGIFADDR = 0x8915
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    """What a node reports about itself."""
+
+    ip: str
+    busy: tuple[int, ...] = ()
 
 
 def interface_ip(name: str) -> str:
@@ -33,24 +42,39 @@ def hostname_ip(host: str) -> str:
     return (routable or addrs)[0]
 
 
-def local_node_info(ip_source: str, interface: str) -> dict[str, str]:
-    """This node's hostname and the address other nodes should use."""
+def busy_ports(ports: Sequence[int]) -> list[int]:
+    """Ports someone already listens on here (a leftover process, another job on a shared node):
+    binding the wildcard address fails for them. Planned ports must all be free before we start."""
+    busy = []
+    for port in ports:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is not "in use"
+            try:
+                s.bind(("", port))
+            except OSError:
+                busy.append(port)
+    return busy
+
+
+def local_node_info(ip_source: str, interface: str, ports: Sequence[int] = ()) -> dict[str, object]:
+    """This node's hostname, the address other nodes should use, and which `ports` are taken."""
     host = socket.gethostname()
     ip = interface_ip(interface) if ip_source == "interface" else hostname_ip(host)
-    return {"host": host, "ip": ip}
+    return {"host": host, "ip": ip, "busy": busy_ports(ports)}
 
 
-def parse_node_lines(stdout: str) -> dict[str, str]:
-    """`nodeinfo` JSON lines -> {hostname: ip}. Lines that are not our JSON are ignored (srun
+def parse_node_lines(stdout: str) -> dict[str, NodeInfo]:
+    """`nodeinfo` JSON lines -> {hostname: NodeInfo}. Lines that are not our JSON are ignored (srun
     chatter such as "Step created for StepId=..." must never become an address, srt-slurm #250)."""
-    found: dict[str, str] = {}
+    found: dict[str, NodeInfo] = {}
     for line in stdout.splitlines():
         try:
             item = json.loads(line)
         except ValueError:
             continue
         if isinstance(item, dict) and isinstance(item.get("host"), str) and isinstance(item.get("ip"), str):
-            found[item["host"]] = item["ip"]
+            busy = tuple(int(p) for p in item.get("busy", []))
+            found[item["host"]] = NodeInfo(ip=item["ip"], busy=busy)
     return found
 
 
@@ -73,21 +97,22 @@ def expand_hostlist(runner: CommandRunner, nodelist: str) -> list[str]:
     return [h.strip() for h in res.stdout.split() if h.strip()]
 
 
-def resolve_ips(
+def probe_nodes(
     runner: CommandRunner, *, job_id: str, hosts: Sequence[str], python: str, ip_source: str,
-    interface: str,
-) -> list[str]:  # fmt: skip
-    """Run `nodeinfo` once on every node (one srun step) and return their addresses in order."""
+    interface: str, ports: Sequence[int],
+) -> list[NodeInfo]:  # fmt: skip
+    """Run `nodeinfo` once on every node (one srun step): validated addresses and busy ports."""
     argv = ["srun", f"--jobid={job_id}", "--overlap", f"--nodes={len(hosts)}", "--ntasks-per-node=1",
             f"--nodelist={','.join(hosts)}", "--job-name=nodeinfo", python, "-m",
-            "orchestrator.runtime.nodes", "--ip-source", ip_source, "--interface", interface]  # fmt: skip
+            "orchestrator.runtime.nodes", "--ip-source", ip_source, "--interface", interface,
+            "--ports", ",".join(str(p) for p in sorted(set(ports)))]  # fmt: skip
     res = runner.run(argv, timeout=120)
     found = parse_node_lines(res.stdout)
     missing = [h for h in hosts if h not in found]
     if res.returncode != 0 or missing:
         raise OrchestratorError(f"could not resolve node addresses (missing: {', '.join(missing) or '-'}; "
                                 f"exit {res.returncode}): {res.stderr.strip()[-500:]}")  # fmt: skip
-    return [check_address(h, found[h]) for h in hosts]
+    return [NodeInfo(ip=check_address(h, found[h].ip), busy=found[h].busy) for h in hosts]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -95,8 +120,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--ip-source", default="hostname")
     parser.add_argument("--interface", default="")
+    parser.add_argument("--ports", default="", help="comma-separated ports that must be free")
     args = parser.parse_args(argv)
-    print(json.dumps(local_node_info(args.ip_source, args.interface)), flush=True)
+    ports = [int(p) for p in args.ports.split(",") if p]
+    print(json.dumps(local_node_info(args.ip_source, args.interface, ports)), flush=True)
     return 0
 
 

@@ -29,6 +29,7 @@ class Allocation:
     job_id: str
     hosts: tuple[str, ...]
     ips: tuple[str, ...]
+    busy: tuple[tuple[int, ...], ...] = ()  # per node: planned ports someone already holds
 
 
 def gpus_in_allocation(env: Mapping[str, str]) -> int | None:
@@ -72,14 +73,36 @@ def slurm_allocation(cfg: RootConfig, plan: Plan, env: Mapping[str, str], say: C
     if gpus_in_allocation(env) is None:
         say("warning: the allocation does not say how many GPUs it holds; assuming the plan's")
     hosts = hosts[: plan.num_nodes]
-    ips = nodes.resolve_ips(runner, job_id=job_id, hosts=hosts, python=sys.executable,
-                            ip_source=cfg.cluster.ip_source, interface=cfg.cluster.network_interface)  # fmt: skip
-    return Allocation(job_id, tuple(hosts), tuple(ips))
+    ports = [p for proc in job_plan(cfg, job_id).processes for p in proc.ports.values()]
+    infos = nodes.probe_nodes(runner, job_id=job_id, hosts=hosts, python=sys.executable,
+                              ip_source=cfg.cluster.ip_source, interface=cfg.cluster.network_interface,
+                              ports=ports)  # fmt: skip
+    return Allocation(job_id, tuple(hosts), tuple(i.ip for i in infos), tuple(i.busy for i in infos))
 
 
-def local_allocation() -> Allocation:
+def local_allocation(cfg: RootConfig) -> Allocation:
     """This machine as node 0, reached on loopback (nothing is exposed beyond it)."""
-    return Allocation("", ("localhost",), ("127.0.0.1",))
+    ports = [p for proc in job_plan(cfg, "").processes for p in proc.ports.values()]
+    return Allocation("", ("localhost",), ("127.0.0.1",), (tuple(nodes.busy_ports(ports)),))
+
+
+def job_plan(cfg: RootConfig, job_id: str) -> Plan:
+    """The plan with this job's port block (placeholders still unbound)."""
+    offset = port_offset_for_job(job_id, gpus_per_node=cfg.cluster.gpus_per_node,
+                                 job_blocks=cfg.cluster.port_job_blocks)  # fmt: skip
+    return build_plan(cfg, port_offset=offset)
+
+
+def port_conflicts(plan: Plan, alloc: Allocation) -> list[str]:
+    """Planned ports that are already taken on their node, named by process and node."""
+    problems = []
+    for proc in plan.processes:
+        busy = set(alloc.busy[proc.node_index]) if proc.node_index < len(alloc.busy) else set()
+        for kind, port in proc.ports.items():
+            if port in busy:
+                problems.append(f"port {port} ({proc.name} {kind}) is already in use on "
+                                f"{alloc.hosts[proc.node_index]} (node {proc.node_index})")  # fmt: skip
+    return problems
 
 
 def prepare_files(plan: Plan) -> None:
@@ -92,10 +115,12 @@ def prepare_files(plan: Plan) -> None:
 
 
 def bound_plan(cfg: RootConfig, alloc: Allocation, run_dir: Path) -> Plan:
-    """The plan for this job: its port block, then every placeholder bound."""
-    offset = port_offset_for_job(alloc.job_id, gpus_per_node=cfg.cluster.gpus_per_node,
-                                 job_blocks=cfg.cluster.port_job_blocks)  # fmt: skip
-    plan = build_plan(cfg, port_offset=offset)
+    """The plan for this job: its port block, checked free on every node, placeholders bound."""
+    plan = job_plan(cfg, alloc.job_id)
+    conflicts = port_conflicts(plan, alloc)
+    if conflicts:
+        raise OrchestratorError("; ".join(conflicts) + " (stop what holds it, or move cluster.port_base "
+                                "/ frontend.http_port)")  # fmt: skip
     bindings = Bindings(node_ips=alloc.ips, node_hosts=alloc.hosts, job_id=alloc.job_id, run_dir=str(run_dir))
     return bind_plan(plan, bindings)
 
@@ -134,7 +159,7 @@ def run_driver(run_dir: Path, env: Mapping[str, str] | None = None) -> int:
     state.update(driver_pid=os.getpid(), driver_host=socket.gethostname())
     try:
         local = launch["launcher"] == "local"
-        alloc = local_allocation() if local else slurm_allocation(cfg, build_plan(cfg), env, say)
+        alloc = local_allocation(cfg) if local else slurm_allocation(cfg, build_plan(cfg), env, say)
         plan = bound_plan(cfg, alloc, run_dir)
         write_json_atomic(run_dir / "plan.bound.json", plan_to_dict(plan))
         state.update(job_id=alloc.job_id or state.data.get("job_id", ""), nodes=list(alloc.hosts),

@@ -1,0 +1,154 @@
+"""The sweep directory: manifest.json (points -> run directories -> job ids), each point's status
+and results, and the `ctl status` / `ctl collect` views over them.
+
+A point's latest attempt decides its status: `valid` (results/summary.json says so; a re-run skips
+it), `active` (its Slurm job is queued or running; skipped too), `failed` (anything else, e.g. an
+invalid benchmark or a job that ended before its driver finished: a re-run submits it again), or
+`new` (never submitted).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from orchestrator.effects import CommandRunner, SubprocessRunner
+from orchestrator.errors import OrchestratorError
+from orchestrator.runtime.state import now_iso, read_state
+
+MANIFEST = "manifest.json"
+LIVE_JOB_STATES = (
+    "PENDING",
+    "RUNNING",
+    "CONFIGURING",
+    "COMPLETING",
+    "REQUEUED",
+    "RESIZING",
+    "SUSPENDED",
+)
+ACTIVE_PHASES = ("", "submitted", "starting", "ready", "stopping")
+
+
+def load_manifest(sweep_dir: Path) -> dict[str, Any]:
+    """manifest.json of a sweep ({"points": []} for a new one)."""
+    try:
+        data = json.loads((sweep_dir / MANIFEST).read_text())
+    except FileNotFoundError:
+        return {"version": 1, "created_at": now_iso(), "invocations": [], "points": []}
+    except ValueError as exc:
+        raise OrchestratorError(f"{sweep_dir / MANIFEST} is not valid JSON: {exc}") from exc
+    assert isinstance(data, dict)
+    return data
+
+
+def run_dirs(sweep_dir: Path, entry: dict[str, Any]) -> list[Path]:
+    """The run directories of a manifest entry, oldest first."""
+    return [sweep_dir / r["run_dir"] for r in entry.get("runs", [])]
+
+
+def read_summary(run_dir: Path) -> dict[str, Any]:
+    """results/summary.json of a run ({} when the benchmark has not finished)."""
+    try:
+        data = json.loads((run_dir / "results" / "summary.json").read_text())
+    except (FileNotFoundError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def point_status(sweep_dir: Path, entry: dict[str, Any], runner: CommandRunner) -> dict[str, Any]:
+    """{status, phase, job_id, run_dir, reason} of the latest attempt. status: new | valid |
+    active (queued or running) | failed (resubmitted on re-run)."""
+    runs = entry.get("runs", [])
+    if not runs:
+        return {"status": "new", "phase": "", "job_id": "", "run_dir": None, "reason": ""}
+    run_dir = sweep_dir / runs[-1]["run_dir"]
+    state, summary = read_state(run_dir), read_summary(run_dir)
+    job_id = state.get("job_id") or runs[-1].get("job_id", "")
+    out = {
+        "phase": state.get("phase", ""),
+        "job_id": job_id,
+        "run_dir": run_dir,
+        "reason": summary.get("reason") or state.get("error", ""),
+    }
+    if summary.get("valid"):
+        return {**out, "status": "valid"}
+    if out["phase"] in ACTIVE_PHASES and job_id:
+        from orchestrator.slurm.parse import job_state
+
+        slurm = job_state(runner, job_id)
+        if slurm in LIVE_JOB_STATES:
+            return {**out, "status": "active", "slurm": slurm}
+        out["reason"] = (
+            out["reason"]
+            or f"job {job_id} ended ({slurm or 'unknown'}) in phase {out['phase'] or '-'}"
+        )
+    return {**out, "status": "failed"}
+
+
+# --- ctl views ---------------------------------------------------------------------------------
+def _manifest_or_error(sweep_dir: Path) -> dict[str, Any]:
+    if not (sweep_dir / MANIFEST).exists():
+        raise OrchestratorError(f"{sweep_dir} is not a sweep directory (no {MANIFEST})")
+    return load_manifest(sweep_dir)
+
+
+def point_rows(sweep_dir: Path, entry: dict[str, Any]) -> list[dict[str, Any]]:
+    """Valid rows of a point: from its latest attempt with a valid benchmark, else from its
+    latest attempt that wrote rows (load points measured before a later one failed stay valid)."""
+    from orchestrator.bench.collect import read_rows
+
+    dirs = list(reversed(run_dirs(sweep_dir, entry)))
+    chosen = next((d for d in dirs if read_summary(d).get("valid")), None)
+    chosen = chosen or next((d for d in dirs if read_rows(d)), None)
+    if chosen is None:
+        return []
+    extra = {"sweep_point": entry["label"], "baseline": entry.get("baseline", False)}
+    return [{**extra, **row} for row in read_rows(chosen) if row.get("valid")]
+
+
+def collect(sweep_dir: Path) -> str:
+    """results.csv, results.jsonl and pareto.png over the valid rows of every point."""
+    from orchestrator.bench.collect import plot_pareto, write_tables
+
+    manifest = _manifest_or_error(sweep_dir)
+    rows = [row for entry in manifest["points"] for row in point_rows(sweep_dir, entry)]
+    with_rows = sum(1 for entry in manifest["points"] if point_rows(sweep_dir, entry))
+    table, jsonl = write_tables(sweep_dir, rows)
+    png = plot_pareto(
+        rows, sweep_dir / "pareto.png", title=f"{sweep_dir.name}: {len(rows)} valid load points"
+    )
+    return (
+        f"{len(rows)} valid row(s) from {with_rows}/{len(manifest['points'])} point(s)\n"
+        f"{table}\n{jsonl}\n{png}"
+    )
+
+
+def status(sweep_dir: Path, runner: CommandRunner | None = None) -> str:
+    """One line per point: status, phase, job id, nodes/GPUs, best result or the failure."""
+    runner = runner or SubprocessRunner()
+    manifest = _manifest_or_error(sweep_dir)
+    lines = [f"sweep: {sweep_dir}  ({len(manifest['points'])} point(s))"]
+    for entry in manifest["points"]:
+        st = point_status(sweep_dir, entry, runner)
+        rows = point_rows(sweep_dir, entry)
+        best = max(rows, key=lambda r: r.get("output_tok_s_per_gpu") or 0.0, default=None)
+        if best is not None:
+            user = best.get("tok_s_per_user")
+            result = (
+                f"best {best['output_tok_s_per_gpu']:.1f} tok/s/GPU at "
+                f"{f'{user:.1f}' if user else 'n/a'} tok/s/user (c={best['concurrency']})"
+            )
+        else:
+            result = "-"
+        if st["status"] == "failed" and st["reason"]:
+            result += f"; failed: {st['reason'].splitlines()[0][:160]}"
+        bench = read_state(st["run_dir"]).get("benchmark", {}) if st["run_dir"] else {}
+        phase = st["phase"] or "-"
+        if phase == "ready" and bench:
+            phase += f" (bench {bench.get('done', 0)}/{bench.get('of', '?')})"
+        lines.append(
+            f"  {entry['label']:<36} {st['status']:<7} {phase:<18} job {st['job_id'] or '-':<7} "
+            f"{entry['nodes']}n/{entry['gpus']:>3} GPUs  {result}"
+        )
+    return "\n".join(lines)
