@@ -26,7 +26,11 @@ USAGE = """usage: python -m orchestrator [-m] [KEY=VALUE ...]
   launcher=auto|submitit|sbatch|local  deployment=disaggregated|aggregated
   dry_run=true|json            print the plan and the Slurm request; start nothing
   wait=false                   return right after submission
+  benchmark=aiperf|sglang_bench  run load points once ready (benchmark.points=[...])
   -m                           sweep: one job per combination of comma-separated values
+                               (sweep_dir=DIR to resume; sweep.baseline=aggregated)
+
+Later: python -m orchestrator.ctl status|logs|stop RUN_DIR, status|collect SWEEP_DIR
 """
 
 

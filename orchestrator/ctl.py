@@ -56,12 +56,12 @@ def logs(run_dir: Path, name: str | None, lines: int) -> str:
 
 def stop(run_dir: Path, timeout_s: float = 120.0) -> str:
     """Ask the driver to stop gracefully, then wait for its final phase."""
+    launcher = read_launch(run_dir).get("launcher")  # also: is this a run directory at all?
     state = read_state(run_dir)
     if state.get("phase") in FINAL:
         return f"already {state['phase']}"
     # The stop file works wherever the driver runs; a signal only makes it quicker.
     (run_dir / STOP_FILE).touch()
-    launcher = read_launch(run_dir).get("launcher")
     job_id = state.get("job_id", "")
     if launcher in ("submitit", "sbatch") and job_id:
         # The driver is the batch shell (exec): --batch delivers SIGTERM to it alone, and it

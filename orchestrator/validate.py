@@ -177,7 +177,7 @@ def _ports(cfg: RootConfig) -> list[Issue]:
                             "lower cluster.port_base or cluster.port_job_blocks"))  # fmt: skip
     elif c.port_base <= http <= top:
         issues.append(Issue("frontend.http_port", str(http), f"inside the worker port range "
-                            f"{c.port_base}-{top}", f"use a port outside it, or move cluster.port_base"))  # fmt: skip
+                            f"{c.port_base}-{top}", "use a port outside it, or move cluster.port_base"))  # fmt: skip
     return issues
 
 

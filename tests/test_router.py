@@ -19,6 +19,7 @@ from orchestrator.effects import HttpError, HttpResponse
 from orchestrator.errors import OrchestratorError
 from orchestrator.plan.model import TIER_WORKER, Process
 from orchestrator.runtime import health, router
+from tests.fakes import FakeClock
 
 # --- captured answers (sglang-router 0.3.2) --------------------------------------------------------
 POST_ACCEPTED = (
@@ -108,21 +109,6 @@ class FakeHttp:
 
     def posts(self) -> list[Any]:
         return [p for m, _, p in self.calls if m == "POST"]
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.t = 0.0
-
-    def now(self) -> float:
-        return self.t
-
-    def sleep(self, seconds: float) -> None:
-        self.t += seconds
-
-    def wait(self, event: Any, seconds: float) -> bool:
-        self.t += seconds
-        return bool(event.is_set())
 
 
 def ok(status: int, body: str) -> HttpResponse:

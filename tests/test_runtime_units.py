@@ -23,6 +23,7 @@ from orchestrator.runtime.processes import Running, parse_step_lines
 from orchestrator.runtime.run import Allocation, allocation_issues, gpus_in_allocation, port_conflicts
 from orchestrator.runtime.state import StateFile, progress_line
 from orchestrator.slurm.parse import parse_sacct_states, parse_sbatch_parsable
+from tests.fakes import FakeClock
 
 
 def resp(status: int, body: Any) -> HttpResponse:
@@ -131,21 +132,6 @@ def test_progress_line_counts_probed_processes(tmp_path: Path) -> None:
 
 
 # --- the driver, with fake processes, HTTP and clock -----------------------------------------
-class FakeClock:
-    def __init__(self) -> None:
-        self.t = 0.0
-
-    def now(self) -> float:
-        return self.t
-
-    def sleep(self, seconds: float) -> None:
-        self.t += seconds
-
-    def wait(self, event: Any, seconds: float) -> bool:
-        self.t += seconds
-        return bool(event.is_set())
-
-
 class FakePopen:
     def __init__(self) -> None:
         self.code: int | None = None

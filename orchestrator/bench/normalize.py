@@ -40,6 +40,16 @@ class Measured:
     first_error: str = ""
     complete: bool = True  # the tool finished (aiperf: completion marker present and not partial)
 
+    @classmethod
+    def unfinished(cls, *, completed: int, errors: int, output_tokens: float, first_error: str = "") -> "Measured":
+        """A point whose tool did not finish: counts only, no rates or latencies."""
+        return cls(
+            requests=completed + errors, completed=completed, errors=errors, output_tokens=output_tokens,
+            duration_s=None, output_tok_s=0.0, tok_s_per_user=None, request_throughput=0.0,
+            ttft_p50_ms=None, ttft_p99_ms=None, itl_p50_ms=None, itl_p99_ms=None,
+            first_error=first_error, complete=False,
+        )  # fmt: skip
+
 
 def _num(value: Any) -> float | None:
     """A finite float or None (bench_serving writes NaN when every request failed)."""
@@ -124,22 +134,7 @@ def aiperf_from_records(records: Iterable[Mapping[str, Any]]) -> Measured:
             if value is not None:
                 tokens += value
                 break
-    return Measured(
-        requests=ok + errors,
-        completed=ok,
-        errors=errors,
-        output_tokens=tokens,
-        duration_s=None,
-        output_tok_s=0.0,
-        tok_s_per_user=None,
-        request_throughput=0.0,
-        ttft_p50_ms=None,
-        ttft_p99_ms=None,
-        itl_p50_ms=None,
-        itl_p99_ms=None,
-        first_error=first_error,
-        complete=False,
-    )
+    return Measured.unfinished(completed=ok, errors=errors, output_tokens=tokens, first_error=first_error)
 
 
 def bench_serving_from_line(line: Mapping[str, Any], requests: int) -> Measured:

@@ -206,7 +206,7 @@ class BenchmarkStep:
                 f"{log_tail(log, 15)}"
             )
             return normalized_row(
-                _nothing(point),
+                Measured.unfinished(completed=0, errors=point.requests, output_tokens=0.0),
                 point,
                 tool=b.kind,
                 context={**context, **extra},
@@ -255,24 +255,6 @@ class BenchmarkStep:
                 "finished_at": now_iso(),
             },
         )
-
-
-def _nothing(point: LoadPoint) -> Measured:
-    return Measured(
-        requests=point.requests,
-        completed=0,
-        errors=point.requests,
-        output_tokens=0.0,
-        duration_s=None,
-        output_tok_s=0.0,
-        tok_s_per_user=None,
-        request_throughput=0.0,
-        ttft_p50_ms=None,
-        ttft_p99_ms=None,
-        itl_p50_ms=None,
-        itl_p99_ms=None,
-        complete=False,
-    )
 
 
 def _row_line(row: dict[str, Any]) -> str:

@@ -7,6 +7,7 @@ When ``sinfo`` cannot reach a controller the tests are skipped.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
 import os
 import shutil
 import subprocess
@@ -75,3 +76,12 @@ def slurm_testbed() -> SlurmTestbed:
         states = _node_states()
     nodes = tuple(sorted(states, key=lambda n: (len(n), n)))
     return SlurmTestbed(nodes=nodes, slurm_conf=conf)
+
+
+@pytest.fixture
+def slurm_jobs(slurm_testbed: SlurmTestbed) -> Iterator[list[str]]:
+    """Job ids a test submitted; whatever a failed test left running is cancelled afterwards."""
+    ids: list[str] = []
+    yield ids
+    for job in ids:
+        subprocess.run(["scancel", job], capture_output=True, check=False)

@@ -6,7 +6,6 @@ import json
 import os
 import signal
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,13 +22,6 @@ THREE_NODES = ["prefill.workers=2", "decode.workers=2", "decode.tp=8", "prefill.
                "model.requires_equal_pd_tp=false"]  # fmt: skip
 
 
-@pytest.fixture
-def launched(slurm_testbed: object, tmp_path: Path) -> Iterator[list[str]]:
-    """Collects job ids; cancels whatever a failed test left behind."""
-    jobs: list[str] = []
-    yield jobs
-    for job in jobs:
-        e2e.cancel_if_running(job)
 
 
 def start(jobs: list[str], run_dir: Path, *extra: str) -> tuple[str, Path]:
@@ -53,8 +45,8 @@ def stop_and_check_clean(run_dir: Path, job_id: str) -> None:
     e2e.wait_for(lambda: e2e.job_state(job_id) == "COMPLETED", timeout=30, what="job COMPLETED in sacct")
 
 
-def test_reference_topology_serves_and_binds_gpus(launched: list[str], tmp_path: Path) -> None:
-    job_id, run_dir = start(launched, tmp_path / "run")
+def test_reference_topology_serves_and_binds_gpus(slurm_jobs: list[str], tmp_path: Path) -> None:
+    job_id, run_dir = start(slurm_jobs, tmp_path / "run")
     st = e2e.state(run_dir)
     assert st["phase"] == "ready" and st["job_id"] == job_id
     url = st["frontend_url"]
@@ -69,8 +61,8 @@ def test_reference_topology_serves_and_binds_gpus(launched: list[str], tmp_path:
     stop_and_check_clean(run_dir, job_id)
 
 
-def test_three_nodes_with_etcd_run_where_planned(launched: list[str], tmp_path: Path) -> None:
-    job_id, run_dir = start(launched, tmp_path / "run", *THREE_NODES)
+def test_three_nodes_with_etcd_run_where_planned(slurm_jobs: list[str], tmp_path: Path) -> None:
+    job_id, run_dir = start(slurm_jobs, tmp_path / "run", *THREE_NODES)
     st = e2e.state(run_dir)
     assert len(st["nodes"]) == 3
     assert set(st["processes"]) == {"etcd", "frontend", "decode-0", "decode-1", "prefill-0", "prefill-1"}
@@ -86,8 +78,8 @@ def test_three_nodes_with_etcd_run_where_planned(launched: list[str], tmp_path: 
     stop_and_check_clean(run_dir, job_id)
 
 
-def test_killed_decode_worker_fails_the_job_fast(launched: list[str], tmp_path: Path) -> None:
-    job_id, run_dir = start(launched, tmp_path / "run", *THREE_NODES)
+def test_killed_decode_worker_fails_the_job_fast(slurm_jobs: list[str], tmp_path: Path) -> None:
+    job_id, run_dir = start(slurm_jobs, tmp_path / "run", *THREE_NODES)
     decode = [p for p in e2e.engine_processes(run_dir, "dynamo.mocker")
               if p.argv[p.argv.index("--disaggregation-mode") + 1] == "decode"][0]  # fmt: skip
     os.kill(decode.pid, signal.SIGKILL)
@@ -102,8 +94,8 @@ def test_killed_decode_worker_fails_the_job_fast(launched: list[str], tmp_path: 
     e2e.wait_for(lambda: e2e.job_state(job_id) == "FAILED", timeout=30, what="job FAILED in sacct")
 
 
-def test_scancel_stops_gracefully(launched: list[str], tmp_path: Path) -> None:
-    job_id, run_dir = start(launched, tmp_path / "run")
+def test_scancel_stops_gracefully(slurm_jobs: list[str], tmp_path: Path) -> None:
+    job_id, run_dir = start(slurm_jobs, tmp_path / "run")
     subprocess.run(["scancel", job_id], check=True)
     st = e2e.wait_for(lambda: (s := e2e.state(run_dir)).get("phase") in ("done", "failed") and s,
                       timeout=30, what="final phase")  # fmt: skip
@@ -112,7 +104,7 @@ def test_scancel_stops_gracefully(launched: list[str], tmp_path: Path) -> None:
     e2e.wait_for(lambda: e2e.nothing_left(run_dir), timeout=30, what="no processes of the run")
 
 
-def test_time_limit_signal_tears_down_before_slurm_kills(launched: list[str], tmp_path: Path) -> None:
+def test_time_limit_signal_tears_down_before_slurm_kills(slurm_jobs: list[str], tmp_path: Path) -> None:
     # 1-minute limit, SIGTERM to the driver 50 s before it (Slurm may send it up to a minute
     # early): the driver must stop everything itself, so the job ends COMPLETED, not TIMEOUT.
     run_dir = tmp_path / "run"
@@ -120,7 +112,7 @@ def test_time_limit_signal_tears_down_before_slurm_kills(launched: list[str], tm
                     "readiness.timeout_s=10", "launcher.signal_before_limit_s=50"])  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     job_id, _ = e2e.submit_output(proc)
-    launched.append(job_id)
+    slurm_jobs.append(job_id)
     st = e2e.wait_for(lambda: (s := e2e.state(run_dir)).get("phase") in ("done", "failed") and s,
                       timeout=90, what="the driver to stop on the time-limit signal")  # fmt: skip
     assert st["phase"] == "done" and "SIGTERM" in st["reason"], st

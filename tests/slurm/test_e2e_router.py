@@ -13,7 +13,6 @@ import os
 import re
 import signal
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,13 +34,6 @@ LATE_DECODE = [f"+decode.env.SGLANG_DOUBLE_LOAD_S={LATE_S:g}", "+decode.env.SGLA
                "+decode.env.SGLANG_DOUBLE_ONLY=decode-1"]  # fmt: skip
 
 
-@pytest.fixture
-def launched(slurm_testbed: object) -> Iterator[list[str]]:
-    """Collects job ids; cancels whatever a failed test left behind."""
-    jobs: list[str] = []
-    yield jobs
-    for job in jobs:
-        e2e.cancel_if_running(job)
 
 
 def start(jobs: list[str], tmp_path: Path, *extra: str) -> tuple[str, Path, Path]:
@@ -89,9 +81,9 @@ def in_squeue(job_id: str) -> bool:
 
 
 def test_2p2d_router_ready_late_decode_fan_out_and_clean_stop(
-    launched: list[str], tmp_path: Path
+    slurm_jobs: list[str], tmp_path: Path
 ) -> None:
-    job_id, run_dir, record = start(launched, tmp_path, *LATE_DECODE)
+    job_id, run_dir, record = start(slurm_jobs, tmp_path, *LATE_DECODE)
     st = e2e.state(run_dir)
     url = st["frontend_url"]
     assert (
@@ -156,9 +148,9 @@ def test_2p2d_router_ready_late_decode_fan_out_and_clean_stop(
 
 
 def test_killed_worker_fails_the_job_fast_with_its_log_tail(
-    launched: list[str], tmp_path: Path
+    slurm_jobs: list[str], tmp_path: Path
 ) -> None:
-    job_id, run_dir, _ = start(launched, tmp_path)
+    job_id, run_dir, _ = start(slurm_jobs, tmp_path)
     doubles = e2e.engine_processes(run_dir, "sglang.launch_server")
     assert sorted(p.env["ORCHESTRATOR_PROCESS"] for p in doubles) == [
         "decode-0",

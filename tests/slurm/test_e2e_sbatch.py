@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,12 +17,6 @@ COMMON = ["+model=gpt_oss_120b", "engine=mocker", "cluster=testbed", "readiness.
           "cluster.time_limit_min=10"]  # fmt: skip
 
 
-@pytest.fixture
-def jobs(slurm_testbed: object) -> Iterator[list[str]]:
-    ids: list[str] = []
-    yield ids
-    for job in ids:
-        e2e.cancel_if_running(job)
 
 
 def ready_state(run_dir: Path, timeout: float = 90) -> dict:
@@ -41,10 +34,10 @@ def stop_clean(run_dir: Path) -> None:
     e2e.wait_for(lambda: e2e.nothing_left(run_dir), timeout=30, what="no processes of the run")
 
 
-def test_sbatch_launcher_renders_submits_and_serves(jobs: list[str], tmp_path: Path) -> None:
+def test_sbatch_launcher_renders_submits_and_serves(slurm_jobs: list[str], tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     res = e2e.cli([*COMMON, "launcher=sbatch", f"run_dir={run_dir}"])
-    jobs.extend(res.stdout.split()[:1])
+    slurm_jobs.extend(res.stdout.split()[:1])
     assert res.returncode == 0, res.stderr
     job_id, _ = e2e.submit_output(res)
     script = (run_dir / "job.sbatch").read_text()
@@ -57,20 +50,20 @@ def test_sbatch_launcher_renders_submits_and_serves(jobs: list[str], tmp_path: P
     e2e.wait_for(lambda: e2e.job_state(job_id) == "COMPLETED", timeout=30, what="COMPLETED")
 
 
-def test_serve_sbatch_wrapper_uses_its_allocation(jobs: list[str], tmp_path: Path) -> None:
+def test_serve_sbatch_wrapper_uses_its_allocation(slurm_jobs: list[str], tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     argv = ["sbatch", "--parsable", "--nodes=1", "--gpus-per-node=8", f"--output={tmp_path}/slurm-%j.out",
             str(e2e.REPO / "scripts" / "serve.sbatch"), *COMMON, f"run_dir={run_dir}"]  # fmt: skip
     res = subprocess.run(argv, capture_output=True, text=True, cwd=e2e.REPO, env=_with_python(), check=True)
-    jobs.append(res.stdout.strip().split(";")[0])
+    slurm_jobs.append(res.stdout.strip().split(";")[0])
     st = ready_state(run_dir)
-    assert st["job_id"] == jobs[0]
+    assert st["job_id"] == slurm_jobs[0]
     assert e2e.state(run_dir)["launcher"] == "allocation"
     assert e2e.chat(st["frontend_url"], MODEL).strip()
     stop_clean(run_dir)
 
 
-def test_wrapper_rejects_an_allocation_too_small(jobs: list[str], tmp_path: Path) -> None:
+def test_wrapper_rejects_an_allocation_too_small(slurm_jobs: list[str], tmp_path: Path) -> None:
     argv = ["salloc", "--nodes=1", "--gpus-per-node=4", sys.executable, "-m", "orchestrator", *COMMON,
             f"run_dir={tmp_path / 'run'}"]  # fmt: skip
     res = subprocess.run(argv, capture_output=True, text=True, cwd=e2e.REPO, timeout=60, check=False)
@@ -79,14 +72,14 @@ def test_wrapper_rejects_an_allocation_too_small(jobs: list[str], tmp_path: Path
     assert not (tmp_path / "run").exists()  # nothing created, nothing started
 
 
-def test_salloc_runs_the_driver_in_the_foreground(jobs: list[str], tmp_path: Path) -> None:
+def test_salloc_runs_the_driver_in_the_foreground(slurm_jobs: list[str], tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     argv = ["salloc", "--nodes=1", "--gpus-per-node=8", sys.executable, "-m", "orchestrator", *COMMON,
             f"run_dir={run_dir}"]  # fmt: skip
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=e2e.REPO)
     try:
         st = ready_state(run_dir)
-        jobs.append(st["job_id"])
+        slurm_jobs.append(st["job_id"])
         assert e2e.chat(st["frontend_url"], MODEL, stream=True).strip()
         stop_clean(run_dir)
         out, err = proc.communicate(timeout=60)

@@ -8,7 +8,6 @@ from __future__ import annotations
 import csv
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -40,12 +39,6 @@ COMMON = [
 ]
 
 
-@pytest.fixture
-def jobs(slurm_testbed: object) -> Iterator[list[str]]:
-    ids: list[str] = []
-    yield ids
-    for job in ids:
-        e2e.cancel_if_running(job)
 
 
 def manifest(sweep_dir: Path) -> dict:
@@ -82,13 +75,13 @@ def wait_final(sweep_dir: Path, timeout: float) -> dict[str, dict]:
     )
 
 
-def test_sweep_benchmark_collect_resume_and_zero_tokens(jobs: list[str], tmp_path: Path) -> None:
+def test_sweep_benchmark_collect_resume_and_zero_tokens(slurm_jobs: list[str], tmp_path: Path) -> None:
     sweep_dir, zero_dir = tmp_path / "sweep", tmp_path / "zero tokens"
     started = time.monotonic()
     res = e2e.cli(
         ["-m", *COMMON, "prefill.workers=1,2", f"sweep_dir={e2e.hydra_quote(str(sweep_dir))}"]
     )
-    jobs.extend(job_ids(sweep_dir) if (sweep_dir / "manifest.json").exists() else [])
+    slurm_jobs.extend(job_ids(sweep_dir) if (sweep_dir / "manifest.json").exists() else [])
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip().splitlines()[-1] == str(sweep_dir)
     submitted_in = time.monotonic() - started
@@ -109,7 +102,7 @@ def test_sweep_benchmark_collect_resume_and_zero_tokens(jobs: list[str], tmp_pat
             f"sweep_dir={e2e.hydra_quote(str(zero_dir))}",
         ]
     )
-    jobs.extend(job_ids(zero_dir) if (zero_dir / "manifest.json").exists() else [])
+    slurm_jobs.extend(job_ids(zero_dir) if (zero_dir / "manifest.json").exists() else [])
     assert zero.returncode == 0, zero.stderr
 
     final = wait_final(sweep_dir, timeout=300)
