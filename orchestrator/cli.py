@@ -13,7 +13,9 @@ from orchestrator.config.load import compose_config, config_to_dict
 from orchestrator.config.schema import RootConfig
 from orchestrator.errors import InvalidConfig, OrchestratorError
 from orchestrator.launchers.select import Site, resolve_launcher
+from orchestrator.bench.spec import planned_clients
 from orchestrator.plan.build import build_plan
+from orchestrator.plan.placeholders import RUN_DIR
 from orchestrator.render.dryrun import render_json, render_text
 from orchestrator.sglang_check import check_sglang_argv
 from orchestrator.validate import check
@@ -48,6 +50,9 @@ def prepare(overrides: Sequence[str], site: Site) -> tuple[RootConfig, str]:
 def dry_run(cfg: RootConfig, launcher: str, overrides: Sequence[str]) -> str:
     """The dry-run output for `cfg` (text or JSON per cfg.dry_run)."""
     plan = build_plan(cfg)
+    # Benchmark clients start only once the deployment is ready, but belong in the picture.
+    clients = planned_clients(cfg, plan, RUN_DIR)
+    plan = dataclasses.replace(plan, processes=plan.processes + clients)
     if cfg.dry_run_mode() == "json":
         return render_json(plan, launcher, python=sys.executable, overrides=overrides)
     yaml = OmegaConf.to_yaml(OmegaConf.create(config_to_dict(cfg)))

@@ -126,3 +126,13 @@ def test_sbatch_text_golden_includes_the_script(golden: Golden, tmp_path: Path) 
     assert script.startswith("#!/bin/bash\n")
     assert "#SBATCH --nodes=1\n" in script
     assert script.rstrip().endswith("exec <python> -m orchestrator.runtime.driver '<run_dir>'")
+
+
+def test_benchmark_clients_are_part_of_the_dry_run(tmp_path: Path) -> None:
+    points = "benchmark.points=[{concurrency:2,isl:64,osl:16},{concurrency:8,isl:64,osl:16}]"
+    data = json.loads(dry_run(tmp_path, "dry_run=json", "engine=mocker", "benchmark=aiperf", points))
+    clients = [p for p in data["processes"] if p["role"] == "benchmark"]
+    assert [(c["name"], c["node_index"], c["gpus"]) for c in clients] == [("benchmark-0", 0, []), ("benchmark-1", 0, [])]
+    assert clients[1]["argv"][clients[1]["argv"].index("--concurrency") + 1] == "8"
+    assert "http://{node_ip:0}:8000" in clients[0]["argv"]  # against the frontend
+    assert set(data["slurm"]["srun"]) >= {"benchmark-0", "benchmark-1"}

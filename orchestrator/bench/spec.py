@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from orchestrator.config.schema import BenchmarkConfig, RootConfig
-from orchestrator.plan.model import TIER_WORKER, Process
+from orchestrator.plan.model import TIER_WORKER, Plan, Process
 
 TOOLS = ("aiperf", "sglang_bench")
 BENCHMARK_KINDS = ("none", *TOOLS)
@@ -28,6 +28,8 @@ ESTIMATE_TOKENS_PER_S_PER_USER = 20.0
 AIPERF_DONE_MARKER = ".aiperf_results_ready.json"
 BENCH_SERVING_FILE = "bench_serving.jsonl"
 
+
+RESULTS = "results"  # under the run directory: one folder per point + points.jsonl
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class LoadPoint:
@@ -168,4 +170,16 @@ def client_process(cfg: RootConfig, p: LoadPoint, t: Target, out_dir: str) -> Pr
         env=env,
         argv=tuple(argv),
         tier=TIER_WORKER,
+    )
+
+
+def planned_clients(cfg: RootConfig, plan: Plan, run_dir: str) -> tuple[Process, ...]:
+    """The benchmark clients the driver will start once ready, one per load point (for dry-run;
+    the frontend URL and run directory may still be placeholders)."""
+    if cfg.benchmark.kind == "none":
+        return ()
+    r = plan.readiness
+    target = Target(url=r.frontend_url, model=r.model, tokenizer=tokenizer_for(cfg, plan.prepare))
+    return tuple(
+        client_process(cfg, p, target, f"{run_dir}/{RESULTS}/{p.label()}") for p in load_points(cfg.benchmark)
     )

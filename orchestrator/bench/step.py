@@ -24,6 +24,7 @@ from orchestrator.bench.normalize import (
     read_bench_serving,
 )
 from orchestrator.bench.spec import (
+    RESULTS,
     TOOLS,
     LoadPoint,
     Target,
@@ -39,7 +40,6 @@ from orchestrator.runtime.driver import Driver, Stopped
 from orchestrator.runtime.processes import Running, log_tail, stop_tier
 from orchestrator.runtime.state import now_iso, write_json_atomic
 
-RESULTS = "results"
 POINTS_FILE = "points.jsonl"
 SUMMARY_FILE = "summary.json"
 
