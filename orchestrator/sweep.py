@@ -84,7 +84,7 @@ def expand(overrides: Sequence[str]) -> tuple[list[SweepPoint], dict[str, str]]:
                 [(f"{key}={v}", f"{key.lstrip('+~')}={v}") for v in o.sweep_string_iterator()]
             )
         else:
-            axes.append([(o.input_line, "")])
+            axes.append([(o.input_line or f"{key}={o.value()}", "")])
     points = []
     for combo in itertools.product(*axes):
         label = " ".join(part for _, part in combo if part)
