@@ -64,48 +64,63 @@ def sglang_argvs(plan: Plan) -> dict[str, list[str]]:
 def parse_with_sglang(argvs: dict[str, list[str]]) -> dict[str, list[str]]:
     """Run SGLang's parser on each argv; name -> errors ([] when accepted).
 
-    Self-contained (its source is what the subprocess runs) and never called in the CLI's own
+    Self-contained with its helpers (their source is what the subprocess runs, so they import
+    what they use themselves and annotate with builtins only) and never called in the CLI's own
     process: `prepare_server_args` reconfigures the root logger (basicConfig(force=True))."""
-    import argparse
-    import contextlib
-    import io
+    full_names = _sglang_flag_names()
+    return {name: _argv_errors(argv, full_names) for name, argv in argvs.items()}
 
-    from sglang.srt.server_args import ServerArgs, prepare_server_args
+
+def _sglang_flag_names() -> set[str]:
+    """Every full option string SGLang's parser defines."""
+    import argparse
+
+    from sglang.srt.server_args import ServerArgs
 
     reference = argparse.ArgumentParser()
     ServerArgs.add_cli_args(reference)
-    full_names = {s for action in reference._actions for s in action.option_strings}
-    errors: dict[str, list[str]] = {}
-    for name, argv in argvs.items():
-        captured = io.StringIO()
-        try:
-            with contextlib.redirect_stderr(captured), contextlib.redirect_stdout(io.StringIO()):
-                prepare_server_args(list(argv))
-            # Accepted, but argparse also takes unique prefixes (--tp for --tp-size), which break
-            # as soon as SGLang adds a flag with the same prefix: require full names.
-            short = [
-                a.split("=")[0]
-                for a in argv
-                if a.startswith("--") and a.split("=")[0] not in full_names
-            ]
-            errors[name] = [
-                f"argument {flag}: abbreviated flag name (full names: "
-                f"{', '.join(sorted(n for n in full_names if n.startswith(flag)))})"
-                for flag in short
-            ]
-        except SystemExit as exc:
-            lines = [ln for ln in captured.getvalue().splitlines() if ln.strip()]
-            # argparse: "<prog>: error: unrecognized arguments: --x" -> the part after "error: "
-            errors[name] = [
-                lines[-1].split("error: ", 1)[-1] if lines else f"SystemExit({exc.code})"
-            ]
-        except Exception as exc:  # SGLang's own post-parse checks (ValueError, ...)
-            errors[name] = [f"{type(exc).__name__}: {exc}"]
-    return errors
+    return {s for action in reference._actions for s in action.option_strings}
+
+
+def _argv_errors(argv: list[str], full_names: set[str]) -> list[str]:
+    """SGLang's complaints about one argv ([] when accepted), its own output swallowed."""
+    import contextlib
+    import io
+
+    from sglang.srt.server_args import prepare_server_args
+
+    captured = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(captured), contextlib.redirect_stdout(io.StringIO()):
+            prepare_server_args(list(argv))
+        return _abbreviated_flags(argv, full_names)  # accepted, but full flag names only
+    except SystemExit as exc:
+        lines = [ln for ln in captured.getvalue().splitlines() if ln.strip()]
+        # argparse: "<prog>: error: unrecognized arguments: --x" -> the part after "error: "
+        return [lines[-1].split("error: ", 1)[-1] if lines else f"SystemExit({exc.code})"]
+    except Exception as exc:  # SGLang's own post-parse checks (ValueError, ...)
+        return [f"{type(exc).__name__}: {exc}"]
+
+
+def _abbreviated_flags(argv: list[str], full_names: set[str]) -> list[str]:
+    """One error per flag given by a prefix of its name. argparse accepts unique prefixes
+    (--tp for --tp-size), which break as soon as SGLang adds a flag with the same prefix."""
+    short = [
+        a.split("=")[0] for a in argv if a.startswith("--") and a.split("=")[0] not in full_names
+    ]
+    return [
+        f"argument {flag}: abbreviated flag name (full names: "
+        f"{', '.join(sorted(n for n in full_names if n.startswith(flag)))})"
+        for flag in short
+    ]
+
+
+# What the subprocess runs: parse_with_sglang and every helper it calls.
+_SUBPROCESS_FUNCTIONS = (parse_with_sglang, _sglang_flag_names, _argv_errors, _abbreviated_flags)
 
 
 def _subprocess_source() -> str:
-    body = textwrap.dedent(inspect.getsource(parse_with_sglang))
+    body = "\n\n".join(textwrap.dedent(inspect.getsource(f)) for f in _SUBPROCESS_FUNCTIONS)
     main = "import json, sys\njson.dump(parse_with_sglang(json.loads(sys.argv[1])), sys.stdout)\n"
     return f"{body}\n{main}"
 

@@ -54,6 +54,11 @@ class SweepPoint:
         return " ".join(sorted(self.overrides))
 
 
+# A validated point with the launcher it goes through, and its manifest entry once triaged.
+Prepared = tuple[SweepPoint, RootConfig, str]
+Todo = tuple[SweepPoint, RootConfig, str, dict[str, Any]]
+
+
 # --- expansion (pure) ------------------------------------------------------------------------
 def expand(overrides: Sequence[str]) -> tuple[list[SweepPoint], dict[str, str]]:
     """Points (cartesian product of every sweep override, in command-line order) and the
@@ -178,9 +183,7 @@ def _sweep_issues(cfg: RootConfig, launcher: str, site: Site) -> list[Issue]:
     return issues
 
 
-def validate_points(
-    points: list[SweepPoint], site: Site, baseline: str
-) -> list[tuple[SweepPoint, RootConfig, str]]:
+def validate_points(points: list[SweepPoint], site: Site, baseline: str) -> list[Prepared]:
     """Compose and validate every point (and its baseline); raise one InvalidConfig naming the
     point of every problem."""
     if baseline not in BASELINES:
@@ -276,6 +279,34 @@ def run_sweep(overrides: Sequence[str], site: Site, runner: CommandRunner | None
         Path(options.get("sweep_dir") or default_sweep_dir(first_cfg)).expanduser().resolve()
     )
     manifest = load_manifest(sweep_dir)
+    plan_lines, todo = _triage(prepared, manifest, sweep_dir, runner)
+    if first_cfg.dry_run_mode() != "false":
+        sys.stdout.write(f"sweep {sweep_dir}: {len(prepared)} point(s), {len(todo)} to submit\n")
+        sys.stdout.write("".join(f"  {line}\n" for line in plan_lines))
+        return 0
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    manifest.setdefault("invocations", []).append({"at": now_iso(), "overrides": list(overrides)})
+    write_json_atomic(sweep_dir / MANIFEST, manifest)
+    for line in plan_lines:
+        _say(line)
+    for item in todo:
+        _submit_recorded(sweep_dir, manifest, item)
+    _say(
+        f"{len(todo)} job(s) submitted, {len(prepared) - len(todo)} skipped; "
+        f"status: python -m orchestrator.ctl status {sweep_dir}"
+    )
+    print(sweep_dir, flush=True)
+    return 0
+
+
+def _triage(
+    prepared: Sequence[Prepared],
+    manifest: dict[str, Any],
+    sweep_dir: Path,
+    runner: CommandRunner,
+) -> tuple[list[str], list[Todo]]:
+    """One plan line per point (submit, or skip and why) and the points to submit: those that
+    are new or failed (a valid, queued or running point is left alone on re-run)."""
     plan_lines, todo = [], []
     for point, cfg, launcher in prepared:
         entry = _entry(manifest, point, cfg)
@@ -287,34 +318,23 @@ def run_sweep(overrides: Sequence[str], site: Site, runner: CommandRunner | None
         )
         if action == "submit":
             todo.append((point, cfg, launcher, entry))
-    if first_cfg.dry_run_mode() != "false":
-        sys.stdout.write(f"sweep {sweep_dir}: {len(prepared)} point(s), {len(todo)} to submit\n")
-        sys.stdout.write("".join(f"  {line}\n" for line in plan_lines))
-        return 0
-    sweep_dir.mkdir(parents=True, exist_ok=True)
-    manifest.setdefault("invocations", []).append({"at": now_iso(), "overrides": list(overrides)})
+    return plan_lines, todo
+
+
+def _submit_recorded(sweep_dir: Path, manifest: dict[str, Any], item: Todo) -> None:
+    """Submit one point into a fresh run directory, writing the manifest before (an interrupted
+    sweep still knows the dir) and after (the job id)."""
+    point, cfg, launcher, entry = item
+    run_dir = _new_run_dir(sweep_dir, entry)
+    run = {
+        "run_dir": str(run_dir.relative_to(sweep_dir)),
+        "job_id": "",
+        "submitted_at": now_iso(),
+    }
+    entry["runs"].append(run)
     write_json_atomic(sweep_dir / MANIFEST, manifest)
-    for line in plan_lines:
-        _say(line)
-    for point, cfg, launcher, entry in todo:
-        run_dir = _new_run_dir(sweep_dir, entry)
-        run = {
-            "run_dir": str(run_dir.relative_to(sweep_dir)),
-            "job_id": "",
-            "submitted_at": now_iso(),
-        }
-        entry["runs"].append(run)
-        write_json_atomic(
-            sweep_dir / MANIFEST, manifest
-        )  # an interrupted sweep still knows the dir
-        run["job_id"] = _submit(
-            point, dataclasses.replace(cfg, run_dir=str(run_dir), wait=False), launcher, run_dir
-        )
-        write_json_atomic(sweep_dir / MANIFEST, manifest)
-        _say(f"submitted {entry['name']} ({point.label}): job {run['job_id']}, {run_dir}")
-    _say(
-        f"{len(todo)} job(s) submitted, {len(prepared) - len(todo)} skipped; "
-        f"status: python -m orchestrator.ctl status {sweep_dir}"
+    run["job_id"] = _submit(
+        point, dataclasses.replace(cfg, run_dir=str(run_dir), wait=False), launcher, run_dir
     )
-    print(sweep_dir, flush=True)
-    return 0
+    write_json_atomic(sweep_dir / MANIFEST, manifest)
+    _say(f"submitted {entry['name']} ({point.label}): job {run['job_id']}, {run_dir}")

@@ -11,9 +11,13 @@ import csv
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 from orchestrator.errors import OrchestratorError
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
 
 X_KEY, Y_KEY = "tok_s_per_user", "output_tok_s_per_gpu"
 CSV_COLUMNS = (
@@ -121,6 +125,21 @@ def write_tables(out_dir: Path, rows: Sequence[dict[str, Any]]) -> tuple[Path, P
 
 def plot_pareto(rows: Sequence[dict[str, Any]], path: Path, *, title: str) -> Path:
     """pareto.png: one curve per topology, the frontier highlighted (matplotlib, Agg backend)."""
+    plt = _pyplot()
+    data = plottable(rows)
+    fig, ax = plt.subplots(figsize=(8, 5.5))
+    for name in sorted({r["name"] for r in data}):
+        _plot_topology(ax, sorted((r for r in data if r["name"] == name), key=lambda r: r[X_KEY]))
+    _plot_frontier(ax, [data[i] for i in pareto_front([(r[X_KEY], r[Y_KEY]) for r in data])])
+    _label_axes(ax, title, missing=len(rows) - len(data), empty=not data)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def _pyplot() -> ModuleType:
+    """matplotlib.pyplot on the Agg backend (compute nodes have no display); an optional extra."""
     try:
         import matplotlib
 
@@ -131,59 +150,48 @@ def plot_pareto(rows: Sequence[dict[str, Any]], path: Path, *, title: str) -> Pa
             "the Pareto plot needs matplotlib: pip install -e '.[plot]' "
             "(scripts/install.sh installs it)"
         ) from exc
-    data = plottable(rows)
-    fig, ax = plt.subplots(figsize=(8, 5.5))
-    for name in sorted({r["name"] for r in data}):
-        own = sorted((r for r in data if r["name"] == name), key=lambda r: r[X_KEY])
-        gpus = (own[0].get("gpus") or {}).get("total", "?")
-        style = "--" if (own[0].get("topology") or {}).get("mode") == "aggregated" else "-"
-        ax.plot(
-            [r[X_KEY] for r in own],
-            [r[Y_KEY] for r in own],
-            style,
-            marker="o",
-            alpha=0.8,
-            label=f"{name} ({gpus} GPUs)",
+    return plt
+
+
+def _coords(rows: Sequence[dict[str, Any]]) -> tuple[list[Any], list[Any]]:
+    """The x and y values of `rows`, in order."""
+    return [r[X_KEY] for r in rows], [r[Y_KEY] for r in rows]
+
+
+def _plot_topology(ax: Axes, own: Sequence[dict[str, Any]]) -> None:
+    """One topology's curve through its load points (dashed when aggregated), each point
+    annotated with its concurrency."""
+    gpus = (own[0].get("gpus") or {}).get("total", "?")
+    style = "--" if (own[0].get("topology") or {}).get("mode") == "aggregated" else "-"
+    xs, ys = _coords(own)
+    ax.plot(xs, ys, style, marker="o", alpha=0.8, label=f"{own[0]['name']} ({gpus} GPUs)")
+    for r in own:
+        ax.annotate(
+            f"c{r['concurrency']}",
+            (r[X_KEY], r[Y_KEY]),
+            textcoords="offset points",
+            xytext=(4, 4),
+            fontsize=7,
+            alpha=0.7,
         )
-        for r in own:
-            ax.annotate(
-                f"c{r['concurrency']}",
-                (r[X_KEY], r[Y_KEY]),
-                textcoords="offset points",
-                xytext=(4, 4),
-                fontsize=7,
-                alpha=0.7,
-            )
-    front = [data[i] for i in pareto_front([(r[X_KEY], r[Y_KEY]) for r in data])]
-    if front:
-        ax.plot(
-            [r[X_KEY] for r in front],
-            [r[Y_KEY] for r in front],
-            color="black",
-            linewidth=2.5,
-            alpha=0.35,
-            zorder=0,
-            label="Pareto frontier",
-        )
-        ax.scatter(
-            [r[X_KEY] for r in front],
-            [r[Y_KEY] for r in front],
-            s=140,
-            facecolors="none",
-            edgecolors="black",
-            linewidths=1.5,
-            zorder=3,
-        )
+
+
+def _plot_frontier(ax: Axes, front: Sequence[dict[str, Any]]) -> None:
+    """The Pareto frontier as a wide grey line under the curves, its points circled."""
+    if not front:
+        return
+    xs, ys = _coords(front)
+    ax.plot(xs, ys, color="black", linewidth=2.5, alpha=0.35, zorder=0, label="Pareto frontier")
+    ax.scatter(xs, ys, s=140, facecolors="none", edgecolors="black", linewidths=1.5, zorder=3)
+
+
+def _label_axes(ax: Axes, title: str, *, missing: int, empty: bool) -> None:
+    """Axis labels, the title (with how many rows could not be placed), grid and legend."""
     ax.set_xlabel("tokens/s per user")
     ax.set_ylabel("output tokens/s per GPU")
-    missing = len(rows) - len(data)
     ax.set_title(title + (f" ({missing} without tokens/s per user not shown)" if missing else ""))
     ax.grid(True, alpha=0.3)
-    if data:
-        ax.legend(fontsize=8)
-    else:
+    if empty:
         ax.text(0.5, 0.5, "no valid results", ha="center", va="center", transform=ax.transAxes)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    else:
+        ax.legend(fontsize=8)

@@ -228,7 +228,6 @@ def normalized_row(
     """The JSON line of one point. `context` holds run facts: name, plan_hash, job_id, gpus
     ({"prefill": 4, "decode": 4, "total": 8, "allocated": 8}), topology, artifacts, exit_code."""
     gpus = context.get("gpus") or {}
-    total = gpus.get("total") or 0
     row: dict[str, Any] = {
         "name": context.get("name", ""),
         "point": point.index,
@@ -237,28 +236,30 @@ def normalized_row(
         "isl": point.isl,
         "osl": point.osl,
     }
-    row.update(
-        {
-            "output_tok_s": m.output_tok_s,
-            "output_tok_s_per_gpu": m.output_tok_s / total if total else None,
-            "tok_s_per_user": m.tok_s_per_user,
-            "ttft_p50_ms": m.ttft_p50_ms,
-            "ttft_p99_ms": m.ttft_p99_ms,
-            "itl_p50_ms": m.itl_p50_ms,
-            "itl_p99_ms": m.itl_p99_ms,
-            "request_throughput": m.request_throughput,
-            "requests": m.requests,
-            "completed": m.completed,
-            "errors": m.errors,
-            "error_rate": m.errors / m.requests if m.requests else None,
-            "output_tokens": m.output_tokens,
-            "duration_s": m.duration_s,
-            "valid": valid,
-            "invalid_reason": reason,
-        }
-    )
+    row.update(_metrics(m, gpus_total=gpus.get("total") or 0))
+    row.update({"valid": valid, "invalid_reason": reason})
     row.update({k: v for k, v in context.items() if k != "name"})
     return row
+
+
+def _metrics(m: Measured, *, gpus_total: int) -> dict[str, Any]:
+    """The measured columns of a row; per-GPU throughput is None without a GPU count."""
+    return {
+        "output_tok_s": m.output_tok_s,
+        "output_tok_s_per_gpu": m.output_tok_s / gpus_total if gpus_total else None,
+        "tok_s_per_user": m.tok_s_per_user,
+        "ttft_p50_ms": m.ttft_p50_ms,
+        "ttft_p99_ms": m.ttft_p99_ms,
+        "itl_p50_ms": m.itl_p50_ms,
+        "itl_p99_ms": m.itl_p99_ms,
+        "request_throughput": m.request_throughput,
+        "requests": m.requests,
+        "completed": m.completed,
+        "errors": m.errors,
+        "error_rate": m.errors / m.requests if m.requests else None,
+        "output_tokens": m.output_tokens,
+        "duration_s": m.duration_s,
+    }
 
 
 def measured_dict(m: Measured) -> dict[str, Any]:

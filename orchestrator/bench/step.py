@@ -14,7 +14,7 @@ import json
 import shlex
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from orchestrator.bench.normalize import (
     Measured,
@@ -35,7 +35,7 @@ from orchestrator.bench.spec import (
 from orchestrator.config.schema import RootConfig
 from orchestrator.errors import OrchestratorError
 from orchestrator.plan import build
-from orchestrator.plan.model import Plan, plan_to_dict
+from orchestrator.plan.model import Plan, Process, plan_to_dict
 from orchestrator.runtime.driver import Driver, Stopped
 from orchestrator.runtime.processes import Running, log_tail, stop_tier
 from orchestrator.runtime.state import now_iso, write_json_atomic
@@ -104,24 +104,17 @@ class BenchmarkStep:
 
     def _run(self, driver: Driver, results: Path) -> None:
         b, plan = self.cfg.benchmark, driver.plan
-        r = plan.readiness
         target = Target(
-            url=r.frontend_url, model=r.model, tokenizer=tokenizer_for(self.cfg, plan.prepare)
+            url=plan.readiness.frontend_url,
+            model=plan.readiness.model,
+            tokenizer=tokenizer_for(self.cfg, plan.prepare),
         )
         context = {**run_context(self.cfg, plan), "job_id": driver.state.data.get("job_id", "")}
         points = load_points(b)
         (results / POINTS_FILE).write_text("")
         driver.say(f"benchmark: {b.kind}, {len(points)} load point(s) against {target.url}")
         for done, point in enumerate(points):
-            driver.state.update(
-                benchmark={
-                    "tool": b.kind,
-                    "point": point.label(),
-                    "done": done,
-                    "of": len(points),
-                    "status": "running",
-                }
-            )
+            self._progress(driver, "running", point=point.label(), done=done, of=len(points))
             row = self._point(driver, point, target, context, results)
             if row is None:  # stop requested while the client ran
                 self._summary(
@@ -132,26 +125,49 @@ class BenchmarkStep:
                 fh.write(json.dumps(row) + "\n")
             driver.say(_row_line(row))
             if not row["valid"]:
-                reason = f"benchmark point {point.label()} invalid: {row['invalid_reason']}"
-                self._summary(results, valid=False, reason=reason, done=done + 1)
-                driver.state.update(
-                    benchmark={
-                        "tool": b.kind,
-                        "done": done + 1,
-                        "of": len(points),
-                        "status": "invalid",
-                        "reason": reason,
-                    }
-                )
-                raise BenchmarkFailed(
-                    f"{reason} (see {results / POINTS_FILE} and logs/benchmark-{point.index}.log)"
-                )
+                self._fail(driver, results, point, row, done=done + 1, of=len(points))
         self._summary(results, valid=True, reason="", done=len(points))
-        driver.state.update(
-            benchmark={"tool": b.kind, "done": len(points), "of": len(points), "status": "valid"}
-        )
+        self._progress(driver, "valid", done=len(points), of=len(points))
         if not b.keep_serving:
             driver.request_stop("benchmark finished")
+
+    def _fail(
+        self,
+        driver: Driver,
+        results: Path,
+        point: LoadPoint,
+        row: dict[str, Any],
+        *,
+        done: int,
+        of: int,
+    ) -> NoReturn:
+        """Record an invalid point (summary and state.json) and fail the run on it."""
+        reason = f"benchmark point {point.label()} invalid: {row['invalid_reason']}"
+        self._summary(results, valid=False, reason=reason, done=done)
+        self._progress(driver, "invalid", done=done, of=of, reason=reason)
+        raise BenchmarkFailed(
+            f"{reason} (see {results / POINTS_FILE} and logs/benchmark-{point.index}.log)"
+        )
+
+    def _progress(
+        self,
+        driver: Driver,
+        status: str,
+        *,
+        done: int,
+        of: int,
+        point: str | None = None,
+        reason: str | None = None,
+    ) -> None:
+        """state.json's `benchmark` entry: tool, [point,] done, of, status[, reason] (this key
+        order is what state.json has always shown)."""
+        entry: dict[str, Any] = {"tool": self.cfg.benchmark.kind}
+        if point is not None:
+            entry["point"] = point
+        entry.update(done=done, of=of, status=status)
+        if reason is not None:
+            entry["reason"] = reason
+        driver.state.update(benchmark=entry)
 
     def _point(
         self,
@@ -161,13 +177,29 @@ class BenchmarkStep:
         context: dict[str, Any],
         results: Path,
     ) -> dict[str, Any] | None:
-        b = self.cfg.benchmark
+        """Run one point's client; its normalized row, or None when a stop was requested."""
         out_dir = results / point.label()
         out_dir.mkdir(exist_ok=True)
         proc = client_process(self.cfg, point, target, str(out_dir))
         (out_dir / "command.txt").write_text(shlex.join(proc.argv) + "\n")
         log = driver.run_dir / "logs" / f"{proc.name}.log"
         started = time.time()
+        code = self._run_client(driver, proc, log, point)
+        if code is None:
+            return None
+        measured = self._measure(out_dir, point)
+        extra = {
+            "exit_code": code,
+            "artifacts": f"{RESULTS}/{point.label()}",
+            "started_at": started,
+            "seconds": round(time.time() - started, 3),
+            "run_dir": str(driver.run_dir),
+        }
+        return self._row(measured, point, {**context, **extra}, code=code, out_dir=out_dir, log=log)
+
+    def _run_client(self, driver: Driver, proc: Process, log: Path, point: LoadPoint) -> int | None:
+        """Start the client, wait for it (stopping it if still running) and keep state.json's
+        process entry current; its exit code, None when a stop was requested."""
         running = driver.backend.start(proc, log)
         driver.state.process(
             proc.name,
@@ -179,27 +211,33 @@ class BenchmarkStep:
             log=str(log),
         )
         try:
-            code = self._wait(driver, running, point)
+            return self._wait(driver, running, point)
         finally:
             if running.poll() is None:
                 stop_tier(
                     driver.backend, [running], grace_s=driver.plan.stop_grace_s, clock=driver.clock
                 )
             driver.state.process(proc.name, state="exited", exit_code=running.exit_code)
-        if code is None:
-            return None
-        measured = (
-            read_aiperf(out_dir)
-            if b.kind == "aiperf"
-            else read_bench_serving(out_dir, point.requests)
-        )
-        extra = {
-            "exit_code": code,
-            "artifacts": f"{RESULTS}/{point.label()}",
-            "started_at": started,
-            "seconds": round(time.time() - started, 3),
-            "run_dir": str(driver.run_dir),
-        }
+
+    def _measure(self, out_dir: Path, point: LoadPoint) -> Measured | None:
+        """What the configured tool wrote into `out_dir` (None: no result files)."""
+        if self.cfg.benchmark.kind == "aiperf":
+            return read_aiperf(out_dir)
+        return read_bench_serving(out_dir, point.requests)
+
+    def _row(
+        self,
+        measured: Measured | None,
+        point: LoadPoint,
+        context: dict[str, Any],
+        *,
+        code: int,
+        out_dir: Path,
+        log: Path,
+    ) -> dict[str, Any]:
+        """The normalized row, judged; a client without result files counts every request as
+        an error and quotes the end of its log."""
+        b = self.cfg.benchmark
         if measured is None:
             reason = (
                 f"no result files in {out_dir} (client exit code {code}); last lines of {log}:\n"
@@ -209,13 +247,13 @@ class BenchmarkStep:
                 Measured.unfinished(completed=0, errors=point.requests, output_tokens=0.0),
                 point,
                 tool=b.kind,
-                context={**context, **extra},
+                context=context,
                 valid=False,
                 reason=reason,
             )
         valid, reason = judge(measured, max_error_rate=b.max_error_rate, exit_code=code)
         return normalized_row(
-            measured, point, tool=b.kind, context={**context, **extra}, valid=valid, reason=reason
+            measured, point, tool=b.kind, context=context, valid=valid, reason=reason
         )
 
     def _wait(self, driver: Driver, running: Running, point: LoadPoint) -> int | None:
