@@ -48,8 +48,15 @@ def worker_ports(engine: str, group: str, rank: int, nnodes: int) -> list[str]:
     return names
 
 
-def _mode_args(group: str, flag: str = "--disaggregation-mode") -> list[str]:
-    return [] if group == "aggregated" else [flag, group]
+def _disagg_args(cfg: RootConfig, group: str) -> list[str]:
+    """Role and KV transfer backend; nothing for aggregated workers."""
+    if group == "aggregated":
+        return []
+    return ["--disaggregation-mode", group, "--disaggregation-transfer-backend", cfg.engine.transfer_backend]
+
+
+def _flag_if(flag: str, value: str) -> list[str]:
+    return [flag, value] if value else []
 
 
 def _multinode_args(w: WorkerProcess) -> list[str]:
@@ -85,13 +92,9 @@ def dynamo_sglang_argv(cfg: RootConfig, w: WorkerProcess, discovery: str) -> lis
     argv += _parallel_args(w, "--tp")
     argv += ["--trust-remote-code"] if m.trust_remote_code else []
     argv += ["--skip-tokenizer-init"] if m.skip_tokenizer_init else []
-    argv += _mode_args(w.group)
-    if w.group != "aggregated":
-        argv += ["--disaggregation-transfer-backend", cfg.engine.transfer_backend]
-    if m.dynamo_reasoning_parser:
-        argv += ["--dyn-reasoning-parser", m.dynamo_reasoning_parser]
-    if m.dynamo_tool_call_parser:
-        argv += ["--dyn-tool-call-parser", m.dynamo_tool_call_parser]
+    argv += _disagg_args(cfg, w.group)
+    argv += _flag_if("--dyn-reasoning-parser", m.dynamo_reasoning_parser)
+    argv += _flag_if("--dyn-tool-call-parser", m.dynamo_tool_call_parser)
     # SGLang binds the prefill bootstrap server on --host (default 127.0.0.1): a decode worker
     # reaching it by the node address (other node, or as advertised by Dynamo) would be refused.
     argv += ["--host", node_ip(w.node_index)]
@@ -114,13 +117,9 @@ def sglang_argv(cfg: RootConfig, w: WorkerProcess) -> list[str]:
     argv += _parallel_args(w, "--tp-size")
     argv += ["--trust-remote-code"] if m.trust_remote_code else []
     # No --skip-tokenizer-init here: behind sglang-router the worker itself must tokenize chats.
-    argv += _mode_args(w.group)
-    if w.group != "aggregated":
-        argv += ["--disaggregation-transfer-backend", cfg.engine.transfer_backend]
-    if m.sglang_reasoning_parser:
-        argv += ["--reasoning-parser", m.sglang_reasoning_parser]
-    if m.sglang_tool_call_parser:
-        argv += ["--tool-call-parser", m.sglang_tool_call_parser]
+    argv += _disagg_args(cfg, w.group)
+    argv += _flag_if("--reasoning-parser", m.sglang_reasoning_parser)
+    argv += _flag_if("--tool-call-parser", m.sglang_tool_call_parser)
     # Bind HTTP and the bootstrap server to this node's address: reachable by the router and by
     # decode workers on other nodes, and not by every interface of the node.
     argv += ["--host", node_ip(w.node_index)]
