@@ -43,7 +43,11 @@ def launch(cfg: RootConfig, launcher: str, overrides: Sequence[str]) -> int:
         job_id = _submit_sbatch(plan, run_dir, overrides)
     state.phase("submitted", job_id=job_id)
     _announce(job_id, run_dir)
-    return follow(run_dir, job_id) if cfg.wait else 0
+    if not cfg.wait:
+        return 0
+    # A benchmark that ends the job is what the user waits for; a serving deployment is ready.
+    until_done = cfg.benchmark.kind != "none" and not cfg.benchmark.keep_serving
+    return follow(run_dir, job_id, until_done=until_done)
 
 
 def _check_allocation(cfg: RootConfig, plan: Plan) -> None:
@@ -104,9 +108,13 @@ def _submit_sbatch(plan: Plan, run_dir: Path, overrides: Sequence[str]) -> str:
     return parse_sbatch_parsable(res.stdout)
 
 
-def follow(run_dir: Path, job_id: str, *, interval_s: float = 0.5) -> int:
-    """Print progress (stderr) until the deployment is ready (0) or failed (1)."""
-    last = ""
+FINAL_OR_READY = ("failed", "done", "ready")
+
+
+def follow(run_dir: Path, job_id: str, *, until_done: bool = False, interval_s: float = 0.5) -> int:
+    """Print progress (stderr) until the deployment is ready (0) or failed (1); with
+    `until_done` (a benchmark that ends the job) until it is done (0) or failed (1)."""
+    last, announced = "", False
     runner = SubprocessRunner()
     next_job_check = 0.0
     while True:
@@ -116,24 +124,28 @@ def follow(run_dir: Path, job_id: str, *, interval_s: float = 0.5) -> int:
         if line != last:
             sys.stderr.write(f"[orchestrator] {line}\n")
             last = line
-        if phase == "ready":
+        if phase == "ready" and not announced:
             sys.stderr.write(f"[orchestrator] ready: {state.get('frontend_url')} (stop with: "
                              f"python -m orchestrator.ctl stop {run_dir})\n")  # fmt: skip
-            return 0
+            announced = True
+            if not until_done:
+                return 0
         if phase in ("failed", "done"):
+            ok = phase == "done" and until_done
             sys.stderr.write(f"[orchestrator] {phase}: {state.get('error') or state.get('reason', '')}\n")
-            return 1
+            return 0 if ok else 1
         if time.monotonic() >= next_job_check:
-            _check_job_alive(runner, job_id, run_dir)
+            _check_job_alive(runner, job_id, run_dir, settled=("failed", "done") if until_done else FINAL_OR_READY)
             next_job_check = time.monotonic() + 5.0
         time.sleep(interval_s)
 
 
-def _check_job_alive(runner: SubprocessRunner, job_id: str, run_dir: Path) -> None:
-    """A job that ended before its driver wrote a final phase (killed, never started)."""
+def _check_job_alive(runner: SubprocessRunner, job_id: str, run_dir: Path, *, settled: tuple[str, ...]) -> None:
+    """A job that ended before its driver wrote a phase we wait for (killed, never started)."""
     state = job_state(runner, job_id)
     if state in ("FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "COMPLETED"):
-        final = read_state(run_dir).get("phase")
-        if final not in ("failed", "done", "ready"):
-            raise OrchestratorError(f"job {job_id} ended ({state}) before the deployment was ready; "
-                                    f"see {run_dir}/submitit or {run_dir}/slurm-{job_id}.out")  # fmt: skip
+        phase = read_state(run_dir).get("phase")
+        if phase not in settled:
+            raise OrchestratorError(f"job {job_id} ended ({state}) in phase {phase or 'none'}; "
+                                    f"see {run_dir}/driver.log, {run_dir}/submitit or "
+                                    f"{run_dir}/slurm-{job_id}.out")  # fmt: skip

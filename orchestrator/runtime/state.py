@@ -81,4 +81,7 @@ def progress_line(state: dict[str, Any]) -> str:
         have_want[1] += 1
         have_want[0] += entry.get("state") == "healthy"
     parts = [f"{role} {counts[role][0]}/{counts[role][1]}" for role in ROLE_ORDER if role in counts]
+    bench = state.get("benchmark")
+    if isinstance(bench, dict) and "of" in bench:
+        parts.append(f"benchmark {bench.get('done', 0)}/{bench['of']} points ({bench.get('status', '')})")
     return f"{state.get('phase', '?')}: {' '.join(parts) or 'no processes yet'}"

@@ -188,3 +188,16 @@ def test_sweep_benchmark_collect_resume_and_zero_tokens(slurm_jobs: list[str], t
         f"\nsweep: submitted in {submitted_in:.1f} s, "
         f"2 points x 2 load points done in {sweep_wall_s:.1f} s"
     )
+
+
+def test_single_run_with_a_benchmark_waits_for_its_results(slurm_jobs: list[str], tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    points = "benchmark.points=[{concurrency:2,isl:64,osl:16,requests:8}]"
+    res = e2e.cli([*[a for a in COMMON if not a.startswith("benchmark.points")], points, f"run_dir={run_dir}"])
+    slurm_jobs.extend(res.stdout.split()[:1])
+    assert res.returncode == 0, res.stderr
+    st = e2e.state(run_dir)
+    assert st["phase"] == "done" and st["reason"] == "benchmark finished"  # returned after the results
+    assert "benchmark 1/1 points (valid)" in res.stderr
+    rows = [json.loads(line) for line in (run_dir / "results" / "points.jsonl").read_text().splitlines()]
+    assert len(rows) == 1 and rows[0]["valid"] and rows[0]["output_tokens"] > 0
