@@ -114,7 +114,7 @@ FINAL_OR_READY = ("failed", "done", "ready")
 def follow(run_dir: Path, job_id: str, *, until_done: bool = False, interval_s: float = 0.5) -> int:
     """Print progress (stderr) until the deployment is ready (0) or failed (1); with
     `until_done` (a benchmark that ends the job) until it is done (0) or failed (1)."""
-    last, announced = "", False
+    last, last_job, announced = "", "", False
     runner = SubprocessRunner()
     next_job_check = 0.0
     while True:
@@ -135,13 +135,17 @@ def follow(run_dir: Path, job_id: str, *, until_done: bool = False, interval_s: 
             sys.stderr.write(f"[orchestrator] {phase}: {state.get('error') or state.get('reason', '')}\n")
             return 0 if ok else 1
         if time.monotonic() >= next_job_check:
-            _check_job_alive(runner, job_id, run_dir, settled=("failed", "done") if until_done else FINAL_OR_READY)
+            job = _check_job_alive(runner, job_id, run_dir, settled=("failed", "done") if until_done else FINAL_OR_READY)
+            if phase in ("", "submitted") and job and job != last_job:
+                sys.stderr.write(f"[orchestrator] job {job_id}: {job}\n")  # e.g. PENDING in the queue
+                last_job = job
             next_job_check = time.monotonic() + 5.0
         time.sleep(interval_s)
 
 
-def _check_job_alive(runner: SubprocessRunner, job_id: str, run_dir: Path, *, settled: tuple[str, ...]) -> None:
-    """A job that ended before its driver wrote a phase we wait for (killed, never started)."""
+def _check_job_alive(runner: SubprocessRunner, job_id: str, run_dir: Path, *, settled: tuple[str, ...]) -> str:
+    """The job's Slurm state; raises when it ended before its driver wrote a phase we wait for
+    (killed, failed to start)."""
     state = job_state(runner, job_id)
     if state in ("FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "COMPLETED"):
         phase = read_state(run_dir).get("phase")
@@ -149,3 +153,4 @@ def _check_job_alive(runner: SubprocessRunner, job_id: str, run_dir: Path, *, se
             raise OrchestratorError(f"job {job_id} ended ({state}) in phase {phase or 'none'}; "
                                     f"see {run_dir}/driver.log, {run_dir}/submitit or "
                                     f"{run_dir}/slurm-{job_id}.out")  # fmt: skip
+    return state

@@ -6,6 +6,8 @@ import json
 import os
 import signal
 import subprocess
+import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -118,3 +120,27 @@ def test_time_limit_signal_tears_down_before_slurm_kills(slurm_jobs: list[str], 
     assert st["phase"] == "done" and "SIGTERM" in st["reason"], st
     e2e.wait_for(lambda: e2e.nothing_left(run_dir), timeout=30, what="no processes of the run")
     e2e.wait_for(lambda: e2e.job_state(job_id) == "COMPLETED", timeout=30, what="job COMPLETED, not TIMEOUT")
+
+
+def test_queued_job_is_reported_and_a_cancel_before_start_is_an_error(slurm_jobs: list[str], tmp_path: Path) -> None:
+    hold = subprocess.run(["sbatch", "--parsable", "--nodes=3", "--exclusive", "--wrap", "sleep 120"],
+                          capture_output=True, text=True, check=True).stdout.strip().split(";")[0]  # fmt: skip
+    slurm_jobs.append(hold)
+    run_dir = tmp_path / "run"
+    cli = subprocess.Popen([sys.executable, "-m", "orchestrator", *BASE, f"run_dir={run_dir}"], cwd=e2e.REPO,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        job_id = cli.stdout.readline().strip() if cli.stdout else ""
+        slurm_jobs.append(job_id)
+        lines: list[str] = []
+        reader = threading.Thread(target=lambda: lines.extend(iter(cli.stderr.readline, "")), daemon=True)  # type: ignore[union-attr]
+        reader.start()
+        e2e.wait_for(lambda: any(f"job {job_id}: PENDING" in line for line in lines), timeout=30,
+                     what="the queued state on stderr")  # fmt: skip
+        subprocess.run(["scancel", job_id], check=True)
+        cli.wait(timeout=60)
+        reader.join(timeout=10)
+        assert cli.returncode == 1
+        assert any(f"job {job_id} ended (CANCELLED) in phase submitted" in line for line in lines), lines
+    finally:
+        cli.kill()
