@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.bench.sweepdir import MANIFEST, load_manifest, point_status
+from orchestrator.config.load import quote_override_value
 from orchestrator.config.schema import RootConfig
 from orchestrator.effects import CommandRunner, SubprocessRunner
 from orchestrator.errors import InvalidConfig, Issue, OrchestratorError
@@ -248,16 +249,11 @@ def default_sweep_dir(cfg: RootConfig) -> Path:
     return Path("outputs") / "sweeps" / f"{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{model}"
 
 
-def _hydra_quote(value: str) -> str:
-    """An override value that stays exactly `value` (launch.json and the sbatch header show it)."""
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
 def _submit(point: SweepPoint, cfg: RootConfig, launcher: str, run_dir: Path) -> str:
     """Launch one point with wait=false; its job id (launch's stdout goes to our stderr)."""
     from orchestrator.launchers.launch import launch
 
-    overrides = [*point.overrides, f"run_dir={_hydra_quote(str(run_dir))}", "wait=false"]
+    overrides = [*point.overrides, f"run_dir={quote_override_value(str(run_dir))}", "wait=false"]
     with contextlib.redirect_stdout(sys.stderr):
         code = launch(cfg, launcher, overrides)
     if code:

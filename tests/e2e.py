@@ -42,11 +42,6 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def hydra_quote(value: str) -> str:
-    """A Hydra override value that stays exactly `value` (quoted string, quotes escaped)."""
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
 def cli(args: Sequence[str], *, timeout: float = 240, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
     """Run `python -m orchestrator ARGS` to completion."""
     return subprocess.run([sys.executable, "-m", "orchestrator", *args], capture_output=True, text=True,

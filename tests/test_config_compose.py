@@ -13,7 +13,7 @@ import pytest
 
 from omegaconf import OmegaConf
 
-from orchestrator.config.load import CONF_DIR, config_from_dict, config_to_dict
+from orchestrator.config.load import CONF_DIR, compose_config, config_from_dict, config_to_dict, quote_override_value
 from orchestrator.config.schema import RootConfig
 from orchestrator.plan.build import build_plan
 from orchestrator.render.dryrun import render_json, render_text
@@ -90,3 +90,12 @@ def test_option_composes_validates_plans_and_renders(compose: Compose, option: s
             syntax = subprocess.run(["bash", "-n"], input=script, text=True, capture_output=True,
                                     check=False)  # fmt: skip
             assert syntax.returncode == 0, syntax.stderr
+
+
+@pytest.mark.parametrize(
+    "value", ["/tmp/a b/'q' \\x $d", "a\\'b", "end\\", 'a"=0"', "a'; echo foo", r"a\=0", "a$(touch pwned)b"]
+)
+def test_quoted_override_values_survive_composition(value: str) -> None:
+    # What the sweep and the tests use to pass run directories with awkward paths through Hydra.
+    cfg = compose_config(["+model=gpt_oss_120b", f"run_dir={quote_override_value(value)}"])
+    assert cfg.run_dir == value

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator.config.load import quote_override_value
 from tests import e2e
 
 pytestmark = [
@@ -22,7 +23,7 @@ SILENT = Path(__file__).parent / "doubles" / "silent_worker.py"
 
 
 def overrides(run_dir: Path, port: int, *extra: str) -> list[str]:
-    return ["+model=gpt_oss_120b", "engine=mocker", "launcher=local", f"run_dir={e2e.hydra_quote(str(run_dir))}",
+    return ["+model=gpt_oss_120b", "engine=mocker", "launcher=local", f"run_dir={quote_override_value(str(run_dir))}",
             f"frontend.http_port={port}", f"cluster.port_base={22000 + e2e.free_port() % 80 * 100}",
             "readiness.timeout_s=60", "readiness.interval_s=0.2", *extra]  # fmt: skip
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -70,3 +71,11 @@ def config_from_dict(data: dict[str, Any]) -> RootConfig:
     obj = OmegaConf.to_object(merged)
     assert isinstance(obj, RootConfig)
     return obj
+
+
+def quote_override_value(value: str) -> str:
+    """A Hydra override value that stays exactly `value` (e.g. run_dir=... with spaces, quotes or
+    backslashes in the path). Hydra's quoted strings take `\\'` for a quote, and backslashes need
+    doubling only where they precede a quote or end the string."""
+    doubled = re.sub(r"(\\+)(?='|$)", lambda m: m.group(1) * 2, value)
+    return "'" + doubled.replace("'", "\\'") + "'"

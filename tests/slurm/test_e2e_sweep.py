@@ -15,6 +15,7 @@ import pytest
 from orchestrator.bench import sweepdir
 from orchestrator.bench.spec import DEFAULT_AIPERF
 from orchestrator.effects import SubprocessRunner
+from orchestrator.config.load import quote_override_value
 from tests import e2e
 
 pytestmark = [
@@ -79,7 +80,7 @@ def test_sweep_benchmark_collect_resume_and_zero_tokens(slurm_jobs: list[str], t
     sweep_dir, zero_dir = tmp_path / "sweep", tmp_path / "zero tokens"
     started = time.monotonic()
     res = e2e.cli(
-        ["-m", *COMMON, "prefill.workers=1,2", f"sweep_dir={e2e.hydra_quote(str(sweep_dir))}"]
+        ["-m", *COMMON, "prefill.workers=1,2", f"sweep_dir={quote_override_value(str(sweep_dir))}"]
     )
     slurm_jobs.extend(job_ids(sweep_dir) if (sweep_dir / "manifest.json").exists() else [])
     assert res.returncode == 0, res.stderr
@@ -99,7 +100,7 @@ def test_sweep_benchmark_collect_resume_and_zero_tokens(slurm_jobs: list[str], t
             *COMMON,
             "prefill.workers=1",
             "benchmark.extra_args=[--extra-inputs,max_tokens:0]",
-            f"sweep_dir={e2e.hydra_quote(str(zero_dir))}",
+            f"sweep_dir={quote_override_value(str(zero_dir))}",
         ]
     )
     slurm_jobs.extend(job_ids(zero_dir) if (zero_dir / "manifest.json").exists() else [])
@@ -152,7 +153,7 @@ def test_sweep_benchmark_collect_resume_and_zero_tokens(slurm_jobs: list[str], t
     # Resume: the same command again submits nothing.
     queued_before = queued_jobs()
     again = e2e.cli(
-        ["-m", *COMMON, "prefill.workers=1,2", f"sweep_dir={e2e.hydra_quote(str(sweep_dir))}"]
+        ["-m", *COMMON, "prefill.workers=1,2", f"sweep_dir={quote_override_value(str(sweep_dir))}"]
     )
     assert again.returncode == 0, again.stderr
     assert "0 job(s) submitted, 2 skipped" in again.stderr
@@ -179,7 +180,7 @@ def test_sweep_benchmark_collect_resume_and_zero_tokens(slurm_jobs: list[str], t
             *COMMON,
             "prefill.workers=1",
             "benchmark.extra_args=[--extra-inputs,max_tokens:0]",
-            f"sweep_dir={e2e.hydra_quote(str(zero_dir))}",
+            f"sweep_dir={quote_override_value(str(zero_dir))}",
             "dry_run=true",
         ]
     )
