@@ -180,9 +180,9 @@ class FakeHttp:
 
     def _answer(self, url: str) -> HttpResponse:
         self.calls.append(url)
-        for suffix, answer in self.answers.items():
-            if url.endswith(suffix):
-                return answer
+        matches = [suffix for suffix in self.answers if url.endswith(suffix)]
+        if matches:
+            return self.answers[max(matches, key=len)]  # the most specific answer wins
         raise HttpError(f"ConnectionError on {url}")
 
     def get(self, url: str, *, timeout: float) -> HttpResponse:
@@ -258,3 +258,36 @@ def test_driver_canary_without_tokens_is_not_ready(plan_of: Any, tmp_path: Path)
     assert driver.run() == 1
     error = json.loads((tmp_path / "state.json").read_text())["error"]
     assert "workers healthy" in error and "canary returned no output" in error
+
+
+def test_driver_fails_a_process_that_hangs_while_serving(plan_of: Any, tmp_path: Path) -> None:
+    http = FakeHttp(dict(READY))
+    driver, _ = make_driver(plan_of, tmp_path, http, "readiness.serve_check_s=30", "readiness.interval_s=1")
+
+    def hang_prefill(d: Driver) -> None:
+        # The prefill stops answering (a stuck engine) but its process does not exit.
+        http.answers[d.plan.process("prefill-0").health.url] = resp(503, {"status": "notready"})  # type: ignore[union-attr]
+
+    driver.on_ready.append(hang_prefill)
+    assert driver.run() == 1
+    st = json.loads((tmp_path / "state.json").read_text())
+    assert "prefill-0 (prefill) on nodeA (node 0) failed 3 health checks in a row while serving" in st["error"]
+    assert "HTTP 503" in st["error"] and st["processes"]["prefill-0"]["state"] == "stopped"
+    assert driver.clock.now() >= 3 * 30  # type: ignore[attr-defined]  # three checks, 30 s apart
+
+
+def test_serving_health_watch_can_be_disabled(plan_of: Any, tmp_path: Path) -> None:
+    http = FakeHttp(dict(READY))
+    driver, _ = make_driver(plan_of, tmp_path, http, "readiness.serve_failures=0", "readiness.interval_s=1",
+                            "readiness.serve_check_s=1")  # fmt: skip
+    hung_url = driver.plan.process("prefill-0").health.url  # type: ignore[union-attr]
+    calls_at_ready: list[int] = []
+
+    def hang(d: Driver) -> None:
+        http.answers[hung_url] = resp(503, {})
+        calls_at_ready.append(len(http.calls))
+        d.clock.wait = lambda event, s: (d.clock.sleep(s), d.clock.now() > 120)[1]  # type: ignore[method-assign]
+
+    driver.on_ready.append(hang)
+    assert driver.run() == 0  # served 120 fake seconds, then the (patched) wait said stop
+    assert hung_url not in http.calls[calls_at_ready[0]:]  # never probed while serving

@@ -119,6 +119,11 @@ class ReadinessConfig:
     interval_s: float = 0.25  # health polls are one cheap GET per unready process
     canary: bool = True  # one real generation through the frontend (exercises prefill -> decode)
     canary_max_tokens: int = 8
+    # While serving: a process whose health check fails this many times in a row is treated as
+    # dead (hung, not exited); checks every serve_check_s. 0 disables. sglang-router marks a
+    # worker unhealthy after 3 failures as well.
+    serve_failures: int = 3
+    serve_check_s: float = 30.0
 
 
 @dataclass

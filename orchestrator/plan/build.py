@@ -167,6 +167,8 @@ def _readiness(cfg: RootConfig) -> Readiness:
         interval_s=r.interval_s,
         canary=r.canary,
         canary_max_tokens=r.canary_max_tokens,
+        serve_failures=r.serve_failures,
+        serve_check_s=r.serve_check_s,
     )
 
 

@@ -62,6 +62,8 @@ class Readiness:
     interval_s: float
     canary: bool
     canary_max_tokens: int
+    serve_failures: int = 3
+    serve_check_s: float = 30.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -46,6 +46,7 @@ class Driver:
         self.http, self.clock, self.state, self.say = http, clock, state, say
         self.running: dict[str, Running] = {}
         self.healthy: set[str] = set()
+        self.misses: dict[str, int] = {}  # consecutive failed health checks while serving
         self.stop_event = threading.Event()
         self.stop_reason = ""
         self.last_detail = ""  # why the last readiness check failed (for the timeout message)
@@ -207,9 +208,32 @@ class Driver:
             )
 
     def _serve(self) -> None:
-        while not self.clock.wait(self.stop_event, self.plan.readiness.interval_s) and not self._stop_file_seen():
+        r = self.plan.readiness
+        next_check = self.clock.now() + r.serve_check_s
+        while not self.clock.wait(self.stop_event, r.interval_s) and not self._stop_file_seen():
             self._check_alive()
+            if r.serve_failures and self.clock.now() >= next_check:
+                self._watch_health()
+                next_check = self.clock.now() + r.serve_check_s
         raise Stopped()
+
+    def _watch_health(self) -> None:
+        """Exits are caught at once; this catches processes that hang without exiting."""
+        for name, running in self.running.items():
+            probe = running.proc.health
+            if probe is None:
+                continue
+            verdict = health.probe(self.http, probe.url, expect=probe.expect_status, timeout=10.0)
+            misses = 0 if verdict.ok else self.misses.get(name, 0) + 1
+            self.misses[name] = misses
+            if misses >= self.plan.readiness.serve_failures:
+                proc = running.proc
+                self.state.process(name, state="unhealthy", last_check=verdict.detail)
+                raise ProcessFailed(
+                    f"{name} ({proc.role}) on {running.host} (node {proc.node_index}) failed {misses} "
+                    f"health checks in a row while serving (last: {verdict.detail}); last 50 lines of "
+                    f"{running.log}:\n{log_tail(running.log)}"
+                )
 
     def _stop_file_seen(self) -> bool:
         """`ctl stop` leaves a file in the run directory: it reaches the driver wherever it runs
