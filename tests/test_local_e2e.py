@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import signal
 import subprocess
 import sys
@@ -74,8 +75,6 @@ def test_crashed_worker_fails_fast_with_its_log(run_dir: Path) -> None:
     prefill = [p for p in e2e.engine_processes(run_dir, "dynamo.mocker")
                if p.env["ORCHESTRATOR_PROCESS"] == "prefill-0"]  # fmt: skip
     assert len(prefill) == 1
-    import os
-
     os.kill(prefill[0].pid, signal.SIGKILL)
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 1
@@ -103,3 +102,19 @@ def test_run_dirs_are_never_reused(run_dir: Path) -> None:
     res = e2e.cli(overrides(run_dir, e2e.free_port()))
     assert res.returncode == 1 and "already exists" in res.stderr
     assert list(run_dir.iterdir()) == []
+
+
+def test_hung_worker_is_caught_and_killed(run_dir: Path) -> None:
+    # SIGSTOP: the prefill neither exits nor answers. Its health checks fail, the run fails, and
+    # teardown has to escalate to SIGKILL (a stopped process ignores SIGTERM until continued).
+    proc, _ = start(run_dir, "readiness.serve_check_s=1", "launcher.stop_grace_s=2")
+    wait_ready(proc, run_dir)
+    prefill = [p for p in e2e.engine_processes(run_dir, "dynamo.mocker")
+               if p.env["ORCHESTRATOR_PROCESS"] == "prefill-0"]  # fmt: skip
+    os.kill(prefill[0].pid, signal.SIGSTOP)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1
+    st = e2e.state(run_dir)
+    assert "prefill-0 (prefill) on localhost (node 0) failed 3 health checks in a row while serving" in st["error"]
+    assert st["processes"]["prefill-0"]["state"] == "killed"
+    assert e2e.nothing_left(run_dir)

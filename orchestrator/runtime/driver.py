@@ -223,7 +223,10 @@ class Driver:
             probe = running.proc.health
             if probe is None:
                 continue
-            verdict = health.probe(self.http, probe.url, expect=probe.expect_status, timeout=10.0)
+            # An answer must come within the check interval (capped: SGLang's own /health runs a
+            # 1-token generation and gives up after 20 s).
+            timeout = max(1.0, min(10.0, self.plan.readiness.serve_check_s))
+            verdict = health.probe(self.http, probe.url, expect=probe.expect_status, timeout=timeout)
             misses = 0 if verdict.ok else self.misses.get(name, 0) + 1
             self.misses[name] = misses
             if misses >= self.plan.readiness.serve_failures:
