@@ -37,10 +37,14 @@ def launch(cfg: RootConfig, launcher: str, overrides: Sequence[str]) -> int:
         if not cfg.wait:
             return _detach(run_dir)
         return run_driver(run_dir)
-    if kind == "submitit":
-        job_id = _submit_submitit(cfg, plan, run_dir)
-    else:
-        job_id = _submit_sbatch(plan, run_dir, overrides)
+    try:
+        if kind == "submitit":
+            job_id = _submit_submitit(cfg, plan, run_dir)
+        else:
+            job_id = _submit_sbatch(plan, run_dir, overrides)
+    except SubmissionError as exc:
+        state.phase("failed", error=str(exc))  # the run directory says why it never ran
+        raise
     state.phase("submitted", job_id=job_id)
     _announce(job_id, run_dir)
     if not cfg.wait:

@@ -93,3 +93,13 @@ def _with_python() -> dict[str, str]:
     import os
 
     return {**os.environ, "ORCHESTRATOR_PYTHON": sys.executable}
+
+
+def test_a_rejected_submission_is_reported_and_recorded(slurm_jobs: list[str], tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    res = e2e.cli([*COMMON, "launcher=sbatch", f"run_dir={run_dir}", "cluster.partition=nosuchpartition"])
+    assert res.returncode == 1
+    assert "sbatch" in res.stderr and "invalid partition" in res.stderr.lower()
+    assert res.stdout == ""  # no job id, no run directory announced
+    st = e2e.state(run_dir)
+    assert st["phase"] == "failed" and "invalid partition" in st["error"].lower()
