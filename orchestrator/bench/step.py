@@ -27,10 +27,8 @@ from orchestrator.bench.spec import (
     RESULTS,
     TOOLS,
     LoadPoint,
-    Target,
-    client_process,
     load_points,
-    tokenizer_for,
+    planned_clients,
 )
 from orchestrator.config.schema import RootConfig
 from orchestrator.errors import OrchestratorError
@@ -104,18 +102,15 @@ class BenchmarkStep:
 
     def _run(self, driver: Driver, results: Path) -> None:
         b, plan = self.cfg.benchmark, driver.plan
-        target = Target(
-            url=plan.readiness.frontend_url,
-            model=plan.readiness.model,
-            tokenizer=tokenizer_for(self.cfg, plan.prepare),
-        )
+        # The same client processes the dry-run shows, one per point, writing under results/.
+        clients = planned_clients(self.cfg, plan, str(driver.run_dir))
         context = {**run_context(self.cfg, plan), "job_id": driver.state.data.get("job_id", "")}
         points = load_points(b)
         (results / POINTS_FILE).write_text("")
-        driver.say(f"benchmark: {b.kind}, {len(points)} load point(s) against {target.url}")
-        for done, point in enumerate(points):
+        driver.say(f"benchmark: {b.kind}, {len(points)} load point(s) against {plan.readiness.frontend_url}")
+        for done, (point, proc) in enumerate(zip(points, clients, strict=True)):
             self._progress(driver, "running", point=point.label(), done=done, of=len(points))
-            row = self._point(driver, point, target, context, results)
+            row = self._point(driver, point, proc, context, results)
             if row is None:  # stop requested while the client ran
                 self._summary(
                     results, valid=False, reason=driver.stop_reason or "stopped", done=done
@@ -173,14 +168,13 @@ class BenchmarkStep:
         self,
         driver: Driver,
         point: LoadPoint,
-        target: Target,
+        proc: Process,
         context: dict[str, Any],
         results: Path,
     ) -> dict[str, Any] | None:
         """Run one point's client; its normalized row, or None when a stop was requested."""
         out_dir = results / point.label()
         out_dir.mkdir(exist_ok=True)
-        proc = client_process(self.cfg, point, target, str(out_dir))
         (out_dir / "command.txt").write_text(shlex.join(proc.argv) + "\n")
         log = driver.run_dir / "logs" / f"{proc.name}.log"
         started = time.time()

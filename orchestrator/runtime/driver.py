@@ -46,6 +46,7 @@ class Driver:
         self.http, self.clock, self.state, self.say = http, clock, state, say
         self.running: dict[str, Running] = {}
         self.healthy: set[str] = set()
+        self.deadline: float | None = None  # readiness deadline, set when starting
         self.misses: dict[str, int] = {}  # consecutive failed health checks while serving
         self.stop_event = threading.Event()
         self.stop_reason = ""
@@ -147,7 +148,8 @@ class Driver:
     def _wait(self, check: Callable[[], bool | None], what: str) -> None:
         """Poll health and `check` until it returns True; fail fast on exits, stop or deadline."""
         r = self.plan.readiness
-        deadline = self.clock.now() + r.timeout_s
+        if self.deadline is None:  # one deadline for infra and workers together
+            self.deadline = self.clock.now() + r.timeout_s
         self.last_detail = ""
         last_progress = ""
         while True:
@@ -159,7 +161,7 @@ class Driver:
                 last_progress = line
             if check():
                 return
-            if self.clock.now() >= deadline:
+            if self.clock.now() >= self.deadline:
                 raise WorkersNotReady(self._not_ready_message(what, r.timeout_s))
             if self.clock.wait(self.stop_event, r.interval_s) or self._stop_file_seen():
                 raise Stopped()
