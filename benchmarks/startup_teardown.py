@@ -29,14 +29,19 @@ import requests
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tests.e2e import nothing_left  # noqa: E402  (process-table scan shared with the tests)
+from tests.e2e import nothing_left  # noqa: E402  (after the sys.path insert)
 
 BASE = ["+model=gpt_oss_120b", "engine=mocker", "cluster=testbed", "readiness.timeout_s=120",
         "cluster.time_limit_min=10", "launcher=submitit"]  # fmt: skip
 TOPOLOGIES = {
     "reference": [],
-    "three-nodes": ["prefill.workers=2", "decode.workers=2", "decode.tp=8", "prefill.tp=4",
-                    "model.requires_equal_pd_tp=false"],  # fmt: skip
+    "three-nodes": [
+        "prefill.workers=2",
+        "decode.workers=2",
+        "decode.tp=8",
+        "prefill.tp=4",
+        "model.requires_equal_pd_tp=false",
+    ],  # fmt: skip
 }
 
 

@@ -9,11 +9,11 @@ from collections.abc import Sequence
 
 from omegaconf import OmegaConf
 
+from orchestrator.bench.spec import planned_clients
 from orchestrator.config.load import compose_config, config_to_dict
 from orchestrator.config.schema import RootConfig
 from orchestrator.errors import InvalidConfig, OrchestratorError
 from orchestrator.launchers.select import Site, resolve_launcher
-from orchestrator.bench.spec import planned_clients
 from orchestrator.plan.build import build_plan
 from orchestrator.plan.placeholders import RUN_DIR
 from orchestrator.render.dryrun import render_json, render_text
@@ -95,4 +95,4 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
-__all__ = ["main", "run", "prepare", "dry_run", "InvalidConfig"]
+__all__ = ["InvalidConfig", "dry_run", "main", "prepare", "run"]

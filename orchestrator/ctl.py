@@ -78,7 +78,9 @@ def stop(run_dir: Path, timeout_s: float = 120.0) -> str:
         if phase in FINAL:
             return f"stopped ({phase})"
         time.sleep(0.2)
-    raise OrchestratorError(f"the driver did not finish within {timeout_s:g} s; see {run_dir}/driver.log")
+    raise OrchestratorError(
+        f"the driver did not finish within {timeout_s:g} s; see {run_dir}/driver.log"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -36,7 +36,9 @@ class SubprocessRunner:
             done = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout,
                                   env=dict(env) if env is not None else None, check=False)  # fmt: skip
         except subprocess.TimeoutExpired as exc:
-            return CommandResult(tuple(argv), 124, _text(exc.stdout), _text(exc.stderr) + "\ntimeout")
+            return CommandResult(
+                tuple(argv), 124, _text(exc.stdout), _text(exc.stderr) + "\ntimeout"
+            )
         except FileNotFoundError as exc:
             return CommandResult(tuple(argv), 127, "", str(exc))
         return CommandResult(tuple(argv), done.returncode, done.stdout, done.stderr)

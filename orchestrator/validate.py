@@ -117,7 +117,9 @@ def _group_shape(cfg: RootConfig, group: str) -> list[Issue]:
                             f"needs at least one {group} worker", f"set {group}.workers=1 or more"))  # fmt: skip
     for key, value in (("tp", build.tp_of(cfg, group)), ("dp", g.dp), ("ep", g.ep)):
         if value < 1:
-            issues.append(Issue(f"{group}.{key}", str(value), "must be at least 1", f"set {group}.{key}=1"))
+            issues.append(
+                Issue(f"{group}.{key}", str(value), "must be at least 1", f"set {group}.{key}=1")
+            )
     if g.gpus_per_worker < 0:
         issues.append(Issue(f"{group}.gpus_per_worker", str(g.gpus_per_worker), "must not be negative",
                             f"set {group}.gpus_per_worker=0 to derive it from tp x dp"))  # fmt: skip
@@ -127,7 +129,11 @@ def _group_shape(cfg: RootConfig, group: str) -> list[Issue]:
 
 
 def _gpu_fit(cfg: RootConfig, group: str) -> list[Issue]:
-    g, tp, per_node = build.group_config(cfg, group), build.tp_of(cfg, group), cfg.cluster.gpus_per_node
+    g, tp, per_node = (
+        build.group_config(cfg, group),
+        build.tp_of(cfg, group),
+        cfg.cluster.gpus_per_node,
+    )
     gpus = build.gpus_per_worker(cfg, group)
     key = f"{group}.gpus_per_worker"
     if gpus % tp:
@@ -161,12 +167,16 @@ def _ports(cfg: RootConfig) -> list[Issue]:
     c, http = cfg.cluster, cfg.frontend.http_port
     issues = []
     if not 1 <= http <= 65535:
-        issues.append(Issue("frontend.http_port", str(http), "out of range", "use a port in 1-65535"))
+        issues.append(
+            Issue("frontend.http_port", str(http), "out of range", "use a port in 1-65535")
+        )
     if c.port_job_blocks < 1:
         issues.append(Issue("cluster.port_job_blocks", str(c.port_job_blocks), "must be at least 1",
                             "set cluster.port_job_blocks=16"))  # fmt: skip
         return issues
-    top = highest_port(c.port_base, gpus_per_node=max(c.gpus_per_node, 1), job_blocks=c.port_job_blocks)
+    top = highest_port(
+        c.port_base, gpus_per_node=max(c.gpus_per_node, 1), job_blocks=c.port_job_blocks
+    )
     # Dynamo 1.6.1 reads DYN_SYSTEM_PORT as a signed 16-bit integer ("invalid value unsigned int
     # `36820`, expected i16"): a worker given a higher system port dies at start.
     limit = DYNAMO_PORT_LIMIT if cfg.engine.kind in ("dynamo_sglang", "mocker") else 65535
@@ -249,7 +259,6 @@ def _topology(cfg: RootConfig) -> list[Issue]:
                             "launcher runs on this machine only",
                             "use launcher=submitit or launcher=sbatch, or a smaller topology"))  # fmt: skip
     return issues
-
 
 
 def _benchmark(cfg: RootConfig) -> list[Issue]:

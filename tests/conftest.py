@@ -25,7 +25,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _compose_cached(overrides: tuple[str, ...]) -> RootConfig:
     # Hydra composition costs ~80 ms; many tests share a topology. Nothing mutates a RootConfig.
     return compose_config(overrides)

@@ -23,7 +23,9 @@ REPO = Path(__file__).resolve().parent.parent
 T = TypeVar("T")
 
 
-def wait_for(check: Callable[[], T | None], *, timeout: float, what: str, interval: float = 0.2) -> T:
+def wait_for(
+    check: Callable[[], T | None], *, timeout: float, what: str, interval: float = 0.2
+) -> T:
     """Poll `check` until it returns something truthy; fail with `what` after `timeout` s."""
     deadline = time.monotonic() + timeout
     while True:
@@ -42,7 +44,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def cli(args: Sequence[str], *, timeout: float = 240, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
+def cli(
+    args: Sequence[str], *, timeout: float = 240, cwd: Path = REPO
+) -> subprocess.CompletedProcess[str]:
     """Run `python -m orchestrator ARGS` to completion."""
     return subprocess.run([sys.executable, "-m", "orchestrator", *args], capture_output=True, text=True,
                           timeout=timeout, cwd=cwd, check=False)  # fmt: skip
@@ -99,14 +103,20 @@ def engine_processes(run_dir: Path, module: str) -> list[OsProcess]:
     each carries its planned name in ORCHESTRATOR_PROCESS."""
     out = []
     for p in processes_mentioning(str(run_dir)):
-        if module in p.argv and Path(p.argv[0]).name.startswith("python") and "ORCHESTRATOR_PROCESS" in p.env:
+        if (
+            module in p.argv
+            and Path(p.argv[0]).name.startswith("python")
+            and "ORCHESTRATOR_PROCESS" in p.env
+        ):
             out.append(p)
     return out
 
 
 def netns_of(pid: int) -> str:
     """Name of the network namespace `pid` lives in ('' for the host's)."""
-    res = subprocess.run(["ip", "netns", "identify", str(pid)], capture_output=True, text=True, check=False)
+    res = subprocess.run(
+        ["ip", "netns", "identify", str(pid)], capture_output=True, text=True, check=False
+    )
     return res.stdout.strip()
 
 
@@ -157,5 +167,7 @@ def kill_run(run_dir: Path) -> None:
 def submit_output(proc: subprocess.CompletedProcess[str]) -> tuple[str, Path]:
     """(job id, run dir) from the CLI's stdout: exactly those two lines."""
     lines = proc.stdout.splitlines()
-    assert len(lines) == 2, f"stdout should be the job id and run dir, got {proc.stdout!r}; stderr: {proc.stderr}"
+    assert len(lines) == 2, (
+        f"stdout should be the job id and run dir, got {proc.stdout!r}; stderr: {proc.stderr}"
+    )
     return lines[0], Path(lines[1])

@@ -10,10 +10,15 @@ import subprocess
 from collections.abc import Callable
 
 import pytest
-
 from omegaconf import OmegaConf
 
-from orchestrator.config.load import CONF_DIR, compose_config, config_from_dict, config_to_dict, quote_override_value
+from orchestrator.config.load import (
+    CONF_DIR,
+    compose_config,
+    config_from_dict,
+    config_to_dict,
+    quote_override_value,
+)
 from orchestrator.config.schema import RootConfig
 from orchestrator.plan.build import build_plan
 from orchestrator.render.dryrun import render_json, render_text
@@ -93,7 +98,8 @@ def test_option_composes_validates_plans_and_renders(compose: Compose, option: s
 
 
 @pytest.mark.parametrize(
-    "value", ["/tmp/a b/'q' \\x $d", "a\\'b", "end\\", 'a"=0"', "a'; echo foo", r"a\=0", "a$(touch pwned)b"]
+    "value",
+    ["/tmp/a b/'q' \\x $d", "a\\'b", "end\\", 'a"=0"', "a'; echo foo", r"a\=0", "a$(touch pwned)b"],
 )
 def test_quoted_override_values_survive_composition(value: str) -> None:
     # What the sweep and the tests use to pass run directories with awkward paths through Hydra.

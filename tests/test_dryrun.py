@@ -9,8 +9,9 @@ import json
 import shlex
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 
@@ -130,9 +131,14 @@ def test_sbatch_text_golden_includes_the_script(golden: Golden, tmp_path: Path) 
 
 def test_benchmark_clients_are_part_of_the_dry_run(tmp_path: Path) -> None:
     points = "benchmark.points=[{concurrency:2,isl:64,osl:16},{concurrency:8,isl:64,osl:16}]"
-    data = json.loads(dry_run(tmp_path, "dry_run=json", "engine=mocker", "benchmark=aiperf", points))
+    data = json.loads(
+        dry_run(tmp_path, "dry_run=json", "engine=mocker", "benchmark=aiperf", points)
+    )
     clients = [p for p in data["processes"] if p["role"] == "benchmark"]
-    assert [(c["name"], c["node_index"], c["gpus"]) for c in clients] == [("benchmark-0", 0, []), ("benchmark-1", 0, [])]
+    assert [(c["name"], c["node_index"], c["gpus"]) for c in clients] == [
+        ("benchmark-0", 0, []),
+        ("benchmark-1", 0, []),
+    ]
     assert clients[1]["argv"][clients[1]["argv"].index("--concurrency") + 1] == "8"
     assert "http://{node_ip:0}:8000" in clients[0]["argv"]  # against the frontend
     assert set(data["slurm"]["srun"]) >= {"benchmark-0", "benchmark-1"}

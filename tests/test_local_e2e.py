@@ -17,7 +17,10 @@ from tests import e2e
 
 pytestmark = [
     pytest.mark.engines,
-    pytest.mark.skipif(importlib.util.find_spec("dynamo") is None, reason="Dynamo not installed (scripts/install.sh)"),
+    pytest.mark.skipif(
+        importlib.util.find_spec("dynamo") is None,
+        reason="Dynamo not installed (scripts/install.sh)",
+    ),
 ]
 MODEL = "openai/gpt-oss-120b"
 SILENT = Path(__file__).parent / "doubles" / "silent_worker.py"
@@ -115,6 +118,9 @@ def test_hung_worker_is_caught_and_killed(run_dir: Path) -> None:
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 1
     st = e2e.state(run_dir)
-    assert "prefill-0 (prefill) on localhost (node 0) failed 3 health checks in a row while serving" in st["error"]
+    assert (
+        "prefill-0 (prefill) on localhost (node 0) failed 3 health checks in a row while serving"
+        in st["error"]
+    )
     assert st["processes"]["prefill-0"]["state"] == "killed"
     assert e2e.nothing_left(run_dir)

@@ -95,7 +95,10 @@ def test_json_engine_args_survive_binding(plan_of: PlanOf) -> None:
 
 @pytest.mark.parametrize(
     "overrides",
-    [*TOPOLOGIES, ("cluster.sbatch_extra=['--constraint=h100']", "cluster.container_mounts=['/a']")],
+    [
+        *TOPOLOGIES,
+        ("cluster.sbatch_extra=['--constraint=h100']", "cluster.container_mounts=['/a']"),
+    ],
 )
 def test_plan_round_trips_through_json(plan_of: PlanOf, overrides: tuple[str, ...]) -> None:
     plan = plan_of(*overrides)

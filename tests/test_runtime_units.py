@@ -20,7 +20,12 @@ from orchestrator.runtime import health
 from orchestrator.runtime.driver import Driver
 from orchestrator.runtime.nodes import NodeInfo, busy_ports, check_address, parse_node_lines
 from orchestrator.runtime.processes import Running, parse_step_lines
-from orchestrator.runtime.run import Allocation, allocation_issues, gpus_in_allocation, port_conflicts
+from orchestrator.runtime.run import (
+    Allocation,
+    allocation_issues,
+    gpus_in_allocation,
+    port_conflicts,
+)
 from orchestrator.runtime.state import StateFile, progress_line
 from orchestrator.slurm.parse import parse_sacct_states, parse_sbatch_parsable
 from tests.fakes import FakeClock
@@ -41,7 +46,9 @@ def test_dynamo_ready_gate() -> None:
 
 def test_router_readiness_gate() -> None:
     assert health.parse_router_readiness(resp(200, {"status": "ready", "healthy_workers": 2})).ok
-    verdict = health.parse_router_readiness(resp(503, {"status": "not ready", "reason": "insufficient healthy workers"}))
+    verdict = health.parse_router_readiness(
+        resp(503, {"status": "not ready", "reason": "insufficient healthy workers"})
+    )
     assert not verdict.ok and "insufficient healthy workers" in verdict.detail
 
 
@@ -86,7 +93,10 @@ def test_squeue_step_lines() -> None:
 def test_node_lines_ignore_non_json_chatter() -> None:
     out = ('srun: Step created for StepId=5.1\n{"host": "node1", "ip": "10.77.0.11", "busy": [20010]}\n'
            '{"host": "node2", "ip": "10.77.0.12", "busy": []}\n')  # fmt: skip
-    assert parse_node_lines(out) == {"node1": NodeInfo("10.77.0.11", (20010,)), "node2": NodeInfo("10.77.0.12")}
+    assert parse_node_lines(out) == {
+        "node1": NodeInfo("10.77.0.11", (20010,)),
+        "node2": NodeInfo("10.77.0.12"),
+    }
 
 
 def test_busy_ports_are_found_and_named(plan_of: Any) -> None:
@@ -98,7 +108,9 @@ def test_busy_ports_are_found_and_named(plan_of: Any) -> None:
     plan = plan_of()
     decode = plan.process("decode-0")
     alloc = Allocation("1", ("nodeA",), ("10.0.0.1",), ((decode.ports["nccl"],),))
-    assert port_conflicts(plan, alloc) == [f"port {decode.ports['nccl']} (decode-0 nccl) is already in use on nodeA (node 0)"]
+    assert port_conflicts(plan, alloc) == [
+        f"port {decode.ports['nccl']} (decode-0 nccl) is already in use on nodeA (node 0)"
+    ]
 
 
 @pytest.mark.parametrize("bad", ["Step created", "0.0.0.0", "", "10.77.0.300"])
@@ -113,11 +125,18 @@ def test_allocation_checks(plan_of: Any) -> None:
     assert gpus_in_allocation({"SLURM_GPUS_PER_NODE": "h100:4"}) == 4
     assert gpus_in_allocation({"SLURM_JOB_GPUS": "0,1"}) == 2
     assert gpus_in_allocation({}) is None
-    problems = allocation_issues(plan, {"SLURM_JOB_ID": "9", "SLURM_JOB_NUM_NODES": "1", "SLURM_GPUS_ON_NODE": "4"})
+    problems = allocation_issues(
+        plan, {"SLURM_JOB_ID": "9", "SLURM_JOB_NUM_NODES": "1", "SLURM_GPUS_ON_NODE": "4"}
+    )
     assert len(problems) == 2
     assert "has 1 node(s); the plan needs 2" in problems[0]
     assert "has 4 GPU(s) per node; the plan needs 8" in problems[1]
-    assert allocation_issues(plan, {"SLURM_JOB_ID": "9", "SLURM_JOB_NUM_NODES": "2", "SLURM_GPUS_ON_NODE": "8"}) == []
+    assert (
+        allocation_issues(
+            plan, {"SLURM_JOB_ID": "9", "SLURM_JOB_NUM_NODES": "2", "SLURM_GPUS_ON_NODE": "8"}
+        )
+        == []
+    )
 
 
 def test_progress_line_counts_probed_processes(tmp_path: Path) -> None:
@@ -195,9 +214,15 @@ class FakeHttp:
         return self._answer(url)
 
 
-def make_driver(plan_of: Any, tmp_path: Path, http: FakeHttp, *overrides: str) -> tuple[Driver, FakeBackend]:
-    plan = plan_of("engine=mocker", "readiness.timeout_s=5", "readiness.interval_s=0.001", *overrides)
-    bound = bind_plan(plan, Bindings(("10.0.0.1", "10.0.0.2"), ("nodeA", "nodeB"), "77", str(tmp_path)))
+def make_driver(
+    plan_of: Any, tmp_path: Path, http: FakeHttp, *overrides: str
+) -> tuple[Driver, FakeBackend]:
+    plan = plan_of(
+        "engine=mocker", "readiness.timeout_s=5", "readiness.interval_s=0.001", *overrides
+    )
+    bound = bind_plan(
+        plan, Bindings(("10.0.0.1", "10.0.0.2"), ("nodeA", "nodeB"), "77", str(tmp_path))
+    )
     backend = FakeBackend()
     driver = Driver(bound, run_dir=tmp_path, backend=backend, http=http, clock=FakeClock(),  # type: ignore[arg-type]
                     state=StateFile(tmp_path), say=lambda _m: None)  # fmt: skip
@@ -207,7 +232,9 @@ def make_driver(plan_of: Any, tmp_path: Path, http: FakeHttp, *overrides: str) -
 READY = {
     "/health": resp(200, {"status": "ready"}),
     "/ready": resp(200, {"ready": True}),
-    "/v1/chat/completions": resp(200, {"choices": [{"message": {"content": "yes"}}], "usage": {"completion_tokens": 3}}),
+    "/v1/chat/completions": resp(
+        200, {"choices": [{"message": {"content": "yes"}}], "usage": {"completion_tokens": 3}}
+    ),
 }
 
 
@@ -221,7 +248,13 @@ def test_driver_reaches_ready_then_stops_in_tiers(plan_of: Any, tmp_path: Path) 
     assert [t["phase"] for t in st["timeline"]] == ["starting", "ready", "stopping", "done"]
     assert st["reason"] == "test over"
     term = [name for name, sig in backend.signals if sig == "SIGTERM"]
-    assert term[-1] == "etcd" and set(term[:-1]) == {"frontend", "decode-0", "decode-1", "prefill-0", "prefill-1"}
+    assert term[-1] == "etcd" and set(term[:-1]) == {
+        "frontend",
+        "decode-0",
+        "decode-1",
+        "prefill-0",
+        "prefill-1",
+    }
     assert http.calls.index(next(c for c in http.calls if c.endswith("/ready"))) > max(
         i for i, c in enumerate(http.calls) if c.endswith("/health")
     )  # the frontend gate is asked only once every process is healthy
@@ -253,7 +286,9 @@ def test_driver_deadline_says_who_is_missing(plan_of: Any, tmp_path: Path) -> No
 
 def test_driver_canary_without_tokens_is_not_ready(plan_of: Any, tmp_path: Path) -> None:
     answers = dict(READY)
-    answers["/v1/chat/completions"] = resp(200, {"choices": [{"message": {"content": ""}}], "usage": {"completion_tokens": 0}})
+    answers["/v1/chat/completions"] = resp(
+        200, {"choices": [{"message": {"content": ""}}], "usage": {"completion_tokens": 0}}
+    )
     driver, _ = make_driver(plan_of, tmp_path, FakeHttp(answers))
     assert driver.run() == 1
     error = json.loads((tmp_path / "state.json").read_text())["error"]
@@ -262,7 +297,9 @@ def test_driver_canary_without_tokens_is_not_ready(plan_of: Any, tmp_path: Path)
 
 def test_driver_fails_a_process_that_hangs_while_serving(plan_of: Any, tmp_path: Path) -> None:
     http = FakeHttp(dict(READY))
-    driver, _ = make_driver(plan_of, tmp_path, http, "readiness.serve_check_s=30", "readiness.interval_s=1")
+    driver, _ = make_driver(
+        plan_of, tmp_path, http, "readiness.serve_check_s=30", "readiness.interval_s=1"
+    )
 
     def hang_prefill(d: Driver) -> None:
         # The prefill stops answering (a stuck engine) but its process does not exit.
@@ -271,7 +308,10 @@ def test_driver_fails_a_process_that_hangs_while_serving(plan_of: Any, tmp_path:
     driver.on_ready.append(hang_prefill)
     assert driver.run() == 1
     st = json.loads((tmp_path / "state.json").read_text())
-    assert "prefill-0 (prefill) on nodeA (node 0) failed 3 health checks in a row while serving" in st["error"]
+    assert (
+        "prefill-0 (prefill) on nodeA (node 0) failed 3 health checks in a row while serving"
+        in st["error"]
+    )
     assert "HTTP 503" in st["error"] and st["processes"]["prefill-0"]["state"] == "stopped"
     assert driver.clock.now() >= 3 * 30  # type: ignore[attr-defined]  # three checks, 30 s apart
 
@@ -290,4 +330,4 @@ def test_serving_health_watch_can_be_disabled(plan_of: Any, tmp_path: Path) -> N
 
     driver.on_ready.append(hang)
     assert driver.run() == 0  # served 120 fake seconds, then the (patched) wait said stop
-    assert hung_url not in http.calls[calls_at_ready[0]:]  # never probed while serving
+    assert hung_url not in http.calls[calls_at_ready[0] :]  # never probed while serving

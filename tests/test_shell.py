@@ -26,7 +26,7 @@ ENV_VALUES = {
     "DOLLAR": "$HOME and ${PATH} and $(touch pwned) and `touch pwned`",
     "SPACES": "  two  spaces  ",
     "EQUALS": "a=b==c",
-    "QUOTES": "it's \"quoted\" \\ backslash",
+    "QUOTES": 'it\'s "quoted" \\ backslash',
     "NEWLINE": "line1\nline2",
     "EMPTY": "",
     "JSON": '{"publisher":"zmq"}',
@@ -129,7 +129,9 @@ def test_unsafe_sbatch_extra_is_refused(plan_of: PlanOf) -> None:
 
 def env_process(plan: Plan) -> Process:
     """decode-0 with hostile env values and a program that prints them as JSON."""
-    code = "import json, os; print(json.dumps({k: os.environ[k] for k in %r}))" % sorted(ENV_VALUES)
+    code = (
+        f"import json, os; print(json.dumps({{k: os.environ[k] for k in {sorted(ENV_VALUES)!r}}}))"
+    )
     return dataclasses.replace(plan.process("decode-0"), env=dict(ENV_VALUES),
                                argv=(sys.executable, "-c", code))  # fmt: skip
 

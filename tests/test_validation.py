@@ -71,8 +71,10 @@ One = Callable[..., Issue]
         ({}, ("engine=sglang", "frontend=sglang_router")),
         ({"aggregated.workers": 2}, ("deployment=aggregated",)),
         ({}, ("launcher=local",)),
-        ({"cluster.sbatch_extra": ["--constraint=a100&ib"], "cluster.partition": "gpu"},
-         ("cluster=gres",)),  # fmt: skip
+        (
+            {"cluster.sbatch_extra": ["--constraint=a100&ib"], "cluster.partition": "gpu"},
+            ("cluster=gres",),
+        ),  # fmt: skip
         ({"prefill.tp": 0, "decode.tp": 0}, ()),  # 0 = the model's TP
     ],
 )

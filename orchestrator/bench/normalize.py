@@ -41,7 +41,9 @@ class Measured:
     complete: bool = True  # the tool finished (aiperf: completion marker present and not partial)
 
     @classmethod
-    def unfinished(cls, *, completed: int, errors: int, output_tokens: float, first_error: str = "") -> "Measured":
+    def unfinished(
+        cls, *, completed: int, errors: int, output_tokens: float, first_error: str = ""
+    ) -> Measured:
         """A point whose tool did not finish: counts only, no rates or latencies."""
         return cls(
             requests=completed + errors, completed=completed, errors=errors, output_tokens=output_tokens,
@@ -134,7 +136,9 @@ def aiperf_from_records(records: Iterable[Mapping[str, Any]]) -> Measured:
             if value is not None:
                 tokens += value
                 break
-    return Measured.unfinished(completed=ok, errors=errors, output_tokens=tokens, first_error=first_error)
+    return Measured.unfinished(
+        completed=ok, errors=errors, output_tokens=tokens, first_error=first_error
+    )
 
 
 def bench_serving_from_line(line: Mapping[str, Any], requests: int) -> Measured:

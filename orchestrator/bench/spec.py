@@ -31,6 +31,7 @@ BENCH_SERVING_FILE = "bench_serving.jsonl"
 
 RESULTS = "results"  # under the run directory: one folder per point + points.jsonl
 
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class LoadPoint:
     """One load point with every default resolved."""
@@ -181,5 +182,6 @@ def planned_clients(cfg: RootConfig, plan: Plan, run_dir: str) -> tuple[Process,
     r = plan.readiness
     target = Target(url=r.frontend_url, model=r.model, tokenizer=tokenizer_for(cfg, plan.prepare))
     return tuple(
-        client_process(cfg, p, target, f"{run_dir}/{RESULTS}/{p.label()}") for p in load_points(cfg.benchmark)
+        client_process(cfg, p, target, f"{run_dir}/{RESULTS}/{p.label()}")
+        for p in load_points(cfg.benchmark)
     )

@@ -107,7 +107,9 @@ class BenchmarkStep:
         context = {**run_context(self.cfg, plan), "job_id": driver.state.data.get("job_id", "")}
         points = load_points(b)
         (results / POINTS_FILE).write_text("")
-        driver.say(f"benchmark: {b.kind}, {len(points)} load point(s) against {plan.readiness.frontend_url}")
+        driver.say(
+            f"benchmark: {b.kind}, {len(points)} load point(s) against {plan.readiness.frontend_url}"
+        )
         for done, (point, proc) in enumerate(zip(points, clients, strict=True)):
             self._progress(driver, "running", point=point.label(), done=done, of=len(points))
             row = self._point(driver, point, proc, context, results)

@@ -29,7 +29,9 @@ class ModelConfig:
     # SGLang refuses different prefill/decode TP for non-MLA SWA hybrid models such as gpt-oss
     # ("PD Disaggregation does NOT support PD different TP sizes ...", sgl-project/sglang #38552).
     requires_equal_pd_tp: bool = False
-    extra_args: list[str] = field(default_factory=list)  # engine args for every worker of this model
+    extra_args: list[str] = field(
+        default_factory=list
+    )  # engine args for every worker of this model
     env: dict[str, str] = field(default_factory=dict)
 
 
@@ -43,15 +45,21 @@ class ClusterConfig:
     account: str = ""
     qos: str = ""
     time_limit_min: int = 240  # Slurm --time in minutes
-    gpu_directive: str = "gpus-per-node"  # "gpus-per-node" (--gpus-per-node=N) or "gres" (--gres=gpu:N)
+    gpu_directive: str = (
+        "gpus-per-node"  # "gpus-per-node" (--gpus-per-node=N) or "gres" (--gres=gpu:N)
+    )
     exclusive: bool = True
     container_image: str = ""  # pyxis --container-image for every process step
     container_mounts: list[str] = field(default_factory=list)  # pyxis --container-mounts entries
     ip_source: str = "hostname"  # how a node's address is found on the node: hostname | interface
     network_interface: str = ""  # with ip_source=interface, e.g. ib0 or eth0
-    sbatch_extra: list[str] = field(default_factory=list)  # extra sbatch options, e.g. --constraint=h100
+    sbatch_extra: list[str] = field(
+        default_factory=list
+    )  # extra sbatch options, e.g. --constraint=h100
     srun_extra: list[str] = field(default_factory=list)  # extra srun options for every process step
-    setup: list[str] = field(default_factory=list)  # shell lines run before the driver (module load ...)
+    setup: list[str] = field(
+        default_factory=list
+    )  # shell lines run before the driver (module load ...)
     port_base: int = 20000  # first port of the per-job port blocks
     port_job_blocks: int = 16  # jobs sharing a node get different blocks: block = job_id % this
 
@@ -65,7 +73,9 @@ class EngineConfig:
     transfer_backend: str = "nixl"  # --disaggregation-transfer-backend
     extra_args: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
-    mocker_model_dir: str = ""  # mocker only: tokenizer dir; empty = generate a tiny one in the run dir
+    mocker_model_dir: str = (
+        ""  # mocker only: tokenizer dir; empty = generate a tiny one in the run dir
+    )
     mocker_speedup_ratio: float = 10.0  # mocker only: --speedup-ratio
 
 

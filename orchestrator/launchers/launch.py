@@ -90,7 +90,9 @@ def _submit_submitit(cfg: RootConfig, plan: Plan, run_dir: Path) -> str:
 
     # `exec` makes the driver the batch shell itself, so --signal=B:TERM and scancel --batch
     # reach it (bash does not forward signals to a foreground child).
-    executor = submitit.SlurmExecutor(folder=str(run_dir / "submitit"), python=f"exec {sys.executable}")
+    executor = submitit.SlurmExecutor(
+        folder=str(run_dir / "submitit"), python=f"exec {sys.executable}"
+    )
     executor.update_parameters(**submitit_parameters(plan.slurm))
     try:
         job = executor.submit(submitit_job, str(run_dir))
@@ -136,22 +138,41 @@ def follow(run_dir: Path, job_id: str, *, until_done: bool = False, interval_s: 
                 return 0
         if phase in ("failed", "done"):
             ok = phase == "done" and until_done
-            sys.stderr.write(f"[orchestrator] {phase}: {state.get('error') or state.get('reason', '')}\n")
+            sys.stderr.write(
+                f"[orchestrator] {phase}: {state.get('error') or state.get('reason', '')}\n"
+            )
             return 0 if ok else 1
         if time.monotonic() >= next_job_check:
-            job = _check_job_alive(runner, job_id, run_dir, settled=("failed", "done") if until_done else FINAL_OR_READY)
+            job = _check_job_alive(
+                runner,
+                job_id,
+                run_dir,
+                settled=("failed", "done") if until_done else FINAL_OR_READY,
+            )
             if phase in ("", "submitted") and job and job != last_job:
-                sys.stderr.write(f"[orchestrator] job {job_id}: {job}\n")  # e.g. PENDING in the queue
+                sys.stderr.write(
+                    f"[orchestrator] job {job_id}: {job}\n"
+                )  # e.g. PENDING in the queue
                 last_job = job
             next_job_check = time.monotonic() + 5.0
         time.sleep(interval_s)
 
 
-def _check_job_alive(runner: SubprocessRunner, job_id: str, run_dir: Path, *, settled: tuple[str, ...]) -> str:
+def _check_job_alive(
+    runner: SubprocessRunner, job_id: str, run_dir: Path, *, settled: tuple[str, ...]
+) -> str:
     """The job's Slurm state; raises when it ended before its driver wrote a phase we wait for
     (killed, failed to start)."""
     state = job_state(runner, job_id)
-    if state in ("FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "COMPLETED"):
+    if state in (
+        "FAILED",
+        "CANCELLED",
+        "TIMEOUT",
+        "NODE_FAIL",
+        "OUT_OF_MEMORY",
+        "BOOT_FAIL",
+        "COMPLETED",
+    ):
         phase = read_state(run_dir).get("phase")
         if phase not in settled:
             raise OrchestratorError(f"job {job_id} ended ({state}) in phase {phase or 'none'}; "

@@ -15,7 +15,7 @@ class Site:
     allocation_job_id: str  # SLURM_JOB_ID when running inside salloc/sbatch, else ""
 
     @classmethod
-    def detect(cls) -> "Site":
+    def detect(cls) -> Site:
         """Look at PATH and the environment (the only side effect of launcher selection)."""
         return cls(has_sbatch=shutil.which("sbatch") is not None,
                    allocation_job_id=os.environ.get("SLURM_JOB_ID", ""))  # fmt: skip

@@ -50,11 +50,15 @@ def deployment_name(cfg: RootConfig) -> str:
 def place(cfg: RootConfig) -> list[WorkerSlot]:
     """Worker placement for the configured groups."""
     shapes = [
-        GroupShape(group=g, workers=group_config(cfg, g).workers, gpus_per_worker=gpus_per_worker(cfg, g))
+        GroupShape(
+            group=g, workers=group_config(cfg, g).workers, gpus_per_worker=gpus_per_worker(cfg, g)
+        )
         for g in active_groups(cfg)
     ]
     return place_workers(
-        shapes, gpus_per_node=cfg.cluster.gpus_per_node, separate_groups=cfg.deployment.separate_nodes
+        shapes,
+        gpus_per_node=cfg.cluster.gpus_per_node,
+        separate_groups=cfg.deployment.separate_nodes,
     )
 
 
@@ -154,7 +158,8 @@ def _worker_process(
 
 def _readiness(cfg: RootConfig) -> Readiness:
     expected = {
-        ("worker" if g == "aggregated" else g): group_config(cfg, g).workers for g in active_groups(cfg)
+        ("worker" if g == "aggregated" else g): group_config(cfg, g).workers
+        for g in active_groups(cfg)
     }
     r = cfg.readiness
     return Readiness(

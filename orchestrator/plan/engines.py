@@ -52,7 +52,12 @@ def _disagg_args(cfg: RootConfig, group: str) -> list[str]:
     """Role and KV transfer backend; nothing for aggregated workers."""
     if group == "aggregated":
         return []
-    return ["--disaggregation-mode", group, "--disaggregation-transfer-backend", cfg.engine.transfer_backend]
+    return [
+        "--disaggregation-mode",
+        group,
+        "--disaggregation-transfer-backend",
+        cfg.engine.transfer_backend,
+    ]
 
 
 def _flag_if(flag: str, value: str) -> list[str]:

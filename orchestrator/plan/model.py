@@ -114,7 +114,9 @@ class Plan:
 def process_to_dict(proc: Process) -> dict[str, Any]:
     """JSON form of one process; the first keys are the stable dry-run contract."""
     data = asdict(proc)
-    ordered = {key: data.pop(key) for key in ("name", "role", "node_index", "gpus", "ports", "env", "argv")}
+    ordered = {
+        key: data.pop(key) for key in ("name", "role", "node_index", "gpus", "ports", "env", "argv")
+    }
     ordered["gpus"] = list(proc.gpus)
     ordered["argv"] = list(proc.argv)
     ordered["ports"] = dict(proc.ports)

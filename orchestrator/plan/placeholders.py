@@ -65,7 +65,9 @@ def bind_text(text: str, bindings: Bindings) -> str:
 def _bind_process(proc: Process, bindings: Bindings) -> Process:
     health = proc.health
     if health is not None:
-        health = HealthProbe(url=bind_text(health.url, bindings), expect_status=health.expect_status)
+        health = HealthProbe(
+            url=bind_text(health.url, bindings), expect_status=health.expect_status
+        )
     return dataclasses.replace(
         proc,
         argv=tuple(bind_text(a, bindings) for a in proc.argv),

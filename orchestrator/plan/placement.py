@@ -56,7 +56,9 @@ def place_workers(
     return slots
 
 
-def _place_one(cursor: _Cursor, gpus: int, gpus_per_node: int) -> tuple[tuple[int, tuple[int, ...]], ...]:
+def _place_one(
+    cursor: _Cursor, gpus: int, gpus_per_node: int
+) -> tuple[tuple[int, tuple[int, ...]], ...]:
     if gpus >= gpus_per_node:
         cursor.next_fresh_node()
         span = gpus // gpus_per_node

@@ -25,7 +25,9 @@ def gpu_ranges(gpus: Sequence[int]) -> str:
     return ",".join(str(g) for g in gpus)
 
 
-def slurm_section(plan: Plan, launcher: str, *, python: str, overrides: Sequence[str]) -> dict[str, Any]:
+def slurm_section(
+    plan: Plan, launcher: str, *, python: str, overrides: Sequence[str]
+) -> dict[str, Any]:
     """What would be handed to Slurm: directives, submitit parameters, srun steps, script."""
     section: dict[str, Any] = {
         "launcher": launcher,
@@ -38,7 +40,9 @@ def slurm_section(plan: Plan, launcher: str, *, python: str, overrides: Sequence
         },
     }
     if launcher == "sbatch":
-        section["script"] = sbatch_script(plan, run_dir=RUN_DIR_SHOWN, python=python, overrides=overrides)
+        section["script"] = sbatch_script(
+            plan, run_dir=RUN_DIR_SHOWN, python=python, overrides=overrides
+        )
     return section
 
 
@@ -57,7 +61,9 @@ def _table(plan: Plan) -> list[str]:
         ports = " ".join(f"{k}={v}" for k, v in p.ports.items()) or "-"
         rows.append((p.name, p.role, str(p.node_index), gpu_ranges(p.gpus), ports))
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
-    return ["  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[4] for r in rows]
+    return [
+        "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)) + "  " + r[4] for r in rows
+    ]
 
 
 def _process_block(p: Process) -> list[str]:
@@ -110,7 +116,9 @@ def _registration_text(plan: Plan) -> list[str]:
            "DELETE /workers/<id> at stop)"]  # fmt: skip
     out += [f"  {p.name}: {json.dumps(registration_payload(p))}" for p in plan.processes
             if p.url and p.role in WORKER_TYPES]  # fmt: skip
-    out.append(f"router gate: GET {r.frontend_url}/workers lists {want} healthy, then GET {r.ready_path} == 200")
+    out.append(
+        f"router gate: GET {r.frontend_url}/workers lists {want} healthy, then GET {r.ready_path} == 200"
+    )
     return out
 
 

@@ -36,7 +36,9 @@ def directive_lines(plan: Plan) -> list[str]:
     lines = []
     for opt in sbatch_directives(plan.slurm):
         if not SAFE_DIRECTIVE.match(opt):
-            raise ValueError(f"refusing to write #SBATCH {opt!r}: no spaces or shell characters allowed")
+            raise ValueError(
+                f"refusing to write #SBATCH {opt!r}: no spaces or shell characters allowed"
+            )
         lines.append(f"#SBATCH {opt}")
     return lines
 
@@ -63,6 +65,9 @@ def sbatch_script(
     lines += directive_lines(plan)
     lines += ["", "set -euo pipefail"]
     lines += setup_lines(plan)
-    lines += ["", "# The driver starts every process as an srun step, waits for readiness and tears down."]
+    lines += [
+        "",
+        "# The driver starts every process as an srun step, waits for readiness and tears down.",
+    ]
     lines.append("exec " + quote_argv([python, "-m", "orchestrator.runtime.driver", run_dir]))
     return "\n".join(lines) + "\n"

@@ -119,7 +119,9 @@ class Driver:
 
         def check() -> bool | None:
             nonlocal workers_done
-            if not workers_done and all(n in self.healthy for n in self._probed(list(self.plan.processes))):
+            if not workers_done and all(
+                n in self.healthy for n in self._probed(list(self.plan.processes))
+            ):
                 workers_done = True
                 self.state.update(workers_healthy_at=time.time())
                 for hook in self.on_workers_healthy:
@@ -228,7 +230,9 @@ class Driver:
             # An answer must come within the check interval (capped: SGLang's own /health runs a
             # 1-token generation and gives up after 20 s).
             timeout = max(1.0, min(10.0, self.plan.readiness.serve_check_s))
-            verdict = health.probe(self.http, probe.url, expect=probe.expect_status, timeout=timeout)
+            verdict = health.probe(
+                self.http, probe.url, expect=probe.expect_status, timeout=timeout
+            )
             misses = 0 if verdict.ok else self.misses.get(name, 0) + 1
             self.misses[name] = misses
             if misses >= self.plan.readiness.serve_failures:

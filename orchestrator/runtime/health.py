@@ -55,7 +55,12 @@ def parse_router_readiness(resp: HttpResponse) -> Verdict:
 
 
 def frontend_ready(
-    http: HttpClient, base_url: str, ready_path: str, kind: str, *, expected: Mapping[str, int] | None = None
+    http: HttpClient,
+    base_url: str,
+    ready_path: str,
+    kind: str,
+    *,
+    expected: Mapping[str, int] | None = None,
 ) -> Verdict:
     """Ask the frontend's readiness gate. sglang-router: first every `expected` worker (per plan
     role) must be listed healthy by `GET /workers` (its /readiness turns 200 with one prefill
@@ -92,14 +97,18 @@ def parse_canary(resp: HttpResponse) -> Verdict:
     text = (message.get("content") or "") + (message.get("reasoning_content") or "")
     tokens = (body.get("usage") or {}).get("completion_tokens", 0)
     if not text.strip() or not tokens:
-        return Verdict(False, f"canary returned no output (completion_tokens={tokens}): {resp.body[:300]}")
+        return Verdict(
+            False, f"canary returned no output (completion_tokens={tokens}): {resp.body[:300]}"
+        )
     return Verdict(True, f"{tokens} tokens")
 
 
 def canary(http: HttpClient, base_url: str, model: str, max_tokens: int) -> Verdict:
     """One real generation through the frontend (prefill -> KV transfer -> decode)."""
     try:
-        resp = http.post(f"{base_url}/v1/chat/completions", canary_payload(model, max_tokens), timeout=120.0)
+        resp = http.post(
+            f"{base_url}/v1/chat/completions", canary_payload(model, max_tokens), timeout=120.0
+        )
     except HttpError as exc:
         return Verdict(False, f"canary request failed: {exc}")
     return parse_canary(resp)

@@ -72,7 +72,11 @@ def parse_node_lines(stdout: str) -> dict[str, NodeInfo]:
             item = json.loads(line)
         except ValueError:
             continue
-        if isinstance(item, dict) and isinstance(item.get("host"), str) and isinstance(item.get("ip"), str):
+        if (
+            isinstance(item, dict)
+            and isinstance(item.get("host"), str)
+            and isinstance(item.get("ip"), str)
+        ):
             busy = tuple(int(p) for p in item.get("busy", []))
             found[item["host"]] = NodeInfo(ip=item["ip"], busy=busy)
     return found

@@ -85,7 +85,9 @@ class SrunBackend:
     step id (signalling the local srun client instead made Slurm SIGKILL the remote task,
     NVIDIA/srt-slurm #428), so workers get a real SIGTERM and can deregister."""
 
-    def __init__(self, req: SlurmRequest, job_id: str, hosts: Sequence[str], runner: CommandRunner) -> None:
+    def __init__(
+        self, req: SlurmRequest, job_id: str, hosts: Sequence[str], runner: CommandRunner
+    ) -> None:
         self._req, self._job_id, self._hosts, self._runner = req, job_id, list(hosts), runner
 
     def start(self, proc: Process, log: Path) -> Running:
@@ -104,7 +106,11 @@ class SrunBackend:
         """Our step ids by process name, from squeue."""
         res = self._runner.run(["squeue", "--steps", f"--jobs={self._job_id}", "--noheader",
                                 "--format=%i|%j"], timeout=15)  # fmt: skip
-        return {n: i for i, n in parse_step_lines(res.stdout) if n in names} if res.returncode == 0 else {}
+        return (
+            {n: i for i, n in parse_step_lines(res.stdout) if n in names}
+            if res.returncode == 0
+            else {}
+        )
 
     def signal(self, running: Sequence[Running], sig: signal.Signals) -> None:
         """scancel --signal the steps; srun clients whose step is unknown get the signal."""
@@ -136,7 +142,9 @@ def parse_step_lines(text: str) -> list[tuple[str, str]]:
     return pairs
 
 
-def stop_tier(backend: Backend, running: Sequence[Running], *, grace_s: float, clock: Clock) -> list[str]:
+def stop_tier(
+    backend: Backend, running: Sequence[Running], *, grace_s: float, clock: Clock
+) -> list[str]:
     """SIGTERM, wait up to `grace_s` for every process to end, then SIGKILL what is left.
     Returns the names that had to be killed."""
     if not running:

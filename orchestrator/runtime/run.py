@@ -57,19 +57,25 @@ def allocation_issues(plan: Plan, env: Mapping[str, str]) -> list[str]:
     return problems
 
 
-def slurm_allocation(cfg: RootConfig, plan: Plan, env: Mapping[str, str], say: Callable[[str], None]) -> Allocation:
+def slurm_allocation(
+    cfg: RootConfig, plan: Plan, env: Mapping[str, str], say: Callable[[str], None]
+) -> Allocation:
     """The current job's nodes (checked against the plan) with addresses resolved on them."""
     runner = SubprocessRunner()
     job_id = env["SLURM_JOB_ID"]
     problems = allocation_issues(plan, env)
     if problems:
         raise OrchestratorError("; ".join(problems))
-    hosts = nodes.expand_hostlist(runner, env.get("SLURM_JOB_NODELIST", env.get("SLURM_NODELIST", "")))
+    hosts = nodes.expand_hostlist(
+        runner, env.get("SLURM_JOB_NODELIST", env.get("SLURM_NODELIST", ""))
+    )
     if len(hosts) < plan.num_nodes:
         raise OrchestratorError(f"allocation {job_id} has {len(hosts)} node(s) ({', '.join(hosts)}); "
                                 f"the plan needs {plan.num_nodes} (request --nodes={plan.num_nodes})")  # fmt: skip
     if len(hosts) > plan.num_nodes:
-        say(f"warning: allocation {job_id} has {len(hosts)} nodes; the plan uses the first {plan.num_nodes}")
+        say(
+            f"warning: allocation {job_id} has {len(hosts)} nodes; the plan uses the first {plan.num_nodes}"
+        )
     if gpus_in_allocation(env) is None:
         say("warning: the allocation does not say how many GPUs it holds; assuming the plan's")
     hosts = hosts[: plan.num_nodes]
@@ -77,7 +83,9 @@ def slurm_allocation(cfg: RootConfig, plan: Plan, env: Mapping[str, str], say: C
     infos = nodes.probe_nodes(runner, job_id=job_id, hosts=hosts, python=sys.executable,
                               ip_source=cfg.cluster.ip_source, interface=cfg.cluster.network_interface,
                               ports=ports)  # fmt: skip
-    return Allocation(job_id, tuple(hosts), tuple(i.ip for i in infos), tuple(i.busy for i in infos))
+    return Allocation(
+        job_id, tuple(hosts), tuple(i.ip for i in infos), tuple(i.busy for i in infos)
+    )
 
 
 def local_allocation(cfg: RootConfig) -> Allocation:
@@ -121,7 +129,9 @@ def bound_plan(cfg: RootConfig, alloc: Allocation, run_dir: Path) -> Plan:
     if conflicts:
         raise OrchestratorError("; ".join(conflicts) + " (stop what holds it, or move cluster.port_base "
                                 "/ frontend.http_port)")  # fmt: skip
-    bindings = Bindings(node_ips=alloc.ips, node_hosts=alloc.hosts, job_id=alloc.job_id, run_dir=str(run_dir))
+    bindings = Bindings(
+        node_ips=alloc.ips, node_hosts=alloc.hosts, job_id=alloc.job_id, run_dir=str(run_dir)
+    )
     return bind_plan(plan, bindings)
 
 

@@ -45,7 +45,11 @@ class StateFile:
 
     def __init__(self, run_dir: Path) -> None:
         self.path = run_dir / STATE_FILE
-        self.data: dict[str, Any] = read_state(run_dir) or {"phase": "", "timeline": [], "processes": {}}
+        self.data: dict[str, Any] = read_state(run_dir) or {
+            "phase": "",
+            "timeline": [],
+            "processes": {},
+        }
 
     def update(self, **fields: Any) -> None:
         """Set top-level fields and write."""
@@ -56,7 +60,9 @@ class StateFile:
         """Enter `phase` (recorded in the timeline with a timestamp)."""
         assert phase in PHASES, phase
         self.data["phase"] = phase
-        self.data.setdefault("timeline", []).append({"phase": phase, "at": now_iso(), "t": time.time()})
+        self.data.setdefault("timeline", []).append(
+            {"phase": phase, "at": now_iso(), "t": time.time()}
+        )
         self.update(**fields)
 
     def process(self, name: str, **fields: Any) -> None:
@@ -83,5 +89,7 @@ def progress_line(state: dict[str, Any]) -> str:
     parts = [f"{role} {counts[role][0]}/{counts[role][1]}" for role in ROLE_ORDER if role in counts]
     bench = state.get("benchmark")
     if isinstance(bench, dict) and "of" in bench:
-        parts.append(f"benchmark {bench.get('done', 0)}/{bench['of']} points ({bench.get('status', '')})")
+        parts.append(
+            f"benchmark {bench.get('done', 0)}/{bench['of']} points ({bench.get('status', '')})"
+        )
     return f"{state.get('phase', '?')}: {' '.join(parts) or 'no processes yet'}"

@@ -7,11 +7,11 @@ When ``sinfo`` cannot reach a controller the tests are skipped.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
 import os
 import shutil
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -63,7 +63,9 @@ def slurm_testbed() -> SlurmTestbed:
         states = _node_states()
     except (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError) as exc:
         detail = getattr(exc, "stderr", "") or str(exc)
-        pytest.skip(f"Slurm testbed not reachable (run scripts/slurm-testbed.sh up): {detail.strip()}")
+        pytest.skip(
+            f"Slurm testbed not reachable (run scripts/slurm-testbed.sh up): {detail.strip()}"
+        )
     if not states:
         pytest.skip("Slurm testbed reports no nodes (run scripts/slurm-testbed.sh up)")
 

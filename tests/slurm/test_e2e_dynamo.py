@@ -24,8 +24,6 @@ THREE_NODES = ["prefill.workers=2", "decode.workers=2", "decode.tp=8", "prefill.
                "model.requires_equal_pd_tp=false"]  # fmt: skip
 
 
-
-
 def start(jobs: list[str], run_dir: Path, *extra: str) -> tuple[str, Path]:
     proc = e2e.cli([*BASE, f"run_dir={run_dir}", *extra])
     if proc.stdout.split():
@@ -44,7 +42,9 @@ def stop_and_check_clean(run_dir: Path, job_id: str) -> None:
     assert st["phase"] == "done", st
     assert all(p["state"] == "stopped" for p in st["processes"].values()), st["processes"]
     e2e.wait_for(lambda: e2e.nothing_left(run_dir), timeout=30, what="no processes of the run")
-    e2e.wait_for(lambda: e2e.job_state(job_id) == "COMPLETED", timeout=30, what="job COMPLETED in sacct")
+    e2e.wait_for(
+        lambda: e2e.job_state(job_id) == "COMPLETED", timeout=30, what="job COMPLETED in sacct"
+    )
 
 
 def test_reference_topology_serves_and_binds_gpus(slurm_jobs: list[str], tmp_path: Path) -> None:
@@ -56,9 +56,18 @@ def test_reference_topology_serves_and_binds_gpus(slurm_jobs: list[str], tmp_pat
     assert e2e.chat(url, MODEL).strip()
     assert e2e.chat(url, MODEL, stream=True).strip()
     mockers = e2e.engine_processes(run_dir, "dynamo.mocker")
-    gpus = {p.argv[p.argv.index("--disaggregation-mode") + 1]: p.env["CUDA_VISIBLE_DEVICES"] for p in mockers}
+    gpus = {
+        p.argv[p.argv.index("--disaggregation-mode") + 1]: p.env["CUDA_VISIBLE_DEVICES"]
+        for p in mockers
+    }
     assert gpus == {"decode": "0,1,2,3", "prefill": "4,5,6,7"}
-    for name in ("config.json", "plan.json", "plan.bound.json", "logs/frontend.log", "logs/decode-0.log"):
+    for name in (
+        "config.json",
+        "plan.json",
+        "plan.bound.json",
+        "logs/frontend.log",
+        "logs/decode-0.log",
+    ):
         assert (run_dir / name).exists(), name
     stop_and_check_clean(run_dir, job_id)
 
@@ -67,13 +76,22 @@ def test_three_nodes_with_etcd_run_where_planned(slurm_jobs: list[str], tmp_path
     job_id, run_dir = start(slurm_jobs, tmp_path / "run", *THREE_NODES)
     st = e2e.state(run_dir)
     assert len(st["nodes"]) == 3
-    assert set(st["processes"]) == {"etcd", "frontend", "decode-0", "decode-1", "prefill-0", "prefill-1"}
+    assert set(st["processes"]) == {
+        "etcd",
+        "frontend",
+        "decode-0",
+        "decode-1",
+        "prefill-0",
+        "prefill-1",
+    }
     for _ in range(4):  # round robin reaches every worker pair
         assert e2e.chat(st["frontend_url"], MODEL).strip()
     nodes = st["nodes"]
     bound = json.loads((run_dir / "plan.bound.json").read_text())["processes"]
     planned = {p["name"]: f"slurm-{nodes[p['node_index']]}" for p in bound if p["name"] != "etcd"}
-    real = e2e.engine_processes(run_dir, "dynamo.mocker") + e2e.engine_processes(run_dir, "dynamo.frontend")
+    real = e2e.engine_processes(run_dir, "dynamo.mocker") + e2e.engine_processes(
+        run_dir, "dynamo.frontend"
+    )
     seen = {p.env["ORCHESTRATOR_PROCESS"]: e2e.netns_of(p.pid) for p in real}
     assert seen == planned
     assert planned["frontend"] == f"slurm-{nodes[0]}"
@@ -106,7 +124,9 @@ def test_scancel_stops_gracefully(slurm_jobs: list[str], tmp_path: Path) -> None
     e2e.wait_for(lambda: e2e.nothing_left(run_dir), timeout=30, what="no processes of the run")
 
 
-def test_time_limit_signal_tears_down_before_slurm_kills(slurm_jobs: list[str], tmp_path: Path) -> None:
+def test_time_limit_signal_tears_down_before_slurm_kills(
+    slurm_jobs: list[str], tmp_path: Path
+) -> None:
     # 1-minute limit, SIGTERM to the driver 50 s before it (Slurm may send it up to a minute
     # early): the driver must stop everything itself, so the job ends COMPLETED, not TIMEOUT.
     run_dir = tmp_path / "run"
@@ -119,11 +139,16 @@ def test_time_limit_signal_tears_down_before_slurm_kills(slurm_jobs: list[str], 
                       timeout=90, what="the driver to stop on the time-limit signal")  # fmt: skip
     assert st["phase"] == "done" and "SIGTERM" in st["reason"], st
     e2e.wait_for(lambda: e2e.nothing_left(run_dir), timeout=30, what="no processes of the run")
-    e2e.wait_for(lambda: e2e.job_state(job_id) == "COMPLETED", timeout=30, what="job COMPLETED, not TIMEOUT")
+    e2e.wait_for(
+        lambda: e2e.job_state(job_id) == "COMPLETED", timeout=30, what="job COMPLETED, not TIMEOUT"
+    )
 
 
-def test_queued_job_is_reported_and_a_cancel_before_start_is_an_error(slurm_jobs: list[str], tmp_path: Path) -> None:
-    hold = subprocess.run(["sbatch", "--parsable", "--nodes=3", "--exclusive", "--wrap", "sleep 120"],
+def test_queued_job_is_reported_and_a_cancel_before_start_is_an_error(
+    slurm_jobs: list[str], tmp_path: Path
+) -> None:
+    hold = subprocess.run(["sbatch", "--parsable", "--nodes=3", "--exclusive",
+                           f"--output={tmp_path}/hold-%j.out", "--wrap", "sleep 120"],
                           capture_output=True, text=True, check=True).stdout.strip().split(";")[0]  # fmt: skip
     slurm_jobs.append(hold)
     run_dir = tmp_path / "run"
@@ -133,7 +158,9 @@ def test_queued_job_is_reported_and_a_cancel_before_start_is_an_error(slurm_jobs
         job_id = cli.stdout.readline().strip() if cli.stdout else ""
         slurm_jobs.append(job_id)
         lines: list[str] = []
-        reader = threading.Thread(target=lambda: lines.extend(iter(cli.stderr.readline, "")), daemon=True)  # type: ignore[union-attr]
+        reader = threading.Thread(
+            target=lambda: lines.extend(iter(cli.stderr.readline, "")), daemon=True
+        )  # type: ignore[union-attr]
         reader.start()
         e2e.wait_for(lambda: any(f"job {job_id}: PENDING" in line for line in lines), timeout=30,
                      what="the queued state on stderr")  # fmt: skip
@@ -141,6 +168,8 @@ def test_queued_job_is_reported_and_a_cancel_before_start_is_an_error(slurm_jobs
         cli.wait(timeout=60)
         reader.join(timeout=10)
         assert cli.returncode == 1
-        assert any(f"job {job_id} ended (CANCELLED) in phase submitted" in line for line in lines), lines
+        assert any(
+            f"job {job_id} ended (CANCELLED) in phase submitted" in line for line in lines
+        ), lines
     finally:
         cli.kill()

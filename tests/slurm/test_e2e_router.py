@@ -34,8 +34,6 @@ LATE_DECODE = [f"+decode.env.SGLANG_DOUBLE_LOAD_S={LATE_S:g}", "+decode.env.SGLA
                "+decode.env.SGLANG_DOUBLE_ONLY=decode-1"]  # fmt: skip
 
 
-
-
 def start(jobs: list[str], tmp_path: Path, *extra: str) -> tuple[str, Path, Path]:
     """Launch through the CLI (returns once ready); (job id, run dir, record file)."""
     run_dir, record = tmp_path / "run", tmp_path / "requests.jsonl"

@@ -17,8 +17,6 @@ COMMON = ["+model=gpt_oss_120b", "engine=mocker", "cluster=testbed", "readiness.
           "cluster.time_limit_min=10"]  # fmt: skip
 
 
-
-
 def ready_state(run_dir: Path, timeout: float = 90) -> dict:
     def check() -> dict | None:
         st = e2e.state(run_dir)
@@ -41,7 +39,11 @@ def test_sbatch_launcher_renders_submits_and_serves(slurm_jobs: list[str], tmp_p
     assert res.returncode == 0, res.stderr
     job_id, _ = e2e.submit_output(res)
     script = (run_dir / "job.sbatch").read_text()
-    assert "#SBATCH --nodes=1" in script and "exec " in script and "orchestrator.runtime.driver" in script
+    assert (
+        "#SBATCH --nodes=1" in script
+        and "exec " in script
+        and "orchestrator.runtime.driver" in script
+    )
     assert subprocess.run(["bash", "-n", str(run_dir / "job.sbatch")], check=False).returncode == 0
     st = e2e.state(run_dir)
     assert st["phase"] == "ready" and st["job_id"] == job_id
@@ -54,7 +56,9 @@ def test_serve_sbatch_wrapper_uses_its_allocation(slurm_jobs: list[str], tmp_pat
     run_dir = tmp_path / "run"
     argv = ["sbatch", "--parsable", "--nodes=1", "--gpus-per-node=8", f"--output={tmp_path}/slurm-%j.out",
             str(e2e.REPO / "scripts" / "serve.sbatch"), *COMMON, f"run_dir={run_dir}"]  # fmt: skip
-    res = subprocess.run(argv, capture_output=True, text=True, cwd=e2e.REPO, env=_with_python(), check=True)
+    res = subprocess.run(
+        argv, capture_output=True, text=True, cwd=e2e.REPO, env=_with_python(), check=True
+    )
     slurm_jobs.append(res.stdout.strip().split(";")[0])
     st = ready_state(run_dir)
     assert st["job_id"] == slurm_jobs[0]
@@ -66,7 +70,9 @@ def test_serve_sbatch_wrapper_uses_its_allocation(slurm_jobs: list[str], tmp_pat
 def test_wrapper_rejects_an_allocation_too_small(slurm_jobs: list[str], tmp_path: Path) -> None:
     argv = ["salloc", "--nodes=1", "--gpus-per-node=4", sys.executable, "-m", "orchestrator", *COMMON,
             f"run_dir={tmp_path / 'run'}"]  # fmt: skip
-    res = subprocess.run(argv, capture_output=True, text=True, cwd=e2e.REPO, timeout=60, check=False)
+    res = subprocess.run(
+        argv, capture_output=True, text=True, cwd=e2e.REPO, timeout=60, check=False
+    )
     assert res.returncode == 2
     assert "has 4 GPU(s) per node; the plan needs 8" in res.stderr
     assert not (tmp_path / "run").exists()  # nothing created, nothing started
@@ -76,7 +82,9 @@ def test_salloc_runs_the_driver_in_the_foreground(slurm_jobs: list[str], tmp_pat
     run_dir = tmp_path / "run"
     argv = ["salloc", "--nodes=1", "--gpus-per-node=8", sys.executable, "-m", "orchestrator", *COMMON,
             f"run_dir={run_dir}"]  # fmt: skip
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=e2e.REPO)
+    proc = subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=e2e.REPO
+    )
     try:
         st = ready_state(run_dir)
         slurm_jobs.append(st["job_id"])
@@ -95,9 +103,13 @@ def _with_python() -> dict[str, str]:
     return {**os.environ, "ORCHESTRATOR_PYTHON": sys.executable}
 
 
-def test_a_rejected_submission_is_reported_and_recorded(slurm_jobs: list[str], tmp_path: Path) -> None:
+def test_a_rejected_submission_is_reported_and_recorded(
+    slurm_jobs: list[str], tmp_path: Path
+) -> None:
     run_dir = tmp_path / "run"
-    res = e2e.cli([*COMMON, "launcher=sbatch", f"run_dir={run_dir}", "cluster.partition=nosuchpartition"])
+    res = e2e.cli(
+        [*COMMON, "launcher=sbatch", f"run_dir={run_dir}", "cluster.partition=nosuchpartition"]
+    )
     assert res.returncode == 1
     assert "sbatch" in res.stderr and "invalid partition" in res.stderr.lower()
     assert res.stdout == ""  # no job id, no run directory announced

@@ -14,8 +14,8 @@ import pytest
 
 from orchestrator.bench import sweepdir
 from orchestrator.bench.spec import DEFAULT_AIPERF
-from orchestrator.effects import SubprocessRunner
 from orchestrator.config.load import quote_override_value
+from orchestrator.effects import SubprocessRunner
 from tests import e2e
 
 pytestmark = [
@@ -38,8 +38,6 @@ COMMON = [
     "readiness.timeout_s=120",
     "cluster.time_limit_min=10",
 ]
-
-
 
 
 def manifest(sweep_dir: Path) -> dict:
@@ -76,7 +74,9 @@ def wait_final(sweep_dir: Path, timeout: float) -> dict[str, dict]:
     )
 
 
-def test_sweep_benchmark_collect_resume_and_zero_tokens(slurm_jobs: list[str], tmp_path: Path) -> None:
+def test_sweep_benchmark_collect_resume_and_zero_tokens(
+    slurm_jobs: list[str], tmp_path: Path
+) -> None:
     sweep_dir, zero_dir = tmp_path / "sweep", tmp_path / "zero tokens"
     started = time.monotonic()
     res = e2e.cli(
@@ -191,14 +191,22 @@ def test_sweep_benchmark_collect_resume_and_zero_tokens(slurm_jobs: list[str], t
     )
 
 
-def test_single_run_with_a_benchmark_waits_for_its_results(slurm_jobs: list[str], tmp_path: Path) -> None:
+def test_single_run_with_a_benchmark_waits_for_its_results(
+    slurm_jobs: list[str], tmp_path: Path
+) -> None:
     run_dir = tmp_path / "run"
     points = "benchmark.points=[{concurrency:2,isl:64,osl:16,requests:8}]"
-    res = e2e.cli([*[a for a in COMMON if not a.startswith("benchmark.points")], points, f"run_dir={run_dir}"])
+    res = e2e.cli(
+        [*[a for a in COMMON if not a.startswith("benchmark.points")], points, f"run_dir={run_dir}"]
+    )
     slurm_jobs.extend(res.stdout.split()[:1])
     assert res.returncode == 0, res.stderr
     st = e2e.state(run_dir)
-    assert st["phase"] == "done" and st["reason"] == "benchmark finished"  # returned after the results
+    assert (
+        st["phase"] == "done" and st["reason"] == "benchmark finished"
+    )  # returned after the results
     assert "benchmark 1/1 points (valid)" in res.stderr
-    rows = [json.loads(line) for line in (run_dir / "results" / "points.jsonl").read_text().splitlines()]
+    rows = [
+        json.loads(line) for line in (run_dir / "results" / "points.jsonl").read_text().splitlines()
+    ]
     assert len(rows) == 1 and rows[0]["valid"] and rows[0]["output_tokens"] > 0
