@@ -93,7 +93,7 @@ def make(
         state=StateFile(tmp_path),
         say=lambda _m: None,
     )
-    attach_benchmark(driver, cfg)
+    attach_benchmark(driver, plan.benchmark)
     return driver, cfg
 
 

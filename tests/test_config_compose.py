@@ -20,8 +20,9 @@ from orchestrator.config.load import (
     quote_override_value,
 )
 from orchestrator.config.schema import RootConfig
+from orchestrator.launchers.requests import materialize
 from orchestrator.plan.build import build_plan
-from orchestrator.render.dryrun import render_json, render_text
+from orchestrator.render.dryrun import all_processes, render_json, render_text
 from orchestrator.validate import validate
 
 Compose = Callable[..., RootConfig]
@@ -82,11 +83,13 @@ def test_option_composes_validates_plans_and_renders(compose: Compose, option: s
             assert [i.key for i in problems] == ["launcher.kind"]
             continue
         assert problems == []
-        kw = {"python": cfg.engine.python, "overrides": overrides}
-        data = json.loads(render_json(build_plan(variant), launcher, **kw))
-        assert [p["name"] for p in data["processes"]] == [p.name for p in plan.processes]
+        planned = build_plan(variant)
+        request = materialize(planned, launcher, python=cfg.engine.python, overrides=overrides,
+                              git_sha="abc1234", cwd="/work")  # fmt: skip
+        data = json.loads(render_json(planned, request))
+        assert [p["name"] for p in data["processes"]] == [p.name for p in all_processes(plan)]
         assert data["slurm"]["launcher"] == launcher
-        text = render_text(build_plan(variant), launcher, config_yaml=config_yaml, **kw)
+        text = render_text(planned, request, config_yaml=config_yaml, overrides=overrides)
         assert f"=== PLAN {plan.name}: {plan.num_nodes} node(s)" in text
         assert f"=== SLURM REQUEST (launcher={launcher}) ===" in text
         if launcher == "sbatch":

@@ -17,7 +17,8 @@ import pytest
 
 from orchestrator.effects import HttpError, HttpResponse
 from orchestrator.errors import OrchestratorError
-from orchestrator.plan.model import TIER_WORKER, Process
+from orchestrator.frontends import get_frontend
+from orchestrator.plan.model import TIER_WORKER, Process, Readiness
 from orchestrator.runtime import health, router
 from tests.fakes import FakeClock
 
@@ -282,6 +283,16 @@ def test_deregister_reports_problems() -> None:
 
 
 # --- the readiness gate: counts first, then /readiness ----------------------------------------------
+ROUTER = get_frontend("sglang_router")
+
+
+def gate(expected: dict[str, int]) -> Readiness:
+    """The plan's readiness section for a router at R."""
+    return Readiness(frontend_kind="sglang_router", frontend_url=R, ready_path="/readiness",
+                     model="m", expected=expected, timeout_s=60, interval_s=1, canary=False,
+                     canary_max_tokens=1)  # fmt: skip
+
+
 Gate = Callable[..., health.Verdict]
 
 
@@ -309,16 +320,14 @@ def test_frontend_ready_for_the_router(
     workers: Answer, readiness: Answer, ok_: bool, detail: str
 ) -> None:
     http = FakeHttp({("GET", f"{R}/workers"): [workers], ("GET", f"{R}/readiness"): [readiness]})
-    verdict = health.frontend_ready(
-        http, R, "/readiness", "sglang_router", expected={"prefill": 1, "decode": 1}
-    )
+    verdict = ROUTER.ready(http, gate({"prefill": 1, "decode": 1}))
     assert verdict.ok is ok_
     assert detail in verdict.detail
 
 
 def test_frontend_ready_without_expected_counts_asks_readiness_only() -> None:
     http = FakeHttp({("GET", f"{R}/readiness"): [ok(200, READINESS_OK)]})
-    assert health.frontend_ready(http, R, "/readiness", "sglang_router").ok
+    assert ROUTER.ready(http, gate({})).ok
     assert [u for _, u, _ in http.calls] == [f"{R}/readiness"]
 
 

@@ -14,6 +14,7 @@ import pytest
 
 from orchestrator.effects import HttpError, HttpResponse
 from orchestrator.errors import OrchestratorError
+from orchestrator.frontends import dynamo, sglang_router
 from orchestrator.plan.model import Process
 from orchestrator.plan.placeholders import Bindings, bind_plan
 from orchestrator.runtime import health
@@ -38,15 +39,15 @@ def resp(status: int, body: Any) -> HttpResponse:
 # --- readiness parsers (bodies as Dynamo 1.6.1 / sglang-router 0.3.2 return them) ---------------
 def test_dynamo_ready_gate() -> None:
     ok = {"model": "m", "ready": True, "namespaces": {"dynamo": {"ready": True}}}
-    assert health.parse_dynamo_ready(resp(200, ok)).ok
+    assert dynamo.parse_ready(resp(200, ok)).ok
     missing = {"model": "m", "ready": False, "reason": "missing worker types: prefill"}
-    verdict = health.parse_dynamo_ready(resp(503, missing))
+    verdict = dynamo.parse_ready(resp(503, missing))
     assert not verdict.ok and "missing worker types: prefill" in verdict.detail
 
 
 def test_router_readiness_gate() -> None:
-    assert health.parse_router_readiness(resp(200, {"status": "ready", "healthy_workers": 2})).ok
-    verdict = health.parse_router_readiness(
+    assert sglang_router.parse_readiness(resp(200, {"status": "ready", "healthy_workers": 2})).ok
+    verdict = sglang_router.parse_readiness(
         resp(503, {"status": "not ready", "reason": "insufficient healthy workers"})
     )
     assert not verdict.ok and "insufficient healthy workers" in verdict.detail

@@ -49,8 +49,8 @@ class Recorder:
     def __init__(self) -> None:
         self.submitted: list[tuple[str, ...]] = []
 
-    def __call__(self, point: sweep.SweepPoint, cfg: Any, launcher: str, run_dir: Path) -> str:
-        assert launcher == "submitit" and not cfg.wait
+    def __call__(self, point: sweep.SweepPoint, ready: Any, run_dir: Path) -> str:
+        assert ready.launcher == "submitit" and ready.request.kind == "submitit"
         self.submitted.append(point.overrides)
         run_dir.mkdir(parents=True)
         job_id = str(100 + len(self.submitted))

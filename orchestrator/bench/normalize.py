@@ -15,7 +15,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from orchestrator.bench.spec import AIPERF_DONE_MARKER, BENCH_SERVING_FILE, LoadPoint
+from orchestrator.bench.spec import AIPERF_DONE_MARKER, BENCH_SERVING_FILE
+from orchestrator.plan.model import LoadPoint
 
 AIPERF_SUMMARY = "profile_export_aiperf.json"
 AIPERF_RECORDS = "profile_export.jsonl"

@@ -51,9 +51,11 @@ def create_run_dir(cfg: RootConfig, name: str) -> Path:
 
 
 def write_run_files(
-    run_dir: Path, cfg: RootConfig, plan: Plan, *, launcher: str, overrides: Sequence[str]
-) -> StateFile:
-    """config.json, plan.json, launch.json and the initial state.json."""
+    run_dir: Path, cfg: RootConfig, plan: Plan, *, launcher: str, overrides: Sequence[str],
+    request: dict[str, Any],
+) -> StateFile:  # fmt: skip
+    """config.json, plan.json (what the driver runs), launch.json (with the executed request)
+    and the initial state.json."""
     write_json_atomic(run_dir / "config.json", config_to_dict(cfg))
     write_json_atomic(run_dir / "plan.json", plan_to_dict(plan))
     launch: dict[str, Any] = {
@@ -62,6 +64,7 @@ def write_run_files(
         "git_sha": git_sha(),
         "cwd": os.getcwd(),
         "created": time.time(),
+        "request": request,
     }
     write_json_atomic(run_dir / "launch.json", launch)
     (run_dir / "logs").mkdir(exist_ok=True)

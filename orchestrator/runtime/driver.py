@@ -1,7 +1,8 @@
 """The in-allocation driver: start every process, wait for real readiness, watch, tear down.
 
 The same driver runs under every launcher: as the exec'ed batch script (sbatch), as the
-submitit job function, inside an salloc allocation, or on one machine (local).
+submitit job function, inside an salloc allocation, or on one machine (local); its entry point
+is `orchestrator.runtime.run`, which loads plan.json and binds it.
 """
 
 from __future__ import annotations
@@ -16,8 +17,10 @@ from types import FrameType
 
 from orchestrator.effects import Clock, HttpClient
 from orchestrator.errors import OrchestratorError, ProcessFailed, WorkersNotReady
+from orchestrator.frontends import get_frontend
 from orchestrator.plan.model import TIER_INFRA, Plan, Process
 from orchestrator.runtime import health
+from orchestrator.runtime.hooks import Hook, ProcessHook, Stopped
 from orchestrator.runtime.processes import Backend, Running, log_tail, stop_tier
 from orchestrator.runtime.state import StateFile, progress_line
 
@@ -26,13 +29,6 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2)
 # (scancel and preemption signal every step and the driver at the same time).
 STOP_RACE_S = 1.0
 STOP_FILE = "stop-requested"
-
-Hook = Callable[["Driver"], None]
-ProcessHook = Callable[["Driver", Running], None]
-
-
-class Stopped(Exception):
-    """A stop was requested (signal, ctl stop, time limit)."""
 
 
 class Driver:
@@ -134,8 +130,7 @@ class Driver:
 
     def _frontend_and_canary(self) -> bool | None:
         r = self.plan.readiness
-        verdict = health.frontend_ready(self.http, r.frontend_url, r.ready_path, r.frontend_kind,
-                                        expected=r.expected)  # fmt: skip
+        verdict = get_frontend(r.frontend_kind).ready(self.http, r)
         if not verdict.ok:
             self.last_detail = verdict.detail
             return None
@@ -290,18 +285,3 @@ def default_say(message: str) -> None:
     """Progress goes to stderr (stdout is reserved for the job id and run directory)."""
     sys.stderr.write(f"[orchestrator] {message}\n")
     sys.stderr.flush()
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m orchestrator.runtime.driver RUN_DIR` (what the sbatch script execs)."""
-    from orchestrator.runtime.run import run_driver
-
-    args = sys.argv[1:] if argv is None else argv
-    if len(args) != 1:
-        sys.stderr.write("usage: python -m orchestrator.runtime.driver RUN_DIR\n")
-        return 2
-    return run_driver(Path(args[0]))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

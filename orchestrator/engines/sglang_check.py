@@ -40,7 +40,7 @@ from orchestrator.plan.placeholders import Bindings, bind_text
 
 LAUNCH_MODULE = ("-m", "sglang.launch_server")
 PYTHON_ENV = "ORCHESTRATOR_SGLANG_PYTHON"
-DEFAULT_VENV_PYTHON = Path(__file__).resolve().parent.parent / ".venvs/sglang/bin/python"
+DEFAULT_VENV_PYTHON = Path(__file__).resolve().parents[2] / ".venvs/sglang/bin/python"
 SUBPROCESS_TIMEOUT_S = 120.0
 _skip_reported = False  # "say once" per process (a sweep prepares many configs)
 
@@ -198,14 +198,16 @@ def issues_from(cfg: RootConfig, plan: Plan, errors: Mapping[str, list[str]]) ->
     ]
 
 
-def check_sglang_argv(cfg: RootConfig, plan: Plan, *, env: Mapping[str, str] | None = None,
-                      runner: CommandRunner | None = None) -> None:  # fmt: skip
-    """Raise InvalidConfig when SGLang's parser rejects any SGLang process's argv; say once on
-    stderr when SGLang is not installed. Other engines pass untouched."""
+def sglang_argv_issues(
+    cfg: RootConfig, plan: Plan, *, env: Mapping[str, str] | None = None,
+    runner: CommandRunner | None = None,
+) -> list[Issue]:  # fmt: skip
+    """Issues for every SGLang process argv SGLang's parser rejects; says once on stderr when
+    SGLang is not installed. Plans without SGLang processes pass untouched."""
     global _skip_reported
     argvs = sglang_argvs(plan)
     if not argvs:
-        return
+        return []
     python = sglang_python(os.environ if env is None else env)
     if python is None:
         if not _skip_reported:
@@ -215,8 +217,16 @@ def check_sglang_argv(cfg: RootConfig, plan: Plan, *, env: Mapping[str, str] | N
                 f"${PYTHON_ENV})\n"
             )
             _skip_reported = True
-        return
+        return []
     errors = parse_in_subprocess(python, argvs, SubprocessRunner() if runner is None else runner)
-    issues = issues_from(cfg, plan, errors)
+    return issues_from(cfg, plan, errors)
+
+
+def check_sglang_argv(
+    cfg: RootConfig, plan: Plan, *, env: Mapping[str, str] | None = None,
+    runner: CommandRunner | None = None,
+) -> None:  # fmt: skip
+    """Raise InvalidConfig when SGLang's parser rejects any SGLang process's argv."""
+    issues = sglang_argv_issues(cfg, plan, env=env, runner=runner)
     if issues:
         raise InvalidConfig(issues)
