@@ -16,7 +16,7 @@ from omegaconf.errors import OmegaConfBaseException
 from orchestrator.config.schema import RootConfig
 from orchestrator.errors import InvalidConfig, Issue
 
-CONF_DIR = Path(__file__).resolve().parent.parent.parent / "conf"
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
 
 def _register_schema() -> None:
@@ -24,7 +24,7 @@ def _register_schema() -> None:
 
 
 def compose_config(overrides: Sequence[str], conf_dir: Path = CONF_DIR) -> RootConfig:
-    """Compose conf/config.yaml with Hydra overrides and convert it to plain typed objects.
+    """Compose orchestrator/conf/config.yaml with Hydra overrides; return plain typed objects.
 
     Composition errors (unknown key, wrong type, unknown group option) become `InvalidConfig`.
     """
@@ -54,7 +54,8 @@ def _composition_issue(exc: Exception, overrides: Sequence[str]) -> Issue:
         key=key,
         found=found,
         problem=" / ".join(lines) or type(exc).__name__,
-        fix="check the key against orchestrator/config/schema.py and group options under conf/",
+        fix="check the key against orchestrator/config/schema.py and the group options under "
+        "orchestrator/conf/",
     )
 
 
