@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from omegaconf import OmegaConf
 
 from orchestrator.bench.spec import planned_clients
-from orchestrator.config.load import compose_config, config_to_dict
+from orchestrator.config.load import compose_config, config_to_dict, debug_requested
 from orchestrator.config.schema import RootConfig
 from orchestrator.errors import InvalidConfig, OrchestratorError
 from orchestrator.launchers.select import Site, resolve_launcher
@@ -86,7 +86,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return run(args)
     except OrchestratorError as exc:
-        if "debug=true" in args:
+        if debug_requested(args):
             traceback.print_exc()
         sys.stderr.write(f"error: {exc}\n")
         return exc.exit_code

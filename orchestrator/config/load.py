@@ -16,6 +16,7 @@ import os
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -117,6 +118,24 @@ def _composition_issue(
         fix="check the key against orchestrator/config/schema.py and the group options in "
         + ", ".join(str(d) for d in search),
     )
+
+
+@dataclass
+class _Debug:
+    debug: bool = False
+
+
+def debug_requested(overrides: Sequence[str]) -> bool:
+    """Whether the overrides set `debug` (RootConfig.debug) to true, read without composing: the
+    CLI shows a traceback with debug=true even when composition itself fails. The value is
+    converted like the schema's bool (true/True/yes/1 ...); the last `debug=` wins, as in Hydra."""
+    values = [o.partition("=")[2] for o in overrides if o.lstrip("+").partition("=")[0] == "debug"]
+    if not values:
+        return False
+    try:
+        return bool(OmegaConf.merge(OmegaConf.structured(_Debug), {"debug": values[-1]}).debug)
+    except OmegaConfBaseException:
+        return False  # not a bool: composition reports it
 
 
 def config_to_dict(cfg: RootConfig) -> dict[str, Any]:

@@ -27,7 +27,6 @@ def node_host(index: int) -> str:
     return f"{{node_host:{index}}}"
 
 
-JOB_ID = "{job_id}"
 RUN_DIR = "{run_dir}"
 
 
