@@ -23,6 +23,7 @@ from orchestrator.runtime.driver import Driver
 from orchestrator.runtime.processes import LocalBackend
 from orchestrator.runtime.state import StateFile, read_state
 from tests.e2e import wait_for
+from tests.fakes import FakeHttp
 
 FIXTURES = Path(__file__).parent / "fixtures" / "bench"
 POINTS = (
@@ -41,22 +42,16 @@ sys.exit(int(os.environ.get("FAKE_EXIT", "0")))
 """
 
 
-class ReadyHttp:
-    """The frontend gate and the canary always pass."""
-
-    def get(self, url: str, *, timeout: float) -> HttpResponse:
-        return HttpResponse(200, json.dumps({"ready": True}))
-
-    def post(self, url: str, payload: Any, *, timeout: float) -> HttpResponse:
-        return HttpResponse(
-            200,
-            json.dumps(
-                {"choices": [{"message": {"content": "ok"}}], "usage": {"completion_tokens": 2}}
-            ),
-        )
-
-    def delete(self, url: str, *, timeout: float) -> HttpResponse:
-        return HttpResponse(200, "")
+# The frontend gate and the canary always pass.
+READY_HTTP = {
+    "/ready": HttpResponse(200, json.dumps({"ready": True})),
+    "/v1/chat/completions": HttpResponse(
+        200,
+        json.dumps(
+            {"choices": [{"message": {"content": "ok"}}], "usage": {"completion_tokens": 2}}
+        ),
+    ),
+}
 
 
 def make(
@@ -93,7 +88,7 @@ def make(
         plan,
         run_dir=tmp_path,
         backend=LocalBackend(),
-        http=ReadyHttp(),
+        http=FakeHttp(READY_HTTP),
         clock=SystemClock(),  # type: ignore[arg-type]
         state=StateFile(tmp_path),
         say=lambda _m: None,

@@ -19,7 +19,7 @@ from orchestrator.effects import HttpError, HttpResponse
 from orchestrator.errors import OrchestratorError
 from orchestrator.plan.model import TIER_WORKER, Process
 from orchestrator.runtime import health, router
-from tests.fakes import FakeClock
+from tests.fakes import Answer, FakeClock, FakeHttp
 
 # --- captured answers (sglang-router 0.3.2) --------------------------------------------------------
 POST_ACCEPTED = (
@@ -78,39 +78,6 @@ R = "http://10.0.0.1:8000"
 
 
 # --- fakes -----------------------------------------------------------------------------------------
-Answer = HttpResponse | HttpError
-
-
-class FakeHttp:
-    """Scripted answers per (method, url): a list is consumed in order, its last entry repeats."""
-
-    def __init__(self, script: dict[tuple[str, str], list[Answer]]) -> None:
-        self.script = script
-        self.calls: list[tuple[str, str, Any]] = []
-
-    def _answer(self, method: str, url: str, payload: Any = None) -> HttpResponse:
-        self.calls.append((method, url, payload))
-        answers = self.script.get((method, url))
-        if not answers:
-            raise HttpError(f"ConnectionError on {url} (not scripted)")
-        answer = answers.pop(0) if len(answers) > 1 else answers[0]
-        if isinstance(answer, HttpError):
-            raise answer
-        return answer
-
-    def get(self, url: str, *, timeout: float) -> HttpResponse:
-        return self._answer("GET", url)
-
-    def post(self, url: str, payload: Any, *, timeout: float) -> HttpResponse:
-        return self._answer("POST", url, payload)
-
-    def delete(self, url: str, *, timeout: float) -> HttpResponse:
-        return self._answer("DELETE", url)
-
-    def posts(self) -> list[Any]:
-        return [p for m, _, p in self.calls if m == "POST"]
-
-
 def ok(status: int, body: str) -> HttpResponse:
     return HttpResponse(status, body)
 
