@@ -22,7 +22,7 @@ from orchestrator.validate import check
 
 USAGE = """usage: python -m orchestrator [-m] [KEY=VALUE ...]
 
-  +model=gpt_oss_120b          pick a model (conf/model/*.yaml)
+  +model=gpt_oss_120b          pick a model (model/<name>.yaml, packaged or your own)
   prefill.workers=2 decode.tp=8 cluster.gpus_per_node=4 ...   override any config key
   engine=dynamo_sglang|sglang|mocker  frontend=dynamo|sglang_router
   launcher=auto|submitit|sbatch|local  deployment=disaggregated|aggregated

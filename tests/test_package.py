@@ -48,6 +48,14 @@ def test_minimal_user_files_compose_with_the_typed_schema(tmp_path: Path) -> Non
     assert (cfg.model.path, cfg.model.tp, cfg.prefill.workers) == ("/models/mine", 2, 3)
 
 
+def test_site_defaults_in_local_default_apply_to_every_run(tmp_path: Path) -> None:
+    write(
+        tmp_path / "local" / "default.yaml", "cluster:\n  partition: site\nprefill:\n  workers: 2\n"
+    )
+    cfg = compose_config(["+model=gpt_oss_120b", "prefill.workers=3"], user_dirs=[tmp_path])
+    assert (cfg.cluster.partition, cfg.prefill.workers) == ("site", 3)  # the command line wins
+
+
 def test_a_user_file_may_extend_a_packaged_option(tmp_path: Path) -> None:
     write(tmp_path / "cluster" / "mysite.yaml", "defaults:\n  - testbed\n  - _self_\naccount: x\n")
     cfg = compose_config(["+model=gpt_oss_120b", "cluster=mysite"], user_dirs=[tmp_path])
