@@ -1,4 +1,5 @@
-"""Shared fixtures of the unit suite: `--update-golden`, cached composition, plan helpers."""
+"""Shared fixtures of the unit suite: `--update-golden`, cached composition, plan helpers, and a
+config search path without the developer's own config dirs."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """sglang-router registration: pure parsers over JSON captured from the real router, and the
-registration logic against a small fake HttpClient and fake clock.
+registration logic against the scripted FakeHttp and FakeClock of tests/fakes.py.
 
 Captured from sglang-router 0.3.2 (Rust `smg`, pip wheel) started with
 `--pd-disaggregation --host 127.0.0.1 --port 31000` (regular mode: without
