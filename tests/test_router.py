@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -249,7 +248,6 @@ def test_deregister_reports_problems() -> None:
 
 
 # --- the readiness gate: counts first, then /readiness ----------------------------------------------
-Gate = Callable[..., health.Verdict]
 
 
 @pytest.mark.parametrize(
