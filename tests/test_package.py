@@ -107,6 +107,14 @@ def test_a_missing_directory_on_the_env_path_is_named(tmp_path: Path) -> None:
     )
 
 
+def test_a_root_config_in_a_user_dir_is_refused(tmp_path: Path) -> None:
+    write(tmp_path / "config.yaml", "defaults:\n  - cluster: gres\n")
+    with pytest.raises(InvalidConfig) as err:
+        user_config_dirs({PATH_ENV: str(tmp_path), "XDG_CONFIG_HOME": str(tmp_path / "none")})
+    (issue,) = err.value.issues
+    assert issue.found == str(tmp_path / "config.yaml") and "local/default.yaml" in issue.fix
+
+
 # --- helper tools ------------------------------------------------------------------------------
 def test_tool_lookup_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     checkout, prefix = tmp_path / "checkout", tmp_path / "site" / ".venv"

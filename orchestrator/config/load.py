@@ -4,7 +4,9 @@ Config search path, first match wins (Hydra looks a config up in each source in 
 hydra/_internal/config_repository.py `_find_object_source`):
 1. every directory in `$ORCHESTRATOR_CONFIG_PATH` (os.pathsep-separated), in order;
 2. `$XDG_CONFIG_HOME/orchestrator` (default `~/.config/orchestrator`), when it exists;
-3. the packaged `orchestrator/conf` (the root `config.yaml` is always the packaged one).
+3. the packaged `orchestrator/conf`.
+The root `config.yaml` is always the packaged one: a user `config.yaml` would be found first and
+silently replace the whole defaults list (schema included), so it is refused.
 Each user directory holds the same groups as the packaged one (`cluster/<site>.yaml`,
 `model/<name>.yaml`, `experiment/<name>.yaml`, `local/default.yaml`, ...), merged onto the typed
 schema exactly like the packaged files.
@@ -51,7 +53,13 @@ def user_config_dirs(env: Mapping[str, str] | None = None) -> list[Path]:
         raise InvalidConfig([Issue(PATH_ENV, str(d), "is not a directory", fix) for d in missing])
     xdg = Path(env.get("XDG_CONFIG_HOME") or Path.home() / ".config").expanduser()
     home = (xdg / "orchestrator").resolve()
-    return list(dict.fromkeys(named + ([home] if home.is_dir() else [])))
+    dirs = list(dict.fromkeys(named + ([home] if home.is_dir() else [])))
+    roots = [d / "config.yaml" for d in dirs if (d / "config.yaml").exists()]
+    if roots:
+        fix = "put site defaults in local/default.yaml next to it, then remove config.yaml"
+        raise InvalidConfig([Issue("config search path", str(r), "would replace the packaged root "
+                                   "config.yaml (its defaults list and schema)", fix) for r in roots])  # fmt: skip
+    return dirs
 
 
 @contextmanager
