@@ -182,8 +182,12 @@ def test_wheel_ships_every_packaged_yaml(installed: tuple[Path, dict[str, str]])
     package = Path(where.strip()).parent
     assert str(package).startswith(str(bindir.parent))  # the installed copy, not the checkout
     shipped = sorted(p.relative_to(package / "conf") for p in (package / "conf").rglob("*.yaml"))
-    packaged = sorted(p.relative_to(REPO / "orchestrator/conf")
-                      for p in (REPO / "orchestrator/conf").rglob("*.yaml") if "local" not in p.parts)  # fmt: skip
+    conf = REPO / "orchestrator" / "conf"
+    packaged = sorted(
+        p.relative_to(conf)
+        for p in conf.rglob("*.yaml")
+        if "local" not in p.relative_to(conf).parts
+    )
     assert shipped == packaged
 
 

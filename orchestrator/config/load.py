@@ -56,9 +56,9 @@ def user_config_dirs(env: Mapping[str, str] | None = None) -> list[Path]:
     dirs = list(dict.fromkeys(named + ([home] if home.is_dir() else [])))
     roots = [d / "config.yaml" for d in dirs if (d / "config.yaml").exists()]
     if roots:
+        problem = "would replace the packaged root config.yaml (its defaults list and schema)"
         fix = "put site defaults in local/default.yaml next to it, then remove config.yaml"
-        raise InvalidConfig([Issue("config search path", str(r), "would replace the packaged root "
-                                   "config.yaml (its defaults list and schema)", fix) for r in roots])  # fmt: skip
+        raise InvalidConfig([Issue("config search path", str(r), problem, fix) for r in roots])
     return dirs
 
 
