@@ -7,12 +7,13 @@ import traceback
 from collections.abc import Sequence
 
 from orchestrator.api import dry_run, prepare
+from orchestrator.config.load import debug_requested
 from orchestrator.errors import InvalidConfig, OrchestratorError
 from orchestrator.launchers.select import Site
 
 USAGE = """usage: python -m orchestrator [-m] [KEY=VALUE ...]
 
-  +model=gpt_oss_120b          pick a model (conf/model/*.yaml)
+  +model=gpt_oss_120b          pick a model (model/<name>.yaml, packaged or your own)
   prefill.workers=2 decode.tp=8 cluster.gpus_per_node=4 ...   override any config key
   engine=dynamo_sglang|sglang|mocker  frontend=dynamo|sglang_router
   launcher=auto|submitit|sbatch|local  deployment=disaggregated|aggregated
@@ -53,7 +54,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return run(args)
     except OrchestratorError as exc:
-        if "debug=true" in args:
+        if debug_requested(args):
             traceback.print_exc()
         sys.stderr.write(f"error: {exc}\n")
         return exc.exit_code

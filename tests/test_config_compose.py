@@ -1,6 +1,6 @@
-"""Every option of every group under conf/ (and every experiment) composes, validates, plans and
-renders a dry-run for every launcher. Options are discovered from the directory, so a new YAML
-file is tested without editing this file."""
+"""Every option of every group under orchestrator/conf/ (and every experiment) composes, validates,
+plans and renders a dry-run for every launcher. Options are discovered from the directory, so a
+new YAML file is tested without editing this file."""
 
 from __future__ import annotations
 

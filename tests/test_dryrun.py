@@ -31,7 +31,7 @@ CONTRACT_KEYS = ("name", "role", "node_index", "gpus", "ports", "env", "argv")
 Golden = Callable[[str, str], None]
 
 if any((CONF_DIR / "local").glob("*.yaml")):
-    pytest.skip("conf/local/*.yaml (site overrides) change the dry-run output",
+    pytest.skip("orchestrator/conf/local/*.yaml (site overrides) change the dry-run output",
                 allow_module_level=True)  # fmt: skip
 
 

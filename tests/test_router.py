@@ -1,5 +1,5 @@
 """sglang-router registration: pure parsers over JSON captured from the real router, and the
-registration logic against a small fake HttpClient and fake clock.
+registration logic against the scripted FakeHttp and FakeClock of tests/fakes.py.
 
 Captured from sglang-router 0.3.2 (Rust `smg`, pip wheel) started with
 `--pd-disaggregation --host 127.0.0.1 --port 31000` (regular mode: without
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -19,8 +18,8 @@ from orchestrator.effects import HttpError, HttpResponse
 from orchestrator.errors import OrchestratorError
 from orchestrator.frontends import get_frontend
 from orchestrator.plan.model import TIER_WORKER, Process, Readiness
-from orchestrator.runtime import health, router
-from tests.fakes import FakeClock
+from orchestrator.runtime import router
+from tests.fakes import Answer, FakeClock, FakeHttp
 
 # --- captured answers (sglang-router 0.3.2) --------------------------------------------------------
 POST_ACCEPTED = (
@@ -79,39 +78,6 @@ R = "http://10.0.0.1:8000"
 
 
 # --- fakes -----------------------------------------------------------------------------------------
-Answer = HttpResponse | HttpError
-
-
-class FakeHttp:
-    """Scripted answers per (method, url): a list is consumed in order, its last entry repeats."""
-
-    def __init__(self, script: dict[tuple[str, str], list[Answer]]) -> None:
-        self.script = script
-        self.calls: list[tuple[str, str, Any]] = []
-
-    def _answer(self, method: str, url: str, payload: Any = None) -> HttpResponse:
-        self.calls.append((method, url, payload))
-        answers = self.script.get((method, url))
-        if not answers:
-            raise HttpError(f"ConnectionError on {url} (not scripted)")
-        answer = answers.pop(0) if len(answers) > 1 else answers[0]
-        if isinstance(answer, HttpError):
-            raise answer
-        return answer
-
-    def get(self, url: str, *, timeout: float) -> HttpResponse:
-        return self._answer("GET", url)
-
-    def post(self, url: str, payload: Any, *, timeout: float) -> HttpResponse:
-        return self._answer("POST", url, payload)
-
-    def delete(self, url: str, *, timeout: float) -> HttpResponse:
-        return self._answer("DELETE", url)
-
-    def posts(self) -> list[Any]:
-        return [p for m, _, p in self.calls if m == "POST"]
-
-
 def ok(status: int, body: str) -> HttpResponse:
     return HttpResponse(status, body)
 
@@ -291,9 +257,6 @@ def gate(expected: dict[str, int]) -> Readiness:
     return Readiness(frontend_kind="sglang_router", frontend_url=R, ready_path="/readiness",
                      model="m", expected=expected, timeout_s=60, interval_s=1, canary=False,
                      canary_max_tokens=1)  # fmt: skip
-
-
-Gate = Callable[..., health.Verdict]
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from orchestrator.effects import HttpError, HttpResponse
+from orchestrator.effects import HttpResponse
 from orchestrator.errors import OrchestratorError
 from orchestrator.frontends import dynamo, sglang_router
 from orchestrator.plan.model import Process
@@ -29,7 +29,7 @@ from orchestrator.runtime.run import (
 )
 from orchestrator.runtime.state import StateFile, progress_line
 from orchestrator.slurm.parse import parse_sacct_states, parse_sbatch_parsable
-from tests.fakes import FakeClock
+from tests.fakes import FakeClock, FakeHttp
 
 
 def resp(status: int, body: Any) -> HttpResponse:
@@ -191,30 +191,6 @@ class FakeBackend:
         return [r.proc.name for r in running if r.popen.poll() is None]
 
 
-class FakeHttp:
-    """Scripted answers by URL suffix; unknown URLs are refused like a closed port."""
-
-    def __init__(self, answers: dict[str, HttpResponse]) -> None:
-        self.answers = answers
-        self.calls: list[str] = []
-
-    def _answer(self, url: str) -> HttpResponse:
-        self.calls.append(url)
-        matches = [suffix for suffix in self.answers if url.endswith(suffix)]
-        if matches:
-            return self.answers[max(matches, key=len)]  # the most specific answer wins
-        raise HttpError(f"ConnectionError on {url}")
-
-    def get(self, url: str, *, timeout: float) -> HttpResponse:
-        return self._answer(url)
-
-    def post(self, url: str, payload: Any, *, timeout: float) -> HttpResponse:
-        return self._answer(url)
-
-    def delete(self, url: str, *, timeout: float) -> HttpResponse:
-        return self._answer(url)
-
-
 def make_driver(
     plan_of: Any, tmp_path: Path, http: FakeHttp, *overrides: str
 ) -> tuple[Driver, FakeBackend]:
@@ -256,8 +232,9 @@ def test_driver_reaches_ready_then_stops_in_tiers(plan_of: Any, tmp_path: Path) 
         "prefill-0",
         "prefill-1",
     }
-    assert http.calls.index(next(c for c in http.calls if c.endswith("/ready"))) > max(
-        i for i, c in enumerate(http.calls) if c.endswith("/health")
+    urls = http.urls()
+    assert urls.index(next(u for u in urls if u.endswith("/ready"))) > max(
+        i for i, u in enumerate(urls) if u.endswith("/health")
     )  # the frontend gate is asked only once every process is healthy
 
 
@@ -304,7 +281,7 @@ def test_driver_fails_a_process_that_hangs_while_serving(plan_of: Any, tmp_path:
 
     def hang_prefill(d: Driver) -> None:
         # The prefill stops answering (a stuck engine) but its process does not exit.
-        http.answers[d.plan.process("prefill-0").health.url] = resp(503, {"status": "notready"})  # type: ignore[union-attr]
+        http.script[d.plan.process("prefill-0").health.url] = resp(503, {"status": "notready"})  # type: ignore[union-attr]
 
     driver.on_ready.append(hang_prefill)
     assert driver.run() == 1
@@ -325,10 +302,10 @@ def test_serving_health_watch_can_be_disabled(plan_of: Any, tmp_path: Path) -> N
     calls_at_ready: list[int] = []
 
     def hang(d: Driver) -> None:
-        http.answers[hung_url] = resp(503, {})
+        http.script[hung_url] = resp(503, {})
         calls_at_ready.append(len(http.calls))
         d.clock.wait = lambda event, s: (d.clock.sleep(s), d.clock.now() > 120)[1]  # type: ignore[method-assign]
 
     driver.on_ready.append(hang)
     assert driver.run() == 0  # served 120 fake seconds, then the (patched) wait said stop
-    assert hung_url not in http.calls[calls_at_ready[0] :]  # never probed while serving
+    assert hung_url not in http.urls()[calls_at_ready[0] :]  # never probed while serving

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator import tools
 from orchestrator.config.schema import RootConfig
 from orchestrator.effects import SubprocessRunner
 from orchestrator.engines import sglang_check
@@ -123,7 +124,7 @@ def test_skipped_check_is_announced_once(compose: Callable[..., RootConfig], mon
                                          capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
     monkeypatch.setattr(sglang_check, "_skip_reported", False)
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
-    monkeypatch.setattr(sglang_check, "DEFAULT_VENV_PYTHON", Path("/nonexistent/python"))
+    monkeypatch.setattr(tools, "install_locations", lambda tool: [Path("/nonexistent/python")])
     cfg = compose("+model=gpt_oss_120b", *SGLANG, "prefill.extra_args=[--no-such-flag]")
     for _ in range(2):
         sglang_check.check_sglang_argv(cfg, build_plan(cfg), env={})

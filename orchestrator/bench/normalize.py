@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -265,8 +265,3 @@ def _metrics(m: Measured, *, gpus_total: int) -> dict[str, Any]:
         "output_tokens": m.output_tokens,
         "duration_s": m.duration_s,
     }
-
-
-def measured_dict(m: Measured) -> dict[str, Any]:
-    """Plain dict (for debugging output and tests)."""
-    return asdict(m)

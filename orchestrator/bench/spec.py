@@ -12,7 +12,6 @@ import hashlib
 import json
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from orchestrator.config.schema import BenchmarkConfig, RootConfig
@@ -27,11 +26,10 @@ from orchestrator.plan.model import (
     plan_to_dict,
 )
 from orchestrator.plan.placeholders import RUN_DIR
+from orchestrator.tools import AIPERF, tool_or_default
 
 TOOLS = ("aiperf", "sglang_bench")
 BENCHMARK_KINDS = ("none", *TOOLS)
-REPO_ROOT = Path(__file__).resolve().parent.parent.parent
-DEFAULT_AIPERF = REPO_ROOT / ".venvs" / "aiperf" / "bin" / "aiperf"
 # Start-up estimate per point: aiperf spends ~10 s spawning its services and processing records
 # (measured 13 s for a 0.7 s run against the mocker); bench_serving imports torch.
 TOOL_OVERHEAD_S = {"aiperf": 20.0, "sglang_bench": 30.0}
@@ -95,8 +93,8 @@ def tokenizer_for(cfg: RootConfig) -> str:
 
 
 def aiperf_binary(b: BenchmarkConfig) -> str:
-    """benchmark.binary or the venv that `scripts/install.sh --with-aiperf` creates."""
-    return b.binary or str(DEFAULT_AIPERF)
+    """benchmark.binary, else aiperf on PATH, else install.sh's .venvs/aiperf (see tools.py)."""
+    return tool_or_default(AIPERF, explicit=b.binary)
 
 
 def _is_local_path(tokenizer: str) -> bool:

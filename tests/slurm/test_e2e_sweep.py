@@ -13,15 +13,15 @@ from pathlib import Path
 import pytest
 
 from orchestrator.bench import sweepdir
-from orchestrator.bench.spec import DEFAULT_AIPERF
 from orchestrator.config.load import quote_override_value
 from orchestrator.effects import SubprocessRunner
+from orchestrator.tools import AIPERF, find_tool
 from tests import e2e
 
 pytestmark = [
     pytest.mark.slurm,
     pytest.mark.skipif(
-        not DEFAULT_AIPERF.exists(),
+        find_tool(AIPERF) is None,
         reason="aiperf not installed (scripts/install.sh --with-aiperf)",
     ),
 ]
