@@ -19,6 +19,7 @@ from orchestrator.plan.model import Plan, plan_to_dict
 from orchestrator.plan.placeholders import Bindings, bind_plan
 from orchestrator.plan.ports import port_offset_for_job
 from orchestrator.runtime import nodes
+from orchestrator.runtime.attempts import begin_attempt
 from orchestrator.runtime.driver import Driver, default_say
 from orchestrator.runtime.processes import Backend, LocalBackend, SrunBackend
 from orchestrator.runtime.state import StateFile, write_json_atomic
@@ -165,6 +166,7 @@ def run_driver(run_dir: Path, env: Mapping[str, str] | None = None) -> int:
     launch = json.loads((run_dir / "launch.json").read_text())
     cfg = config_from_dict(json.loads((run_dir / "config.json").read_text()))
     state, say = StateFile(run_dir), make_say(run_dir)
+    begin_attempt(state, env)  # a requeued job re-runs its driver here: a new attempt
     use_our_interpreter_first(cfg)
     state.update(driver_pid=os.getpid(), driver_host=socket.gethostname())
     try:
