@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.api import Prepared, prepare
-from orchestrator.bench.sweepdir import MANIFEST, load_manifest, point_status
+from orchestrator.bench.sweepdir import MANIFEST, load_manifest, point_statuses
 from orchestrator.config.load import quote_override_value
 from orchestrator.config.schema import RootConfig
 from orchestrator.effects import CommandRunner, SubprocessRunner
@@ -35,6 +35,7 @@ from orchestrator.errors import InvalidConfig, Issue, OrchestratorError
 from orchestrator.launchers.select import Site
 from orchestrator.plan import build
 from orchestrator.runtime.state import now_iso, read_state, write_json_atomic
+from orchestrator.slurm.client import SlurmClient
 
 SWEEP_KEYS = ("sweep_dir", "sweep.baseline")
 BASELINES = ("", "aggregated")
@@ -300,9 +301,9 @@ def _triage(
     """One plan line per point (submit, or skip and why) and the points to submit: those that
     are new or failed (a valid, queued or running point is left alone on re-run)."""
     plan_lines, todo = [], []
-    for point, ready in prepared:
-        entry = _entry(manifest, point, ready)
-        status = point_status(sweep_dir, entry, runner)
+    entries = [_entry(manifest, point, ready) for point, ready in prepared]
+    statuses = point_statuses(sweep_dir, entries, SlurmClient(runner))  # one batched query
+    for (point, ready), entry, status in zip(prepared, entries, statuses, strict=True):
         action = "submit" if status["status"] in ("new", "failed") else f"skip ({status['status']})"
         plan_lines.append(
             f"{action:<15} {entry['name']:<24} {entry['nodes']} node(s) {entry['gpus']:>3} GPUs  "

@@ -1,4 +1,4 @@
-"""Pure runtime pieces: readiness parsers, Slurm output parsers, node discovery, state, the
+"""Pure runtime pieces: readiness parsers, node discovery, state, the
 driver's sequencing with fake side effects (clock, HTTP, processes)."""
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from orchestrator.plan.placeholders import Bindings, bind_plan
 from orchestrator.runtime import health
 from orchestrator.runtime.driver import Driver
 from orchestrator.runtime.nodes import NodeInfo, busy_ports, check_address, parse_node_lines
-from orchestrator.runtime.processes import Running, parse_step_lines
+from orchestrator.runtime.processes import Running
 from orchestrator.runtime.run import (
     Allocation,
     allocation_issues,
@@ -28,7 +28,6 @@ from orchestrator.runtime.run import (
     port_conflicts,
 )
 from orchestrator.runtime.state import StateFile, progress_line
-from orchestrator.slurm.parse import parse_sacct_states, parse_sbatch_parsable
 from tests.fakes import FakeClock, FakeHttp
 
 
@@ -72,22 +71,7 @@ def test_canary_http_error_is_reported() -> None:
     assert not verdict.ok and "503" in verdict.detail
 
 
-# --- Slurm output parsers (Slurm 22.05.8 formats, as captured on the testbed) -----------------
-def test_sbatch_parsable() -> None:
-    assert parse_sbatch_parsable("123\n") == "123"
-    assert parse_sbatch_parsable("123;lab\n") == "123"
-    with pytest.raises(OrchestratorError):
-        parse_sbatch_parsable("sbatch: error: Batch job submission failed\n")
-
-
-def test_sacct_states_fold_steps_and_reasons() -> None:
-    out = "12|COMPLETED\n12.batch|COMPLETED\n12.0|COMPLETED\n13|CANCELLED by 0\n14+0|FAILED\n"
-    assert parse_sacct_states(out) == {"12": "COMPLETED", "13": "CANCELLED", "14": "FAILED"}
-
-
-def test_squeue_step_lines() -> None:
-    out = "7.0|frontend\n7.1|decode-0\n7.batch|batch\nsqueue: warning\n"
-    assert parse_step_lines(out) == [("7.0", "frontend"), ("7.1", "decode-0"), ("7.batch", "batch")]
+# Slurm output parsers and the Slurm client: tests/test_slurm.py
 
 
 # --- node discovery: stderr chatter must never become an address (srt-slurm #250) -------------

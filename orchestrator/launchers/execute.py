@@ -8,7 +8,7 @@ from pathlib import Path
 from orchestrator.effects import CommandRunner, SubprocessRunner
 from orchestrator.errors import SubmissionError
 from orchestrator.launchers.requests import LaunchRequest, SbatchRequest, SubmititRequest
-from orchestrator.slurm.parse import parse_sbatch_parsable
+from orchestrator.slurm.client import SlurmClient
 
 
 def submit(request: LaunchRequest, run_dir: Path, runner: CommandRunner | None = None) -> str:
@@ -23,10 +23,7 @@ def submit(request: LaunchRequest, run_dir: Path, runner: CommandRunner | None =
 def submit_sbatch(request: SbatchRequest, run_dir: Path, runner: CommandRunner) -> str:
     """Write job.sbatch and run the request's sbatch argv in the run directory."""
     (run_dir / request.options[-1]).write_text(request.script)
-    res = runner.run(list(request.argv), timeout=60, cwd=str(run_dir))
-    if res.returncode != 0:
-        raise SubmissionError(request.argv, res.returncode, res.stderr)
-    return parse_sbatch_parsable(res.stdout)
+    return SlurmClient(runner).sbatch(request.options, cwd=str(run_dir))
 
 
 def submit_submitit(request: SubmititRequest) -> str:

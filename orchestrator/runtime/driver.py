@@ -21,7 +21,7 @@ from orchestrator.frontends import get_frontend
 from orchestrator.plan.model import TIER_INFRA, Plan, Process
 from orchestrator.runtime import health
 from orchestrator.runtime.hooks import Hook, ProcessHook, Stopped
-from orchestrator.runtime.processes import Backend, Running, log_tail, stop_tier
+from orchestrator.runtime.processes import Backend, Running, exit_detail, log_tail, stop_tier
 from orchestrator.runtime.state import StateFile, progress_line
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2)
@@ -203,7 +203,8 @@ class Driver:
             self.state.process(name, state="exited", exit_code=code)
             raise ProcessFailed(
                 f"{name} ({proc.role}) on {running.host} (node {proc.node_index}) exited with code "
-                f"{code}; last 50 lines of {running.log}:\n{log_tail(running.log)}"
+                f"{code}{exit_detail(self.backend, running)}; last 50 lines of {running.log}:\n"
+                f"{log_tail(running.log)}"
             )
 
     def _serve(self) -> None:

@@ -24,6 +24,7 @@ from orchestrator.plan.model import Plan, plan_from_dict, plan_to_dict
 from orchestrator.plan.placeholders import Bindings, bind_plan, shift_port
 from orchestrator.plan.ports import port_offset_for_job
 from orchestrator.runtime import nodes
+from orchestrator.runtime.attempts import begin_attempt
 from orchestrator.runtime.driver import Driver, default_say
 from orchestrator.runtime.processes import Backend, LocalBackend, SrunBackend
 from orchestrator.runtime.state import StateFile, write_json_atomic
@@ -200,6 +201,7 @@ def run_driver(run_dir: Path, env: Mapping[str, str] | None = None) -> int:
     env = dict(os.environ if env is None else env)
     run_dir = run_dir.resolve()
     state, say = StateFile(run_dir), make_say(run_dir)
+    begin_attempt(state, env)  # a requeued job re-runs its driver here: a new attempt
     state.update(driver_pid=os.getpid(), driver_host=socket.gethostname())
     try:
         plan = load_plan(run_dir)
