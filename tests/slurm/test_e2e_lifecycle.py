@@ -84,8 +84,33 @@ def test_stop_of_a_pending_job_cancels_it_within_seconds(
     assert not (run_dir / "driver.log").exists()
 
 
-def test_requeued_job_comes_back_as_the_same_run(slurm_jobs: list[str], tmp_path: Path) -> None:
-    job_id, run_dir = start(slurm_jobs, tmp_path / "run")
+SILENT = Path(__file__).parent.parent / "doubles" / "silent_worker.py"
+
+
+def test_stop_while_starting_stops_what_has_started(slurm_jobs: list[str], tmp_path: Path) -> None:
+    # Workers that never become healthy keep the run in `starting`.
+    run_dir = tmp_path / "run"
+    proc = e2e.cli([*BASE, f"run_dir={run_dir}", "wait=false", f"engine.python={SILENT}"])
+    assert proc.returncode == 0, proc.stderr
+    job_id, _ = e2e.submit_output(proc)
+    slurm_jobs.append(job_id)
+    e2e.wait_for(lambda: len(e2e.engine_processes(run_dir, str(SILENT))) == 2, timeout=60,
+                 what="both silent workers running on their node")  # fmt: skip
+    assert e2e.state(run_dir)["phase"] == "starting"
+    res = e2e.ctl("stop", str(run_dir))
+    assert res.returncode == 0 and "stopped (done)" in res.stdout, res.stdout + res.stderr
+    st = e2e.state(run_dir)
+    assert "ready" not in [t["phase"] for t in st["timeline"]]
+    assert {p["state"] for p in st["processes"].values()} == {"stopped"}, st["processes"]
+    e2e.wait_for(lambda: e2e.nothing_left(run_dir), timeout=30, what="no processes of the run")
+
+
+@pytest.mark.parametrize("launcher", ["submitit", "sbatch"])
+def test_requeued_job_comes_back_as_the_same_run(
+    slurm_jobs: list[str], tmp_path: Path, launcher: str
+) -> None:
+    # Both launchers' batch scripts run again on requeue (submitit's re-runs the pickled job).
+    job_id, run_dir = start(slurm_jobs, tmp_path / "run", f"launcher={launcher}")
     assert [a["attempt"] for a in e2e.state(run_dir)["attempts"]] == [1]
     res = sh("scontrol", "requeue", job_id)
     assert res.returncode == 0, res.stderr
@@ -106,6 +131,8 @@ def test_requeued_job_comes_back_as_the_same_run(slurm_jobs: list[str], tmp_path
     phases = [t["phase"] for t in st["timeline"]]
     assert phases.count("ready") == 2 and phases[-1] == "ready"  # appended, never reset
     assert (run_dir / "driver.log").read_text().count("ready: http://") == 2  # appended
+    if launcher == "sbatch":  # --open-mode=append: the first attempt's output is kept
+        assert (run_dir / f"slurm-{job_id}.out").read_text().count("ready: http://") == 2
     assert e2e.chat(st["frontend_url"], MODEL).strip()
     res = e2e.ctl("stop", str(run_dir))
     assert res.returncode == 0 and e2e.state(run_dir)["phase"] == "done", res.stderr
