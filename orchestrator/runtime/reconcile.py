@@ -44,7 +44,9 @@ def reconcile(state: dict[str, Any], job: JobState | None, driver_alive: bool | 
     - anything else: the recorded phase."""
     recorded = str(state.get("phase", ""))
     slurm = job.state if job is not None else ""
-    view = RunView(phase=recorded or "submitted", recorded=recorded, job_state=slurm)
+    view = RunView(
+        phase=recorded or ("submitted" if job else ""), recorded=recorded, job_state=slurm
+    )
     if job is not None and job.ended and recorded in DRIVER_PHASES:
         where = f"in phase {recorded}" if recorded else "before its driver started"
         return _lost(view, f"job {job.job_id} ended ({slurm}) {where}")
