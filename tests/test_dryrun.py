@@ -6,6 +6,7 @@ Goldens are rewritten only by `pytest --update-golden`; review the diff before c
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import subprocess
 import sys
@@ -38,7 +39,8 @@ def dry_run(cwd: Path, *args: str) -> str:
     proc = subprocess.run(
         [sys.executable, "-m", "orchestrator", "+model=gpt_oss_120b", *args],
         cwd=cwd, capture_output=True, text=True, timeout=60, check=False,
-        env={"PATH": "/usr/bin:/bin", "HOME": str(cwd)},  # no Slurm, no site settings
+        # No Slurm, no site settings; PYTHONPATH kept so a worktree tests its own code.
+        env={"PATH": "/usr/bin:/bin", "HOME": str(cwd), "PYTHONPATH": os.environ.get("PYTHONPATH", "")},
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr == ""

@@ -11,6 +11,7 @@ from orchestrator.plan.model import TIER_WORKER, HealthProbe, Plan, Process, Rea
 from orchestrator.plan.placeholders import RUN_DIR, node_ip
 from orchestrator.plan.placement import GroupShape, WorkerSlot, nodes_used, place_workers
 from orchestrator.plan.ports import PortAllocator
+from orchestrator.plan.restart import restart_policy
 
 # Decode first: the reference deployment puts decode on GPUs 0-3 and prefill on 4-7.
 DISAGG_ORDER = ("decode", "prefill")
@@ -74,7 +75,10 @@ def build_plan(cfg: RootConfig, *, port_offset: int = 0) -> Plan:
         num_nodes=num_nodes,
         gpus_per_node=cfg.cluster.gpus_per_node,
         port_offset=port_offset,
-        processes=tuple(_with_identity(p) for p in head + workers),
+        processes=tuple(
+            dataclasses.replace(_with_identity(p), restart=restart_policy(cfg, p.group))
+            for p in head + workers
+        ),
         readiness=_readiness(cfg),
         slurm=slurm_request(cfg, num_nodes),
         ip_source=cfg.cluster.ip_source,

@@ -28,6 +28,33 @@ class HealthProbe:
     expect_status: int = 200
 
 
+RestartMode = Literal["never", "on_failure", "always"]
+RESTART_MODES: tuple[str, ...] = ("never", "on_failure", "always")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RestartPolicy:
+    """What the driver does when this process exits while the deployment serves: `never` fails
+    the run; `on_failure` restarts after a non-zero exit, `always` after any exit. At most
+    `max_restarts` within `window_s`; the n-th restart of the window waits
+    `backoff_s` x 2^(n-1), capped at `backoff_max_s`. Processes of one multi-node worker
+    (same group and worker_index) restart together."""
+
+    mode: RestartMode = "never"
+    max_restarts: int = 3
+    window_s: float = 3600.0
+    backoff_s: float = 1.0
+    backoff_max_s: float = 60.0
+
+    def applies(self, exit_code: int) -> bool:
+        """Whether an exit with `exit_code` is restarted (before counting the limit)."""
+        return self.mode == "always" or (self.mode == "on_failure" and exit_code != 0)
+
+    def backoff(self, recent: int) -> float:
+        """Delay before the restart that follows `recent` restarts within the window."""
+        return float(min(self.backoff_s * 2**recent, self.backoff_max_s))
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Process:
     """One OS process of the deployment (a multi-node worker is one process per node)."""
@@ -47,6 +74,7 @@ class Process:
     # Where the worker is reachable for registration (router) and in messages; rank 0 only.
     url: str = ""
     bootstrap_port: int = 0
+    restart: RestartPolicy = field(default_factory=RestartPolicy)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -148,10 +176,12 @@ def plan_from_dict(data: Mapping[str, Any]) -> Plan:
     for raw in data["processes"]:
         item = dict(raw)
         health = item.pop("health", None)
+        restart = item.pop("restart", None)  # absent in plans written before restarts existed
         procs.append(
             Process(
                 **{**item, "gpus": tuple(item["gpus"]), "argv": tuple(item["argv"])},
                 health=HealthProbe(**health) if health else None,
+                restart=RestartPolicy(**restart) if restart else RestartPolicy(),
             )
         )
     slurm = dict(data["slurm"])
