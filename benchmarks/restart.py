@@ -7,8 +7,9 @@ loop through the frontend (a fixed number of client threads, each one chat at a 
 one worker and measures:
 - kill -> detected: until the driver recorded the exit (the `at` of its restart entry);
 - healthy -> counted: from the restarted worker's own health endpoint first answering 200
-  (polled here every 10 ms) to the driver counting it healthy again in state.json (router: and
-  registered, `registered_at`); goal <= 0.5 s;
+  (polled here every 10 ms) to the driver counting it healthy again in state.json; goal <= 0.5 s;
+- healthy -> registered (router): the driver's health check passing -> POST /workers accepted
+  (`healthy_at` -> `registered_at` in state.json);
 - kill -> counted: the whole outage of that worker (backoff 1 s + start-up included);
 - requests failed across the restart, and how many were in flight when the worker died (goal:
   only those routed to the dead worker fail).
@@ -138,10 +139,14 @@ def one_run(frontend: str, clients: int) -> dict[str, float]:
         registered = entry.get("registered_at")
         return {
             "kill_to_detected_s": detected - killed,
-            "healthy_to_counted_s": (registered or counted) - healthy,
+            "healthy_to_counted_s": counted - healthy,
+            # The driver's own clock: its health check passed -> POST /workers accepted.
+            "healthy_to_registered_s": registered - entry["healthy_at"] if registered else 0.0,
             "kill_to_counted_s": counted - killed,
             "requests_after_kill": len(after),
             "failed": sum(1 for *_, ok in after if not ok),
+            # Failed requests sent once the restarted worker was healthy (its rejoin).
+            "failed_after_healthy": sum(1 for t, _, ok in after if not ok and t >= healthy),
             "in_flight_at_kill": in_flight,
         }
     finally:
@@ -150,9 +155,13 @@ def one_run(frontend: str, clients: int) -> dict[str, float]:
         wait(lambda: nothing_left(run_dir), 60, "teardown", interval=0.2)
 
 
+SESSION = requests.Session()
+SESSION.trust_env = False  # testbed addresses: never through a proxy
+
+
 def _ok(url: str) -> bool:
     try:
-        return requests.get(url, timeout=0.5).status_code == 200
+        return SESSION.get(url, timeout=0.5).status_code == 200
     except requests.RequestException:
         return False
 
@@ -160,7 +169,13 @@ def _ok(url: str) -> bool:
 def _counted(run_dir: Path, name: str) -> dict[str, Any] | None:
     st = state(run_dir)
     entry = dict(st.get("processes", {}).get(name, {}))
-    if entry.get("state") == "healthy" and entry.get("restarts") and not st.get("degraded"):
+    registered = entry.get("registered", True)  # only router runs have the key
+    if (
+        entry.get("state") == "healthy"
+        and entry.get("restarts")
+        and not st.get("degraded")
+        and registered
+    ):
         entry["_seen"] = time.time()
         return entry
     return None

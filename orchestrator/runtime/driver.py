@@ -185,10 +185,10 @@ class Driver:
             verdict = health.probe(self.http, probe.url, expect=probe.expect_status, timeout=1.0)
             if verdict.ok:
                 self.healthy.add(name)
-                self.state.process(name, state="healthy")
-                self._back_in_service(running.proc)
-                for hook in self.on_process_healthy:
+                self.state.process(name, state="healthy", healthy_at=time.time())
+                for hook in self.on_process_healthy:  # e.g. router registration, then counted
                     hook(self, running)
+                self._back_in_service(running.proc)
             elif self.state.data["processes"].get(name, {}).get("last_check") != verdict.detail:
                 # Only on change: state.json often lives on a shared filesystem.
                 self.state.process(name, last_check=verdict.detail)
