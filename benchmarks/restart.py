@@ -115,7 +115,7 @@ def health_url(run_dir: Path, name: str) -> str:
     return str(next(p["health"]["url"] for p in plan["processes"] if p["name"] == name))
 
 
-def one_run(frontend: str, clients: int) -> dict[str, float]:
+def one_run(frontend: str, clients: int) -> dict[str, Any]:
     run_dir = Path(tempfile.mkdtemp(prefix="orch-restart-")) / "run"
     launch(frontend, run_dir)
     _, module, victim = SETUPS[frontend]
@@ -148,6 +148,10 @@ def one_run(frontend: str, clients: int) -> dict[str, float]:
             # Failed requests sent once the restarted worker was healthy (its rejoin).
             "failed_after_healthy": sum(1 for t, _, ok in after if not ok and t >= healthy),
             "in_flight_at_kill": in_flight,
+            "failed_in_flight": sum(1 for t, _, ok in after if not ok and t < killed),
+            # When each failed request was sent, relative to the kill and to healthy again.
+            "failures_sent_at_s": ",".join(f"{t - killed:+.2f}" for t, _, ok in after if not ok),
+            "healthy_at_s": healthy - killed,
         }
     finally:
         subprocess.run([sys.executable, "-m", "orchestrator.ctl", "stop", str(run_dir)],
@@ -195,7 +199,7 @@ def main() -> None:
         print(f"run {i + 1}: " + ", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}"
                                          for k, v in r.items()), flush=True)  # fmt: skip
     print("median: " + ", ".join(f"{k}={statistics.median(r[k] for r in results):.3f}"
-                                 for k in results[0]))  # fmt: skip
+                                 for k in results[0] if not isinstance(results[0][k], str)))  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""The in-allocation driver: start every process, wait for real readiness, watch, tear down.
+"""The in-allocation driver: start every process, wait for real readiness, watch (restarting
+dead workers in place by their plan's RestartPolicy while the others keep serving), tear down.
 
 The same driver runs under every launcher: as the exec'ed batch script (sbatch), as the
 submitit job function, inside an salloc allocation, or on one machine (local).
