@@ -11,36 +11,93 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from orchestrator.effects import SubprocessRunner
 from orchestrator.errors import OrchestratorError
 from orchestrator.launchers.rundir import read_launch
 from orchestrator.runtime.driver import STOP_FILE
 from orchestrator.runtime.processes import log_tail
-from orchestrator.runtime.state import progress_line, read_state
+from orchestrator.runtime.reconcile import RunView, reconcile
+from orchestrator.runtime.state import StateFile, progress_line, read_state
+from orchestrator.slurm.client import SlurmClient
+from orchestrator.slurm.states import category_of
 
 FINAL = ("done", "failed")
+SLURM_LAUNCHERS = ("submitit", "sbatch", "allocation")
+TAIL_LINES = 20
 
 
-def status(run_dir: Path) -> str:
-    """One block: phase, job, URL, per-process state."""
-    state = read_state(run_dir)
-    lines = [f"run: {run_dir}", f"launcher: {read_launch(run_dir).get('launcher')}  job: "
-             f"{state.get('job_id') or '-'}  {progress_line(state)}"]  # fmt: skip
+def _client() -> SlurmClient:
+    return SlurmClient(SubprocessRunner())
+
+
+def run_view(run_dir: Path, client: SlurmClient | None = None) -> tuple[RunView, dict[str, Any]]:
+    """The run reconciled with its Slurm job and its driver process, and its state.json."""
+    state, launcher = read_state(run_dir), read_launch(run_dir).get("launcher")
+    job_id = str(state.get("job_id") or "")
+    job = (client or _client()).state(job_id) if launcher in SLURM_LAUNCHERS and job_id else None
+    return reconcile(state, job, _driver_alive(state) if launcher == "local" else None), state
+
+
+def _driver_alive(state: dict[str, Any]) -> bool | None:
+    """Whether the local driver's pid exists; None when it runs elsewhere or is not recorded."""
+    pid, host = state.get("driver_pid"), state.get("driver_host")
+    if not pid or host != socket.gethostname():
+        return None
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    return True
+
+
+def status(run_dir: Path, client: SlurmClient | None = None) -> tuple[str, int]:
+    """One block (phase, job, URL, per-process state) and the exit code: 1 when the run failed
+    or is lost (its job or driver is gone while state.json says it runs)."""
+    view, state = run_view(run_dir, client)
+    job = f"{state.get('job_id') or '-'}" + (f" ({view.job_state})" if view.job_state else "")
+    progress = progress_line({**state, "phase": view.phase})
+    lines = [f"run: {run_dir}", f"launcher: {read_launch(run_dir).get('launcher')}  job: {job}  "
+             f"{progress}"]  # fmt: skip
+    if view.phase != view.recorded:
+        lines.append(f"{view.phase}: {view.why} (state.json says {view.recorded or 'nothing yet'})")
+    if state.get("attempt", 1) > 1:
+        lines.append(f"attempt: {state['attempt']} (Slurm requeued the job)")
     if state.get("frontend_url"):
         lines.append(f"frontend: {state['frontend_url']}")
     for key in ("reason", "error"):
         if state.get(key):
             lines.append(f"{key}: {state[key]}")
+    if state.get("degraded"):
+        lines.append(f"degraded: {', '.join(state['degraded'])} restarting")
     if state.get("benchmark"):
         b = state["benchmark"]
         lines.append(f"benchmark: {b.get('tool')} {b.get('status')} {b.get('done')}/{b.get('of')} "
                      f"point(s) (results/points.jsonl)")  # fmt: skip
-    for name, entry in state.get("processes", {}).items():
-        code = f" exit={entry['exit_code']}" if entry.get("exit_code") is not None else ""
-        lines.append(f"  {name:<18} {entry.get('role', ''):<9} {entry.get('host', '')}:"
-                     f"node{entry.get('node', '?')}  {entry.get('state', '')}{code}")  # fmt: skip
-    return "\n".join(lines)
+    lines += [_process_line(name, entry) for name, entry in state.get("processes", {}).items()]
+    if view.phase == "lost":
+        lines += _lost_tail(run_dir, str(state.get("job_id") or ""))
+    return "\n".join(lines), 0 if view.ok else 1
+
+
+def _process_line(name: str, entry: dict[str, Any]) -> str:
+    code = f" exit={entry['exit_code']}" if entry.get("exit_code") is not None else ""
+    restarts = f" restarts={len(entry['restarts'])}" if entry.get("restarts") else ""
+    return (f"  {name:<18} {entry.get('role', ''):<9} {entry.get('host', '')}:"
+            f"node{entry.get('node', '?')}  {entry.get('state', '')}{code}{restarts}")  # fmt: skip
+
+
+def _lost_tail(run_dir: Path, job_id: str) -> list[str]:
+    """The last lines of the first log that exists: the driver's, the batch job's, submitit's."""
+    candidates = [run_dir / "driver.log", run_dir / f"slurm-{job_id}.out"]
+    candidates += sorted((run_dir / "submitit").glob(f"{job_id}_*_log.*"))
+    for path in candidates:
+        if path.exists():
+            return [f"last {TAIL_LINES} lines of {path}:", log_tail(path, TAIL_LINES)]
+    return ["(no driver log found)"]
 
 
 def logs(run_dir: Path, name: str | None, lines: int) -> str:
@@ -54,19 +111,25 @@ def logs(run_dir: Path, name: str | None, lines: int) -> str:
     return log_tail(path, lines)
 
 
-def stop(run_dir: Path, timeout_s: float = 120.0) -> str:
-    """Ask the driver to stop gracefully, then wait for its final phase."""
+def stop(run_dir: Path, timeout_s: float = 120.0, client: SlurmClient | None = None) -> str:
+    """Stop the run in whatever phase it is: a job still queued is cancelled at once (and the run
+    recorded done); a running driver is asked to stop gracefully and waited for."""
     launcher = read_launch(run_dir).get("launcher")  # also: is this a run directory at all?
-    state = read_state(run_dir)
-    if state.get("phase") in FINAL:
-        return f"already {state['phase']}"
+    client = client or _client()
+    view, state = run_view(run_dir, client)
+    if view.recorded in FINAL and view.phase != "requeued":
+        return f"already {view.recorded}"
+    job_id = str(state.get("job_id") or "")
+    if view.phase == "lost":
+        return f"nothing to stop: {view.why}"
+    if launcher in SLURM_LAUNCHERS and job_id and category_of(view.job_state) == "queued":
+        return _cancel_queued(run_dir, job_id, client, view.recorded)
     # The stop file works wherever the driver runs; a signal only makes it quicker.
     (run_dir / STOP_FILE).touch()
-    job_id = state.get("job_id", "")
     if launcher in ("submitit", "sbatch") and job_id:
         # The driver is the batch shell (exec): --batch delivers SIGTERM to it alone, and it
         # stops the workers and infrastructure in order.
-        SubprocessRunner().run(["scancel", "--batch", "--signal=TERM", job_id], timeout=30)
+        client.cancel(job_id, signal="TERM", batch=True)
     elif state.get("driver_pid") and state.get("driver_host") == socket.gethostname():
         try:
             os.kill(int(state["driver_pid"]), signal.SIGTERM)
@@ -81,6 +144,19 @@ def stop(run_dir: Path, timeout_s: float = 120.0) -> str:
     raise OrchestratorError(
         f"the driver did not finish within {timeout_s:g} s; see {run_dir}/driver.log"
     )
+
+
+def _cancel_queued(run_dir: Path, job_id: str, client: SlurmClient, seen: str) -> str:
+    """scancel a job that has not started (or waits to start again after a requeue): no driver
+    runs to record anything, so the run is recorded done here. `seen`: the phase before."""
+    client.cancel(job_id)
+    state = StateFile(run_dir)
+    if state.data.get("phase", "") != seen:
+        # It started between our look and scancel: its driver got SIGTERM and records the end.
+        return f"cancelled job {job_id}; its driver had just started and is stopping"
+    reason = "cancelled before start" if seen in ("", "submitted") else "cancelled while requeued"
+    state.phase("done", reason=reason)
+    return f"{reason} (job {job_id})"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -103,7 +179,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.cmd == "collect":
             raise OrchestratorError(f"{args.run_dir} is not a sweep directory (no manifest.json)")
         elif args.cmd == "status":
-            print(status(args.run_dir))
+            text, code = status(args.run_dir)
+            print(text)
+            return code
         elif args.cmd == "logs":
             print(logs(args.run_dir, args.name, args.lines))
         else:

@@ -1,4 +1,5 @@
-"""Error hierarchy. The CLI prints these without a traceback (exit code 2 for bad input, 1 at runtime)."""
+"""Error hierarchy. The CLI prints these as one message, without a traceback unless debug=true
+(exit code 2 for bad input, 1 at runtime)."""
 
 from __future__ import annotations
 

@@ -26,7 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from orchestrator.bench.sweepdir import MANIFEST, load_manifest, point_status
+from orchestrator.api import Prepared, prepare
+from orchestrator.bench.sweepdir import MANIFEST, load_manifest, point_statuses
 from orchestrator.config.load import quote_override_value
 from orchestrator.config.schema import RootConfig
 from orchestrator.effects import CommandRunner, SubprocessRunner
@@ -34,6 +35,7 @@ from orchestrator.errors import InvalidConfig, Issue, OrchestratorError
 from orchestrator.launchers.select import Site
 from orchestrator.plan import build
 from orchestrator.runtime.state import now_iso, read_state, write_json_atomic
+from orchestrator.slurm.client import SlurmClient
 
 SWEEP_KEYS = ("sweep_dir", "sweep.baseline")
 BASELINES = ("", "aggregated")
@@ -55,9 +57,9 @@ class SweepPoint:
         return " ".join(sorted(self.overrides))
 
 
-# A validated point with the launcher it goes through, and its manifest entry once triaged.
-Prepared = tuple[SweepPoint, RootConfig, str]
-Todo = tuple[SweepPoint, RootConfig, str, dict[str, Any]]
+# A validated point (config, plan and request), and its manifest entry once triaged.
+PreparedPoint = tuple[SweepPoint, Prepared]
+Todo = tuple[SweepPoint, Prepared, dict[str, Any]]
 
 
 # --- expansion (pure) ------------------------------------------------------------------------
@@ -135,13 +137,6 @@ def baseline_point(point: SweepPoint, cfg: RootConfig) -> SweepPoint | None:
 
 
 # --- validation ------------------------------------------------------------------------------
-def _prepare(point: SweepPoint, site: Site) -> tuple[RootConfig, str]:
-    # The same composition + validation + launcher resolution as a single launch.
-    from orchestrator.cli import prepare
-
-    return prepare(list(point.overrides), site)
-
-
 def _sweep_issues(cfg: RootConfig, launcher: str, site: Site) -> list[Issue]:
     issues = []
     if launcher == "local":
@@ -184,7 +179,7 @@ def _sweep_issues(cfg: RootConfig, launcher: str, site: Site) -> list[Issue]:
     return issues
 
 
-def validate_points(points: list[SweepPoint], site: Site, baseline: str) -> list[Prepared]:
+def validate_points(points: list[SweepPoint], site: Site, baseline: str) -> list[PreparedPoint]:
     """Compose and validate every point (and its baseline); raise one InvalidConfig naming the
     point of every problem."""
     if baseline not in BASELINES:
@@ -192,22 +187,23 @@ def validate_points(points: list[SweepPoint], site: Site, baseline: str) -> list
             [Issue("sweep.baseline", baseline, "unknown value", "use sweep.baseline=aggregated")]
         )
     issues: list[Issue] = []
-    prepared: list[tuple[SweepPoint, RootConfig, str]] = []
+    prepared: list[PreparedPoint] = []
     pending = list(points)
     seen = {p.key for p in points}
     while pending:
         point = pending.pop(0)
         try:
-            cfg, launcher = _prepare(point, site)
+            # The same composition, validation, plan and request as a single launch.
+            ready = prepare(list(point.overrides), site)
         except InvalidConfig as exc:
             issues += [dataclasses.replace(i, key=f"[{point.label}] {i.key}") for i in exc.issues]
             continue
         issues += [
             dataclasses.replace(i, key=f"[{point.label}] {i.key}")
-            for i in _sweep_issues(cfg, launcher, site)
+            for i in _sweep_issues(ready.cfg, ready.launcher, site)
         ]
-        prepared.append((point, cfg, launcher))
-        extra = baseline_point(point, cfg) if baseline and not point.baseline else None
+        prepared.append((point, ready))
+        extra = baseline_point(point, ready.cfg) if baseline and not point.baseline else None
         if extra is not None and extra.key not in seen:
             seen.add(extra.key)
             pending.append(extra)
@@ -216,11 +212,11 @@ def validate_points(points: list[SweepPoint], site: Site, baseline: str) -> list
     return prepared
 
 
-def _entry(manifest: dict[str, Any], point: SweepPoint, cfg: RootConfig) -> dict[str, Any]:
+def _entry(manifest: dict[str, Any], point: SweepPoint, ready: Prepared) -> dict[str, Any]:
     for entry in manifest["points"]:
         if entry["key"] == point.key:
             return entry  # type: ignore[no-any-return]
-    plan = build.build_plan(cfg)
+    cfg, plan = ready.cfg, ready.plan
     entry = {
         "key": point.key,
         "label": point.label or plan.name,
@@ -249,13 +245,14 @@ def default_sweep_dir(cfg: RootConfig) -> Path:
     return Path("outputs") / "sweeps" / f"{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{model}"
 
 
-def _submit(point: SweepPoint, cfg: RootConfig, launcher: str, run_dir: Path) -> str:
+def _submit(point: SweepPoint, ready: Prepared, run_dir: Path) -> str:
     """Launch one point with wait=false; its job id (launch's stdout goes to our stderr)."""
     from orchestrator.launchers.launch import launch
 
-    overrides = [*point.overrides, f"run_dir={quote_override_value(str(run_dir))}", "wait=false"]
+    overrides = (*point.overrides, f"run_dir={quote_override_value(str(run_dir))}", "wait=false")
+    cfg = dataclasses.replace(ready.cfg, run_dir=str(run_dir), wait=False)
     with contextlib.redirect_stdout(sys.stderr):
-        code = launch(cfg, launcher, overrides)
+        code = launch(dataclasses.replace(ready, cfg=cfg, overrides=overrides))
     if code:
         raise OrchestratorError(f"submitting {point.label} failed (exit {code}); see {run_dir}")
     return str(read_state(run_dir).get("job_id", ""))
@@ -270,7 +267,7 @@ def run_sweep(overrides: Sequence[str], site: Site, runner: CommandRunner | None
     runner = runner or SubprocessRunner()
     points, options = expand(overrides)
     prepared = validate_points(points, site, options.get("sweep.baseline", ""))
-    first_cfg = prepared[0][1]
+    first_cfg = prepared[0][1].cfg
     sweep_dir = (
         Path(options.get("sweep_dir") or default_sweep_dir(first_cfg)).expanduser().resolve()
     )
@@ -296,7 +293,7 @@ def run_sweep(overrides: Sequence[str], site: Site, runner: CommandRunner | None
 
 
 def _triage(
-    prepared: Sequence[Prepared],
+    prepared: Sequence[PreparedPoint],
     manifest: dict[str, Any],
     sweep_dir: Path,
     runner: CommandRunner,
@@ -304,23 +301,23 @@ def _triage(
     """One plan line per point (submit, or skip and why) and the points to submit: those that
     are new or failed (a valid, queued or running point is left alone on re-run)."""
     plan_lines, todo = [], []
-    for point, cfg, launcher in prepared:
-        entry = _entry(manifest, point, cfg)
-        status = point_status(sweep_dir, entry, runner)
+    entries = [_entry(manifest, point, ready) for point, ready in prepared]
+    statuses = point_statuses(sweep_dir, entries, SlurmClient(runner))  # one batched query
+    for (point, ready), entry, status in zip(prepared, entries, statuses, strict=True):
         action = "submit" if status["status"] in ("new", "failed") else f"skip ({status['status']})"
         plan_lines.append(
             f"{action:<15} {entry['name']:<24} {entry['nodes']} node(s) {entry['gpus']:>3} GPUs  "
             f"{point.label}"
         )
         if action == "submit":
-            todo.append((point, cfg, launcher, entry))
+            todo.append((point, ready, entry))
     return plan_lines, todo
 
 
 def _submit_recorded(sweep_dir: Path, manifest: dict[str, Any], item: Todo) -> None:
     """Submit one point into a fresh run directory, writing the manifest before (an interrupted
     sweep still knows the dir) and after (the job id)."""
-    point, cfg, launcher, entry = item
+    point, ready, entry = item
     run_dir = _new_run_dir(sweep_dir, entry)
     run = {
         "run_dir": str(run_dir.relative_to(sweep_dir)),
@@ -329,8 +326,6 @@ def _submit_recorded(sweep_dir: Path, manifest: dict[str, Any], item: Todo) -> N
     }
     entry["runs"].append(run)
     write_json_atomic(sweep_dir / MANIFEST, manifest)
-    run["job_id"] = _submit(
-        point, dataclasses.replace(cfg, run_dir=str(run_dir), wait=False), launcher, run_dir
-    )
+    run["job_id"] = _submit(point, ready, run_dir)
     write_json_atomic(sweep_dir / MANIFEST, manifest)
     _say(f"submitted {entry['name']} ({point.label}): job {run['job_id']}, {run_dir}")

@@ -9,10 +9,10 @@ from pathlib import Path
 
 from orchestrator.bench.spec import BENCHMARK_KINDS, TOOLS, aiperf_binary, estimate_s
 from orchestrator.config.schema import RootConfig
+from orchestrator.engines import ENGINES, get_engine
 from orchestrator.errors import InvalidConfig, Issue
+from orchestrator.frontends import FRONTENDS, get_frontend
 from orchestrator.plan import build
-from orchestrator.plan.engines import ENGINE_KINDS
-from orchestrator.plan.frontends import DISCOVERY_KINDS, FRONTEND_KINDS
 from orchestrator.plan.model import RESTART_MODES
 from orchestrator.plan.ports import highest_port
 from orchestrator.slurm.request import SAFE_DIRECTIVE
@@ -22,9 +22,6 @@ DEPLOYMENT_MODES = ("disaggregated", "aggregated")
 GPU_DIRECTIVES = ("gpus-per-node", "gres")
 IP_SOURCES = ("hostname", "interface")
 DRY_RUN_VALUES = ("false", "true", "json")
-# Engines and the frontends they register with.
-COMPATIBLE_FRONTENDS = {"dynamo_sglang": "dynamo", "mocker": "dynamo", "sglang": "sglang_router"}
-DYNAMO_PORT_LIMIT = 32767
 SECRET_KEY = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|API_?KEY|CREDENTIAL", re.IGNORECASE)
 
 
@@ -53,9 +50,8 @@ def _choice(key: str, value: str, valid: Iterable[str]) -> list[Issue]:
 
 def _kinds(cfg: RootConfig) -> list[Issue]:
     return (
-        _choice("engine.kind", cfg.engine.kind, ENGINE_KINDS)
-        + _choice("frontend.kind", cfg.frontend.kind, FRONTEND_KINDS)
-        + _choice("frontend.discovery", cfg.frontend.discovery, DISCOVERY_KINDS)
+        _choice("engine.kind", cfg.engine.kind, ENGINES)
+        + _choice("frontend.kind", cfg.frontend.kind, FRONTENDS)
         + _choice("launcher.kind", cfg.launcher.kind, LAUNCHER_KINDS)
         + _choice("deployment.mode", cfg.deployment.mode, DEPLOYMENT_MODES)
         + _choice("cluster.gpu_directive", cfg.cluster.gpu_directive, GPU_DIRECTIVES)
@@ -67,16 +63,16 @@ def _kinds(cfg: RootConfig) -> list[Issue]:
 
 
 def _combination(cfg: RootConfig) -> list[Issue]:
-    needed = COMPATIBLE_FRONTENDS.get(cfg.engine.kind)
-    if needed is None or cfg.frontend.kind not in FRONTEND_KINDS or cfg.frontend.kind == needed:
+    """The engine names the frontends its workers can join; the frontend's own rules."""
+    if cfg.engine.kind not in ENGINES or cfg.frontend.kind not in FRONTENDS:
         return []
-    why = (
-        "Dynamo workers register through Dynamo discovery, which sglang-router cannot read"
-        if needed == "dynamo"
-        else "plain SGLang workers do not register with Dynamo's frontend"
-    )
-    return [Issue("frontend.kind", cfg.frontend.kind, f"cannot front engine={cfg.engine.kind}: {why}",
-                  f"set frontend={needed}")]  # fmt: skip
+    issues = get_frontend(cfg.frontend.kind).validate(cfg)
+    partners = get_engine(cfg.engine.kind).frontends
+    if cfg.frontend.kind not in partners:
+        issues.append(Issue("frontend.kind", cfg.frontend.kind,
+                            f"cannot front engine={cfg.engine.kind}: its workers register only "
+                            f"with {' or '.join(partners)}", f"set frontend={partners[0]}"))  # fmt: skip
+    return issues
 
 
 def _model(cfg: RootConfig) -> list[Issue]:
@@ -178,13 +174,13 @@ def _ports(cfg: RootConfig) -> list[Issue]:
     top = highest_port(
         c.port_base, gpus_per_node=max(c.gpus_per_node, 1), job_blocks=c.port_job_blocks
     )
-    # Dynamo 1.6.1 reads DYN_SYSTEM_PORT as a signed 16-bit integer ("invalid value unsigned int
-    # `36820`, expected i16"): a worker given a higher system port dies at start.
-    limit = DYNAMO_PORT_LIMIT if cfg.engine.kind in ("dynamo_sglang", "mocker") else 65535
+    # Engines may accept less than 65535 (Dynamo reads DYN_SYSTEM_PORT as a signed 16-bit int).
+    engine = get_engine(cfg.engine.kind) if cfg.engine.kind in ENGINES else None
+    limit, why = (engine.max_port, engine.max_port_reason) if engine else (65535, "")
     if c.port_base < 1024 or top > limit:
         issues.append(Issue("cluster.port_base", str(c.port_base), f"planned ports would span "
                             f"{c.port_base}-{top}, outside 1024-{limit}"
-                            + (" (Dynamo reads DYN_SYSTEM_PORT as a 16-bit signed int)" if limit < 65535 else ""),
+                            + (f" ({why})" if why else ""),
                             "lower cluster.port_base or cluster.port_job_blocks"))  # fmt: skip
     elif c.port_base <= http <= top:
         issues.append(Issue("frontend.http_port", str(http), f"inside the worker port range "
@@ -248,12 +244,7 @@ def _slurm_values(cfg: RootConfig) -> list[Issue]:
 
 def _topology(cfg: RootConfig) -> list[Issue]:
     slots = build.place(cfg)
-    issues: list[Issue] = []
-    spanning = [s for s in slots if len(s.ranks) > 1]
-    if cfg.engine.kind == "mocker" and spanning:
-        issues.append(Issue(f"{spanning[0].group}.tp", str(build.tp_of(cfg, spanning[0].group)),
-                            "the mocker is one process and cannot span nodes",
-                            "use a TP that fits in cluster.gpus_per_node with engine=mocker"))  # fmt: skip
+    issues = get_engine(cfg.engine.kind).validate(cfg, slots)
     nodes = max(n for s in slots for n, _ in s.ranks) + 1 if slots else 1
     if cfg.launcher.kind == "local" and nodes > 1:
         issues.append(Issue("launcher.kind", "local", f"the plan needs {nodes} nodes and the local "

@@ -3,7 +3,7 @@
 #
 #   scripts/install.sh [--with-aiperf] [--with-sglang]
 #
-# Creates .venv in the repo root with the orchestrator (editable, extras test+plot),
+# Creates .venv in the repo root with the orchestrator (editable, extras test+plot+mocker),
 # Dynamo (frontend + mocker) and sglang-router, all at the versions pinned in
 # scripts/versions.env. Re-running skips every step that is already satisfied.
 # --with-aiperf also installs aiperf into its own venv .venvs/aiperf (its
@@ -99,8 +99,8 @@ install_project() {
     log "orchestrator: up to date"
     return 0
   fi
-  log "orchestrator: pip install -e .[test,plot]"
-  "$py" -m pip install --quiet -e "${ROOT}[test,plot]"
+  log "orchestrator: pip install -e .[test,plot,mocker]"
+  "$py" -m pip install --quiet -e "${ROOT}[test,plot,mocker]"
   printf '%s\n' "$want" >"$stamp"
 }
 

@@ -1,19 +1,29 @@
-"""Shared fixtures of the unit suite: `--update-golden`, cached composition, plan helpers."""
+"""Shared fixtures of the unit suite: `--update-golden`, cached composition, plan helpers, and a
+config search path without the developer's own config dirs."""
 
 from __future__ import annotations
 
 import functools
+import os
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from orchestrator.config.load import compose_config
+from orchestrator.config.load import PATH_ENV, compose_config, user_config_dirs
 from orchestrator.config.schema import RootConfig
 from orchestrator.plan.build import build_plan
 from orchestrator.plan.model import Plan
 
 GOLDEN_DIR = Path(__file__).parent / "golden"
+
+# The suite composes the packaged configs only: a developer's own $ORCHESTRATOR_CONFIG_PATH or
+# ~/.config/orchestrator (searched first, orchestrator/config/load.py) would change the goldens.
+# Set here, at import, so CLI subprocesses and Slurm jobs started by tests inherit it too.
+os.environ.pop(PATH_ENV, None)
+if user_config_dirs():
+    os.environ["XDG_CONFIG_HOME"] = tempfile.mkdtemp(prefix="orchestrator-tests-xdg-")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

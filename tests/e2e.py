@@ -149,12 +149,6 @@ def job_state(job_id: str) -> str:
     return res.stdout.strip().split(" ")[0] if res.returncode == 0 else ""
 
 
-def cancel_if_running(job_id: str) -> None:
-    """Cleanup for failed tests: no job of ours outlives its test."""
-    if job_id:
-        subprocess.run(["scancel", job_id], capture_output=True, check=False)
-
-
 def kill_run(run_dir: Path) -> None:
     """Cleanup for failed local tests: SIGKILL whatever still mentions the run directory."""
     for p in processes_mentioning(str(run_dir)):

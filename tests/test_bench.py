@@ -28,9 +28,9 @@ from orchestrator.bench.spec import (
     client_process,
     estimate_s,
     load_points,
+    run_context,
     tokenizer_for,
 )
-from orchestrator.bench.step import run_context
 from orchestrator.config.schema import RootConfig
 from orchestrator.plan.build import build_plan
 from orchestrator.validate import validate
@@ -109,11 +109,11 @@ def test_client_is_a_benchmark_process_on_node_0(bench_cfg: RootConfig) -> None:
 
 def test_tokenizer_defaults(compose: Compose) -> None:
     mocker = compose("+model=gpt_oss_120b", "engine=mocker", "benchmark=aiperf")
-    assert tokenizer_for(mocker, {"tiny_model_dir": "/r/tiny-model"}) == "/r/tiny-model"
+    assert tokenizer_for(mocker) == "{run_dir}/tiny-model"  # generated into the run directory
     real = compose("+model=gpt_oss_120b", "benchmark=aiperf")
-    assert tokenizer_for(real, {}) == "openai/gpt-oss-120b"
+    assert tokenizer_for(real) == "openai/gpt-oss-120b"
     own = compose("+model=gpt_oss_120b", "benchmark=aiperf", "benchmark.tokenizer=/models/gpt-oss")
-    assert tokenizer_for(own, {}) == "/models/gpt-oss"
+    assert tokenizer_for(own) == "/models/gpt-oss"
 
 
 def test_time_estimate_counts_against_the_limit(compose: Compose) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.bench.spec import DEFAULT_AIPERF
+from orchestrator.tools import AIPERF, find_tool
 from tests import e2e
 
 pytestmark = [
@@ -23,7 +23,7 @@ pytestmark = [
         reason="Dynamo not installed (scripts/install.sh)",
     ),
     pytest.mark.skipif(
-        not DEFAULT_AIPERF.exists(),
+        find_tool(AIPERF) is None,
         reason="aiperf not installed (scripts/install.sh --with-aiperf)",
     ),
 ]

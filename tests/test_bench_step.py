@@ -7,6 +7,8 @@ import dataclasses
 import json
 import sys
 import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +21,9 @@ from orchestrator.plan.build import build_plan
 from orchestrator.plan.placeholders import Bindings, bind_plan
 from orchestrator.runtime.driver import Driver
 from orchestrator.runtime.processes import LocalBackend
-from orchestrator.runtime.state import StateFile
+from orchestrator.runtime.state import StateFile, read_state
+from tests.e2e import wait_for
+from tests.fakes import FakeHttp
 
 FIXTURES = Path(__file__).parent / "fixtures" / "bench"
 POINTS = (
@@ -30,28 +34,24 @@ POINTS = (
 FAKE_AIPERF = """\
 import os, shutil, sys, time
 out = sys.argv[sys.argv.index("--output-artifact-dir") + 1]
+os.makedirs(out, exist_ok=True)
+open(os.path.join(out, "started"), "w").close()  # the client is running: tests may stop it now
 time.sleep(float(os.environ.get("FAKE_SLEEP", "0")))
 shutil.copytree(os.environ["FAKE_FIXTURE"], out, dirs_exist_ok=True)
 sys.exit(int(os.environ.get("FAKE_EXIT", "0")))
 """
 
 
-class ReadyHttp:
-    """The frontend gate and the canary always pass."""
-
-    def get(self, url: str, *, timeout: float) -> HttpResponse:
-        return HttpResponse(200, json.dumps({"ready": True}))
-
-    def post(self, url: str, payload: Any, *, timeout: float) -> HttpResponse:
-        return HttpResponse(
-            200,
-            json.dumps(
-                {"choices": [{"message": {"content": "ok"}}], "usage": {"completion_tokens": 2}}
-            ),
-        )
-
-    def delete(self, url: str, *, timeout: float) -> HttpResponse:
-        return HttpResponse(200, "")
+# The frontend gate and the canary always pass.
+READY_HTTP = {
+    "/ready": HttpResponse(200, json.dumps({"ready": True})),
+    "/v1/chat/completions": HttpResponse(
+        200,
+        json.dumps(
+            {"choices": [{"message": {"content": "ok"}}], "usage": {"completion_tokens": 2}}
+        ),
+    ),
+}
 
 
 def make(
@@ -88,12 +88,12 @@ def make(
         plan,
         run_dir=tmp_path,
         backend=LocalBackend(),
-        http=ReadyHttp(),
+        http=FakeHttp(READY_HTTP),
         clock=SystemClock(),  # type: ignore[arg-type]
         state=StateFile(tmp_path),
         say=lambda _m: None,
     )
-    attach_benchmark(driver, cfg)
+    attach_benchmark(driver, plan.benchmark)
     return driver, cfg
 
 
@@ -103,6 +103,28 @@ def rows(tmp_path: Path) -> list[dict[str, Any]]:
 
 def state(tmp_path: Path) -> dict[str, Any]:
     return dict(json.loads((tmp_path / "state.json").read_text()))
+
+
+@contextmanager
+def stop_once(
+    driver: Driver, condition: Callable[[], bool], what: str, reason: str
+) -> Iterator[None]:
+    """While the body runs the driver, request a stop from another thread as soon as `condition`
+    holds (polled with a deadline); a deadline miss still stops the driver, then fails the test."""
+    failures: list[AssertionError] = []
+
+    def watch() -> None:
+        try:
+            wait_for(condition, timeout=30, what=what, interval=0.02)
+        except AssertionError as exc:
+            failures.append(exc)
+        driver.request_stop(reason)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    yield
+    watcher.join(timeout=35)
+    assert not failures, failures[0]
 
 
 def test_valid_benchmark_ends_the_job(compose: Any, tmp_path: Path) -> None:
@@ -123,8 +145,13 @@ def test_valid_benchmark_ends_the_job(compose: Any, tmp_path: Path) -> None:
 
 def test_keep_serving_after_the_benchmark(compose: Any, tmp_path: Path) -> None:
     driver, _ = make(compose, tmp_path, "benchmark.keep_serving=true")
-    threading.Timer(3.0, driver.request_stop, args=("test over",)).start()
-    assert driver.run() == 0
+
+    def benchmark_done_still_serving() -> bool:
+        st = read_state(tmp_path)
+        return st.get("phase") == "ready" and st.get("benchmark", {}).get("status") == "valid"
+
+    with stop_once(driver, benchmark_done_still_serving, "the benchmark to finish", "test over"):
+        assert driver.run() == 0
     st = state(tmp_path)
     assert st["reason"] == "test over" and st["benchmark"]["status"] == "valid"
 
@@ -158,8 +185,9 @@ def test_missing_results_name_the_log(compose: Any, tmp_path: Path) -> None:
 
 def test_stop_during_a_point_stops_the_client(compose: Any, tmp_path: Path) -> None:
     driver, _ = make(compose, tmp_path, sleep=60)
-    threading.Timer(1.5, driver.request_stop, args=("received SIGTERM",)).start()
-    assert driver.run() == 0
+    started = tmp_path / "results" / "00-c2-i64-o16" / "started"
+    with stop_once(driver, started.exists, "the first client to start", "received SIGTERM"):
+        assert driver.run() == 0
     st = state(tmp_path)
     assert st["phase"] == "done" and st["reason"] == "received SIGTERM"
     assert st["processes"]["benchmark-0"]["exit_code"] not in (None, 0)  # terminated

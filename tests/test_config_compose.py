@@ -1,6 +1,6 @@
-"""Every option of every group under conf/ (and every experiment) composes, validates, plans and
-renders a dry-run for every launcher. Options are discovered from the directory, so a new YAML
-file is tested without editing this file."""
+"""Every option of every group under orchestrator/conf/ (and every experiment) composes, validates,
+plans and renders a dry-run for every launcher. Options are discovered from the directory, so a
+new YAML file is tested without editing this file."""
 
 from __future__ import annotations
 
@@ -15,13 +15,13 @@ from omegaconf import OmegaConf
 from orchestrator.config.load import (
     CONF_DIR,
     compose_config,
-    config_from_dict,
     config_to_dict,
     quote_override_value,
 )
 from orchestrator.config.schema import RootConfig
+from orchestrator.launchers.requests import materialize
 from orchestrator.plan.build import build_plan
-from orchestrator.render.dryrun import render_json, render_text
+from orchestrator.render.dryrun import all_processes, render_json, render_text
 from orchestrator.validate import validate
 
 Compose = Callable[..., RootConfig]
@@ -70,7 +70,9 @@ def test_option_composes_validates_plans_and_renders(compose: Compose, option: s
     if group in ("engine", "frontend", "launcher", "benchmark"):
         assert getattr(cfg, group).kind == name
     as_dict = config_to_dict(cfg)
-    assert config_from_dict(json.loads(json.dumps(as_dict))) == cfg  # the run directory's copy
+    # config.json (the run directory's copy) reads back as the same typed config
+    merged = OmegaConf.merge(OmegaConf.structured(RootConfig), json.loads(json.dumps(as_dict)))
+    assert OmegaConf.to_object(merged) == cfg
     config_yaml = OmegaConf.to_yaml(as_dict)  # as the CLI does (once: it costs ~25 ms)
     plan = build_plan(cfg)
     assert plan.processes and plan.slurm.nodes == plan.num_nodes
@@ -82,11 +84,13 @@ def test_option_composes_validates_plans_and_renders(compose: Compose, option: s
             assert [i.key for i in problems] == ["launcher.kind"]
             continue
         assert problems == []
-        kw = {"python": cfg.engine.python, "overrides": overrides}
-        data = json.loads(render_json(build_plan(variant), launcher, **kw))
-        assert [p["name"] for p in data["processes"]] == [p.name for p in plan.processes]
+        planned = build_plan(variant)
+        request = materialize(planned, launcher, python=cfg.engine.python, overrides=overrides,
+                              git_sha="abc1234", cwd="/work")  # fmt: skip
+        data = json.loads(render_json(planned, request))
+        assert [p["name"] for p in data["processes"]] == [p.name for p in all_processes(plan)]
         assert data["slurm"]["launcher"] == launcher
-        text = render_text(build_plan(variant), launcher, config_yaml=config_yaml, **kw)
+        text = render_text(planned, request, config_yaml=config_yaml, overrides=overrides)
         assert f"=== PLAN {plan.name}: {plan.num_nodes} node(s)" in text
         assert f"=== SLURM REQUEST (launcher={launcher}) ===" in text
         if launcher == "sbatch":

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from orchestrator.config.load import CONF_DIR
+from orchestrator.launchers.rundir import git_sha
 from orchestrator.plan.model import ROLES
 
 REFERENCE_WORKER = (
@@ -30,8 +31,12 @@ CONTRACT_KEYS = ("name", "role", "node_index", "gpus", "ports", "env", "argv")
 Golden = Callable[[str, str], None]
 
 if any((CONF_DIR / "local").glob("*.yaml")):
-    pytest.skip("conf/local/*.yaml (site overrides) change the dry-run output",
+    pytest.skip("orchestrator/conf/local/*.yaml (site overrides) change the dry-run output",
                 allow_module_level=True)  # fmt: skip
+
+
+# A checkout that is not the installed one (a worktree) is run as itself.
+PYTHONPATH = {"PYTHONPATH": os.environ["PYTHONPATH"]} if "PYTHONPATH" in os.environ else {}
 
 
 def dry_run(cwd: Path, *args: str) -> str:
@@ -39,14 +44,16 @@ def dry_run(cwd: Path, *args: str) -> str:
     proc = subprocess.run(
         [sys.executable, "-m", "orchestrator", "+model=gpt_oss_120b", *args],
         cwd=cwd, capture_output=True, text=True, timeout=60, check=False,
-        # No Slurm, no site settings; PYTHONPATH kept so a worktree tests its own code.
-        env={"PATH": "/usr/bin:/bin", "HOME": str(cwd), "PYTHONPATH": os.environ.get("PYTHONPATH", "")},
+        env={"PATH": "/usr/bin:/bin", "HOME": str(cwd), **PYTHONPATH},  # no Slurm, no site settings
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr == ""
     assert list(cwd.iterdir()) == [], "dry-run wrote files"
-    # The sbatch script execs the driver with the interpreter running the orchestrator.
-    return proc.stdout.replace(sys.executable, "<python>")
+    # The sbatch script execs the driver with the interpreter running the orchestrator, from
+    # the directory the command ran in; its header names the commit.
+    out = proc.stdout.replace(sys.executable, "<python>").replace(str(cwd), "<cwd>")
+    sha = git_sha()
+    return out.replace(f"(git {sha})", "(git <sha>)") if sha else out
 
 
 def assert_runs(argv: list[str], reference: str) -> None:
@@ -128,7 +135,8 @@ def test_sbatch_text_golden_includes_the_script(golden: Golden, tmp_path: Path) 
     script = text.split("--- sbatch script ---\n", 1)[1]
     assert script.startswith("#!/bin/bash\n")
     assert "#SBATCH --nodes=1\n" in script
-    assert script.rstrip().endswith("exec <python> -m orchestrator.runtime.driver '<run_dir>'")
+    assert script.rstrip().endswith('exec <python> -m orchestrator.runtime.run "$run_dir"')
+    assert "cd <cwd>\n" in script  # the deployment runs where the command was launched
 
 
 def test_benchmark_clients_are_part_of_the_dry_run(tmp_path: Path) -> None:

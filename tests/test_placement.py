@@ -68,7 +68,7 @@ def test_worker_spanning_two_nodes_is_one_process_per_node(plan_of: PlanOf) -> N
         assert [p.node_index for p in procs] == list(nodes)
         assert all(p.gpus == tuple(range(8)) for p in procs)
         leader = procs[0]
-        addr = f"{{node_ip:{nodes[0]}}}:{leader.ports['dist_init']}"
+        addr = f"{{node_ip:{nodes[0]}}}:{{port:{leader.ports['dist_init']}}}"  # bound in the job
         for rank, proc in enumerate(procs):
             assert proc.rank == rank
             assert flag(proc.argv, "--tp") == "16"
@@ -89,7 +89,7 @@ def test_worker_spanning_two_nodes_is_one_process_per_node(plan_of: PlanOf) -> N
 def test_spanning_prefill_keeps_one_bootstrap_port(plan_of: PlanOf) -> None:
     plan = plan_of("prefill.tp=16", "decode.tp=16")
     leader, follower = workers(plan, "prefill")
-    port = str(leader.ports["bootstrap"])
+    port = f"{{port:{leader.ports['bootstrap']}}}"
     assert flag(leader.argv, "--disaggregation-bootstrap-port") == port
     assert flag(follower.argv, "--disaggregation-bootstrap-port") == port
 

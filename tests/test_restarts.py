@@ -83,7 +83,7 @@ def test_a_killed_worker_restarts_in_place_and_the_run_stays_ready(
 
     def scenario(d: Driver) -> None:
         backend.procs["decode-0"].code = 137
-        http.answers[url] = resp(503, "loading")  # the restarted engine is not healthy yet
+        http.script[url] = resp(503, "loading")  # the restarted engine is not healthy yet
         d.check_alive()
         seen["after_exit"] = json.loads((tmp_path / "state.json").read_text())
         seen["line"] = progress_line(d.state.data)
@@ -92,7 +92,7 @@ def test_a_killed_worker_restarts_in_place_and_the_run_stays_ready(
         serve_steps(d, 1.0)
         seen["after_backoff"] = backend.started.count("decode-0")
         seen["still_degraded"] = list(d.degraded)
-        http.answers[url] = resp(200, "ok")
+        http.script[url] = resp(200, "ok")
         serve_steps(d, 0.2)
         d.request_stop("test over")
 
@@ -156,10 +156,10 @@ def test_a_hung_worker_is_killed_and_restarted(plan_of: Any, tmp_path: Path) -> 
     url = driver.plan.process("prefill-0").health.url  # type: ignore[union-attr]
 
     def hang(d: Driver) -> None:
-        http.answers[url] = resp(503, "stuck")
+        http.script[url] = resp(503, "stuck")
         d.clock.wait = lambda event, s: (  # type: ignore[method-assign]
             d.clock.sleep(s),
-            http.answers.update({url: resp(200, "ok")}) if d.clock.now() > 6 else None,
+            http.script.update({url: resp(200, "ok")}) if d.clock.now() > 6 else None,
             d.clock.now() > 10,
         )[2]
 

@@ -1,5 +1,5 @@
 """sglang-router registration: pure parsers over JSON captured from the real router, and the
-registration logic against a small fake HttpClient and fake clock.
+registration logic against the scripted FakeHttp and FakeClock of tests/fakes.py.
 
 Captured from sglang-router 0.3.2 (Rust `smg`, pip wheel) started with
 `--pd-disaggregation --host 127.0.0.1 --port 31000` (regular mode: without
@@ -10,16 +10,16 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from orchestrator.effects import HttpError, HttpResponse
 from orchestrator.errors import OrchestratorError
-from orchestrator.plan.model import TIER_WORKER, Process
-from orchestrator.runtime import health, router
-from tests.fakes import FakeClock
+from orchestrator.frontends import get_frontend
+from orchestrator.plan.model import TIER_WORKER, Process, Readiness
+from orchestrator.runtime import router
+from tests.fakes import Answer, FakeClock, FakeHttp
 
 # --- captured answers (sglang-router 0.3.2) --------------------------------------------------------
 POST_ACCEPTED = (
@@ -78,39 +78,6 @@ R = "http://10.0.0.1:8000"
 
 
 # --- fakes -----------------------------------------------------------------------------------------
-Answer = HttpResponse | HttpError
-
-
-class FakeHttp:
-    """Scripted answers per (method, url): a list is consumed in order, its last entry repeats."""
-
-    def __init__(self, script: dict[tuple[str, str], list[Answer]]) -> None:
-        self.script = script
-        self.calls: list[tuple[str, str, Any]] = []
-
-    def _answer(self, method: str, url: str, payload: Any = None) -> HttpResponse:
-        self.calls.append((method, url, payload))
-        answers = self.script.get((method, url))
-        if not answers:
-            raise HttpError(f"ConnectionError on {url} (not scripted)")
-        answer = answers.pop(0) if len(answers) > 1 else answers[0]
-        if isinstance(answer, HttpError):
-            raise answer
-        return answer
-
-    def get(self, url: str, *, timeout: float) -> HttpResponse:
-        return self._answer("GET", url)
-
-    def post(self, url: str, payload: Any, *, timeout: float) -> HttpResponse:
-        return self._answer("POST", url, payload)
-
-    def delete(self, url: str, *, timeout: float) -> HttpResponse:
-        return self._answer("DELETE", url)
-
-    def posts(self) -> list[Any]:
-        return [p for m, _, p in self.calls if m == "POST"]
-
-
 def ok(status: int, body: str) -> HttpResponse:
     return HttpResponse(status, body)
 
@@ -282,7 +249,14 @@ def test_deregister_reports_problems() -> None:
 
 
 # --- the readiness gate: counts first, then /readiness ----------------------------------------------
-Gate = Callable[..., health.Verdict]
+ROUTER = get_frontend("sglang_router")
+
+
+def gate(expected: dict[str, int]) -> Readiness:
+    """The plan's readiness section for a router at R."""
+    return Readiness(frontend_kind="sglang_router", frontend_url=R, ready_path="/readiness",
+                     model="m", expected=expected, timeout_s=60, interval_s=1, canary=False,
+                     canary_max_tokens=1)  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -309,16 +283,14 @@ def test_frontend_ready_for_the_router(
     workers: Answer, readiness: Answer, ok_: bool, detail: str
 ) -> None:
     http = FakeHttp({("GET", f"{R}/workers"): [workers], ("GET", f"{R}/readiness"): [readiness]})
-    verdict = health.frontend_ready(
-        http, R, "/readiness", "sglang_router", expected={"prefill": 1, "decode": 1}
-    )
+    verdict = ROUTER.ready(http, gate({"prefill": 1, "decode": 1}))
     assert verdict.ok is ok_
     assert detail in verdict.detail
 
 
 def test_frontend_ready_without_expected_counts_asks_readiness_only() -> None:
     http = FakeHttp({("GET", f"{R}/readiness"): [ok(200, READINESS_OK)]})
-    assert health.frontend_ready(http, R, "/readiness", "sglang_router").ok
+    assert ROUTER.ready(http, gate({})).ok
     assert [u for _, u, _ in http.calls] == [f"{R}/readiness"]
 
 

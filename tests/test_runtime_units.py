@@ -1,4 +1,4 @@
-"""Pure runtime pieces: readiness parsers, Slurm output parsers, node discovery, state, the
+"""Pure runtime pieces: readiness parsers, node discovery, state, the
 driver's sequencing with fake side effects (clock, HTTP, processes)."""
 
 from __future__ import annotations
@@ -12,14 +12,15 @@ from typing import Any
 
 import pytest
 
-from orchestrator.effects import HttpError, HttpResponse
+from orchestrator.effects import HttpResponse
 from orchestrator.errors import OrchestratorError
+from orchestrator.frontends import dynamo, sglang_router
 from orchestrator.plan.model import Process
 from orchestrator.plan.placeholders import Bindings, bind_plan
 from orchestrator.runtime import health
 from orchestrator.runtime.driver import Driver
 from orchestrator.runtime.nodes import NodeInfo, busy_ports, check_address, parse_node_lines
-from orchestrator.runtime.processes import Running, parse_step_lines
+from orchestrator.runtime.processes import Running
 from orchestrator.runtime.run import (
     Allocation,
     allocation_issues,
@@ -27,8 +28,7 @@ from orchestrator.runtime.run import (
     port_conflicts,
 )
 from orchestrator.runtime.state import StateFile, progress_line
-from orchestrator.slurm.parse import parse_sacct_states, parse_sbatch_parsable
-from tests.fakes import FakeClock
+from tests.fakes import FakeClock, FakeHttp
 
 
 def resp(status: int, body: Any) -> HttpResponse:
@@ -38,15 +38,15 @@ def resp(status: int, body: Any) -> HttpResponse:
 # --- readiness parsers (bodies as Dynamo 1.6.1 / sglang-router 0.3.2 return them) ---------------
 def test_dynamo_ready_gate() -> None:
     ok = {"model": "m", "ready": True, "namespaces": {"dynamo": {"ready": True}}}
-    assert health.parse_dynamo_ready(resp(200, ok)).ok
+    assert dynamo.parse_ready(resp(200, ok)).ok
     missing = {"model": "m", "ready": False, "reason": "missing worker types: prefill"}
-    verdict = health.parse_dynamo_ready(resp(503, missing))
+    verdict = dynamo.parse_ready(resp(503, missing))
     assert not verdict.ok and "missing worker types: prefill" in verdict.detail
 
 
 def test_router_readiness_gate() -> None:
-    assert health.parse_router_readiness(resp(200, {"status": "ready", "healthy_workers": 2})).ok
-    verdict = health.parse_router_readiness(
+    assert sglang_router.parse_readiness(resp(200, {"status": "ready", "healthy_workers": 2})).ok
+    verdict = sglang_router.parse_readiness(
         resp(503, {"status": "not ready", "reason": "insufficient healthy workers"})
     )
     assert not verdict.ok and "insufficient healthy workers" in verdict.detail
@@ -71,22 +71,7 @@ def test_canary_http_error_is_reported() -> None:
     assert not verdict.ok and "503" in verdict.detail
 
 
-# --- Slurm output parsers (Slurm 22.05.8 formats, as captured on the testbed) -----------------
-def test_sbatch_parsable() -> None:
-    assert parse_sbatch_parsable("123\n") == "123"
-    assert parse_sbatch_parsable("123;lab\n") == "123"
-    with pytest.raises(OrchestratorError):
-        parse_sbatch_parsable("sbatch: error: Batch job submission failed\n")
-
-
-def test_sacct_states_fold_steps_and_reasons() -> None:
-    out = "12|COMPLETED\n12.batch|COMPLETED\n12.0|COMPLETED\n13|CANCELLED by 0\n14+0|FAILED\n"
-    assert parse_sacct_states(out) == {"12": "COMPLETED", "13": "CANCELLED", "14": "FAILED"}
-
-
-def test_squeue_step_lines() -> None:
-    out = "7.0|frontend\n7.1|decode-0\n7.batch|batch\nsqueue: warning\n"
-    assert parse_step_lines(out) == [("7.0", "frontend"), ("7.1", "decode-0"), ("7.batch", "batch")]
+# Slurm output parsers and the Slurm client: tests/test_slurm.py
 
 
 # --- node discovery: stderr chatter must never become an address (srt-slurm #250) -------------
@@ -190,30 +175,6 @@ class FakeBackend:
         return [r.proc.name for r in running if r.popen.poll() is None]
 
 
-class FakeHttp:
-    """Scripted answers by URL suffix; unknown URLs are refused like a closed port."""
-
-    def __init__(self, answers: dict[str, HttpResponse]) -> None:
-        self.answers = answers
-        self.calls: list[str] = []
-
-    def _answer(self, url: str) -> HttpResponse:
-        self.calls.append(url)
-        matches = [suffix for suffix in self.answers if url.endswith(suffix)]
-        if matches:
-            return self.answers[max(matches, key=len)]  # the most specific answer wins
-        raise HttpError(f"ConnectionError on {url}")
-
-    def get(self, url: str, *, timeout: float) -> HttpResponse:
-        return self._answer(url)
-
-    def post(self, url: str, payload: Any, *, timeout: float) -> HttpResponse:
-        return self._answer(url)
-
-    def delete(self, url: str, *, timeout: float) -> HttpResponse:
-        return self._answer(url)
-
-
 def make_driver(
     plan_of: Any, tmp_path: Path, http: FakeHttp, *overrides: str
 ) -> tuple[Driver, FakeBackend]:
@@ -255,8 +216,9 @@ def test_driver_reaches_ready_then_stops_in_tiers(plan_of: Any, tmp_path: Path) 
         "prefill-0",
         "prefill-1",
     }
-    assert http.calls.index(next(c for c in http.calls if c.endswith("/ready"))) > max(
-        i for i, c in enumerate(http.calls) if c.endswith("/health")
+    urls = http.urls()
+    assert urls.index(next(u for u in urls if u.endswith("/ready"))) > max(
+        i for i, u in enumerate(urls) if u.endswith("/health")
     )  # the frontend gate is asked only once every process is healthy
 
 
@@ -304,7 +266,7 @@ def test_driver_fails_a_process_that_hangs_while_serving(plan_of: Any, tmp_path:
 
     def hang_prefill(d: Driver) -> None:
         # The prefill stops answering (a stuck engine) but its process does not exit.
-        http.answers[d.plan.process("prefill-0").health.url] = resp(503, {"status": "notready"})  # type: ignore[union-attr]
+        http.script[d.plan.process("prefill-0").health.url] = resp(503, {"status": "notready"})  # type: ignore[union-attr]
 
     driver.on_ready.append(hang_prefill)
     assert driver.run() == 1
@@ -325,10 +287,10 @@ def test_serving_health_watch_can_be_disabled(plan_of: Any, tmp_path: Path) -> N
     calls_at_ready: list[int] = []
 
     def hang(d: Driver) -> None:
-        http.answers[hung_url] = resp(503, {})
+        http.script[hung_url] = resp(503, {})
         calls_at_ready.append(len(http.calls))
         d.clock.wait = lambda event, s: (d.clock.sleep(s), d.clock.now() > 120)[1]  # type: ignore[method-assign]
 
     driver.on_ready.append(hang)
     assert driver.run() == 0  # served 120 fake seconds, then the (patched) wait said stop
-    assert hung_url not in http.calls[calls_at_ready[0] :]  # never probed while serving
+    assert hung_url not in http.urls()[calls_at_ready[0] :]  # never probed while serving

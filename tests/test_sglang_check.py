@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import sglang_check
+from orchestrator import tools
 from orchestrator.config.schema import RootConfig
 from orchestrator.effects import SubprocessRunner
+from orchestrator.engines import sglang_check
 from orchestrator.errors import InvalidConfig
 from orchestrator.plan.build import build_plan
 from orchestrator.plan.model import Plan
@@ -53,8 +54,9 @@ def test_sglang_argv_follows_the_engine_contract(
         assert "--tp" not in argv and flag(argv, "--tp-size") is not None  # long names only
         assert "--skip-tokenizer-init" not in argv  # behind the router the worker tokenizes
         if p.role == "prefill":
-            assert flag(argv, "--disaggregation-bootstrap-port") == str(
-                plan.process(f"prefill-{p.worker_index}").bootstrap_port
+            leader = plan.process(f"prefill-{p.worker_index}")
+            assert (
+                flag(argv, "--disaggregation-bootstrap-port") == f"{{port:{leader.bootstrap_port}}}"
             )
         else:
             assert "--disaggregation-bootstrap-port" not in argv
@@ -72,7 +74,7 @@ def test_multinode_workers_share_a_rendezvous(plan_of: Callable[..., Plan]) -> N
         ranks = [p for p in plan.processes if p.group == group]
         assert [p.rank for p in ranks] == [0, 1]
         leader = ranks[0]
-        addr = f"{{node_ip:{leader.node_index}}}:{leader.ports['dist_init']}"
+        addr = f"{{node_ip:{leader.node_index}}}:{{port:{leader.ports['dist_init']}}}"
         for p in ranks:
             assert (flag(p.argv, "--dist-init-addr"), flag(p.argv, "--nnodes"), flag(p.argv, "--node-rank")) == (
                 addr, "2", str(p.rank))  # fmt: skip
@@ -122,7 +124,7 @@ def test_skipped_check_is_announced_once(compose: Callable[..., RootConfig], mon
                                          capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
     monkeypatch.setattr(sglang_check, "_skip_reported", False)
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
-    monkeypatch.setattr(sglang_check, "DEFAULT_VENV_PYTHON", Path("/nonexistent/python"))
+    monkeypatch.setattr(tools, "install_locations", lambda tool: [Path("/nonexistent/python")])
     cfg = compose("+model=gpt_oss_120b", *SGLANG, "prefill.extra_args=[--no-such-flag]")
     for _ in range(2):
         sglang_check.check_sglang_argv(cfg, build_plan(cfg), env={})

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator.launchers.requests import SbatchRequest, bind, materialize
 from orchestrator.plan.model import Plan, Process
-from orchestrator.render.shell import sbatch_script
 from orchestrator.slurm.request import srun_argv
 
 PlanOf = Callable[..., Plan]
@@ -55,15 +55,26 @@ def stub(tmp_path: Path) -> Path:
     folder = tmp_path / "bin dir $x"
     folder.mkdir()
     path = folder / "python"
-    path.write_text(f"#!{sys.executable}\nimport json, sys\nprint(json.dumps(sys.argv[1:]))\n")
+    code = "import json, os, sys\nprint(json.dumps({'argv': sys.argv[1:], 'cwd': os.getcwd()}))\n"
+    path.write_text(f"#!{sys.executable}\n{code}")
     path.chmod(0o755)
     return path
 
 
-def run_script(script: Path, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {"PATH": os.environ["PATH"], "HOME": str(cwd)}
-    return subprocess.run(["bash", str(script)], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=30, check=False)  # fmt: skip
+def run_script(script: Path, submit_dir: Path) -> subprocess.CompletedProcess[str]:
+    """Run `script` as sbatch would: from the run directory, SLURM_SUBMIT_DIR set to it."""
+    env = {"PATH": os.environ["PATH"], "HOME": str(submit_dir), "SLURM_SUBMIT_DIR": str(submit_dir)}
+    return subprocess.run(["bash", str(script)], cwd=submit_dir, env=env, capture_output=True,
+                          text=True, timeout=30, check=False)  # fmt: skip
+
+
+def script_of(plan: Plan, *, python: str, overrides: list[str], run_dir: str, cwd: str) -> str:
+    """job.sbatch as the sbatch launcher writes it for `run_dir` (materialize, then bind)."""
+    request = materialize(plan, "sbatch", python=python, overrides=overrides, git_sha="abc1234",
+                          cwd=cwd)  # fmt: skip
+    bound = bind(request, run_dir)
+    assert isinstance(bound, SbatchRequest)
+    return bound.script
 
 
 @pytest.mark.parametrize(
@@ -81,8 +92,8 @@ def test_sbatch_script_passes_bash_n_and_shellcheck(
 ) -> None:
     plan = plan_of(*overrides)
     script = tmp_path / "job.sbatch"
-    script.write_text(sbatch_script(plan, run_dir="/scratch/runs/r1", python="python3",
-                                    overrides=["+model=gpt_oss_120b", *overrides]))  # fmt: skip
+    script.write_text(script_of(plan, run_dir="/scratch/runs/r1", python="python3",
+                                overrides=["+model=gpt_oss_120b", *overrides], cwd="/work"))  # fmt: skip
     lint(script)
     text = script.read_text()
     assert text.startswith("#!/bin/bash\n")
@@ -93,21 +104,25 @@ def test_sbatch_script_passes_bash_n_and_shellcheck(
         assert line in text.splitlines()
 
 
-@pytest.mark.parametrize("run_dir", HOSTILE, ids=repr)
-def test_driver_receives_run_dir_byte_for_byte(
-    plan_of: PlanOf, stub: Path, tmp_path: Path, run_dir: str
+@pytest.mark.parametrize("name", HOSTILE, ids=repr)
+def test_driver_receives_run_dir_and_cwd_byte_for_byte(
+    plan_of: PlanOf, stub: Path, tmp_path: Path, name: str
 ) -> None:
-    overrides = ["+model=gpt_oss_120b", f"name={run_dir}", "x=\n touch pwned"]
-    text = sbatch_script(plan_of(), run_dir=run_dir, python=str(stub), overrides=overrides)
-    script = tmp_path / "job.sbatch"
+    run_dir, work = tmp_path / "runs" / name, tmp_path / "launched from" / name
+    run_dir.mkdir(parents=True)
+    work.mkdir(parents=True)
+    overrides = ["+model=gpt_oss_120b", f"name={name}", "x=\n touch pwned"]
+    text = script_of(plan_of(), run_dir=str(run_dir), python=str(stub), overrides=overrides,
+                     cwd=str(work))  # fmt: skip
+    script = run_dir / "job.sbatch"
     script.write_text(text)
     lint(script)
-    work = tmp_path / "cwd"
-    work.mkdir()
-    proc = run_script(script, work)
+    proc = run_script(script, run_dir)
     assert proc.returncode == 0, proc.stderr
-    assert json.loads(proc.stdout) == ["-m", "orchestrator.runtime.driver", run_dir]
+    seen = json.loads(proc.stdout)
+    assert seen == {"argv": ["-m", "orchestrator.runtime.run", str(run_dir)], "cwd": str(work)}
     assert list(work.iterdir()) == [], "the script ran something it should only have quoted"
+    assert sorted(p.name for p in run_dir.iterdir()) == ["job.sbatch"]
 
 
 @pytest.mark.parametrize("field", ["job_name", "partition", "account"])
@@ -116,7 +131,7 @@ def test_unsafe_sbatch_values_are_refused(plan_of: PlanOf, field: str, value: st
     plan = plan_of()
     bad = dataclasses.replace(plan, slurm=dataclasses.replace(plan.slurm, **{field: value}))
     with pytest.raises(ValueError, match="refusing to write #SBATCH"):
-        sbatch_script(bad, run_dir="/r", python="python3", overrides=[])
+        script_of(bad, run_dir="/r", python="python3", overrides=[], cwd="/w")
 
 
 def test_unsafe_sbatch_extra_is_refused(plan_of: PlanOf) -> None:
@@ -124,7 +139,7 @@ def test_unsafe_sbatch_extra_is_refused(plan_of: PlanOf) -> None:
     slurm = dataclasses.replace(plan.slurm, sbatch_extra=("--x=1\n",))
     bad = dataclasses.replace(plan, slurm=slurm)
     with pytest.raises(ValueError, match="refusing to write #SBATCH"):
-        sbatch_script(bad, run_dir="/r", python="python3", overrides=[])
+        script_of(bad, run_dir="/r", python="python3", overrides=[], cwd="/w")
 
 
 def env_process(plan: Plan) -> Process:

@@ -1,4 +1,5 @@
-"""Static checks that keep the code base honest: strict typing and shellcheck-clean scripts."""
+"""Static checks that keep the code base honest: strict typing, ruff (lint and format) and
+shellcheck-clean scripts."""
 
 from __future__ import annotations
 

@@ -12,10 +12,10 @@ import pytest
 from orchestrator import sweep
 from orchestrator.bench import sweepdir
 from orchestrator.cli import main
-from orchestrator.effects import CommandResult
 from orchestrator.errors import InvalidConfig
 from orchestrator.launchers.select import Site
 from orchestrator.runtime.state import write_json_atomic
+from tests.fake_slurm import FakeSlurm
 
 SLURM = Site(has_sbatch=True, allocation_job_id="")
 BASE = [
@@ -28,19 +28,12 @@ BASE = [
 ]
 
 
-class FakeSqueue:
-    """squeue/sacct answers: job id -> state ('' = unknown to Slurm)."""
-
-    def __init__(self, states: dict[str, str] | None = None) -> None:
-        self.states = states or {}
-
-    def run(self, argv: Any, *, timeout: float = 60.0, env: Any = None) -> CommandResult:
-        job = argv[argv.index("-j") + 1]
-        state = self.states.get(job, "")
-        out = f"{state}\n" if argv[0] == "squeue" and state in sweepdir.LIVE_JOB_STATES else ""
-        if argv[0] == "sacct" and state:
-            out = f"{job}|{state}\n"
-        return CommandResult(tuple(argv), 0, out, "")
+def slurm_with(states: dict[str, str] | None = None) -> FakeSlurm:
+    """The fake Slurm knowing the jobs the Recorder "submitted" (job id -> state)."""
+    slurm = FakeSlurm()
+    for job_id, state in (states or {}).items():
+        slurm.add_job(job_id, state)
+    return slurm
 
 
 class Recorder:
@@ -49,8 +42,8 @@ class Recorder:
     def __init__(self) -> None:
         self.submitted: list[tuple[str, ...]] = []
 
-    def __call__(self, point: sweep.SweepPoint, cfg: Any, launcher: str, run_dir: Path) -> str:
-        assert launcher == "submitit" and not cfg.wait
+    def __call__(self, point: sweep.SweepPoint, ready: Any, run_dir: Path) -> str:
+        assert ready.launcher == "submitit" and ready.request.kind == "submitit"
         self.submitted.append(point.overrides)
         run_dir.mkdir(parents=True)
         job_id = str(100 + len(self.submitted))
@@ -148,7 +141,7 @@ def test_one_invalid_point_submits_nothing(recorder: Recorder, tmp_path: Path) -
     # decode.tp=8 with prefill.tp=4 breaks gpt-oss's equal-TP rule in one point only.
     with pytest.raises(InvalidConfig) as info:
         sweep.run_sweep(
-            [*BASE, "decode.tp=4,8", f"sweep_dir={tmp_path / 's'}"], SLURM, FakeSqueue()
+            [*BASE, "decode.tp=4,8", f"sweep_dir={tmp_path / 's'}"], SLURM, slurm_with()
         )
     assert [i.key for i in info.value.issues] == ["[decode.tp=8] prefill.tp"]
     assert recorder.submitted == [] and not (tmp_path / "s").exists()
@@ -173,7 +166,7 @@ def test_cli_exit_code_2_and_every_point_named(
 )
 def test_sweep_rules(recorder: Recorder, extra: list[str], key: str) -> None:
     with pytest.raises(InvalidConfig) as info:
-        sweep.run_sweep([*BASE, *extra], SLURM, FakeSqueue())
+        sweep.run_sweep([*BASE, *extra], SLURM, slurm_with())
     assert any(i.key.endswith(key) for i in info.value.issues)
 
 
@@ -187,7 +180,7 @@ def test_submits_each_point_then_resumes(
         "sweep.baseline=aggregated",
         f"sweep_dir={tmp_path / 'sw'}",
     ]
-    assert sweep.run_sweep(args, SLURM, FakeSqueue()) == 0
+    assert sweep.run_sweep(args, SLURM, slurm_with()) == 0
     assert capsys.readouterr().out.strip() == str(tmp_path / "sw")
     manifest = json.loads((tmp_path / "sw" / "manifest.json").read_text())
     entries = {e["name"]: e for e in manifest["points"]}
@@ -205,9 +198,12 @@ def test_submits_each_point_then_resumes(
     # p1d1 valid, p2d1 invalid, a2 still queued, a3's job vanished before its driver wrote a phase.
     finish(runs["gpt-oss-120b-p1d1"], valid=True)
     finish(runs["gpt-oss-120b-p2d1"], valid=False, phase="failed")
-    squeue = FakeSqueue({"103": "PENDING", "104": "CANCELLED"})
+    slurm = slurm_with({"103": "PENDING", "104": "CANCELLED"})
     recorder.submitted.clear()
-    assert sweep.run_sweep(args, SLURM, squeue) == 0
+    assert sweep.run_sweep(args, SLURM, slurm) == 0
+    # One squeue for the points that may still run, one sacct for those it no longer knows.
+    assert [c[0] for c in slurm.calls] == ["squeue", "sacct"]
+    assert slurm.calls[0][slurm.calls[0].index("-j") + 1] == "103,104"
     resubmitted = {o for ovs in recorder.submitted for o in ovs if "workers=" in o}
     assert resubmitted == {"prefill.workers=2", "aggregated.workers=3"}
     manifest = json.loads((tmp_path / "sw" / "manifest.json").read_text())
@@ -223,7 +219,7 @@ def test_dry_run_shows_actions_and_writes_nothing(
         sweep.run_sweep(
             [*BASE, "prefill.workers=1,2", "dry_run=true", f"sweep_dir={tmp_path / 'd'}"],
             SLURM,
-            FakeSqueue(),
+            slurm_with(),
         )
         == 0
     )
@@ -234,12 +230,12 @@ def test_dry_run_shows_actions_and_writes_nothing(
 
 def test_status_and_collect(recorder: Recorder, tmp_path: Path) -> None:
     sw = tmp_path / "sw"
-    sweep.run_sweep([*BASE, "prefill.workers=1,2", f"sweep_dir={sw}"], SLURM, FakeSqueue())
+    sweep.run_sweep([*BASE, "prefill.workers=1,2", f"sweep_dir={sw}"], SLURM, slurm_with())
     manifest = json.loads((sw / "manifest.json").read_text())
     ok, bad = (sw / e["runs"][0]["run_dir"] for e in manifest["points"])
     finish(ok, valid=True)
     finish(bad, valid=False, phase="failed")
-    text = sweepdir.status(sw, FakeSqueue())
+    text = sweepdir.status(sw, slurm_with())
     lines = text.splitlines()
     assert len(lines) == 3
     assert (

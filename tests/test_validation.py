@@ -321,6 +321,16 @@ def test_cli_unknown_override_key_exits_2() -> None:
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.parametrize(
+    ("overrides", "why"),
+    [(("cluster=nosuch",), "composition error"), (("prefill.tp=3",), "validation error")],
+)
+def test_cli_debug_true_shows_the_traceback(overrides: tuple[str, ...], why: str) -> None:
+    proc = run_cli("+model=gpt_oss_120b", "dry_run=true", *overrides, "debug=True")
+    assert proc.returncode == 2 and "Traceback" in proc.stderr, why
+    assert proc.stderr.rstrip().splitlines()[-1].startswith("  - ")  # the error still comes last
+
+
 def test_no_model_selected(one: One) -> None:
     issue = one("model.path", {"model.path": ""})
     assert issue.found == "''" and "+model=gpt_oss_120b" in issue.fix

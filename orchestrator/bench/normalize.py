@@ -11,11 +11,12 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from orchestrator.bench.spec import AIPERF_DONE_MARKER, BENCH_SERVING_FILE, LoadPoint
+from orchestrator.bench.spec import AIPERF_DONE_MARKER, BENCH_SERVING_FILE
+from orchestrator.plan.model import LoadPoint
 
 AIPERF_SUMMARY = "profile_export_aiperf.json"
 AIPERF_RECORDS = "profile_export.jsonl"
@@ -264,8 +265,3 @@ def _metrics(m: Measured, *, gpus_total: int) -> dict[str, Any]:
         "output_tokens": m.output_tokens,
         "duration_s": m.duration_s,
     }
-
-
-def measured_dict(m: Measured) -> dict[str, Any]:
-    """Plain dict (for debugging output and tests)."""
-    return asdict(m)

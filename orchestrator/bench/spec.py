@@ -7,18 +7,29 @@ prompts from a local tokenizer, never a dataset download.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import math
-from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
+from typing import Any
 
 from orchestrator.config.schema import BenchmarkConfig, RootConfig
-from orchestrator.plan.model import TIER_WORKER, Plan, Process
+from orchestrator.engines import get_engine
+from orchestrator.plan import groups
+from orchestrator.plan.model import (
+    TIER_WORKER,
+    BenchmarkPlan,
+    LoadPoint,
+    Plan,
+    Process,
+    plan_to_dict,
+)
+from orchestrator.plan.placeholders import RUN_DIR
+from orchestrator.tools import AIPERF, tool_or_default
 
 TOOLS = ("aiperf", "sglang_bench")
 BENCHMARK_KINDS = ("none", *TOOLS)
-REPO_ROOT = Path(__file__).resolve().parent.parent.parent
-DEFAULT_AIPERF = REPO_ROOT / ".venvs" / "aiperf" / "bin" / "aiperf"
 # Start-up estimate per point: aiperf spends ~10 s spawning its services and processing records
 # (measured 13 s for a 0.7 s run against the mocker); bench_serving imports torch.
 TOOL_OVERHEAD_S = {"aiperf": 20.0, "sglang_bench": 30.0}
@@ -30,22 +41,6 @@ BENCH_SERVING_FILE = "bench_serving.jsonl"
 
 
 RESULTS = "results"  # under the run directory: one folder per point + points.jsonl
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class LoadPoint:
-    """One load point with every default resolved."""
-
-    index: int
-    concurrency: int
-    isl: int
-    osl: int
-    requests: int
-    warmup: int
-
-    def label(self) -> str:
-        """Directory-friendly name, e.g. `00-c4-i1024-o128`."""
-        return f"{self.index:02d}-c{self.concurrency}-i{self.isl}-o{self.osl}"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -87,22 +82,23 @@ def estimate_s(b: BenchmarkConfig) -> float:
     return total
 
 
-def tokenizer_for(cfg: RootConfig, prepare: Mapping[str, str]) -> str:
-    """benchmark.tokenizer, else the mocker's tokenizer directory, else the model itself."""
-    if cfg.benchmark.tokenizer:
-        return cfg.benchmark.tokenizer
-    if cfg.engine.kind == "mocker":
-        return cfg.engine.mocker_model_dir or prepare.get("tiny_model_dir", "")
-    return cfg.model.path
+def tokenizer_for(cfg: RootConfig) -> str:
+    """benchmark.tokenizer, else the engine's own tokenizer directory (the mocker's), else the
+    model itself."""
+    return (
+        cfg.benchmark.tokenizer
+        or get_engine(cfg.engine.kind).local_tokenizer(cfg)
+        or cfg.model.path
+    )
 
 
 def aiperf_binary(b: BenchmarkConfig) -> str:
-    """benchmark.binary or the venv that `scripts/install.sh --with-aiperf` creates."""
-    return b.binary or str(DEFAULT_AIPERF)
+    """benchmark.binary, else aiperf on PATH, else install.sh's .venvs/aiperf (see tools.py)."""
+    return tool_or_default(AIPERF, explicit=b.binary)
 
 
 def _is_local_path(tokenizer: str) -> bool:
-    return tokenizer.startswith(("/", "./", "../", "~"))
+    return tokenizer.startswith(("/", "./", "../", "~", RUN_DIR))
 
 
 def aiperf_argv(b: BenchmarkConfig, p: LoadPoint, t: Target, out_dir: str) -> list[str]:
@@ -174,14 +170,56 @@ def client_process(cfg: RootConfig, p: LoadPoint, t: Target, out_dir: str) -> Pr
     )
 
 
-def planned_clients(cfg: RootConfig, plan: Plan, run_dir: str) -> tuple[Process, ...]:
-    """The benchmark clients the driver will start once ready, one per load point (for dry-run;
-    the frontend URL and run directory may still be placeholders)."""
-    if cfg.benchmark.kind == "none":
-        return ()
+def planned_clients(cfg: RootConfig, plan: Plan) -> tuple[Process, ...]:
+    """The benchmark clients the driver starts once ready, one per load point (the frontend URL
+    and the run directory are placeholders until the plan is bound)."""
     r = plan.readiness
-    target = Target(url=r.frontend_url, model=r.model, tokenizer=tokenizer_for(cfg, plan.prepare))
+    target = Target(url=r.frontend_url, model=r.model, tokenizer=tokenizer_for(cfg))
     return tuple(
-        client_process(cfg, p, target, f"{run_dir}/{RESULTS}/{p.label()}")
+        client_process(cfg, p, target, f"{RUN_DIR}/{RESULTS}/{p.label()}")
         for p in load_points(cfg.benchmark)
+    )
+
+
+def run_context(cfg: RootConfig, plan: Plan) -> dict[str, Any]:
+    """Facts every result row carries: GPUs by role, topology and the plan hash (same topology =
+    same hash; computed on the unbound plan without its benchmark, so job ids, addresses, port
+    blocks and load points do not count)."""
+    gpus: dict[str, int] = {}
+    for proc in plan.processes:
+        if proc.role in ("prefill", "decode", "worker"):
+            key = "aggregated" if proc.role == "worker" else proc.role
+            gpus[key] = gpus.get(key, 0) + len(proc.gpus)
+    gpus["total"] = sum(gpus.values())
+    gpus["allocated"] = plan.num_nodes * plan.gpus_per_node
+    active = groups.active_groups(cfg)
+    topology: dict[str, Any] = {"name": plan.name, "mode": cfg.deployment.mode}
+    for group in ("prefill", "decode", "aggregated"):
+        on = group in active
+        topology[f"{group}_workers"] = groups.group_config(cfg, group).workers if on else 0
+        topology[f"{group}_tp"] = groups.tp_of(cfg, group) if on else 0
+    topology.update(engine=cfg.engine.kind, frontend=cfg.frontend.kind, nodes=plan.num_nodes)
+    unbound = json.dumps(plan_to_dict(dataclasses.replace(plan, benchmark=None)), sort_keys=True)
+    return {
+        "name": plan.name,
+        "plan_hash": hashlib.sha256(unbound.encode()).hexdigest()[:12],
+        "gpus": gpus,
+        "topology": topology,
+    }
+
+
+def benchmark_plan(cfg: RootConfig, plan: Plan) -> BenchmarkPlan | None:
+    """What the driver's benchmark step runs (None without a benchmark)."""
+    b = cfg.benchmark
+    if b.kind not in TOOLS:
+        return None
+    return BenchmarkPlan(
+        tool=b.kind,
+        points=load_points(b),
+        clients=planned_clients(cfg, plan),
+        max_error_rate=b.max_error_rate,
+        keep_serving=b.keep_serving,
+        point_timeout_s=b.point_timeout_s,
+        allow_restarts=b.allow_restarts,
+        context=run_context(cfg, plan),
     )

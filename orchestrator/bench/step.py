@@ -9,7 +9,6 @@ skip a point on re-run only then). Afterwards the job ends unless benchmark.keep
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shlex
 import time
@@ -23,18 +22,10 @@ from orchestrator.bench.normalize import (
     read_aiperf,
     read_bench_serving,
 )
-from orchestrator.bench.spec import (
-    RESULTS,
-    TOOLS,
-    LoadPoint,
-    load_points,
-    planned_clients,
-)
-from orchestrator.config.schema import RootConfig
+from orchestrator.bench.spec import RESULTS
 from orchestrator.errors import OrchestratorError
-from orchestrator.plan import build
-from orchestrator.plan.model import Plan, Process, plan_to_dict
-from orchestrator.runtime.driver import Driver, Stopped
+from orchestrator.plan.model import BenchmarkPlan, LoadPoint, Process
+from orchestrator.runtime.hooks import DriverView, Stopped
 from orchestrator.runtime.processes import Running, log_tail, stop_tier
 from orchestrator.runtime.state import now_iso, write_json_atomic
 
@@ -46,45 +37,19 @@ class BenchmarkFailed(OrchestratorError):
     """A load point is invalid, or its client could not produce a result."""
 
 
-def attach_benchmark(driver: Driver, cfg: RootConfig) -> None:
-    """Run the configured benchmark once the deployment is ready (nothing for kind=none)."""
-    if cfg.benchmark.kind in TOOLS:
-        driver.on_ready.append(BenchmarkStep(cfg))
-
-
-def run_context(cfg: RootConfig, plan: Plan) -> dict[str, Any]:
-    """Facts every row carries: GPUs by role, topology and the plan hash (same topology = same
-    hash; computed on the unbound plan so job ids, addresses and port blocks do not count)."""
-    gpus: dict[str, int] = {}
-    for proc in plan.processes:
-        if proc.role in ("prefill", "decode", "worker"):
-            key = "aggregated" if proc.role == "worker" else proc.role
-            gpus[key] = gpus.get(key, 0) + len(proc.gpus)
-    gpus["total"] = sum(gpus.values())
-    gpus["allocated"] = plan.num_nodes * plan.gpus_per_node
-    active = build.active_groups(cfg)
-    topology: dict[str, Any] = {"name": plan.name, "mode": cfg.deployment.mode}
-    for group in ("prefill", "decode", "aggregated"):
-        on = group in active
-        topology[f"{group}_workers"] = build.group_config(cfg, group).workers if on else 0
-        topology[f"{group}_tp"] = build.tp_of(cfg, group) if on else 0
-    topology.update(engine=cfg.engine.kind, frontend=cfg.frontend.kind, nodes=plan.num_nodes)
-    unbound = json.dumps(plan_to_dict(build.build_plan(cfg)), sort_keys=True)
-    return {
-        "name": plan.name,
-        "plan_hash": hashlib.sha256(unbound.encode()).hexdigest()[:12],
-        "gpus": gpus,
-        "topology": topology,
-    }
+def attach_benchmark(driver: DriverView, bench: BenchmarkPlan | None) -> None:
+    """Run the plan's benchmark once the deployment is ready (nothing without one)."""
+    if bench is not None:
+        driver.on_ready.append(BenchmarkStep(bench))
 
 
 class BenchmarkStep:
-    """Callable hook: `driver.on_ready.append(BenchmarkStep(cfg))`."""
+    """Callable `on_ready` hook running the plan's benchmark (`plan.benchmark`)."""
 
-    def __init__(self, cfg: RootConfig) -> None:
-        self.cfg = cfg
+    def __init__(self, bench: BenchmarkPlan) -> None:
+        self.bench = bench
 
-    def __call__(self, driver: Driver) -> None:
+    def __call__(self, driver: DriverView) -> None:
         results = driver.run_dir / RESULTS
         results.mkdir(exist_ok=True)
         try:
@@ -100,17 +65,14 @@ class BenchmarkStep:
             self._summary_if_missing(results, reason)
             raise BenchmarkFailed(reason) from exc
 
-    def _run(self, driver: Driver, results: Path) -> None:
-        b, plan = self.cfg.benchmark, driver.plan
-        # The same client processes the dry-run shows, one per point, writing under results/.
-        clients = planned_clients(self.cfg, plan, str(driver.run_dir))
-        context = {**run_context(self.cfg, plan), "job_id": driver.state.data.get("job_id", "")}
-        points = load_points(b)
+    def _run(self, driver: DriverView, results: Path) -> None:
+        b, url = self.bench, driver.plan.readiness.frontend_url
+        # The same client processes the dry-run shows (bound), one per point, under results/.
+        context = {**b.context, "job_id": driver.state.data.get("job_id", "")}
+        points = b.points
         (results / POINTS_FILE).write_text("")
-        driver.say(
-            f"benchmark: {b.kind}, {len(points)} load point(s) against {plan.readiness.frontend_url}"
-        )
-        for done, (point, proc) in enumerate(zip(points, clients, strict=True)):
+        driver.say(f"benchmark: {b.tool}, {len(points)} load point(s) against {url}")
+        for done, (point, proc) in enumerate(zip(points, b.clients, strict=True)):
             self._progress(driver, "running", point=point.label(), done=done, of=len(points))
             row = self._point(driver, point, proc, context, results)
             if row is None:  # stop requested while the client ran
@@ -130,7 +92,7 @@ class BenchmarkStep:
 
     def _fail(
         self,
-        driver: Driver,
+        driver: DriverView,
         results: Path,
         point: LoadPoint,
         row: dict[str, Any],
@@ -148,7 +110,7 @@ class BenchmarkStep:
 
     def _progress(
         self,
-        driver: Driver,
+        driver: DriverView,
         status: str,
         *,
         done: int,
@@ -158,7 +120,7 @@ class BenchmarkStep:
     ) -> None:
         """state.json's `benchmark` entry: tool, [point,] done, of, status[, reason] (this key
         order is what state.json has always shown)."""
-        entry: dict[str, Any] = {"tool": self.cfg.benchmark.kind}
+        entry: dict[str, Any] = {"tool": self.bench.tool}
         if point is not None:
             entry["point"] = point
         entry.update(done=done, of=of, status=status)
@@ -168,7 +130,7 @@ class BenchmarkStep:
 
     def _point(
         self,
-        driver: Driver,
+        driver: DriverView,
         point: LoadPoint,
         proc: Process,
         context: dict[str, Any],
@@ -193,12 +155,14 @@ class BenchmarkStep:
             "run_dir": str(driver.run_dir),
         }
         row = self._row(measured, point, {**context, **extra}, code=code, out_dir=out_dir, log=log)
-        if restarts and row["valid"] and not self.cfg.benchmark.allow_restarts:
+        if restarts and row["valid"] and not self.bench.allow_restarts:
             row.update(valid=False, invalid_reason=f"worker restart during the point: "
                        f"{'; '.join(restarts)} (benchmark.allow_restarts=true keeps it)")  # fmt: skip
         return {**row, "restarts": restarts} if restarts else row
 
-    def _run_client(self, driver: Driver, proc: Process, log: Path, point: LoadPoint) -> int | None:
+    def _run_client(
+        self, driver: DriverView, proc: Process, log: Path, point: LoadPoint
+    ) -> int | None:
         """Start the client, wait for it (stopping it if still running) and keep state.json's
         process entry current; its exit code, None when a stop was requested."""
         running = driver.backend.start(proc, log)
@@ -222,7 +186,7 @@ class BenchmarkStep:
 
     def _measure(self, out_dir: Path, point: LoadPoint) -> Measured | None:
         """What the configured tool wrote into `out_dir` (None: no result files)."""
-        if self.cfg.benchmark.kind == "aiperf":
+        if self.bench.tool == "aiperf":
             return read_aiperf(out_dir)
         return read_bench_serving(out_dir, point.requests)
 
@@ -238,7 +202,7 @@ class BenchmarkStep:
     ) -> dict[str, Any]:
         """The normalized row, judged; a client without result files counts every request as
         an error and quotes the end of its log."""
-        b = self.cfg.benchmark
+        b = self.bench
         if measured is None:
             reason = (
                 f"no result files in {out_dir} (client exit code {code}); last lines of {log}:\n"
@@ -247,19 +211,19 @@ class BenchmarkStep:
             return normalized_row(
                 Measured.unfinished(completed=0, errors=point.requests, output_tokens=0.0),
                 point,
-                tool=b.kind,
+                tool=b.tool,
                 context=context,
                 valid=False,
                 reason=reason,
             )
         valid, reason = judge(measured, max_error_rate=b.max_error_rate, exit_code=code)
         return normalized_row(
-            measured, point, tool=b.kind, context=context, valid=valid, reason=reason
+            measured, point, tool=b.tool, context=context, valid=valid, reason=reason
         )
 
-    def _wait(self, driver: Driver, running: Running, point: LoadPoint) -> int | None:
+    def _wait(self, driver: DriverView, running: Running, point: LoadPoint) -> int | None:
         """The client's exit code; None when a stop was requested. Watches the deployment too."""
-        deadline = driver.clock.now() + self.cfg.benchmark.point_timeout_s
+        deadline = driver.clock.now() + self.bench.point_timeout_s
         while True:
             code = running.poll()
             if code is not None:
@@ -268,7 +232,7 @@ class BenchmarkStep:
             if driver.clock.now() >= deadline:
                 raise BenchmarkFailed(
                     f"benchmark point {point.label()} still running after "
-                    f"benchmark.point_timeout_s={self.cfg.benchmark.point_timeout_s:g}"
+                    f"benchmark.point_timeout_s={self.bench.point_timeout_s:g}"
                 )
             if driver.stop_event.wait(driver.plan.readiness.interval_s):
                 return None
@@ -286,11 +250,11 @@ class BenchmarkStep:
         write_json_atomic(
             results / SUMMARY_FILE,
             {
-                "tool": self.cfg.benchmark.kind,
+                "tool": self.bench.tool,
                 "valid": valid,
                 "reason": reason,
                 "points_done": done,
-                "points": len(self.cfg.benchmark.points),
+                "points": len(self.bench.points),
                 "finished_at": now_iso(),
             },
         )

@@ -10,23 +10,16 @@ invalid benchmark or a job that ended before its driver finished: a re-run submi
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from orchestrator.effects import CommandRunner, SubprocessRunner
 from orchestrator.errors import OrchestratorError
 from orchestrator.runtime.state import now_iso, read_state
+from orchestrator.slurm.client import JobState, SlurmClient
 
 MANIFEST = "manifest.json"
-LIVE_JOB_STATES = (
-    "PENDING",
-    "RUNNING",
-    "CONFIGURING",
-    "COMPLETING",
-    "REQUEUED",
-    "RESIZING",
-    "SUSPENDED",
-)
 ACTIVE_PHASES = ("", "submitted", "starting", "ready", "stopping")
 
 
@@ -56,15 +49,40 @@ def read_summary(run_dir: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def point_status(sweep_dir: Path, entry: dict[str, Any], runner: CommandRunner) -> dict[str, Any]:
-    """{status, phase, job_id, run_dir, reason} of the latest attempt. status: new | valid |
-    active (queued or running) | failed (resubmitted on re-run)."""
+def _latest(sweep_dir: Path, entry: dict[str, Any]) -> tuple[Path, dict[str, Any], str] | None:
+    """(run dir, state, job id) of a point's latest attempt (None before the first)."""
     runs = entry.get("runs", [])
     if not runs:
-        return {"status": "new", "phase": "", "job_id": "", "run_dir": None, "reason": ""}
+        return None
     run_dir = sweep_dir / runs[-1]["run_dir"]
-    state, summary = read_state(run_dir), read_summary(run_dir)
-    job_id = state.get("job_id") or runs[-1].get("job_id", "")
+    state = read_state(run_dir)
+    return run_dir, state, str(state.get("job_id") or runs[-1].get("job_id", ""))
+
+
+def job_states(
+    sweep_dir: Path, entries: Sequence[dict[str, Any]], client: SlurmClient
+) -> dict[str, JobState]:
+    """The Slurm state of every point's latest job that may still run: ONE squeue and at most
+    ONE sacct call for the whole sweep (slurmctld is shared; N points must not cost N calls)."""
+    ids = []
+    for entry in entries:
+        latest = _latest(sweep_dir, entry)
+        if latest and latest[2] and latest[1].get("phase", "") in ACTIVE_PHASES:
+            ids.append(latest[2])
+    return client.states(ids)
+
+
+def point_status(
+    sweep_dir: Path, entry: dict[str, Any], jobs: Mapping[str, JobState]
+) -> dict[str, Any]:
+    """{status, phase, job_id, run_dir, reason} of the latest attempt, given the Slurm states
+    from `job_states`. status: new | valid | active (queued or running) | failed (resubmitted
+    on re-run)."""
+    latest = _latest(sweep_dir, entry)
+    if latest is None:
+        return {"status": "new", "phase": "", "job_id": "", "run_dir": None, "reason": ""}
+    run_dir, state, job_id = latest
+    summary = read_summary(run_dir)
     out = {
         "phase": state.get("phase", ""),
         "job_id": job_id,
@@ -74,16 +92,22 @@ def point_status(sweep_dir: Path, entry: dict[str, Any], runner: CommandRunner) 
     if summary.get("valid"):
         return {**out, "status": "valid"}
     if out["phase"] in ACTIVE_PHASES and job_id:
-        from orchestrator.slurm.parse import job_state
-
-        slurm = job_state(runner, job_id)
-        if slurm in LIVE_JOB_STATES:
-            return {**out, "status": "active", "slurm": slurm}
+        job = jobs.get(job_id) or JobState(job_id=job_id)
+        if job.live:
+            return {**out, "status": "active", "slurm": job.state}
         out["reason"] = (
             out["reason"]
-            or f"job {job_id} ended ({slurm or 'unknown'}) in phase {out['phase'] or '-'}"
+            or f"job {job_id} ended ({job.state or 'unknown'}) in phase {out['phase'] or '-'}"
         )
     return {**out, "status": "failed"}
+
+
+def point_statuses(
+    sweep_dir: Path, entries: Sequence[dict[str, Any]], client: SlurmClient
+) -> list[dict[str, Any]]:
+    """`point_status` of every entry, with one batched Slurm query."""
+    jobs = job_states(sweep_dir, entries, client)
+    return [point_status(sweep_dir, entry, jobs) for entry in entries]
 
 
 # --- ctl views ---------------------------------------------------------------------------------
@@ -126,11 +150,11 @@ def collect(sweep_dir: Path) -> str:
 
 def status(sweep_dir: Path, runner: CommandRunner | None = None) -> str:
     """One line per point: status, phase, job id, nodes/GPUs, best result or the failure."""
-    runner = runner or SubprocessRunner()
+    client = SlurmClient(runner or SubprocessRunner())
     manifest = _manifest_or_error(sweep_dir)
     lines = [f"sweep: {sweep_dir}  ({len(manifest['points'])} point(s))"]
-    for entry in manifest["points"]:
-        st = point_status(sweep_dir, entry, runner)
+    statuses = point_statuses(sweep_dir, manifest["points"], client)
+    for entry, st in zip(manifest["points"], statuses, strict=True):
         rows = point_rows(sweep_dir, entry)
         best = max(rows, key=lambda r: r.get("output_tok_s_per_gpu") or 0.0, default=None)
         if best is not None:

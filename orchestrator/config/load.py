@@ -1,45 +1,114 @@
-"""Hydra composition at the CLI boundary: overrides in, typed `RootConfig` out."""
+"""Hydra composition at the CLI boundary: overrides in, typed `RootConfig` out.
+
+Config search path, first match wins (Hydra looks a config up in each source in turn:
+hydra/_internal/config_repository.py `_find_object_source`):
+1. every directory in `$ORCHESTRATOR_CONFIG_PATH` (os.pathsep-separated), in order;
+2. `$XDG_CONFIG_HOME/orchestrator` (default `~/.config/orchestrator`), when it exists;
+3. the packaged `orchestrator/conf`.
+The root `config.yaml` is always the packaged one: a user `config.yaml` would be found first and
+silently replace the whole defaults list (schema included), so it is refused.
+Each user directory holds the same groups as the packaged one (`cluster/<site>.yaml`,
+`model/<name>.yaml`, `experiment/<name>.yaml`, `local/default.yaml`, ...), merged onto the typed
+schema exactly like the packaged files.
+"""
 
 from __future__ import annotations
 
+import os
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hydra import compose, initialize_config_dir
+from hydra import compose, version
+from hydra._internal.hydra import Hydra
+from hydra._internal.utils import create_config_search_path
+from hydra.core.config_search_path import SearchPathQuery
 from hydra.core.config_store import ConfigStore
 from hydra.errors import HydraException
+from hydra.initialize import get_gh_backup, restore_gh_from_backup
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from orchestrator.config.schema import RootConfig
 from orchestrator.errors import InvalidConfig, Issue
 
-CONF_DIR = Path(__file__).resolve().parent.parent.parent / "conf"
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+PATH_ENV = "ORCHESTRATOR_CONFIG_PATH"
+USER_PROVIDER = "orchestrator user config"  # how Hydra names these sources in its messages
+
+
+def user_config_dirs(env: Mapping[str, str] | None = None) -> list[Path]:
+    """The user config directories, searched before the packaged configs (first wins).
+
+    A directory named in $ORCHESTRATOR_CONFIG_PATH must exist (a typo is an error, not a
+    silently ignored site config); the XDG directory is optional."""
+    env = os.environ if env is None else env
+    named = [Path(d).expanduser().resolve() for d in env.get(PATH_ENV, "").split(os.pathsep) if d]
+    missing = [d for d in named if not d.is_dir()]
+    if missing:
+        fix = f"create it or remove it from ${PATH_ENV}"
+        raise InvalidConfig([Issue(PATH_ENV, str(d), "is not a directory", fix) for d in missing])
+    xdg = Path(env.get("XDG_CONFIG_HOME") or Path.home() / ".config").expanduser()
+    home = (xdg / "orchestrator").resolve()
+    dirs = list(dict.fromkeys(named + ([home] if home.is_dir() else [])))
+    roots = [d / "config.yaml" for d in dirs if (d / "config.yaml").exists()]
+    if roots:
+        problem = "would replace the packaged root config.yaml (its defaults list and schema)"
+        fix = "put site defaults in local/default.yaml next to it, then remove config.yaml"
+        raise InvalidConfig([Issue("config search path", str(r), problem, fix) for r in roots])
+    return dirs
+
+
+@contextmanager
+def _initialized(conf_dir: Path, user_dirs: Sequence[Path]) -> Iterator[None]:
+    """`hydra.initialize_config_dir(conf_dir)` with `user_dirs` ahead of `conf_dir`.
+
+    Why not `hydra.searchpath`: Hydra appends those entries after the primary config directory
+    (config_loader_impl.py `_process_config_searchpath`), so a packaged file would always beat a
+    user file of the same name. This builds the search path the way initialize_config_dir does
+    (hydra/initialize.py, hydra-core 1.3) and prepends the user directories to it."""
+    backup = get_gh_backup()
+    version.setbase("1.3")
+    search_path = create_config_search_path(search_path_dir=str(conf_dir))
+    for d in user_dirs:  # each goes right before the packaged directory: order is kept
+        search_path.prepend(USER_PROVIDER, f"file://{d}", anchor=SearchPathQuery(provider="main"))
+    Hydra.create_main_hydra2(task_name="app", config_search_path=search_path)
+    try:
+        yield
+    finally:
+        restore_gh_from_backup(backup)
 
 
 def _register_schema() -> None:
     ConfigStore.instance().store(name="schema", node=RootConfig)
 
 
-def compose_config(overrides: Sequence[str], conf_dir: Path = CONF_DIR) -> RootConfig:
-    """Compose conf/config.yaml with Hydra overrides and convert it to plain typed objects.
+def compose_config(
+    overrides: Sequence[str], conf_dir: Path = CONF_DIR, user_dirs: Sequence[Path] | None = None
+) -> RootConfig:
+    """Compose orchestrator/conf/config.yaml with Hydra overrides; return plain typed objects.
 
-    Composition errors (unknown key, wrong type, unknown group option) become `InvalidConfig`.
+    `user_dirs` (default: `user_config_dirs()`) are searched before `conf_dir`. Composition
+    errors (unknown key, wrong type, unknown group option) become `InvalidConfig`.
     """
     _register_schema()
+    dirs = user_config_dirs() if user_dirs is None else list(user_dirs)
     try:
-        with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
+        with _initialized(conf_dir, dirs):
             cfg = compose(config_name="config", overrides=list(overrides))
         obj = OmegaConf.to_object(cfg)
     except (HydraException, OmegaConfBaseException) as exc:
-        raise InvalidConfig([_composition_issue(exc, overrides)]) from exc
+        raise InvalidConfig([_composition_issue(exc, overrides, [*dirs, conf_dir])]) from exc
     assert isinstance(obj, RootConfig)
     return obj
 
 
-def _composition_issue(exc: Exception, overrides: Sequence[str]) -> Issue:
+def _composition_issue(
+    exc: Exception, overrides: Sequence[str], search: Sequence[Path] = (CONF_DIR,)
+) -> Issue:
     """Name the override Hydra rejected (key and value), with Hydra's reason on one line."""
     text = str(exc).split("Config search path")[0]
     lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
@@ -54,8 +123,27 @@ def _composition_issue(exc: Exception, overrides: Sequence[str]) -> Issue:
         key=key,
         found=found,
         problem=" / ".join(lines) or type(exc).__name__,
-        fix="check the key against orchestrator/config/schema.py and group options under conf/",
+        fix="check the key against orchestrator/config/schema.py and the group options in "
+        + ", ".join(str(d) for d in search),
     )
+
+
+@dataclass
+class _Debug:
+    debug: bool = False
+
+
+def debug_requested(overrides: Sequence[str]) -> bool:
+    """Whether the overrides set `debug` (RootConfig.debug) to true, read without composing: the
+    CLI shows a traceback with debug=true even when composition itself fails. The value is
+    converted like the schema's bool (true/True/yes/1 ...); the last `debug=` wins, as in Hydra."""
+    values = [o.partition("=")[2] for o in overrides if o.lstrip("+").partition("=")[0] == "debug"]
+    if not values:
+        return False
+    try:
+        return bool(OmegaConf.merge(OmegaConf.structured(_Debug), {"debug": values[-1]}).debug)
+    except OmegaConfBaseException:
+        return False  # not a bool: composition reports it
 
 
 def config_to_dict(cfg: RootConfig) -> dict[str, Any]:
@@ -63,14 +151,6 @@ def config_to_dict(cfg: RootConfig) -> dict[str, Any]:
     container = OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)
     assert isinstance(container, dict)
     return {str(k): v for k, v in container.items()}
-
-
-def config_from_dict(data: dict[str, Any]) -> RootConfig:
-    """Inverse of `config_to_dict`: what the in-allocation driver reads from the run directory."""
-    merged = OmegaConf.merge(OmegaConf.structured(RootConfig), data)
-    obj = OmegaConf.to_object(merged)
-    assert isinstance(obj, RootConfig)
-    return obj
 
 
 def quote_override_value(value: str) -> str:

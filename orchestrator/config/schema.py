@@ -167,7 +167,7 @@ class BenchmarkConfig:
     points: list[LoadPointConfig] = field(default_factory=list)
     requests_per_concurrency: int = 10  # default request count of a point (recipe perf jobs)
     tokenizer: str = ""  # local dir or HF id; empty = the mocker's tiny tokenizer, else model.path
-    binary: str = ""  # aiperf executable; empty = <repo>/.venvs/aiperf/bin/aiperf
+    binary: str = ""  # aiperf executable; empty = aiperf on PATH, else .venvs/aiperf (tools.py)
     python: str = ""  # interpreter for sglang.bench_serving; empty = engine.python
     max_error_rate: float = 0.05  # a point above this error rate is invalid and fails the run
     keep_serving: bool = False  # after the benchmark: false = end the job, true = keep serving
@@ -202,7 +202,7 @@ class RootConfig:
     dry_run: str = "false"  # false | true (text) | json
     wait: bool = True  # follow the run until ready (or failed); false = return after submission
     run_dir: str = ""  # default outputs/<timestamp>-<name>; never reused
-    debug: bool = False  # show tracebacks
+    debug: bool = False  # debug=true: errors show their traceback (config.load.debug_requested)
 
     def dry_run_mode(self) -> str:
         """`false`, `true` or `json` (Hydra parses dry_run=true as a boolean, stored as "True")."""

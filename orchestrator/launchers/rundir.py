@@ -15,14 +15,16 @@ from orchestrator.config.schema import RootConfig
 from orchestrator.errors import OrchestratorError
 from orchestrator.plan.model import Plan, plan_to_dict
 from orchestrator.runtime.state import StateFile, write_json_atomic
-
-REPO_ROOT = Path(__file__).resolve().parent.parent.parent
+from orchestrator.tools import CHECKOUT
 
 
 def git_sha() -> str:
-    """Commit of the orchestrator checkout ('' outside git)."""
+    """Commit of the orchestrator checkout ('' for an installed package: a venv that happens to
+    live inside some other git work tree must not report that repository's commit)."""
+    if not (CHECKOUT / ".git").exists():
+        return ""
     try:
-        done = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "--short", "HEAD"],
+        done = subprocess.run(["git", "-C", str(CHECKOUT), "rev-parse", "--short", "HEAD"],
                               capture_output=True, text=True, timeout=5, check=False)  # fmt: skip
     except (OSError, subprocess.TimeoutExpired):
         return ""
@@ -51,9 +53,11 @@ def create_run_dir(cfg: RootConfig, name: str) -> Path:
 
 
 def write_run_files(
-    run_dir: Path, cfg: RootConfig, plan: Plan, *, launcher: str, overrides: Sequence[str]
-) -> StateFile:
-    """config.json, plan.json, launch.json and the initial state.json."""
+    run_dir: Path, cfg: RootConfig, plan: Plan, *, launcher: str, overrides: Sequence[str],
+    request: dict[str, Any],
+) -> StateFile:  # fmt: skip
+    """config.json, plan.json (what the driver runs), launch.json (with the executed request)
+    and the initial state.json."""
     write_json_atomic(run_dir / "config.json", config_to_dict(cfg))
     write_json_atomic(run_dir / "plan.json", plan_to_dict(plan))
     launch: dict[str, Any] = {
@@ -62,6 +66,7 @@ def write_run_files(
         "git_sha": git_sha(),
         "cwd": os.getcwd(),
         "created": time.time(),
+        "request": request,
     }
     write_json_atomic(run_dir / "launch.json", launch)
     (run_dir / "logs").mkdir(exist_ok=True)

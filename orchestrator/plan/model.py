@@ -116,12 +116,49 @@ class SlurmRequest:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class LoadPoint:
+    """One benchmark load point with every default resolved."""
+
+    index: int
+    concurrency: int
+    isl: int
+    osl: int
+    requests: int
+    warmup: int
+
+    def label(self) -> str:
+        """Directory-friendly name, e.g. `00-c4-i1024-o128`."""
+        return f"{self.index:02d}-c{self.concurrency}-i{self.isl}-o{self.osl}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BenchmarkPlan:
+    """The load points the driver runs once the deployment is ready, and their clients."""
+
+    tool: str  # aiperf | sglang_bench
+    points: tuple[LoadPoint, ...]
+    clients: tuple[Process, ...]  # one per point, role "benchmark", node 0
+    max_error_rate: float
+    keep_serving: bool
+    point_timeout_s: float
+    allow_restarts: bool = False  # a worker restart during a point keeps the point valid
+    # Facts every result row carries: name, plan_hash, gpus by role, topology.
+    context: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Plan:
-    """Everything that will run, where. Pure data; see `plan_to_dict` for the JSON contract."""
+    """Everything that will run, where. Pure data; see `plan_to_dict` for the JSON contract.
+
+    Planned for port block 0: worker ports appear as `{port:N}` placeholders (and as N in
+    `Process.ports`); the driver shifts every port of [port_base, port_base + block) by the job's
+    block (`port_offset`, 0 until bound)."""
 
     name: str
     num_nodes: int
     gpus_per_node: int
+    port_base: int
+    port_job_blocks: int
     port_offset: int
     processes: tuple[Process, ...]
     readiness: Readiness
@@ -130,6 +167,7 @@ class Plan:
     network_interface: str = ""
     stop_grace_s: float = 20.0
     prepare: Mapping[str, str] = field(default_factory=dict)  # e.g. {"tiny_model_dir": path}
+    benchmark: BenchmarkPlan | None = None
 
     def process(self, name: str) -> Process:
         """The process called `name` (KeyError if there is none)."""
@@ -153,12 +191,22 @@ def process_to_dict(proc: Process) -> dict[str, Any]:
     return ordered
 
 
+def _benchmark_to_dict(bench: BenchmarkPlan | None) -> dict[str, Any] | None:
+    if bench is None:
+        return None
+    data = asdict(bench)
+    data["clients"] = [process_to_dict(c) for c in bench.clients]
+    return data
+
+
 def plan_to_dict(plan: Plan) -> dict[str, Any]:
-    """The plan as plain JSON-able data."""
+    """The plan as plain JSON-able data (what plan.json holds; `plan_from_dict` reads it back)."""
     return {
         "name": plan.name,
         "num_nodes": plan.num_nodes,
         "gpus_per_node": plan.gpus_per_node,
+        "port_base": plan.port_base,
+        "port_job_blocks": plan.port_job_blocks,
         "port_offset": plan.port_offset,
         "ip_source": plan.ip_source,
         "network_interface": plan.network_interface,
@@ -167,36 +215,48 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
         "processes": [process_to_dict(p) for p in plan.processes],
         "readiness": asdict(plan.readiness),
         "slurm": asdict(plan.slurm),
+        "benchmark": _benchmark_to_dict(plan.benchmark),
     }
+
+
+def process_from_dict(raw: Mapping[str, Any]) -> Process:
+    """Inverse of `process_to_dict`."""
+    item = dict(raw)
+    health = item.pop("health", None)
+    restart = item.pop("restart", None)  # absent in plans written before restarts existed
+    return Process(
+        **{**item, "gpus": tuple(item["gpus"]), "argv": tuple(item["argv"])},
+        health=HealthProbe(**health) if health else None,
+        restart=RestartPolicy(**restart) if restart else RestartPolicy(),
+    )
+
+
+def _benchmark_from_dict(raw: Mapping[str, Any] | None) -> BenchmarkPlan | None:
+    if raw is None:
+        return None
+    return BenchmarkPlan(
+        **{
+            **raw,
+            "points": tuple(LoadPoint(**p) for p in raw["points"]),
+            "clients": tuple(process_from_dict(c) for c in raw["clients"]),
+        }
+    )
 
 
 def plan_from_dict(data: Mapping[str, Any]) -> Plan:
     """Inverse of `plan_to_dict`."""
-    procs = []
-    for raw in data["processes"]:
-        item = dict(raw)
-        health = item.pop("health", None)
-        restart = item.pop("restart", None)  # absent in plans written before restarts existed
-        procs.append(
-            Process(
-                **{**item, "gpus": tuple(item["gpus"]), "argv": tuple(item["argv"])},
-                health=HealthProbe(**health) if health else None,
-                restart=RestartPolicy(**restart) if restart else RestartPolicy(),
-            )
-        )
     slurm = dict(data["slurm"])
     for key in ("sbatch_extra", "srun_extra", "setup", "container_mounts"):
         slurm[key] = tuple(slurm[key])
+    scalars = ("name", "num_nodes", "gpus_per_node", "port_base", "port_job_blocks", "port_offset")
     return Plan(
-        name=data["name"],
-        num_nodes=data["num_nodes"],
-        gpus_per_node=data["gpus_per_node"],
-        port_offset=data["port_offset"],
+        **{key: data[key] for key in scalars},
         ip_source=data["ip_source"],
         network_interface=data["network_interface"],
         stop_grace_s=data["stop_grace_s"],
         prepare=dict(data.get("prepare", {})),
-        processes=tuple(procs),
+        processes=tuple(process_from_dict(p) for p in data["processes"]),
         readiness=Readiness(**data["readiness"]),
         slurm=SlurmRequest(**slurm),
+        benchmark=_benchmark_from_dict(data.get("benchmark")),
     )

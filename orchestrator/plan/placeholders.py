@@ -1,7 +1,9 @@
 """Late-bound placeholders: values unknown while planning (node addresses, job id, run dir).
 
-Tokens look like `{node_ip:1}`, `{node_host:0}`, `{job_id}`, `{run_dir}`. Only these names are
-placeholders, so JSON in engine arguments (`{"publisher": ...}`) is left alone. Binding replaces
+Tokens look like `{node_ip:1}`, `{node_host:0}`, `{port:20010}`, `{job_id}`, `{run_dir}`. A
+`{port:N}` is port N of the job's port block: the plan is made for block 0, and the driver adds
+the job's offset (`ports.port_offset_for_job`), so the plan never changes inside the job. Only
+these names are placeholders, so JSON in engine arguments (`{"publisher": ...}`) is left alone. Binding replaces
 every token or raises `UnresolvedPlaceholder`: nothing unknown silently survives (unlike
 `string.Template.safe_substitute`).
 """
@@ -10,11 +12,13 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Callable
 
 from orchestrator.errors import UnresolvedPlaceholder
 from orchestrator.plan.model import HealthProbe, Plan, Process, Readiness
+from orchestrator.plan.ports import block_size
 
-PLACEHOLDER = re.compile(r"\{(node_ip|node_host|job_id|run_dir)(?::(\d+))?\}")
+PLACEHOLDER = re.compile(r"\{(node_ip|node_host|port|job_id|run_dir)(?::(\d+))?\}")
 
 
 def node_ip(index: int) -> str:
@@ -27,7 +31,11 @@ def node_host(index: int) -> str:
     return f"{{node_host:{index}}}"
 
 
-JOB_ID = "{job_id}"
+def port_ref(port: int) -> str:
+    """Placeholder for planned port `port` (block 0) shifted into the job's port block."""
+    return f"{{port:{port}}}"
+
+
 RUN_DIR = "{run_dir}"
 
 
@@ -39,11 +47,14 @@ class Bindings:
     node_hosts: tuple[str, ...]
     job_id: str
     run_dir: str
+    port_offset: int = 0  # the job's port block (0 for local runs and checks)
 
     def lookup(self, name: str, index: str | None) -> str | None:
         """The value of one token, or None when it cannot be resolved."""
         if name in ("job_id", "run_dir"):
             return getattr(self, name) if index is None else None
+        if name == "port":
+            return None if index is None else str(int(index) + self.port_offset)
         values = self.node_ips if name == "node_ip" else self.node_hosts
         if index is None or int(index) >= len(values):
             return None
@@ -62,7 +73,7 @@ def bind_text(text: str, bindings: Bindings) -> str:
     return PLACEHOLDER.sub(replace, text)
 
 
-def _bind_process(proc: Process, bindings: Bindings) -> Process:
+def _bind_process(proc: Process, bindings: Bindings, shift: Callable[[int], int]) -> Process:
     health = proc.health
     if health is not None:
         health = HealthProbe(
@@ -72,19 +83,39 @@ def _bind_process(proc: Process, bindings: Bindings) -> Process:
         proc,
         argv=tuple(bind_text(a, bindings) for a in proc.argv),
         env={k: bind_text(v, bindings) for k, v in proc.env.items()},
+        ports={k: shift(v) for k, v in proc.ports.items()},
         health=health,
         url=bind_text(proc.url, bindings),
+        bootstrap_port=shift(proc.bootstrap_port) if proc.bootstrap_port else 0,
     )
+
+
+def shift_port(plan: Plan, port: int, offset: int) -> int:
+    """Planned port `port` in the port block at `offset`. Ports outside the plan's block (the
+    frontend's http_port) are fixed: validation keeps them out of every job's block."""
+    top = plan.port_base + block_size(plan.gpus_per_node)
+    return port + offset if plan.port_base <= port < top else port
 
 
 def bind_plan(plan: Plan, bindings: Bindings) -> Plan:
-    """A copy of `plan` with every placeholder replaced by its concrete value."""
+    """A copy of `plan` with every placeholder replaced by its concrete value and every planned
+    port moved into the job's port block (`bindings.port_offset`)."""
+
+    def shift(port: int) -> int:
+        return shift_port(plan, port, bindings.port_offset)
+
     readiness: Readiness = dataclasses.replace(
         plan.readiness, frontend_url=bind_text(plan.readiness.frontend_url, bindings)
     )
+    bench = plan.benchmark
+    if bench is not None:
+        clients = tuple(_bind_process(c, bindings, shift) for c in bench.clients)
+        bench = dataclasses.replace(bench, clients=clients)
     return dataclasses.replace(
         plan,
-        processes=tuple(_bind_process(p, bindings) for p in plan.processes),
+        port_offset=bindings.port_offset,
+        processes=tuple(_bind_process(p, bindings, shift) for p in plan.processes),
         readiness=readiness,
         prepare={k: bind_text(v, bindings) for k, v in plan.prepare.items()},
+        benchmark=bench,
     )

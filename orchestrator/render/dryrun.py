@@ -1,4 +1,9 @@
-"""Dry-run output: a readable plan (text) or the stable JSON contract. Writes nothing."""
+"""Dry-run output: a readable plan (text) or the stable JSON contract. Writes nothing.
+
+It shows the plan as saved to plan.json and the launch request exactly as it is executed; only
+run-time placeholders remain: {run_dir}, {job_id}, {node_ip:N}, {node_host:N} and {port:N}
+(planned port N shifted into the job's port block).
+"""
 
 from __future__ import annotations
 
@@ -6,13 +11,19 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+from orchestrator.frontends import get_frontend
+from orchestrator.launchers.requests import (
+    LaunchRequest,
+    SbatchRequest,
+    SubmititRequest,
+    request_to_dict,
+)
 from orchestrator.plan.model import Plan, Process, plan_to_dict, process_to_dict
 from orchestrator.plan.placeholders import node_host
-from orchestrator.render.shell import quote_argv, sbatch_script
-from orchestrator.runtime.router import WORKER_TYPES, registration_payload
+from orchestrator.plan.ports import block_size
+from orchestrator.render.shell import quote_argv
 from orchestrator.slurm.request import sbatch_directives, srun_argv, submitit_parameters
 
-RUN_DIR_SHOWN = "<run_dir>"  # the real run directory is created only when launching
 JOB_ID_SHOWN = "{job_id}"
 
 
@@ -25,39 +36,55 @@ def gpu_ranges(gpus: Sequence[int]) -> str:
     return ",".join(str(g) for g in gpus)
 
 
-def slurm_section(
-    plan: Plan, launcher: str, *, python: str, overrides: Sequence[str]
-) -> dict[str, Any]:
+def all_processes(plan: Plan) -> tuple[Process, ...]:
+    """The deployment's processes, then the benchmark clients (started once ready)."""
+    return plan.processes + (plan.benchmark.clients if plan.benchmark else ())
+
+
+def port_shift(plan: Plan) -> dict[str, Any]:
+    """How the planned ports move per job (the dry-run shows block 0)."""
+    size = block_size(plan.gpus_per_node)
+    return {
+        "base": plan.port_base,
+        "block_size": size,
+        "job_blocks": plan.port_job_blocks,
+        "rule": f"{{port:N}} = N + (SLURM_JOB_ID % {plan.port_job_blocks}) * {size}; "
+        f"ports below {plan.port_base} (the frontend's) are fixed",
+    }
+
+
+def slurm_section(plan: Plan, request: LaunchRequest) -> dict[str, Any]:
     """What would be handed to Slurm: directives, submitit parameters, srun steps, script."""
+    params = request.parameters if isinstance(request, SubmititRequest) else None
     section: dict[str, Any] = {
-        "launcher": launcher,
+        "launcher": request.kind,
         "nodes": plan.num_nodes,
         "sbatch": sbatch_directives(plan.slurm),
-        "submitit": submitit_parameters(plan.slurm),
+        "submitit": dict(params) if params is not None else submitit_parameters(plan.slurm),
         "srun": {
             p.name: srun_argv(p, plan.slurm, hostname=node_host(p.node_index), job_id=JOB_ID_SHOWN)
-            for p in plan.processes
+            for p in all_processes(plan)
         },
     }
-    if launcher == "sbatch":
-        section["script"] = sbatch_script(
-            plan, run_dir=RUN_DIR_SHOWN, python=python, overrides=overrides
-        )
+    if isinstance(request, SbatchRequest):
+        section["script"] = request.script
     return section
 
 
-def render_json(plan: Plan, launcher: str, *, python: str, overrides: Sequence[str]) -> str:
-    """`dry_run=json`: {"processes": [...], "slurm": {...}, ...} with sorted, stable keys."""
+def render_json(plan: Plan, request: LaunchRequest) -> str:
+    """`dry_run=json`: {"processes": [...], "slurm": {...}, "request": {...}, ...}."""
     data = plan_to_dict(plan)
-    data["launcher"] = launcher
-    data["processes"] = [process_to_dict(p) for p in plan.processes]
-    data["slurm"] = slurm_section(plan, launcher, python=python, overrides=overrides)
+    data["launcher"] = request.kind
+    data["processes"] = [process_to_dict(p) for p in all_processes(plan)]
+    data["ports"] = port_shift(plan)
+    data["slurm"] = slurm_section(plan, request)
+    data["request"] = request_to_dict(request)
     return json.dumps(data, indent=2, sort_keys=False) + "\n"
 
 
 def _table(plan: Plan) -> list[str]:
     rows = [("PROCESS", "ROLE", "NODE", "GPUS", "PORTS")]
-    for p in plan.processes:
+    for p in all_processes(plan):
         ports = " ".join(f"{k}={v}" for k, v in p.ports.items()) or "-"
         rows.append((p.name, p.role, str(p.node_index), gpu_ranges(p.gpus), ports))
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
@@ -87,50 +114,45 @@ def _wrapped(argv: Sequence[str]) -> str:
 
 
 def render_text(
-    plan: Plan, launcher: str, *, python: str, overrides: Sequence[str], config_yaml: str
+    plan: Plan, request: LaunchRequest, *, overrides: Sequence[str], config_yaml: str
 ) -> str:
-    """`dry_run=true`: config, plan table, per-process env and argv, readiness, Slurm request."""
+    """`dry_run=true`: config, plan table, per-process env and argv, readiness, launch request."""
     r = plan.readiness
     out = [f"=== CONFIG ({quote_argv(overrides) or 'defaults'}) ===", config_yaml.rstrip(), ""]
     out.append(f"=== PLAN {plan.name}: {plan.num_nodes} node(s) x {plan.gpus_per_node} GPUs ===")
-    out += _table(plan) + [""]
-    for p in plan.processes:
+    out += _table(plan)
+    out += [f"ports: {port_shift(plan)['rule']}", ""]
+    for p in all_processes(plan):
         out += _process_block(p) + [""]
     expected = ", ".join(f"{k} {v}" for k, v in r.expected.items())
     out.append("=== READINESS ===")
     out.append(f"workers healthy ({expected}) -> GET {r.frontend_url}{r.ready_path} -> "
                f"{'canary chat completion' if r.canary else 'no canary'}; deadline {r.timeout_s:g} s")  # fmt: skip
-    out += _registration_text(plan)
+    out += get_frontend(r.frontend_kind).registration_lines(plan)
     out += [f"frontend URL: {r.frontend_url}", ""]
-    out += _slurm_text(plan, launcher, python=python, overrides=overrides)
+    out += _slurm_text(plan, request)
     return "\n".join(out) + "\n"
 
 
-def _registration_text(plan: Plan) -> list[str]:
-    """sglang-router: the POST /workers each worker gets once healthy, then the router's gate."""
-    r = plan.readiness
-    if r.frontend_kind != "sglang_router":
-        return []
-    want = ", ".join(f"{v} {WORKER_TYPES.get(k, k)}" for k, v in r.expected.items())
-    out = [f"register each worker when its /health is 200: POST {r.frontend_url}/workers (id kept for "
-           "DELETE /workers/<id> at stop)"]  # fmt: skip
-    out += [f"  {p.name}: {json.dumps(registration_payload(p))}" for p in plan.processes
-            if p.url and p.role in WORKER_TYPES]  # fmt: skip
-    out.append(
-        f"router gate: GET {r.frontend_url}/workers lists {want} healthy, then GET {r.ready_path} == 200"
-    )
-    return out
-
-
-def _slurm_text(plan: Plan, launcher: str, *, python: str, overrides: Sequence[str]) -> list[str]:
-    section = slurm_section(plan, launcher, python=python, overrides=overrides)
-    out = [f"=== SLURM REQUEST (launcher={launcher}) ==="]
-    if launcher == "local":
+def _slurm_text(plan: Plan, request: LaunchRequest) -> list[str]:
+    section = slurm_section(plan, request)
+    out = [f"=== SLURM REQUEST (launcher={request.kind}) ==="]
+    if request.kind == "local":
         out.append("local launcher: processes start on this machine; on a cluster this would be:")
     out.append(quote_argv(["sbatch", *section["sbatch"]]))
     out.append("submitit parameters: " + json.dumps(section["submitit"], sort_keys=True))
     out.append("srun steps issued by the driver on node 0:")
     out += [f"  {quote_argv(argv)}" for argv in section["srun"].values()]
-    if "script" in section:
-        out += ["--- sbatch script ---", section["script"].rstrip()]
+    out += _request_text(request)
     return out
+
+
+def _request_text(request: LaunchRequest) -> list[str]:
+    """The launch request itself, as executed."""
+    if isinstance(request, SbatchRequest):
+        return [f"submitted from {{run_dir}} with: {quote_argv(request.argv)}",
+                "--- sbatch script ---", request.script.rstrip()]  # fmt: skip
+    if isinstance(request, SubmititRequest):
+        return [f"submitit: SlurmExecutor(folder={request.folder}, python={request.python!r})"
+                f".submit({request.function}, {{run_dir}})"]  # fmt: skip
+    return [f"driver ({request.kind}): {quote_argv(request.argv)}"]

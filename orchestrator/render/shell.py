@@ -9,6 +9,9 @@ from orchestrator import __version__
 from orchestrator.plan.model import Plan
 from orchestrator.slurm.request import SAFE_DIRECTIVE, sbatch_directives
 
+DRIVER_MODULE = "orchestrator.runtime.run"
+SUBMIT_DIR_LINE = 'run_dir="${SLURM_SUBMIT_DIR:?submit with sbatch from the run directory}"'
+
 
 def quote_argv(argv: Sequence[str]) -> str:
     """One shell line that runs `argv` exactly (shlex quoting)."""
@@ -52,22 +55,22 @@ def setup_lines(plan: Plan) -> list[str]:
 
 
 def sbatch_script(
-    plan: Plan, *, run_dir: str, python: str, overrides: Sequence[str], git_sha: str = ""
+    plan: Plan, *, python: str, overrides: Sequence[str], git_sha: str, cwd: str, run_with: str
 ) -> str:
     """A standalone sbatch script that runs the in-allocation driver on node 0.
 
+    It is submitted from the run directory, which it reads back from `$SLURM_SUBMIT_DIR` (so the
+    script holds no run-specific value), then runs from `cwd`, where the command was launched.
     The driver is exec'ed so that it *is* the batch shell: Slurm's `--signal=B:TERM@...` and
     `scancel --batch` then reach it directly (bash would not forward them to a foreground child).
     """
-    script_path = f"{run_dir}/job.sbatch"
-    run_with = quote_argv(["sbatch", "--parsable", f"--output={run_dir}/slurm-%j.out", script_path])
     lines = header(plan, overrides=overrides, run_with=run_with, git_sha=git_sha)
     lines += directive_lines(plan)
-    lines += ["", "set -euo pipefail"]
+    lines += ["", "set -euo pipefail", SUBMIT_DIR_LINE, f"cd {quote_argv([cwd])}"]
     lines += setup_lines(plan)
     lines += [
         "",
         "# The driver starts every process as an srun step, waits for readiness and tears down.",
     ]
-    lines.append("exec " + quote_argv([python, "-m", "orchestrator.runtime.driver", run_dir]))
+    lines.append(f'exec {quote_argv([python, "-m", DRIVER_MODULE])} "$run_dir"')
     return "\n".join(lines) + "\n"

@@ -2,7 +2,8 @@
 dead workers in place by their plan's RestartPolicy while the others keep serving), tear down.
 
 The same driver runs under every launcher: as the exec'ed batch script (sbatch), as the
-submitit job function, inside an salloc allocation, or on one machine (local).
+submitit job function, inside an salloc allocation, or on one machine (local); its entry point
+is `orchestrator.runtime.run`, which loads plan.json and binds it.
 """
 
 from __future__ import annotations
@@ -17,9 +18,11 @@ from types import FrameType
 
 from orchestrator.effects import Clock, HttpClient
 from orchestrator.errors import OrchestratorError, ProcessFailed, WorkersNotReady
+from orchestrator.frontends import get_frontend
 from orchestrator.plan.model import TIER_INFRA, Plan, Process
 from orchestrator.runtime import health, restarts
-from orchestrator.runtime.processes import Backend, Running, log_tail, stop_tier
+from orchestrator.runtime.hooks import Hook, ProcessHook, Stopped
+from orchestrator.runtime.processes import Backend, Running, exit_detail, log_tail, stop_tier
 from orchestrator.runtime.restarts import RestartBook, unit_key
 from orchestrator.runtime.state import StateFile, progress_line
 
@@ -29,13 +32,6 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, si
 # (scancel and preemption signal every step and the driver at the same time).
 STOP_RACE_S = 1.0
 STOP_FILE = "stop-requested"
-
-Hook = Callable[["Driver"], None]
-ProcessHook = Callable[["Driver", Running], None]
-
-
-class Stopped(Exception):
-    """A stop was requested (signal, ctl stop, time limit)."""
 
 
 class Driver:
@@ -143,8 +139,7 @@ class Driver:
 
     def _frontend_and_canary(self) -> bool | None:
         r = self.plan.readiness
-        verdict = health.frontend_ready(self.http, r.frontend_url, r.ready_path, r.frontend_kind,
-                                        expected=r.expected)  # fmt: skip
+        verdict = get_frontend(r.frontend_kind).ready(self.http, r)
         if not verdict.ok:
             self.last_detail = verdict.detail
             return None
@@ -232,20 +227,26 @@ class Driver:
             code = running.poll()
             if code is None or name in waiting:
                 continue
+            detail = exit_detail(self.backend, running)  # e.g. its node failed: no restart there
             decision = self.book.decide(running.proc, code, now=self.clock.now())
-            if self.serving and decision.due is not None and not self.stop_event.is_set():
+            if (
+                self.serving
+                and decision.due is not None
+                and not detail
+                and not self.stop_event.is_set()
+            ):
                 self._lose_unit(running, code, decision)
                 waiting |= {p.name for p in self._members(unit_key(running.proc))}
                 continue
             if self.clock.wait(self.stop_event, STOP_RACE_S):
                 raise Stopped()
-            self._fail_exited(running, code, decision.refusal if self.serving else "")
+            self._fail_exited(running, code, decision.refusal if self.serving else "", detail)
 
-    def _fail_exited(self, running: Running, code: int, refusal: str) -> None:
+    def _fail_exited(self, running: Running, code: int, refusal: str, detail: str) -> None:
         """Raise ProcessFailed for an exit that is not restarted, with every earlier tail."""
         earlier = self.state.data["processes"][running.proc.name].get("restarts", [])
         self.state.process(running.proc.name, state="exited", exit_code=code)
-        raise ProcessFailed(restarts.exit_message(running, code, refusal, earlier))
+        raise ProcessFailed(restarts.exit_message(running, code, refusal, earlier, detail))
 
     def _members(self, key: restarts.UnitKey) -> list[Process]:
         return restarts.unit_members(self.plan.processes, key)
@@ -390,18 +391,3 @@ def default_say(message: str) -> None:
     """Progress goes to stderr (stdout is reserved for the job id and run directory)."""
     sys.stderr.write(f"[orchestrator] {message}\n")
     sys.stderr.flush()
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m orchestrator.runtime.driver RUN_DIR` (what the sbatch script execs)."""
-    from orchestrator.runtime.run import run_driver
-
-    args = sys.argv[1:] if argv is None else argv
-    if len(args) != 1:
-        sys.stderr.write("usage: python -m orchestrator.runtime.driver RUN_DIR\n")
-        return 2
-    return run_driver(Path(args[0]))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

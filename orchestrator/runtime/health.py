@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from orchestrator.effects import HttpClient, HttpError, HttpResponse
-from orchestrator.runtime import router
 
 CANARY_PROMPT = "Reply with one short sentence: is the service up?"
 
@@ -34,46 +33,6 @@ def probe(http: HttpClient, url: str, *, expect: int = 200, timeout: float = 2.0
     if resp.status == expect:
         return Verdict(True)
     return Verdict(False, f"HTTP {resp.status} from {url}: {resp.body[:200]}")
-
-
-def parse_dynamo_ready(resp: HttpResponse) -> Verdict:
-    """`GET /v1/models/{model}/ready`: 200 with ready=true, else 503 with the missing types."""
-    body = resp.json() or {}
-    if resp.status == 200 and body.get("ready") is True:
-        return Verdict(True)
-    reason = body.get("reason") if isinstance(body, dict) else None
-    return Verdict(False, f"frontend not ready (HTTP {resp.status}): {reason or resp.body[:200]}")
-
-
-def parse_router_readiness(resp: HttpResponse) -> Verdict:
-    """sglang-router `GET /readiness`: 200 once >= 1 healthy prefill and decode (or regular)."""
-    if resp.status == 200:
-        return Verdict(True)
-    body = resp.json() or {}
-    reason = body.get("reason") if isinstance(body, dict) else None
-    return Verdict(False, f"router not ready (HTTP {resp.status}): {reason or resp.body[:200]}")
-
-
-def frontend_ready(
-    http: HttpClient,
-    base_url: str,
-    ready_path: str,
-    kind: str,
-    *,
-    expected: Mapping[str, int] | None = None,
-) -> Verdict:
-    """Ask the frontend's readiness gate. sglang-router: first every `expected` worker (per plan
-    role) must be listed healthy by `GET /workers` (its /readiness turns 200 with one prefill
-    and one decode, and registration is asynchronous), then /readiness."""
-    if kind == "sglang_router" and expected:
-        ok, detail = router.workers_verdict(http, base_url, expected)
-        if not ok:
-            return Verdict(False, detail)
-    try:
-        resp = http.get(base_url + ready_path, timeout=5.0)
-    except HttpError as exc:
-        return Verdict(False, str(exc))
-    return parse_dynamo_ready(resp) if kind == "dynamo" else parse_router_readiness(resp)
 
 
 def canary_payload(model: str, max_tokens: int) -> dict[str, Any]:

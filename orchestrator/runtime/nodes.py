@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from orchestrator.effects import CommandRunner
 from orchestrator.errors import OrchestratorError
+from orchestrator.slurm.client import SlurmClient
 
 SIOCGIFADDR = 0x8915
 
@@ -94,11 +95,8 @@ def check_address(host: str, ip: str) -> str:
 
 
 def expand_hostlist(runner: CommandRunner, nodelist: str) -> list[str]:
-    """`scontrol show hostnames node[1-3]` -> ['node1', 'node2', 'node3']."""
-    res = runner.run(["scontrol", "show", "hostnames", nodelist], timeout=30)
-    if res.returncode != 0:
-        raise OrchestratorError(f"scontrol show hostnames {nodelist} failed: {res.stderr.strip()}")
-    return [h.strip() for h in res.stdout.split() if h.strip()]
+    """`node[1-3]` -> ['node1', 'node2', 'node3'] (scontrol show hostnames)."""
+    return SlurmClient(runner).hostnames(nodelist)
 
 
 def probe_nodes(

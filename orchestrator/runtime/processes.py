@@ -14,7 +14,12 @@ from typing import Protocol
 
 from orchestrator.effects import Clock, CommandRunner
 from orchestrator.plan.model import Process, SlurmRequest
+from orchestrator.slurm.client import SlurmClient
+from orchestrator.slurm.parse import failed_nodes_in_log
 from orchestrator.slurm.request import srun_argv
+
+# Node states (sinfo %T) in which a node still serves its job.
+NODE_OK = ("IDLE", "ALLOCATED", "MIXED", "COMPLETING", "PLANNED", "RESERVED")
 
 
 @dataclass
@@ -130,7 +135,8 @@ class SrunBackend:
     def __init__(
         self, req: SlurmRequest, job_id: str, hosts: Sequence[str], runner: CommandRunner
     ) -> None:
-        self._req, self._job_id, self._hosts, self._runner = req, job_id, list(hosts), runner
+        self._req, self._job_id, self._hosts = req, job_id, list(hosts)
+        self._slurm = SlurmClient(runner)
 
     def start(self, proc: Process, log: Path) -> Running:
         """Run `srun ... env K=V argv` on the process's node, output into its log."""
@@ -146,21 +152,14 @@ class SrunBackend:
 
     def step_ids(self, names: set[str]) -> dict[str, str]:
         """Our step ids by process name, from squeue."""
-        res = self._runner.run(["squeue", "--steps", f"--jobs={self._job_id}", "--noheader",
-                                "--format=%i|%j"], timeout=15)  # fmt: skip
-        return (
-            {n: i for i, n in parse_step_lines(res.stdout) if n in names}
-            if res.returncode == 0
-            else {}
-        )
+        return {n: i for i, n in self._slurm.steps(self._job_id) if n in names}
 
     def signal(self, running: Sequence[Running], sig: signal.Signals) -> None:
         """scancel --signal the steps; srun clients whose step is unknown get the signal."""
         names = {r.proc.name for r in running}
         ids = self.step_ids(names)
         if ids:
-            self._runner.run(["scancel", f"--signal={sig.name.removeprefix('SIG')}", *ids.values()],
-                             timeout=15)  # fmt: skip
+            self._slurm.cancel(self._job_id, signal=sig.name, steps=list(ids.values()))
         for r in running:
             if r.proc.name not in ids or sig == signal.SIGKILL:
                 try:
@@ -173,15 +172,37 @@ class SrunBackend:
         alive = sorted(r.proc.name for r in running if r.poll() is None)
         return alive or sorted(self.step_ids({r.proc.name for r in running}))
 
+    def describe_exit(self, running: Running) -> str:
+        """What Slurm says about the nodes when a step ended: the node srun reported failed,
+        nodes no longer in the job's allocation, and nodes in a state other than in use / idle
+        (`; node failure: node2 (removed from job 35; now DOWN)`); '' when every node looks fine.
 
-def parse_step_lines(text: str) -> list[tuple[str, str]]:
-    """`squeue --steps --format=%i|%j` output -> [(step id, step name)]."""
-    pairs = []
-    for line in text.splitlines():
-        step_id, sep, name = line.strip().partition("|")
-        if sep and "." in step_id:
-            pairs.append((step_id, name))
-    return pairs
+        Submitted with --no-kill, Slurm 22.05 keeps the job when a node goes DOWN: it ends the
+        step on that node (srun prints "Node failure on node2") and drops the node from the
+        allocation. The node may already be back (ReturnToService=2 returns it at once), so the
+        log and the allocation are checked as well as the node's state."""
+        reported = failed_nodes_in_log(log_tail(running.log, 200))
+        held = set(self._slurm.job_nodes(self._job_id))
+        states = self._slurm.node_states(self._hosts)
+        unusable = [h for h in self._hosts if states.get(h, "IDLE").split("+")[0] not in NODE_OK]
+        dropped = [h for h in self._hosts if held and h not in held]
+        nodes = list(dict.fromkeys([*reported, *dropped, *unusable]))
+        if not nodes:
+            return ""
+        notes = []
+        for node in nodes:
+            why = ["srun reported a node failure"] if node in reported else []
+            if node in dropped:
+                why.append(f"removed from job {self._job_id}")
+            why.append(f"now {states.get(node, 'in an unknown state')}")
+            notes.append(f"{node} ({'; '.join(why)})")
+        return f"; node failure: {', '.join(notes)}"
+
+
+def exit_detail(backend: Backend, running: Running) -> str:
+    """What the backend knows about why `running` ended (node failures under Slurm), to append
+    to the exit message; '' for backends that know nothing more than the exit code."""
+    return backend.describe_exit(running) if isinstance(backend, SrunBackend) else ""
 
 
 def stop_tier(

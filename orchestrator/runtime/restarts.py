@@ -83,16 +83,21 @@ def restart_entry(running: Running, *, cause: str, exited: bool) -> dict[str, An
 
 
 def exit_message(
-    running: Running, code: int, refusal: str, earlier: Sequence[Mapping[str, Any]]
+    running: Running,
+    code: int,
+    refusal: str,
+    earlier: Sequence[Mapping[str, Any]],
+    detail: str = "",
 ) -> str:
-    """The failure of an exit that is not restarted: who, where, why, and every log tail (this
-    exit's last 50 lines and those kept of each earlier exit)."""
+    """The failure of an exit that is not restarted: who, where, why (`detail`: what the backend
+    knows, such as a failed node), and every log tail (this exit's last 50 lines and those kept
+    of each earlier exit)."""
     proc = running.proc
     why = f" ({refusal})" if refusal.startswith("restarts exhausted") else ""
     tails = "".join(f"\nexit {i} at {r['at']} (code {r['exit_code']}), last lines:\n{r['tail']}"
                     for i, r in enumerate((r for r in earlier if r.get("cause") == proc.name), 1))  # fmt: skip
     return (
         f"{proc.name} ({proc.role}) on {running.host} (node {proc.node_index}) exited with code "
-        f"{code}{why}; last 50 lines of {running.log}:\n{log_tail(running.log)}"
+        f"{code}{why}{detail}; last 50 lines of {running.log}:\n{log_tail(running.log)}"
         + (f"\nearlier exits of {proc.name}:{tails}" if tails else "")
     )

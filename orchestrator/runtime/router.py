@@ -24,7 +24,7 @@ from orchestrator.errors import OrchestratorError
 from orchestrator.plan.model import Process
 
 if TYPE_CHECKING:
-    from orchestrator.runtime.driver import Driver
+    from orchestrator.runtime.hooks import DriverView
     from orchestrator.runtime.processes import Running
 
 # Plan role -> the router's worker_type.
@@ -231,7 +231,7 @@ def workers_verdict(
     return not missing, missing
 
 
-def attach_router_registration(driver: Driver) -> None:
+def attach_router_registration(driver: DriverView) -> None:
     """Driver hooks: register each SGLang worker when healthy; deregister all before stopping.
 
     Workers that turn healthy before the router's own /health wait until it passes (no blocking
@@ -241,7 +241,7 @@ def attach_router_registration(driver: Driver) -> None:
     pending: dict[str, Process] = {}
     router_up = False
 
-    def register_pending(d: Driver) -> None:
+    def register_pending(d: DriverView) -> None:
         for name, proc in list(pending.items()):
             worker_id, added = registrar.register(proc)
             del pending[name]
@@ -249,7 +249,7 @@ def attach_router_registration(driver: Driver) -> None:
             d.say(f"registered {name} ({WORKER_TYPES[proc.role]}) {proc.url} with the router"
                   + ("" if added else " (already listed)"))  # fmt: skip
 
-    def on_healthy(d: Driver, running: Running) -> None:
+    def on_healthy(d: DriverView, running: Running) -> None:
         nonlocal router_up
         proc = running.proc
         if proc.role == "frontend":
@@ -259,7 +259,7 @@ def attach_router_registration(driver: Driver) -> None:
         if router_up:
             register_pending(d)
 
-    def on_lost(d: Driver, running: Running) -> None:
+    def on_lost(d: DriverView, running: Running) -> None:
         nonlocal router_up
         proc = running.proc
         if proc.role == "frontend":
@@ -277,7 +277,7 @@ def attach_router_registration(driver: Driver) -> None:
         if problem:
             d.say(f"warning: could not remove the router entry of {problem}")
 
-    def before_stop(d: Driver) -> None:
+    def before_stop(d: DriverView) -> None:
         names = list(registrar.ids)
         problems = registrar.deregister_all()
         for name in names:

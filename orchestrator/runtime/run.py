@@ -1,4 +1,10 @@
-"""Driver bootstrap inside the allocation: nodes -> port offset -> bound plan -> Driver."""
+"""The driver's entry point inside the allocation: plan.json -> nodes -> bound plan -> Driver.
+
+`python -m orchestrator.runtime.run RUN_DIR` (what the sbatch script execs; submitit calls
+`submitit_job`). The plan is run exactly as saved at submission: only what the job knows is
+bound (nodes, their addresses, the job id and its port block, the run directory). Nothing here
+imports Hydra or OmegaConf, or re-plans from the config.
+"""
 
 from __future__ import annotations
 
@@ -10,15 +16,15 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from orchestrator.config.load import config_from_dict
-from orchestrator.config.schema import RootConfig
+from orchestrator.bench.step import attach_benchmark
 from orchestrator.effects import RequestsHttp, SubprocessRunner, SystemClock
 from orchestrator.errors import OrchestratorError
-from orchestrator.plan.build import build_plan
-from orchestrator.plan.model import Plan, plan_to_dict
-from orchestrator.plan.placeholders import Bindings, bind_plan
+from orchestrator.frontends import get_frontend
+from orchestrator.plan.model import Plan, plan_from_dict, plan_to_dict
+from orchestrator.plan.placeholders import Bindings, bind_plan, shift_port
 from orchestrator.plan.ports import port_offset_for_job
 from orchestrator.runtime import nodes
+from orchestrator.runtime.attempts import begin_attempt
 from orchestrator.runtime.driver import Driver, default_say
 from orchestrator.runtime.processes import Backend, LocalBackend, SrunBackend
 from orchestrator.runtime.state import StateFile, write_json_atomic
@@ -26,10 +32,13 @@ from orchestrator.runtime.state import StateFile, write_json_atomic
 
 @dataclass(frozen=True)
 class Allocation:
+    """The job's nodes as the driver found them."""
+
     job_id: str
     hosts: tuple[str, ...]
     ips: tuple[str, ...]
     busy: tuple[tuple[int, ...], ...] = ()  # per node: planned ports someone already holds
+    port_offset: int = 0  # the job's port block
 
 
 def gpus_in_allocation(env: Mapping[str, str]) -> int | None:
@@ -45,64 +54,70 @@ def gpus_in_allocation(env: Mapping[str, str]) -> int | None:
 def allocation_issues(plan: Plan, env: Mapping[str, str]) -> list[str]:
     """Why the current allocation cannot hold `plan` (empty when it can or when unknown)."""
     problems = []
+    job = env.get("SLURM_JOB_ID")
     nodes_held = env.get("SLURM_JOB_NUM_NODES") or env.get("SLURM_NNODES") or ""
     if nodes_held.isdigit() and int(nodes_held) < plan.num_nodes:
-        problems.append(f"allocation {env.get('SLURM_JOB_ID')} has {nodes_held} node(s); the plan needs "
+        problems.append(f"allocation {job} has {nodes_held} node(s); the plan needs "
                         f"{plan.num_nodes} (salloc/sbatch --nodes={plan.num_nodes})")  # fmt: skip
     gpus = gpus_in_allocation(env)
     if gpus is not None and gpus < plan.gpus_per_node:
-        problems.append(f"allocation {env.get('SLURM_JOB_ID')} has {gpus} GPU(s) per node; the plan needs "
+        problems.append(f"allocation {job} has {gpus} GPU(s) per node; the plan needs "
                         f"{plan.gpus_per_node} (--gpus-per-node={plan.gpus_per_node}, or lower "
                         "cluster.gpus_per_node)")  # fmt: skip
     return problems
 
 
-def slurm_allocation(
-    cfg: RootConfig, plan: Plan, env: Mapping[str, str], say: Callable[[str], None]
-) -> Allocation:
-    """The current job's nodes (checked against the plan) with addresses resolved on them."""
-    runner = SubprocessRunner()
+def job_port_offset(plan: Plan, job_id: str) -> int:
+    """This job's port block (0 without a job id)."""
+    return port_offset_for_job(
+        job_id, gpus_per_node=plan.gpus_per_node, job_blocks=plan.port_job_blocks
+    )
+
+
+def job_ports(plan: Plan, offset: int) -> list[int]:
+    """Every port the job's processes will listen on."""
+    return [shift_port(plan, p, offset) for proc in plan.processes for p in proc.ports.values()]
+
+
+def _hosts(plan: Plan, env: Mapping[str, str], say: Callable[[str], None]) -> list[str]:
+    """The allocation's first `plan.num_nodes` hostnames, checked against the plan."""
     job_id = env["SLURM_JOB_ID"]
     problems = allocation_issues(plan, env)
     if problems:
         raise OrchestratorError("; ".join(problems))
-    hosts = nodes.expand_hostlist(
-        runner, env.get("SLURM_JOB_NODELIST", env.get("SLURM_NODELIST", ""))
-    )
+    nodelist = env.get("SLURM_JOB_NODELIST", env.get("SLURM_NODELIST", ""))
+    hosts = nodes.expand_hostlist(SubprocessRunner(), nodelist)
     if len(hosts) < plan.num_nodes:
         raise OrchestratorError(f"allocation {job_id} has {len(hosts)} node(s) ({', '.join(hosts)}); "
                                 f"the plan needs {plan.num_nodes} (request --nodes={plan.num_nodes})")  # fmt: skip
     if len(hosts) > plan.num_nodes:
-        say(
-            f"warning: allocation {job_id} has {len(hosts)} nodes; the plan uses the first {plan.num_nodes}"
-        )
+        say(f"warning: allocation {job_id} has {len(hosts)} nodes; the plan uses the first "
+            f"{plan.num_nodes}")  # fmt: skip
     if gpus_in_allocation(env) is None:
         say("warning: the allocation does not say how many GPUs it holds; assuming the plan's")
-    hosts = hosts[: plan.num_nodes]
-    ports = [p for proc in job_plan(cfg, job_id).processes for p in proc.ports.values()]
-    infos = nodes.probe_nodes(runner, job_id=job_id, hosts=hosts, python=sys.executable,
-                              ip_source=cfg.cluster.ip_source, interface=cfg.cluster.network_interface,
-                              ports=ports)  # fmt: skip
-    return Allocation(
-        job_id, tuple(hosts), tuple(i.ip for i in infos), tuple(i.busy for i in infos)
-    )
+    return hosts[: plan.num_nodes]
 
 
-def local_allocation(cfg: RootConfig) -> Allocation:
+def slurm_allocation(plan: Plan, env: Mapping[str, str], say: Callable[[str], None]) -> Allocation:
+    """The current job's nodes with addresses and busy ports resolved on the nodes themselves."""
+    job_id = env["SLURM_JOB_ID"]
+    hosts = _hosts(plan, env, say)
+    offset = job_port_offset(plan, job_id)
+    infos = nodes.probe_nodes(SubprocessRunner(), job_id=job_id, hosts=hosts, python=sys.executable,
+                              ip_source=plan.ip_source, interface=plan.network_interface,
+                              ports=job_ports(plan, offset))  # fmt: skip
+    return Allocation(job_id, tuple(hosts), tuple(i.ip for i in infos),
+                      tuple(i.busy for i in infos), offset)  # fmt: skip
+
+
+def local_allocation(plan: Plan) -> Allocation:
     """This machine as node 0, reached on loopback (nothing is exposed beyond it)."""
-    ports = [p for proc in job_plan(cfg, "").processes for p in proc.ports.values()]
-    return Allocation("", ("localhost",), ("127.0.0.1",), (tuple(nodes.busy_ports(ports)),))
-
-
-def job_plan(cfg: RootConfig, job_id: str) -> Plan:
-    """The plan with this job's port block (placeholders still unbound)."""
-    offset = port_offset_for_job(job_id, gpus_per_node=cfg.cluster.gpus_per_node,
-                                 job_blocks=cfg.cluster.port_job_blocks)  # fmt: skip
-    return build_plan(cfg, port_offset=offset)
+    busy = tuple(nodes.busy_ports(job_ports(plan, 0)))
+    return Allocation("", ("localhost",), ("127.0.0.1",), (busy,))
 
 
 def port_conflicts(plan: Plan, alloc: Allocation) -> list[str]:
-    """Planned ports that are already taken on their node, named by process and node."""
+    """Ports of the bound `plan` that are already taken on their node, named by process and node."""
     problems = []
     for proc in plan.processes:
         busy = set(alloc.busy[proc.node_index]) if proc.node_index < len(alloc.busy) else set()
@@ -113,6 +128,18 @@ def port_conflicts(plan: Plan, alloc: Allocation) -> list[str]:
     return problems
 
 
+def bound_plan(plan: Plan, alloc: Allocation, run_dir: Path) -> Plan:
+    """The saved plan bound to this job, its ports checked free on every node."""
+    bindings = Bindings(node_ips=alloc.ips, node_hosts=alloc.hosts, job_id=alloc.job_id,
+                        run_dir=str(run_dir), port_offset=alloc.port_offset)  # fmt: skip
+    bound = bind_plan(plan, bindings)
+    conflicts = port_conflicts(bound, alloc)
+    if conflicts:
+        raise OrchestratorError("; ".join(conflicts) + " (stop what holds it, or move "
+                                "cluster.port_base / frontend.http_port)")  # fmt: skip
+    return bound
+
+
 def prepare_files(plan: Plan) -> None:
     """Create what the processes expect to exist (the mocker's tiny tokenizer directory)."""
     tiny = plan.prepare.get("tiny_model_dir")
@@ -120,19 +147,6 @@ def prepare_files(plan: Plan) -> None:
         from orchestrator.tiny_tokenizer import ensure_tiny_model_dir
 
         ensure_tiny_model_dir(Path(tiny))
-
-
-def bound_plan(cfg: RootConfig, alloc: Allocation, run_dir: Path) -> Plan:
-    """The plan for this job: its port block, checked free on every node, placeholders bound."""
-    plan = job_plan(cfg, alloc.job_id)
-    conflicts = port_conflicts(plan, alloc)
-    if conflicts:
-        raise OrchestratorError("; ".join(conflicts) + " (stop what holds it, or move cluster.port_base "
-                                "/ frontend.http_port)")  # fmt: skip
-    bindings = Bindings(
-        node_ips=alloc.ips, node_hosts=alloc.hosts, job_id=alloc.job_id, run_dir=str(run_dir)
-    )
-    return bind_plan(plan, bindings)
 
 
 def make_say(run_dir: Path) -> Callable[[str], None]:
@@ -147,56 +161,62 @@ def make_say(run_dir: Path) -> Callable[[str], None]:
     return say
 
 
-def use_our_interpreter_first(cfg: RootConfig) -> None:
+def use_our_interpreter_first(plan: Plan) -> None:
     """Put this interpreter's bin directory first on PATH (inherited by local processes and by
     srun steps), so that `python3` in the plan is the environment the orchestrator runs from
     even when it was not activated. Not with containers: their own PATH must win there."""
-    if cfg.cluster.container_image:
+    if plan.slurm.container_image:
         return
     bindir = str(Path(sys.executable).parent)
     if os.environ.get("PATH", "").split(os.pathsep)[0] != bindir:
         os.environ["PATH"] = bindir + os.pathsep + os.environ.get("PATH", "")
 
 
+def load_plan(run_dir: Path) -> Plan:
+    """plan.json of a run: the contract written at submission."""
+    try:
+        return plan_from_dict(json.loads((run_dir / "plan.json").read_text()))
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise OrchestratorError(f"cannot read the plan {run_dir / 'plan.json'}: {exc}") from exc
+
+
+def _setup(plan: Plan, run_dir: Path, env: Mapping[str, str], state: StateFile,
+           say: Callable[[str], None]) -> tuple[Plan, Backend]:  # fmt: skip
+    """Find the nodes, bind the plan, write plan.bound.json, create the backend."""
+    launch = json.loads((run_dir / "launch.json").read_text())
+    local = launch["launcher"] == "local"
+    alloc = local_allocation(plan) if local else slurm_allocation(plan, env, say)
+    bound = bound_plan(plan, alloc, run_dir)
+    write_json_atomic(run_dir / "plan.bound.json", plan_to_dict(bound))
+    state.update(job_id=alloc.job_id or state.data.get("job_id", ""), nodes=list(alloc.hosts),
+                 node_ips=list(alloc.ips), frontend_url=bound.readiness.frontend_url)  # fmt: skip
+    prepare_files(bound)
+    if local:
+        return bound, LocalBackend()
+    return bound, SrunBackend(bound.slurm, alloc.job_id, alloc.hosts, SubprocessRunner())
+
+
 def run_driver(run_dir: Path, env: Mapping[str, str] | None = None) -> int:
-    """Run the deployment described in `run_dir`; returns the exit code (0 done, 1 failed)."""
+    """Run the deployment saved in `run_dir`; returns the exit code (0 done, 1 failed)."""
     env = dict(os.environ if env is None else env)
     run_dir = run_dir.resolve()
-    launch = json.loads((run_dir / "launch.json").read_text())
-    cfg = config_from_dict(json.loads((run_dir / "config.json").read_text()))
     state, say = StateFile(run_dir), make_say(run_dir)
-    use_our_interpreter_first(cfg)
+    begin_attempt(state, env)  # a requeued job re-runs its driver here: a new attempt
     state.update(driver_pid=os.getpid(), driver_host=socket.gethostname())
     try:
-        local = launch["launcher"] == "local"
-        alloc = local_allocation(cfg) if local else slurm_allocation(cfg, build_plan(cfg), env, say)
-        plan = bound_plan(cfg, alloc, run_dir)
-        write_json_atomic(run_dir / "plan.bound.json", plan_to_dict(plan))
-        state.update(job_id=alloc.job_id or state.data.get("job_id", ""), nodes=list(alloc.hosts),
-                     node_ips=list(alloc.ips), frontend_url=plan.readiness.frontend_url)  # fmt: skip
-        prepare_files(plan)
-        backend: Backend = LocalBackend() if local else SrunBackend(plan.slurm, alloc.job_id, alloc.hosts,
-                                                                      SubprocessRunner())  # fmt: skip
+        plan = load_plan(run_dir)
+        use_our_interpreter_first(plan)
+        bound, backend = _setup(plan, run_dir, env, state, say)
     except OrchestratorError as exc:
         say(f"failed: {exc}")
         state.phase("failed", error=str(exc))
         return 1
-    driver = Driver(plan, run_dir=run_dir, backend=backend, http=RequestsHttp(), clock=SystemClock(),
-                    state=state, say=say)  # fmt: skip
+    driver = Driver(bound, run_dir=run_dir, backend=backend, http=RequestsHttp(),
+                    clock=SystemClock(), state=state, say=say)  # fmt: skip
     driver.install_signal_handlers()
-    attach_frontend_hooks(driver, cfg)
-    from orchestrator.bench.step import attach_benchmark  # bench imports the driver module
-
-    attach_benchmark(driver, cfg)
+    get_frontend(bound.readiness.frontend_kind).attach(driver)
+    attach_benchmark(driver, bound.benchmark)
     return driver.run()
-
-
-def attach_frontend_hooks(driver: Driver, cfg: RootConfig) -> None:
-    """Frontend-specific steps (sglang-router: register workers over HTTP once healthy)."""
-    if cfg.frontend.kind == "sglang_router":
-        from orchestrator.runtime.router import attach_router_registration
-
-        attach_router_registration(driver)
 
 
 def submitit_job(run_dir: str) -> None:
@@ -204,3 +224,16 @@ def submitit_job(run_dir: str) -> None:
     code = run_driver(Path(run_dir))
     if code:
         raise RuntimeError(f"deployment failed (exit {code}); see {run_dir}/state.json and logs/")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m orchestrator.runtime.run RUN_DIR` (what the sbatch script execs)."""
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        sys.stderr.write("usage: python -m orchestrator.runtime.run RUN_DIR\n")
+        return 2
+    return run_driver(Path(args[0]))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

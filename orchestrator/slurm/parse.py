@@ -1,9 +1,22 @@
-"""Pure parsers of Slurm command output (Slurm 22.05 formats), and one batched state query."""
+"""Pure parsers of Slurm command output (Slurm 22.05 formats, tests/fixtures/slurm/).
+
+Multi-field formats use the ASCII unit separator (`SEP`): job names may hold spaces and `|`.
+"""
 
 from __future__ import annotations
 
-from orchestrator.effects import CommandRunner
+import re
+
 from orchestrator.errors import OrchestratorError
+from orchestrator.slurm.states import JobState, job_state
+
+SEP = "\x1f"
+# sinfo appends flags to the state: `*` not responding, `~` powered off, `#` powering up,
+# `%` powering down, `!` pending power down, `$` reserved maintenance, `@` pending reboot,
+# `^` rebooting, `-` planned by the backfill scheduler (man sinfo, "NODE STATE CODES").
+NODE_FLAGS = "*~#%!$@^-"
+# srun's message when a node of its step fails (src/srun/srun_job.c, Slurm 22.05).
+NODE_FAILURE = re.compile(r"srun: error: Node failure on (\S+)")
 
 
 def parse_sbatch_parsable(stdout: str) -> str:
@@ -15,22 +28,59 @@ def parse_sbatch_parsable(stdout: str) -> str:
     return job_id
 
 
-def parse_sacct_states(stdout: str) -> dict[str, str]:
-    """`sacct -X -n -P -o JobID,State`: {job id: state}; `CANCELLED by 0` -> CANCELLED;
-    steps (`12.batch`, `12.0`) and het components (`12+0`) are folded into their job."""
+def parse_job_lines(stdout: str) -> dict[str, JobState]:
+    """`squeue -o %i<SEP>%T<SEP>%j` or `sacct -X -P --delimiter=<SEP> -o JobID,State,JobName`
+    -> {job id: JobState}. Steps (`12.batch`, `12.extern`, `12.0`) are skipped; the components
+    of a heterogeneous job (`12+0`, `12+1`) fold into job 12 (see `_fold`); of repeated
+    records of one job (sacct lists a RESIZING record per earlier size) the last one counts."""
+    jobs: dict[str, JobState] = {}
+    for line in stdout.splitlines():
+        fields = line.strip().split(SEP, 2)
+        if len(fields) < 2 or "." in fields[0] or not fields[0].split("+")[0].isdigit():
+            continue
+        job_id, het = fields[0].partition("+")[::2]
+        state = job_state(job_id, fields[1], fields[2] if len(fields) > 2 else "")
+        # A job resized (a node lost under --no-kill) has one record per size: the last is current.
+        jobs[job_id] = _fold(jobs[job_id], state) if het and job_id in jobs else state
+    return jobs
+
+
+def _fold(first: JobState, other: JobState) -> JobState:
+    """One state for a het job: a live component keeps the job live; once all ended, a failed
+    component makes the job failed."""
+    if first.live:
+        return first
+    if other.live or (other.category == "ended_failed" and first.category != "ended_failed"):
+        return other
+    return first
+
+
+def parse_step_lines(stdout: str) -> list[tuple[str, str]]:
+    """`squeue --steps -o %i<SEP>%j` -> [(step id, step name)]; other lines are ignored."""
+    pairs = []
+    for line in stdout.splitlines():
+        step_id, sep, name = line.strip().partition(SEP)
+        if sep and "." in step_id:
+            pairs.append((step_id, name))
+    return pairs
+
+
+def parse_node_states(stdout: str) -> dict[str, str]:
+    """`sinfo -h -N -o %N<SEP>%T` -> {node: state}, upper case, flags stripped (`idle*` ->
+    IDLE). A node in several partitions is listed once per partition: the first line wins."""
     states: dict[str, str] = {}
     for line in stdout.splitlines():
-        job, sep, state = line.strip().partition("|")
-        if not sep or "." in job:
-            continue
-        states[job.split("+")[0]] = state.split()[0] if state.split() else ""
+        node, sep, state = line.strip().partition(SEP)
+        if sep and node and node not in states:
+            states[node] = state.strip().rstrip(NODE_FLAGS).upper()
     return states
 
 
-def job_state(runner: CommandRunner, job_id: str) -> str:
-    """The job's state from squeue (live jobs), else sacct; '' when unknown."""
-    res = runner.run(["squeue", "-h", "-j", job_id, "-o", "%T"], timeout=15)
-    if res.returncode == 0 and res.stdout.strip():
-        return res.stdout.split()[0]
-    res = runner.run(["sacct", "-X", "-n", "-P", "-o", "JobID,State", "-j", job_id], timeout=15)
-    return parse_sacct_states(res.stdout).get(job_id, "") if res.returncode == 0 else ""
+def parse_hostnames(stdout: str) -> list[str]:
+    """`scontrol show hostnames LIST` -> one hostname per line."""
+    return [h.strip() for h in stdout.split() if h.strip()]
+
+
+def failed_nodes_in_log(text: str) -> list[str]:
+    """Nodes srun reported as failed in a step's output, in order, without repeats."""
+    return list(dict.fromkeys(NODE_FAILURE.findall(text)))

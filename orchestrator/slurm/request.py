@@ -15,6 +15,17 @@ from orchestrator.plan.model import Process, SlurmRequest
 SAFE_DIRECTIVE = re.compile(r"^--[A-Za-z0-9-]+(=[^\s'\"\\$`;<>()]*)?\Z")
 
 
+# How the job lives through node loss and requeue (tested on the Slurm 22.05 testbed):
+# --no-kill: when a node goes DOWN, Slurm otherwise cancels the whole job (NODE_FAIL) and SIGTERMs
+#   the driver at the very moment the steps die, so the driver cannot tell it from a scancel, and
+#   with JobRequeue=1 the job silently starts over 120 s later. With --no-kill the allocation
+#   shrinks, the step on the lost node ends ("srun: error: Node failure on node2") and the driver
+#   fails the run naming the node, then stops what runs on the other nodes.
+# --open-mode=append: a requeued job re-runs its batch script into the same slurm-<job>.out;
+#   Slurm truncates it by default (JobFileAppend=0), losing the first attempt's output.
+JOB_LIFECYCLE = ("--no-kill", "--open-mode=append")
+
+
 def gpu_directive(req: SlurmRequest) -> str:
     """`--gpus-per-node=N` or `--gres=gpu:N`: sites differ, so this is a cluster setting."""
     if req.gpu_directive == "gres":
@@ -35,7 +46,7 @@ def sbatch_directives(req: SlurmRequest) -> list[str]:
     # SIGTERM to the driver (the batch shell, which execs it) before the time limit, so that it
     # tears everything down in order instead of Slurm killing all steps at once.
     opts.append(f"--signal=B:TERM@{req.signal_before_limit_s}")
-    return opts + list(req.sbatch_extra)
+    return opts + list(JOB_LIFECYCLE) + list(req.sbatch_extra)
 
 
 def submitit_parameters(req: SlurmRequest) -> dict[str, Any]:
@@ -62,6 +73,8 @@ def submitit_parameters(req: SlurmRequest) -> dict[str, Any]:
         params["exclusive"] = True
     # submitit's default is USR2@90 to every step (our workers would die of it); replace it.
     params["additional_parameters"] = {"signal": f"B:TERM@{req.signal_before_limit_s}"}
+    # --no-kill as for sbatch (JOB_LIFECYCLE); submitit sets open-mode=append itself.
+    params["additional_parameters"]["no_kill"] = True
     params["additional_parameters"].update(_extra_as_parameters(req.sbatch_extra))
     return params
 

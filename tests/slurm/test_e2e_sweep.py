@@ -13,15 +13,16 @@ from pathlib import Path
 import pytest
 
 from orchestrator.bench import sweepdir
-from orchestrator.bench.spec import DEFAULT_AIPERF
 from orchestrator.config.load import quote_override_value
 from orchestrator.effects import SubprocessRunner
+from orchestrator.slurm.client import SlurmClient
+from orchestrator.tools import AIPERF, find_tool
 from tests import e2e
 
 pytestmark = [
     pytest.mark.slurm,
     pytest.mark.skipif(
-        not DEFAULT_AIPERF.exists(),
+        find_tool(AIPERF) is None,
         reason="aiperf not installed (scripts/install.sh --with-aiperf)",
     ),
 ]
@@ -56,13 +57,12 @@ def queued_jobs() -> set[str]:
 
 def wait_final(sweep_dir: Path, timeout: float) -> dict[str, dict]:
     """Every point valid or failed (its job over), by label."""
-    runner = SubprocessRunner()
+    client = SlurmClient(SubprocessRunner())
 
     def check() -> dict[str, dict] | None:
-        out = {
-            p["label"]: sweepdir.point_status(sweep_dir, p, runner)
-            for p in manifest(sweep_dir)["points"]
-        }
+        points = manifest(sweep_dir)["points"]
+        statuses = sweepdir.point_statuses(sweep_dir, points, client)  # one batched query
+        out = {p["label"]: st for p, st in zip(points, statuses, strict=True)}
         done = all(
             s["status"] in ("valid", "failed") and s["phase"] in ("done", "failed")
             for s in out.values()

@@ -8,9 +8,9 @@ parses in ~0.03 s with no GPU or network (engines.md §1.10). Failures become on
 
 The parser runs once per check, for all processes, in a subprocess of the first of:
 1. this interpreter, when `sglang` is importable here;
-2. `$ORCHESTRATOR_SGLANG_PYTHON`, else `<repo>/.venvs/sglang/bin/python` (what
-   `scripts/install.sh --with-sglang` creates: SGLang is installed there with --no-deps, which
-   `pip check` would flag in the main venv).
+2. `$ORCHESTRATOR_SGLANG_PYTHON`, else `.venvs/sglang/bin/python` next to the checkout or the
+   running venv (orchestrator/tools.py), what `scripts/install.sh --with-sglang` creates: SGLang
+   is installed there with --no-deps, which `pip check` would flag in the main venv.
 Neither: one line on stderr says the check was skipped. User flags come from the lists
 `prefill.extra_args`, `decode.extra_args` (`aggregated.extra_args`), `engine.extra_args` and
 `model.extra_args`, e.g. `'prefill.extra_args=[--mem-fraction-static,0.85]'`.
@@ -30,17 +30,16 @@ import re
 import sys
 import textwrap
 from collections.abc import Mapping
-from pathlib import Path
 
 from orchestrator.config.schema import RootConfig
 from orchestrator.effects import CommandRunner, SubprocessRunner
 from orchestrator.errors import InvalidConfig, Issue
 from orchestrator.plan.model import Plan
 from orchestrator.plan.placeholders import Bindings, bind_text
+from orchestrator.tools import SGLANG_PYTHON, find_tool
 
 LAUNCH_MODULE = ("-m", "sglang.launch_server")
 PYTHON_ENV = "ORCHESTRATOR_SGLANG_PYTHON"
-DEFAULT_VENV_PYTHON = Path(__file__).resolve().parent.parent / ".venvs/sglang/bin/python"
 SUBPROCESS_TIMEOUT_S = 120.0
 _skip_reported = False  # "say once" per process (a sweep prepares many configs)
 
@@ -149,10 +148,7 @@ def sglang_python(env: Mapping[str, str]) -> str | None:
     """The interpreter to run the parser in, or None when SGLang is not installed."""
     if importlib.util.find_spec("sglang") is not None:
         return sys.executable
-    explicit = env.get(PYTHON_ENV, "")
-    if explicit:
-        return explicit
-    return str(DEFAULT_VENV_PYTHON) if DEFAULT_VENV_PYTHON.exists() else None
+    return find_tool(SGLANG_PYTHON, env=env, env_var=PYTHON_ENV)
 
 
 FLAG = re.compile(r"(?:unrecognized arguments?: |argument )(--?[A-Za-z0-9][\w-]*)")
@@ -198,14 +194,16 @@ def issues_from(cfg: RootConfig, plan: Plan, errors: Mapping[str, list[str]]) ->
     ]
 
 
-def check_sglang_argv(cfg: RootConfig, plan: Plan, *, env: Mapping[str, str] | None = None,
-                      runner: CommandRunner | None = None) -> None:  # fmt: skip
-    """Raise InvalidConfig when SGLang's parser rejects any SGLang process's argv; say once on
-    stderr when SGLang is not installed. Other engines pass untouched."""
+def sglang_argv_issues(
+    cfg: RootConfig, plan: Plan, *, env: Mapping[str, str] | None = None,
+    runner: CommandRunner | None = None,
+) -> list[Issue]:  # fmt: skip
+    """Issues for every SGLang process argv SGLang's parser rejects; says once on stderr when
+    SGLang is not installed. Plans without SGLang processes pass untouched."""
     global _skip_reported
     argvs = sglang_argvs(plan)
     if not argvs:
-        return
+        return []
     python = sglang_python(os.environ if env is None else env)
     if python is None:
         if not _skip_reported:
@@ -215,8 +213,16 @@ def check_sglang_argv(cfg: RootConfig, plan: Plan, *, env: Mapping[str, str] | N
                 f"${PYTHON_ENV})\n"
             )
             _skip_reported = True
-        return
+        return []
     errors = parse_in_subprocess(python, argvs, SubprocessRunner() if runner is None else runner)
-    issues = issues_from(cfg, plan, errors)
+    return issues_from(cfg, plan, errors)
+
+
+def check_sglang_argv(
+    cfg: RootConfig, plan: Plan, *, env: Mapping[str, str] | None = None,
+    runner: CommandRunner | None = None,
+) -> None:  # fmt: skip
+    """Raise InvalidConfig when SGLang's parser rejects any SGLang process's argv."""
+    issues = sglang_argv_issues(cfg, plan, env=env, runner=runner)
     if issues:
         raise InvalidConfig(issues)

@@ -1,0 +1,96 @@
+"""`python3 -m dynamo.sglang`: Dynamo's SGLang worker, the default engine (Dynamo's gpt-oss guide)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from orchestrator.config.schema import RootConfig
+from orchestrator.engines.base import (
+    DYNAMO_PORT_LIMIT,
+    DYNAMO_PORT_REASON,
+    WorkerProcess,
+    bootstrap_args,
+    disagg_args,
+    dynamo_planes,
+    dynamo_worker_env,
+    extra_args,
+    flag_if,
+    multinode_args,
+    parallel_args,
+    sglang_host_env,
+    sglang_worker_ports,
+)
+from orchestrator.errors import Issue
+from orchestrator.plan.model import Plan
+from orchestrator.plan.placement import WorkerSlot
+
+
+class DynamoSglang:
+    """Workers register themselves through Dynamo discovery; health on the Dynamo system port."""
+
+    kind = "dynamo_sglang"
+    frontends: tuple[str, ...] = ("dynamo",)
+    max_port = DYNAMO_PORT_LIMIT
+    max_port_reason = DYNAMO_PORT_REASON
+
+    def worker_ports(self, group: str, rank: int, nnodes: int) -> list[str]:
+        """NCCL and the Dynamo system port (leader), plus SGLang's bootstrap / dist-init."""
+        return sglang_worker_ports(("nccl", "system"), group, rank, nnodes)
+
+    def argv(self, cfg: RootConfig, w: WorkerProcess, discovery: str) -> list[str]:
+        """Every flag of Dynamo's gpt-oss guide, plus what many processes on many nodes
+        additionally need (each addition commented)."""
+        m = cfg.model
+        argv = [cfg.engine.python, "-m", "dynamo.sglang", "--model-path", m.path]
+        argv += ["--served-model-name", m.served_name or m.path]
+        # The guide's `--tp` is argparse's prefix abbreviation of --tp-size; kept verbatim so the
+        # default reproduces the guide.
+        argv += parallel_args(w, "--tp")
+        argv += ["--trust-remote-code"] if m.trust_remote_code else []
+        argv += ["--skip-tokenizer-init"] if m.skip_tokenizer_init else []
+        argv += disagg_args(cfg, w.group)
+        argv += flag_if("--dyn-reasoning-parser", m.dynamo_reasoning_parser)
+        argv += flag_if("--dyn-tool-call-parser", m.dynamo_tool_call_parser)
+        # SGLang binds the prefill bootstrap server on --host (default 127.0.0.1): a decode
+        # worker reaching it by the node address (other node, or as advertised by Dynamo) would
+        # be refused.
+        argv += ["--host", w.ip]
+        argv += bootstrap_args(w)
+        # Each process its own NCCL port: SGLang's free-port probing races when workers start
+        # together.
+        argv += ["--nccl-port", w.port("nccl")]
+        argv += multinode_args(w)
+        argv += dynamo_planes(discovery)
+        return argv + extra_args(cfg, w)
+
+    def env(self, cfg: RootConfig, w: WorkerProcess) -> dict[str, str]:
+        """SGLang's advertised address and Dynamo's planes and system server."""
+        return {**sglang_host_env(w), **dynamo_worker_env(w)}
+
+    def health_url(self, w: WorkerProcess) -> str:
+        """Dynamo's system server `/health` (endpoint health of `generate`)."""
+        return f"http://{w.ip}:{w.port('system')}/health" if w.rank == 0 else ""
+
+    def worker_url(self, w: WorkerProcess) -> str:
+        """None: Dynamo workers register through discovery."""
+        return ""
+
+    def prepare(self, cfg: RootConfig) -> dict[str, str]:
+        """Nothing to create."""
+        return {}
+
+    def local_tokenizer(self, cfg: RootConfig) -> str:
+        """None: benchmark clients use the model's tokenizer."""
+        return ""
+
+    def validate(self, cfg: RootConfig, slots: Sequence[WorkerSlot]) -> list[Issue]:
+        """No rules beyond the shared ones."""
+        return []
+
+    def check_argv(self, cfg: RootConfig, plan: Plan) -> list[Issue]:
+        """Not checked before submission: Dynamo adds its own flags to SGLang's, and only its
+        parser knows that version's set; it rejects a bad flag at worker start (exit 1)."""
+        return []
+
+
+ENGINE = DynamoSglang()

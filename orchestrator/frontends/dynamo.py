@@ -1,0 +1,147 @@
+"""Dynamo's frontend (`python3 -m dynamo.frontend`) and its discovery (etcd or a shared file)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from orchestrator.config.schema import RootConfig
+from orchestrator.effects import HttpClient, HttpError, HttpResponse
+from orchestrator.errors import Issue
+from orchestrator.frontends.base import Head
+from orchestrator.plan.model import TIER_FRONTEND, TIER_INFRA, HealthProbe, Plan, Process, Readiness
+from orchestrator.plan.placeholders import RUN_DIR, node_ip, port_ref
+from orchestrator.plan.ports import PortAllocator
+
+if TYPE_CHECKING:
+    from orchestrator.runtime.health import Verdict
+    from orchestrator.runtime.hooks import DriverView
+
+DISCOVERY_KINDS = ("auto", "etcd", "file")
+
+
+def discovery_backend(cfg: RootConfig, num_nodes: int) -> str:
+    """`file` only works when everything shares one node (inotify and mtime leases do not cross
+    hosts), so deployments that span nodes use etcd."""
+    if cfg.frontend.discovery != "auto":
+        return cfg.frontend.discovery
+    return "file" if num_nodes == 1 else "etcd"
+
+
+def discovery_env(cfg: RootConfig, backend: str, etcd_port: int) -> dict[str, str]:
+    """Environment every Dynamo process needs to find the others."""
+    env = {"DYN_DISCOVERY_BACKEND": backend, "DYN_NAMESPACE": cfg.frontend.namespace}
+    if backend == "etcd":
+        env["ETCD_ENDPOINTS"] = f"http://{node_ip(0)}:{port_ref(etcd_port)}"
+    else:
+        env["DYN_FILE_KV"] = f"{RUN_DIR}/dynamo-discovery"
+    return env
+
+
+def etcd_process(cfg: RootConfig, ports: PortAllocator) -> Process:
+    """A single-member etcd on node 0, bound to the node address only."""
+    p = ports.allocate(0, ["client", "peer"])
+    ip = node_ip(0)
+    client = f"http://{ip}:{port_ref(p['client'])}"
+    peer = f"http://{ip}:{port_ref(p['peer'])}"
+    argv = (
+        cfg.frontend.etcd_binary,
+        "--name", "orchestrator",
+        "--data-dir", f"{RUN_DIR}/infra/etcd",
+        "--listen-client-urls", client,
+        "--advertise-client-urls", client,
+        "--listen-peer-urls", peer,
+        "--initial-advertise-peer-urls", peer,
+        "--initial-cluster", f"orchestrator={peer}",
+        "--initial-cluster-state", "new",
+    )  # fmt: skip
+    return Process(
+        name="etcd", role="infra", group="infra", worker_index=0, rank=0, node_index=0, gpus=(),
+        ports=p, env={}, argv=argv, tier=TIER_INFRA, health=HealthProbe(url=f"{client}/health"),
+    )  # fmt: skip
+
+
+def frontend_process(cfg: RootConfig, ports: PortAllocator, env: dict[str, str]) -> Process:
+    """`python3 -m dynamo.frontend --http-port 8000` (the guide's command) bound to node 0."""
+    ip = node_ip(0)
+    port = cfg.frontend.http_port
+    argv = [cfg.frontend.python, "-m", "dynamo.frontend", "--http-port", str(port)]
+    # Bind to the job's address on node 0 rather than 0.0.0.0 (Dynamo's default).
+    argv += ["--http-host", ip]
+    argv += ["--discovery-backend", env["DYN_DISCOVERY_BACKEND"]]
+    argv += ["--request-plane", "tcp", "--event-plane", "zmq"]
+    argv += ["--namespace", cfg.frontend.namespace]
+    if cfg.frontend.router_mode:
+        argv += ["--router-mode", cfg.frontend.router_mode]
+    argv += list(cfg.frontend.extra_args)
+    full_env = {**env, "PYTHONUNBUFFERED": "1"}
+    # Workers call back into the frontend for streamed responses: advertise the node address.
+    full_env["DYN_TCP_RESPONSE_STREAM_HOST"] = ip
+    full_env.update(cfg.frontend.env)
+    ports.allocate(0, [])  # keep a slot so worker ports do not move when the frontend changes
+    return Process(
+        name="frontend", role="frontend", group="frontend", worker_index=0, rank=0, node_index=0,
+        gpus=(), ports={"http": port}, env=full_env, argv=tuple(argv), tier=TIER_FRONTEND,
+        health=HealthProbe(url=f"http://{ip}:{port}/health"), url=f"http://{ip}:{port}",
+    )  # fmt: skip
+
+
+def parse_ready(resp: HttpResponse) -> Verdict:
+    """`GET /v1/models/{model}/ready`: 200 with ready=true, else 503 with the missing types."""
+    from orchestrator.runtime.health import Verdict
+
+    body = resp.json() or {}
+    if resp.status == 200 and body.get("ready") is True:
+        return Verdict(True)
+    reason = body.get("reason") if isinstance(body, dict) else None
+    return Verdict(False, f"frontend not ready (HTTP {resp.status}): {reason or resp.body[:200]}")
+
+
+class Dynamo:
+    """Workers find the frontend through discovery; its gate waits for both worker types."""
+
+    kind = "dynamo"
+
+    def head(self, cfg: RootConfig, ports: PortAllocator, num_nodes: int) -> Head:
+        """etcd (when discovery needs it), then the frontend."""
+        backend = discovery_backend(cfg, num_nodes)
+        procs: list[Process] = []
+        etcd_port = 0
+        if backend == "etcd":
+            etcd = etcd_process(cfg, ports)
+            procs.append(etcd)
+            etcd_port = etcd.ports["client"]
+        env = discovery_env(cfg, backend, etcd_port)
+        procs.append(frontend_process(cfg, ports, env))
+        return Head(processes=procs, worker_env=env, discovery=backend)
+
+    def ready_path(self, cfg: RootConfig) -> str:
+        """Dynamo's /health says healthy with zero workers; /v1/models/{model}/ready waits for
+        both worker types."""
+        return f"/v1/models/{cfg.model.served_name or cfg.model.path}/ready"
+
+    def validate(self, cfg: RootConfig) -> list[Issue]:
+        """The discovery choice."""
+        if cfg.frontend.discovery in DISCOVERY_KINDS:
+            return []
+        return [Issue("frontend.discovery", repr(cfg.frontend.discovery), "unknown value",
+                      f"use one of: {', '.join(DISCOVERY_KINDS)}")]  # fmt: skip
+
+    def registration_lines(self, plan: Plan) -> list[str]:
+        """None: workers register through discovery."""
+        return []
+
+    def ready(self, http: HttpClient, readiness: Readiness) -> Verdict:
+        """The model's ready endpoint."""
+        from orchestrator.runtime.health import Verdict
+
+        try:
+            resp = http.get(readiness.frontend_url + readiness.ready_path, timeout=5.0)
+        except HttpError as exc:
+            return Verdict(False, str(exc))
+        return parse_ready(resp)
+
+    def attach(self, driver: DriverView) -> None:
+        """No hooks: Dynamo workers (and restarted ones) join through discovery."""
+
+
+FRONTEND = Dynamo()

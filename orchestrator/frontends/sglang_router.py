@@ -1,0 +1,116 @@
+"""sglang-router (`python -m sglang_router.launch_router`), started with no workers: the driver
+registers each worker over HTTP once it is healthy (orchestrator.runtime.router)."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING
+
+from orchestrator.config.schema import RootConfig
+from orchestrator.effects import HttpClient, HttpError, HttpResponse
+from orchestrator.errors import Issue
+from orchestrator.frontends.base import Head
+from orchestrator.plan.model import TIER_FRONTEND, HealthProbe, Plan, Process, Readiness
+from orchestrator.plan.placeholders import node_ip, port_ref
+from orchestrator.plan.ports import PortAllocator
+
+if TYPE_CHECKING:
+    from orchestrator.runtime.health import Verdict
+    from orchestrator.runtime.hooks import DriverView
+
+
+def router_process(cfg: RootConfig, ports: PortAllocator) -> Process:
+    """The router on node 0, PD mode unless the deployment is aggregated (static --prefill /
+    --decode lists would lose late or restarted workers)."""
+    ip = node_ip(0)
+    port = cfg.frontend.http_port
+    extra = ports.allocate(0, ["metrics"])
+    argv = [cfg.frontend.python, "-m", "sglang_router.launch_router"]
+    argv += ["--pd-disaggregation"] if cfg.deployment.mode == "disaggregated" else []
+    argv += ["--host", ip, "--port", str(port)]
+    # 0.3.2 panics at start when its Prometheus port (default 0.0.0.0:29000) is taken.
+    argv += ["--prometheus-host", ip, "--prometheus-port", port_ref(extra["metrics"])]
+    if cfg.frontend.router_mode:
+        argv += ["--policy", cfg.frontend.router_mode]
+    argv += list(cfg.frontend.extra_args)
+    return Process(
+        name="frontend", role="frontend", group="frontend", worker_index=0, rank=0, node_index=0,
+        gpus=(), ports={"http": port, **extra}, env={"PYTHONUNBUFFERED": "1", **cfg.frontend.env},
+        argv=tuple(argv), tier=TIER_FRONTEND,
+        health=HealthProbe(url=f"http://{ip}:{port}/health"), url=f"http://{ip}:{port}",
+    )  # fmt: skip
+
+
+def parse_readiness(resp: HttpResponse) -> Verdict:
+    """`GET /readiness`: 200 once >= 1 healthy prefill and decode (or regular) worker."""
+    from orchestrator.runtime.health import Verdict
+
+    if resp.status == 200:
+        return Verdict(True)
+    body = resp.json() or {}
+    reason = body.get("reason") if isinstance(body, dict) else None
+    return Verdict(False, f"router not ready (HTTP {resp.status}): {reason or resp.body[:200]}")
+
+
+class SglangRouter:
+    """Workers are registered by URL; the gate counts them in `GET /workers`, then /readiness."""
+
+    kind = "sglang_router"
+
+    def head(self, cfg: RootConfig, ports: PortAllocator, num_nodes: int) -> Head:
+        """Only the router: no discovery service."""
+        return Head(processes=[router_process(cfg, ports)])
+
+    def ready_path(self, cfg: RootConfig) -> str:
+        """The router's own gate."""
+        return "/readiness"
+
+    def validate(self, cfg: RootConfig) -> list[Issue]:
+        """No rules beyond the shared ones."""
+        return []
+
+    def registration_lines(self, plan: Plan) -> list[str]:
+        """The POST /workers each worker gets once healthy, then the router's gate."""
+        from orchestrator.runtime.router import WORKER_TYPES, registration_payload
+
+        r = plan.readiness
+        want = ", ".join(f"{v} {WORKER_TYPES.get(k, k)}" for k, v in r.expected.items())
+        out = [
+            f"register each worker when its /health is 200: POST {r.frontend_url}/workers "
+            "(id kept for DELETE /workers/<id> at stop)"
+        ]
+        out += [
+            f"  {p.name}: {json.dumps(registration_payload(p))}"
+            for p in plan.processes
+            if p.url and p.role in WORKER_TYPES
+        ]
+        out.append(
+            f"router gate: GET {r.frontend_url}/workers lists {want} healthy, "
+            f"then GET {r.ready_path} == 200"
+        )
+        return out
+
+    def ready(self, http: HttpClient, readiness: Readiness) -> Verdict:
+        """Every expected worker listed healthy by `GET /workers` (registration is asynchronous
+        and /readiness turns 200 with one prefill and one decode), then /readiness."""
+        from orchestrator.runtime.health import Verdict
+        from orchestrator.runtime.router import workers_verdict
+
+        if readiness.expected:
+            ok, detail = workers_verdict(http, readiness.frontend_url, readiness.expected)
+            if not ok:
+                return Verdict(False, detail)
+        try:
+            resp = http.get(readiness.frontend_url + readiness.ready_path, timeout=5.0)
+        except HttpError as exc:
+            return Verdict(False, str(exc))
+        return parse_readiness(resp)
+
+    def attach(self, driver: DriverView) -> None:
+        """Register each worker with the router when healthy; deregister all before stopping."""
+        from orchestrator.runtime.router import attach_router_registration
+
+        attach_router_registration(driver)
+
+
+FRONTEND = SglangRouter()

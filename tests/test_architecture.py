@@ -1,0 +1,118 @@
+"""Architecture rules the code base keeps: no import cycles, kinds compared only in their registry,
+and nothing in the allocation imports Hydra or OmegaConf."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+from orchestrator.engines import ENGINES
+from orchestrator.frontends import FRONTENDS
+
+PACKAGE = Path(__file__).resolve().parent.parent / "orchestrator"
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imported(tree: ast.AST, known: set[str]) -> Iterator[str]:
+    """Every orchestrator module `tree` imports, at any depth (lazy and TYPE_CHECKING imports too:
+    a cycle through them is still a cycle in the design)."""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+        else:
+            continue
+        yield from (n for n in names if n in known)
+
+
+def import_graph() -> dict[str, set[str]]:
+    files = {module_name(p): p for p in PACKAGE.rglob("*.py")}
+    known = set(files)
+    return {
+        name: set(imported(ast.parse(path.read_text()), known)) - {name}
+        for name, path in files.items()
+    }
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components with more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in sorted(graph[v]):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_cycle_finder_finds_a_cycle() -> None:
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_no_import_cycles() -> None:
+    graph = import_graph()
+    assert len(graph) > 40  # the whole package was read
+    assert cycles(graph) == []
+
+
+def test_engine_and_frontend_kinds_are_compared_only_in_their_registry() -> None:
+    kinds = set(ENGINES) | set(FRONTENDS)
+    allowed = (PACKAGE / "engines", PACKAGE / "frontends", PACKAGE / "config" / "schema.py")
+    offenders = []
+    for path in PACKAGE.rglob("*.py"):
+        if any(path.is_relative_to(a) for a in allowed):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Constant) and node.value in kinds:
+                offenders.append(f"{path.relative_to(PACKAGE)}:{node.lineno}: {node.value!r}")
+    assert offenders == []
+
+
+# What the allocation may load: the driver entry and everything it imports lazily.
+DRIVER_MODULES = [
+    "orchestrator.runtime.run",
+    "orchestrator.runtime.router",
+    "orchestrator.bench.step",
+    "orchestrator.tiny_tokenizer",
+    *(f"orchestrator.frontends.{kind}" for kind in FRONTENDS),
+]
+
+
+def test_the_driver_side_never_imports_hydra_or_omegaconf() -> None:
+    code = (
+        "import importlib, sys\n"
+        f"for m in {DRIVER_MODULES!r}: importlib.import_module(m)\n"
+        "print(' '.join(sorted(m for m in sys.modules if m.split('.')[0] in ('hydra', 'omegaconf'))))\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == ""
