@@ -14,6 +14,7 @@ PACKAGES=(
   slurmdbd mariadb-server
   etcd-server
   iproute2 util-linux
+  chromium
 )
 
 log() { printf '[install-system-deps] %s\n' "$*" >&2; }

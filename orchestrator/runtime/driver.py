@@ -21,6 +21,7 @@ from orchestrator.frontends import get_frontend
 from orchestrator.plan.model import TIER_INFRA, Plan, Process
 from orchestrator.runtime import health
 from orchestrator.runtime.hooks import Hook, ProcessHook, Stopped
+from orchestrator.runtime.logscan import hint_text
 from orchestrator.runtime.processes import Backend, Running, exit_detail, log_tail, stop_tier
 from orchestrator.runtime.state import StateFile, progress_line
 
@@ -204,7 +205,7 @@ class Driver:
             raise ProcessFailed(
                 f"{name} ({proc.role}) on {running.host} (node {proc.node_index}) exited with code "
                 f"{code}{exit_detail(self.backend, running)}; last 50 lines of {running.log}:\n"
-                f"{log_tail(running.log)}"
+                f"{log_tail(running.log)}{hint_text(name, log_tail(running.log, 400))}"
             )
 
     def _serve(self) -> None:

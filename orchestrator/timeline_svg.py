@@ -1,0 +1,154 @@
+"""The per-process timeline of a run as an inline SVG picture (pure: data in, markup out).
+
+Each process is one row: starting (launched -> its own health passed), healthy (-> the
+deployment is ready), serving (-> teardown begins), stopping (-> the run ended), with a mark
+for each restart and a cross where it exited; the run's phases are vertical lines.
+"""
+
+from __future__ import annotations
+
+import calendar
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from html import escape
+from typing import Any
+
+COLOURS = {"starting": "#f0ad4e", "healthy": "#5bc0de", "serving": "#5cb85c",
+           "stopping": "#999999", "failed": "#d9534f"}  # fmt: skip
+ISO = re.compile(r"(\d{4}-\d\d-\d\d)[T ](\d\d:\d\d:\d\d)(\.\d+)?")
+ROW_H, LABEL_W, WIDTH = 22, 120, 900
+
+
+@dataclass
+class Row:
+    """One process: coloured segments (start, end, kind) and marks (t, label)."""
+
+    name: str
+    segments: list[tuple[float, float, str]] = field(default_factory=list)
+    marks: list[tuple[float, str]] = field(default_factory=list)
+
+
+def parse_time(text: str) -> float | None:
+    """Epoch seconds of the first `YYYY-MM-DD[T ]HH:MM:SS[.fff]` in `text` (read as UTC, as
+    Dynamo's tracing writes it and SGLang does in UTC containers)."""
+    match = ISO.search(text)
+    if not match:
+        return None
+    base = calendar.timegm(time.strptime(f"{match[1]} {match[2]}", "%Y-%m-%d %H:%M:%S"))
+    return base + float(match[3] or 0)
+
+
+def _phase_times(state: dict[str, Any]) -> dict[str, float]:
+    """First time of each phase (the last attempt's, when Slurm re-ran the driver)."""
+    out: dict[str, float] = {}
+    for entry in state.get("timeline", []):
+        if entry.get("phase") == "starting":
+            out = {}
+        out.setdefault(str(entry.get("phase")), float(entry.get("t", 0)))
+    return out
+
+
+def _when(value: Any) -> float | None:
+    if isinstance(value, (int, float)):
+        return float(value)
+    return parse_time(str(value)) if value else None
+
+
+def rows(state: dict[str, Any], started: dict[str, float], now: float) -> list[Row]:
+    """Timeline rows of every process; `started`: when each process's log begins."""
+    phases = _phase_times(state)
+    ready = phases.get("ready")
+    stopping = phases.get("stopping")
+    end = phases.get("done") or phases.get("failed") or now
+    out = []
+    for name, entry in state.get("processes", {}).items():
+        row = Row(name)
+        begin = started.get(name) or phases.get("starting") or end
+        healthy = _when(entry.get("healthy_at"))
+        marks: list[tuple[str, float | None]] = [("starting", begin), ("healthy", healthy)]
+        if entry.get("role") != "benchmark":
+            marks += [("serving", ready), ("stopping", stopping)]
+        points = [(kind, t) for kind, t in marks if t is not None and t >= begin]
+        # A process that exited before the deployment was ready ends its row there.
+        points.sort(key=lambda p: p[1])
+        for (kind, t), nxt in zip(points, [p[1] for p in points[1:]] + [end], strict=True):
+            row.segments.append((t, max(t, nxt), kind))
+        for restart in entry.get("restarts") or []:
+            when = _when(restart.get("at"))
+            if when is not None:
+                row.marks.append((when, f"restart (exit {restart.get('exit_code')})"))
+        if entry.get("state") in ("exited", "unhealthy") and entry.get("exit_code") not in (
+            0,
+            None,
+        ):
+            row.marks.append((end, f"exited {entry.get('exit_code')}"))
+        out.append(row)
+    return out
+
+
+def svg(timeline: Sequence[Row], phases: dict[str, float], t0: float, t1: float) -> str:
+    """The picture: one row per process, time on the x axis (seconds from t0)."""
+    span = max(t1 - t0, 1.0)
+    scale = (WIDTH - LABEL_W - 20) / span
+    top = 12  # room for two label heights above the first row
+    height = top + ROW_H * (len(timeline) + 2) + 10
+
+    def x(t: float) -> float:
+        return LABEL_W + (t - t0) * scale
+
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height}" '
+             f'role="img" aria-label="process timeline" class="timeline">']  # fmt: skip
+    for i, row in enumerate(timeline):
+        y = top + ROW_H * (i + 1)
+        parts.append(f'<text x="4" y="{y + 14}" class="label">{escape(row.name)}</text>')
+        for start, end, kind in row.segments:
+            w = max((end - start) * scale, 1.0)
+            parts.append(f'<rect x="{x(start):.1f}" y="{y + 3}" width="{w:.1f}" height="{ROW_H - 6}" '
+                         f'fill="{COLOURS.get(kind, "#ccc")}"><title>{escape(row.name)}: {kind} '
+                         f'{end - start:.1f} s</title></rect>')  # fmt: skip
+        for t, label in row.marks:
+            colour = COLOURS["failed"]
+            parts.append(f'<circle cx="{x(t):.1f}" cy="{y + ROW_H / 2}" r="5" fill="{colour}">'
+                         f"<title>{escape(row.name)}: {escape(label)}</title></circle>")  # fmt: skip
+    bottom = top + ROW_H * (len(timeline) + 1)
+    for i, (phase, t) in enumerate(phases.items()):
+        # Phases often come seconds apart on a long axis: alternate label heights.
+        label_y = top + ROW_H - 8 - (i % 2) * 11
+        parts.append(f'<line x1="{x(t):.1f}" y1="{top + ROW_H - 4}" x2="{x(t):.1f}" y2="{bottom}" '
+                     f'class="phase"/><text x="{x(t) + 2:.1f}" y="{label_y}" class="phase">'
+                     f"{escape(phase)}</text>")  # fmt: skip
+    parts.append(f'<text x="{LABEL_W}" y="{bottom + 16}" class="axis">0 s</text>'
+                 f'<text x="{WIDTH - 20}" y="{bottom + 16}" text-anchor="end" class="axis">'
+                 f"{span:.1f} s</text>")  # fmt: skip
+    legend_x = LABEL_W + 60
+    for kind, colour in COLOURS.items():
+        parts.append(f'<rect x="{legend_x}" y="{bottom + 6}" width="10" height="10" fill="{colour}"/>'
+                     f'<text x="{legend_x + 14}" y="{bottom + 15}" class="axis">{kind}</text>')  # fmt: skip
+        legend_x += 90
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def clip(timeline: Sequence[Row], until: float) -> list[Row]:
+    """The rows cut at `until` (the start-up picture)."""
+    out = []
+    for row in timeline:
+        segments = [(a, min(b, until), k) for a, b, k in row.segments if a < until]
+        out.append(Row(row.name, segments, [(t, m) for t, m in row.marks if t <= until]))
+    return out
+
+
+def run_svg(state: dict[str, Any], started: dict[str, float], now: float,
+            until: float | None = None) -> str:  # fmt: skip
+    """The timeline picture of one run's state.json (cut at `until` when given)."""
+    timeline = rows(state, started, now)
+    phases = _phase_times(state)
+    if until is not None:
+        timeline = clip(timeline, until)
+        phases = {p: t for p, t in phases.items() if t <= until}
+    times = [t for r in timeline for s in r.segments for t in s[:2]] + list(phases.values())
+    if not times:
+        return '<p class="empty">no process started</p>'
+    return svg(timeline, phases, min(times), max(times))
