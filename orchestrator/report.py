@@ -19,7 +19,6 @@ from orchestrator.runs import Run, find_runs, load_runs
 from orchestrator.runtime import logscan
 from orchestrator.runtime.scrape import read_records
 from orchestrator.timeline_svg import parse_time, run_svg
-from orchestrator.watch_view import read_tail
 
 REPORT_FILE = "report.html"
 CSS = """
@@ -97,13 +96,19 @@ def errors_html(run: Run) -> str:
                      f"<pre>{escape(run.state['error'])}</pre>")  # fmt: skip
     for name, entry in run.state.get("processes", {}).items():
         log = Path(entry.get("log") or run.path / "logs" / f"{name}.log")
-        found = logscan.hints(read_tail(log))
+        found = logscan.hints(logscan.read_tail(log))
         if found:
             items = "".join(f"<li>{escape(h)}</li>" for h in found)
             parts.append(f'<p class="hint">known failure markers in {escape(name)} '
                          f"({escape(str(log))}):</p><ul>{items}</ul>")  # fmt: skip
         for restart in entry.get("restarts") or []:
-            parts.append(f"<p>{escape(name)} restarted at {escape(str(restart.get('at')))} (exit "
+            at = restart.get("at")
+            when = (
+                time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(at))
+                if isinstance(at, (int, float))
+                else at
+            )
+            parts.append(f"<p>{escape(name)} restarted at {escape(str(when))} (exit "
                          f"{escape(str(restart.get('exit_code')))})</p>"
                          f"<pre>{escape(str(restart.get('tail', '')))}</pre>")  # fmt: skip
     return "".join(parts) or '<p class="ok">no errors</p>'

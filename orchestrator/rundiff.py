@@ -11,7 +11,7 @@ from typing import Any
 from orchestrator.errors import OrchestratorError
 
 # Keys that differ between any two runs and say nothing about what ran.
-NOISE = ("run_dir", "written_at", "job_id", "nodes.")
+NOISE = ("run_dir", "written_at", "job_id")
 MISSING = "<absent>"
 
 

@@ -56,6 +56,14 @@ def _when(value: Any) -> float | None:
     return parse_time(str(value)) if value else None
 
 
+def _plausible(log_start: float | None, starting: float | None, end: float) -> float | None:
+    """A log's first timestamp when it fits the run (SGLang writes local time, which may not be
+    UTC; a reused log may be older); else the time the driver entered `starting`."""
+    if log_start is not None and starting is not None and starting - 60 <= log_start <= end:
+        return log_start
+    return starting if starting is not None else log_start
+
+
 def rows(state: dict[str, Any], started: dict[str, float], now: float) -> list[Row]:
     """Timeline rows of every process; `started`: when each process's log begins."""
     phases = _phase_times(state)
@@ -65,7 +73,7 @@ def rows(state: dict[str, Any], started: dict[str, float], now: float) -> list[R
     out = []
     for name, entry in state.get("processes", {}).items():
         row = Row(name)
-        begin = started.get(name) or phases.get("starting") or end
+        begin = _plausible(started.get(name), phases.get("starting"), end) or end
         healthy = _when(entry.get("healthy_at"))
         marks: list[tuple[str, float | None]] = [("starting", begin), ("healthy", healthy)]
         if entry.get("role") != "benchmark":
@@ -92,7 +100,7 @@ def svg(timeline: Sequence[Row], phases: dict[str, float], t0: float, t1: float)
     """The picture: one row per process, time on the x axis (seconds from t0)."""
     span = max(t1 - t0, 1.0)
     scale = (WIDTH - LABEL_W - 20) / span
-    top = 12  # room for two label heights above the first row
+    top = 22  # room for three label heights above the first row
     height = top + ROW_H * (len(timeline) + 2) + 10
 
     def x(t: float) -> float:
@@ -115,7 +123,7 @@ def svg(timeline: Sequence[Row], phases: dict[str, float], t0: float, t1: float)
     bottom = top + ROW_H * (len(timeline) + 1)
     for i, (phase, t) in enumerate(phases.items()):
         # Phases often come seconds apart on a long axis: alternate label heights.
-        label_y = top + ROW_H - 8 - (i % 2) * 11
+        label_y = top + ROW_H - 8 - (i % 3) * 10
         parts.append(f'<line x1="{x(t):.1f}" y1="{top + ROW_H - 4}" x2="{x(t):.1f}" y2="{bottom}" '
                      f'class="phase"/><text x="{x(t) + 2:.1f}" y="{label_y}" class="phase">'
                      f"{escape(phase)}</text>")  # fmt: skip

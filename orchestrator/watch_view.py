@@ -55,18 +55,6 @@ class Snapshot:
     error: list[str] = field(default_factory=list)
 
 
-def read_tail(path: Path, nbytes: int = logscan.TAIL_BYTES) -> str:
-    """The last `nbytes` of a file ('' when it does not exist)."""
-    try:
-        with path.open("rb") as fh:
-            fh.seek(0, 2)
-            size = fh.tell()
-            fh.seek(max(0, size - nbytes))
-            return fh.read().decode(errors="replace")
-    except OSError:
-        return ""
-
-
 def _gpus(plan: dict[str, Any]) -> dict[str, str]:
     out = {}
     for proc in plan.get("processes", []):
@@ -94,7 +82,9 @@ def process_rows(run: Run, seen: dict[str, tuple[str, float]], now: float) -> li
         if seen.get(name, ("", 0.0))[0] != state:
             seen[name] = (state, now)
         log = Path(entry.get("log") or run.path / "logs" / f"{name}.log")
-        found = logscan.progress(read_tail(log)) if entry.get("role") != "benchmark" else None
+        found = (
+            logscan.progress(logscan.read_tail(log)) if entry.get("role") != "benchmark" else None
+        )
         where = f"{entry.get('host', '?')}:{entry.get('node', '?')}"
         rows.append(ProcessRow(name, str(entry.get("role", "")), where, gpus.get(name) or "-",
                                state, seen[name][1], len(entry.get("restarts") or []),
@@ -106,7 +96,9 @@ def serving_numbers(run_dir: Path) -> tuple[dict[str, float | None], float | Non
     """Frontend request rate, output tokens/s and in-flight requests from the last two frontend
     scrapes in results/metrics.jsonl, and the time of the last one ({} when fewer than two)."""
     frontend = []
-    for line in read_tail(run_dir / RESULTS / METRICS_FILE, METRICS_TAIL_BYTES).splitlines():
+    for line in logscan.read_tail(
+        run_dir / RESULTS / METRICS_FILE, METRICS_TAIL_BYTES
+    ).splitlines():
         try:
             rec = json.loads(line)
         except ValueError:

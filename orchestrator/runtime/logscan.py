@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 TAIL_BYTES = 256 * 1024  # enough for a cold start's progress lines; logs can grow to GBs
@@ -78,6 +79,18 @@ STAGES: tuple[tuple[re.Pattern[str], str, int], ...] = (
     # SGLang: the warm-up generation passed (launch_server's own "ready" line).
     (re.compile(r"The server is fired up and ready to roll"), "ready (fired up)", 90),
 )
+
+
+def read_tail(path: Path, nbytes: int = TAIL_BYTES) -> str:
+    """The last `nbytes` of a log (the one function here that reads a file) ('' when it does not exist)."""
+    try:
+        with path.open("rb") as fh:
+            fh.seek(0, 2)
+            size = fh.tell()
+            fh.seek(max(0, size - nbytes))
+            return fh.read().decode(errors="replace")
+    except OSError:
+        return ""
 
 
 def log_lines(text: str) -> list[str]:

@@ -54,11 +54,10 @@ def targets(plan: Plan) -> list[Target]:
         if proc.health is None or proc.rank != 0:
             continue
         parts = urlsplit(proc.health.url)
+        netloc = parts.netloc
         if "metrics" in proc.ports:
-            url = f"{parts.scheme}://{parts.hostname}:{proc.ports['metrics']}/metrics"
-        else:
-            url = f"{parts.scheme}://{parts.netloc}/metrics"
-        out.append(Target(proc.name, proc.role, url))
+            netloc = f"{netloc.rpartition(':')[0]}:{proc.ports['metrics']}"
+        out.append(Target(proc.name, proc.role, f"{parts.scheme}://{netloc}/metrics"))
     return out
 
 
