@@ -16,9 +16,9 @@ from typing import Any
 from orchestrator.errors import OrchestratorError
 from orchestrator.rundiff import flatten
 from orchestrator.runs import Run, find_runs, load_runs
-from orchestrator.runtime import logscan
+from orchestrator.runtime import logscan, prom
 from orchestrator.runtime.scrape import read_records
-from orchestrator.timeline_svg import parse_time, run_svg
+from orchestrator.timeline_svg import parse_time, run_svg, series_svg
 
 REPORT_FILE = "report.html"
 CSS = """
@@ -28,7 +28,7 @@ h3{font-size:15px}table{border-collapse:collapse;margin:8px 0}
 th,td{border:1px solid #ddd;padding:3px 8px;text-align:right}th{background:#f5f5f5;text-align:left}
 td.l,th.l{text-align:left}pre{background:#f7f7f7;padding:8px;overflow-x:auto;font-size:12px}
 .bad{color:#b52b27;font-weight:bold}.ok{color:#2d7a2d;font-weight:bold}
-svg.timeline text{font:11px sans-serif}svg.timeline .phase{stroke:#555;stroke-dasharray:3 3;fill:#555}
+svg.timeline text,svg.series text{font:11px sans-serif}svg.timeline .phase{stroke:#555;stroke-dasharray:3 3;fill:#555}
 svg.timeline text.phase{stroke:none}.hint{color:#b52b27}img{max-width:100%}
 """
 BENCH_COLUMNS = (("point", "point"), ("concurrency", "c"), ("isl", "ISL"), ("osl", "OSL"),
@@ -114,8 +114,21 @@ def errors_html(run: Run) -> str:
     return "".join(parts) or '<p class="ok">no errors</p>'
 
 
+def serving_charts(records: Sequence[dict[str, Any]]) -> str:
+    """Output tokens/s and requests in flight over time, from the frontend's scrapes."""
+    front = [r for r in records if r.get("role") == "frontend" and r.get("ok")]
+    rates = [
+        (float(b["t"]) - float(front[0]["t"]), prom.frontend_rates(a, b))
+        for a, b in zip(front, front[1:], strict=False)
+    ]
+    tok = [(t, r["output_tok_s"]) for t, r in rates if r["output_tok_s"] is not None]
+    flight = [(t, r["in_flight"]) for t, r in rates if r["in_flight"] is not None]
+    return series_svg(tok, "output tok/s") + series_svg(flight, "in flight", "#d9534f")
+
+
 def metrics_html(run_dir: Path) -> str:
-    """Per scraped target: samples, and the last value of the headline series."""
+    """Charts of the frontend's throughput, then per scraped target: samples and the last
+    value of the headline series."""
     records = read_records(run_dir)
     if not records:
         return "<p>no metrics scraped (results/metrics.jsonl)</p>"
@@ -133,7 +146,7 @@ def metrics_html(run_dir: Path) -> str:
                      or (recs[-1].get("error") or "-")})  # fmt: skip
     cols = (("target", "target"), ("url", "url"), ("scrapes", "scrapes"), ("ok", "ok"),
             ("last", "last values"))  # fmt: skip
-    return table(rows, cols)
+    return serving_charts(records) + table(rows, cols)
 
 
 def fingerprint_html(fingerprint: dict[str, Any]) -> str:

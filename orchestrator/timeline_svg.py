@@ -16,7 +16,7 @@ from html import escape
 from typing import Any
 
 COLOURS = {"starting": "#f0ad4e", "healthy": "#5bc0de", "serving": "#5cb85c",
-           "stopping": "#999999", "failed": "#d9534f"}  # fmt: skip
+           "benchmark": "#9b59b6", "stopping": "#999999", "failed": "#d9534f"}  # fmt: skip
 ISO = re.compile(r"(\d{4}-\d\d-\d\d)[T ](\d\d:\d\d:\d\d)(\.\d+)?")
 ROW_H, LABEL_W, WIDTH = 22, 120, 900
 
@@ -73,13 +73,17 @@ def rows(state: dict[str, Any], started: dict[str, float], now: float) -> list[R
     out = []
     for name, entry in state.get("processes", {}).items():
         row = Row(name)
+        if entry.get("role") == "benchmark":
+            # A benchmark client runs once the deployment is ready, until teardown begins.
+            begin = _plausible(started.get(name), ready, end) or ready or end
+            row.segments.append((begin, max(begin, stopping or end), "benchmark"))
+            out.append(row)
+            continue
         begin = _plausible(started.get(name), phases.get("starting"), end) or end
         healthy = _when(entry.get("healthy_at"))
-        marks: list[tuple[str, float | None]] = [("starting", begin), ("healthy", healthy)]
-        if entry.get("role") != "benchmark":
-            marks += [("serving", ready), ("stopping", stopping)]
+        marks: list[tuple[str, float | None]] = [("starting", begin), ("healthy", healthy),
+                                                 ("serving", ready), ("stopping", stopping)]  # fmt: skip
         points = [(kind, t) for kind, t in marks if t is not None and t >= begin]
-        # A process that exited before the deployment was ready ends its row there.
         points.sort(key=lambda p: p[1])
         for (kind, t), nxt in zip(points, [p[1] for p in points[1:]] + [end], strict=True):
             row.segments.append((t, max(t, nxt), kind))
@@ -124,8 +128,9 @@ def svg(timeline: Sequence[Row], phases: dict[str, float], t0: float, t1: float)
     for i, (phase, t) in enumerate(phases.items()):
         # Phases often come seconds apart on a long axis: alternate label heights.
         label_y = top + ROW_H - 8 - (i % 3) * 10
+        anchor = ' text-anchor="end"' if x(t) > WIDTH - 80 else ""  # keep it inside the picture
         parts.append(f'<line x1="{x(t):.1f}" y1="{top + ROW_H - 4}" x2="{x(t):.1f}" y2="{bottom}" '
-                     f'class="phase"/><text x="{x(t) + 2:.1f}" y="{label_y}" class="phase">'
+                     f'class="phase"/><text x="{x(t) + 2:.1f}" y="{label_y}" class="phase"{anchor}>'
                      f"{escape(phase)}</text>")  # fmt: skip
     parts.append(f'<text x="{LABEL_W}" y="{bottom + 16}" class="axis">0 s</text>'
                  f'<text x="{WIDTH - 20}" y="{bottom + 16}" text-anchor="end" class="axis">'
@@ -134,7 +139,7 @@ def svg(timeline: Sequence[Row], phases: dict[str, float], t0: float, t1: float)
     for kind, colour in COLOURS.items():
         parts.append(f'<rect x="{legend_x}" y="{bottom + 6}" width="10" height="10" fill="{colour}"/>'
                      f'<text x="{legend_x + 14}" y="{bottom + 15}" class="axis">{kind}</text>')  # fmt: skip
-        legend_x += 90
+        legend_x += 85
     parts.append("</svg>")
     return "".join(parts)
 
@@ -160,3 +165,22 @@ def run_svg(state: dict[str, Any], started: dict[str, float], now: float,
     if not times:
         return '<p class="empty">no process started</p>'
     return svg(timeline, phases, min(times), max(times))
+
+
+def series_svg(points: Sequence[tuple[float, float]], label: str, colour: str = "#337ab7") -> str:
+    """A small line chart of (seconds, value) points, e.g. output tokens/s while serving."""
+    if len(points) < 2:
+        return ""
+    w, h, pad = WIDTH, 120, 30
+    t0, t1 = points[0][0], points[-1][0]
+    top = max(v for _, v in points) or 1.0
+    xs = [LABEL_W + (t - t0) / max(t1 - t0, 1e-9) * (w - LABEL_W - 20) for t, _ in points]
+    ys = [h - pad - v / top * (h - 2 * pad) for _, v in points]
+    path = " ".join(f"{x:.1f},{y:.1f}" for x, y in zip(xs, ys, strict=True))
+    return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" role="img" '
+            f'aria-label="{escape(label)}" class="series"><text x="4" y="{pad}" class="label">'
+            f'{escape(label)}</text><text x="4" y="{pad + 14}" class="axis">max {top:.1f}</text>'
+            f'<polyline fill="none" stroke="{colour}" stroke-width="2" points="{path}"/>'
+            f'<line x1="{LABEL_W}" y1="{h - pad}" x2="{w - 20}" y2="{h - pad}" stroke="#999"/>'
+            f'<text x="{LABEL_W}" y="{h - 10}" class="axis">0 s</text><text x="{w - 20}" '
+            f'y="{h - 10}" text-anchor="end" class="axis">{t1 - t0:.1f} s</text></svg>')  # fmt: skip
