@@ -11,6 +11,12 @@ from orchestrator.errors import OrchestratorError
 COMMANDS = ("watch", "ls", "report", "diff")
 
 
+class NotARunDir(OrchestratorError):
+    """A path given to ctl is neither a run nor a sweep directory (bad input: exit 2)."""
+
+    exit_code = 2
+
+
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the subcommands to ctl's parser."""
     p = sub.add_parser("watch", help="live view of a run or sweep (q quits)")
@@ -28,7 +34,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def _is_run_or_sweep(path: Path) -> None:
     if not (path / "launch.json").exists() and not (path / "manifest.json").exists():
-        raise OrchestratorError(f"{path} is neither a run directory (no launch.json) nor a sweep "
+        raise NotARunDir(f"{path} is neither a run directory (no launch.json) nor a sweep "
                                 "directory (no manifest.json)")  # fmt: skip
 
 
@@ -49,9 +55,12 @@ def run(args: argparse.Namespace) -> int:
     if args.cmd == "report":
         from orchestrator.report import report
 
+        _is_run_or_sweep(args.run_dir)
         print(report(args.run_dir, args.output))
         return 0
     from orchestrator.rundiff import diff
 
+    for path in (args.run_dir, args.run_b):
+        _is_run_or_sweep(path)
     print(diff(args.run_dir, args.run_b))
     return 0

@@ -104,11 +104,12 @@ def ls_lines(root: Path, client: SlurmClient | None, now: float | None = None) -
     runs = load_runs(find_runs(root), client)
     if not runs:
         return [f"no runs under {root}"]
-    lines = [f"{'RUN':<34} {'PHASE':<9} {'JOB':<8} {'NODES/GPUS':<10} {'AGE':>4}  URL"]
-    for run in runs:
-        name = str(run.path.relative_to(root)) if run.path != root else run.path.name
+    names = [str(r.path.relative_to(root)) if r.path != root else r.path.name for r in runs]
+    width = min(max(len(n) for n in names), 60)  # run names are <UTC time>-<name>: ~35 columns
+    lines = [f"{'RUN':<{width}}  {'PHASE':<9} {'JOB':<8} {'NODES/GPUS':<10} {'AGE':>4}  URL"]
+    for run, name in zip(runs, names, strict=True):
         created = float(run.launch.get("created") or now)
         url = run.state.get("frontend_url", "") if run.view.phase == "ready" else ""
-        lines.append(f"{name[-34:]:<34} {run.view.phase:<9} {run.state.get('job_id') or '-':<8} "
-                     f"{_gpus(run):<10} {age(now - created):>4}  {url}")  # fmt: skip
+        lines.append(f"{name[-width:]:<{width}}  {run.view.phase:<9} {run.state.get('job_id') or '-':<8} "
+                     f"{_gpus(run):<10} {age(now - created):>4}  {url}".rstrip())  # fmt: skip
     return lines

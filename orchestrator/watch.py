@@ -20,6 +20,7 @@ from typing import IO
 
 from orchestrator.effects import SubprocessRunner
 from orchestrator.runs import Run, find_runs, load_runs
+from orchestrator.runtime.logscan import Progress
 from orchestrator.slurm.client import SlurmClient
 from orchestrator.watch_view import WIDTH, gather, lines, sweep_lines
 
@@ -35,6 +36,7 @@ class Screen:
         self.path, self.client = path, client
         self.sweep = (path / "manifest.json").exists()
         self.seen: dict[str, tuple[str, float]] = {}
+        self.progress: dict[str, Progress | None] = {}
         self.runs: dict[str, Run] = {}
         self.next_slurm = 0.0
 
@@ -62,7 +64,7 @@ class Screen:
         runs = self._load(now)
         if self.sweep:
             return sweep_lines(self.path, self.runs)
-        return lines(gather(runs[0], self.seen, now), now, times=times)
+        return lines(gather(runs[0], self.seen, now, self.progress), now, times=times)
 
     def finished(self) -> bool:
         """Every run shown has ended."""

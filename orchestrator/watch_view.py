@@ -73,8 +73,10 @@ def _plan(run_dir: Path) -> dict[str, Any]:
     return {}
 
 
-def process_rows(run: Run, seen: dict[str, tuple[str, float]], now: float) -> list[ProcessRow]:
-    """The process table; `seen` remembers when each process entered its state (updated)."""
+def process_rows(run: Run, seen: dict[str, tuple[str, float]], now: float,
+                 progress: dict[str, logscan.Progress | None]) -> list[ProcessRow]:  # fmt: skip
+    """The process table; `seen` remembers when each process entered its state, `progress` the
+    last readiness stage found in its log (both updated)."""
     gpus = _gpus(_plan(run.path))
     rows = []
     for name, entry in run.state.get("processes", {}).items():
@@ -85,7 +87,11 @@ def process_rows(run: Run, seen: dict[str, tuple[str, float]], now: float) -> li
         found = (
             logscan.progress(logscan.read_tail(log)) if entry.get("role") != "benchmark" else None
         )
-        where = f"{entry.get('host', '?')}:{entry.get('node', '?')}"
+        # Sticky: a busy log pushes its readiness lines out of the tail that is read.
+        found = found or progress.get(name)
+        progress[name] = found
+        node = str(entry.get("node", "?"))
+        where = f"{str(entry.get('host', '?'))[: 9 - len(node)]}:{node}"  # 10 columns at most
         rows.append(ProcessRow(name, str(entry.get("role", "")), where, gpus.get(name) or "-",
                                state, seen[name][1], len(entry.get("restarts") or []),
                                found))  # fmt: skip
@@ -131,15 +137,16 @@ def _benchmark(state: dict[str, Any]) -> str:
     )
 
 
-def gather(run: Run, seen: dict[str, tuple[str, float]], now: float | None = None) -> Snapshot:
-    """One screen's worth of a run."""
+def gather(run: Run, seen: dict[str, tuple[str, float]], now: float | None = None,
+           progress: dict[str, logscan.Progress | None] | None = None) -> Snapshot:  # fmt: skip
+    """One screen's worth of a run (`seen`, `progress`: what earlier screens found)."""
     now = time.time() if now is None else now
     st = run.state
     started = next((t["t"] for t in st.get("timeline", []) if t.get("phase") == "starting"), None)
     snap = Snapshot(name=str(st.get("name") or run.path.name), phase=run.view.phase,
                     why=run.view.why, elapsed=(now - started) if started else None,
                     job=str(st.get("job_id") or "-"), url=str(st.get("frontend_url") or ""))  # fmt: skip
-    snap.processes = process_rows(run, seen, now)
+    snap.processes = process_rows(run, seen, now, {} if progress is None else progress)
     if run.view.phase == "ready":
         snap.serving, snap.metrics_age = serving_numbers(run.path)
     snap.benchmark = _benchmark(st)
@@ -168,7 +175,7 @@ def process_lines(snap: Snapshot, now: float, *, times: bool = True) -> list[str
     for p in snap.processes:
         since = age(now - p.since) if p.since is not None and times else ""
         progress = "" if p.progress is None else p.progress.text() if times else p.progress.coarse()
-        line = TABLE.format(p.name[:10], p.role[:8], p.where[-10:], p.gpus[:5], p.state[:9],
+        line = TABLE.format(p.name[:10], p.role[:8], p.where[:10], p.gpus[:5], p.state[:9],
                             since, p.restarts if p.restarts < 10 else "+", progress)  # fmt: skip
         out.append(line[:WIDTH])
     return out

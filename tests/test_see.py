@@ -168,3 +168,35 @@ def test_diff_names_the_config_and_fingerprint_differences(
     assert '  config_hash: "aa" -> "bb"' in text
     assert "written_at" not in text and "host" not in text
     assert diff(a, a).splitlines()[2:] == ["config:", "  (same)", "fingerprint:", "  (same)"]
+
+
+def test_sweep_watch_one_line_per_point(tmp_path: Path, compose: Callable[..., RootConfig]) -> None:
+    sweep = tmp_path / "sweep"
+    run = make_run(sweep / "p0", compose, {})
+    bench = {"tool": "aiperf", "done": 1, "of": 3, "status": "running"}
+    write_json_atomic(
+        run / "state.json", {**starting_state(run), "phase": "ready", "benchmark": bench}
+    )
+    points = [
+        {"label": "p1d1", "runs": [{"run_dir": "p0", "job_id": "42"}]},
+        {"label": "p2d2", "runs": []},
+    ]
+    (sweep / "manifest.json").write_text(json.dumps({"version": 1, "points": points}))
+    assert Screen(sweep, None).lines() == [
+        "sweep sweep: 2 point(s)",
+        "p1d1                           job 42     ready: frontend 1/1 prefill 0/1 decode 0/1 benchmark"[
+            :80
+        ],
+        "p2d2                           new",
+    ]
+
+
+def test_ctl_refuses_a_directory_that_is_no_run(tmp_path: Path, capsys: Any) -> None:
+    from orchestrator.ctl import main
+
+    for argv in (["watch"], ["report"], ["diff", str(tmp_path)]):
+        assert main([*argv, str(tmp_path)]) == 2
+        assert (
+            f"{tmp_path} is neither a run directory (no launch.json) nor a sweep"
+            in capsys.readouterr().err
+        )
