@@ -119,7 +119,8 @@ class Scraper:
     def _loop(self, http: HttpClient, found: list[Target], out: MetricsFile) -> None:
         while not self.done.is_set():
             out.append([scrape(http, t) for t in found])
-            if self.done.wait(self.metrics.interval_s):
+            # A floor: metrics.interval_s=0 must not turn into a busy loop against the endpoints.
+            if self.done.wait(max(self.metrics.interval_s, 0.1)):
                 return
 
 
