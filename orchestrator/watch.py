@@ -27,6 +27,9 @@ from orchestrator.watch_view import WIDTH, gather, lines, sweep_lines
 REFRESH_S = 1.0
 SLURM_EVERY_S = 5.0  # polite to slurmctld: one batched squeue/sacct every 5 s
 FINAL = ("done", "failed", "lost")
+STYLES = (("healthy", "green"), ("ready", "green"), ("done", "green"), ("starting", "yellow"),
+          ("exited", "red"), ("unhealthy", "red"), ("failed", "red"), ("lost", "red"),
+          ("restarting", "red"))  # fmt: skip
 
 
 class Screen:
@@ -115,9 +118,12 @@ def live(screen: Screen) -> int:
     console = Console(width=min(WIDTH, Console().width))
 
     def render() -> Text:
-        body = "\n".join(screen.lines())
         note = "finished; q quits" if screen.finished() else "q quits"
-        return Text(f"{body}\n{note}")
+        text = Text("\n".join([*screen.lines(), note]))
+        text.stylize("bold", 0, text.plain.find("\n"))
+        for word, style in STYLES:
+            text.highlight_words([word], style)
+        return text
 
     try:
         with _cbreak(sys.stdin) as read_key, Live(render(), console=console, screen=False,

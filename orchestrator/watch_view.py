@@ -82,7 +82,10 @@ def process_rows(run: Run, seen: dict[str, tuple[str, float]], now: float,
     for name, entry in run.state.get("processes", {}).items():
         state = str(entry.get("state", ""))
         if seen.get(name, ("", 0.0))[0] != state:
-            seen[name] = (state, now)
+            # The driver records when a process became healthy; other changes are dated when
+            # this watcher first sees them.
+            healthy_at = entry.get("healthy_at") if state == "healthy" else None
+            seen[name] = (state, float(healthy_at) if healthy_at else now)
         log = Path(entry.get("log") or run.path / "logs" / f"{name}.log")
         found = (
             logscan.progress(logscan.read_tail(log)) if entry.get("role") != "benchmark" else None
