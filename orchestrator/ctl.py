@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from orchestrator import ctl_see as see
 from orchestrator.effects import SubprocessRunner
 from orchestrator.errors import OrchestratorError
 from orchestrator.launchers.rundir import read_launch
@@ -169,8 +170,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if cmd == "logs":
             p.add_argument("name", nargs="?")
             p.add_argument("-n", "--lines", type=int, default=50)
+    see.register(sub)
     args = parser.parse_args(argv)
     try:
+        if args.cmd in see.COMMANDS:
+            return see.run(args)
         if args.cmd in ("status", "collect") and (args.run_dir / "manifest.json").exists():
             from orchestrator.bench import sweepdir
 

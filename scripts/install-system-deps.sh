@@ -14,6 +14,7 @@ PACKAGES=(
   slurmdbd mariadb-server
   etcd-server
   iproute2 util-linux
+  chromium tmux  # ctl report rendered in headless Chromium; ctl watch in a real terminal
 )
 
 log() { printf '[install-system-deps] %s\n' "$*" >&2; }

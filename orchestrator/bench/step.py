@@ -27,6 +27,7 @@ from orchestrator.errors import OrchestratorError
 from orchestrator.plan.model import BenchmarkPlan, LoadPoint, Process
 from orchestrator.runtime.hooks import DriverView, Stopped
 from orchestrator.runtime.processes import Running, log_tail, stop_tier
+from orchestrator.runtime.scrape import point_summary
 from orchestrator.runtime.state import now_iso, write_json_atomic
 
 POINTS_FILE = "points.jsonl"
@@ -153,6 +154,7 @@ class BenchmarkStep:
             "started_at": started,
             "seconds": round(time.time() - started, 3),
             "run_dir": str(driver.run_dir),
+            "engine_metrics": point_summary(driver.run_dir, started, time.time()),
         }
         row = self._row(measured, point, {**context, **extra}, code=code, out_dir=out_dir, log=log)
         if restarts and row["valid"] and not self.bench.allow_restarts:

@@ -184,6 +184,15 @@ class BenchmarkConfig:
 
 
 @dataclass
+class MetricsConfig:
+    """Prometheus scraping of the frontend and workers while serving (results/metrics.jsonl)."""
+
+    enabled: bool = True
+    interval_s: float = 10.0  # one scrape of every target per interval
+    max_mb: float = 50.0  # metrics.jsonl rotates (one older file kept) past this size
+
+
+@dataclass
 class RootConfig:
     """The whole configuration (`python -m orchestrator ... dry_run=true` prints it resolved)."""
 
@@ -198,6 +207,7 @@ class RootConfig:
     aggregated: WorkerGroupConfig = field(default_factory=WorkerGroupConfig)
     readiness: ReadinessConfig = field(default_factory=ReadinessConfig)
     benchmark: BenchmarkConfig = field(default_factory=BenchmarkConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
     name: str = ""  # deployment name; default <model.name>-p<P>d<D> or <model.name>-a<N>
     dry_run: str = "false"  # false | true (text) | json
     wait: bool = True  # follow the run until ready (or failed); false = return after submission

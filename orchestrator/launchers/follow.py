@@ -9,11 +9,38 @@ from typing import Any
 
 from orchestrator.effects import Clock, SubprocessRunner, SystemClock
 from orchestrator.errors import OrchestratorError
+from orchestrator.runtime import logscan
 from orchestrator.runtime.state import progress_line, read_state
 from orchestrator.slurm.client import JobState, SlurmClient
 
 FINAL_OR_READY = ("failed", "done", "ready")
 JOB_CHECK_S = 5.0  # polite to slurmctld: one squeue (or sacct) every 5 s per follower
+LOG_CHECK_S = 2.0  # log tails are read at most this often (they may sit on a shared filesystem)
+
+
+class ReadinessLines:
+    """One line per change of a process's readiness progress parsed from its log
+    (`decode-0: loading weights 50%`, in 25 % steps: a line per change, not a flood)."""
+
+    def __init__(self) -> None:
+        self.last: dict[str, str] = {}
+        self.next_check = 0.0
+
+    def changes(self, state: dict[str, Any], now: float) -> list[str]:
+        """The processes whose progress changed since the last call (throttled)."""
+        if now < self.next_check or state.get("phase") != "starting":
+            return []
+        self.next_check = now + LOG_CHECK_S
+        out = []
+        for name, entry in state.get("processes", {}).items():
+            if entry.get("state") != "starting" or not entry.get("log"):
+                continue
+            found = logscan.progress(logscan.read_tail(Path(entry["log"])))
+            text = found.coarse() if found else ""
+            if text and text != self.last.get(name):
+                self.last[name] = text
+                out.append(f"{name}: {text}")
+        return out
 
 
 def follow(
@@ -27,6 +54,7 @@ def follow(
     clock = clock or SystemClock()
     settled = ("failed", "done") if until_done else FINAL_OR_READY
     last, last_job, announced, next_job_check = "", "", False, 0.0
+    readiness = ReadinessLines()
     while True:
         state = read_state(run_dir)
         phase = state.get("phase", "")
@@ -34,6 +62,8 @@ def follow(
         if line != last:
             _say(line)
             last = line
+        for change in readiness.changes(state, clock.now()):
+            _say(change)
         if phase == "ready" and not announced:
             _say(f"ready: {state.get('frontend_url')} (stop with: python -m orchestrator.ctl stop "
                  f"{run_dir})")  # fmt: skip

@@ -19,7 +19,15 @@ from orchestrator.plan.groups import (
     place,
     tp_of,
 )
-from orchestrator.plan.model import TIER_WORKER, HealthProbe, Plan, Process, Readiness, SlurmRequest
+from orchestrator.plan.model import (
+    TIER_WORKER,
+    HealthProbe,
+    MetricsPlan,
+    Plan,
+    Process,
+    Readiness,
+    SlurmRequest,
+)
 from orchestrator.plan.placeholders import RUN_DIR, node_ip
 from orchestrator.plan.placement import WorkerSlot, nodes_used
 from orchestrator.plan.ports import PortAllocator
@@ -40,7 +48,15 @@ __all__ = [
 def build_plan(cfg: RootConfig) -> Plan:
     """The complete plan of a validated config, for port block 0 (see `Plan`)."""
     plan = deployment_plan(cfg)
-    return dataclasses.replace(plan, benchmark=benchmark_plan(cfg, plan))
+    return dataclasses.replace(plan, benchmark=benchmark_plan(cfg, plan), metrics=metrics_plan(cfg))
+
+
+def metrics_plan(cfg: RootConfig) -> MetricsPlan | None:
+    """Scraping settings (None: metrics.enabled=false)."""
+    m = cfg.metrics
+    if not m.enabled:
+        return None
+    return MetricsPlan(interval_s=m.interval_s, max_bytes=int(m.max_mb * 1_000_000))
 
 
 def deployment_plan(cfg: RootConfig) -> Plan:

@@ -147,6 +147,15 @@ class BenchmarkPlan:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class MetricsPlan:
+    """Scraping of the frontend's and workers' Prometheus endpoints while serving
+    (orchestrator.runtime.scrape; the targets follow from the processes)."""
+
+    interval_s: float = 10.0
+    max_bytes: int = 50_000_000  # results/metrics.jsonl rotates to metrics.1.jsonl past this
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Plan:
     """Everything that will run, where. Pure data; see `plan_to_dict` for the JSON contract.
 
@@ -168,6 +177,7 @@ class Plan:
     stop_grace_s: float = 20.0
     prepare: Mapping[str, str] = field(default_factory=dict)  # e.g. {"tiny_model_dir": path}
     benchmark: BenchmarkPlan | None = None
+    metrics: MetricsPlan | None = None
 
     def process(self, name: str) -> Process:
         """The process called `name` (KeyError if there is none)."""
@@ -216,6 +226,7 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
         "readiness": asdict(plan.readiness),
         "slurm": asdict(plan.slurm),
         "benchmark": _benchmark_to_dict(plan.benchmark),
+        "metrics": asdict(plan.metrics) if plan.metrics else None,
     }
 
 
@@ -259,4 +270,5 @@ def plan_from_dict(data: Mapping[str, Any]) -> Plan:
         readiness=Readiness(**data["readiness"]),
         slurm=SlurmRequest(**slurm),
         benchmark=_benchmark_from_dict(data.get("benchmark")),
+        metrics=MetricsPlan(**data["metrics"]) if data.get("metrics") else None,
     )

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from orchestrator.plan.model import Process
+from orchestrator.runtime.logscan import hint_text
 from orchestrator.runtime.processes import Running, log_tail
 from orchestrator.runtime.state import now_iso
 
@@ -100,4 +101,6 @@ def exit_message(
         f"{proc.name} ({proc.role}) on {running.host} (node {proc.node_index}) exited with code "
         f"{code}{why}{detail}; last 50 lines of {running.log}:\n{log_tail(running.log)}"
         + (f"\nearlier exits of {proc.name}:{tails}" if tails else "")
+        # Known fatal markers (CUDA OOM, NCCL, port in use, KV transfer) named with their line.
+        + hint_text(proc.name, log_tail(running.log, 400))
     )

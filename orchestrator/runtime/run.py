@@ -26,7 +26,9 @@ from orchestrator.plan.ports import port_offset_for_job
 from orchestrator.runtime import nodes
 from orchestrator.runtime.attempts import begin_attempt
 from orchestrator.runtime.driver import Driver, default_say
+from orchestrator.runtime.fingerprint import start_fingerprint
 from orchestrator.runtime.processes import Backend, LocalBackend, SrunBackend
+from orchestrator.runtime.scrape import attach_metrics
 from orchestrator.runtime.state import StateFile, write_json_atomic
 
 
@@ -207,6 +209,7 @@ def run_driver(run_dir: Path, env: Mapping[str, str] | None = None) -> int:
         plan = load_plan(run_dir)
         use_our_interpreter_first(plan)
         bound, backend = _setup(plan, run_dir, env, state, say)
+        start_fingerprint(run_dir, bound, backend)  # per node, in a thread, bounded to seconds
     except OrchestratorError as exc:
         say(f"failed: {exc}")
         state.phase("failed", error=str(exc))
@@ -215,6 +218,7 @@ def run_driver(run_dir: Path, env: Mapping[str, str] | None = None) -> int:
                     clock=SystemClock(), state=state, say=say)  # fmt: skip
     driver.install_signal_handlers()
     get_frontend(bound.readiness.frontend_kind).attach(driver)
+    attach_metrics(driver, bound.metrics)  # before the benchmark: it scrapes the benchmark too
     attach_benchmark(driver, bound.benchmark)
     return driver.run()
 

@@ -1,0 +1,115 @@
+"""`ctl ls [DIR]`: one line per run directory under DIR (default outputs/), its phase reconciled
+with Slurm (one batched squeue/sacct for all runs) and with the local driver process (`lost`).
+Also the reconciled phase of one run for `ctl watch` and `ctl report`."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from orchestrator.runtime.reconcile import RunView, reconcile
+from orchestrator.runtime.state import read_state
+from orchestrator.slurm.client import SlurmClient
+
+SLURM_LAUNCHERS = ("submitit", "sbatch", "allocation")
+MAX_DEPTH = 3  # outputs/<run>, outputs/sweeps/<sweep>/<run>
+
+
+@dataclass(frozen=True)
+class Run:
+    """A run directory with its launch.json, state.json and reconciled view."""
+
+    path: Path
+    launch: dict[str, Any]
+    state: dict[str, Any]
+    view: RunView
+
+
+def read_launch_or_empty(run_dir: Path) -> dict[str, Any]:
+    """launch.json of a run ({} when missing or unreadable)."""
+    try:
+        data = json.loads((run_dir / "launch.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def find_runs(root: Path, depth: int = MAX_DEPTH) -> list[Path]:
+    """Run directories (those with a launch.json) under `root`, oldest first by name."""
+    if (root / "launch.json").exists():
+        return [root]
+    if depth == 0 or not root.is_dir():
+        return []
+    found: list[Path] = []
+    for child in sorted(p for p in root.iterdir() if p.is_dir()):
+        found += find_runs(child, depth - 1)
+    return found
+
+
+def driver_alive(state: dict[str, Any]) -> bool | None:
+    """Whether a local driver's pid exists; None when it runs elsewhere or is not recorded."""
+    pid, host = state.get("driver_pid"), state.get("driver_host")
+    if not pid or host != socket.gethostname():
+        return None
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def load_runs(paths: Sequence[Path], client: SlurmClient | None) -> list[Run]:
+    """Every run reconciled; their Slurm jobs looked up in one batched call."""
+    raw = [(p, read_launch_or_empty(p), read_state(p)) for p in paths]
+    ids = [str(s.get("job_id") or "") for _, launch, s in raw
+           if launch.get("launcher") in SLURM_LAUNCHERS]  # fmt: skip
+    jobs = client.states([i for i in ids if i]) if client and any(ids) else {}
+    runs = []
+    for path, launch, state in raw:
+        job_id = str(state.get("job_id") or "")
+        job = jobs.get(job_id) if launch.get("launcher") in SLURM_LAUNCHERS and job_id else None
+        alive = driver_alive(state) if launch.get("launcher") == "local" else None
+        runs.append(Run(path, launch, state, reconcile(state, job, alive)))
+    return runs
+
+
+def age(seconds: float) -> str:
+    """`42s`, `17m`, `5h`, `3d`."""
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{int(seconds // size)}{unit}"
+    return f"{int(max(seconds, 0))}s"
+
+
+def _gpus(run: Run) -> str:
+    try:
+        plan = json.loads((run.path / "plan.json").read_text())
+    except (OSError, ValueError):
+        return "-/-"
+    gpus = sum(len(p.get("gpus", [])) for p in plan.get("processes", []))
+    return f"{plan.get('num_nodes', '?')}/{gpus}"
+
+
+def ls_lines(root: Path, client: SlurmClient | None, now: float | None = None) -> list[str]:
+    """The `ctl ls` table: NAME PHASE JOB NODES/GPUS AGE URL, one line per run."""
+    now = time.time() if now is None else now
+    runs = load_runs(find_runs(root), client)
+    if not runs:
+        return [f"no runs under {root}"]
+    names = [str(r.path.relative_to(root)) if r.path != root else r.path.name for r in runs]
+    width = min(max(len(n) for n in names), 60)  # run names are <UTC time>-<name>: ~35 columns
+    lines = [f"{'RUN':<{width}}  {'PHASE':<9} {'JOB':<8} {'NODES/GPUS':<10} {'AGE':>4}  URL"]
+    for run, name in zip(runs, names, strict=True):
+        created = float(run.launch.get("created") or now)
+        url = run.state.get("frontend_url", "") if run.view.phase == "ready" else ""
+        lines.append(f"{name[-width:]:<{width}}  {run.view.phase:<9} {run.state.get('job_id') or '-':<8} "
+                     f"{_gpus(run):<10} {age(now - created):>4}  {url}".rstrip())  # fmt: skip
+    return lines
