@@ -56,7 +56,7 @@ def prepare(overrides: Sequence[str], site: Site) -> Prepared:
     cfg = dataclasses.replace(cfg, launcher=dataclasses.replace(cfg.launcher, kind=launcher))
     check(cfg)  # again: some rules depend on the resolved launcher (local = one node)
     plan = build_plan(cfg)
-    issues = get_engine(cfg.engine.kind).check_argv(cfg, plan)
+    (issues,) = get_engine(cfg.engine.kind).check_argvs([(cfg, plan)])
     if issues:
         raise InvalidConfig(issues)
     kind = "allocation" if launcher != "local" and site.allocation_job_id else launcher
