@@ -26,12 +26,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from orchestrator.api import Prepared, prepare
+from orchestrator.api import Planned, Prepared, check_argvs, materialized, plan_many
 from orchestrator.bench.sweepdir import MANIFEST, load_manifest, point_statuses
 from orchestrator.config.load import quote_override_value
 from orchestrator.config.schema import RootConfig
 from orchestrator.effects import CommandRunner, SubprocessRunner
 from orchestrator.errors import InvalidConfig, Issue, OrchestratorError
+from orchestrator.launchers.rundir import git_sha
 from orchestrator.launchers.select import Site
 from orchestrator.plan import build
 from orchestrator.runtime.state import now_iso, read_state, write_json_atomic
@@ -180,36 +181,42 @@ def _sweep_issues(cfg: RootConfig, launcher: str, site: Site) -> list[Issue]:
 
 
 def validate_points(points: list[SweepPoint], site: Site, baseline: str) -> list[PreparedPoint]:
-    """Compose and validate every point (and its baseline); raise one InvalidConfig naming the
-    point of every problem."""
+    """Compose, validate and plan every point (and its baseline) as a single launch would
+    (orchestrator.api: one Hydra initialization, one engine argv check for all points); raise
+    one InvalidConfig naming the point of every problem."""
     if baseline not in BASELINES:
         raise InvalidConfig(
             [Issue("sweep.baseline", baseline, "unknown value", "use sweep.baseline=aggregated")]
         )
-    issues: list[Issue] = []
-    prepared: list[PreparedPoint] = []
-    pending = list(points)
-    seen = {p.key for p in points}
-    while pending:
-        point = pending.pop(0)
-        try:
-            # The same composition, validation, plan and request as a single launch.
-            ready = prepare(list(point.overrides), site)
-        except InvalidConfig as exc:
-            issues += [dataclasses.replace(i, key=f"[{point.label}] {i.key}") for i in exc.issues]
-            continue
-        issues += [
-            dataclasses.replace(i, key=f"[{point.label}] {i.key}")
-            for i in _sweep_issues(ready.cfg, ready.launcher, site)
-        ]
-        prepared.append((point, ready))
-        extra = baseline_point(point, ready.cfg) if baseline and not point.baseline else None
-        if extra is not None and extra.key not in seen:
-            seen.add(extra.key)
-            pending.append(extra)
+    planned = _planned(points, site)
+    if baseline:
+        seen = {p.key for p in points}
+        extra = [baseline_point(point, ready.cfg) for point, ready in planned
+                 if isinstance(ready, Planned) and not point.baseline]  # fmt: skip
+        fresh = [b for b in extra if b is not None and not (b.key in seen or seen.add(b.key))]  # type: ignore[func-returns-value]
+        planned += _planned(fresh, site)
+    ok = [(point, ready) for point, ready in planned if isinstance(ready, Planned)]
+    argv_issues = check_argvs([ready for _, ready in ok])
+    issues = [_named(point, i) for point, ready in planned if isinstance(ready, InvalidConfig)
+              for i in ready.issues]  # fmt: skip
+    for (point, ready), found in zip(ok, argv_issues, strict=True):
+        issues += [_named(point, i) for i in found + _sweep_issues(ready.cfg, ready.launcher, site)]
     if issues:
         raise InvalidConfig(issues)
-    return prepared
+    sha = git_sha()
+    return [(point, materialized(ready, site, sha)) for point, ready in ok]
+
+
+def _planned(
+    points: list[SweepPoint], site: Site
+) -> list[tuple[SweepPoint, Planned | InvalidConfig]]:
+    results = plan_many([list(p.overrides) for p in points], site)
+    return list(zip(points, results, strict=True))
+
+
+def _named(point: SweepPoint, issue: Issue) -> Issue:
+    """`issue` with the point it belongs to in front of its key."""
+    return dataclasses.replace(issue, key=f"[{point.label}] {issue.key}")
 
 
 def _entry(manifest: dict[str, Any], point: SweepPoint, ready: Prepared) -> dict[str, Any]:

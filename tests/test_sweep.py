@@ -4,6 +4,7 @@ resume decisions and the status / collect views (submission replaced by a record
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ import pytest
 from orchestrator import sweep
 from orchestrator.bench import sweepdir
 from orchestrator.cli import main
+from orchestrator.engines import sglang_check
 from orchestrator.errors import InvalidConfig
 from orchestrator.launchers.select import Site
 from orchestrator.runtime.state import write_json_atomic
@@ -251,3 +253,26 @@ def test_status_and_collect(recorder: Recorder, tmp_path: Path) -> None:
     assert summary.startswith("3 valid row(s) from 2/2 point(s)")
     assert len((sw / "results.jsonl").read_text().splitlines()) == 3
     assert (sw / "results.csv").exists() and (sw / "pareto.png").stat().st_size > 1000
+
+
+def test_engine_parser_runs_once_for_every_point(
+    recorder: Recorder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    batches: list[dict[str, list[str]]] = []
+
+    def parse(python: str, argvs: dict[str, list[str]], runner: Any) -> dict[str, list[str]]:
+        batches.append(argvs)
+        return {
+            k: ["unrecognized arguments: --bad"] if "--bad" in a else [] for k, a in argvs.items()
+        }
+
+    monkeypatch.setattr(sglang_check, "sglang_python", lambda env: sys.executable)
+    monkeypatch.setattr(sglang_check, "parse_in_subprocess", parse)
+    args = [*BASE, "engine=sglang", "frontend=sglang_router", "prefill.workers=1,2",
+            "decode.workers=1,2", "decode.extra_args=[],[--bad]"]  # fmt: skip
+    with pytest.raises(InvalidConfig) as info:
+        sweep.run_sweep(args, SLURM, slurm_with())
+    assert len(batches) == 1  # 8 points, one parser subprocess
+    keys = [i.key for i in info.value.issues]
+    assert len(keys) == 4 and all("decode.extra_args=[--bad]]" in k for k in keys)
+    assert recorder.submitted == []
