@@ -44,7 +44,7 @@ class Recorder:
     def __init__(self) -> None:
         self.submitted: list[tuple[str, ...]] = []
 
-    def __call__(self, point: sweep.SweepPoint, ready: Any, run_dir: Path) -> str:
+    def __call__(self, point: sweep.SweepPoint, ready: Any, run_dir: Path, runner: Any) -> str:
         assert ready.launcher == "submitit" and ready.request.kind == "submitit"
         self.submitted.append(point.overrides)
         run_dir.mkdir(parents=True)
@@ -226,7 +226,10 @@ def test_dry_run_shows_actions_and_writes_nothing(
         == 0
     )
     out = capsys.readouterr().out
-    assert "2 point(s), 2 to submit" in out and "gpt-oss-120b-p2d1        2 node(s)  12 GPUs" in out
+    assert (
+        "2 point(s), 2 to submit" in out
+        and "gpt-oss-120b-p2d1                2 node(s)  12 GPUs" in out
+    )
     assert recorder.submitted == [] and not (tmp_path / "d").exists()
 
 
@@ -276,3 +279,59 @@ def test_engine_parser_runs_once_for_every_point(
     keys = [i.key for i in info.value.issues]
     assert len(keys) == 4 and all("decode.extra_args=[--bad]]" in k for k in keys)
     assert recorder.submitted == []
+
+
+# --- throttling: Slurm dependencies through the real sbatch launch path ------------------------
+def sbatch_dependencies(slurm: FakeSlurm) -> list[str]:
+    """Per sbatch call in order: the job it waits for ('' for none)."""
+    out = []
+    for call in slurm.calls_to("sbatch"):
+        dep = [a for a in call if a.startswith("--dependency=")]
+        out.append(dep[0].removeprefix("--dependency=afterany:") if dep else "")
+    return out
+
+
+def test_max_in_flight_chains_each_job_to_the_one_n_places_before(tmp_path: Path) -> None:
+    slurm = slurm_with()
+    args = [*BASE, "launcher=sbatch", "prefill.workers=1,2,3", "decode.workers=1,2",
+            "sweep.max_in_flight=2", f"sweep_dir={tmp_path / 'sw'}"]  # fmt: skip
+    assert sweep.run_sweep(args, SLURM, slurm) == 0
+    # Jobs 100..105: two chains, 100 -> 102 -> 104 and 101 -> 103 -> 105.
+    assert sbatch_dependencies(slurm) == ["", "", "100", "101", "102", "103"]
+    manifest = json.loads((tmp_path / "sw" / "manifest.json").read_text())
+    runs = [e["runs"][0] for e in manifest["points"]]
+    assert [r["after"] for r in runs] == ["", "", "100", "101", "102", "103"]
+    # What was submitted is what the run directory records.
+    launch = json.loads((tmp_path / "sw" / runs[2]["run_dir"] / "launch.json").read_text())
+    assert "--dependency=afterany:100" in launch["request"]["argv"]
+
+
+def test_resume_counts_points_still_in_flight(tmp_path: Path) -> None:
+    slurm = slurm_with()
+    args = [*BASE, "launcher=sbatch", "prefill.workers=1,2,3", "sweep.max_in_flight=2",
+            f"sweep_dir={tmp_path / 'sw'}"]  # fmt: skip
+    sweep.run_sweep(args, SLURM, slurm)  # 100, 101, 102 (after 100)
+    slurm.set_state("100", "COMPLETED")  # ended without a result: failed, resubmitted
+    slurm.set_state("101", "RUNNING", nodes=["node1"])
+    slurm.calls.clear()
+    sweep.run_sweep(args, SLURM, slurm)
+    # 101 and 102 still count: the resubmitted point waits for the one 2 places before it.
+    assert sbatch_dependencies(slurm) == ["101"]
+
+
+def test_max_in_flight_must_be_a_number(recorder: Recorder) -> None:
+    with pytest.raises(InvalidConfig) as info:
+        sweep.run_sweep([*BASE, "sweep.max_in_flight=two", "cluster.time_limit_min=1"], SLURM,
+                        slurm_with())  # fmt: skip
+    keys = [i.key for i in info.value.issues]
+    assert keys[0] == "sweep.max_in_flight" and any("time_limit_min" in k for k in keys)
+
+
+def test_dry_run_shows_what_waits(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    args = [*BASE, "prefill.workers=1,2,3", "sweep.max_in_flight=1", "dry_run=true",
+            f"sweep_dir={tmp_path / 'd'}"]  # fmt: skip
+    assert sweep.run_sweep(args, SLURM, slurm_with()) == 0
+    out = capsys.readouterr().out
+    assert "3 to submit, at most 1 in flight" in out
+    assert "gpt-oss-120b-p2d1 waits for gpt-oss-120b-p1d1" in out
+    assert "gpt-oss-120b-p3d1 waits for gpt-oss-120b-p2d1" in out
