@@ -40,6 +40,7 @@ SHORT = {
     "cluster.gpus_per_node": "gpn",
 }
 WORD = re.compile(r"^[A-Za-z0-9._]{1,16}$")
+NUMBER = re.compile(r"^[0-9][0-9.]*$")
 
 
 @dataclass(frozen=True)
@@ -168,8 +169,8 @@ def point_names(deployments: Sequence[str], points: Sequence[SweepPoint]) -> lis
         for key, value in point.swept:
             if key in short:
                 token = _value_token(value)
-                sep = "" if token[:1].isdigit() and not short[key][-1:].isdigit() else "-"
-                parts.append(f"{short[key]}{sep}{token}")
+                number = token == value and NUMBER.match(value) and not short[key][-1].isdigit()
+                parts.append(f"{short[key]}{'' if number else '-'}{token}")
         names.append("-".join(parts))
     counts = {n: names.count(n) for n in names}
     return [

@@ -3,6 +3,7 @@ resume decisions and the status / collect views (submission replaced by a record
 
 from __future__ import annotations
 
+import csv
 import json
 import sys
 from pathlib import Path
@@ -11,12 +12,13 @@ from typing import Any
 import pytest
 
 from orchestrator import sweep
-from orchestrator.bench import sweepdir
+from orchestrator.bench import collect, sweepdir
 from orchestrator.cli import main
 from orchestrator.engines import sglang_check
 from orchestrator.errors import InvalidConfig
 from orchestrator.launchers.select import Site
 from orchestrator.runtime.state import write_json_atomic
+from orchestrator.sweep_points import point_names
 from tests.fake_slurm import FakeSlurm
 
 SLURM = Site(has_sbatch=True, allocation_job_id="")
@@ -335,3 +337,42 @@ def test_dry_run_shows_what_waits(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert "3 to submit, at most 1 in flight" in out
     assert "gpt-oss-120b-p2d1 waits for gpt-oss-120b-p1d1" in out
     assert "gpt-oss-120b-p3d1 waits for gpt-oss-120b-p2d1" in out
+
+
+# --- names that tell points apart ----------------------------------------------------------------
+def test_names_are_unique_across_a_tp_sweep(recorder: Recorder, tmp_path: Path) -> None:
+    sw = tmp_path / "sw"
+    args = [*BASE, "model.requires_equal_pd_tp=false", "prefill.tp=4,8", "decode.tp=4,8",
+            "decode.workers=1,2", f"sweep_dir={sw}"]  # fmt: skip
+    sweep.run_sweep(args, SLURM, slurm_with())
+    entries = json.loads((sw / "manifest.json").read_text())["points"]
+    names = [e["name"] for e in entries]
+    assert names[:2] == ["gpt-oss-120b-p1d1-ptp4-dtp4", "gpt-oss-120b-p1d2-ptp4-dtp4"]
+    assert len(set(names)) == 8 and "gpt-oss-120b-p1d2-ptp8-dtp8" in names
+    assert entries[0]["swept"] == {"prefill.tp": "4", "decode.tp": "4", "decode.workers": "1"}
+    run_dirs = [Path(e["runs"][0]["run_dir"]).name for e in entries]
+    assert all(d.startswith(n + "-") for d, n in zip(run_dirs, names, strict=True))
+    for entry in entries:
+        finish(sw / entry["runs"][0]["run_dir"], valid=True)
+    sweepdir.collect(sw)
+    table = list(csv.DictReader((sw / "results.csv").open()))
+    assert {r["name"] for r in table} == set(names)
+    assert {r["deployment"] for r in table} == set(run_dirs)  # the row's own name (finish())
+    rows = [json.loads(x) for x in (sw / "results.jsonl").read_text().splitlines()]
+    assert [label.split(" (")[0] for label in collect.curves(rows)] == sorted(names)  # legend
+    status = sweepdir.status(sw, slurm_with()).splitlines()[1:]
+    assert [line.split()[0] for line in status] == names
+
+
+def test_generic_names_for_any_swept_key() -> None:
+    points, _ = sweep.expand(["benchmark.seed=1,2", "prefill.extra_args=[],[--x,1]",
+                              "decode.extra_args=[],[--y]", "engine=mocker,sglang"])  # fmt: skip
+    names = point_names(["m-p1d1"] * len(points), points)
+    first = names[0].split("-")
+    assert first[:4] == ["m", "p1d1", "seed1", "pextra_args"] and len(first[4]) == 4
+    assert first[5] == "dextra_args" and names[0].endswith("-engine-mocker")
+    assert len(set(names)) == len(names) == 16
+    # Points whose names would still be equal get a digest of their overrides.
+    same = [sweep.SweepPoint(overrides=(o,), label="") for o in ("name=m", "+name=m")]
+    one, two = point_names(["m"] * 2, same)
+    assert one != two and one.startswith("m-") and two.startswith("m-")

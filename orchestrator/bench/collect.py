@@ -23,6 +23,7 @@ X_KEY, Y_KEY = "tok_s_per_user", "output_tok_s_per_gpu"
 CSV_COLUMNS = (
     "sweep_point",
     "name",
+    "deployment",
     "baseline",
     "mode",
     "engine",
@@ -128,8 +129,8 @@ def plot_pareto(rows: Sequence[dict[str, Any]], path: Path, *, title: str) -> Pa
     plt = _pyplot()
     data = plottable(rows)
     fig, ax = plt.subplots(figsize=(8, 5.5))
-    for name in sorted({r["name"] for r in data}):
-        _plot_topology(ax, sorted((r for r in data if r["name"] == name), key=lambda r: r[X_KEY]))
+    for label, own in curves(data).items():
+        _plot_topology(ax, label, own)
     _plot_frontier(ax, [data[i] for i in pareto_front([(r[X_KEY], r[Y_KEY]) for r in data])])
     _label_axes(ax, title, missing=len(rows) - len(data), empty=not data)
     fig.tight_layout()
@@ -158,13 +159,22 @@ def _coords(rows: Sequence[dict[str, Any]]) -> tuple[list[Any], list[Any]]:
     return [r[X_KEY] for r in rows], [r[Y_KEY] for r in rows]
 
 
-def _plot_topology(ax: Axes, own: Sequence[dict[str, Any]]) -> None:
+def curves(rows: Sequence[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Legend label -> that curve's rows by tokens/s per user: one curve per name (a sweep
+    point's name, which shows every swept key), labelled with its GPU count."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for name in sorted({r["name"] for r in rows}):
+        own = sorted((r for r in rows if r["name"] == name), key=lambda r: r[X_KEY])
+        out[f"{name} ({(own[0].get('gpus') or {}).get('total', '?')} GPUs)"] = own
+    return out
+
+
+def _plot_topology(ax: Axes, label: str, own: Sequence[dict[str, Any]]) -> None:
     """One topology's curve through its load points (dashed when aggregated), each point
     annotated with its concurrency."""
-    gpus = (own[0].get("gpus") or {}).get("total", "?")
     style = "--" if (own[0].get("topology") or {}).get("mode") == "aggregated" else "-"
     xs, ys = _coords(own)
-    ax.plot(xs, ys, style, marker="o", alpha=0.8, label=f"{own[0]['name']} ({gpus} GPUs)")
+    ax.plot(xs, ys, style, marker="o", alpha=0.8, label=label)
     for r in own:
         ax.annotate(
             f"c{r['concurrency']}",

@@ -127,8 +127,11 @@ def point_rows(sweep_dir: Path, entry: dict[str, Any]) -> list[dict[str, Any]]:
     chosen = chosen or next((d for d in dirs if read_rows(d)), None)
     if chosen is None:
         return []
-    extra = {"sweep_point": entry["label"], "baseline": entry.get("baseline", False)}
-    return [{**extra, **row} for row in read_rows(chosen) if row.get("valid")]
+    # The point's name tells points apart (the deployment name does not show TP, EP, ...).
+    extra = {"sweep_point": entry["label"], "baseline": entry.get("baseline", False),
+             "name": entry["name"]}  # fmt: skip
+    return [{**row, **extra, "deployment": row.get("name", "")} for row in read_rows(chosen)
+            if row.get("valid")]  # fmt: skip
 
 
 def collect(sweep_dir: Path) -> str:
@@ -172,7 +175,7 @@ def status(sweep_dir: Path, runner: CommandRunner | None = None) -> str:
         if phase == "ready" and bench:
             phase += f" (bench {bench.get('done', 0)}/{bench.get('of', '?')})"
         lines.append(
-            f"  {entry['label']:<36} {st['status']:<7} {phase:<18} job {st['job_id'] or '-':<7} "
+            f"  {entry['name']:<32} {st['status']:<7} {phase:<18} job {st['job_id'] or '-':<7} "
             f"{entry['nodes']}n/{entry['gpus']:>3} GPUs  {result}"
         )
     return "\n".join(lines)
