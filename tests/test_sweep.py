@@ -20,6 +20,7 @@ from orchestrator.launchers.select import Site
 from orchestrator.runtime.state import write_json_atomic
 from orchestrator.sweep_points import point_names
 from tests.fake_slurm import FakeSlurm
+from tests.fakes import FakeClock
 
 SLURM = Site(has_sbatch=True, allocation_job_id="")
 BASE = [
@@ -376,3 +377,44 @@ def test_generic_names_for_any_swept_key() -> None:
     same = [sweep.SweepPoint(overrides=(o,), label="") for o in ("name=m", "+name=m")]
     one, two = point_names(["m"] * 2, same)
     assert one != two and one.startswith("m-") and two.startswith("m-")
+
+
+# --- stop and status over the whole sweep ------------------------------------------------------
+def test_stop_cancels_queued_points_first_then_stops_running_ones(
+    recorder: Recorder, tmp_path: Path
+) -> None:
+    sw = tmp_path / "sw"
+    sweep.run_sweep([*BASE, "prefill.workers=1,2,3,4", f"sweep_dir={sw}"], SLURM, slurm_with())
+    entries = json.loads((sw / "manifest.json").read_text())["points"]
+    dirs = [sw / e["runs"][0]["run_dir"] for e in entries]
+    finish(dirs[3], valid=True)  # 104: done before the stop
+    slurm = slurm_with({"101": "RUNNING", "102": "PENDING", "103": "PENDING", "104": "COMPLETED"})
+    write_json_atomic(dirs[0] / "state.json", {"phase": "ready", "job_id": "101"})
+
+    def driver_stops(job: Any, sig: str, batch: bool) -> None:  # what the real driver does
+        assert (dirs[0] / "stop-requested").exists() and (sig, batch) == ("TERM", True)
+        write_json_atomic(dirs[0] / "state.json", {"phase": "done", "job_id": "101"})
+        job.state = "COMPLETED"
+
+    slurm.on_signal = driver_stops
+    out = sweepdir.stop(sw, slurm, clock=FakeClock())
+    assert out.startswith("cancelled 2 queued point(s), stopped 1 running point(s) of 4")
+    scancels = slurm.calls_to("scancel")
+    assert scancels == [("scancel", "102", "103"), ("scancel", "--signal=TERM", "--batch", "101")]
+    for d in dirs[1:3]:
+        st = json.loads((d / "state.json").read_text())
+        assert st["phase"] == "done" and st["reason"].startswith("cancelled before start")
+    assert {s: j.state for s, j in slurm.jobs.items()} == {
+        "101": "COMPLETED", "102": "CANCELLED", "103": "CANCELLED", "104": "COMPLETED"
+    }  # fmt: skip
+    assert "cancelled 0 queued point(s), stopped 0" in sweepdir.stop(sw, slurm, clock=FakeClock())
+
+
+def test_status_reads_every_job_with_one_batched_query(recorder: Recorder, tmp_path: Path) -> None:
+    sw = tmp_path / "sw"
+    sweep.run_sweep([*BASE, "prefill.workers=1,2,3,4", f"sweep_dir={sw}"], SLURM, slurm_with())
+    slurm = slurm_with({"101": "RUNNING", "102": "PENDING", "103": "FAILED", "104": "TIMEOUT"})
+    lines = sweepdir.status(sw, slurm).splitlines()[1:]
+    assert [c[0] for c in slurm.calls] == ["squeue", "sacct"]  # 4 points, 2 calls
+    assert [line.split()[1] for line in lines] == ["active", "active", "failed", "failed"]
+    assert "job 103 ended (FAILED)" in lines[2]

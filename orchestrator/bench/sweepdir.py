@@ -1,5 +1,5 @@
 """The sweep directory: manifest.json (points -> run directories -> job ids), each point's status
-and results, and the `ctl status` / `ctl collect` views over them.
+and results, and the `ctl status` / `ctl collect` / `ctl stop` views over them.
 
 A point's latest attempt decides its status: `valid` (results/summary.json says so; a re-run skips
 it), `active` (its Slurm job is queued or running; skipped too), `failed` (anything else, e.g. an
@@ -14,10 +14,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from orchestrator.effects import CommandRunner, SubprocessRunner
+from orchestrator.effects import Clock, CommandRunner, SubprocessRunner, SystemClock
 from orchestrator.errors import OrchestratorError
-from orchestrator.runtime.state import now_iso, read_state
+from orchestrator.runtime.driver import STOP_FILE
+from orchestrator.runtime.state import StateFile, now_iso, read_state
 from orchestrator.slurm.client import JobState, SlurmClient
+from orchestrator.slurm.states import category_of
 
 MANIFEST = "manifest.json"
 ACTIVE_PHASES = ("", "submitted", "starting", "ready", "stopping")
@@ -179,3 +181,60 @@ def status(sweep_dir: Path, runner: CommandRunner | None = None) -> str:
             f"{entry['nodes']}n/{entry['gpus']:>3} GPUs  {result}"
         )
     return "\n".join(lines)
+
+
+# --- stop --------------------------------------------------------------------------------------
+def stop(sweep_dir: Path, runner: CommandRunner | None = None, *, timeout_s: float = 120.0,
+         clock: Clock | None = None) -> str:  # fmt: skip
+    """Cancel every queued point and stop every running one; each run directory records it.
+
+    Queued jobs go first, in one scancel: a job waiting (sweep.max_in_flight) for a running one
+    would otherwise start the moment that one stops. No driver runs for them, so their run is
+    recorded done here ("cancelled before start"). A running driver is asked to stop (stop file
+    and SIGTERM to the batch shell, as `ctl stop RUN_DIR`) and records its own end; this waits
+    for all of them together."""
+    client = SlurmClient(runner or SubprocessRunner())
+    clock = clock or SystemClock()
+    manifest = _manifest_or_error(sweep_dir)
+    statuses = point_statuses(sweep_dir, manifest["points"], client)  # one batched query
+    active = [s for s in statuses if s["status"] == "active"]
+    queued = [s for s in active if category_of(s.get("slurm", "")) == "queued"]
+    running = [s for s in active if s not in queued]
+    client.cancel_jobs([s["job_id"] for s in queued])
+    for st in queued:
+        _record_cancelled(st)
+    for st in running:
+        (st["run_dir"] / STOP_FILE).touch()
+        client.cancel(st["job_id"], signal="TERM", batch=True)
+    left = _wait_final(running, timeout_s, clock, client)
+    lines = [f"cancelled {len(queued)} queued point(s), stopped {len(running) - len(left)} "
+             f"running point(s) of {len(statuses)}"]  # fmt: skip
+    lines += [f"  still stopping after {timeout_s:g} s: {d} (see its driver.log)" for d in left]
+    return "\n".join(lines)
+
+
+def _record_cancelled(status: dict[str, Any]) -> None:
+    """A cancelled queued job never ran its driver: record the end in its run directory
+    (unless its driver started meanwhile: it got the cancel's SIGTERM and records it)."""
+    state = StateFile(status["run_dir"])
+    if state.data.get("phase", "") == status["phase"]:
+        state.phase("done", reason="cancelled before start (ctl stop of the sweep)")
+
+
+def _wait_final(
+    running: Sequence[dict[str, Any]], timeout_s: float, clock: Clock, client: SlurmClient
+) -> list[Path]:
+    """Wait until every run's state.json says done or failed, or its job ended (a driver
+    killed before it could write); the run directories that did neither in time."""
+    deadline = clock.now() + timeout_s
+    left = {str(s["job_id"]): s["run_dir"] for s in running}
+    while left and clock.now() < deadline:
+        left = {
+            j: d for j, d in left.items() if read_state(d).get("phase") not in ("done", "failed")
+        }
+        if left:
+            jobs = client.states(list(left))  # one batched query per round
+            left = {j: d for j, d in left.items() if jobs[j].live}
+        if left:
+            clock.sleep(1.0)
+    return list(left.values())
