@@ -418,3 +418,48 @@ def test_status_reads_every_job_with_one_batched_query(recorder: Recorder, tmp_p
     assert [c[0] for c in slurm.calls] == ["squeue", "sacct"]  # 4 points, 2 calls
     assert [line.split()[1] for line in lines] == ["active", "active", "failed", "failed"]
     assert "job 103 ended (FAILED)" in lines[2]
+
+
+# --- what to pick: the decision table ---------------------------------------------------------------
+def row(name: str, user: float, per_gpu: float, concurrency: int) -> dict[str, Any]:
+    return {"name": name, "tok_s_per_user": user, "output_tok_s_per_gpu": per_gpu,
+            "concurrency": concurrency, "ttft_p99_ms": 50.0, "itl_p99_ms": 5.0,
+            "gpus": {"total": 8}, "topology": {"nodes": 1}}  # fmt: skip
+
+
+def test_decision_table_is_the_front_by_tokens_per_user() -> None:
+    rows = [row("big", 10.0, 300.0, 64), row("big", 40.0, 120.0, 8), row("small", 25.0, 200.0, 16),
+            row("small", 30.0, 100.0, 4), row("tiny", 80.0, 20.0, 1)]  # fmt: skip
+    table = collect.decision_rows(rows)
+    # (small, 30 tok/s/user, 100/GPU) is beaten by (big, 40, 120): not a choice.
+    assert [(r["name"], r["need_tok_s_per_user_above"], r["need_tok_s_per_user_up_to"],
+             r["output_tok_s_per_gpu"]) for r in table] == [
+        ("big", 0.0, 10.0, 300.0), ("small", 10.0, 25.0, 200.0), ("big", 25.0, 40.0, 120.0),
+        ("tiny", 40.0, 80.0, 20.0)]  # fmt: skip
+    md = collect.decision_markdown(table, ["x (prefill.workers=3): zero output tokens"])
+    assert "up to 10.0 | big | 64 | 300.0 | 10.0 | 50.0 | 5.0 | 8" in md
+    assert "10.0 - 25.0 | small | 16 | 200.0" in md and "Above 80.0 tok/s per user" in md
+    assert "- x (prefill.workers=3): zero output tokens" in md
+
+
+def test_collect_writes_the_decision_table_and_lists_failed_points(
+    recorder: Recorder, tmp_path: Path
+) -> None:
+    sw = tmp_path / "sw"
+    sweep.run_sweep([*BASE, "prefill.workers=1,2,3", f"sweep_dir={sw}"], SLURM, slurm_with())
+    entries = json.loads((sw / "manifest.json").read_text())["points"]
+    ok, bad, running = (sw / e["runs"][0]["run_dir"] for e in entries)
+    finish(ok, valid=True)
+    finish(bad, valid=False, phase="failed")
+    summary = sweepdir.collect(sw).splitlines()
+    assert str(sw / "decision.md") in summary and str(sw / "decision.csv") in summary
+    assert summary[-3:] == [
+        "2 point(s) without a valid result:",
+        "  gpt-oss-120b-p2d1 (prefill.workers=2): zero output tokens",
+        "  gpt-oss-120b-p3d1 (prefill.workers=3): no result yet (phase submitted; see ctl status)",
+    ]
+    decision = list(csv.DictReader((sw / "decision.csv").open()))
+    # p1d1: 20/GPU at 50 tok/s/user, 10/GPU at 100 (p2d1's valid first point ties it).
+    assert [(d["name"], d["need_tok_s_per_user_up_to"]) for d in decision] == [
+        ("gpt-oss-120b-p1d1", "50.0"), ("gpt-oss-120b-p1d1", "100.0")]  # fmt: skip
+    assert "zero output tokens" in (sw / "decision.md").read_text()

@@ -1,4 +1,5 @@
-"""Sweep results: the valid rows of every point -> results.jsonl, results.csv and pareto.png.
+"""Sweep results: the valid rows of every point -> results.jsonl, results.csv, pareto.png and the
+decision table (decision.md, decision.csv: the Pareto front by tokens/s per user band).
 
 The Pareto plot puts output tokens/s per GPU (throughput per unit of cost) against tokens/s per
 user (interactivity): one curve per topology through its load points, and the frontier over all
@@ -122,6 +123,71 @@ def write_tables(out_dir: Path, rows: Sequence[dict[str, Any]]) -> tuple[Path, P
         for row in rows:
             writer.writerow(flatten(row))
     return table, jsonl
+
+
+DECISION_COLUMNS = ("need_tok_s_per_user_above", "need_tok_s_per_user_up_to", "name",
+                    "sweep_point", "concurrency", "output_tok_s_per_gpu", "tok_s_per_user",
+                    "output_tok_s", "ttft_p99_ms", "itl_p99_ms", "gpus_total", "nodes",
+                    "run_dir")  # fmt: skip
+
+
+def decision_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The Pareto front as a decision table, by tokens/s per user: front point i is the best
+    throughput per GPU for a need of more than the previous point's tokens/s per user and up
+    to its own (any point faster per user is on the front further on and gives less per GPU;
+    any point giving more per GPU is slower per user)."""
+    data = plottable(rows)
+    front = [data[i] for i in pareto_front([(r[X_KEY], r[Y_KEY]) for r in data])]
+    out: list[dict[str, Any]] = []
+    low = 0.0
+    for row in front:
+        if out and row[X_KEY] == low:
+            continue  # a tie on both axes: one row per band
+        flat = {**flatten(row), "name": row.get("name", "")}
+        band = {"need_tok_s_per_user_above": low, "need_tok_s_per_user_up_to": row[X_KEY]}
+        out.append({**{c: flat.get(c, "") for c in DECISION_COLUMNS}, **band})
+        low = row[X_KEY]
+    return out
+
+
+def _num(value: Any, digits: int = 1) -> str:
+    return f"{value:.{digits}f}" if isinstance(value, int | float) else str(value or "-")
+
+
+def decision_markdown(table: Sequence[dict[str, Any]], failed: Sequence[str]) -> str:
+    """decision.md: which configuration to pick for the tokens/s per user you need, then the
+    points without a result and why."""
+    lines = ["# Best configuration per tokens/s per user", "",
+             "Need per user (tok/s) | Pick | Concurrency | Output tok/s/GPU | tok/s/user | "
+             "TTFT p99 (ms) | ITL p99 (ms) | GPUs", "---|---|---|---|---|---|---|---"]  # fmt: skip
+    for r in table:
+        low, high = r["need_tok_s_per_user_above"], r["need_tok_s_per_user_up_to"]
+        need = f"up to {_num(high)}" if not low else f"{_num(low)} - {_num(high)}"
+        lines.append(f"{need} | {r['name']} | {r['concurrency']} | {_num(r['output_tok_s_per_gpu'])} | "
+                     f"{_num(r['tok_s_per_user'])} | {_num(r['ttft_p99_ms'])} | "
+                     f"{_num(r['itl_p99_ms'])} | {r['gpus_total']}")  # fmt: skip
+    if not table:
+        lines.append("(no valid results with tokens/s per user)")
+    if table:
+        top = _num(table[-1]["need_tok_s_per_user_up_to"])
+        lines += ["", f"Above {top} tok/s per user no measured configuration is fast enough."]
+    lines.append("")
+    lines += ["## Points without a valid result", ""] + ([f"- {f}" for f in failed] or ["(none)"])
+    return "\n".join(lines) + "\n"
+
+
+def write_decision(
+    out_dir: Path, rows: Sequence[dict[str, Any]], failed: Sequence[str]
+) -> tuple[Path, Path]:
+    """decision.md and decision.csv (the same table, machine-readable)."""
+    table = decision_rows(rows)
+    md, table_csv = out_dir / "decision.md", out_dir / "decision.csv"
+    md.write_text(decision_markdown(table, failed))
+    with table_csv.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(DECISION_COLUMNS))
+        writer.writeheader()
+        writer.writerows(table)
+    return md, table_csv
 
 
 def plot_pareto(rows: Sequence[dict[str, Any]], path: Path, *, title: str) -> Path:

@@ -137,20 +137,43 @@ def point_rows(sweep_dir: Path, entry: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def collect(sweep_dir: Path) -> str:
-    """results.csv, results.jsonl and pareto.png over the valid rows of every point."""
-    from orchestrator.bench.collect import plot_pareto, write_tables
+    """results.csv, results.jsonl, pareto.png and the decision table over the valid rows of
+    every point, and the points without a valid result with their reasons."""
+    from orchestrator.bench.collect import plot_pareto, write_decision, write_tables
 
     manifest = _manifest_or_error(sweep_dir)
     rows = [row for entry in manifest["points"] for row in point_rows(sweep_dir, entry)]
     with_rows = sum(1 for entry in manifest["points"] if point_rows(sweep_dir, entry))
+    failed = [f for entry in manifest["points"] if (f := failure(sweep_dir, entry))]
     table, jsonl = write_tables(sweep_dir, rows)
     png = plot_pareto(
         rows, sweep_dir / "pareto.png", title=f"{sweep_dir.name}: {len(rows)} valid load points"
     )
-    return (
-        f"{len(rows)} valid row(s) from {with_rows}/{len(manifest['points'])} point(s)\n"
-        f"{table}\n{jsonl}\n{png}"
-    )
+    md, decision = write_decision(sweep_dir, rows, failed)
+    lines = [f"{len(rows)} valid row(s) from {with_rows}/{len(manifest['points'])} point(s)",
+             str(table), str(jsonl), str(png), str(md), str(decision)]  # fmt: skip
+    if failed:
+        lines += [f"{len(failed)} point(s) without a valid result:"] + [f"  {f}" for f in failed]
+    return "\n".join(lines)
+
+
+def failure(sweep_dir: Path, entry: dict[str, Any]) -> str:
+    """'name (swept values): why' for a point whose latest attempt ended without a valid
+    result, or that has not produced one yet; '' for a valid point. Read from the run
+    directory only (collect needs no Slurm)."""
+    latest = _latest(sweep_dir, entry)
+    what = f"{entry['name']} ({entry['label']})"
+    if latest is None:
+        return f"{what}: never submitted"
+    run_dir, state, _ = latest
+    summary = read_summary(run_dir)
+    if summary.get("valid"):
+        return ""
+    phase = state.get("phase", "")
+    if phase not in ("done", "failed"):
+        return f"{what}: no result yet (phase {phase or 'submitted'}; see ctl status)"
+    reason = summary.get("reason") or state.get("error") or state.get("reason") or "no result"
+    return f"{what}: {str(reason).splitlines()[0][:200]}"
 
 
 def status(sweep_dir: Path, runner: CommandRunner | None = None) -> str:
