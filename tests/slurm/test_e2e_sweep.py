@@ -15,6 +15,7 @@ import pytest
 from orchestrator.bench import sweepdir
 from orchestrator.config.load import quote_override_value
 from orchestrator.effects import SubprocessRunner
+from orchestrator.slurm.client import SlurmClient
 from orchestrator.tools import AIPERF, find_tool
 from tests import e2e
 
@@ -56,13 +57,12 @@ def queued_jobs() -> set[str]:
 
 def wait_final(sweep_dir: Path, timeout: float) -> dict[str, dict]:
     """Every point valid or failed (its job over), by label."""
-    runner = SubprocessRunner()
+    client = SlurmClient(SubprocessRunner())
 
     def check() -> dict[str, dict] | None:
-        out = {
-            p["label"]: sweepdir.point_status(sweep_dir, p, runner)
-            for p in manifest(sweep_dir)["points"]
-        }
+        points = manifest(sweep_dir)["points"]
+        statuses = sweepdir.point_statuses(sweep_dir, points, client)  # one batched query
+        out = {p["label"]: s for p, s in zip(points, statuses, strict=True)}
         done = all(
             s["status"] in ("valid", "failed") and s["phase"] in ("done", "failed")
             for s in out.values()
