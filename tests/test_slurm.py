@@ -40,6 +40,10 @@ def test_sacct_jobs_skip_steps_fold_het_and_drop_reasons() -> None:
     assert set(with_steps) == {"26", "27", "28"} and with_steps["28"].state == "RUNNING"
 
 
+def test_sacct_resized_job_takes_the_last_record() -> None:
+    assert parse.parse_job_lines(fixture("sacct_resized.txt"))["57"].state == "FAILED"
+
+
 def test_squeue_jobs() -> None:
     jobs = parse.parse_job_lines(fixture("squeue_jobs.txt"))
     assert {j: s.category for j, s in jobs.items()} == {

@@ -111,10 +111,18 @@ def test_a_run_whose_job_ended_is_lost(slurm_state: str, phase: str) -> None:
     assert f"job 7 ended ({slurm_state}) in phase {phase}" in view.why
 
 
-@pytest.mark.parametrize("slurm_state", ["RUNNING", "COMPLETING", "SUSPENDED"])
+@pytest.mark.parametrize("slurm_state", ["RUNNING", "SUSPENDED", "SIGNALING"])
 def test_a_live_job_keeps_its_recorded_phase(slurm_state: str) -> None:
     view = reconcile({"phase": "ready"}, job_state("7", slurm_state), None)
     assert (view.phase, view.ok, view.job_state) == ("ready", True, slurm_state)
+
+
+def test_a_completing_job_is_lost_unless_its_driver_is_stopping() -> None:
+    # Its batch script (the driver) is over: a driver that still says ready did not end it.
+    view = reconcile({"phase": "ready"}, job_state("7", "COMPLETING"), None)
+    assert view.phase == "lost" and "job 7 is ending (COMPLETING) in phase ready" in view.why
+    stopping = reconcile({"phase": "stopping"}, job_state("7", "COMPLETING"), None)
+    assert stopping.phase == "stopping" and stopping.ok
 
 
 def test_final_phases_and_requeued_jobs() -> None:
@@ -260,11 +268,13 @@ def test_exit_message_names_the_failed_node(tmp_path: Path, plan_of: Any) -> Non
     plan = plan_of()
     backend = SrunBackend(plan.slurm, job, ["node1", "node2", "node3"], slurm)
     running = running_on(tmp_path, plan, "node2", "serving\nsrun: error: Node failure on node2\n")
-    assert exit_detail(backend, running) == f"; node failure: node2 (IDLE, no longer in job {job})"
+    assert exit_detail(backend, running) == (
+        f"; node failure: node2 (srun reported a node failure; removed from job {job}; now IDLE)"
+    )
     slurm.set_state(job, "RUNNING", nodes=["node1", "node2", "node3"])
     slurm.set_node_state("node3", "down*")
     assert backend.describe_exit(running_on(tmp_path, plan, "node2", "bye\n")) == (
-        "; node failure: node3 (DOWN)"
+        "; node failure: node3 (now DOWN)"
     )
     slurm.set_node_state("node3", "mixed")
     assert backend.describe_exit(running_on(tmp_path, plan, "node2", "exit 1\n")) == ""

@@ -233,14 +233,6 @@ def config_to_dict(cfg: RootConfig) -> dict[str, Any]:
     return {str(k): v for k, v in container.items()}
 
 
-def config_from_dict(data: dict[str, Any]) -> RootConfig:
-    """Inverse of `config_to_dict`: what the in-allocation driver reads from the run directory."""
-    merged = OmegaConf.merge(OmegaConf.structured(RootConfig), data)
-    obj = OmegaConf.to_object(merged)
-    assert isinstance(obj, RootConfig)
-    return obj
-
-
 def quote_override_value(value: str) -> str:
     """A Hydra override value that stays exactly `value` (e.g. run_dir=... with spaces, quotes or
     backslashes in the path). Hydra's quoted strings take `\\'` for a quote, and backslashes need

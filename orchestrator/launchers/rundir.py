@@ -15,14 +15,16 @@ from orchestrator.config.schema import RootConfig
 from orchestrator.errors import OrchestratorError
 from orchestrator.plan.model import Plan, plan_to_dict
 from orchestrator.runtime.state import StateFile, write_json_atomic
-
-REPO_ROOT = Path(__file__).resolve().parent.parent.parent
+from orchestrator.tools import CHECKOUT
 
 
 def git_sha() -> str:
-    """Commit of the orchestrator checkout ('' outside git)."""
+    """Commit of the orchestrator checkout ('' for an installed package: a venv that happens to
+    live inside some other git work tree must not report that repository's commit)."""
+    if not (CHECKOUT / ".git").exists():
+        return ""
     try:
-        done = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "--short", "HEAD"],
+        done = subprocess.run(["git", "-C", str(CHECKOUT), "rev-parse", "--short", "HEAD"],
                               capture_output=True, text=True, timeout=5, check=False)  # fmt: skip
     except (OSError, subprocess.TimeoutExpired):
         return ""

@@ -17,7 +17,15 @@ from typing import Any
 from orchestrator.runtime.state import StateFile, now_iso
 
 # Top-level fields that describe one attempt, not the run.
-PER_ATTEMPT = ("processes", "error", "reason", "degraded", "canary", "workers_healthy_at")
+PER_ATTEMPT = (
+    "processes",
+    "error",
+    "reason",
+    "degraded",
+    "canary",
+    "workers_healthy_at",
+    "benchmark",
+)
 
 
 def restart_count(env: Mapping[str, str]) -> int:

@@ -133,7 +133,7 @@ class SrunBackend:
     def describe_exit(self, running: Running) -> str:
         """What Slurm says about the nodes when a step ended: the node srun reported failed,
         nodes no longer in the job's allocation, and nodes in a state other than in use / idle
-        (`; node failure: node2 (DOWN, no longer in job 35)`); '' when every node looks fine.
+        (`; node failure: node2 (removed from job 35; now DOWN)`); '' when every node looks fine.
 
         Submitted with --no-kill, Slurm 22.05 keeps the job when a node goes DOWN: it ends the
         step on that node (srun prints "Node failure on node2") and drops the node from the
@@ -149,10 +149,11 @@ class SrunBackend:
             return ""
         notes = []
         for node in nodes:
-            why = [states.get(node, "state unknown")]
+            why = ["srun reported a node failure"] if node in reported else []
             if node in dropped:
-                why.append(f"no longer in job {self._job_id}")
-            notes.append(f"{node} ({', '.join(why)})")
+                why.append(f"removed from job {self._job_id}")
+            why.append(f"now {states.get(node, 'in an unknown state')}")
+            notes.append(f"{node} ({'; '.join(why)})")
         return f"; node failure: {', '.join(notes)}"
 
 

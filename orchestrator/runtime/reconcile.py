@@ -37,16 +37,22 @@ def reconcile(state: dict[str, Any], job: JobState | None, driver_alive: bool | 
     e.g. it runs on another host).
 
     - a Slurm job that ended while state.json says a driver runs -> `lost`, naming the state;
+      also while Slurm still cleans it up (COMPLETING), unless the driver is stopping;
     - a driver process that is gone while state.json says it runs -> `lost`;
     - a job back in the queue after its driver started or finished (requeue, preemption) ->
       `requeued`: Slurm will run the batch script, and so the driver, again;
     - anything else: the recorded phase."""
     recorded = str(state.get("phase", ""))
     slurm = job.state if job is not None else ""
-    view = RunView(phase=recorded or "submitted", recorded=recorded, job_state=slurm)
+    view = RunView(
+        phase=recorded or ("submitted" if job else ""), recorded=recorded, job_state=slurm
+    )
     if job is not None and job.ended and recorded in DRIVER_PHASES:
         where = f"in phase {recorded}" if recorded else "before its driver started"
         return _lost(view, f"job {job.job_id} ended ({slurm}) {where}")
+    if job is not None and job.ending and recorded in DRIVER_PHASES and recorded != "stopping":
+        # The driver is the batch script: once it ends, a running driver has written its end.
+        return _lost(view, f"job {job.job_id} is ending ({slurm}) in phase {recorded or '-'}")
     if job is not None and job.queued and (recorded in STARTED_PHASES or _after_start(state)):
         return RunView(phase="requeued", recorded=recorded, job_state=slurm,
                        why=f"job {job.job_id} is {slurm} again: Slurm requeued it; the driver "

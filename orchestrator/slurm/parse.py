@@ -31,15 +31,17 @@ def parse_sbatch_parsable(stdout: str) -> str:
 def parse_job_lines(stdout: str) -> dict[str, JobState]:
     """`squeue -o %i<SEP>%T<SEP>%j` or `sacct -X -P --delimiter=<SEP> -o JobID,State,JobName`
     -> {job id: JobState}. Steps (`12.batch`, `12.extern`, `12.0`) are skipped; the components
-    of a heterogeneous job (`12+0`, `12+1`) fold into job 12 (see `_fold`)."""
+    of a heterogeneous job (`12+0`, `12+1`) fold into job 12 (see `_fold`); of repeated
+    records of one job (sacct lists a RESIZING record per earlier size) the last one counts."""
     jobs: dict[str, JobState] = {}
     for line in stdout.splitlines():
         fields = line.strip().split(SEP, 2)
         if len(fields) < 2 or "." in fields[0] or not fields[0].split("+")[0].isdigit():
             continue
-        job_id = fields[0].split("+")[0]
+        job_id, het = fields[0].partition("+")[::2]
         state = job_state(job_id, fields[1], fields[2] if len(fields) > 2 else "")
-        jobs[job_id] = _fold(jobs[job_id], state) if job_id in jobs else state
+        # A job resized (a node lost under --no-kill) has one record per size: the last is current.
+        jobs[job_id] = _fold(jobs[job_id], state) if het and job_id in jobs else state
     return jobs
 
 

@@ -42,6 +42,11 @@ JOB_STATES: Mapping[str, JobCategory] = {
 }
 
 
+# Active states in which the batch script has already ended (or the job was cancelled): Slurm
+# is only cleaning up steps and epilogs.
+ENDING_STATES = ("COMPLETING", "STAGE_OUT")
+
+
 def category_of(state: str) -> JobCategory:
     """Category of a state as Slurm prints it (`CANCELLED by 0` is CANCELLED)."""
     words = state.split()
@@ -66,6 +71,11 @@ class JobState:
     def live(self) -> bool:
         """Queued or running: Slurm still tracks it in its queue."""
         return self.category in ("queued", "active")
+
+    @property
+    def ending(self) -> bool:
+        """The batch script is over; Slurm is still cleaning up (sacct may already say why)."""
+        return self.state in ENDING_STATES
 
     @property
     def queued(self) -> bool:
