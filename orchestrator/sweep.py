@@ -217,13 +217,11 @@ def run_sweep(overrides: Sequence[str], site: Site, runner: CommandRunner | None
     manifest = load_manifest(sweep_dir)
     plan_lines, todo, active = _triage(prepared, manifest, sweep_dir, runner)
     if first_cfg.dry_run_mode() != "false":
-        window = [*active, *(entry["name"] for _, _, entry in todo)]
-        plan_lines += [f"{entry['name']} waits for {window[len(active) + i - limit]}"
-                       for i, (_, _, entry) in enumerate(todo)
-                       if waits_for(window[: len(active) + i], limit)]  # fmt: skip
-        sys.stdout.write(f"sweep {sweep_dir}: {len(prepared)} point(s), {len(todo)} to submit"
-                         + (f", at most {limit} in flight" if limit else "") + "\n")  # fmt: skip
-        sys.stdout.write("".join(f"  {line}\n" for line in plan_lines))
+        header = f"sweep {sweep_dir}: {len(prepared)} point(s), {len(todo)} to submit"
+        sys.stdout.write(header + (f", at most {limit} in flight" if limit else "") + "\n")
+        sys.stdout.write(
+            "".join(f"  {line}\n" for line in plan_lines + _holds(todo, active, limit))
+        )
         return 0
     sweep_dir.mkdir(parents=True, exist_ok=True)
     manifest.setdefault("invocations", []).append({"at": now_iso(), "overrides": list(overrides)})
@@ -240,6 +238,17 @@ def run_sweep(overrides: Sequence[str], site: Site, runner: CommandRunner | None
     )
     print(sweep_dir, flush=True)
     return 0
+
+
+def _holds(todo: Sequence[Todo], active: Sequence[str], limit: int) -> list[str]:
+    """Dry-run lines saying which point waits for which (a job still in flight, or a point
+    submitted before it)."""
+    window, lines = list(active), []
+    for _, _, entry in todo:
+        after = waits_for(window, limit)
+        lines += [f"{entry['name']} waits for {after}"] if after else []
+        window.append(entry["name"])
+    return lines
 
 
 def _validated(
