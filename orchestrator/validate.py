@@ -13,6 +13,7 @@ from orchestrator.engines import ENGINES, get_engine
 from orchestrator.errors import InvalidConfig, Issue
 from orchestrator.frontends import FRONTENDS, get_frontend
 from orchestrator.plan import build
+from orchestrator.plan.model import RESTART_MODES
 from orchestrator.plan.ports import highest_port
 from orchestrator.slurm.request import SAFE_DIRECTIVE
 
@@ -34,7 +35,7 @@ def check(cfg: RootConfig) -> None:
 def validate(cfg: RootConfig) -> list[Issue]:
     """Every problem of `cfg`. Checks that need a sane shape run only when the shape is sane."""
     issues = _kinds(cfg) + _model(cfg) + _groups(cfg) + _ports(cfg) + _timing(cfg) + _secrets(cfg)
-    issues += _slurm_values(cfg) + _benchmark(cfg)
+    issues += _slurm_values(cfg) + _benchmark(cfg) + _restarts(cfg)
     if not issues:
         issues += _topology(cfg)
     return issues
@@ -280,4 +281,27 @@ def _benchmark(cfg: RootConfig) -> list[Issue]:
     if on_host and not Path(binary).exists():
         issues.append(Issue("benchmark.binary", binary, "does not exist",
                             "run scripts/install.sh --with-aiperf, or set benchmark.binary"))  # fmt: skip
+    return issues
+
+
+def _restarts(cfg: RootConfig) -> list[Issue]:
+    """Restart modes per group and the shared limits (deployment.*)."""
+    modes = [(f"{g}.restart", build.group_config(cfg, g).restart)
+             for g in ("prefill", "decode", "aggregated")] + [("frontend.restart", cfg.frontend.restart)]  # fmt: skip
+    issues = [i for key, mode in modes for i in _choice(key, mode, RESTART_MODES)]
+    d = cfg.deployment
+    if d.max_restarts < 0:
+        issues.append(Issue("deployment.max_restarts", str(d.max_restarts), "must not be negative",
+                            "set deployment.max_restarts=3 (0 = never restart)"))  # fmt: skip
+    for key, value in (
+        ("restart_window_s", d.restart_window_s),
+        ("restart_backoff_s", d.restart_backoff_s),
+    ):
+        if value <= 0:
+            issues.append(Issue(f"deployment.{key}", f"{value:g}", "must be positive",
+                                f"set deployment.{key} to a number of seconds above 0"))  # fmt: skip
+    if d.restart_backoff_max_s < d.restart_backoff_s:
+        issues.append(Issue("deployment.restart_backoff_max_s", f"{d.restart_backoff_max_s:g}",
+                            f"below deployment.restart_backoff_s={d.restart_backoff_s:g}",
+                            f"set it to {d.restart_backoff_s:g} or more (default 60)"))  # fmt: skip
     return issues

@@ -55,7 +55,7 @@ def wait_ready(proc: subprocess.Popen[str], run_dir: Path) -> dict:
     return e2e.wait_for(ready, timeout=60, what="phase ready")
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
 def test_serves_on_loopback_and_stops_on_signal(run_dir: Path, sig: signal.Signals) -> None:
     proc, port = start(run_dir)
     st = wait_ready(proc, run_dir)
@@ -73,7 +73,7 @@ def test_serves_on_loopback_and_stops_on_signal(run_dir: Path, sig: signal.Signa
 
 
 def test_crashed_worker_fails_fast_with_its_log(run_dir: Path) -> None:
-    proc, _ = start(run_dir)
+    proc, _ = start(run_dir, "prefill.restart=never")
     wait_ready(proc, run_dir)
     prefill = [p for p in e2e.engine_processes(run_dir, "dynamo.mocker")
                if p.env["ORCHESTRATOR_PROCESS"] == "prefill-0"]  # fmt: skip
@@ -110,7 +110,8 @@ def test_run_dirs_are_never_reused(run_dir: Path) -> None:
 def test_hung_worker_is_caught_and_killed(run_dir: Path) -> None:
     # SIGSTOP: the prefill neither exits nor answers. Its health checks fail, the run fails, and
     # teardown has to escalate to SIGKILL (a stopped process ignores SIGTERM until continued).
-    proc, _ = start(run_dir, "readiness.serve_check_s=1", "launcher.stop_grace_s=2")
+    proc, _ = start(run_dir, "readiness.serve_check_s=1", "launcher.stop_grace_s=2",
+                    "prefill.restart=never")  # fmt: skip
     wait_ready(proc, run_dir)
     prefill = [p for p in e2e.engine_processes(run_dir, "dynamo.mocker")
                if p.env["ORCHESTRATOR_PROCESS"] == "prefill-0"]  # fmt: skip
@@ -124,3 +125,69 @@ def test_hung_worker_is_caught_and_killed(run_dir: Path) -> None:
     )
     assert st["processes"]["prefill-0"]["state"] == "killed"
     assert e2e.nothing_left(run_dir)
+
+
+def mocker(run_dir: Path, name: str) -> e2e.OsProcess | None:
+    found = [p for p in e2e.engine_processes(run_dir, "dynamo.mocker")
+             if p.env["ORCHESTRATOR_PROCESS"] == name]  # fmt: skip
+    return found[0] if len(found) == 1 else None
+
+
+def test_killed_decode_restarts_in_place_and_serves_again(run_dir: Path) -> None:
+    proc, _ = start(run_dir)
+    url = wait_ready(proc, run_dir)["frontend_url"]
+    old = mocker(run_dir, "decode-0")
+    assert old is not None
+    os.kill(old.pid, signal.SIGKILL)
+    degraded = e2e.wait_for(lambda: (s := e2e.state(run_dir)).get("degraded") and s, timeout=10,
+                            what="decode-0 restarting")  # fmt: skip
+    assert degraded["phase"] == "ready" and degraded["degraded"] == ["decode-0"]
+    back = e2e.wait_for(
+        lambda: (s := e2e.state(run_dir))["processes"]["decode-0"]["state"] == "healthy" and s,
+        timeout=30, what="decode-0 healthy again",
+    )  # fmt: skip
+    assert back["phase"] == "ready" and back["degraded"] == []
+    (entry,) = back["processes"]["decode-0"]["restarts"]
+    assert entry["exit_code"] == -9 and entry["tail"]
+    new = mocker(run_dir, "decode-0")
+    assert new is not None and new.pid != old.pid
+    assert new.env["CUDA_VISIBLE_DEVICES"] == old.env["CUDA_VISIBLE_DEVICES"]
+    assert new.argv == old.argv  # same ports
+    # The frontend routes to the new decode (the only one): chats succeed again.
+    e2e.wait_for(lambda: _chat_ok(url), timeout=30, what="a chat through the restarted decode")
+    for _ in range(3):
+        assert e2e.chat(url, MODEL).strip()
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=60)
+    assert proc.returncode == 0 and e2e.state(run_dir)["phase"] == "done"
+    assert e2e.nothing_left(run_dir)
+
+
+def _chat_ok(url: str) -> bool:
+    try:
+        return bool(e2e.chat(url, MODEL).strip())
+    except (AssertionError, OSError):
+        return False
+
+
+def test_sigkilled_driver_leaves_nothing(run_dir: Path) -> None:
+    proc, port = start(run_dir)
+    wait_ready(proc, run_dir)
+    assert len(e2e.processes_mentioning(str(run_dir))) >= 3
+    proc.kill()  # SIGKILL: no handler, no teardown
+    proc.communicate(timeout=30)
+    e2e.wait_for(lambda: e2e.nothing_left(run_dir), timeout=15, what="no process of the run left")
+    e2e.wait_for(lambda: _port_free(port), timeout=15, what=f"port {port} free again")
+
+
+def _port_free(port: int) -> bool:
+    import socket
+
+    with socket.socket() as s:
+        # As a server binds (TIME_WAIT entries of finished connections do not hold the port).
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True

@@ -312,6 +312,7 @@ class FakeDriver:
         self.http, self.clock, self.state = http, FakeClock(), FakeState()
         self.plan = SimpleNamespace(readiness=SimpleNamespace(frontend_url=R))
         self.on_process_healthy: list[Any] = []
+        self.on_process_lost: list[Any] = []
         self.before_stop: list[Any] = []
         self.said: list[str] = []
 

@@ -223,7 +223,7 @@ def test_driver_reaches_ready_then_stops_in_tiers(plan_of: Any, tmp_path: Path) 
 
 
 def test_driver_fails_fast_naming_the_dead_process(plan_of: Any, tmp_path: Path) -> None:
-    driver, backend = make_driver(plan_of, tmp_path, FakeHttp(dict(READY)))
+    driver, backend = make_driver(plan_of, tmp_path, FakeHttp(dict(READY)), "decode.restart=never")
 
     def crash(d: Driver) -> None:
         backend.procs["decode-0"].code = 137
@@ -260,8 +260,9 @@ def test_driver_canary_without_tokens_is_not_ready(plan_of: Any, tmp_path: Path)
 def test_driver_fails_a_process_that_hangs_while_serving(plan_of: Any, tmp_path: Path) -> None:
     http = FakeHttp(dict(READY))
     driver, _ = make_driver(
-        plan_of, tmp_path, http, "readiness.serve_check_s=30", "readiness.interval_s=1"
-    )
+        plan_of, tmp_path, http, "readiness.serve_check_s=30", "readiness.interval_s=1",
+        "prefill.restart=never",
+    )  # fmt: skip
 
     def hang_prefill(d: Driver) -> None:
         # The prefill stops answering (a stuck engine) but its process does not exit.

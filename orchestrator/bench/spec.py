@@ -220,5 +220,6 @@ def benchmark_plan(cfg: RootConfig, plan: Plan) -> BenchmarkPlan | None:
         max_error_rate=b.max_error_rate,
         keep_serving=b.keep_serving,
         point_timeout_s=b.point_timeout_s,
+        allow_restarts=b.allow_restarts,
         context=run_context(cfg, plan),
     )

@@ -141,10 +141,11 @@ class BenchmarkStep:
         out_dir.mkdir(exist_ok=True)
         (out_dir / "command.txt").write_text(shlex.join(proc.argv) + "\n")
         log = driver.run_dir / "logs" / f"{proc.name}.log"
-        started = time.time()
+        started, since = time.time(), driver.clock.now()
         code = self._run_client(driver, proc, log, point)
         if code is None:
             return None
+        restarts = driver.restarts_since(since)
         measured = self._measure(out_dir, point)
         extra = {
             "exit_code": code,
@@ -153,7 +154,11 @@ class BenchmarkStep:
             "seconds": round(time.time() - started, 3),
             "run_dir": str(driver.run_dir),
         }
-        return self._row(measured, point, {**context, **extra}, code=code, out_dir=out_dir, log=log)
+        row = self._row(measured, point, {**context, **extra}, code=code, out_dir=out_dir, log=log)
+        if restarts and row["valid"] and not self.bench.allow_restarts:
+            row.update(valid=False, invalid_reason=f"worker restart during the point: "
+                       f"{'; '.join(restarts)} (benchmark.allow_restarts=true keeps it)")  # fmt: skip
+        return {**row, "restarts": restarts} if restarts else row
 
     def _run_client(
         self, driver: DriverView, proc: Process, log: Path, point: LoadPoint

@@ -90,6 +90,9 @@ class FrontendConfig:
     namespace: str = "dynamo"  # dynamo only: DYN_NAMESPACE shared by the frontend and its workers
     router_mode: str = ""  # dynamo --router-mode / router --policy; empty = the frontend's default
     etcd_binary: str = "etcd"
+    restart: str = (
+        "on_failure"  # never | on_failure | always, while serving (deployment.max_restarts)
+    )
     extra_args: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
 
@@ -113,6 +116,9 @@ class WorkerGroupConfig:
     dp: int = 1
     ep: int = 1
     gpus_per_worker: int = 0  # 0 = tp * dp
+    # A worker that exits while serving: never (fail the run) | on_failure (restart after a
+    # non-zero exit) | always (after any exit). Same node, GPUs and ports; all ranks together.
+    restart: str = "on_failure"
     extra_args: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
 
@@ -121,6 +127,12 @@ class WorkerGroupConfig:
 class DeploymentConfig:
     mode: str = "disaggregated"  # disaggregated | aggregated
     separate_nodes: bool = False  # keep prefill and decode workers on different nodes
+    # Restarts of one worker (or the frontend) while serving: at most max_restarts within
+    # restart_window_s, else the run fails; the n-th waits restart_backoff_s x 2^(n-1), capped.
+    max_restarts: int = 3
+    restart_window_s: float = 3600.0
+    restart_backoff_s: float = 1.0
+    restart_backoff_max_s: float = 60.0
 
 
 @dataclass
@@ -159,6 +171,9 @@ class BenchmarkConfig:
     python: str = ""  # interpreter for sglang.bench_serving; empty = engine.python
     max_error_rate: float = 0.05  # a point above this error rate is invalid and fails the run
     keep_serving: bool = False  # after the benchmark: false = end the job, true = keep serving
+    # A worker restart while a point is measured makes that point invalid (its numbers mix a
+    # degraded deployment with a healthy one); true keeps the point valid.
+    allow_restarts: bool = False
     point_timeout_s: float = 3600.0  # a client running longer than this fails the run
     seed: int = 42
     extra_args: list[str] = field(default_factory=list)  # appended to every client command

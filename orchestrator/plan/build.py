@@ -23,6 +23,7 @@ from orchestrator.plan.model import TIER_WORKER, HealthProbe, Plan, Process, Rea
 from orchestrator.plan.placeholders import RUN_DIR
 from orchestrator.plan.placement import WorkerSlot, nodes_used
 from orchestrator.plan.ports import PortAllocator
+from orchestrator.plan.restart import restart_policy
 
 __all__ = [
     "active_groups",
@@ -58,7 +59,10 @@ def deployment_plan(cfg: RootConfig) -> Plan:
         port_base=cfg.cluster.port_base,
         port_job_blocks=cfg.cluster.port_job_blocks,
         port_offset=0,
-        processes=tuple(_with_identity(p) for p in head.processes + workers),
+        processes=tuple(
+            dataclasses.replace(_with_identity(p), restart=restart_policy(cfg, p.group))
+            for p in head.processes + workers
+        ),
         readiness=_readiness(cfg, _frontend_url(head)),
         slurm=slurm_request(cfg, num_nodes, gpus_per_node=gpus_requested(cfg, slots)),
         ip_source=cfg.cluster.ip_source,

@@ -28,6 +28,33 @@ class HealthProbe:
     expect_status: int = 200
 
 
+RestartMode = Literal["never", "on_failure", "always"]
+RESTART_MODES: tuple[str, ...] = ("never", "on_failure", "always")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RestartPolicy:
+    """What the driver does when this process exits while the deployment serves: `never` fails
+    the run; `on_failure` restarts after a non-zero exit, `always` after any exit. At most
+    `max_restarts` within `window_s`; the n-th restart of the window waits
+    `backoff_s` x 2^(n-1), capped at `backoff_max_s`. Processes of one multi-node worker
+    (same group and worker_index) restart together."""
+
+    mode: RestartMode = "never"
+    max_restarts: int = 3
+    window_s: float = 3600.0
+    backoff_s: float = 1.0
+    backoff_max_s: float = 60.0
+
+    def applies(self, exit_code: int) -> bool:
+        """Whether an exit with `exit_code` is restarted (before counting the limit)."""
+        return self.mode == "always" or (self.mode == "on_failure" and exit_code != 0)
+
+    def backoff(self, recent: int) -> float:
+        """Delay before the restart that follows `recent` restarts within the window."""
+        return float(min(self.backoff_s * 2**recent, self.backoff_max_s))
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Process:
     """One OS process of the deployment (a multi-node worker is one process per node)."""
@@ -47,6 +74,7 @@ class Process:
     # Where the worker is reachable for registration (router) and in messages; rank 0 only.
     url: str = ""
     bootstrap_port: int = 0
+    restart: RestartPolicy = field(default_factory=RestartPolicy)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -113,6 +141,7 @@ class BenchmarkPlan:
     max_error_rate: float
     keep_serving: bool
     point_timeout_s: float
+    allow_restarts: bool = False  # a worker restart during a point keeps the point valid
     # Facts every result row carries: name, plan_hash, gpus by role, topology.
     context: Mapping[str, Any] = field(default_factory=dict)
 
@@ -194,9 +223,11 @@ def process_from_dict(raw: Mapping[str, Any]) -> Process:
     """Inverse of `process_to_dict`."""
     item = dict(raw)
     health = item.pop("health", None)
+    restart = item.pop("restart", None)  # absent in plans written before restarts existed
     return Process(
         **{**item, "gpus": tuple(item["gpus"]), "argv": tuple(item["argv"])},
         health=HealthProbe(**health) if health else None,
+        restart=RestartPolicy(**restart) if restart else RestartPolicy(),
     )
 
 

@@ -1,4 +1,5 @@
-"""The in-allocation driver: start every process, wait for real readiness, watch, tear down.
+"""The in-allocation driver: start every process, wait for real readiness, watch (restarting
+dead workers in place by their plan's RestartPolicy while the others keep serving), tear down.
 
 The same driver runs under every launcher: as the exec'ed batch script (sbatch), as the
 submitit job function, inside an salloc allocation, or on one machine (local); its entry point
@@ -19,12 +20,14 @@ from orchestrator.effects import Clock, HttpClient
 from orchestrator.errors import OrchestratorError, ProcessFailed, WorkersNotReady
 from orchestrator.frontends import get_frontend
 from orchestrator.plan.model import TIER_INFRA, Plan, Process
-from orchestrator.runtime import health
+from orchestrator.runtime import health, restarts
 from orchestrator.runtime.hooks import Hook, ProcessHook, Stopped
 from orchestrator.runtime.processes import Backend, Running, exit_detail, log_tail, stop_tier
+from orchestrator.runtime.restarts import RestartBook, unit_key
 from orchestrator.runtime.state import StateFile, progress_line
 
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2)
+# SIGHUP: the terminal of a local run closed (or the login shell of an salloc session ended).
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
 # A process that ends this soon after our own stop signal is part of the stop, not a crash
 # (scancel and preemption signal every step and the driver at the same time).
 STOP_RACE_S = 1.0
@@ -47,7 +50,12 @@ class Driver:
         self.stop_event = threading.Event()
         self.stop_reason = ""
         self.last_detail = ""  # why the last readiness check failed (for the timeout message)
+        self.serving = False  # ready once: from now on exits are restarted by policy
+        self.book = RestartBook()
+        self.degraded: list[str] = []  # processes restarting or not healthy again yet
+        self.last_progress = ""
         self.on_process_healthy: list[ProcessHook] = []  # e.g. register a worker with the router
+        self.on_process_lost: list[ProcessHook] = []  # exited, to be restarted (router: DELETE)
         self.on_workers_healthy: list[Hook] = []  # every probed process is healthy
         self.on_ready: list[Hook] = []  # e.g. the benchmark; may call request_stop()
         self.before_stop: list[Hook] = []  # e.g. router deregistration
@@ -78,7 +86,8 @@ class Driver:
             self._start_all()
             self._wait_ready()
             url = self.plan.readiness.frontend_url
-            self.state.phase("ready", frontend_url=url)
+            self.serving = True
+            self.state.phase("ready", frontend_url=url, degraded=[])
             self.say(f"ready: {url} serves {self.plan.readiness.model}")
             for hook in self.on_ready:
                 hook(self)
@@ -100,12 +109,12 @@ class Driver:
             if proc.tier != TIER_INFRA:
                 self._start(proc)
 
-    def _start(self, proc: Process) -> None:
-        log = self.run_dir / "logs" / f"{proc.name}.log"
+    def _start(self, proc: Process, state: str = "starting") -> None:
+        log = self.run_dir / "logs" / f"{proc.name}.log"  # appended to on a restart
         running = self.backend.start(proc, log)
         self.running[proc.name] = running
         self.state.process(proc.name, node=proc.node_index, host=running.host, role=proc.role,
-                           state="starting", probed=proc.health is not None, log=str(log))  # fmt: skip
+                           state=state, probed=proc.health is not None, log=str(log))  # fmt: skip
 
     def _probed(self, procs: list[Process]) -> list[str]:
         return [p.name for p in procs if p.health is not None]
@@ -164,16 +173,18 @@ class Driver:
                 raise Stopped()
 
     def _probe_health(self) -> None:
+        waiting = self._waiting()
         for name, running in self.running.items():
             probe = running.proc.health
-            if probe is None or name in self.healthy:
+            if probe is None or name in self.healthy or name in waiting:
                 continue
             verdict = health.probe(self.http, probe.url, expect=probe.expect_status, timeout=1.0)
             if verdict.ok:
                 self.healthy.add(name)
-                self.state.process(name, state="healthy")
-                for hook in self.on_process_healthy:
+                self.state.process(name, state="healthy", healthy_at=time.time())
+                for hook in self.on_process_healthy:  # e.g. router registration, then counted
                     hook(self, running)
+                self._back_in_service(running.proc)
             elif self.state.data["processes"].get(name, {}).get("last_check") != verdict.detail:
                 # Only on change: state.json often lives on a shared filesystem.
                 self.state.process(name, last_check=verdict.detail)
@@ -188,30 +199,117 @@ class Driver:
         return f"not {what} after {timeout:g} s: {waiting}; {have}{last}"
 
     def check_alive(self) -> None:
-        """Raise `ProcessFailed` if a deployment process exited, `Stopped` on a stop request
-        (for long on_ready hooks such as the benchmark, which must fail fast too)."""
+        """Supervise while an on_ready hook (the benchmark) runs: restart what exited by policy;
+        raise `ProcessFailed` when a process exited for good, `Stopped` on a stop request."""
+        self._supervise()
+
+    def restarts_since(self, t: float) -> list[str]:
+        """Restarts decided at or after clock time `t`, e.g. ['decode-0 exited with code -9']
+        (the benchmark invalidates a point measured across one)."""
+        return self.book.since(t)
+
+    def _supervise(self) -> None:
+        """One serving tick: exits, due restarts, health of restarted processes, progress."""
         self._check_alive()
+        if not self.serving:
+            return
+        self._start_due()
+        if self.degraded:
+            self._probe_health()
+        line = progress_line(self.state.data)
+        if line != self.last_progress:
+            self.say(line)
+            self.last_progress = line
 
     def _check_alive(self) -> None:
-        for name, running in self.running.items():
+        waiting = self._waiting()
+        for name, running in list(self.running.items()):
             code = running.poll()
-            if code is None:
+            if code is None or name in waiting:
+                continue
+            detail = exit_detail(self.backend, running)  # e.g. its node failed: no restart there
+            decision = self.book.decide(running.proc, code, now=self.clock.now())
+            if (
+                self.serving
+                and decision.due is not None
+                and not detail
+                and not self.stop_event.is_set()
+            ):
+                self._lose_unit(running, code, decision)
+                waiting |= {p.name for p in self._members(unit_key(running.proc))}
                 continue
             if self.clock.wait(self.stop_event, STOP_RACE_S):
                 raise Stopped()
-            proc = running.proc
-            self.state.process(name, state="exited", exit_code=code)
-            raise ProcessFailed(
-                f"{name} ({proc.role}) on {running.host} (node {proc.node_index}) exited with code "
-                f"{code}{exit_detail(self.backend, running)}; last 50 lines of {running.log}:\n"
-                f"{log_tail(running.log)}"
+            self._fail_exited(running, code, decision.refusal if self.serving else "", detail)
+
+    def _fail_exited(self, running: Running, code: int, refusal: str, detail: str) -> None:
+        """Raise ProcessFailed for an exit that is not restarted, with every earlier tail."""
+        earlier = self.state.data["processes"][running.proc.name].get("restarts", [])
+        self.state.process(running.proc.name, state="exited", exit_code=code)
+        raise ProcessFailed(restarts.exit_message(running, code, refusal, earlier, detail))
+
+    def _members(self, key: restarts.UnitKey) -> list[Process]:
+        return restarts.unit_members(self.plan.processes, key)
+
+    def _waiting(self) -> set[str]:
+        """Processes whose restart is scheduled but not started yet."""
+        return {p.name for key in self.book.pending for p in self._members(key)}
+
+    def _lose_unit(self, running: Running, code: int, decision: restarts.Decision) -> None:
+        """`running` exited: stop the rest of its unit, record the exit, schedule the restart."""
+        cause = running.proc
+        now = self.clock.now()
+        self.book.schedule(cause, code, decision, now=now)
+        members = [self.running[p.name] for p in self._members(unit_key(cause))]
+        # The other ranks hang in their next collective without the dead one, and what the dead
+        # process spawned may still hold its ports: kill the whole unit at once.
+        self.backend.signal(members, signal.SIGKILL)
+        for r in members:
+            self.healthy.discard(r.proc.name)
+            self.misses.pop(r.proc.name, None)
+            old = self.state.data["processes"].get(r.proc.name, {}).get("restarts", [])
+            entry = restarts.restart_entry(r, cause=cause.name, exited=r is running)
+            self.state.process(r.proc.name, state="restarting", restarts=[*old, entry])
+        self._set_degraded(self.degraded + [p.name for p in self._members(unit_key(cause))
+                                            if p.name not in self.degraded])  # fmt: skip
+        self.say(f"{cause.name} ({cause.role}) on {running.host} exited with code {code}; restart "
+                 f"{decision.recent + 1} of {cause.restart.max_restarts} in {(decision.due or now) - now:g} s "
+                 "on the same node, GPUs and ports")  # fmt: skip
+        for hook in self.on_process_lost:
+            hook(self, running)
+
+    def _start_due(self) -> None:
+        """Start every unit whose backoff passed once its old processes are all gone."""
+        for key in self.book.due(self.clock.now()):
+            members = self._members(key)
+            if self.backend.leftovers([self.running[p.name] for p in members]):
+                continue  # a killed rank (or its srun step) has not ended yet: next tick
+            del self.book.pending[key]
+            for proc in members:
+                self._start(proc, state="restarting")
+            self.say(
+                f"restarted {', '.join(p.name for p in members)}; waiting for its health check"
             )
+
+    def _back_in_service(self, proc: Process) -> None:
+        """A restarted unit's own health check passed: it counts again."""
+        names = [p.name for p in self._members(unit_key(proc))]
+        if not any(n in self.degraded for n in names):
+            return
+        for name in names:
+            if name != proc.name:
+                self.state.process(name, state="running")
+        self._set_degraded([n for n in self.degraded if n not in names])
+
+    def _set_degraded(self, names: list[str]) -> None:
+        self.degraded = names
+        self.state.update(degraded=list(names))
 
     def _serve(self) -> None:
         r = self.plan.readiness
         next_check = self.clock.now() + r.serve_check_s
         while not self.clock.wait(self.stop_event, r.interval_s) and not self._stop_file_seen():
-            self._check_alive()
+            self._supervise()
             if r.serve_failures and self.clock.now() >= next_check:
                 self._watch_health()
                 next_check = self.clock.now() + r.serve_check_s
@@ -221,7 +319,7 @@ class Driver:
         """Exits are caught at once; this catches processes that hang without exiting."""
         for name, running in self.running.items():
             probe = running.proc.health
-            if probe is None:
+            if probe is None or name in self.degraded:
                 continue
             # An answer must come within the check interval (capped: SGLang's own /health runs a
             # 1-token generation and gives up after 20 s).
@@ -233,6 +331,13 @@ class Driver:
             self.misses[name] = misses
             if misses >= self.plan.readiness.serve_failures:
                 proc = running.proc
+                if proc.restart.mode != "never" and running.poll() is None:
+                    # Hung, not exited: kill it; the next tick sees the exit and restarts it.
+                    self.say(
+                        f"{name} failed {misses} health checks in a row ({verdict.detail}); killing it"
+                    )
+                    self.backend.signal([running], signal.SIGKILL)
+                    continue
                 self.state.process(name, state="unhealthy", last_check=verdict.detail)
                 raise ProcessFailed(
                     f"{name} ({proc.role}) on {running.host} (node {proc.node_index}) failed {misses} "

@@ -31,6 +31,7 @@ class DriverView(Protocol):
     stop_event: threading.Event
     stop_reason: str
     on_process_healthy: list[ProcessHook]  # a process's own health passed
+    on_process_lost: list[ProcessHook]  # a process exited and will be restarted in place
     on_workers_healthy: list[Hook]  # every probed process is healthy
     on_ready: list[Hook]  # the deployment is ready (e.g. the benchmark); may request a stop
     before_stop: list[Hook]  # teardown begins (e.g. deregistration)
@@ -40,7 +41,13 @@ class DriverView(Protocol):
         ...
 
     def check_alive(self) -> None:
-        """Raise `ProcessFailed` when a deployment process died, `Stopped` on a stop request."""
+        """Supervise while a hook runs: restart what exited by policy; raise `ProcessFailed`
+        when a process exited for good, `Stopped` on a stop request."""
+        ...
+
+    def restarts_since(self, t: float) -> list[str]:
+        """Restarts decided at or after clock time `t` (the benchmark invalidates a point
+        measured across one)."""
         ...
 
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import subprocess
-from collections.abc import Sequence
+import sys
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -48,9 +50,46 @@ def _open_log(log: Path) -> int:
     return os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
 
 
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def _die_with(parent: int) -> Callable[[], None]:
+    """preexec_fn: SIGKILL this child when the thread that forked it dies (Linux
+    PR_SET_PDEATHSIG; it fires on the *thread's* exit, so processes are started from the
+    driver's main thread), and exit at once if the parent died before prctl ran."""
+    libc = ctypes.CDLL(None, use_errno=True)  # loaded before fork: nothing to import in the child
+
+    def preexec() -> None:
+        libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+        if os.getppid() != parent:
+            os._exit(1)
+
+    return preexec
+
+
 class LocalBackend:
     """Processes on this machine, each in its own session (process group) so that a signal
-    reaches everything it spawned and nothing survives teardown."""
+    reaches everything it spawned and nothing survives teardown -- nor the driver: each child
+    dies with the driver (parent-death signal) and a watchdog (`reaper.py`) kills their groups
+    when the driver's end of its pipe closes, however the driver ended."""
+
+    def __init__(self) -> None:
+        self._reaper: subprocess.Popen[str] | None = None
+
+    def _watch(self, pgid: int, log: Path, sign: str = "+") -> None:
+        if self._reaper is None:
+            # Its own session: a closing terminal or Ctrl-C must not take the watchdog first.
+            # The run dir in its argv lets "nothing left of the run" checks see it too.
+            self._reaper = subprocess.Popen(
+                [sys.executable, str(Path(__file__).with_name("reaper.py")), str(log.parent.parent)],
+                stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, start_new_session=True,
+            )  # fmt: skip
+        assert self._reaper.stdin is not None
+        try:
+            self._reaper.stdin.write(f"{sign}{pgid}\n")
+            self._reaper.stdin.flush()
+        except BrokenPipeError:  # the watchdog was killed: the parent-death signal still holds
+            pass
 
     def start(self, proc: Process, log: Path) -> Running:
         """Spawn `proc` with the plan's env added to ours (secrets stay in the inherited env)."""
@@ -59,9 +98,11 @@ class LocalBackend:
             popen = subprocess.Popen(
                 list(proc.argv), stdin=subprocess.DEVNULL, stdout=fd, stderr=subprocess.STDOUT,
                 env={**os.environ, **proc.env}, start_new_session=True,
+                preexec_fn=_die_with(os.getpid()),
             )  # fmt: skip
         finally:
             os.close(fd)
+        self._watch(popen.pid, log)
         return Running(proc=proc, popen=popen, log=log, host="localhost")
 
     def signal(self, running: Sequence[Running], sig: signal.Signals) -> None:
@@ -73,7 +114,7 @@ class LocalBackend:
                 pass
 
     def leftovers(self, running: Sequence[Running]) -> list[str]:
-        """Names of processes whose group still has members."""
+        """Names of processes whose group still has members (gone groups leave the watchdog)."""
         alive = []
         for r in running:
             r.poll()
@@ -81,7 +122,8 @@ class LocalBackend:
                 os.killpg(r.popen.pid, 0)
                 alive.append(r.proc.name)
             except (ProcessLookupError, PermissionError):
-                pass
+                if r.exit_code is not None:
+                    self._watch(r.popen.pid, r.log, "-")
         return alive
 
 

@@ -171,14 +171,31 @@ class Registrar:
     def __init__(self, client: RouterClient) -> None:
         self.client = client
         self.ids: dict[str, str] = {}  # process name -> router worker id
+        self.removed: set[str] = set()  # ids we deleted (stale entries of restarted workers)
+
+    def forget(self, name: str) -> str:
+        """DELETE the router entry of a worker that died (its restart registers anew); returns
+        a problem line, '' when removed or unknown. The router would drop it from routing after
+        its own failed health checks, but only after those (3 x 60 s by default)."""
+        worker_id = self.ids.pop(name, None)
+        if worker_id is None:
+            return ""
+        self.removed.add(worker_id)
+        try:
+            self.client.remove_worker(worker_id)
+        except (HttpError, RouterError) as exc:
+            return f"{name}: {exc}"
+        return ""
 
     def register(self, proc: Process) -> tuple[str, bool]:
-        """Register `proc` unless it is already registered or listed; returns (id, newly added)."""
+        """Register `proc` unless it is already registered or listed; returns (id, newly added).
+        An entry we removed ourselves (`forget`) is never taken for the new process: the router
+        removes workers asynchronously (DELETE answers 202), so it may still be listed."""
         if proc.name in self.ids:
             return self.ids[proc.name], False
         listed = {w.url.rstrip("/"): w for w in self.client.list_workers()}
         known = listed.get(proc.url.rstrip("/"))
-        if known is not None:
+        if known is not None and known.id not in self.removed:
             self.ids[proc.name] = known.id
             return known.id, False
         worker_id = self.client.add_worker(registration_payload(proc))
@@ -242,6 +259,24 @@ def attach_router_registration(driver: DriverView) -> None:
         if router_up:
             register_pending(d)
 
+    def on_lost(d: DriverView, running: Running) -> None:
+        nonlocal router_up
+        proc = running.proc
+        if proc.role == "frontend":
+            # A restarted router starts with no workers: every registered worker registers
+            # again once the new router's /health passes.
+            router_up = False
+            for name, worker_id in list(registrar.ids.items()):
+                pending[name] = d.plan.process(name)
+                registrar.removed.add(worker_id)
+            registrar.ids.clear()
+            return
+        pending.pop(proc.name, None)
+        problem = registrar.forget(proc.name)
+        d.state.process(proc.name, registered=False)
+        if problem:
+            d.say(f"warning: could not remove the router entry of {problem}")
+
     def before_stop(d: DriverView) -> None:
         names = list(registrar.ids)
         problems = registrar.deregister_all()
@@ -252,4 +287,5 @@ def attach_router_registration(driver: DriverView) -> None:
             raise RouterError("deregistration failed: " + "; ".join(problems))
 
     driver.on_process_healthy.append(on_healthy)
+    driver.on_process_lost.append(on_lost)
     driver.before_stop.append(before_stop)

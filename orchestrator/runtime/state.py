@@ -92,4 +92,8 @@ def progress_line(state: dict[str, Any]) -> str:
         parts.append(
             f"benchmark {bench.get('done', 0)}/{bench['of']} points ({bench.get('status', '')})"
         )
-    return f"{state.get('phase', '?')}: {' '.join(parts) or 'no processes yet'}"
+    degraded = state.get("degraded") or []
+    phase = state.get("phase", "?") + (
+        f" DEGRADED ({', '.join(degraded)} restarting)" if degraded else ""
+    )
+    return f"{phase}: {' '.join(parts) or 'no processes yet'}"

@@ -99,7 +99,8 @@ def test_three_nodes_with_etcd_run_where_planned(slurm_jobs: list[str], tmp_path
 
 
 def test_killed_decode_worker_fails_the_job_fast(slurm_jobs: list[str], tmp_path: Path) -> None:
-    job_id, run_dir = start(slurm_jobs, tmp_path / "run", *THREE_NODES)
+    # restart=never: the exit fails the run (restarts: tests/slurm/test_e2e_restart.py).
+    job_id, run_dir = start(slurm_jobs, tmp_path / "run", *THREE_NODES, "decode.restart=never")
     decode = [p for p in e2e.engine_processes(run_dir, "dynamo.mocker")
               if p.argv[p.argv.index("--disaggregation-mode") + 1] == "decode"][0]  # fmt: skip
     os.kill(decode.pid, signal.SIGKILL)

@@ -148,7 +148,7 @@ def test_2p2d_router_ready_late_decode_fan_out_and_clean_stop(
 def test_killed_worker_fails_the_job_fast_with_its_log_tail(
     slurm_jobs: list[str], tmp_path: Path
 ) -> None:
-    job_id, run_dir, _ = start(slurm_jobs, tmp_path)
+    job_id, run_dir, _ = start(slurm_jobs, tmp_path, "prefill.restart=never")
     doubles = e2e.engine_processes(run_dir, "sglang.launch_server")
     assert sorted(p.env["ORCHESTRATOR_PROCESS"] for p in doubles) == [
         "decode-0",

@@ -1,0 +1,165 @@
+"""Self-healing on the Slurm testbed: a killed worker restarts in place (same node, GPUs, ports)
+while the others keep serving; sglang-router re-registration; multi-node units; exhaustion; and
+a SIGKILLed driver leaves nothing on any node. Real Slurm, Dynamo frontend + etcd + mocker, and
+the real sglang-router with the SGLang test double (tests/doubles/)."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from tests import e2e
+from tests.slurm.test_e2e_dynamo import THREE_NODES
+from tests.slurm.test_e2e_dynamo import start as start_dynamo
+from tests.slurm.test_e2e_router import BASE as ROUTER
+from tests.slurm.test_e2e_router import router_workers
+from tests.slurm.test_e2e_router import start as start_router
+
+pytestmark = pytest.mark.slurm
+MODEL = "openai/gpt-oss-120b"
+FAST = ["readiness.interval_s=0.1"]
+
+
+def named(procs: list[e2e.OsProcess], name: str) -> e2e.OsProcess | None:
+    found = [p for p in procs if p.env.get("ORCHESTRATOR_PROCESS") == name]
+    return found[0] if len(found) == 1 else None
+
+
+def chat_ok(url: str) -> bool:
+    try:
+        return bool(e2e.chat(url, MODEL).strip())
+    except (AssertionError, OSError):
+        return False
+
+
+def healthy_again(run_dir: Path, name: str, restarts: int = 1) -> dict[str, Any]:
+    def check() -> dict[str, Any] | None:
+        st = e2e.state(run_dir)
+        assert st.get("phase") == "ready", st.get("error")
+        p = st["processes"][name]
+        done = p["state"] == "healthy" and len(p.get("restarts", [])) == restarts
+        return st if done and not st["degraded"] else None
+
+    return e2e.wait_for(check, timeout=40, what=f"{name} restarted and healthy")
+
+
+def test_dynamo_decode_restarts_on_its_node_and_gpus(slurm_jobs: list[str], tmp_path: Path) -> None:
+    job_id, run_dir = start_dynamo(slurm_jobs, tmp_path / "run", *THREE_NODES, *FAST)
+    st = e2e.state(run_dir)
+    url = st["frontend_url"]
+    old = named(e2e.engine_processes(run_dir, "dynamo.mocker"), "decode-0")
+    assert old is not None
+    old_ns = e2e.netns_of(old.pid)
+    os.kill(old.pid, signal.SIGKILL)
+    e2e.wait_for(lambda: e2e.state(run_dir).get("degraded") == ["decode-0"], timeout=10,
+                 what="decode-0 degraded")  # fmt: skip
+    # Meanwhile the run stays ready and serves through decode-1: only requests Dynamo's router
+    # sent to the dead instance before it noticed fail (HTTP 503 "no backend worker available").
+    outcomes = []
+    while e2e.state(run_dir)["degraded"] and len(outcomes) < 200:
+        outcomes.append(chat_ok(url))
+        assert e2e.state(run_dir)["phase"] == "ready"
+    print(f"chats while decode-0 restarted: {outcomes}")
+    assert sum(outcomes) >= 1 and outcomes.count(False) <= 2, outcomes
+    healthy_again(run_dir, "decode-0")
+    new = e2e.wait_for(lambda: (p := named(e2e.engine_processes(run_dir, "dynamo.mocker"),
+                                            "decode-0")) and p.pid != old.pid and p,
+                       timeout=10, what="the new decode-0 process")  # fmt: skip
+    assert e2e.netns_of(new.pid) == old_ns == f"slurm-{st['nodes'][0]}"
+    assert new.env["CUDA_VISIBLE_DEVICES"] == old.env["CUDA_VISIBLE_DEVICES"] == "0,1,2,3,4,5,6,7"
+    assert new.argv == old.argv and new.env["DYN_SYSTEM_PORT"] == old.env["DYN_SYSTEM_PORT"]
+    # Dynamo's discovery (etcd) brings it back into routing: its log shows requests again.
+    log = run_dir / "logs" / "decode-0.log"
+    restarted_at = log.read_text().count("\n")
+
+    def decode0_served() -> bool:
+        assert chat_ok(url)
+        return (
+            "request" in "".join(log.read_text().splitlines(keepends=True)[restarted_at:]).lower()
+        )
+
+    e2e.wait_for(decode0_served, timeout=30, what="a request served by the restarted decode-0")
+    res = e2e.ctl("stop", str(run_dir))
+    assert res.returncode == 0, res.stderr
+    e2e.wait_for(lambda: e2e.nothing_left(run_dir), timeout=30, what="no processes of the run")
+    e2e.wait_for(lambda: e2e.job_state(job_id) == "COMPLETED", timeout=30, what="COMPLETED")
+
+
+def test_router_prefill_re_registered_then_restarts_exhausted(
+    slurm_jobs: list[str], tmp_path: Path
+) -> None:
+    job_id, run_dir, _ = start_router(slurm_jobs, tmp_path, *FAST, "deployment.max_restarts=1")
+    url = e2e.state(run_dir)["frontend_url"]
+    old_id = e2e.state(run_dir)["processes"]["prefill-1"]["router_id"]
+    victim = named(e2e.engine_processes(run_dir, "sglang.launch_server"), "prefill-1")
+    assert victim is not None
+    os.kill(victim.pid, signal.SIGKILL)
+    st = healthy_again(run_dir, "prefill-1")
+    new_id = st["processes"]["prefill-1"]["router_id"]
+    assert new_id != old_id and st["processes"]["prefill-1"]["registered"] is True
+
+    def listed_healthy() -> bool:
+        workers = {w["id"]: w for w in router_workers(url)}
+        return old_id not in workers and bool(workers.get(new_id, {}).get("is_healthy"))
+
+    e2e.wait_for(listed_healthy, timeout=20, what="GET /workers: the new prefill-1 id healthy")
+    assert chat_ok(url)
+    # A second death within the window exceeds max_restarts=1: the run fails with every tail.
+    again = e2e.wait_for(lambda: named(e2e.engine_processes(run_dir, "sglang.launch_server"),
+                                       "prefill-1"), timeout=10, what="prefill-1 process")  # fmt: skip
+    os.kill(again.pid, signal.SIGKILL)
+    st = e2e.wait_for(lambda: (s := e2e.state(run_dir)).get("phase") == "failed" and s,
+                      timeout=30, what="phase failed")  # fmt: skip
+    assert "prefill-1 (prefill)" in st["error"] and "restarts exhausted" in st["error"]
+    assert "earlier exits of prefill-1:" in st["error"] and "(code 137)" in st["error"]  # srun's
+    assert st["error"].count("[double prefill-1] SGLang test double") >= 2  # both tails
+    e2e.wait_for(lambda: e2e.nothing_left(run_dir), timeout=30, what="no processes of the run")
+    e2e.wait_for(lambda: e2e.job_state(job_id) == "FAILED", timeout=30, what="job FAILED")
+
+
+def test_a_killed_rank_restarts_the_whole_multi_node_worker(
+    slurm_jobs: list[str], tmp_path: Path
+) -> None:
+    # decode-0 spans nodes 0 and 1 (TP16); prefill-0 is on node 2.
+    run_dir = tmp_path / "run"
+    base = [a for a in ROUTER if not a.startswith(("prefill.workers", "decode.workers",
+                                                   "decode.tp", "prefill.tp"))]  # fmt: skip
+    proc = e2e.cli([*base, f"run_dir={run_dir}", "decode.tp=16", "prefill.tp=8", *FAST])
+    slurm_jobs.extend(proc.stdout.split()[:1])
+    assert proc.returncode == 0, proc.stderr
+    job_id, _ = e2e.submit_output(proc)
+    doubles = e2e.engine_processes(run_dir, "sglang.launch_server")
+    rank0, rank1 = named(doubles, "decode-0"), named(doubles, "decode-0-rank1")
+    assert rank0 is not None and rank1 is not None
+    rank1_ns = e2e.netns_of(rank1.pid)
+    os.kill(rank1.pid, signal.SIGKILL)
+    st = healthy_again(run_dir, "decode-0")
+    assert len(st["processes"]["decode-0-rank1"]["restarts"]) == 1
+    assert st["processes"]["decode-0"]["restarts"][0]["cause"] == "decode-0-rank1"
+    doubles = e2e.engine_processes(run_dir, "sglang.launch_server")
+    new0, new1 = named(doubles, "decode-0"), named(doubles, "decode-0-rank1")
+    assert new0 is not None and new1 is not None
+    assert {new0.pid, new1.pid}.isdisjoint({rank0.pid, rank1.pid})  # both ranks are new
+    assert e2e.netns_of(new1.pid) == rank1_ns == f"slurm-{st['nodes'][1]}"
+    assert chat_ok(st["frontend_url"])
+    res = e2e.ctl("stop", str(run_dir))
+    assert res.returncode == 0, res.stderr
+    e2e.wait_for(lambda: e2e.nothing_left(run_dir), timeout=30, what="no processes of the run")
+    e2e.wait_for(lambda: e2e.job_state(job_id) == "COMPLETED", timeout=30, what="COMPLETED")
+
+
+def test_sigkilled_driver_leaves_nothing_on_any_node(slurm_jobs: list[str], tmp_path: Path) -> None:
+    job_id, run_dir = start_dynamo(slurm_jobs, tmp_path / "run", *THREE_NODES, *FAST)
+    st = e2e.state(run_dir)
+    assert len({e2e.netns_of(p.pid) for p in e2e.engine_processes(run_dir, "dynamo.mocker")}) == 3
+    os.kill(int(st["driver_pid"]), signal.SIGKILL)  # the batch shell itself (exec'ed driver)
+    e2e.wait_for(lambda: e2e.nothing_left(run_dir), timeout=60, what="nothing left on any node")
+    e2e.wait_for(lambda: e2e.job_state(job_id) not in ("", "RUNNING"), timeout=30,
+                 what="the job to end")  # fmt: skip
+    with pytest.raises(requests.RequestException):
+        requests.get(f"{st['frontend_url']}/health", timeout=2)
