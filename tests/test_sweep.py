@@ -416,7 +416,9 @@ def test_status_reads_every_job_with_one_batched_query(recorder: Recorder, tmp_p
     slurm = slurm_with({"101": "RUNNING", "102": "PENDING", "103": "FAILED", "104": "TIMEOUT"})
     lines = sweepdir.status(sw, slurm).splitlines()[1:]
     assert [c[0] for c in slurm.calls] == ["squeue", "sacct"]  # 4 points, 2 calls
-    assert [line.split()[1] for line in lines] == ["active", "active", "failed", "failed"]
+    assert [line.split()[1:3] for line in lines] == [
+        ["active", "submitted"], ["active", "PENDING"], ["failed", "submitted"],
+        ["failed", "submitted"]]  # fmt: skip
     assert "job 103 ended (FAILED)" in lines[2]
 
 

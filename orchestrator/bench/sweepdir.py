@@ -197,6 +197,8 @@ def status(sweep_dir: Path, runner: CommandRunner | None = None) -> str:
             result += f"; failed: {st['reason'].splitlines()[0][:160]}"
         bench = read_state(st["run_dir"]).get("benchmark", {}) if st["run_dir"] else {}
         phase = st["phase"] or "-"
+        if st.get("slurm") == "PENDING":  # queued, or waiting for a point (sweep.max_in_flight)
+            phase = "PENDING"
         if phase == "ready" and bench:
             phase += f" (bench {bench.get('done', 0)}/{bench.get('of', '?')})"
         lines.append(
