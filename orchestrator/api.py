@@ -14,10 +14,10 @@ from dataclasses import dataclass
 
 from omegaconf import OmegaConf
 
-from orchestrator.config.load import compose_config, config_to_dict
+from orchestrator.config.load import compose_configs, config_to_dict
 from orchestrator.config.schema import RootConfig
 from orchestrator.engines import get_engine
-from orchestrator.errors import InvalidConfig
+from orchestrator.errors import InvalidConfig, Issue
 from orchestrator.launchers.requests import LaunchRequest, materialize
 from orchestrator.launchers.rundir import git_sha
 from orchestrator.launchers.select import Site, resolve_launcher
@@ -50,20 +50,81 @@ def launched_overrides(overrides: Sequence[str]) -> list[str]:
 def prepare(overrides: Sequence[str], site: Site) -> Prepared:
     """Compose and validate the config, build the plan, check every engine argv with the
     engine's own parser, and materialize the launch request for this site."""
-    cfg = compose_config(overrides)
-    check(cfg)
-    launcher = resolve_launcher(cfg.launcher.kind, site)
-    cfg = dataclasses.replace(cfg, launcher=dataclasses.replace(cfg.launcher, kind=launcher))
-    check(cfg)  # again: some rules depend on the resolved launcher (local = one node)
-    plan = build_plan(cfg)
-    issues = get_engine(cfg.engine.kind).check_argv(cfg, plan)
-    if issues:
-        raise InvalidConfig(issues)
+    (result,) = prepare_many([overrides], site)
+    if isinstance(result, InvalidConfig):
+        raise result
+    return result
+
+
+def prepare_many(
+    override_lists: Sequence[Sequence[str]], site: Site
+) -> list[Prepared | InvalidConfig]:
+    """`prepare` of each override list (a sweep's points): the same steps and the same result
+    per list, with one Hydra initialization and one engine argv check for all of them."""
+    planned = plan_many(override_lists, site)
+    ok = [p for p in planned if isinstance(p, Planned)]
+    checked = dict(zip(map(id, ok), check_argvs(ok), strict=True))
+    sha = git_sha() if ok else ""
+    out: list[Prepared | InvalidConfig] = []
+    for item in planned:
+        if isinstance(item, InvalidConfig):
+            out.append(item)
+        elif checked[id(item)]:
+            out.append(InvalidConfig(checked[id(item)]))
+        else:
+            out.append(materialized(item, site, sha))
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class Planned:
+    """A composed, validated config with its plan (before the engine argv check)."""
+
+    cfg: RootConfig
+    launcher: str  # the resolved launcher kind
+    plan: Plan
+    overrides: tuple[str, ...]
+
+
+def plan_many(override_lists: Sequence[Sequence[str]], site: Site) -> list[Planned | InvalidConfig]:
+    """Compose (one Hydra initialization), validate and plan each override list."""
+    composed = compose_configs(override_lists)
+    return [
+        _planned(cfg, overrides, site) if isinstance(cfg, RootConfig) else cfg
+        for cfg, overrides in zip(composed, override_lists, strict=True)
+    ]
+
+
+def _planned(cfg: RootConfig, overrides: Sequence[str], site: Site) -> Planned | InvalidConfig:
+    try:
+        check(cfg)
+        launcher = resolve_launcher(cfg.launcher.kind, site)
+        cfg = dataclasses.replace(cfg, launcher=dataclasses.replace(cfg.launcher, kind=launcher))
+        check(cfg)  # again: some rules depend on the resolved launcher (local = one node)
+    except InvalidConfig as exc:
+        return exc
+    return Planned(cfg=cfg, launcher=launcher, plan=build_plan(cfg), overrides=tuple(overrides))
+
+
+def check_argvs(planned: Sequence[Planned]) -> list[list[Issue]]:
+    """Every engine's own parser over the argvs of `planned`: one batched call per engine kind."""
+    issues: dict[int, list[Issue]] = {}
+    for kind in dict.fromkeys(p.cfg.engine.kind for p in planned):
+        same = [p for p in planned if p.cfg.engine.kind == kind]
+        found = get_engine(kind).check_argvs([(p.cfg, p.plan) for p in same])
+        issues.update(zip(map(id, same), found, strict=True))
+    return [issues[id(p)] for p in planned]
+
+
+def materialized(planned: Planned, site: Site, sha: str) -> Prepared:
+    """The launch request of a planned, checked config for this site."""
+    launcher = planned.launcher
     kind = "allocation" if launcher != "local" and site.allocation_job_id else launcher
-    request = materialize(plan, kind, python=sys.executable,
-                          overrides=launched_overrides(overrides), git_sha=git_sha(),
+    request = materialize(planned.plan, kind, python=sys.executable,
+                          overrides=launched_overrides(planned.overrides), git_sha=sha,
                           cwd=os.getcwd())  # fmt: skip
-    return Prepared(cfg=cfg, launcher=kind, plan=plan, request=request, overrides=tuple(overrides))
+    return Prepared(cfg=planned.cfg, launcher=kind, plan=planned.plan, request=request,
+                    overrides=planned.overrides)  # fmt: skip
 
 
 def dry_run(prepared: Prepared) -> str:

@@ -21,9 +21,10 @@ USAGE = """usage: python -m orchestrator [-m] [KEY=VALUE ...]
   wait=false                   return right after submission
   benchmark=aiperf|sglang_bench  run load points once ready (benchmark.points=[...])
   -m                           sweep: one job per combination of comma-separated values
-                               (sweep_dir=DIR to resume; sweep.baseline=aggregated)
+                               (sweep_dir=DIR to resume; sweep.baseline=aggregated;
+                               sweep.max_in_flight=N: at most N points queued or running)
 
-Later: python -m orchestrator.ctl status|logs|stop RUN_DIR, status|collect SWEEP_DIR
+Later: python -m orchestrator.ctl status|logs|stop RUN_DIR, status|collect|stop SWEEP_DIR
 """
 
 

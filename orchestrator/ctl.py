@@ -1,5 +1,6 @@
 """`python -m orchestrator.ctl status|logs|stop RUN_DIR`: look at and stop a run later.
-`status SWEEP_DIR` and `collect SWEEP_DIR` work on a sweep directory (orchestrator.sweep)."""
+`status SWEEP_DIR`, `collect SWEEP_DIR` and `stop SWEEP_DIR` work on a sweep directory
+(orchestrator.sweep)."""
 
 from __future__ import annotations
 
@@ -175,11 +176,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.cmd in see.COMMANDS:
             return see.run(args)
-        if args.cmd in ("status", "collect") and (args.run_dir / "manifest.json").exists():
+        if args.cmd in ("status", "collect", "stop") and (args.run_dir / "manifest.json").exists():
             from orchestrator.bench import sweepdir
 
-            view = sweepdir.status if args.cmd == "status" else sweepdir.collect
-            print(view(args.run_dir))
+            views = {"status": sweepdir.status, "collect": sweepdir.collect, "stop": sweepdir.stop}
+            print(views[args.cmd](args.run_dir))
         elif args.cmd == "collect":
             raise OrchestratorError(f"{args.run_dir} is not a sweep directory (no manifest.json)")
         elif args.cmd == "status":

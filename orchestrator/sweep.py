@@ -8,9 +8,10 @@ submitted. The sweep directory holds manifest.json (point -> run directories -> 
 runs/<name>-<hash>/ per attempt. Re-running the same command on the same sweep_dir submits only
 points without a valid benchmark result that are not queued or running (resume).
 
-Sweep-only keys: `sweep_dir=DIR` (default outputs/sweeps/<UTC time>-<model>) and
+Sweep-only keys: `sweep_dir=DIR` (default outputs/sweeps/<UTC time>-<model>),
 `sweep.baseline=aggregated` (adds, per distinct GPU count, an aggregated deployment with the same
-number of worker GPUs and the prefill TP).
+number of worker GPUs and the prefill TP) and `sweep.max_in_flight=N` (at most N points queued
+or running: each job waits, through a Slurm dependency, for the job N places before it).
 """
 
 from __future__ import annotations
@@ -18,122 +19,39 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
-import itertools
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from orchestrator.api import Prepared, prepare
+from orchestrator.api import Planned, Prepared, check_argvs, materialized, plan_many
 from orchestrator.bench.sweepdir import MANIFEST, load_manifest, point_statuses
 from orchestrator.config.load import quote_override_value
 from orchestrator.config.schema import RootConfig
 from orchestrator.effects import CommandRunner, SubprocessRunner
 from orchestrator.errors import InvalidConfig, Issue, OrchestratorError
+from orchestrator.launchers.requests import after_job
+from orchestrator.launchers.rundir import git_sha
 from orchestrator.launchers.select import Site
-from orchestrator.plan import build
 from orchestrator.runtime.state import now_iso, read_state, write_json_atomic
 from orchestrator.slurm.client import SlurmClient
+from orchestrator.sweep_points import (
+    SWEEP_KEYS,
+    SweepPoint,
+    baseline_point,
+    expand,
+    point_names,
+    worker_gpus,
+)
 
-SWEEP_KEYS = ("sweep_dir", "sweep.baseline")
+__all__ = ["SWEEP_KEYS", "SweepPoint", "baseline_point", "expand", "run_sweep", "worker_gpus"]
 BASELINES = ("", "aggregated")
-# Keys a baseline point drops from the disaggregated point it mirrors.
-TOPOLOGY_PREFIXES = ("prefill.", "decode.", "aggregated.", "deployment")
-
-
-@dataclass(frozen=True)
-class SweepPoint:
-    """One deployment of the sweep: the overrides that compose it and what varies."""
-
-    overrides: tuple[str, ...]
-    label: str  # the swept values, e.g. "prefill.workers=2 decode.workers=1"
-    baseline: bool = False
-
-    @property
-    def key(self) -> str:
-        """Identity in the manifest: the sorted overrides (their order does not matter)."""
-        return " ".join(sorted(self.overrides))
 
 
 # A validated point (config, plan and request), and its manifest entry once triaged.
 PreparedPoint = tuple[SweepPoint, Prepared]
 Todo = tuple[SweepPoint, Prepared, dict[str, Any]]
-
-
-# --- expansion (pure) ------------------------------------------------------------------------
-def expand(overrides: Sequence[str]) -> tuple[list[SweepPoint], dict[str, str]]:
-    """Points (cartesian product of every sweep override, in command-line order) and the
-    sweep-only options. Uses hydra-core 1.3's override grammar: `a=1,2`, `a=range(1,4)`, quoting."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    try:
-        parsed = OverridesParser.create().parse_overrides(list(overrides))
-    except Exception as exc:  # hydra raises OverrideParseException (a plain Exception subclass)
-        raise InvalidConfig(
-            [
-                Issue(
-                    "overrides",
-                    " ".join(overrides),
-                    str(exc).splitlines()[0],
-                    "check the override syntax (KEY=VALUE, KEY=a,b for a sweep)",
-                )
-            ]
-        ) from exc
-    options: dict[str, str] = {}
-    axes: list[list[tuple[str, str]]] = []  # per override: [(override, label part)]
-    for o in parsed:
-        key = o.get_key_element()
-        if key.lstrip("+~") in SWEEP_KEYS:
-            options[key.lstrip("+~")] = str(o.value())
-        elif o.is_sweep_override():
-            axes.append(
-                [(f"{key}={v}", f"{key.lstrip('+~')}={v}") for v in o.sweep_string_iterator()]
-            )
-        else:
-            axes.append([(o.input_line or f"{key}={o.value()}", "")])
-    points = []
-    for combo in itertools.product(*axes):
-        label = " ".join(part for _, part in combo if part)
-        points.append(SweepPoint(overrides=tuple(ov for ov, _ in combo), label=label))
-    return _unique(points), options
-
-
-def _unique(points: list[SweepPoint]) -> list[SweepPoint]:
-    seen: set[str] = set()
-    return [p for p in points if not (p.key in seen or seen.add(p.key))]  # type: ignore[func-returns-value]
-
-
-def worker_gpus(cfg: RootConfig) -> int:
-    """GPUs held by the workers of a deployment (the per-GPU normalization of the results)."""
-    return sum(
-        build.group_config(cfg, g).workers * build.gpus_per_worker(cfg, g)
-        for g in build.active_groups(cfg)
-    )
-
-
-def baseline_point(point: SweepPoint, cfg: RootConfig) -> SweepPoint | None:
-    """The aggregated deployment with the worker GPUs of disaggregated `point` (None when the
-    GPUs do not split into whole aggregated workers of the prefill TP)."""
-    if cfg.deployment.mode != "disaggregated":
-        return None
-    tp = build.tp_of(cfg, "prefill")
-    gpus = worker_gpus(cfg)
-    per_worker = tp * cfg.aggregated.dp
-    if gpus % per_worker:
-        return None
-    keep = [o for o in point.overrides if not o.lstrip("+~").startswith(TOPOLOGY_PREFIXES)]
-    extra = [
-        "deployment=aggregated",
-        f"aggregated.workers={gpus // per_worker}",
-        f"aggregated.tp={tp}",
-    ]
-    return SweepPoint(
-        overrides=tuple(keep + extra),
-        label=f"aggregated x{gpus // per_worker} ({gpus} GPUs)",
-        baseline=True,
-    )
 
 
 # --- validation ------------------------------------------------------------------------------
@@ -180,51 +98,60 @@ def _sweep_issues(cfg: RootConfig, launcher: str, site: Site) -> list[Issue]:
 
 
 def validate_points(points: list[SweepPoint], site: Site, baseline: str) -> list[PreparedPoint]:
-    """Compose and validate every point (and its baseline); raise one InvalidConfig naming the
-    point of every problem."""
+    """Compose, validate and plan every point (and its baseline) as a single launch would
+    (orchestrator.api: one Hydra initialization, one engine argv check for all points); raise
+    one InvalidConfig naming the point of every problem."""
     if baseline not in BASELINES:
         raise InvalidConfig(
             [Issue("sweep.baseline", baseline, "unknown value", "use sweep.baseline=aggregated")]
         )
-    issues: list[Issue] = []
-    prepared: list[PreparedPoint] = []
-    pending = list(points)
-    seen = {p.key for p in points}
-    while pending:
-        point = pending.pop(0)
-        try:
-            # The same composition, validation, plan and request as a single launch.
-            ready = prepare(list(point.overrides), site)
-        except InvalidConfig as exc:
-            issues += [dataclasses.replace(i, key=f"[{point.label}] {i.key}") for i in exc.issues]
-            continue
-        issues += [
-            dataclasses.replace(i, key=f"[{point.label}] {i.key}")
-            for i in _sweep_issues(ready.cfg, ready.launcher, site)
-        ]
-        prepared.append((point, ready))
-        extra = baseline_point(point, ready.cfg) if baseline and not point.baseline else None
-        if extra is not None and extra.key not in seen:
-            seen.add(extra.key)
-            pending.append(extra)
+    planned = _planned(points, site)
+    if baseline:
+        seen = {p.key for p in points}
+        extra = [baseline_point(point, ready.cfg) for point, ready in planned
+                 if isinstance(ready, Planned) and not point.baseline]  # fmt: skip
+        fresh = [b for b in extra if b is not None and not (b.key in seen or seen.add(b.key))]  # type: ignore[func-returns-value]
+        planned += _planned(fresh, site)
+    ok = [(point, ready) for point, ready in planned if isinstance(ready, Planned)]
+    argv_issues = check_argvs([ready for _, ready in ok])
+    issues = [_named(point, i) for point, ready in planned if isinstance(ready, InvalidConfig)
+              for i in ready.issues]  # fmt: skip
+    for (point, ready), found in zip(ok, argv_issues, strict=True):
+        issues += [_named(point, i) for i in found + _sweep_issues(ready.cfg, ready.launcher, site)]
     if issues:
         raise InvalidConfig(issues)
-    return prepared
+    sha = git_sha()
+    return [(point, materialized(ready, site, sha)) for point, ready in ok]
 
 
-def _entry(manifest: dict[str, Any], point: SweepPoint, ready: Prepared) -> dict[str, Any]:
+def _planned(
+    points: list[SweepPoint], site: Site
+) -> list[tuple[SweepPoint, Planned | InvalidConfig]]:
+    results = plan_many([list(p.overrides) for p in points], site)
+    return list(zip(points, results, strict=True))
+
+
+def _named(point: SweepPoint, issue: Issue) -> Issue:
+    """`issue` with the point it belongs to in front of its key."""
+    return dataclasses.replace(issue, key=f"[{point.label}] {issue.key}")
+
+
+def _entry(
+    manifest: dict[str, Any], point: SweepPoint, ready: Prepared, name: str
+) -> dict[str, Any]:
     for entry in manifest["points"]:
         if entry["key"] == point.key:
             return entry  # type: ignore[no-any-return]
-    cfg, plan = ready.cfg, ready.plan
     entry = {
         "key": point.key,
-        "label": point.label or plan.name,
+        "label": point.label or name,
         "overrides": list(point.overrides),
+        "swept": dict(point.swept),
         "baseline": point.baseline,
-        "name": plan.name,
-        "nodes": plan.num_nodes,
-        "gpus": worker_gpus(cfg),
+        "name": name,
+        "deployment": ready.plan.name,
+        "nodes": ready.plan.num_nodes,
+        "gpus": worker_gpus(ready.cfg),
         "runs": [],
     }
     manifest["points"].append(entry)
@@ -238,6 +165,15 @@ def _new_run_dir(sweep_dir: Path, entry: dict[str, Any]) -> Path:
     return sweep_dir / "runs" / name
 
 
+def max_in_flight(options: dict[str, str]) -> int:
+    """`sweep.max_in_flight` (0: no limit)."""
+    value = options.get("sweep.max_in_flight", "0")
+    if not value.isdigit():
+        raise InvalidConfig([Issue("sweep.max_in_flight", value, "must be a whole number",
+                                   "set sweep.max_in_flight=N (N >= 1), or 0 for no limit")])  # fmt: skip
+    return int(value)
+
+
 # --- submission ------------------------------------------------------------------------------
 def default_sweep_dir(cfg: RootConfig) -> Path:
     """outputs/sweeps/<UTC time>-<model name>."""
@@ -245,14 +181,14 @@ def default_sweep_dir(cfg: RootConfig) -> Path:
     return Path("outputs") / "sweeps" / f"{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{model}"
 
 
-def _submit(point: SweepPoint, ready: Prepared, run_dir: Path) -> str:
+def _submit(point: SweepPoint, ready: Prepared, run_dir: Path, runner: CommandRunner) -> str:
     """Launch one point with wait=false; its job id (launch's stdout goes to our stderr)."""
     from orchestrator.launchers.launch import launch
 
     overrides = (*point.overrides, f"run_dir={quote_override_value(str(run_dir))}", "wait=false")
     cfg = dataclasses.replace(ready.cfg, run_dir=str(run_dir), wait=False)
     with contextlib.redirect_stdout(sys.stderr):
-        code = launch(dataclasses.replace(ready, cfg=cfg, overrides=overrides))
+        code = launch(dataclasses.replace(ready, cfg=cfg, overrides=overrides), runner)
     if code:
         raise OrchestratorError(f"submitting {point.label} failed (exit {code}); see {run_dir}")
     return str(read_state(run_dir).get("job_id", ""))
@@ -262,34 +198,74 @@ def _say(message: str) -> None:
     sys.stderr.write(f"[sweep] {message}\n")
 
 
+def waits_for(window: Sequence[str], limit: int) -> str:
+    """What the next job waits for, given the jobs queued or running before it in order
+    (`window`): the one `limit` places before it, so that each of `limit` chains has one job in
+    flight at a time (never more than `limit` queued or running); '' without a limit."""
+    return window[-limit] if limit and len(window) >= limit else ""
+
+
 def run_sweep(overrides: Sequence[str], site: Site, runner: CommandRunner | None = None) -> int:
     """Validate every point, then submit the points that need a job; print the sweep directory."""
     runner = runner or SubprocessRunner()
     points, options = expand(overrides)
-    prepared = validate_points(points, site, options.get("sweep.baseline", ""))
+    prepared, limit = _validated(points, site, options)
     first_cfg = prepared[0][1].cfg
     sweep_dir = (
         Path(options.get("sweep_dir") or default_sweep_dir(first_cfg)).expanduser().resolve()
     )
     manifest = load_manifest(sweep_dir)
-    plan_lines, todo = _triage(prepared, manifest, sweep_dir, runner)
+    plan_lines, todo, active = _triage(prepared, manifest, sweep_dir, runner)
     if first_cfg.dry_run_mode() != "false":
-        sys.stdout.write(f"sweep {sweep_dir}: {len(prepared)} point(s), {len(todo)} to submit\n")
-        sys.stdout.write("".join(f"  {line}\n" for line in plan_lines))
+        header = f"sweep {sweep_dir}: {len(prepared)} point(s), {len(todo)} to submit"
+        sys.stdout.write(header + (f", at most {limit} in flight" if limit else "") + "\n")
+        sys.stdout.write(
+            "".join(f"  {line}\n" for line in plan_lines + _holds(todo, active, limit))
+        )
         return 0
     sweep_dir.mkdir(parents=True, exist_ok=True)
     manifest.setdefault("invocations", []).append({"at": now_iso(), "overrides": list(overrides)})
     write_json_atomic(sweep_dir / MANIFEST, manifest)
     for line in plan_lines:
         _say(line)
+    window = list(active)
     for item in todo:
-        _submit_recorded(sweep_dir, manifest, item)
+        window.append(_submit_recorded(sweep_dir, manifest, item, waits_for(window, limit), runner))
     _say(
-        f"{len(todo)} job(s) submitted, {len(prepared) - len(todo)} skipped; "
-        f"status: python -m orchestrator.ctl status {sweep_dir}"
+        f"{len(todo)} job(s) submitted, {len(prepared) - len(todo)} skipped"
+        + (f", at most {limit} in flight" if limit else "")
+        + f"; status: python -m orchestrator.ctl status {sweep_dir}"
     )
     print(sweep_dir, flush=True)
     return 0
+
+
+def _holds(todo: Sequence[Todo], active: Sequence[str], limit: int) -> list[str]:
+    """Dry-run lines saying which point waits for which (a job still in flight, or a point
+    submitted before it)."""
+    window, lines = list(active), []
+    for _, _, entry in todo:
+        after = waits_for(window, limit)
+        lines += [f"{entry['name']} waits for {after}"] if after else []
+        window.append(entry["name"])
+    return lines
+
+
+def _validated(
+    points: list[SweepPoint], site: Site, options: dict[str, str]
+) -> tuple[list[PreparedPoint], int]:
+    """Every point validated and the in-flight limit, or one InvalidConfig with all problems."""
+    try:
+        limit, issues = max_in_flight(options), []
+    except InvalidConfig as exc:
+        limit, issues = 0, list(exc.issues)
+    try:
+        prepared = validate_points(points, site, options.get("sweep.baseline", ""))
+    except InvalidConfig as exc:
+        raise InvalidConfig(issues + list(exc.issues)) from exc
+    if issues:
+        raise InvalidConfig(issues)
+    return prepared, limit
 
 
 def _triage(
@@ -297,35 +273,48 @@ def _triage(
     manifest: dict[str, Any],
     sweep_dir: Path,
     runner: CommandRunner,
-) -> tuple[list[str], list[Todo]]:
-    """One plan line per point (submit, or skip and why) and the points to submit: those that
-    are new or failed (a valid, queued or running point is left alone on re-run)."""
-    plan_lines, todo = [], []
-    entries = [_entry(manifest, point, ready) for point, ready in prepared]
+) -> tuple[list[str], list[Todo], list[str]]:
+    """One plan line per point (submit, or skip and why), the points to submit (new or failed:
+    a valid, queued or running point is left alone on re-run), and the job ids of the points
+    queued or running now (they count against sweep.max_in_flight)."""
+    plan_lines, todo, active = [], [], []
+    names = point_names([ready.plan.name for _, ready in prepared], [p for p, _ in prepared])
+    entries = [
+        _entry(manifest, p, ready, name) for (p, ready), name in zip(prepared, names, strict=True)
+    ]
     statuses = point_statuses(sweep_dir, entries, SlurmClient(runner))  # one batched query
     for (point, ready), entry, status in zip(prepared, entries, statuses, strict=True):
         action = "submit" if status["status"] in ("new", "failed") else f"skip ({status['status']})"
         plan_lines.append(
-            f"{action:<15} {entry['name']:<24} {entry['nodes']} node(s) {entry['gpus']:>3} GPUs  "
+            f"{action:<15} {entry['name']:<32} {entry['nodes']} node(s) {entry['gpus']:>3} GPUs  "
             f"{point.label}"
         )
         if action == "submit":
             todo.append((point, ready, entry))
-    return plan_lines, todo
+        elif status["status"] == "active":
+            active.append(status["job_id"])
+    return plan_lines, todo, active
 
 
-def _submit_recorded(sweep_dir: Path, manifest: dict[str, Any], item: Todo) -> None:
-    """Submit one point into a fresh run directory, writing the manifest before (an interrupted
-    sweep still knows the dir) and after (the job id)."""
+def _submit_recorded(
+    sweep_dir: Path, manifest: dict[str, Any], item: Todo, after: str, runner: CommandRunner
+) -> str:
+    """Submit one point into a fresh run directory (held until job `after` ended, if any),
+    writing the manifest before (an interrupted sweep still knows the dir) and after (the job
+    id); the job id."""
     point, ready, entry = item
     run_dir = _new_run_dir(sweep_dir, entry)
     run = {
         "run_dir": str(run_dir.relative_to(sweep_dir)),
         "job_id": "",
         "submitted_at": now_iso(),
+        "after": after,
     }
     entry["runs"].append(run)
     write_json_atomic(sweep_dir / MANIFEST, manifest)
-    run["job_id"] = _submit(point, ready, run_dir)
+    held = dataclasses.replace(ready, request=after_job(ready.request, after))
+    run["job_id"] = _submit(point, held, run_dir, runner)
     write_json_atomic(sweep_dir / MANIFEST, manifest)
-    _say(f"submitted {entry['name']} ({point.label}): job {run['job_id']}, {run_dir}")
+    waits = f" (waits for job {after})" if after else ""
+    _say(f"submitted {entry['name']} ({point.label}): job {run['job_id']}{waits}, {run_dir}")
+    return str(run["job_id"])

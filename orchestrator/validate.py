@@ -182,7 +182,7 @@ def _ports(cfg: RootConfig) -> list[Issue]:
                             f"{c.port_base}-{top}, outside 1024-{limit}"
                             + (f" ({why})" if why else ""),
                             "lower cluster.port_base or cluster.port_job_blocks"))  # fmt: skip
-    elif c.port_base <= http <= top:
+    elif c.exclusive and c.port_base <= http <= top:  # shared nodes: a port of the block instead
         issues.append(Issue("frontend.http_port", str(http), f"inside the worker port range "
                             f"{c.port_base}-{top}", "use a port outside it, or move cluster.port_base"))  # fmt: skip
     return issues

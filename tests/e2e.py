@@ -142,6 +142,13 @@ def chat(base_url: str, model: str, *, stream: bool = False, max_tokens: int = 1
     return "".join(text)
 
 
+def frontend_port(run_dir: Path) -> int:
+    """The port the run's frontend listens on (plan.bound.json: on the testbed, whose nodes
+    are shared, a port of the job's block)."""
+    bound = json.loads((run_dir / "plan.bound.json").read_text())
+    return int(next(p for p in bound["processes"] if p["role"] == "frontend")["ports"]["http"])
+
+
 def job_state(job_id: str) -> str:
     """The job's state from sacct ('' when not known yet)."""
     res = subprocess.run(["sacct", "-X", "-n", "-P", "-o", "State", "-j", job_id], capture_output=True,

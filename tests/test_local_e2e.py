@@ -153,10 +153,10 @@ def test_killed_decode_restarts_in_place_and_serves_again(run_dir: Path) -> None
     assert new is not None and new.pid != old.pid
     assert new.env["CUDA_VISIBLE_DEVICES"] == old.env["CUDA_VISIBLE_DEVICES"]
     assert new.argv == old.argv  # same ports
-    # The frontend routes to the new decode (the only one): chats succeed again.
-    e2e.wait_for(lambda: _chat_ok(url), timeout=30, what="a chat through the restarted decode")
-    for _ in range(3):
-        assert e2e.chat(url, MODEL).strip()
+    # The frontend routes to the new decode (the only one): chats succeed again. Dynamo may fail
+    # a request routed while the stale instance is still listed, so ask for 3 in a row.
+    e2e.wait_for(lambda: all(_chat_ok(url) for _ in range(3)), timeout=30,
+                 what="3 chats in a row through the restarted decode")  # fmt: skip
     proc.send_signal(signal.SIGTERM)
     proc.communicate(timeout=60)
     assert proc.returncode == 0 and e2e.state(run_dir)["phase"] == "done"

@@ -4,17 +4,18 @@ SGLang's own argument parser (the real one when installed: scripts/install.sh --
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
 
 from orchestrator import tools
 from orchestrator.config.schema import RootConfig
-from orchestrator.effects import SubprocessRunner
+from orchestrator.effects import CommandResult, SubprocessRunner
 from orchestrator.engines import sglang_check
 from orchestrator.errors import InvalidConfig
 from orchestrator.plan.build import build_plan
@@ -141,6 +142,40 @@ def test_broken_sglang_interpreter_is_a_config_error(compose: Callable[..., Root
     with pytest.raises(InvalidConfig, match="SGLang's parser did not run"):
         sglang_check.parse_in_subprocess(sys.executable, sglang_check.sglang_argvs(build_plan(cfg)),
                                          SubprocessRunner())  # fmt: skip
+
+
+class ParserStub:
+    """Stands in for the SGLang interpreter: records each batch, rejects argvs with a bad flag."""
+
+    def __init__(self) -> None:
+        self.batches: list[dict[str, list[str]]] = []
+
+    def run(self, argv: Sequence[str], **_: object) -> CommandResult:
+        batch = json.loads(argv[-1])
+        self.batches.append(batch)
+        errors = {
+            k: ["unrecognized arguments: --bad"] if "--bad" in a else [] for k, a in batch.items()
+        }
+        return CommandResult(tuple(argv), 0, json.dumps(errors), "")
+
+
+def test_many_plans_are_checked_in_one_subprocess_each_argv_once(
+    compose: Callable[..., RootConfig],
+) -> None:
+    good = compose("+model=gpt_oss_120b", *SGLANG, "prefill.workers=2")
+    same = compose("+model=gpt_oss_120b", *SGLANG, "decode.workers=2")
+    bad = compose("+model=gpt_oss_120b", *SGLANG, "decode.extra_args=[--bad]")
+    stub = ParserStub()
+    items = [(cfg, build_plan(cfg)) for cfg in (good, same, bad)]
+    issues = sglang_check.sglang_argv_issues_many(
+        items, env={"ORCHESTRATOR_SGLANG_PYTHON": sys.executable}, runner=stub
+    )
+    (batch,) = stub.batches  # one subprocess for the three plans
+    every = [tuple(a) for _, plan in items for a in sglang_check.sglang_argvs(plan).values()]
+    assert len(batch) == len(set(every)) < len(every)  # a repeated command line is parsed once
+    assert issues[0] == [] and issues[1] == []
+    (issue,) = issues[2]
+    assert issue.key == "decode.extra_args" and "decode-0" in issue.problem
 
 
 # --- the real parser ----------------------------------------------------------------------------------

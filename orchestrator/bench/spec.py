@@ -191,7 +191,7 @@ def run_context(cfg: RootConfig, plan: Plan) -> dict[str, Any]:
             key = "aggregated" if proc.role == "worker" else proc.role
             gpus[key] = gpus.get(key, 0) + len(proc.gpus)
     gpus["total"] = sum(gpus.values())
-    gpus["allocated"] = plan.num_nodes * plan.gpus_per_node
+    gpus["allocated"] = plan.num_nodes * plan.slurm.gpus_per_node  # what Slurm holds
     active = groups.active_groups(cfg)
     topology: dict[str, Any] = {"name": plan.name, "mode": cfg.deployment.mode}
     for group in ("prefill", "decode", "aggregated"):

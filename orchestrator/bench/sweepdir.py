@@ -1,5 +1,5 @@
 """The sweep directory: manifest.json (points -> run directories -> job ids), each point's status
-and results, and the `ctl status` / `ctl collect` views over them.
+and results, and the `ctl status` / `ctl collect` / `ctl stop` views over them.
 
 A point's latest attempt decides its status: `valid` (results/summary.json says so; a re-run skips
 it), `active` (its Slurm job is queued or running; skipped too), `failed` (anything else, e.g. an
@@ -14,10 +14,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from orchestrator.effects import CommandRunner, SubprocessRunner
+from orchestrator.effects import Clock, CommandRunner, SubprocessRunner, SystemClock
 from orchestrator.errors import OrchestratorError
-from orchestrator.runtime.state import now_iso, read_state
+from orchestrator.runtime.driver import STOP_FILE
+from orchestrator.runtime.state import StateFile, now_iso, read_state
 from orchestrator.slurm.client import JobState, SlurmClient
+from orchestrator.slurm.states import category_of
 
 MANIFEST = "manifest.json"
 ACTIVE_PHASES = ("", "submitted", "starting", "ready", "stopping")
@@ -127,25 +129,51 @@ def point_rows(sweep_dir: Path, entry: dict[str, Any]) -> list[dict[str, Any]]:
     chosen = chosen or next((d for d in dirs if read_rows(d)), None)
     if chosen is None:
         return []
-    extra = {"sweep_point": entry["label"], "baseline": entry.get("baseline", False)}
-    return [{**extra, **row} for row in read_rows(chosen) if row.get("valid")]
+    # The point's name tells points apart (the deployment name does not show TP, EP, ...).
+    extra = {"sweep_point": entry["label"], "baseline": entry.get("baseline", False),
+             "name": entry["name"]}  # fmt: skip
+    return [{**row, **extra, "deployment": row.get("name", "")} for row in read_rows(chosen)
+            if row.get("valid")]  # fmt: skip
 
 
 def collect(sweep_dir: Path) -> str:
-    """results.csv, results.jsonl and pareto.png over the valid rows of every point."""
-    from orchestrator.bench.collect import plot_pareto, write_tables
+    """results.csv, results.jsonl, pareto.png and the decision table over the valid rows of
+    every point, and the points without a valid result with their reasons."""
+    from orchestrator.bench.collect import plot_pareto, write_decision, write_tables
 
     manifest = _manifest_or_error(sweep_dir)
     rows = [row for entry in manifest["points"] for row in point_rows(sweep_dir, entry)]
     with_rows = sum(1 for entry in manifest["points"] if point_rows(sweep_dir, entry))
+    failed = [f for entry in manifest["points"] if (f := failure(sweep_dir, entry))]
     table, jsonl = write_tables(sweep_dir, rows)
     png = plot_pareto(
         rows, sweep_dir / "pareto.png", title=f"{sweep_dir.name}: {len(rows)} valid load points"
     )
-    return (
-        f"{len(rows)} valid row(s) from {with_rows}/{len(manifest['points'])} point(s)\n"
-        f"{table}\n{jsonl}\n{png}"
-    )
+    md, decision = write_decision(sweep_dir, rows, failed)
+    lines = [f"{len(rows)} valid row(s) from {with_rows}/{len(manifest['points'])} point(s)",
+             str(table), str(jsonl), str(png), str(md), str(decision)]  # fmt: skip
+    if failed:
+        lines += [f"{len(failed)} point(s) without a valid result:"] + [f"  {f}" for f in failed]
+    return "\n".join(lines)
+
+
+def failure(sweep_dir: Path, entry: dict[str, Any]) -> str:
+    """'name (swept values): why' for a point whose latest attempt ended without a valid
+    result, or that has not produced one yet; '' for a valid point. Read from the run
+    directory only (collect needs no Slurm)."""
+    latest = _latest(sweep_dir, entry)
+    what = f"{entry['name']} ({entry['label']})"
+    if latest is None:
+        return f"{what}: never submitted"
+    run_dir, state, _ = latest
+    summary = read_summary(run_dir)
+    if summary.get("valid"):
+        return ""
+    phase = state.get("phase", "")
+    if phase not in ("done", "failed"):
+        return f"{what}: no result yet (phase {phase or 'submitted'}; see ctl status)"
+    reason = summary.get("reason") or state.get("error") or state.get("reason") or "no result"
+    return f"{what}: {str(reason).splitlines()[0][:200]}"
 
 
 def status(sweep_dir: Path, runner: CommandRunner | None = None) -> str:
@@ -169,10 +197,69 @@ def status(sweep_dir: Path, runner: CommandRunner | None = None) -> str:
             result += f"; failed: {st['reason'].splitlines()[0][:160]}"
         bench = read_state(st["run_dir"]).get("benchmark", {}) if st["run_dir"] else {}
         phase = st["phase"] or "-"
+        if st.get("slurm") == "PENDING":  # queued, or waiting for a point (sweep.max_in_flight)
+            phase = "PENDING"
         if phase == "ready" and bench:
             phase += f" (bench {bench.get('done', 0)}/{bench.get('of', '?')})"
         lines.append(
-            f"  {entry['label']:<36} {st['status']:<7} {phase:<18} job {st['job_id'] or '-':<7} "
+            f"  {entry['name']:<32} {st['status']:<7} {phase:<18} job {st['job_id'] or '-':<7} "
             f"{entry['nodes']}n/{entry['gpus']:>3} GPUs  {result}"
         )
     return "\n".join(lines)
+
+
+# --- stop --------------------------------------------------------------------------------------
+def stop(sweep_dir: Path, runner: CommandRunner | None = None, *, timeout_s: float = 120.0,
+         clock: Clock | None = None) -> str:  # fmt: skip
+    """Cancel every queued point and stop every running one; each run directory records it.
+
+    Queued jobs go first, in one scancel: a job waiting (sweep.max_in_flight) for a running one
+    would otherwise start the moment that one stops. No driver runs for them, so their run is
+    recorded done here ("cancelled before start"). A running driver is asked to stop (stop file
+    and SIGTERM to the batch shell, as `ctl stop RUN_DIR`) and records its own end; this waits
+    for all of them together."""
+    client = SlurmClient(runner or SubprocessRunner())
+    clock = clock or SystemClock()
+    manifest = _manifest_or_error(sweep_dir)
+    statuses = point_statuses(sweep_dir, manifest["points"], client)  # one batched query
+    active = [s for s in statuses if s["status"] == "active"]
+    queued = [s for s in active if category_of(s.get("slurm", "")) == "queued"]
+    running = [s for s in active if s not in queued]
+    client.cancel_jobs([s["job_id"] for s in queued])
+    for st in queued:
+        _record_cancelled(st)
+    for st in running:
+        (st["run_dir"] / STOP_FILE).touch()
+        client.cancel(st["job_id"], signal="TERM", batch=True)
+    left = _wait_final(running, timeout_s, clock, client)
+    lines = [f"cancelled {len(queued)} queued point(s), stopped {len(running) - len(left)} "
+             f"running point(s) of {len(statuses)}"]  # fmt: skip
+    lines += [f"  still stopping after {timeout_s:g} s: {d} (see its driver.log)" for d in left]
+    return "\n".join(lines)
+
+
+def _record_cancelled(status: dict[str, Any]) -> None:
+    """A cancelled queued job never ran its driver: record the end in its run directory
+    (unless its driver started meanwhile: it got the cancel's SIGTERM and records it)."""
+    state = StateFile(status["run_dir"])
+    if state.data.get("phase", "") == status["phase"]:
+        state.phase("done", reason="cancelled before start (ctl stop of the sweep)")
+
+
+def _wait_final(
+    running: Sequence[dict[str, Any]], timeout_s: float, clock: Clock, client: SlurmClient
+) -> list[Path]:
+    """Wait until every run's state.json says done or failed, or its job ended (a driver
+    killed before it could write); the run directories that did neither in time."""
+    deadline = clock.now() + timeout_s
+    left = {str(s["job_id"]): s["run_dir"] for s in running}
+    while left and clock.now() < deadline:
+        left = {
+            j: d for j, d in left.items() if read_state(d).get("phase") not in ("done", "failed")
+        }
+        if left:
+            jobs = client.states(list(left))  # one batched query per round
+            left = {j: d for j, d in left.items() if jobs[j].live}
+        if left:
+            clock.sleep(1.0)
+    return list(left.values())

@@ -14,6 +14,7 @@ schema exactly like the packaged files.
 
 from __future__ import annotations
 
+import copy
 import os
 import re
 from collections.abc import Iterator, Mapping, Sequence
@@ -23,13 +24,17 @@ from pathlib import Path
 from typing import Any
 
 from hydra import compose, version
+from hydra._internal.config_loader_impl import ConfigLoaderImpl
 from hydra._internal.hydra import Hydra
 from hydra._internal.utils import create_config_search_path
 from hydra.core.config_search_path import SearchPathQuery
 from hydra.core.config_store import ConfigStore
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Override
 from hydra.errors import HydraException
 from hydra.initialize import get_gh_backup, restore_gh_from_backup
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from orchestrator.config.schema import RootConfig
@@ -104,6 +109,81 @@ def compose_config(
         raise InvalidConfig([_composition_issue(exc, overrides, [*dirs, conf_dir])]) from exc
     assert isinstance(obj, RootConfig)
     return obj
+
+
+def compose_configs(
+    override_lists: Sequence[Sequence[str]], conf_dir: Path = CONF_DIR,
+    user_dirs: Sequence[Path] | None = None,
+) -> list[RootConfig | InvalidConfig]:  # fmt: skip
+    """`compose_config` of each override list (a config, or the InvalidConfig it would raise),
+    with one Hydra initialization for all of them.
+
+    Hydra builds the defaults list from the group overrides (`engine=mocker`, `+model=...`)
+    and then applies the value overrides (`prefill.workers=2`) to the composed config with
+    `ConfigLoaderImpl._apply_overrides_to_config` (hydra/_internal/config_loader_impl.py,
+    `_load_configuration_impl`, hydra-core 1.3). Sweep points mostly differ in value overrides:
+    here the config of each distinct set of group overrides is composed once (~150 ms), and
+    each point applies its value overrides to a copy with that same Hydra function (~10 ms).
+    An override is a group override exactly when Hydra's defaults list takes it as one
+    (defaults_list.py `Overrides`: the group exists and the value is not a dict). A list that
+    fails this way, or holds `hydra.*` overrides, is composed by `compose_config` itself, so
+    errors read exactly as for a single launch."""
+    _register_schema()
+    dirs = user_config_dirs() if user_dirs is None else list(user_dirs)
+    with _initialized(conf_dir, dirs):
+        fast = _CachedComposer()
+        results = [fast.compose(list(overrides)) for overrides in override_lists]
+    return [
+        cfg if cfg is not None else _compose_or_issue(overrides, conf_dir, dirs)
+        for cfg, overrides in zip(results, override_lists, strict=True)
+    ]
+
+
+def _compose_or_issue(
+    overrides: Sequence[str], conf_dir: Path, dirs: Sequence[Path]
+) -> RootConfig | InvalidConfig:
+    try:
+        return compose_config(overrides, conf_dir, dirs)
+    except InvalidConfig as exc:
+        return exc
+
+
+class _CachedComposer:
+    """Compositions under one initialized Hydra, cached per distinct group overrides."""
+
+    def __init__(self) -> None:
+        hydra = GlobalHydra.instance().hydra
+        assert hydra is not None
+        self._repo = hydra.config_loader.repository  # type: ignore[attr-defined]
+        self._parser = OverridesParser.create()
+        self._parsed: dict[str, Override] = {}
+        self._base: dict[tuple[str, ...], DictConfig] = {}
+
+    def _parse(self, line: str) -> Override:
+        if line not in self._parsed:
+            (self._parsed[line],) = self._parser.parse_overrides([line])
+        return self._parsed[line]
+
+    def compose(self, overrides: list[str]) -> RootConfig | None:
+        """The typed config, or None when `compose_config` must compose it (see above)."""
+        try:
+            parsed = [self._parse(line) for line in overrides]
+            if any(o.is_hydra_override() or o.is_sweep_override() for o in parsed):
+                return None
+            groups = [o for o in parsed if self._is_group(o)]
+            values = [o for o in parsed if not self._is_group(o)]
+            key = tuple(str(o.input_line) for o in groups)
+            if key not in self._base:
+                self._base[key] = compose(config_name="config", overrides=list(key))
+            cfg = copy.deepcopy(self._base[key])
+            ConfigLoaderImpl._apply_overrides_to_config(values, cfg)
+            obj = OmegaConf.to_object(cfg)
+        except (HydraException, OmegaConfBaseException, ValueError):
+            return None
+        return obj if isinstance(obj, RootConfig) else None
+
+    def _is_group(self, o: Override) -> bool:
+        return bool(self._repo.group_exists(o.key_or_group)) and not isinstance(o.value(), dict)
 
 
 def _composition_issue(

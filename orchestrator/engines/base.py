@@ -84,9 +84,17 @@ class Engine(Protocol):
         """Rules of this engine on a placed, otherwise valid config."""
         ...
 
-    def check_argv(self, cfg: RootConfig, plan: Plan) -> list[Issue]:
-        """The engine's own parser on every worker argv of `plan` (before submission)."""
+    def check_argvs(self, items: Sequence[tuple[RootConfig, Plan]]) -> list[list[Issue]]:
+        """The engine's own parser on every worker argv of every `(cfg, plan)` in `items`
+        (before submission): one list of issues per item, in order. Batched: a sweep of N
+        points calls it once, so a parser that needs a subprocess (SGLang's, ~2 s to import)
+        starts once, not N times; a single launch passes one item."""
         ...
+
+
+def no_argv_check(items: Sequence[tuple[RootConfig, Plan]]) -> list[list[Issue]]:
+    """`Engine.check_argvs` of an engine whose argv is not checked: no issues for any item."""
+    return [[] for _ in items]
 
 
 def disagg_args(cfg: RootConfig, group: str) -> list[str]:

@@ -16,6 +16,7 @@ from orchestrator.engines.base import (
     extra_args,
     flag_if,
     multinode_args,
+    no_argv_check,
     parallel_args,
     sglang_host_env,
     sglang_worker_ports,
@@ -87,10 +88,10 @@ class DynamoSglang:
         """No rules beyond the shared ones."""
         return []
 
-    def check_argv(self, cfg: RootConfig, plan: Plan) -> list[Issue]:
+    def check_argvs(self, items: Sequence[tuple[RootConfig, Plan]]) -> list[list[Issue]]:
         """Not checked before submission: Dynamo adds its own flags to SGLang's, and only its
         parser knows that version's set; it rejects a bad flag at worker start (exit 1)."""
-        return []
+        return no_argv_check(items)
 
 
 ENGINE = DynamoSglang()

@@ -12,6 +12,7 @@ from orchestrator.engines.base import (
     WorkerProcess,
     dynamo_planes,
     dynamo_worker_env,
+    no_argv_check,
     sglang_host_env,
     sglang_worker_ports,
 )
@@ -82,9 +83,9 @@ class Mocker:
                   "use a TP that fits in cluster.gpus_per_node with engine=mocker")
         ]  # fmt: skip
 
-    def check_argv(self, cfg: RootConfig, plan: Plan) -> list[Issue]:
+    def check_argvs(self, items: Sequence[tuple[RootConfig, Plan]]) -> list[list[Issue]]:
         """Not checked yet (the mocker's parser is Dynamo's; see the catalog issue)."""
-        return []
+        return no_argv_check(items)
 
 
 ENGINE = Mocker()

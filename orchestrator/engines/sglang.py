@@ -81,11 +81,12 @@ class Sglang:
         """No rules beyond the shared ones."""
         return []
 
-    def check_argv(self, cfg: RootConfig, plan: Plan) -> list[Issue]:
-        """SGLang's own parser on every `sglang.launch_server` argv (orchestrator.engines.sglang_check)."""
-        from orchestrator.engines.sglang_check import sglang_argv_issues
+    def check_argvs(self, items: Sequence[tuple[RootConfig, Plan]]) -> list[list[Issue]]:
+        """SGLang's own parser on every `sglang.launch_server` argv of every item, in one
+        subprocess (orchestrator.engines.sglang_check)."""
+        from orchestrator.engines.sglang_check import sglang_argv_issues_many
 
-        return sglang_argv_issues(cfg, plan)
+        return sglang_argv_issues_many(items)
 
 
 ENGINE = Sglang()

@@ -6,7 +6,8 @@ SGLang (0.5.21: argparse; a bad flag raises SystemExit(2) with a clear message o
 parses in ~0.03 s with no GPU or network (engines.md §1.10). Failures become one InvalidConfig
 (exit code 2) naming each process, the flag and the config key it most likely came from.
 
-The parser runs once per check, for all processes, in a subprocess of the first of:
+The parser runs once per check, for all processes of all plans checked together (a sweep's
+points; each distinct argv once), in a subprocess of the first of:
 1. this interpreter, when `sglang` is importable here;
 2. `$ORCHESTRATOR_SGLANG_PYTHON`, else `.venvs/sglang/bin/python` next to the checkout or the
    running venv (orchestrator/tools.py), what `scripts/install.sh --with-sglang` creates: SGLang
@@ -29,7 +30,7 @@ import os
 import re
 import sys
 import textwrap
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from orchestrator.config.schema import RootConfig
 from orchestrator.effects import CommandRunner, SubprocessRunner
@@ -198,24 +199,44 @@ def sglang_argv_issues(
     cfg: RootConfig, plan: Plan, *, env: Mapping[str, str] | None = None,
     runner: CommandRunner | None = None,
 ) -> list[Issue]:  # fmt: skip
-    """Issues for every SGLang process argv SGLang's parser rejects; says once on stderr when
-    SGLang is not installed. Plans without SGLang processes pass untouched."""
+    """Issues for every SGLang process argv of one plan SGLang's parser rejects."""
+    return sglang_argv_issues_many([(cfg, plan)], env=env, runner=runner)[0]
+
+
+def sglang_argv_issues_many(
+    items: Sequence[tuple[RootConfig, Plan]], *, env: Mapping[str, str] | None = None,
+    runner: CommandRunner | None = None,
+) -> list[list[Issue]]:  # fmt: skip
+    """Per (cfg, plan): issues for every SGLang argv SGLang's parser rejects. One subprocess
+    for all items, each distinct argv parsed once (sweep points mostly repeat the same worker
+    command lines). Says once on stderr when SGLang is not installed; items without SGLang
+    processes pass untouched."""
     global _skip_reported
-    argvs = sglang_argvs(plan)
-    if not argvs:
-        return []
+    per_item = [sglang_argvs(plan) for _, plan in items]
+    unique: dict[tuple[str, ...], str] = {}
+    for argvs in per_item:
+        for argv in argvs.values():
+            unique.setdefault(tuple(argv), str(len(unique)))
+    if not unique:
+        return [[] for _ in items]
     python = sglang_python(os.environ if env is None else env)
     if python is None:
         if not _skip_reported:
             sys.stderr.write(
-                f"note: sglang is not installed: skipped checking {len(argvs)} SGLang command "
+                f"note: sglang is not installed: skipped checking {len(unique)} SGLang command "
                 "line(s) with its parser (scripts/install.sh --with-sglang, or set "
                 f"${PYTHON_ENV})\n"
             )
             _skip_reported = True
-        return []
-    errors = parse_in_subprocess(python, argvs, SubprocessRunner() if runner is None else runner)
-    return issues_from(cfg, plan, errors)
+        return [[] for _ in items]
+    batch = {key: list(argv) for argv, key in unique.items()}
+    errors = parse_in_subprocess(python, batch, SubprocessRunner() if runner is None else runner)
+    return [
+        issues_from(
+            cfg, plan, {name: errors.get(unique[tuple(a)], []) for name, a in argvs.items()}
+        )
+        for (cfg, plan), argvs in zip(items, per_item, strict=True)
+    ]
 
 
 def check_sglang_argv(

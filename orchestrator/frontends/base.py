@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
@@ -9,6 +10,7 @@ from orchestrator.config.schema import RootConfig
 from orchestrator.effects import HttpClient
 from orchestrator.errors import Issue
 from orchestrator.plan.model import Plan, Process, Readiness
+from orchestrator.plan.placeholders import port_ref
 from orchestrator.plan.ports import PortAllocator
 
 if TYPE_CHECKING:
@@ -23,6 +25,24 @@ class Head:
     processes: list[Process]  # infrastructure and the frontend itself, in start order
     worker_env: dict[str, str] = field(default_factory=dict)  # e.g. Dynamo's discovery variables
     discovery: str = ""  # Dynamo discovery backend for worker argv ('' for none)
+
+
+def http_port(
+    cfg: RootConfig, ports: PortAllocator, extra: Sequence[str] = ()
+) -> tuple[str, dict[str, int]]:
+    """The frontend's HTTP port as written in its argv and URLs, and its planned ports (`http`
+    and the `extra` names, one slot on node 0; every frontend takes that slot, so worker ports
+    do not move when the frontend changes).
+
+    On an exclusive cluster (whole nodes per job) it is the fixed `frontend.http_port`, a URL
+    that stays the same from run to run. When nodes may be shared (`cluster.exclusive=false`)
+    two jobs' frontends can land on one node, and the second would find 8000 taken: there it is
+    the slot's first port, a `{port:N}` placeholder the driver shifts into the job's port block
+    like every worker port (the bound URL is the one state.json and the progress output show)."""
+    own = ports.allocate(0, [*(() if cfg.cluster.exclusive else ("http",)), *extra])
+    if cfg.cluster.exclusive:
+        return str(cfg.frontend.http_port), {"http": cfg.frontend.http_port, **own}
+    return port_ref(own["http"]), own
 
 
 class Frontend(Protocol):

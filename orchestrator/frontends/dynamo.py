@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from orchestrator.config.schema import RootConfig
 from orchestrator.effects import HttpClient, HttpError, HttpResponse
 from orchestrator.errors import Issue
-from orchestrator.frontends.base import Head
+from orchestrator.frontends.base import Head, http_port
 from orchestrator.plan.model import TIER_FRONTEND, TIER_INFRA, HealthProbe, Plan, Process, Readiness
 from orchestrator.plan.placeholders import RUN_DIR, node_ip, port_ref
 from orchestrator.plan.ports import PortAllocator
@@ -63,8 +63,8 @@ def etcd_process(cfg: RootConfig, ports: PortAllocator) -> Process:
 def frontend_process(cfg: RootConfig, ports: PortAllocator, env: dict[str, str]) -> Process:
     """`python3 -m dynamo.frontend --http-port 8000` (the guide's command) bound to node 0."""
     ip = node_ip(0)
-    port = cfg.frontend.http_port
-    argv = [cfg.frontend.python, "-m", "dynamo.frontend", "--http-port", str(port)]
+    port, planned = http_port(cfg, ports)
+    argv = [cfg.frontend.python, "-m", "dynamo.frontend", "--http-port", port]
     # Bind to the job's address on node 0 rather than 0.0.0.0 (Dynamo's default).
     argv += ["--http-host", ip]
     argv += ["--discovery-backend", env["DYN_DISCOVERY_BACKEND"]]
@@ -77,10 +77,9 @@ def frontend_process(cfg: RootConfig, ports: PortAllocator, env: dict[str, str])
     # Workers call back into the frontend for streamed responses: advertise the node address.
     full_env["DYN_TCP_RESPONSE_STREAM_HOST"] = ip
     full_env.update(cfg.frontend.env)
-    ports.allocate(0, [])  # keep a slot so worker ports do not move when the frontend changes
     return Process(
         name="frontend", role="frontend", group="frontend", worker_index=0, rank=0, node_index=0,
-        gpus=(), ports={"http": port}, env=full_env, argv=tuple(argv), tier=TIER_FRONTEND,
+        gpus=(), ports=planned, env=full_env, argv=tuple(argv), tier=TIER_FRONTEND,
         health=HealthProbe(url=f"http://{ip}:{port}/health"), url=f"http://{ip}:{port}",
     )  # fmt: skip
 

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from orchestrator.config.schema import RootConfig
 from orchestrator.effects import HttpClient, HttpError, HttpResponse
 from orchestrator.errors import Issue
-from orchestrator.frontends.base import Head
+from orchestrator.frontends.base import Head, http_port
 from orchestrator.plan.model import TIER_FRONTEND, HealthProbe, Plan, Process, Readiness
 from orchestrator.plan.placeholders import node_ip, port_ref
 from orchestrator.plan.ports import PortAllocator
@@ -23,19 +23,18 @@ def router_process(cfg: RootConfig, ports: PortAllocator) -> Process:
     """The router on node 0, PD mode unless the deployment is aggregated (static --prefill /
     --decode lists would lose late or restarted workers)."""
     ip = node_ip(0)
-    port = cfg.frontend.http_port
-    extra = ports.allocate(0, ["metrics"])
+    port, planned = http_port(cfg, ports, ["metrics"])
     argv = [cfg.frontend.python, "-m", "sglang_router.launch_router"]
     argv += ["--pd-disaggregation"] if cfg.deployment.mode == "disaggregated" else []
-    argv += ["--host", ip, "--port", str(port)]
+    argv += ["--host", ip, "--port", port]
     # 0.3.2 panics at start when its Prometheus port (default 0.0.0.0:29000) is taken.
-    argv += ["--prometheus-host", ip, "--prometheus-port", port_ref(extra["metrics"])]
+    argv += ["--prometheus-host", ip, "--prometheus-port", port_ref(planned["metrics"])]
     if cfg.frontend.router_mode:
         argv += ["--policy", cfg.frontend.router_mode]
     argv += list(cfg.frontend.extra_args)
     return Process(
         name="frontend", role="frontend", group="frontend", worker_index=0, rank=0, node_index=0,
-        gpus=(), ports={"http": port, **extra}, env={"PYTHONUNBUFFERED": "1", **cfg.frontend.env},
+        gpus=(), ports=planned, env={"PYTHONUNBUFFERED": "1", **cfg.frontend.env},
         argv=tuple(argv), tier=TIER_FRONTEND,
         health=HealthProbe(url=f"http://{ip}:{port}/health"), url=f"http://{ip}:{port}",
     )  # fmt: skip

@@ -28,7 +28,7 @@ from orchestrator.plan.model import (
     Readiness,
     SlurmRequest,
 )
-from orchestrator.plan.placeholders import RUN_DIR, node_ip
+from orchestrator.plan.placeholders import RUN_DIR
 from orchestrator.plan.placement import WorkerSlot, nodes_used
 from orchestrator.plan.ports import PortAllocator
 from orchestrator.plan.restart import restart_policy
@@ -37,6 +37,7 @@ __all__ = [
     "active_groups",
     "build_plan",
     "deployment_name",
+    "gpus_requested",
     "gpus_per_worker",
     "group_config",
     "place",
@@ -78,8 +79,8 @@ def deployment_plan(cfg: RootConfig) -> Plan:
             dataclasses.replace(_with_identity(p), restart=restart_policy(cfg, p.group))
             for p in head.processes + workers
         ),
-        readiness=_readiness(cfg),
-        slurm=slurm_request(cfg, num_nodes),
+        readiness=_readiness(cfg, _frontend_url(head)),
+        slurm=slurm_request(cfg, num_nodes, gpus_per_node=gpus_requested(cfg, slots)),
         ip_source=cfg.cluster.ip_source,
         network_interface=cfg.cluster.network_interface,
         stop_grace_s=cfg.launcher.stop_grace_s,
@@ -130,7 +131,12 @@ def _worker_process(
     )  # fmt: skip
 
 
-def _readiness(cfg: RootConfig) -> Readiness:
+def _frontend_url(head: Head) -> str:
+    """The frontend's base URL as planned (its port may be a `{port:N}` of the job's block)."""
+    return next(p.url for p in head.processes if p.role == "frontend")
+
+
+def _readiness(cfg: RootConfig, frontend_url: str) -> Readiness:
     groups = active_groups(cfg)
     expected = {
         ("worker" if g == "aggregated" else g): group_config(cfg, g).workers for g in groups
@@ -138,7 +144,7 @@ def _readiness(cfg: RootConfig) -> Readiness:
     r = cfg.readiness
     return Readiness(
         frontend_kind=cfg.frontend.kind,
-        frontend_url=f"http://{node_ip(0)}:{cfg.frontend.http_port}",
+        frontend_url=frontend_url,
         ready_path=get_frontend(cfg.frontend.kind).ready_path(cfg),
         model=cfg.model.served_name or cfg.model.path,
         expected=expected,
@@ -151,13 +157,30 @@ def _readiness(cfg: RootConfig) -> Readiness:
     )
 
 
-def slurm_request(cfg: RootConfig, num_nodes: int) -> SlurmRequest:
-    """The allocation for `num_nodes` nodes (validation checks its #SBATCH values)."""
+def gpus_requested(cfg: RootConfig, slots: list[WorkerSlot]) -> int:
+    """GPUs per node to ask Slurm for. Exclusive cluster: the whole node. Otherwise only what
+    the plan uses, so that small deployments can share a node: `--gpus-per-node` (and
+    `--gres=gpu:N`) asks the same count on every node, so an uneven layout (8 GPUs on node 0,
+    4 on node 1) asks the most any node uses (8 on both)."""
+    if cfg.cluster.exclusive:
+        return cfg.cluster.gpus_per_node
+    used: dict[int, int] = {}
+    for slot in slots:
+        for node, gpus in slot.ranks:
+            used[node] = used.get(node, 0) + len(gpus)
+    return max(used.values(), default=0)
+
+
+def slurm_request(
+    cfg: RootConfig, num_nodes: int, *, gpus_per_node: int | None = None
+) -> SlurmRequest:
+    """The allocation for `num_nodes` nodes with `gpus_per_node` GPUs each (default: the
+    node's; validation checks its #SBATCH values)."""
     c = cfg.cluster
     return SlurmRequest(
         job_name=cfg.launcher.job_name or f"orch-{deployment_name(cfg)}",
         nodes=num_nodes,
-        gpus_per_node=c.gpus_per_node,
+        gpus_per_node=c.gpus_per_node if gpus_per_node is None else gpus_per_node,
         time_limit_min=c.time_limit_min,
         partition=c.partition,
         account=c.account,

@@ -49,8 +49,18 @@ def port_shift(plan: Plan) -> dict[str, Any]:
         "block_size": size,
         "job_blocks": plan.port_job_blocks,
         "rule": f"{{port:N}} = N + (SLURM_JOB_ID % {plan.port_job_blocks}) * {size}; "
-        f"ports below {plan.port_base} (the frontend's) are fixed",
+        + (
+            f"ports below {plan.port_base} (the frontend's) are fixed"
+            if _fixed_ports(plan)
+            else "every port shifts (nodes may be shared: the frontend's too)"
+        ),  # fmt: skip
     }
+
+
+def _fixed_ports(plan: Plan) -> bool:
+    """Whether some planned port lies outside the job's block (the frontend's on exclusive
+    clusters), so that it stays the same for every job."""
+    return any(p < plan.port_base for proc in plan.processes for p in proc.ports.values())
 
 
 def slurm_section(plan: Plan, request: LaunchRequest) -> dict[str, Any]:

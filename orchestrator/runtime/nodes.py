@@ -6,6 +6,7 @@ import argparse
 import fcntl
 import ipaddress
 import json
+import os
 import socket
 import struct
 import sys
@@ -25,6 +26,9 @@ class NodeInfo:
 
     ip: str
     busy: tuple[int, ...] = ()
+    # The GPUs Slurm gave the job on this node, as a step there sees them (CUDA_VISIBLE_DEVICES):
+    # planned GPU i of the node is gpus[i]. Empty when Slurm set none (no GPU gres).
+    gpus: tuple[str, ...] = ()
 
 
 def interface_ip(name: str) -> str:
@@ -61,7 +65,8 @@ def local_node_info(ip_source: str, interface: str, ports: Sequence[int] = ()) -
     """This node's hostname, the address other nodes should use, and which `ports` are taken."""
     host = socket.gethostname()
     ip = interface_ip(interface) if ip_source == "interface" else hostname_ip(host)
-    return {"host": host, "ip": ip, "busy": busy_ports(ports)}
+    gpus = [g for g in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if g]
+    return {"host": host, "ip": ip, "busy": busy_ports(ports), "gpus": gpus}
 
 
 def parse_node_lines(stdout: str) -> dict[str, NodeInfo]:
@@ -79,7 +84,8 @@ def parse_node_lines(stdout: str) -> dict[str, NodeInfo]:
             and isinstance(item.get("ip"), str)
         ):
             busy = tuple(int(p) for p in item.get("busy", []))
-            found[item["host"]] = NodeInfo(ip=item["ip"], busy=busy)
+            gpus = tuple(str(g) for g in item.get("gpus", []))
+            found[item["host"]] = NodeInfo(ip=item["ip"], busy=busy, gpus=gpus)
     return found
 
 
@@ -114,11 +120,15 @@ def probe_nodes(
     if res.returncode != 0 or missing:
         raise OrchestratorError(f"could not resolve node addresses (missing: {', '.join(missing) or '-'}; "
                                 f"exit {res.returncode}): {res.stderr.strip()[-500:]}")  # fmt: skip
-    return [NodeInfo(ip=check_address(h, found[h].ip), busy=found[h].busy) for h in hosts]
+    return [
+        NodeInfo(ip=check_address(h, found[h].ip), busy=found[h].busy, gpus=found[h].gpus)
+        for h in hosts
+    ]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m orchestrator.runtime.nodes`: print this node's {"host", "ip"} as JSON."""
+    """`python -m orchestrator.runtime.nodes`: print this node's {"host", "ip", "busy",
+    "gpus"} as JSON."""
     parser = argparse.ArgumentParser()
     parser.add_argument("--ip-source", default="hostname")
     parser.add_argument("--interface", default="")

@@ -8,11 +8,12 @@ imports Hydra or OmegaConf, or re-plans from the config.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import socket
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +42,7 @@ class Allocation:
     ips: tuple[str, ...]
     busy: tuple[tuple[int, ...], ...] = ()  # per node: planned ports someone already holds
     port_offset: int = 0  # the job's port block
+    gpus: tuple[tuple[str, ...], ...] = ()  # per node: the job's GPU ids there (NodeInfo.gpus)
 
 
 def gpus_in_allocation(env: Mapping[str, str]) -> int | None:
@@ -61,11 +63,10 @@ def allocation_issues(plan: Plan, env: Mapping[str, str]) -> list[str]:
     if nodes_held.isdigit() and int(nodes_held) < plan.num_nodes:
         problems.append(f"allocation {job} has {nodes_held} node(s); the plan needs "
                         f"{plan.num_nodes} (salloc/sbatch --nodes={plan.num_nodes})")  # fmt: skip
-    gpus = gpus_in_allocation(env)
-    if gpus is not None and gpus < plan.gpus_per_node:
+    gpus, need = gpus_in_allocation(env), plan.slurm.gpus_per_node
+    if gpus is not None and gpus < need:
         problems.append(f"allocation {job} has {gpus} GPU(s) per node; the plan needs "
-                        f"{plan.gpus_per_node} (--gpus-per-node={plan.gpus_per_node}, or lower "
-                        "cluster.gpus_per_node)")  # fmt: skip
+                        f"{need} (--gpus-per-node={need}, or lower cluster.gpus_per_node)")  # fmt: skip
     return problems
 
 
@@ -109,7 +110,7 @@ def slurm_allocation(plan: Plan, env: Mapping[str, str], say: Callable[[str], No
                               ip_source=plan.ip_source, interface=plan.network_interface,
                               ports=job_ports(plan, offset))  # fmt: skip
     return Allocation(job_id, tuple(hosts), tuple(i.ip for i in infos),
-                      tuple(i.busy for i in infos), offset)  # fmt: skip
+                      tuple(i.busy for i in infos), offset, tuple(i.gpus for i in infos))  # fmt: skip
 
 
 def local_allocation(plan: Plan) -> Allocation:
@@ -130,11 +131,29 @@ def port_conflicts(plan: Plan, alloc: Allocation) -> list[str]:
     return problems
 
 
+def with_job_gpus(plan: Plan, node_gpus: Sequence[Sequence[str]]) -> Plan:
+    """Planned GPU indices (0..n-1 of the job's GPUs on a node) -> the GPU ids Slurm gave the
+    job there. Without device cgroups (ConstrainDevices) Slurm hands a job sharing a node
+    physical ids such as CUDA_VISIBLE_DEVICES=4,5,6,7 (seen on the Slurm 22.05 testbed), and
+    the plan's 0-3 would be the other job's GPUs; with them the ids are 0-3 and this changes
+    nothing. Nodes that reported no ids keep the planned indices."""
+    procs = []
+    for proc in plan.processes:
+        ids = node_gpus[proc.node_index] if proc.node_index < len(node_gpus) else ()
+        planned = proc.env.get("CUDA_VISIBLE_DEVICES", "")
+        indices = [int(i) for i in planned.split(",") if i.isdigit()]
+        if ids and indices and max(indices) < len(ids):
+            env = {**proc.env, "CUDA_VISIBLE_DEVICES": ",".join(ids[i] for i in indices)}
+            proc = dataclasses.replace(proc, env=env)
+        procs.append(proc)
+    return dataclasses.replace(plan, processes=tuple(procs))
+
+
 def bound_plan(plan: Plan, alloc: Allocation, run_dir: Path) -> Plan:
     """The saved plan bound to this job, its ports checked free on every node."""
     bindings = Bindings(node_ips=alloc.ips, node_hosts=alloc.hosts, job_id=alloc.job_id,
                         run_dir=str(run_dir), port_offset=alloc.port_offset)  # fmt: skip
-    bound = bind_plan(plan, bindings)
+    bound = with_job_gpus(bind_plan(plan, bindings), alloc.gpus)
     conflicts = port_conflicts(bound, alloc)
     if conflicts:
         raise OrchestratorError("; ".join(conflicts) + " (stop what holds it, or move "

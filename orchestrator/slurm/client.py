@@ -75,6 +75,12 @@ class SlurmClient:
         argv += list(steps) if steps else [job_id]
         return self._run(argv).returncode == 0
 
+    def cancel_jobs(self, job_ids: Sequence[str]) -> bool:
+        """`scancel JOB...`: end every job in `job_ids` with ONE call (a sweep's points). Jobs
+        that already ended are skipped by scancel silently (22.05). True when it succeeded."""
+        ids = list(dict.fromkeys(j for j in job_ids if j))
+        return not ids or self._run(["scancel", *ids]).returncode == 0
+
     def steps(self, job_id: str) -> list[tuple[str, str]]:
         """[(step id, step name)] of a job's running steps (`batch`/`extern` included)."""
         res = self._run(["squeue", "--steps", f"--jobs={job_id}", "--noheader",

@@ -52,7 +52,7 @@ def test_reference_topology_serves_and_binds_gpus(slurm_jobs: list[str], tmp_pat
     st = e2e.state(run_dir)
     assert st["phase"] == "ready" and st["job_id"] == job_id
     url = st["frontend_url"]
-    assert url == f"http://{st['node_ips'][0]}:8000"
+    assert url == f"http://{st['node_ips'][0]}:{e2e.frontend_port(run_dir)}"
     assert e2e.chat(url, MODEL).strip()
     assert e2e.chat(url, MODEL, stream=True).strip()
     mockers = e2e.engine_processes(run_dir, "dynamo.mocker")

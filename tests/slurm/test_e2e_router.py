@@ -87,7 +87,7 @@ def test_2p2d_router_ready_late_decode_fan_out_and_clean_stop(
     assert (
         st["phase"] == "ready"
         and len(st["nodes"]) == 3
-        and url == f"http://{st['node_ips'][0]}:8000"
+        and url == f"http://{st['node_ips'][0]}:{e2e.frontend_port(run_dir)}"
     )
     workers = {n: p for n, p in st["processes"].items() if n != "frontend"}
     assert set(workers) == {"prefill-0", "prefill-1", "decode-0", "decode-1"}

@@ -62,7 +62,7 @@ def wait_final(sweep_dir: Path, timeout: float) -> dict[str, dict]:
     def check() -> dict[str, dict] | None:
         points = manifest(sweep_dir)["points"]
         statuses = sweepdir.point_statuses(sweep_dir, points, client)  # one batched query
-        out = {p["label"]: st for p, st in zip(points, statuses, strict=True)}
+        out = {p["label"]: s for p, s in zip(points, statuses, strict=True)}
         done = all(
             s["status"] in ("valid", "failed") and s["phase"] in ("done", "failed")
             for s in out.values()
@@ -210,3 +210,86 @@ def test_single_run_with_a_benchmark_waits_for_its_results(
         json.loads(line) for line in (run_dir / "results" / "points.jsonl").read_text().splitlines()
     ]
     assert len(rows) == 1 and rows[0]["valid"] and rows[0]["output_tokens"] > 0
+
+
+# --- throttling and cancel -----------------------------------------------------------------------
+# 4-GPU aggregated points (two share a node), one tiny load point each.
+SMALL = [
+    "+model=gpt_oss_120b", "engine=mocker", "cluster=testbed", "benchmark=aiperf",
+    "benchmark.points=[{concurrency:1,isl:16,osl:4,requests:2,warmup:0}]",
+    "benchmark.duration_estimate_min=1", "readiness.timeout_s=60", "cluster.time_limit_min=6",
+    "deployment=aggregated", "aggregated.workers=1",
+]  # fmt: skip
+
+
+def sweep_jobs(job_ids: list[str]) -> list[tuple[str, str, str]]:
+    """(job id, state, reason) of the sweep's jobs squeue still lists."""
+    res = SubprocessRunner().run(
+        ["squeue", "-h", "-j", ",".join(job_ids), "-o", "%i %T %r"], timeout=15
+    )
+    return [tuple(line.split(None, 2)) for line in res.stdout.splitlines()]  # type: ignore[misc]
+
+
+def in_flight(jobs: list[tuple[str, str, str]]) -> int:
+    """Jobs queued for resources or running. Not counted: PENDING (Dependency), waiting for an
+    earlier point, and COMPLETING (the job ended; Slurm is releasing its nodes and counts the
+    dependency as satisfied)."""
+    return sum(1 for _, st, why in jobs if st != "COMPLETING" and "Dependency" not in why)
+
+
+def test_max_in_flight_throttles_twelve_points_to_two(
+    slurm_jobs: list[str], tmp_path: Path
+) -> None:
+    sweep_dir = tmp_path / "throttled"
+    started = time.monotonic()
+    res = e2e.cli(["-m", *SMALL, "benchmark.seed=range(1,13)", "sweep.max_in_flight=2",
+                   f"sweep_dir={sweep_dir}"])  # fmt: skip
+    ids = job_ids(sweep_dir) if (sweep_dir / "manifest.json").exists() else []
+    slurm_jobs.extend(ids)
+    assert res.returncode == 0, res.stderr
+    assert len(ids) == 12 and "12 job(s) submitted, 0 skipped, at most 2 in flight" in res.stderr
+    seen: list[int] = []
+    waiting: list[int] = []
+
+    def sampled_until_done() -> bool:
+        jobs = sweep_jobs(ids)
+        seen.append(in_flight(jobs))
+        waiting.append(sum(1 for _, _, why in jobs if "Dependency" in why))
+        return not jobs
+
+    e2e.wait_for(sampled_until_done, timeout=420, what="all 12 points ended", interval=0.5)
+    assert max(seen) == 2 and max(waiting) >= 8, (seen, waiting)
+    final = wait_final(sweep_dir, timeout=60)
+    assert {s["status"] for s in final.values()} == {"valid"}
+    names = [p["name"] for p in manifest(sweep_dir)["points"]]
+    assert len(set(names)) == 12 and names[0] == "gpt-oss-120b-a1-seed1"
+    collected = e2e.ctl("collect", str(sweep_dir))
+    assert collected.returncode == 0 and (sweep_dir / "decision.md").exists(), collected.stderr
+    print(f"\n12 points, 2 in flight: {time.monotonic() - started:.0f} s, samples {len(seen)}")
+
+
+def test_stop_mid_sweep_leaves_nothing_queued_or_running(
+    slurm_jobs: list[str], tmp_path: Path
+) -> None:
+    sweep_dir = tmp_path / "stopped"
+    res = e2e.cli(["-m", *SMALL, "benchmark.keep_serving=true", "benchmark.seed=range(1,5)",
+                   "sweep.max_in_flight=2", f"sweep_dir={sweep_dir}"])  # fmt: skip
+    ids = job_ids(sweep_dir) if (sweep_dir / "manifest.json").exists() else []
+    slurm_jobs.extend(ids)
+    assert res.returncode == 0, res.stderr
+    run_dirs = [sweep_dir / r["run_dir"] for p in manifest(sweep_dir)["points"] for r in p["runs"]]
+    # The first two serve (keep_serving) while the other two wait for them.
+    e2e.wait_for(lambda: all(e2e.state(d).get("phase") == "ready" for d in run_dirs[:2]),
+                 timeout=120, what="the first two points ready")  # fmt: skip
+    assert sorted(why for _, _, why in sweep_jobs(ids[2:])) == ["Dependency", "Dependency"]
+    stop = e2e.ctl("stop", str(sweep_dir))
+    assert stop.returncode == 0, stop.stderr
+    assert "cancelled 2 queued point(s), stopped 2 running point(s) of 4" in stop.stdout
+    e2e.wait_for(lambda: not sweep_jobs(ids), timeout=60, what="no job of the sweep in squeue")
+    states = [e2e.state(d) for d in run_dirs]
+    assert [st["phase"] for st in states] == ["done"] * 4
+    assert all(st["reason"].startswith("cancelled before start") for st in states[2:])
+    for d in run_dirs:
+        e2e.wait_for(lambda d=d: e2e.nothing_left(d), timeout=30, what=f"nothing left of {d}")
+    status = e2e.ctl("status", str(sweep_dir)).stdout.splitlines()[1:]
+    assert len(status) == 4 and all(" active " not in line for line in status)
