@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from omegaconf import OmegaConf
 
-from orchestrator.config.load import compose_config, config_to_dict
+from orchestrator.config.load import compose_checked, config_to_dict
 from orchestrator.config.schema import RootConfig
 from orchestrator.engines import get_engine
 from orchestrator.errors import InvalidConfig
@@ -24,7 +24,7 @@ from orchestrator.launchers.select import Site, resolve_launcher
 from orchestrator.plan.build import build_plan
 from orchestrator.plan.model import Plan
 from orchestrator.render.dryrun import render_json, render_text
-from orchestrator.validate import check
+from orchestrator.validate import check, validate
 
 # Overrides that change what the command does, not what it launches: left out of the request
 # (the script header), so a dry-run and the real launch of one command render the same script.
@@ -50,8 +50,10 @@ def launched_overrides(overrides: Sequence[str]) -> list[str]:
 def prepare(overrides: Sequence[str], site: Site) -> Prepared:
     """Compose and validate the config, build the plan, check every engine argv with the
     engine's own parser, and materialize the launch request for this site."""
-    cfg = compose_config(overrides)
-    check(cfg)
+    cfg, unknown = compose_checked(overrides)
+    issues = unknown + validate(cfg)
+    if issues:
+        raise InvalidConfig(issues)
     launcher = resolve_launcher(cfg.launcher.kind, site)
     cfg = dataclasses.replace(cfg, launcher=dataclasses.replace(cfg.launcher, kind=launcher))
     check(cfg)  # again: some rules depend on the resolved launcher (local = one node)

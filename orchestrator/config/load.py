@@ -18,7 +18,7 @@ import os
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,7 @@ from hydra.core.config_search_path import SearchPathQuery
 from hydra.core.config_store import ConfigStore
 from hydra.errors import HydraException
 from hydra.initialize import get_gh_backup, restore_gh_from_backup
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from orchestrator.config.schema import RootConfig
@@ -94,16 +94,53 @@ def compose_config(
     `user_dirs` (default: `user_config_dirs()`) are searched before `conf_dir`. Composition
     errors (unknown key, wrong type, unknown group option) become `InvalidConfig`.
     """
+    cfg, unknown = compose_checked(overrides, conf_dir, user_dirs)
+    if unknown:
+        raise InvalidConfig(unknown)
+    return cfg
+
+
+def compose_checked(
+    overrides: Sequence[str], conf_dir: Path = CONF_DIR, user_dirs: Sequence[Path] | None = None
+) -> tuple[RootConfig, list[Issue]]:
+    """`compose_config` that returns the keys the schema does not have (one Issue each) instead
+    of raising, so they are reported together with the validation problems."""
     _register_schema()
     dirs = user_config_dirs() if user_dirs is None else list(user_dirs)
     try:
         with _initialized(conf_dir, dirs):
             cfg = compose(config_name="config", overrides=list(overrides))
+        unknown = unknown_keys(cfg)
         obj = OmegaConf.to_object(cfg)
     except (HydraException, OmegaConfBaseException) as exc:
         raise InvalidConfig([_composition_issue(exc, overrides, [*dirs, conf_dir])]) from exc
     assert isinstance(obj, RootConfig)
-    return obj
+    return obj, unknown
+
+
+def unknown_keys(node: Any, prefix: str = "") -> list[Issue]:
+    """Keys of typed groups that their dataclass does not define. Hydra's `+` adds a key even
+    to a structured node (it opens the struct flag: config_loader_impl.py
+    `_apply_overrides_to_config`, force_add=True) and `OmegaConf.to_object` then drops it
+    silently: `+prefill.foo=1` would be accepted and ignored."""
+    if isinstance(node, ListConfig):
+        return [i for n, item in enumerate(node) for i in unknown_keys(item, f"{prefix}[{n}]")]
+    if not isinstance(node, DictConfig):
+        return []
+    schema = OmegaConf.get_type(node)
+    if schema is None or not is_dataclass(schema):
+        return []  # a plain mapping (env, args): any key is valid
+    known = {f.name for f in fields(schema)}
+    issues = []
+    for key in node.keys():
+        path = prefix + str(key)
+        if key not in known:
+            valid = ", ".join(sorted(known))
+            issues.append(Issue(path, str(node[key]), f"not a key of {schema.__name__}",
+                                f"use one of: {valid}"))  # fmt: skip
+        else:
+            issues += unknown_keys(node[key], f"{path}.")
+    return issues
 
 
 def _composition_issue(

@@ -7,6 +7,7 @@ unknown kind is reported together with every other problem and lists the valid c
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 MISSING_PATH = ""
 
@@ -29,9 +30,14 @@ class ModelConfig:
     # SGLang refuses different prefill/decode TP for non-MLA SWA hybrid models such as gpt-oss
     # ("PD Disaggregation does NOT support PD different TP sizes ...", sgl-project/sglang #38552).
     requires_equal_pd_tp: bool = False
+    revision: str = ""  # --revision: the model's HF revision (prefill and decode must agree)
+    # Engine flags for every worker of this model, by name without the leading dashes:
+    # {mem-fraction-static: 0.8, disable-radix-cache: true}. Layered model -> engine -> role
+    # (orchestrator.engines.base.layered_args); null removes an inherited flag.
+    args: dict[str, Any] = field(default_factory=dict)
     extra_args: list[str] = field(
         default_factory=list
-    )  # engine args for every worker of this model
+    )  # verbatim engine args for every worker of this model (after `args`)
     env: dict[str, str] = field(default_factory=dict)
 
 
@@ -71,6 +77,7 @@ class EngineConfig:
     kind: str = "dynamo_sglang"  # dynamo_sglang | sglang | mocker
     python: str = "python3"  # interpreter on the nodes (inside the container when one is set)
     transfer_backend: str = "nixl"  # --disaggregation-transfer-backend
+    args: dict[str, Any] = field(default_factory=dict)  # engine flags (see ModelConfig.args)
     extra_args: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
     mocker_model_dir: str = (
@@ -110,9 +117,15 @@ class WorkerGroupConfig:
 
     workers: int = 1
     tp: int = 0  # 0 = model.tp
-    dp: int = 1
-    ep: int = 1
-    gpus_per_worker: int = 0  # 0 = tp * dp
+    dp: int = 1  # data-parallel ranks of one worker (--dp-size)
+    # true: DP attention inside the TP group (SGLang --enable-dp-attention; GPUs per worker =
+    # tp, dp must divide tp); false: dp replicas of the TP group (GPUs per worker = tp x dp).
+    dp_attention: bool = False
+    ep: int = 1  # expert parallel size (--ep-size); must divide the worker's GPUs
+    gpus_per_worker: int = 0  # 0 = derived from tp, dp and dp_attention; else it must match
+    args: dict[str, Any] = field(
+        default_factory=dict
+    )  # this role's engine flags (ModelConfig.args)
     extra_args: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
 

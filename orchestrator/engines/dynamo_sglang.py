@@ -43,6 +43,7 @@ class DynamoSglang:
         m = cfg.model
         argv = [cfg.engine.python, "-m", "dynamo.sglang", "--model-path", m.path]
         argv += ["--served-model-name", m.served_name or m.path]
+        argv += flag_if("--revision", m.revision)
         # The guide's `--tp` is argparse's prefix abbreviation of --tp-size; kept verbatim so the
         # default reproduces the guide.
         argv += parallel_args(w, "--tp")

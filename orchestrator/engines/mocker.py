@@ -10,8 +10,10 @@ from orchestrator.engines.base import (
     DYNAMO_PORT_LIMIT,
     DYNAMO_PORT_REASON,
     WorkerProcess,
+    args_argv,
     dynamo_planes,
     dynamo_worker_env,
+    layered_args,
     sglang_host_env,
     sglang_worker_ports,
 )
@@ -47,8 +49,10 @@ class Mocker:
             argv += ["--bootstrap-ports", w.leader_port("bootstrap")]
         argv += ["--speedup-ratio", f"{cfg.engine.mocker_speedup_ratio:g}"]
         argv += dynamo_planes(discovery)
-        # Model flags are SGLang's, which the mocker does not take.
-        return argv + list(cfg.engine.extra_args) + list(w.group_extra_args)
+        # Model and role `args` are SGLang server flags, which the mocker does not take (it
+        # stands in for the real engine under the same config); engine.args are the mocker's.
+        engine_args = args_argv(layered_args(cfg.engine.args))
+        return argv + engine_args + list(cfg.engine.extra_args) + list(w.group_extra_args)
 
     def env(self, cfg: RootConfig, w: WorkerProcess) -> dict[str, str]:
         """Dynamo's planes and system server (as for dynamo.sglang)."""

@@ -41,6 +41,7 @@ class Sglang:
         m = cfg.model
         argv = [cfg.engine.python, "-m", "sglang.launch_server", "--model-path", m.path]
         argv += ["--served-model-name", m.served_name or m.path]
+        argv += flag_if("--revision", m.revision)
         argv += parallel_args(w, "--tp-size")
         argv += ["--trust-remote-code"] if m.trust_remote_code else []
         # No --skip-tokenizer-init here: behind sglang-router the worker itself must tokenize.

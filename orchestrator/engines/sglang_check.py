@@ -163,6 +163,12 @@ def offending_flag(error: str) -> str:
 def config_key_of(cfg: RootConfig, group: str, flag: str) -> str:
     """The config key a flag most likely came from (user extra args first)."""
     groups = {"prefill": cfg.prefill, "decode": cfg.decode, "aggregated": cfg.aggregated}
+    name = flag.lstrip("-")
+    layers = [(f"{group}.args", groups[group].args if group in groups else {}),
+              ("engine.args", cfg.engine.args), ("model.args", cfg.model.args)]  # fmt: skip
+    for where, mapping in layers:
+        if name and mapping.get(name) not in (None, False):
+            return f"{where}.{name}"
     candidates = [
         (f"{group}.extra_args", groups[group].extra_args if group in groups else []),
         ("engine.extra_args", cfg.engine.extra_args),

@@ -16,6 +16,7 @@ from orchestrator.plan.groups import (
     deployment_name,
     gpus_per_worker,
     group_config,
+    mode_gpus,
     place,
     tp_of,
 )
@@ -29,6 +30,7 @@ __all__ = [
     "build_plan",
     "deployment_name",
     "gpus_per_worker",
+    "mode_gpus",
     "group_config",
     "place",
     "slurm_request",
@@ -84,7 +86,8 @@ def _worker_processes(
         own = ports.allocate(node, engine.worker_ports(slot.group, rank, nnodes))
         leader_ports = own if rank == 0 else leader_ports
         w = WorkerProcess(
-            group=slot.group, tp=tp_of(cfg, slot.group), dp=g.dp, ep=g.ep, node_index=node,
+            group=slot.group, tp=tp_of(cfg, slot.group), dp=g.dp, ep=g.ep,
+            dp_attention=g.dp_attention, node_index=node,
             rank=rank, nnodes=nnodes, leader_node=slot.ranks[0][0], ports=own,
             leader_ports=leader_ports, group_extra_args=tuple(g.extra_args),
         )  # fmt: skip
