@@ -14,6 +14,7 @@ from orchestrator.engines import ENGINES, get_engine
 from orchestrator.errors import InvalidConfig, Issue
 from orchestrator.frontends import FRONTENDS, get_frontend
 from orchestrator.plan import build
+from orchestrator.plan.consistency import role_consistency
 from orchestrator.plan.ports import highest_port
 from orchestrator.slurm.request import SAFE_DIRECTIVE
 
@@ -261,6 +262,7 @@ def _slurm_values(cfg: RootConfig) -> list[Issue]:
 def _topology(cfg: RootConfig) -> list[Issue]:
     slots = build.place(cfg)
     issues = get_engine(cfg.engine.kind).validate(cfg, slots)
+    issues += role_consistency(cfg, build.deployment_plan(cfg))
     nodes = max(n for s in slots for n, _ in s.ranks) + 1 if slots else 1
     if cfg.launcher.kind == "local" and nodes > 1:
         issues.append(Issue("launcher.kind", "local", f"the plan needs {nodes} nodes and the local "
