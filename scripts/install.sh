@@ -9,7 +9,8 @@
 # --with-aiperf also installs aiperf into its own venv .venvs/aiperf (its
 # transformers/pydantic pins must not fight Dynamo's).
 # --with-sglang installs a minimal CPU SGLang into .venvs/sglang, used only to check the
-# generated SGLang command lines with SGLang's own parser before submission (~2.3 GB).
+# generated SGLang command lines with SGLang's own parser before submission (~2.3 GB), and
+# Dynamo's dynamo.sglang parser next to it (ai-dynamo + runtime --no-deps, ~260 MB more).
 #
 # Environment: PYTHON (interpreter used to create venvs, default python3),
 # VENV (default <repo>/.venv), AIPERF_VENV (default <repo>/.venvs/aiperf),
@@ -162,6 +163,27 @@ install_sglang() {
   "$py" -c 'from sglang.srt.server_args import prepare_server_args; prepare_server_args(["--model-path", "m"])' ||
     die "sglang's argument parser does not load in $SGLANG_VENV"
   log "sglang $SGLANG_VERSION: argument parser ok"
+  install_dynamo_parser
+}
+
+# install_dynamo_parser: Dynamo next to the CPU SGLang, so `python -m dynamo.sglang` command
+# lines are checked by Dynamo's own parsing (its flags, then SGLang's; engines/dynamo_check.py).
+# --no-deps like the main venv's ai-dynamo; the parser modules need only PyYAML beyond SGLang's
+# light deps (~260 MB, most of it the ai-dynamo-runtime extension).
+install_dynamo_parser() {
+  local py="$SGLANG_VENV/bin/python" deps
+  read -r -a deps <<<"$DYNAMO_PARSER_DEPS"
+  if satisfied "$py" "ai-dynamo==$DYNAMO_VERSION" "ai-dynamo-runtime==$DYNAMO_VERSION" "${deps[@]}"; then
+    log "dynamo $DYNAMO_VERSION parser: up to date ($SGLANG_VENV)"
+  else
+    log "dynamo $DYNAMO_VERSION parser: installing into $SGLANG_VENV (argv check only)"
+    "$py" -m pip install --quiet --no-deps "ai-dynamo==$DYNAMO_VERSION" \
+      "ai-dynamo-runtime==$DYNAMO_VERSION" "${deps[@]}" 2>/dev/null ||
+      die "could not install ai-dynamo $DYNAMO_VERSION into $SGLANG_VENV"
+  fi
+  "$py" -c 'from dynamo.sglang.backend_args import DynamoSGLangArgGroup' ||
+    die "Dynamo's dynamo.sglang argument parser does not load in $SGLANG_VENV"
+  log "dynamo $DYNAMO_VERSION: dynamo.sglang argument parser ok"
 }
 
 # check_pip PY: fail on any dependency conflict except the documented missing aisimulate.

@@ -89,9 +89,11 @@ class DynamoSglang:
         return []
 
     def check_argv(self, cfg: RootConfig, plan: Plan) -> list[Issue]:
-        """Not checked before submission: Dynamo adds its own flags to SGLang's, and only its
-        parser knows that version's set; it rejects a bad flag at worker start (exit 1)."""
-        return []
+        """Dynamo's own dynamo.sglang parsing (its flags plus SGLang's) on every worker argv
+        (orchestrator.engines.dynamo_check)."""
+        from orchestrator.engines.dynamo_check import dynamo_sglang_argv_issues
+
+        return dynamo_sglang_argv_issues(cfg, plan)
 
 
 ENGINE = DynamoSglang()

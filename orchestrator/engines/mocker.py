@@ -87,8 +87,10 @@ class Mocker:
         ]  # fmt: skip
 
     def check_argv(self, cfg: RootConfig, plan: Plan) -> list[Issue]:
-        """Not checked yet (the mocker's parser is Dynamo's; see the catalog issue)."""
-        return []
+        """The mocker's own parser on every worker argv (orchestrator.engines.dynamo_check)."""
+        from orchestrator.engines.dynamo_check import mocker_argv_issues
+
+        return mocker_argv_issues(cfg, plan)
 
 
 ENGINE = Mocker()
