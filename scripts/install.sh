@@ -4,7 +4,7 @@
 #   scripts/install.sh [--with-aiperf] [--with-sglang]
 #
 # Creates .venv in the repo root with the orchestrator (editable, extras test+plot+mocker),
-# Dynamo (frontend + mocker) and sglang-router, all at the versions pinned in
+# Dynamo (frontend + mocker), sglang-router and smg, all at the versions pinned in
 # scripts/versions.env. Re-running skips every step that is already satisfied.
 # --with-aiperf also installs aiperf into its own venv .venvs/aiperf (its
 # transformers/pydantic pins must not fight Dynamo's).
@@ -129,6 +129,16 @@ install_router() {
   "$py" -m pip install --quiet "sglang-router==$SGLANG_ROUTER_VERSION"
 }
 
+install_smg() {
+  local py="$VENV/bin/python"
+  if satisfied "$py" "smg==$SMG_VERSION"; then
+    log "smg $SMG_VERSION: up to date"
+    return 0
+  fi
+  log "smg $SMG_VERSION: installing"
+  "$py" -m pip install --quiet "smg==$SMG_VERSION"
+}
+
 install_aiperf() {
   local py="$AIPERF_VENV/bin/python"
   ensure_venv "$AIPERF_VENV"
@@ -201,10 +211,10 @@ check_pip() {
 # smoke_test: the entry points the orchestrator launches must at least parse --help.
 smoke_test() {
   local py="$VENV/bin/python" mod
-  for mod in dynamo.frontend dynamo.mocker sglang_router.launch_router; do
+  for mod in dynamo.frontend dynamo.mocker sglang_router.launch_router smg.launch_router; do
     "$py" -m "$mod" --help >/dev/null 2>&1 || die "python -m $mod --help failed"
   done
-  log "smoke test: dynamo.frontend, dynamo.mocker, sglang_router.launch_router --help ok"
+  log "smoke test: dynamo.frontend, dynamo.mocker, sglang_router.launch_router, smg.launch_router --help ok"
 }
 
 main() {
@@ -215,6 +225,7 @@ main() {
   install_project
   install_dynamo
   install_router
+  install_smg
   check_pip "$VENV/bin/python"
   smoke_test
   if ((WITH_AIPERF)); then

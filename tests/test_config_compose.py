@@ -34,6 +34,7 @@ SKIP_GROUPS = {"local"}  # gitignored site overrides
 COMPANIONS: dict[str, tuple[str, ...]] = {
     "engine=sglang": ("frontend=sglang_router",),
     "frontend=sglang_router": ("engine=sglang",),
+    "frontend=smg": ("engine=sglang",),
     # The testbed's 30 min limit is meant for the mocker's short readiness deadline.
     "cluster=testbed": ("engine=mocker", "readiness.timeout_s=600"),
     # Experiments of another model than gpt-oss-120b name it (tests/test_catalog.py EXPERIMENTS).

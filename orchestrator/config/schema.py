@@ -90,12 +90,15 @@ class EngineConfig:
 class FrontendConfig:
     """The OpenAI-compatible entry point on node 0."""
 
-    kind: str = "dynamo"  # dynamo | sglang_router
+    kind: str = "dynamo"  # dynamo | sglang_router | smg
     python: str = "python3"
     http_port: int = 8000
     discovery: str = "auto"  # dynamo only: auto (file on one node, else etcd) | etcd | file
     namespace: str = "dynamo"  # dynamo only: DYN_NAMESPACE shared by the frontend and its workers
     router_mode: str = ""  # dynamo --router-mode / router --policy; empty = the frontend's default
+    # smg only: the NAME of an environment variable holding SMG's admin (control-plane) key,
+    # exported where you launch. The key itself is never written into plans, scripts or logs.
+    admin_key_env: str = ""
     etcd_binary: str = "etcd"
     extra_args: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)

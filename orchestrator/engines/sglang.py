@@ -27,7 +27,7 @@ class Sglang:
     """Workers serve HTTP themselves; the router registers them by URL."""
 
     kind = "sglang"
-    frontends: tuple[str, ...] = ("sglang_router",)
+    frontends: tuple[str, ...] = ("sglang_router", "smg")
     max_port = PORT_LIMIT
     max_port_reason = ""
 
