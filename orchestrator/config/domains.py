@@ -113,9 +113,27 @@ def args_issues(where: str, args: Mapping[str, Any]) -> list[Issue]:
     return issues
 
 
+def offline_issues(cfg: RootConfig) -> list[Issue]:
+    """A local model (offline) whose frontend parses with a tiktoken encoding needs a local copy
+    of it; the directory must be absolute (it is looked at on every node)."""
+    t = cfg.cluster.tiktoken_dir
+    if t and not t.startswith("/"):
+        return [Issue("cluster.tiktoken_dir", repr(t), "must be an absolute path (every node "
+                      "checks it)", "give the shared directory's absolute path")]  # fmt: skip
+    if cfg.model.tiktoken_encoding and cfg.model.path.startswith("/") and not t:
+        enc = cfg.model.tiktoken_encoding
+        return [Issue("cluster.tiktoken_dir", "''", f"model.path is a local directory (offline: "
+                      f"HF_HUB_OFFLINE=1) and {cfg.model.name or 'the model'} needs the {enc} "
+                      "tiktoken encoding to parse reasoning and tool calls, which would be "
+                      "downloaded (and parsing silently breaks without network)",
+                      f"download {enc}.tiktoken into a shared directory and set "
+                      "cluster.tiktoken_dir to it")]  # fmt: skip
+    return []
+
+
 def domain_issues(cfg: RootConfig) -> list[Issue]:
     """Every per-key domain problem of `cfg`."""
-    issues = bound_issues(cfg) + transfer_backend_issues(cfg)
+    issues = bound_issues(cfg) + transfer_backend_issues(cfg) + offline_issues(cfg)
     layers = [("model.args", cfg.model.args), ("engine.args", cfg.engine.args)]
     layers += [(f"{g}.args", getattr(cfg, g).args) for g in GROUPS]
     for where, args in layers:

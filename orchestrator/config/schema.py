@@ -30,6 +30,9 @@ class ModelConfig:
     # SGLang refuses different prefill/decode TP for non-MLA SWA hybrid models such as gpt-oss
     # ("PD Disaggregation does NOT support PD different TP sizes ...", sgl-project/sglang #38552).
     requires_equal_pd_tp: bool = False
+    # The tiktoken encoding the frontend needs to parse reasoning / tool calls (gpt-oss's harmony
+    # format: o200k_base); with cluster.tiktoken_dir it is read from a local copy (offline).
+    tiktoken_encoding: str = ""
     revision: str = ""  # --revision: the model's HF revision (prefill and decode must agree)
     # Engine flags for every worker of this model, by name without the leading dashes:
     # {mem-fraction-static: 0.8, disable-radix-cache: true}. Layered model -> engine -> role
@@ -66,6 +69,9 @@ class ClusterConfig:
     setup: list[str] = field(
         default_factory=list
     )  # shell lines run before the driver (module load ...)
+    # Directory holding local tiktoken encodings (<dir>/o200k_base.tiktoken), exported as
+    # TIKTOKEN_ENCODINGS_BASE and checked on every node before start; air-gapped clusters.
+    tiktoken_dir: str = ""
     port_base: int = 20000  # first port of the per-job port blocks
     port_job_blocks: int = 16  # jobs sharing a node get different blocks: block = job_id % this
 

@@ -52,6 +52,7 @@ class Engine(Protocol):
     frontends: tuple[str, ...]  # frontends its workers can register with, preferred first
     max_port: int  # highest port its processes accept
     max_port_reason: str  # why, when below 65535
+    loads_model: bool  # its workers read model.path (checked on the nodes before start)
 
     def worker_ports(self, group: str, rank: int, nnodes: int) -> list[str]:
         """Port names to plan for one worker process."""

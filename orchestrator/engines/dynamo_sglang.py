@@ -32,6 +32,7 @@ class DynamoSglang:
     frontends: tuple[str, ...] = ("dynamo",)
     max_port = DYNAMO_PORT_LIMIT
     max_port_reason = DYNAMO_PORT_REASON
+    loads_model = True
 
     def worker_ports(self, group: str, rank: int, nnodes: int) -> list[str]:
         """NCCL and the Dynamo system port (leader), plus SGLang's bootstrap / dist-init."""

@@ -30,6 +30,7 @@ class Mocker:
     frontends: tuple[str, ...] = ("dynamo",)
     max_port = DYNAMO_PORT_LIMIT
     max_port_reason = DYNAMO_PORT_REASON
+    loads_model = False
 
     def worker_ports(self, group: str, rank: int, nnodes: int) -> list[str]:
         """The Dynamo system port, plus the prefill's KV bootstrap port."""

@@ -30,6 +30,7 @@ class Sglang:
     frontends: tuple[str, ...] = ("sglang_router", "smg")
     max_port = PORT_LIMIT
     max_port_reason = ""
+    loads_model = True
 
     def worker_ports(self, group: str, rank: int, nnodes: int) -> list[str]:
         """HTTP (leader) and NCCL, plus the bootstrap / dist-init ports."""

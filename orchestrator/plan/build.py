@@ -24,6 +24,7 @@ from orchestrator.plan.model import TIER_WORKER, HealthProbe, Plan, Process, Rea
 from orchestrator.plan.placeholders import RUN_DIR, node_ip
 from orchestrator.plan.placement import WorkerSlot, nodes_used
 from orchestrator.plan.ports import PortAllocator
+from orchestrator.plan.preflight import offline_env, preflight_checks
 
 __all__ = [
     "active_groups",
@@ -59,19 +60,27 @@ def deployment_plan(cfg: RootConfig) -> Plan:
         port_base=cfg.cluster.port_base,
         port_job_blocks=cfg.cluster.port_job_blocks,
         port_offset=0,
-        processes=tuple(_with_identity(p) for p in head.processes + workers),
+        processes=tuple(_with_identity(cfg, p) for p in head.processes + workers),
         readiness=_readiness(cfg),
         slurm=slurm_request(cfg, num_nodes),
         ip_source=cfg.cluster.ip_source,
         network_interface=cfg.cluster.network_interface,
         stop_grace_s=cfg.launcher.stop_grace_s,
         prepare=engine.prepare(cfg),
+        preflight=preflight_checks(cfg, slots, num_nodes, loads_model=engine.loads_model),
     )
 
 
-def _with_identity(proc: Process) -> Process:
-    """Every process knows its run and its name (log prefixes, cleanup tools, tests)."""
-    env = {**proc.env, "ORCHESTRATOR_RUN_DIR": RUN_DIR, "ORCHESTRATOR_PROCESS": proc.name}
+def _with_identity(cfg: RootConfig, proc: Process) -> Process:
+    """Every process knows its run and its name (log prefixes, cleanup tools, tests); the
+    frontend and the workers get the offline environment (orchestrator.plan.preflight)."""
+    offline = offline_env(cfg) if proc.role not in ("infra",) else {}
+    env = {
+        **offline,
+        **proc.env,
+        "ORCHESTRATOR_RUN_DIR": RUN_DIR,
+        "ORCHESTRATOR_PROCESS": proc.name,
+    }
     return dataclasses.replace(proc, env=env)
 
 

@@ -10,6 +10,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+from orchestrator.plan.preflight import PathCheck
+
 Role = Literal["frontend", "prefill", "decode", "worker", "infra", "benchmark"]
 ROLES: tuple[str, ...] = ("frontend", "prefill", "decode", "worker", "infra", "benchmark")
 
@@ -139,6 +141,7 @@ class Plan:
     stop_grace_s: float = 20.0
     prepare: Mapping[str, str] = field(default_factory=dict)  # e.g. {"tiny_model_dir": path}
     benchmark: BenchmarkPlan | None = None
+    preflight: tuple[PathCheck, ...] = ()  # paths each node must hold before workers start
 
     def process(self, name: str) -> Process:
         """The process called `name` (KeyError if there is none)."""
@@ -187,6 +190,7 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
         "readiness": asdict(plan.readiness),
         "slurm": asdict(plan.slurm),
         "benchmark": _benchmark_to_dict(plan.benchmark),
+        "preflight": [asdict(c) for c in plan.preflight],
     }
 
 
@@ -228,4 +232,7 @@ def plan_from_dict(data: Mapping[str, Any]) -> Plan:
         readiness=Readiness(**data["readiness"]),
         slurm=SlurmRequest(**slurm),
         benchmark=_benchmark_from_dict(data.get("benchmark")),
+        preflight=tuple(
+            PathCheck(**{**c, "nodes": tuple(c["nodes"])}) for c in data.get("preflight", ())
+        ),  # fmt: skip
     )
