@@ -5,18 +5,21 @@ refused before submission naming the process, the flag and the config key."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from orchestrator.config.load import CONF_DIR
 from orchestrator.config.schema import RootConfig
-from orchestrator.effects import SubprocessRunner
+from orchestrator.effects import CommandResult, SubprocessRunner
 from orchestrator.engines import dynamo_check, sglang_check
+from orchestrator.errors import InvalidConfig
 from orchestrator.plan.build import build_plan
 from tests.test_catalog import EXPERIMENTS
 from tests.test_config_compose import OPTIONS, overrides_for
@@ -137,3 +140,46 @@ def test_cli_refuses_a_bad_flag_before_submitting(
     assert f"{key}=--no-such-flag" in proc.stderr
     assert "rejects the argv of" in proc.stderr and "unrecognized arguments" in proc.stderr
     assert not run_dir.exists()  # nothing created, nothing submitted
+
+
+class ScriptedRunner:
+    """A CommandRunner answering every command with one scripted result."""
+
+    def __init__(self, stdout: str, returncode: int = 0, stderr: str = "") -> None:
+        self.answer = (returncode, stdout, stderr)
+        self.calls: list[list[str]] = []
+
+    def run(self, argv: Sequence[str], *, timeout: float = 60.0, **_: Any) -> CommandResult:
+        self.calls.append(list(argv))
+        return CommandResult(tuple(argv), *self.answer)
+
+
+def test_an_interpreter_without_dynamo_skips_with_one_note(
+    compose: Compose, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(dynamo_check, "_skipped", set())
+    monkeypatch.setattr(dynamo_check, "dynamo_sglang_python", lambda env: "/venv/bin/python")
+    cfg = compose("+model=gpt_oss_120b", "+decode.args.no-such-flag=1")
+    runner = ScriptedRunner(json.dumps({"missing": "No module named 'dynamo'"}))
+    for _ in range(2):
+        assert dynamo_check.dynamo_sglang_argv_issues(cfg, build_plan(cfg), runner=runner) == []
+    err = capsys.readouterr().err
+    assert err.count("skipped checking 2 dynamo.sglang command line(s)") == 1
+    assert "No module named 'dynamo'" in err and len(runner.calls) == 2  # one run per check
+
+
+def test_a_parser_that_does_not_run_is_a_config_error(compose: Compose) -> None:
+    cfg = compose("+model=gpt_oss_120b")
+    runner = ScriptedRunner("", returncode=1, stderr="Traceback ...\nSegmentation fault")
+    with pytest.raises(InvalidConfig, match="the parser did not run: .*Segmentation fault"):
+        dynamo_check.dynamo_sglang_argv_issues(cfg, build_plan(cfg), env={}, runner=runner)
+
+
+def test_every_argv_of_a_plan_goes_in_one_subprocess(compose: Compose) -> None:
+    cfg = compose("+model=gpt_oss_120b", "prefill.workers=2", "decode.workers=2")
+    runner = ScriptedRunner(json.dumps({"errors": {"prefill-1": ["unrecognized arguments: --x"]}}))
+    plan = build_plan(cfg)
+    (issue,) = dynamo_check.dynamo_sglang_argv_issues(cfg, plan, env={}, runner=runner)
+    (call,) = runner.calls
+    assert set(json.loads(call[-1])) == {"decode-0", "decode-1", "prefill-0", "prefill-1"}
+    assert issue.key == "engine argv" and "prefill-1" in issue.problem
