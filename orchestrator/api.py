@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from omegaconf import OmegaConf
 
-from orchestrator.config.load import compose_configs, config_to_dict
+from orchestrator.config.load import Composed, compose_configs, config_to_dict
 from orchestrator.config.schema import RootConfig
 from orchestrator.engines import get_engine
 from orchestrator.errors import InvalidConfig, Issue
@@ -24,7 +24,7 @@ from orchestrator.launchers.select import Site, resolve_launcher
 from orchestrator.plan.build import build_plan
 from orchestrator.plan.model import Plan
 from orchestrator.render.dryrun import render_json, render_text
-from orchestrator.validate import check
+from orchestrator.validate import check, validate
 
 # Overrides that change what the command does, not what it launches: left out of the request
 # (the script header), so a dry-run and the real launch of one command render the same script.
@@ -90,14 +90,17 @@ def plan_many(override_lists: Sequence[Sequence[str]], site: Site) -> list[Plann
     """Compose (one Hydra initialization), validate and plan each override list."""
     composed = compose_configs(override_lists)
     return [
-        _planned(cfg, overrides, site) if isinstance(cfg, RootConfig) else cfg
-        for cfg, overrides in zip(composed, override_lists, strict=True)
+        item if isinstance(item, InvalidConfig) else _planned(item, overrides, site)
+        for item, overrides in zip(composed, override_lists, strict=True)
     ]
 
 
-def _planned(cfg: RootConfig, overrides: Sequence[str], site: Site) -> Planned | InvalidConfig:
+def _planned(composed: Composed, overrides: Sequence[str], site: Site) -> Planned | InvalidConfig:
+    cfg, unknown = composed
     try:
-        check(cfg)
+        issues = unknown + validate(cfg)  # keys added with `+` that the schema lacks, and the rest
+        if issues:
+            raise InvalidConfig(issues)
         launcher = resolve_launcher(cfg.launcher.kind, site)
         cfg = dataclasses.replace(cfg, launcher=dataclasses.replace(cfg.launcher, kind=launcher))
         check(cfg)  # again: some rules depend on the resolved launcher (local = one node)

@@ -99,9 +99,15 @@ class HttpClient(Protocol):
 class RequestsHttp:
     """`requests`-based client; proxies from the environment are ignored (job-local traffic)."""
 
-    def __init__(self) -> None:
+    def __init__(self, headers: dict[str, str] | None = None) -> None:
         self._session = requests.Session()
         self._session.trust_env = False
+        self._session.headers.update(headers or {})
+
+    def with_headers(self, headers: dict[str, str]) -> RequestsHttp:
+        """A client sending `headers` with every request (e.g. an Authorization bearer)."""
+        current = {str(k): str(v) for k, v in self._session.headers.items()}
+        return RequestsHttp({**current, **headers})
 
     def _call(self, method: str, url: str, timeout: float, payload: Any = None) -> HttpResponse:
         try:

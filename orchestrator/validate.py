@@ -8,11 +8,13 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from orchestrator.bench.spec import BENCHMARK_KINDS, TOOLS, aiperf_binary, estimate_s
+from orchestrator.config.domains import domain_issues
 from orchestrator.config.schema import RootConfig
 from orchestrator.engines import ENGINES, get_engine
 from orchestrator.errors import InvalidConfig, Issue
 from orchestrator.frontends import FRONTENDS, get_frontend
 from orchestrator.plan import build
+from orchestrator.plan.consistency import role_consistency
 from orchestrator.plan.model import RESTART_MODES
 from orchestrator.plan.ports import highest_port
 from orchestrator.slurm.request import SAFE_DIRECTIVE
@@ -36,6 +38,8 @@ def validate(cfg: RootConfig) -> list[Issue]:
     """Every problem of `cfg`. Checks that need a sane shape run only when the shape is sane."""
     issues = _kinds(cfg) + _model(cfg) + _groups(cfg) + _ports(cfg) + _timing(cfg) + _secrets(cfg)
     issues += _slurm_values(cfg) + _benchmark(cfg) + _restarts(cfg)
+    named = {i.key for i in issues}  # a key a specific rule already reports once is enough
+    issues += [i for i in domain_issues(cfg) if i.key not in named]
     if not issues:
         issues += _topology(cfg)
     return issues
@@ -126,19 +130,11 @@ def _group_shape(cfg: RootConfig, group: str) -> list[Issue]:
 
 
 def _gpu_fit(cfg: RootConfig, group: str) -> list[Issue]:
-    g, tp, per_node = (
-        build.group_config(cfg, group),
-        build.tp_of(cfg, group),
-        cfg.cluster.gpus_per_node,
-    )
-    gpus = build.gpus_per_worker(cfg, group)
+    parallel = _parallel_mode(cfg, group)
+    if parallel:
+        return parallel
+    gpus, per_node = build.gpus_per_worker(cfg, group), cfg.cluster.gpus_per_node
     key = f"{group}.gpus_per_worker"
-    if gpus % tp:
-        return [Issue(key, str(gpus), f"not a multiple of {group}.tp={tp}",
-                      f"set {key} to {tp} x {group}.dp={tp * g.dp}, or 0 to derive it")]  # fmt: skip
-    if (tp * g.dp) % g.ep:
-        return [Issue(f"{group}.ep", str(g.ep), f"must divide tp x dp = {tp * g.dp}",
-                      f"set {group}.ep to a divisor of {tp * g.dp}")]  # fmt: skip
     if gpus < per_node and per_node % gpus:
         divisors = ", ".join(str(d) for d in range(1, per_node + 1) if per_node % d == 0)
         return [Issue(key, str(gpus), f"must divide cluster.gpus_per_node={per_node}",
@@ -147,6 +143,28 @@ def _gpu_fit(cfg: RootConfig, group: str) -> list[Issue]:
         return [Issue(key, str(gpus), f"spans nodes but is not a multiple of "
                       f"cluster.gpus_per_node={per_node}", f"use {per_node * (gpus // per_node + 1)} "
                       f"or {per_node * (gpus // per_node)}")]  # fmt: skip
+    return []
+
+
+def _parallel_mode(cfg: RootConfig, group: str) -> list[Issue]:
+    """DP attention splits the TP group (dp divides tp; GPUs = tp), DP replicas multiply it
+    (GPUs = tp x dp); EP shards the experts over the worker's GPUs (ep divides them)."""
+    g, tp = build.group_config(cfg, group), build.tp_of(cfg, group)
+    need = build.mode_gpus(cfg, group)
+    mode = (f"{group}.tp={tp} with {group}.dp_attention=true" if g.dp_attention
+            else f"{group}.tp={tp} x {group}.dp={g.dp}")  # fmt: skip
+    if g.dp_attention and tp % g.dp:
+        return [Issue(f"{group}.dp", str(g.dp), f"with {group}.dp_attention=true dp must divide "
+                      f"{group}.tp={tp} (SGLang splits the TP group into dp attention ranks)",
+                      f"set {group}.dp to a divisor of {tp}, or {group}.dp_attention=false "
+                      "for dp replicas")]  # fmt: skip
+    if g.gpus_per_worker and g.gpus_per_worker != need:
+        return [Issue(f"{group}.gpus_per_worker", str(g.gpus_per_worker),
+                      f"does not match the parallel mode: {mode} = {need} GPUs",
+                      f"set {group}.gpus_per_worker=0 (derived) or {need}")]  # fmt: skip
+    if need % g.ep:
+        return [Issue(f"{group}.ep", str(g.ep), f"must divide the worker's {need} GPUs ({mode})",
+                      f"set {group}.ep to a divisor of {need}, e.g. {need}")]  # fmt: skip
     return []
 
 
@@ -245,6 +263,7 @@ def _slurm_values(cfg: RootConfig) -> list[Issue]:
 def _topology(cfg: RootConfig) -> list[Issue]:
     slots = build.place(cfg)
     issues = get_engine(cfg.engine.kind).validate(cfg, slots)
+    issues += role_consistency(cfg, build.deployment_plan(cfg))
     nodes = max(n for s in slots for n, _ in s.ranks) + 1 if slots else 1
     if cfg.launcher.kind == "local" and nodes > 1:
         issues.append(Issue("launcher.kind", "local", f"the plan needs {nodes} nodes and the local "

@@ -4,12 +4,13 @@
 #   scripts/install.sh [--with-aiperf] [--with-sglang]
 #
 # Creates .venv in the repo root with the orchestrator (editable, extras test+plot+mocker),
-# Dynamo (frontend + mocker) and sglang-router, all at the versions pinned in
+# Dynamo (frontend + mocker), sglang-router and smg, all at the versions pinned in
 # scripts/versions.env. Re-running skips every step that is already satisfied.
 # --with-aiperf also installs aiperf into its own venv .venvs/aiperf (its
 # transformers/pydantic pins must not fight Dynamo's).
 # --with-sglang installs a minimal CPU SGLang into .venvs/sglang, used only to check the
-# generated SGLang command lines with SGLang's own parser before submission (~2.3 GB).
+# generated SGLang command lines with SGLang's own parser before submission (~2.3 GB), and
+# Dynamo's dynamo.sglang parser next to it (ai-dynamo + runtime --no-deps, ~260 MB more).
 #
 # Environment: PYTHON (interpreter used to create venvs, default python3),
 # VENV (default <repo>/.venv), AIPERF_VENV (default <repo>/.venvs/aiperf),
@@ -128,6 +129,16 @@ install_router() {
   "$py" -m pip install --quiet "sglang-router==$SGLANG_ROUTER_VERSION"
 }
 
+install_smg() {
+  local py="$VENV/bin/python"
+  if satisfied "$py" "smg==$SMG_VERSION"; then
+    log "smg $SMG_VERSION: up to date"
+    return 0
+  fi
+  log "smg $SMG_VERSION: installing"
+  "$py" -m pip install --quiet "smg==$SMG_VERSION"
+}
+
 install_aiperf() {
   local py="$AIPERF_VENV/bin/python"
   ensure_venv "$AIPERF_VENV"
@@ -162,6 +173,27 @@ install_sglang() {
   "$py" -c 'from sglang.srt.server_args import prepare_server_args; prepare_server_args(["--model-path", "m"])' ||
     die "sglang's argument parser does not load in $SGLANG_VENV"
   log "sglang $SGLANG_VERSION: argument parser ok"
+  install_dynamo_parser
+}
+
+# install_dynamo_parser: Dynamo next to the CPU SGLang, so `python -m dynamo.sglang` command
+# lines are checked by Dynamo's own parsing (its flags, then SGLang's; engines/dynamo_check.py).
+# --no-deps like the main venv's ai-dynamo; the parser modules need only PyYAML beyond SGLang's
+# light deps (~260 MB, most of it the ai-dynamo-runtime extension).
+install_dynamo_parser() {
+  local py="$SGLANG_VENV/bin/python" deps
+  read -r -a deps <<<"$DYNAMO_PARSER_DEPS"
+  if satisfied "$py" "ai-dynamo==$DYNAMO_VERSION" "ai-dynamo-runtime==$DYNAMO_VERSION" "${deps[@]}"; then
+    log "dynamo $DYNAMO_VERSION parser: up to date ($SGLANG_VENV)"
+  else
+    log "dynamo $DYNAMO_VERSION parser: installing into $SGLANG_VENV (argv check only)"
+    "$py" -m pip install --quiet --no-deps "ai-dynamo==$DYNAMO_VERSION" \
+      "ai-dynamo-runtime==$DYNAMO_VERSION" "${deps[@]}" 2>/dev/null ||
+      die "could not install ai-dynamo $DYNAMO_VERSION into $SGLANG_VENV"
+  fi
+  "$py" -c 'from dynamo.sglang.backend_args import DynamoSGLangArgGroup' ||
+    die "Dynamo's dynamo.sglang argument parser does not load in $SGLANG_VENV"
+  log "dynamo $DYNAMO_VERSION: dynamo.sglang argument parser ok"
 }
 
 # check_pip PY: fail on any dependency conflict except the documented missing aisimulate.
@@ -179,10 +211,10 @@ check_pip() {
 # smoke_test: the entry points the orchestrator launches must at least parse --help.
 smoke_test() {
   local py="$VENV/bin/python" mod
-  for mod in dynamo.frontend dynamo.mocker sglang_router.launch_router; do
+  for mod in dynamo.frontend dynamo.mocker sglang_router.launch_router smg.launch_router; do
     "$py" -m "$mod" --help >/dev/null 2>&1 || die "python -m $mod --help failed"
   done
-  log "smoke test: dynamo.frontend, dynamo.mocker, sglang_router.launch_router --help ok"
+  log "smoke test: dynamo.frontend, dynamo.mocker, sglang_router.launch_router, smg.launch_router --help ok"
 }
 
 main() {
@@ -193,6 +225,7 @@ main() {
   install_project
   install_dynamo
   install_router
+  install_smg
   check_pip "$VENV/bin/python"
   smoke_test
   if ((WITH_AIPERF)); then

@@ -33,8 +33,11 @@ SKIP_GROUPS = {"local"}  # gitignored site overrides
 COMPANIONS: dict[str, tuple[str, ...]] = {
     "engine=sglang": ("frontend=sglang_router",),
     "frontend=sglang_router": ("engine=sglang",),
+    "frontend=smg": ("engine=sglang",),
     # The testbed's 30 min limit is meant for the mocker's short readiness deadline.
     "cluster=testbed": ("engine=mocker", "readiness.timeout_s=600"),
+    # Experiments of another model than gpt-oss-120b name it (tests/test_catalog.py EXPERIMENTS).
+    "+experiment=deepseek_r1_wideep": ("+model=deepseek_r1",),
 }
 
 
@@ -50,8 +53,10 @@ OPTIONS = options()
 
 
 def overrides_for(option: str) -> tuple[str, ...]:
-    model = () if option.startswith("+model=") else ("+model=gpt_oss_120b",)
-    return (*model, *sorted((option, *COMPANIONS.get(option, ()))))
+    companions = COMPANIONS.get(option, ())
+    named = option.startswith("+model=") or any(c.startswith("+model=") for c in companions)
+    model = () if named else ("+model=gpt_oss_120b",)
+    return (*model, *sorted((option, *companions)))
 
 
 def test_discovery_finds_every_group() -> None:

@@ -19,7 +19,7 @@ import os
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +34,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
 from hydra.errors import HydraException
 from hydra.initialize import get_gh_backup, restore_gh_from_backup
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from orchestrator.config.schema import RootConfig
@@ -99,24 +99,64 @@ def compose_config(
     `user_dirs` (default: `user_config_dirs()`) are searched before `conf_dir`. Composition
     errors (unknown key, wrong type, unknown group option) become `InvalidConfig`.
     """
+    cfg, unknown = compose_checked(overrides, conf_dir, user_dirs)
+    if unknown:
+        raise InvalidConfig(unknown)
+    return cfg
+
+
+def compose_checked(
+    overrides: Sequence[str], conf_dir: Path = CONF_DIR, user_dirs: Sequence[Path] | None = None
+) -> tuple[RootConfig, list[Issue]]:
+    """`compose_config` that returns the keys the schema does not have (one Issue each) instead
+    of raising, so they are reported together with the validation problems."""
     _register_schema()
     dirs = user_config_dirs() if user_dirs is None else list(user_dirs)
     try:
         with _initialized(conf_dir, dirs):
             cfg = compose(config_name="config", overrides=list(overrides))
+        unknown = unknown_keys(cfg)
         obj = OmegaConf.to_object(cfg)
     except (HydraException, OmegaConfBaseException) as exc:
         raise InvalidConfig([_composition_issue(exc, overrides, [*dirs, conf_dir])]) from exc
     assert isinstance(obj, RootConfig)
-    return obj
+    return obj, unknown
+
+
+def unknown_keys(node: Any, prefix: str = "") -> list[Issue]:
+    """Keys of typed groups that their dataclass does not define. Hydra's `+` adds a key even
+    to a structured node (it opens the struct flag: config_loader_impl.py
+    `_apply_overrides_to_config`, force_add=True) and `OmegaConf.to_object` then drops it
+    silently: `+prefill.foo=1` would be accepted and ignored."""
+    if isinstance(node, ListConfig):
+        return [i for n, item in enumerate(node) for i in unknown_keys(item, f"{prefix}[{n}]")]
+    if not isinstance(node, DictConfig):
+        return []
+    schema = OmegaConf.get_type(node)
+    if schema is None or not is_dataclass(schema):
+        return []  # a plain mapping (env, args): any key is valid
+    known = {f.name for f in fields(schema)}
+    issues = []
+    for key in node.keys():
+        path = prefix + str(key)
+        if key not in known:
+            valid = ", ".join(sorted(known))
+            issues.append(Issue(path, str(node[key]), f"not a key of {schema.__name__}",
+                                f"use one of: {valid}"))  # fmt: skip
+        else:
+            issues += unknown_keys(node[key], f"{path}.")
+    return issues
+
+
+Composed = tuple[RootConfig, list[Issue]]  # the config and its unknown keys (compose_checked)
 
 
 def compose_configs(
     override_lists: Sequence[Sequence[str]], conf_dir: Path = CONF_DIR,
     user_dirs: Sequence[Path] | None = None,
-) -> list[RootConfig | InvalidConfig]:  # fmt: skip
-    """`compose_config` of each override list (a config, or the InvalidConfig it would raise),
-    with one Hydra initialization for all of them.
+) -> list[Composed | InvalidConfig]:  # fmt: skip
+    """`compose_checked` of each override list (a config with its unknown keys, or the
+    InvalidConfig it would raise), with one Hydra initialization for all of them.
 
     Hydra builds the defaults list from the group overrides (`engine=mocker`, `+model=...`)
     and then applies the value overrides (`prefill.workers=2`) to the composed config with
@@ -141,9 +181,9 @@ def compose_configs(
 
 def _compose_or_issue(
     overrides: Sequence[str], conf_dir: Path, dirs: Sequence[Path]
-) -> RootConfig | InvalidConfig:
+) -> Composed | InvalidConfig:
     try:
-        return compose_config(overrides, conf_dir, dirs)
+        return compose_checked(overrides, conf_dir, dirs)
     except InvalidConfig as exc:
         return exc
 
@@ -164,8 +204,9 @@ class _CachedComposer:
             (self._parsed[line],) = self._parser.parse_overrides([line])
         return self._parsed[line]
 
-    def compose(self, overrides: list[str]) -> RootConfig | None:
-        """The typed config, or None when `compose_config` must compose it (see above)."""
+    def compose(self, overrides: list[str]) -> Composed | None:
+        """The typed config and its unknown keys, or None when `compose_checked` must compose
+        it (see `compose_configs`)."""
         try:
             parsed = [self._parse(line) for line in overrides]
             if any(o.is_hydra_override() or o.is_sweep_override() for o in parsed):
@@ -177,10 +218,11 @@ class _CachedComposer:
                 self._base[key] = compose(config_name="config", overrides=list(key))
             cfg = copy.deepcopy(self._base[key])
             ConfigLoaderImpl._apply_overrides_to_config(values, cfg)
+            unknown = unknown_keys(cfg)
             obj = OmegaConf.to_object(cfg)
         except (HydraException, OmegaConfBaseException, ValueError):
             return None
-        return obj if isinstance(obj, RootConfig) else None
+        return (obj, unknown) if isinstance(obj, RootConfig) else None
 
     def _is_group(self, o: Override) -> bool:
         return bool(self._repo.group_exists(o.key_or_group)) and not isinstance(o.value(), dict)

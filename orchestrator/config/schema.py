@@ -7,6 +7,7 @@ unknown kind is reported together with every other problem and lists the valid c
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 MISSING_PATH = ""
 
@@ -29,9 +30,17 @@ class ModelConfig:
     # SGLang refuses different prefill/decode TP for non-MLA SWA hybrid models such as gpt-oss
     # ("PD Disaggregation does NOT support PD different TP sizes ...", sgl-project/sglang #38552).
     requires_equal_pd_tp: bool = False
+    # The tiktoken encoding the frontend needs to parse reasoning / tool calls (gpt-oss's harmony
+    # format: o200k_base); with cluster.tiktoken_dir it is read from a local copy (offline).
+    tiktoken_encoding: str = ""
+    revision: str = ""  # --revision: the model's HF revision (prefill and decode must agree)
+    # Engine flags for every worker of this model, by name without the leading dashes:
+    # {mem-fraction-static: 0.8, disable-radix-cache: true}. Layered model -> engine -> role
+    # (orchestrator.engines.base.layered_args); null removes an inherited flag.
+    args: dict[str, Any] = field(default_factory=dict)
     extra_args: list[str] = field(
         default_factory=list
-    )  # engine args for every worker of this model
+    )  # verbatim engine args for every worker of this model (after `args`)
     env: dict[str, str] = field(default_factory=dict)
 
 
@@ -60,6 +69,9 @@ class ClusterConfig:
     setup: list[str] = field(
         default_factory=list
     )  # shell lines run before the driver (module load ...)
+    # Directory holding local tiktoken encodings (<dir>/o200k_base.tiktoken), exported as
+    # TIKTOKEN_ENCODINGS_BASE and checked on every node before start; air-gapped clusters.
+    tiktoken_dir: str = ""
     port_base: int = 20000  # first port of the per-job port blocks
     port_job_blocks: int = 16  # jobs sharing a node get different blocks: block = job_id % this
 
@@ -71,6 +83,7 @@ class EngineConfig:
     kind: str = "dynamo_sglang"  # dynamo_sglang | sglang | mocker
     python: str = "python3"  # interpreter on the nodes (inside the container when one is set)
     transfer_backend: str = "nixl"  # --disaggregation-transfer-backend
+    args: dict[str, Any] = field(default_factory=dict)  # engine flags (see ModelConfig.args)
     extra_args: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
     mocker_model_dir: str = (
@@ -83,12 +96,15 @@ class EngineConfig:
 class FrontendConfig:
     """The OpenAI-compatible entry point on node 0."""
 
-    kind: str = "dynamo"  # dynamo | sglang_router
+    kind: str = "dynamo"  # dynamo | sglang_router | smg
     python: str = "python3"
     http_port: int = 8000
     discovery: str = "auto"  # dynamo only: auto (file on one node, else etcd) | etcd | file
     namespace: str = "dynamo"  # dynamo only: DYN_NAMESPACE shared by the frontend and its workers
     router_mode: str = ""  # dynamo --router-mode / router --policy; empty = the frontend's default
+    # smg only: the NAME of an environment variable holding SMG's admin (control-plane) key,
+    # exported where you launch. The key itself is never written into plans, scripts or logs.
+    admin_key_env: str = ""
     etcd_binary: str = "etcd"
     restart: str = (
         "on_failure"  # never | on_failure | always, while serving (deployment.max_restarts)
@@ -113,9 +129,15 @@ class WorkerGroupConfig:
 
     workers: int = 1
     tp: int = 0  # 0 = model.tp
-    dp: int = 1
-    ep: int = 1
-    gpus_per_worker: int = 0  # 0 = tp * dp
+    dp: int = 1  # data-parallel ranks of one worker (--dp-size)
+    # true: DP attention inside the TP group (SGLang --enable-dp-attention; GPUs per worker =
+    # tp, dp must divide tp); false: dp replicas of the TP group (GPUs per worker = tp x dp).
+    dp_attention: bool = False
+    ep: int = 1  # expert parallel size (--ep-size); must divide the worker's GPUs
+    gpus_per_worker: int = 0  # 0 = derived from tp, dp and dp_attention; else it must match
+    args: dict[str, Any] = field(
+        default_factory=dict
+    )  # this role's engine flags (ModelConfig.args)
     # A worker that exits while serving: never (fail the run) | on_failure (restart after a
     # non-zero exit) | always (after any exit). Same node, GPUs and ports; all ranks together.
     restart: str = "on_failure"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from orchestrator.config.schema import RootConfig
 from orchestrator.errors import Issue
@@ -22,6 +22,7 @@ class WorkerProcess:
     tp: int
     dp: int
     ep: int
+    dp_attention: bool
     node_index: int
     rank: int
     nnodes: int
@@ -51,6 +52,7 @@ class Engine(Protocol):
     frontends: tuple[str, ...]  # frontends its workers can register with, preferred first
     max_port: int  # highest port its processes accept
     max_port_reason: str  # why, when below 65535
+    loads_model: bool  # its workers read model.path (checked on the nodes before start)
 
     def worker_ports(self, group: str, rank: int, nnodes: int) -> list[str]:
         """Port names to plan for one worker process."""
@@ -123,10 +125,14 @@ def multinode_args(w: WorkerProcess) -> list[str]:
 
 
 def parallel_args(w: WorkerProcess, tp_flag: str) -> list[str]:
-    """TP, and DP / EP sizes when above 1."""
+    """TP, DP / EP sizes when above 1, and DP attention: with --enable-dp-attention SGLang runs
+    the dp attention ranks inside the TP group (tp GPUs in all), without it --dp-size starts dp
+    replicas of the TP group (tp x dp GPUs)."""
     args = [tp_flag, str(w.tp)]
     if w.dp > 1:
         args += ["--dp-size", str(w.dp)]
+    if w.dp_attention:
+        args += ["--enable-dp-attention"]
     if w.ep > 1:
         args += ["--ep-size", str(w.ep)]
     return args
@@ -153,9 +159,45 @@ def sglang_worker_ports(base: Sequence[str], group: str, rank: int, nnodes: int)
     return names
 
 
+def layered_args(*layers: Mapping[str, Any]) -> dict[str, Any]:
+    """Merge `args` mappings, later layers winning (model -> engine -> role); a null (or false)
+    value removes the flag an earlier layer set."""
+    merged: dict[str, Any] = {}
+    for layer in layers:
+        merged.update(layer)
+    return {k: v for k, v in merged.items() if v is not None and v is not False}
+
+
+def _flag_value(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def args_argv(args: Mapping[str, Any]) -> list[str]:
+    """`{"mem-fraction-static": 0.8, "disable-radix-cache": True, "cuda-graph-bs-decode": [1,
+    2]}` -> `--mem-fraction-static 0.8 --disable-radix-cache --cuda-graph-bs-decode 1 2`."""
+    out: list[str] = []
+    for name, value in args.items():
+        flag = f"--{name}"
+        if value is True:
+            out.append(flag)
+        elif isinstance(value, list | tuple):
+            out += [flag, *(_flag_value(v) for v in value)]
+        else:
+            out += [flag, _flag_value(value)]
+    return out
+
+
+def role_args(cfg: RootConfig, group: str) -> dict[str, Any]:
+    """The layered `args` of a worker of `group`: model, then engine, then the role."""
+    role = {"prefill": cfg.prefill, "decode": cfg.decode, "aggregated": cfg.aggregated}[group]
+    return layered_args(cfg.model.args, cfg.engine.args, role.args)
+
+
 def extra_args(cfg: RootConfig, w: WorkerProcess) -> list[str]:
-    """User flags: model, then engine, then the worker's group."""
-    return list(cfg.model.extra_args) + list(cfg.engine.extra_args) + list(w.group_extra_args)
+    """User flags: the layered `args` mappings, then the verbatim `extra_args` lists of the
+    model, the engine and the worker's group (a later copy of a flag wins in argparse)."""
+    lists = list(cfg.model.extra_args) + list(cfg.engine.extra_args) + list(w.group_extra_args)
+    return args_argv(role_args(cfg, w.group)) + lists
 
 
 def sglang_host_env(w: WorkerProcess) -> dict[str, str]:

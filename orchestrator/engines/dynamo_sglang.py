@@ -16,7 +16,6 @@ from orchestrator.engines.base import (
     extra_args,
     flag_if,
     multinode_args,
-    no_argv_check,
     parallel_args,
     sglang_host_env,
     sglang_worker_ports,
@@ -33,6 +32,7 @@ class DynamoSglang:
     frontends: tuple[str, ...] = ("dynamo",)
     max_port = DYNAMO_PORT_LIMIT
     max_port_reason = DYNAMO_PORT_REASON
+    loads_model = True
 
     def worker_ports(self, group: str, rank: int, nnodes: int) -> list[str]:
         """NCCL and the Dynamo system port (leader), plus SGLang's bootstrap / dist-init."""
@@ -44,6 +44,7 @@ class DynamoSglang:
         m = cfg.model
         argv = [cfg.engine.python, "-m", "dynamo.sglang", "--model-path", m.path]
         argv += ["--served-model-name", m.served_name or m.path]
+        argv += flag_if("--revision", m.revision)
         # The guide's `--tp` is argparse's prefix abbreviation of --tp-size; kept verbatim so the
         # default reproduces the guide.
         argv += parallel_args(w, "--tp")
@@ -89,9 +90,11 @@ class DynamoSglang:
         return []
 
     def check_argvs(self, items: Sequence[tuple[RootConfig, Plan]]) -> list[list[Issue]]:
-        """Not checked before submission: Dynamo adds its own flags to SGLang's, and only its
-        parser knows that version's set; it rejects a bad flag at worker start (exit 1)."""
-        return no_argv_check(items)
+        """Dynamo's own dynamo.sglang parsing (its flags plus SGLang's) on every worker argv,
+        one subprocess for all items (orchestrator.engines.dynamo_check)."""
+        from orchestrator.engines.dynamo_check import dynamo_sglang_argv_issues_many
+
+        return dynamo_sglang_argv_issues_many(items)
 
 
 ENGINE = DynamoSglang()

@@ -10,9 +10,10 @@ from orchestrator.engines.base import (
     DYNAMO_PORT_LIMIT,
     DYNAMO_PORT_REASON,
     WorkerProcess,
+    args_argv,
     dynamo_planes,
     dynamo_worker_env,
-    no_argv_check,
+    layered_args,
     sglang_host_env,
     sglang_worker_ports,
 )
@@ -29,6 +30,7 @@ class Mocker:
     frontends: tuple[str, ...] = ("dynamo",)
     max_port = DYNAMO_PORT_LIMIT
     max_port_reason = DYNAMO_PORT_REASON
+    loads_model = False
 
     def worker_ports(self, group: str, rank: int, nnodes: int) -> list[str]:
         """The Dynamo system port, plus the prefill's KV bootstrap port."""
@@ -48,8 +50,10 @@ class Mocker:
             argv += ["--bootstrap-ports", w.leader_port("bootstrap")]
         argv += ["--speedup-ratio", f"{cfg.engine.mocker_speedup_ratio:g}"]
         argv += dynamo_planes(discovery)
-        # Model flags are SGLang's, which the mocker does not take.
-        return argv + list(cfg.engine.extra_args) + list(w.group_extra_args)
+        # Model and role `args` are SGLang server flags, which the mocker does not take (it
+        # stands in for the real engine under the same config); engine.args are the mocker's.
+        engine_args = args_argv(layered_args(cfg.engine.args))
+        return argv + engine_args + list(cfg.engine.extra_args) + list(w.group_extra_args)
 
     def env(self, cfg: RootConfig, w: WorkerProcess) -> dict[str, str]:
         """Dynamo's planes and system server (as for dynamo.sglang)."""
@@ -84,8 +88,11 @@ class Mocker:
         ]  # fmt: skip
 
     def check_argvs(self, items: Sequence[tuple[RootConfig, Plan]]) -> list[list[Issue]]:
-        """Not checked yet (the mocker's parser is Dynamo's; see the catalog issue)."""
-        return no_argv_check(items)
+        """The mocker's own parser on every worker argv, one subprocess for all items
+        (orchestrator.engines.dynamo_check)."""
+        from orchestrator.engines.dynamo_check import mocker_argv_issues_many
+
+        return mocker_argv_issues_many(items)
 
 
 ENGINE = Mocker()

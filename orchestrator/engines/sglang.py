@@ -27,9 +27,10 @@ class Sglang:
     """Workers serve HTTP themselves; the router registers them by URL."""
 
     kind = "sglang"
-    frontends: tuple[str, ...] = ("sglang_router",)
+    frontends: tuple[str, ...] = ("sglang_router", "smg")
     max_port = PORT_LIMIT
     max_port_reason = ""
+    loads_model = True
 
     def worker_ports(self, group: str, rank: int, nnodes: int) -> list[str]:
         """HTTP (leader) and NCCL, plus the bootstrap / dist-init ports."""
@@ -41,6 +42,7 @@ class Sglang:
         m = cfg.model
         argv = [cfg.engine.python, "-m", "sglang.launch_server", "--model-path", m.path]
         argv += ["--served-model-name", m.served_name or m.path]
+        argv += flag_if("--revision", m.revision)
         argv += parallel_args(w, "--tp-size")
         argv += ["--trust-remote-code"] if m.trust_remote_code else []
         # No --skip-tokenizer-init here: behind sglang-router the worker itself must tokenize.

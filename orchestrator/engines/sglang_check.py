@@ -16,9 +16,8 @@ Neither: one line on stderr says the check was skipped. User flags come from the
 `prefill.extra_args`, `decode.extra_args` (`aggregated.extra_args`), `engine.extra_args` and
 `model.extra_args`, e.g. `'prefill.extra_args=[--mem-fraction-static,0.85]'`.
 
-engine=dynamo_sglang is not checked: `python -m dynamo.sglang` adds its own flags
-(--discovery-backend, --dyn-*-parser, ...) to SGLang's, and only Dynamo's parser knows that
-version's set; Dynamo rejects a bad flag itself at worker start (exit 1).
+engine=dynamo_sglang and engine=mocker are checked by Dynamo's own parsers
+(orchestrator/engines/dynamo_check.py), which reuse this module's argv extraction and issues.
 """
 
 from __future__ import annotations
@@ -45,9 +44,10 @@ SUBPROCESS_TIMEOUT_S = 120.0
 _skip_reported = False  # "say once" per process (a sweep prepares many configs)
 
 
-def sglang_argvs(plan: Plan) -> dict[str, list[str]]:
-    """Process name -> argv after `-m sglang.launch_server`, placeholders bound to stand-ins
-    (addresses are plain strings to SGLang; binding keeps typed flags such as ports parseable)."""
+def sglang_argvs(plan: Plan, module: tuple[str, str] = LAUNCH_MODULE) -> dict[str, list[str]]:
+    """Process name -> argv after `-m sglang.launch_server` (or `module`), placeholders bound
+    to stand-ins (addresses are plain strings to the parser; binding keeps typed flags such as
+    ports parseable)."""
     stand_in = Bindings(node_ips=tuple(f"10.0.0.{i + 1}" for i in range(plan.num_nodes)),
                         node_hosts=tuple(f"node{i}" for i in range(plan.num_nodes)),
                         job_id="0", run_dir="/tmp/run")  # fmt: skip
@@ -55,7 +55,7 @@ def sglang_argvs(plan: Plan) -> dict[str, list[str]]:
     for proc in plan.processes:
         argv = list(proc.argv)
         for i in range(len(argv) - 1):
-            if (argv[i], argv[i + 1]) == LAUNCH_MODULE:
+            if (argv[i], argv[i + 1]) == module:
                 out[proc.name] = [bind_text(a, stand_in) for a in argv[i + 2 :]]
                 break
     return out
@@ -152,7 +152,9 @@ def sglang_python(env: Mapping[str, str]) -> str | None:
     return find_tool(SGLANG_PYTHON, env=env, env_var=PYTHON_ENV)
 
 
-FLAG = re.compile(r"(?:unrecognized arguments?: |argument )(--?[A-Za-z0-9][\w-]*)")
+FLAG = re.compile(
+    r"(?:unrecognized arguments?: |argument |ambiguous option: )(--?[A-Za-z0-9][\w-]*)"
+)
 
 
 def offending_flag(error: str) -> str:
@@ -164,6 +166,12 @@ def offending_flag(error: str) -> str:
 def config_key_of(cfg: RootConfig, group: str, flag: str) -> str:
     """The config key a flag most likely came from (user extra args first)."""
     groups = {"prefill": cfg.prefill, "decode": cfg.decode, "aggregated": cfg.aggregated}
+    name = flag.lstrip("-")
+    layers = [(f"{group}.args", groups[group].args if group in groups else {}),
+              ("engine.args", cfg.engine.args), ("model.args", cfg.model.args)]  # fmt: skip
+    for where, mapping in layers:
+        if name and mapping.get(name) not in (None, False):
+            return f"{where}.{name}"
     candidates = [
         (f"{group}.extra_args", groups[group].extra_args if group in groups else []),
         ("engine.extra_args", cfg.engine.extra_args),
@@ -175,7 +183,13 @@ def config_key_of(cfg: RootConfig, group: str, flag: str) -> str:
     return "engine argv"
 
 
-def issues_from(cfg: RootConfig, plan: Plan, errors: Mapping[str, list[str]]) -> list[Issue]:
+SGLANG_FIX = "fix or remove the flag; `python -m sglang.launch_server --help` lists the valid ones"
+
+
+def issues_from(
+    cfg: RootConfig, plan: Plan, errors: Mapping[str, list[str]], *,
+    parser: str = "SGLang's parser", fix: str = SGLANG_FIX,
+) -> list[Issue]:  # fmt: skip
     """One Issue per distinct (flag source, message), naming every process it hit."""
     grouped: dict[tuple[str, str, str], list[str]] = {}
     for name, found in errors.items():
@@ -183,12 +197,11 @@ def issues_from(cfg: RootConfig, plan: Plan, errors: Mapping[str, list[str]]) ->
             flag = offending_flag(error)
             key = config_key_of(cfg, plan.process(name).group, flag)
             grouped.setdefault((key, flag, error), []).append(name)
-    fix = "fix or remove the flag; `python -m sglang.launch_server --help` lists the valid ones"
     return [
         Issue(
             key,
             flag or "?",
-            f"SGLang's parser rejects the argv of {', '.join(names)}: {error}",
+            f"{parser} rejects the argv of {', '.join(names)}: {error}",
             fix,
         )
         for (key, flag, error), names in grouped.items()

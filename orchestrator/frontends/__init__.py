@@ -6,10 +6,12 @@ conf/frontend/<kind>.yaml; engines name the frontends they work with (`Engine.fr
 
 from __future__ import annotations
 
-from orchestrator.frontends import dynamo, sglang_router
+from orchestrator.frontends import dynamo, sglang_router, smg
 from orchestrator.frontends.base import Frontend, Head
 
-FRONTENDS: dict[str, Frontend] = {f.kind: f for f in (dynamo.FRONTEND, sglang_router.FRONTEND)}
+FRONTENDS: dict[str, Frontend] = {
+    f.kind: f for f in (dynamo.FRONTEND, sglang_router.FRONTEND, smg.FRONTEND)
+}
 
 
 def get_frontend(kind: str) -> Frontend:

@@ -16,6 +16,7 @@ from orchestrator.plan.groups import (
     deployment_name,
     gpus_per_worker,
     group_config,
+    mode_gpus,
     place,
     tp_of,
 )
@@ -31,6 +32,7 @@ from orchestrator.plan.model import (
 from orchestrator.plan.placeholders import RUN_DIR
 from orchestrator.plan.placement import WorkerSlot, nodes_used
 from orchestrator.plan.ports import PortAllocator
+from orchestrator.plan.preflight import offline_env, preflight_checks
 from orchestrator.plan.restart import restart_policy
 
 __all__ = [
@@ -39,6 +41,7 @@ __all__ = [
     "deployment_name",
     "gpus_requested",
     "gpus_per_worker",
+    "mode_gpus",
     "group_config",
     "place",
     "slurm_request",
@@ -76,7 +79,7 @@ def deployment_plan(cfg: RootConfig) -> Plan:
         port_job_blocks=cfg.cluster.port_job_blocks,
         port_offset=0,
         processes=tuple(
-            dataclasses.replace(_with_identity(p), restart=restart_policy(cfg, p.group))
+            dataclasses.replace(_with_identity(cfg, p), restart=restart_policy(cfg, p.group))
             for p in head.processes + workers
         ),
         readiness=_readiness(cfg, _frontend_url(head)),
@@ -85,12 +88,20 @@ def deployment_plan(cfg: RootConfig) -> Plan:
         network_interface=cfg.cluster.network_interface,
         stop_grace_s=cfg.launcher.stop_grace_s,
         prepare=engine.prepare(cfg),
+        preflight=preflight_checks(cfg, slots, num_nodes, loads_model=engine.loads_model),
     )
 
 
-def _with_identity(proc: Process) -> Process:
-    """Every process knows its run and its name (log prefixes, cleanup tools, tests)."""
-    env = {**proc.env, "ORCHESTRATOR_RUN_DIR": RUN_DIR, "ORCHESTRATOR_PROCESS": proc.name}
+def _with_identity(cfg: RootConfig, proc: Process) -> Process:
+    """Every process knows its run and its name (log prefixes, cleanup tools, tests); the
+    frontend and the workers get the offline environment (orchestrator.plan.preflight)."""
+    offline = offline_env(cfg) if proc.role not in ("infra",) else {}
+    env = {
+        **offline,
+        **proc.env,
+        "ORCHESTRATOR_RUN_DIR": RUN_DIR,
+        "ORCHESTRATOR_PROCESS": proc.name,
+    }
     return dataclasses.replace(proc, env=env)
 
 
@@ -105,7 +116,8 @@ def _worker_processes(
         own = ports.allocate(node, engine.worker_ports(slot.group, rank, nnodes))
         leader_ports = own if rank == 0 else leader_ports
         w = WorkerProcess(
-            group=slot.group, tp=tp_of(cfg, slot.group), dp=g.dp, ep=g.ep, node_index=node,
+            group=slot.group, tp=tp_of(cfg, slot.group), dp=g.dp, ep=g.ep,
+            dp_attention=g.dp_attention, node_index=node,
             rank=rank, nnodes=nnodes, leader_node=slot.ranks[0][0], ports=own,
             leader_ports=leader_ports, group_extra_args=tuple(g.extra_args),
         )  # fmt: skip

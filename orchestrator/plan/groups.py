@@ -25,10 +25,16 @@ def tp_of(cfg: RootConfig, group: str) -> int:
     return group_config(cfg, group).tp or cfg.model.tp
 
 
-def gpus_per_worker(cfg: RootConfig, group: str) -> int:
-    """GPUs of one worker: explicit, else TP x DP (SGLang without DP attention)."""
+def mode_gpus(cfg: RootConfig, group: str) -> int:
+    """GPUs one worker of `group` needs by its parallel mode: TP with DP attention (the dp
+    attention ranks live inside the TP group), else TP x DP (dp replicas of the TP group)."""
     g = group_config(cfg, group)
-    return g.gpus_per_worker or tp_of(cfg, group) * g.dp
+    return tp_of(cfg, group) * (1 if g.dp_attention else g.dp)
+
+
+def gpus_per_worker(cfg: RootConfig, group: str) -> int:
+    """GPUs of one worker: explicit (validation makes it equal `mode_gpus`), else `mode_gpus`."""
+    return group_config(cfg, group).gpus_per_worker or mode_gpus(cfg, group)
 
 
 def deployment_name(cfg: RootConfig) -> str:

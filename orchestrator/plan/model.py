@@ -10,6 +10,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+from orchestrator.plan.preflight import PathCheck
+
 Role = Literal["frontend", "prefill", "decode", "worker", "infra", "benchmark"]
 ROLES: tuple[str, ...] = ("frontend", "prefill", "decode", "worker", "infra", "benchmark")
 
@@ -178,6 +180,7 @@ class Plan:
     prepare: Mapping[str, str] = field(default_factory=dict)  # e.g. {"tiny_model_dir": path}
     benchmark: BenchmarkPlan | None = None
     metrics: MetricsPlan | None = None
+    preflight: tuple[PathCheck, ...] = ()  # paths each node must hold before workers start
 
     def process(self, name: str) -> Process:
         """The process called `name` (KeyError if there is none)."""
@@ -227,6 +230,7 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
         "slurm": asdict(plan.slurm),
         "benchmark": _benchmark_to_dict(plan.benchmark),
         "metrics": asdict(plan.metrics) if plan.metrics else None,
+        "preflight": [asdict(c) for c in plan.preflight],
     }
 
 
@@ -271,4 +275,7 @@ def plan_from_dict(data: Mapping[str, Any]) -> Plan:
         slurm=SlurmRequest(**slurm),
         benchmark=_benchmark_from_dict(data.get("benchmark")),
         metrics=MetricsPlan(**data["metrics"]) if data.get("metrics") else None,
+        preflight=tuple(
+            PathCheck(**{**c, "nodes": tuple(c["nodes"])}) for c in data.get("preflight", ())
+        ),  # fmt: skip
     )

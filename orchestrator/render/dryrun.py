@@ -136,6 +136,8 @@ def render_text(
         out += _process_block(p) + [""]
     expected = ", ".join(f"{k} {v}" for k, v in r.expected.items())
     out.append("=== READINESS ===")
+    out += [f"preflight (one srun step, before any worker): {c.kind} {c.path} ({c.key}) on "
+            f"node(s) {','.join(str(n) for n in c.nodes)}" for c in plan.preflight]  # fmt: skip
     out.append(f"workers healthy ({expected}) -> GET {r.frontend_url}{r.ready_path} -> "
                f"{'canary chat completion' if r.canary else 'no canary'}; deadline {r.timeout_s:g} s")  # fmt: skip
     out += get_frontend(r.frontend_kind).registration_lines(plan)

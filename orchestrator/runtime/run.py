@@ -24,7 +24,7 @@ from orchestrator.frontends import get_frontend
 from orchestrator.plan.model import Plan, plan_from_dict, plan_to_dict
 from orchestrator.plan.placeholders import Bindings, bind_plan, shift_port
 from orchestrator.plan.ports import port_offset_for_job
-from orchestrator.runtime import nodes
+from orchestrator.runtime import nodes, preflight
 from orchestrator.runtime.attempts import begin_attempt
 from orchestrator.runtime.driver import Driver, default_say
 from orchestrator.runtime.fingerprint import start_fingerprint
@@ -207,6 +207,11 @@ def _setup(plan: Plan, run_dir: Path, env: Mapping[str, str], state: StateFile,
     launch = json.loads((run_dir / "launch.json").read_text())
     local = launch["launcher"] == "local"
     alloc = local_allocation(plan) if local else slurm_allocation(plan, env, say)
+    if local:
+        preflight.run_local(plan.preflight)
+    else:  # one srun step over every node, before any worker starts
+        preflight.run_on_nodes(SubprocessRunner(), plan.preflight, job_id=alloc.job_id,
+                               hosts=alloc.hosts, python=sys.executable)  # fmt: skip
     bound = bound_plan(plan, alloc, run_dir)
     write_json_atomic(run_dir / "plan.bound.json", plan_to_dict(bound))
     state.update(job_id=alloc.job_id or state.data.get("job_id", ""), nodes=list(alloc.hosts),
