@@ -20,7 +20,7 @@ from orchestrator.errors import OrchestratorError
 from orchestrator.launchers.rundir import read_launch
 from orchestrator.runtime.driver import STOP_FILE
 from orchestrator.runtime.processes import log_tail
-from orchestrator.runtime.reconcile import RunView, reconcile
+from orchestrator.runtime.reconcile import RunView, driver_alive, reconcile
 from orchestrator.runtime.state import StateFile, progress_line, read_state
 from orchestrator.slurm.client import SlurmClient
 from orchestrator.slurm.states import category_of
@@ -39,21 +39,7 @@ def run_view(run_dir: Path, client: SlurmClient | None = None) -> tuple[RunView,
     state, launcher = read_state(run_dir), read_launch(run_dir).get("launcher")
     job_id = str(state.get("job_id") or "")
     job = (client or _client()).state(job_id) if launcher in SLURM_LAUNCHERS and job_id else None
-    return reconcile(state, job, _driver_alive(state) if launcher == "local" else None), state
-
-
-def _driver_alive(state: dict[str, Any]) -> bool | None:
-    """Whether the local driver's pid exists; None when it runs elsewhere or is not recorded."""
-    pid, host = state.get("driver_pid"), state.get("driver_host")
-    if not pid or host != socket.gethostname():
-        return None
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # exists, owned by someone else
-    return True
+    return reconcile(state, job, driver_alive(state) if launcher == "local" else None), state
 
 
 def status(run_dir: Path, client: SlurmClient | None = None) -> tuple[str, int]:

@@ -5,15 +5,13 @@ Also the reconciled phase of one run for `ctl watch` and `ctl report`."""
 from __future__ import annotations
 
 import json
-import os
-import socket
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from orchestrator.runtime.reconcile import RunView, reconcile
+from orchestrator.runtime.reconcile import RunView, driver_alive, reconcile
 from orchestrator.runtime.state import read_state
 from orchestrator.slurm.client import SlurmClient
 
@@ -50,20 +48,6 @@ def find_runs(root: Path, depth: int = MAX_DEPTH) -> list[Path]:
     for child in sorted(p for p in root.iterdir() if p.is_dir()):
         found += find_runs(child, depth - 1)
     return found
-
-
-def driver_alive(state: dict[str, Any]) -> bool | None:
-    """Whether a local driver's pid exists; None when it runs elsewhere or is not recorded."""
-    pid, host = state.get("driver_pid"), state.get("driver_host")
-    if not pid or host != socket.gethostname():
-        return None
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def load_runs(paths: Sequence[Path], client: SlurmClient | None) -> list[Run]:

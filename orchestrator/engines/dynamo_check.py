@@ -36,6 +36,7 @@ from orchestrator.effects import CommandRunner, SubprocessRunner
 from orchestrator.engines.sglang_check import (
     PYTHON_ENV,
     SUBPROCESS_TIMEOUT_S,
+    distinct_argvs,
     issues_from,
     sglang_argvs,
     sglang_python,
@@ -189,10 +190,7 @@ def _batched(
     """Per (cfg, plan): issues for every `module` argv `functions` reject. One subprocess for all
     items, each distinct argv parsed once (sweep points mostly repeat the same command lines)."""
     per_item = [sglang_argvs(plan, module) for _, plan in items]
-    unique: dict[tuple[str, ...], str] = {}
-    for argvs in per_item:
-        for argv in argvs.values():
-            unique.setdefault(tuple(argv), str(len(unique)))
+    unique = distinct_argvs(per_item)
     if not unique:
         return [[] for _ in items]
     found = (run_parser(python, functions, {k: list(a) for a, k in unique.items()}, runner)

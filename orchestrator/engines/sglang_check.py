@@ -208,6 +208,16 @@ def issues_from(
     ]
 
 
+def distinct_argvs(per_item: Sequence[Mapping[str, list[str]]]) -> dict[tuple[str, ...], str]:
+    """Each distinct argv of all items with a short key for the parser batch (sweep points
+    mostly repeat the same command lines: each is parsed once)."""
+    unique: dict[tuple[str, ...], str] = {}
+    for argvs in per_item:
+        for argv in argvs.values():
+            unique.setdefault(tuple(argv), str(len(unique)))
+    return unique
+
+
 def sglang_argv_issues(
     cfg: RootConfig, plan: Plan, *, env: Mapping[str, str] | None = None,
     runner: CommandRunner | None = None,
@@ -226,10 +236,7 @@ def sglang_argv_issues_many(
     processes pass untouched."""
     global _skip_reported
     per_item = [sglang_argvs(plan) for _, plan in items]
-    unique: dict[tuple[str, ...], str] = {}
-    for argvs in per_item:
-        for argv in argvs.values():
-            unique.setdefault(tuple(argv), str(len(unique)))
+    unique = distinct_argvs(per_item)
     if not unique:
         return [[] for _ in items]
     python = sglang_python(os.environ if env is None else env)

@@ -5,6 +5,8 @@ driver, in the same run directory)."""
 
 from __future__ import annotations
 
+import os
+import socket
 from dataclasses import dataclass
 from typing import Any
 
@@ -72,3 +74,17 @@ def _after_start(state: dict[str, Any]) -> bool:
 
 def _lost(view: RunView, why: str) -> RunView:
     return RunView(phase="lost", recorded=view.recorded, job_state=view.job_state, why=why)
+
+
+def driver_alive(state: dict[str, Any]) -> bool | None:
+    """Whether a local driver's pid exists; None when it runs elsewhere or is not recorded."""
+    pid, host = state.get("driver_pid"), state.get("driver_host")
+    if not pid or host != socket.gethostname():
+        return None
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    return True

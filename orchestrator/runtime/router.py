@@ -231,61 +231,67 @@ def workers_verdict(
     return not missing, missing
 
 
-def attach_router_registration(driver: DriverView) -> None:
-    """Driver hooks: register each SGLang worker when healthy; deregister all before stopping.
+class RouterHooks:
+    """The driver hooks of router registration: register each worker when healthy (after the
+    router's own /health passed: no blocking retries at start-up, and a router that dies is
+    reported with its log by the driver), forget it when it is lost, deregister all at stop."""
 
-    Workers that turn healthy before the router's own /health wait until it passes (no blocking
-    retries at start-up, and a router that dies is reported with its log by the driver)."""
-    client = RouterClient(driver.http, driver.clock, driver.plan.readiness.frontend_url)
-    registrar = Registrar(client)
-    pending: dict[str, Process] = {}
-    router_up = False
+    def __init__(self, driver: DriverView) -> None:
+        client = RouterClient(driver.http, driver.clock, driver.plan.readiness.frontend_url)
+        self.registrar = Registrar(client)
+        self.pending: dict[str, Process] = {}
+        self.router_up = False
 
-    def register_pending(d: DriverView) -> None:
-        for name, proc in list(pending.items()):
-            worker_id, added = registrar.register(proc)
-            del pending[name]
+    def _register_pending(self, d: DriverView) -> None:
+        for name, proc in list(self.pending.items()):
+            worker_id, added = self.registrar.register(proc)
+            del self.pending[name]
             d.state.process(name, registered=True, router_id=worker_id, registered_at=time.time())
             d.say(f"registered {name} ({WORKER_TYPES[proc.role]}) {proc.url} with the router"
                   + ("" if added else " (already listed)"))  # fmt: skip
 
-    def on_healthy(d: DriverView, running: Running) -> None:
-        nonlocal router_up
+    def on_healthy(self, d: DriverView, running: Running) -> None:
+        """A process passed its health check: the router, or a worker to register."""
         proc = running.proc
         if proc.role == "frontend":
-            router_up = True
+            self.router_up = True
         elif proc.role in WORKER_TYPES and proc.url:  # ranks >= 1 serve no HTTP: no url
-            pending[proc.name] = proc
-        if router_up:
-            register_pending(d)
+            self.pending[proc.name] = proc
+        if self.router_up:
+            self._register_pending(d)
 
-    def on_lost(d: DriverView, running: Running) -> None:
-        nonlocal router_up
+    def on_lost(self, d: DriverView, running: Running) -> None:
+        """A process died (it will be restarted): drop its router entry."""
         proc = running.proc
         if proc.role == "frontend":
             # A restarted router starts with no workers: every registered worker registers
             # again once the new router's /health passes.
-            router_up = False
-            for name, worker_id in list(registrar.ids.items()):
-                pending[name] = d.plan.process(name)
-                registrar.removed.add(worker_id)
-            registrar.ids.clear()
+            self.router_up = False
+            for name, worker_id in list(self.registrar.ids.items()):
+                self.pending[name] = d.plan.process(name)
+                self.registrar.removed.add(worker_id)
+            self.registrar.ids.clear()
             return
-        pending.pop(proc.name, None)
-        problem = registrar.forget(proc.name)
+        self.pending.pop(proc.name, None)
+        problem = self.registrar.forget(proc.name)
         d.state.process(proc.name, registered=False)
         if problem:
             d.say(f"warning: could not remove the router entry of {problem}")
 
-    def before_stop(d: DriverView) -> None:
-        names = list(registrar.ids)
-        problems = registrar.deregister_all()
+    def before_stop(self, d: DriverView) -> None:
+        """Deregister every worker we registered."""
+        names = list(self.registrar.ids)
+        problems = self.registrar.deregister_all()
         for name in names:
-            if name not in registrar.ids:
+            if name not in self.registrar.ids:
                 d.state.process(name, registered=False)
         if problems:
             raise RouterError("deregistration failed: " + "; ".join(problems))
 
-    driver.on_process_healthy.append(on_healthy)
-    driver.on_process_lost.append(on_lost)
-    driver.before_stop.append(before_stop)
+
+def attach_router_registration(driver: DriverView) -> None:
+    """Add the router registration hooks (`RouterHooks`) to the driver."""
+    hooks = RouterHooks(driver)
+    driver.on_process_healthy.append(hooks.on_healthy)
+    driver.on_process_lost.append(hooks.on_lost)
+    driver.before_stop.append(hooks.before_stop)
