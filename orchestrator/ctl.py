@@ -1,4 +1,5 @@
-"""`python -m orchestrator.ctl status|logs|stop RUN_DIR`: look at and stop a run later.
+"""`python -m orchestrator.ctl status|logs|stop RUN_DIR`: look at and stop a run later;
+`scale RUN_DIR decode.workers=N` attaches a job with more workers (orchestrator.scale).
 `status SWEEP_DIR`, `collect SWEEP_DIR` and `stop SWEEP_DIR` work on a sweep directory
 (orchestrator.sweep)."""
 
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator import ctl_see as see
+from orchestrator import scale as scaling
 from orchestrator.effects import SubprocessRunner
 from orchestrator.errors import OrchestratorError
 from orchestrator.launchers.rundir import read_launch
@@ -66,6 +68,7 @@ def status(run_dir: Path, client: SlurmClient | None = None) -> tuple[str, int]:
         lines.append(f"benchmark: {b.get('tool')} {b.get('status')} {b.get('done')}/{b.get('of')} "
                      f"point(s) (results/points.jsonl)")  # fmt: skip
     lines += [_process_line(name, entry) for name, entry in state.get("processes", {}).items()]
+    lines += scaling.attached_lines(run_dir)
     if view.phase == "lost":
         lines += _lost_tail(run_dir, str(state.get("job_id") or ""))
     return "\n".join(lines), 0 if view.ok else 1
@@ -104,6 +107,15 @@ def stop(run_dir: Path, timeout_s: float = 120.0, client: SlurmClient | None = N
     recorded done); a running driver is asked to stop gracefully and waited for."""
     launcher = read_launch(run_dir).get("launcher")  # also: is this a run directory at all?
     client = client or _client()
+    # Attached workers first: Dynamo workers deregister from the run's etcd, which must outlive them.
+    attached = [f"attached job {e['job_id']}: {stop(Path(e['run_dir']), timeout_s, client)}"
+                for e in scaling.read_attached(run_dir)]  # fmt: skip
+    said = stop_run(run_dir, launcher, timeout_s, client)
+    return "\n".join([*attached, said])
+
+
+def stop_run(run_dir: Path, launcher: str | None, timeout_s: float, client: SlurmClient) -> str:
+    """`stop` of the run itself (not its attached jobs)."""
     view, state = run_view(run_dir, client)
     if view.recorded in FINAL and view.phase != "requeued":
         return f"already {view.recorded}"
@@ -147,6 +159,23 @@ def _cancel_queued(run_dir: Path, job_id: str, client: SlurmClient, seen: str) -
     return f"{reason} (job {job_id})"
 
 
+def scale(run_dir: Path, items: Sequence[str], client: SlurmClient | None = None) -> int:
+    """Validate a scale request (exit 2 before anything is submitted), submit the attached job,
+    wait for its workers to serve through the run's frontend."""
+    from orchestrator.launchers.follow import follow
+    from orchestrator.launchers.select import Site
+
+    request = scaling.parse_request(items)
+    view, _ = run_view(run_dir, client)
+    scaling.check_ready(run_dir, view.phase)
+    prepared = scaling.prepare_scale(run_dir, request, Site.detect())
+    plan = scaling.plan_scale_up(run_dir, request.counts, prepared)
+    job_id, adir = scaling.submit_attached(run_dir, prepared, plan)
+    print(job_id, flush=True)
+    print(adir, flush=True)
+    return follow(adir, job_id, until_done=False)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry."""
     parser = argparse.ArgumentParser(prog="python -m orchestrator.ctl")
@@ -157,11 +186,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         if cmd == "logs":
             p.add_argument("name", nargs="?")
             p.add_argument("-n", "--lines", type=int, default=50)
+    p = sub.add_parser("scale", help="attach a job with more workers to a running run")
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    p.add_argument("counts", nargs="*", metavar="GROUP.workers=N")
     see.register(sub)
     args = parser.parse_args(argv)
     try:
         if args.cmd in see.COMMANDS:
             return see.run(args)
+        if args.cmd == "scale":
+            return scale(args.run_dir, args.counts)
         if args.cmd in ("status", "collect", "stop") and (args.run_dir / "manifest.json").exists():
             from orchestrator.bench import sweepdir
 

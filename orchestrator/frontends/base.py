@@ -62,6 +62,10 @@ class Frontend(Protocol):
         """Rules of this frontend."""
         ...
 
+    def attach_issues(self, cfg: RootConfig) -> list[Issue]:
+        """Why workers of another Slurm job cannot join a run of `cfg` (`ctl scale`)."""
+        ...
+
     def registration_lines(self, plan: Plan) -> list[str]:
         """Dry-run lines saying how workers join (empty when they join by themselves)."""
         ...

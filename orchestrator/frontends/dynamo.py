@@ -125,6 +125,15 @@ class Dynamo:
         return [Issue("frontend.discovery", repr(cfg.frontend.discovery), "unknown value",
                       f"use one of: {', '.join(DISCOVERY_KINDS)}")]  # fmt: skip
 
+    def attach_issues(self, cfg: RootConfig) -> list[Issue]:
+        """Workers of another job find the frontend through etcd only: the file backend is
+        local to the run's node (inotify and mtime leases do not cross hosts)."""
+        if cfg.frontend.discovery == "etcd":
+            return []
+        return [Issue("frontend.discovery", repr(cfg.frontend.discovery),
+                      "workers of an attached job find a Dynamo frontend through etcd only",
+                      "start runs that may scale with frontend.discovery=etcd")]  # fmt: skip
+
     def registration_lines(self, plan: Plan) -> list[str]:
         """None: workers register through discovery."""
         return []

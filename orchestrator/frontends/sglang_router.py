@@ -68,6 +68,10 @@ class SglangRouter:
         """No rules beyond the shared ones."""
         return []
 
+    def attach_issues(self, cfg: RootConfig) -> list[Issue]:
+        """None: the attached job registers its workers with the run's router URL."""
+        return []
+
     def registration_lines(self, plan: Plan) -> list[str]:
         """The POST /workers each worker gets once healthy, then the router's gate."""
         from orchestrator.runtime.router import WORKER_TYPES, registration_payload

@@ -124,6 +124,10 @@ class Smg:
                       "export SMG_ADMIN_KEY=... where you launch and set "
                       "frontend.admin_key_env=SMG_ADMIN_KEY")]  # fmt: skip
 
+    def attach_issues(self, cfg: RootConfig) -> list[Issue]:
+        """None: the attached job registers its workers with the run's router URL."""
+        return []
+
     def registration_lines(self, plan: Plan) -> list[str]:
         """The POST /workers of every worker (as for sglang-router), and the key's source."""
         from orchestrator.frontends.sglang_router import FRONTEND as ROUTER

@@ -5,6 +5,7 @@ and run as it is by the in-allocation driver, which only binds the placeholders 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 
 from orchestrator.bench.spec import benchmark_plan
 from orchestrator.config.schema import RootConfig
@@ -30,13 +31,14 @@ from orchestrator.plan.model import (
     SlurmRequest,
 )
 from orchestrator.plan.placeholders import RUN_DIR
-from orchestrator.plan.placement import WorkerSlot, nodes_used
+from orchestrator.plan.placement import GroupShape, WorkerSlot, nodes_used, place_workers
 from orchestrator.plan.ports import PortAllocator
 from orchestrator.plan.preflight import offline_env, preflight_checks
 from orchestrator.plan.restart import restart_policy
 
 __all__ = [
     "active_groups",
+    "attached_plan",
     "build_plan",
     "deployment_name",
     "gpus_requested",
@@ -90,6 +92,48 @@ def deployment_plan(cfg: RootConfig) -> Plan:
         prepare=engine.prepare(cfg),
         preflight=preflight_checks(cfg, slots, num_nodes, loads_model=engine.loads_model),
     )
+
+
+def attached_plan(
+    cfg: RootConfig, first: Mapping[str, int], worker_env: Mapping[str, str], *,
+    frontend_url: str, attach_to: str,
+) -> Plan:  # fmt: skip
+    """The plan of an attached job (`ctl scale`): only the workers of `cfg` from index
+    `first[group]` on (named decode-1, decode-2, ... after the running ones), on nodes of their
+    own, with no frontend or discovery service: they join the running run's frontend through
+    `worker_env` (its real discovery addresses) and `frontend_url`."""
+    shapes = [GroupShape(group=g, workers=group_config(cfg, g).workers - first.get(g, 0),
+                         gpus_per_worker=gpus_per_worker(cfg, g))
+              for g in active_groups(cfg) if group_config(cfg, g).workers > first.get(g, 0)]  # fmt: skip
+    placed = place_workers(shapes, gpus_per_node=cfg.cluster.gpus_per_node,
+                           separate_groups=cfg.deployment.separate_nodes)  # fmt: skip
+    slots = [dataclasses.replace(s, worker_index=s.worker_index + first.get(s.group, 0))
+             for s in placed]  # fmt: skip
+    num_nodes = nodes_used(slots)
+    ports = PortAllocator(cfg.cluster.port_base, 0)
+    # The head is planned only for its discovery kind and env keys; its processes run elsewhere.
+    planned = get_frontend(cfg.frontend.kind).head(cfg, PortAllocator(cfg.cluster.port_base, 0), 1)
+    head = Head(processes=[], worker_env={k: worker_env[k] for k in planned.worker_env
+                                          if k in worker_env}, discovery=planned.discovery)  # fmt: skip
+    engine = get_engine(cfg.engine.kind)
+    workers = [p for slot in slots for p in _worker_processes(cfg, engine, slot, ports, head)]
+    readiness = dataclasses.replace(_readiness(cfg, frontend_url), expected={
+        ("worker" if g == "aggregated" else g): sum(1 for s in slots if s.group == g)
+        for g in dict.fromkeys(s.group for s in slots)})  # fmt: skip
+    return Plan(
+        name=f"{deployment_name(cfg)}-attached", num_nodes=num_nodes,
+        gpus_per_node=cfg.cluster.gpus_per_node, port_base=cfg.cluster.port_base,
+        port_job_blocks=cfg.cluster.port_job_blocks, port_offset=0,
+        processes=tuple(dataclasses.replace(_with_identity(cfg, p), restart=restart_policy(cfg, p.group))
+                        for p in workers),
+        readiness=readiness,
+        slurm=dataclasses.replace(slurm_request(cfg, num_nodes, gpus_per_node=gpus_requested(cfg, slots)),
+                                  job_name=f"{slurm_request(cfg, 1).job_name}-attached"),
+        ip_source=cfg.cluster.ip_source, network_interface=cfg.cluster.network_interface,
+        stop_grace_s=cfg.launcher.stop_grace_s, prepare=engine.prepare(cfg),
+        preflight=preflight_checks(cfg, slots, num_nodes, loads_model=engine.loads_model),
+        attach_to=attach_to,
+    )  # fmt: skip
 
 
 def _with_identity(cfg: RootConfig, proc: Process) -> Process:

@@ -181,6 +181,9 @@ class Plan:
     benchmark: BenchmarkPlan | None = None
     metrics: MetricsPlan | None = None
     preflight: tuple[PathCheck, ...] = ()  # paths each node must hold before workers start
+    # An attached plan (`ctl scale`): workers only, joining the frontend of the run in this
+    # directory (readiness.frontend_url and the discovery env are that run's real addresses).
+    attach_to: str = ""
 
     def process(self, name: str) -> Process:
         """The process called `name` (KeyError if there is none)."""
@@ -231,6 +234,8 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
         "benchmark": _benchmark_to_dict(plan.benchmark),
         "metrics": asdict(plan.metrics) if plan.metrics else None,
         "preflight": [asdict(c) for c in plan.preflight],
+        # Only in attached plans: every other plan.json stays as it was.
+        **({"attach_to": plan.attach_to} if plan.attach_to else {}),
     }
 
 
@@ -278,4 +283,5 @@ def plan_from_dict(data: Mapping[str, Any]) -> Plan:
         preflight=tuple(
             PathCheck(**{**c, "nodes": tuple(c["nodes"])}) for c in data.get("preflight", ())
         ),  # fmt: skip
+        attach_to=data.get("attach_to", ""),
     )

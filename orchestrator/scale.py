@@ -1,0 +1,213 @@
+"""`ctl scale RUN_DIR decode.workers=N [prefill.workers=M]`: attach worker jobs to a running run.
+
+A scale-up submits one more Slurm job holding only the new workers (its own run directory,
+RUN_DIR/attached/<n>/, run by the normal driver): its plan has no frontend or discovery of its
+own and points its workers at the run's (orchestrator.plan.build.attached_plan). The attached
+jobs are listed in RUN_DIR/attached.json (the run's driver owns state.json and rewrites it whole,
+so a second writer there would be overwritten).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from orchestrator.api import Prepared, launched_overrides, prepare
+from orchestrator.effects import CommandRunner
+from orchestrator.errors import InvalidConfig, Issue, OrchestratorError
+from orchestrator.frontends import get_frontend
+from orchestrator.launchers.execute import submit
+from orchestrator.launchers.requests import bind, materialize, request_to_dict
+from orchestrator.launchers.rundir import git_sha, read_launch, write_run_files
+from orchestrator.launchers.select import Site
+from orchestrator.plan.build import attached_plan
+from orchestrator.plan.model import TIER_WORKER, Plan, plan_from_dict
+from orchestrator.runtime.state import read_state, write_json_atomic
+
+GROUPS = ("prefill", "decode", "aggregated")
+ATTACHED_FILE = "attached.json"
+# Overrides of the run that the attached job must not repeat: where and how it was launched.
+NOT_INHERITED = (
+    "run_dir",
+    "wait",
+    "dry_run",
+    "launcher.job_name",
+    *(f"{g}.workers" for g in GROUPS),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ScaleRequest:
+    """Worker counts per group, and the TP of the new workers when given (`decode.tp=8`)."""
+
+    counts: dict[str, int]
+    tp: dict[str, int]
+
+    def overrides(self) -> list[str]:
+        """As Hydra overrides."""
+        return [*(f"{g}.workers={n}" for g, n in self.counts.items()),
+                *(f"{g}.tp={n}" for g, n in self.tp.items())]  # fmt: skip
+
+
+def parse_request(items: Sequence[str]) -> ScaleRequest:
+    """`decode.workers=4 [decode.tp=8]` ...; InvalidConfig names every bad item."""
+    request = ScaleRequest({}, {})
+    issues: list[Issue] = []
+    for item in items:
+        key, sep, value = item.partition("=")
+        group, _, field = key.partition(".")
+        if not sep or group not in GROUPS or field not in ("workers", "tp"):
+            issues.append(Issue(key or item, repr(item), "ctl scale only changes worker counts "
+                                "(and the TP of the new workers)", "use prefill.workers=N, "
+                                "decode.workers=N or aggregated.workers=N"))  # fmt: skip
+        elif not value.isdigit() or int(value) < 1:
+            issues.append(Issue(key, repr(value), f"{field} must be at least 1",
+                                "give a whole number >= 1 (ctl stop removes every worker)"))  # fmt: skip
+        else:
+            (request.counts if field == "workers" else request.tp)[group] = int(value)
+    if not request.counts and not issues:
+        issues.append(Issue("scale", " ".join(items) or "nothing", "no worker count given",
+                            "e.g. decode.workers=2"))  # fmt: skip
+    if issues:
+        raise InvalidConfig(issues)
+    return request
+
+
+def read_attached(run_dir: Path) -> list[dict[str, Any]]:
+    """The attached jobs of a run (RUN_DIR/attached.json; empty when none)."""
+    try:
+        data = json.loads((run_dir / ATTACHED_FILE).read_text())
+    except FileNotFoundError:
+        return []
+    return list(data) if isinstance(data, list) else []
+
+
+def load_bound(run_dir: Path) -> Plan:
+    """plan.bound.json of a started run (real addresses of its frontend and discovery)."""
+    try:
+        return plan_from_dict(json.loads((run_dir / "plan.bound.json").read_text()))
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise OrchestratorError(f"cannot read {run_dir / 'plan.bound.json'}: {exc}") from exc
+
+
+def current_workers(bound: Plan, attached: Sequence[Mapping[str, Any]]) -> dict[str, int]:
+    """Workers per group: the run's own (rank 0 of each) plus those of its attached jobs."""
+    counts: dict[str, int] = {}
+    for proc in bound.processes:
+        if proc.tier == TIER_WORKER and proc.rank == 0:
+            counts[proc.group] = counts.get(proc.group, 0) + 1
+    for entry in attached:
+        for group, n in entry.get("groups", {}).items():
+            counts[group] = counts.get(group, 0) + int(n)
+    return counts
+
+
+def worker_env(bound: Plan) -> dict[str, str]:
+    """The environment a running worker got (discovery endpoints and namespace, bound)."""
+    worker = next((p for p in bound.processes if p.tier == TIER_WORKER), None)
+    if worker is None:
+        raise OrchestratorError("the run has no workers to copy the discovery settings from")
+    return dict(worker.env)
+
+
+def scale_overrides(run_dir: Path, request: ScaleRequest) -> list[str]:
+    """The run's launch overrides with the request's (and nothing about where it ran)."""
+    given = [o.partition("=")[0] for o in request.overrides()]
+    kept = [o for o in read_launch(run_dir).get("overrides", [])
+            if o.lstrip("+~").partition("=")[0] not in (*NOT_INHERITED, *given)]  # fmt: skip
+    return [*kept, *request.overrides()]
+
+
+def plan_scale_up(run_dir: Path, counts: Mapping[str, int], prepared: Prepared) -> Plan:
+    """The attached plan for the workers `counts` adds to the run (InvalidConfig if none)."""
+    issues = get_frontend(prepared.cfg.frontend.kind).attach_issues(prepared.cfg)
+    if prepared.launcher not in ("sbatch", "submitit"):
+        issues.append(Issue("launcher", prepared.launcher, "attached workers run in a Slurm job",
+                            "start the run with launcher=sbatch or launcher=submitit"))  # fmt: skip
+    bound = load_bound(run_dir)
+    have = current_workers(bound, read_attached(run_dir))
+    shrink = {g: n for g, n in counts.items() if n < have.get(g, 0)}
+    if shrink:
+        issues.append(Issue(", ".join(f"{g}.workers" for g in shrink),
+                            ", ".join(f"{n} (running {have.get(g, 0)})" for g, n in shrink.items()),
+                            "scale-down is not implemented yet", "stop the run, or keep the count"))  # fmt: skip
+    elif all(n == have.get(g, 0) for g, n in counts.items()):
+        issues.append(Issue("scale", ", ".join(f"{g}.workers={n}" for g, n in counts.items()),
+                            "the run already has these workers", "give a larger count"))  # fmt: skip
+    if issues:
+        raise InvalidConfig(issues)
+    plan = attached_plan(prepared.cfg, have, worker_env(bound),
+                         frontend_url=bound.readiness.frontend_url, attach_to=str(run_dir))  # fmt: skip
+    return with_runs_files(plan, bound)
+
+
+def with_runs_files(plan: Plan, bound: Plan) -> Plan:
+    """The files the engine prepares in the run directory (the mocker's tiny model) are the
+    run's own, not copies in the attached job's directory: Dynamo's frontend keeps the model
+    card of the first workers and rejects later ones whose card differs ("Rejected incompatible
+    workers", seen on the testbed when the path differed)."""
+    swap = {plan.prepare[k]: bound.prepare[k] for k in plan.prepare if k in bound.prepare}
+
+    def sub(text: str) -> str:
+        for planned, real in swap.items():
+            text = text.replace(planned, real)
+        return text
+
+    procs = tuple(dataclasses.replace(p, argv=tuple(map(sub, p.argv)),
+                                      env={k: sub(v) for k, v in p.env.items()})
+                  for p in plan.processes)  # fmt: skip
+    prepare = {k: swap.get(v, v) for k, v in plan.prepare.items()}
+    return dataclasses.replace(plan, processes=procs, prepare=prepare)
+
+
+def submit_attached(
+    run_dir: Path, prepared: Prepared, plan: Plan, runner: CommandRunner | None = None
+) -> tuple[str, Path]:
+    """Create RUN_DIR/attached/<n>/, submit its job, list it in attached.json."""
+    entries = read_attached(run_dir)
+    adir = run_dir / "attached" / str(len(entries) + 1)
+    adir.mkdir(parents=True)
+    overrides = launched_overrides(prepared.overrides)
+    request = bind(materialize(plan, prepared.launcher, python=sys.executable, overrides=overrides,
+                               git_sha=git_sha(), cwd=os.getcwd()), str(adir))  # fmt: skip
+    state = write_run_files(adir, prepared.cfg, plan, launcher=prepared.launcher,
+                            overrides=overrides, request=request_to_dict(request))  # fmt: skip
+    job_id = submit(request, adir, runner)
+    state.phase("submitted", job_id=job_id)
+    workers = [p.name for p in plan.processes]
+    groups: dict[str, int] = {}
+    for proc in plan.processes:
+        groups[proc.group] = groups.get(proc.group, 0) + (proc.rank == 0)
+    entries.append({"job_id": job_id, "run_dir": str(adir), "workers": workers, "groups": groups,
+                    "submitted_at": state.data["timeline"][-1]["t"]})  # fmt: skip
+    write_json_atomic(run_dir / ATTACHED_FILE, entries)
+    return job_id, adir
+
+
+def check_ready(run_dir: Path, phase: str) -> None:
+    """Only a serving run takes more workers (its frontend and discovery must be up)."""
+    if phase != "ready":
+        raise InvalidConfig([Issue("RUN_DIR", str(run_dir), f"the run is {phase or 'not started'}",
+                                   "scale a run once `ctl status` says ready")])  # fmt: skip
+
+
+def attached_lines(run_dir: Path) -> list[str]:
+    """`ctl status` lines for the attached jobs."""
+    lines = []
+    for entry in read_attached(run_dir):
+        state = read_state(Path(entry["run_dir"]))
+        lines.append(f"attached: job {entry['job_id']} {state.get('phase', '')}  "
+                     f"{', '.join(entry['workers'])}  ({entry['run_dir']})")  # fmt: skip
+    return lines
+
+
+def prepare_scale(run_dir: Path, request: ScaleRequest, site: Site) -> Prepared:
+    """The run's config composed again with the request, validated as at launch (engine
+    argvs included), before anything is submitted."""
+    return prepare(scale_overrides(run_dir, request), site)

@@ -1,0 +1,74 @@
+"""On the Slurm testbed: `ctl scale` attaches a job with one more decode worker to a running
+Dynamo 1P1D run (etcd discovery); the new worker serves through the run's frontend, and
+`ctl stop` ends the attached job with the run."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests import e2e
+
+pytestmark = pytest.mark.slurm
+
+MODEL = "openai/gpt-oss-120b"
+BASE = ["+model=gpt_oss_120b", "engine=mocker", "cluster=testbed", "readiness.timeout_s=120",
+        "cluster.time_limit_min=10", "launcher=submitit", "frontend.discovery=etcd"]  # fmt: skip
+
+
+def requests_served(run_dir: Path, name: str) -> int:
+    """`dynamo_component_requests_total` of the generate endpoint on the worker's system port
+    (the mocker logs no line per request at INFO; its metrics count them)."""
+    bound = json.loads((run_dir / "plan.bound.json").read_text())
+    health = next(p for p in bound["processes"] if p["name"] == name)["health"]["url"]
+    text = requests.get(health.replace("/health", "/metrics"), timeout=5).text
+    return sum(int(float(line.rsplit(" ", 1)[1])) for line in text.splitlines()
+               if line.startswith("dynamo_component_requests_total{")
+               and 'dynamo_endpoint="generate"' in line)  # fmt: skip
+
+
+def test_scale_up_attaches_a_decode_job_that_serves_and_stops_with_the_run(
+    slurm_jobs: list[str], tmp_path: Path
+) -> None:
+    run_dir = tmp_path / "run"
+    proc = e2e.cli([*BASE, f"run_dir={run_dir}"])
+    job_id, _ = e2e.submit_output(proc)
+    slurm_jobs.append(job_id)
+    assert proc.returncode == 0, proc.stderr
+    st = e2e.state(run_dir)
+    url = st["frontend_url"]
+
+    started = time.time()
+    res = e2e.ctl("scale", str(run_dir), "decode.workers=2")
+    took = time.time() - started
+    assert res.returncode == 0, res.stderr
+    attached_job, attached_dir = res.stdout.split()
+    slurm_jobs.append(attached_job)
+    ast = e2e.state(Path(attached_dir))
+    assert ast["phase"] == "ready" and set(ast["processes"]) == {"decode-1"}
+    assert ast["nodes"][0] not in st["nodes"]  # the run's node is full: another node
+    status = e2e.ctl("status", str(run_dir))
+    assert f"attached: job {attached_job} ready  decode-1" in status.stdout
+    timeline = {t["phase"]: t["t"] for t in ast["timeline"]}
+    print(json.dumps({"scale_total_s": round(took, 2),
+                      "submit_to_driver_started_s": round(timeline["starting"] - timeline["submitted"], 2),
+                      "driver_started_to_healthy_s": round(ast["workers_healthy_at"] - timeline["starting"], 2),
+                      "ready_after_healthy_s": round(timeline["ready"] - ast["workers_healthy_at"], 2)}))  # fmt: skip
+
+    # Dynamo's round-robin router spreads requests over both decode workers.
+    for _ in range(4):
+        assert e2e.chat(url, MODEL).strip()
+    assert requests_served(Path(attached_dir), "decode-1") >= 2
+    assert requests_served(run_dir, "decode-0") >= 2
+
+    stopped = e2e.ctl("stop", str(run_dir))
+    assert stopped.returncode == 0, stopped.stderr
+    assert f"attached job {attached_job}: stopped (done)" in stopped.stdout
+    e2e.wait_for(lambda: e2e.nothing_left(run_dir), timeout=30, what="no processes of the run")
+    for job in (job_id, attached_job):
+        e2e.wait_for(lambda j=job: e2e.job_state(j) == "COMPLETED", timeout=30,  # type: ignore[misc]
+                     what=f"job {job} COMPLETED in sacct")  # fmt: skip
