@@ -306,11 +306,11 @@ class FakeState:
 class FakeDriver:
     """What attach_router_registration touches on the Driver."""
 
-    def __init__(self, http: FakeHttp) -> None:
+    def __init__(self, http: FakeHttp, attach_to: str = "") -> None:
         from types import SimpleNamespace
 
         self.http, self.clock, self.state = http, FakeClock(), FakeState()
-        self.plan = SimpleNamespace(readiness=SimpleNamespace(frontend_url=R))
+        self.plan = SimpleNamespace(readiness=SimpleNamespace(frontend_url=R), attach_to=attach_to)
         self.on_process_healthy: list[Any] = []
         self.on_process_lost: list[Any] = []
         self.before_stop: list[Any] = []
@@ -347,3 +347,16 @@ def test_hooks_register_workers_only_and_deregister_at_stop() -> None:
     before_stop(driver)
     assert driver.state.processes["prefill-0"]["registered"] is False
     assert any(m == "DELETE" for m, _, _ in http.calls)
+
+
+def test_an_attached_job_registers_with_the_running_router_at_once() -> None:
+    """ctl scale: the plan has no router of its own to wait for; the run's already serves."""
+    from types import SimpleNamespace
+
+    http = FakeHttp({("GET", f"{R}/workers"): [ok(200, WORKERS_EMPTY)],
+                     ("POST", f"{R}/workers"): [ok(202, POST_ACCEPTED)]})  # fmt: skip
+    driver = FakeDriver(http, attach_to="/runs/r1")
+    router.attach_router_registration(driver)  # type: ignore[arg-type]
+    driver.on_process_healthy[0](driver, SimpleNamespace(proc=PREFILL_PROC))
+    assert http.posts() == [router.registration_payload(PREFILL_PROC)]
+    assert driver.state.processes["prefill-0"]["registered"] is True

@@ -117,16 +117,14 @@ def attached_plan(
                                           if k in worker_env}, discovery=planned.discovery)  # fmt: skip
     engine = get_engine(cfg.engine.kind)
     workers = [p for slot in slots for p in _worker_processes(cfg, engine, slot, ports, head)]
-    readiness = dataclasses.replace(_readiness(cfg, frontend_url), expected={
-        ("worker" if g == "aggregated" else g): sum(1 for s in slots if s.group == g)
-        for g in dict.fromkeys(s.group for s in slots)})  # fmt: skip
     return Plan(
         name=f"{deployment_name(cfg)}-attached", num_nodes=num_nodes,
         gpus_per_node=cfg.cluster.gpus_per_node, port_base=cfg.cluster.port_base,
         port_job_blocks=cfg.cluster.port_job_blocks, port_offset=0,
         processes=tuple(dataclasses.replace(_with_identity(cfg, p), restart=restart_policy(cfg, p.group))
                         for p in workers),
-        readiness=readiness,
+        # The frontend's gate counts every worker it serves with: the run's and these (cfg's totals).
+        readiness=_readiness(cfg, frontend_url),
         slurm=dataclasses.replace(slurm_request(cfg, num_nodes, gpus_per_node=gpus_requested(cfg, slots)),
                                   job_name=f"{slurm_request(cfg, 1).job_name}-attached"),
         ip_source=cfg.cluster.ip_source, network_interface=cfg.cluster.network_interface,

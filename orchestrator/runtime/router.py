@@ -240,7 +240,9 @@ class RouterHooks:
         client = RouterClient(driver.http, driver.clock, driver.plan.readiness.frontend_url)
         self.registrar = Registrar(client)
         self.pending: dict[str, Process] = {}
-        self.router_up = False
+        # An attached plan (ctl scale) joins a router that already serves: no frontend process
+        # of its own will pass a health check first.
+        self.router_up = bool(driver.plan.attach_to)
 
     def _register_pending(self, d: DriverView) -> None:
         for name, proc in list(self.pending.items()):

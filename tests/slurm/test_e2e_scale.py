@@ -72,3 +72,40 @@ def test_scale_up_attaches_a_decode_job_that_serves_and_stops_with_the_run(
     for job in (job_id, attached_job):
         e2e.wait_for(lambda j=job: e2e.job_state(j) == "COMPLETED", timeout=30,  # type: ignore[misc]
                      what=f"job {job} COMPLETED in sacct")  # fmt: skip
+
+
+ROUTER = ["+model=gpt_oss_120b", "frontend=sglang_router", "engine=sglang", "cluster=testbed",
+          f"engine.python={e2e.REPO / 'tests' / 'doubles' / 'sglang_test_double.py'}",
+          "launcher=submitit", "readiness.timeout_s=120", "cluster.time_limit_min=10"]  # fmt: skip
+
+
+def test_router_scale_up_registers_the_attached_decode(
+    slurm_jobs: list[str], tmp_path: Path
+) -> None:
+    run_dir, record = tmp_path / "run", tmp_path / "requests.jsonl"
+    proc = e2e.cli([*ROUTER, f"run_dir={run_dir}", f"+engine.env.SGLANG_DOUBLE_RECORD={record}"])
+    job_id, _ = e2e.submit_output(proc)
+    slurm_jobs.append(job_id)
+    assert proc.returncode == 0, proc.stderr
+    url = e2e.state(run_dir)["frontend_url"]
+
+    res = e2e.ctl("scale", str(run_dir), "decode.workers=2")
+    assert res.returncode == 0, res.stderr
+    attached_job, attached_dir = res.stdout.split()
+    slurm_jobs.append(attached_job)
+    ast = e2e.state(Path(attached_dir))
+    assert ast["phase"] == "ready" and ast["processes"]["decode-1"]["registered"] is True
+    listed = requests.get(f"{url}/workers", timeout=5).json()
+    assert sum(w.get("worker_type") == "decode" for w in listed["workers"]) == 2, listed
+
+    def decode_served() -> set[str]:
+        assert e2e.chat(url, MODEL).strip()
+        lines = record.read_text().splitlines() if record.exists() else []
+        names = {json.loads(line)["name"] for line in lines}
+        return names if {"decode-0", "decode-1"} <= names else set()
+
+    e2e.wait_for(decode_served, timeout=30, what="requests on both decode workers")
+
+    stopped = e2e.ctl("stop", str(run_dir))
+    assert stopped.returncode == 0, stopped.stderr
+    e2e.wait_for(lambda: e2e.nothing_left(run_dir), timeout=30, what="no processes of the run")
