@@ -109,7 +109,7 @@ def stop(run_dir: Path, timeout_s: float = 120.0, client: SlurmClient | None = N
     client = client or _client()
     # Attached workers first: Dynamo workers deregister from the run's etcd, which must outlive them.
     attached = [f"attached job {e['job_id']}: {stop(Path(e['run_dir']), timeout_s, client)}"
-                for e in scaling.read_attached(run_dir)]  # fmt: skip
+                for e in scaling.live_attached(run_dir)]  # fmt: skip
     said = stop_run(run_dir, launcher, timeout_s, client)
     return "\n".join([*attached, said])
 
@@ -169,11 +169,27 @@ def scale(run_dir: Path, items: Sequence[str], client: SlurmClient | None = None
     view, _ = run_view(run_dir, client)
     scaling.check_ready(run_dir, view.phase)
     prepared = scaling.prepare_scale(run_dir, request, Site.detect())
+    removing = scaling.jobs_to_remove(run_dir, request.counts)
+    if removing:
+        return _scale_down(run_dir, removing, client)
     plan = scaling.plan_scale_up(run_dir, request.counts, prepared)
     job_id, adir = scaling.submit_attached(run_dir, prepared, plan)
     print(job_id, flush=True)
     print(adir, flush=True)
     return follow(adir, job_id, until_done=False)
+
+
+def _scale_down(
+    run_dir: Path, removing: Sequence[dict[str, Any]], client: SlurmClient | None
+) -> int:
+    """Stop attached jobs newest first. Their drivers deregister the workers first (router:
+    DELETE /workers/<id> in before_stop; Dynamo: SIGTERM, on which the worker removes itself
+    from etcd and finishes its in-flight requests), then stop them."""
+    for entry in removing:
+        said = stop(Path(entry["run_dir"]), client=client)
+        scaling.mark_removed(run_dir, entry["job_id"])
+        print(f"removed {', '.join(entry['workers'])}: attached job {entry['job_id']} {said}")
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -13,6 +13,7 @@ import dataclasses
 import json
 import os
 import sys
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,6 +89,54 @@ def read_attached(run_dir: Path) -> list[dict[str, Any]]:
     return list(data) if isinstance(data, list) else []
 
 
+def live_attached(run_dir: Path) -> list[dict[str, Any]]:
+    """The attached jobs not removed by a scale-down."""
+    return [e for e in read_attached(run_dir) if not e.get("removed_at")]
+
+
+def mark_removed(run_dir: Path, job_id: str) -> None:
+    """Record that a scale-down stopped attached job `job_id` (it stays listed)."""
+    entries = read_attached(run_dir)
+    for entry in entries:
+        if entry["job_id"] == job_id:
+            entry["removed_at"] = time.time()
+    write_json_atomic(run_dir / ATTACHED_FILE, entries)
+
+
+def jobs_to_remove(run_dir: Path, counts: Mapping[str, int]) -> list[dict[str, Any]]:
+    """The attached jobs a scale-down stops, newest first, leaving exactly `counts` workers
+    ([] when nothing shrinks). Workers leave with their whole job (an attached job ends when it
+    has no workers left); the run's own job keeps its workers until `ctl stop`."""
+    entries = live_attached(run_dir)
+    have = current_workers(load_bound(run_dir), entries)
+    if all(n >= have.get(g, 0) for g, n in counts.items()):
+        return []
+    keys = ", ".join(f"{g}.workers" for g in counts)
+    found = ", ".join(f"{n} (running {have.get(g, 0)})" for g, n in counts.items())
+    if any(n > have.get(g, 0) for g, n in counts.items()):
+        raise InvalidConfig([Issue(keys, found, "one request both adds and removes workers",
+                                   "scale up and down in separate commands")])  # fmt: skip
+    excess = {g: have.get(g, 0) - n for g, n in counts.items()}
+    chosen: list[dict[str, Any]] = []
+    for entry in reversed(entries):
+        if not any(excess.values()):
+            return chosen
+        if any(excess.get(g, 0) < n for g, n in entry["groups"].items()):
+            raise InvalidConfig([Issue(keys, found, f"the newest attached job {entry['job_id']} "
+                                       f"holds {', '.join(entry['workers'])}; workers leave with "
+                                       "their whole job", "ask for counts that remove whole "
+                                       "attached jobs (see ctl status)")])  # fmt: skip
+        chosen.append(entry)
+        for group, n in entry["groups"].items():
+            excess[group] -= n
+    if any(excess.values()):
+        own = current_workers(load_bound(run_dir), [])
+        raise InvalidConfig([Issue(keys, found, "the run's own workers stay until ctl stop",
+                                   "ask for at least " + ", ".join(f"{g}.workers={own.get(g, 0)}"
+                                                                   for g in counts))])  # fmt: skip
+    return chosen
+
+
 def load_bound(run_dir: Path) -> Plan:
     """plan.bound.json of a started run (real addresses of its frontend and discovery)."""
     try:
@@ -131,13 +180,8 @@ def plan_scale_up(run_dir: Path, counts: Mapping[str, int], prepared: Prepared) 
         issues.append(Issue("launcher", prepared.launcher, "attached workers run in a Slurm job",
                             "start the run with launcher=sbatch or launcher=submitit"))  # fmt: skip
     bound = load_bound(run_dir)
-    have = current_workers(bound, read_attached(run_dir))
-    shrink = {g: n for g, n in counts.items() if n < have.get(g, 0)}
-    if shrink:
-        issues.append(Issue(", ".join(f"{g}.workers" for g in shrink),
-                            ", ".join(f"{n} (running {have.get(g, 0)})" for g, n in shrink.items()),
-                            "scale-down is not implemented yet", "stop the run, or keep the count"))  # fmt: skip
-    elif all(n == have.get(g, 0) for g, n in counts.items()):
+    have = current_workers(bound, live_attached(run_dir))
+    if all(n == have.get(g, 0) for g, n in counts.items()):
         issues.append(Issue("scale", ", ".join(f"{g}.workers={n}" for g, n in counts.items()),
                             "the run already has these workers", "give a larger count"))  # fmt: skip
     if issues:
@@ -202,7 +246,8 @@ def attached_lines(run_dir: Path) -> list[str]:
     lines = []
     for entry in read_attached(run_dir):
         state = read_state(Path(entry["run_dir"]))
-        lines.append(f"attached: job {entry['job_id']} {state.get('phase', '')}  "
+        removed = " (removed by scale-down)" if entry.get("removed_at") else ""
+        lines.append(f"attached: job {entry['job_id']} {state.get('phase', '')}{removed}  "
                      f"{', '.join(entry['workers'])}  ({entry['run_dir']})")  # fmt: skip
     return lines
 

@@ -39,7 +39,9 @@ def started_run(tmp_path: Path, slurm: FakeSlurm, *extra: str) -> Path:
     assert launch(prepare([*RUN, f"run_dir={run_dir}", *extra], SITE), slurm) == 0
     job_id = StateFile(run_dir).data["job_id"]
     slurm.set_state(job_id, "RUNNING", nodes=["node1"])
-    bindings = Bindings(node_ips=("10.77.0.11",), node_hosts=("node1",), job_id=job_id,
+    n = load_plan(run_dir).num_nodes
+    bindings = Bindings(node_ips=tuple(f"10.77.0.{11 + i}" for i in range(n)),
+                        node_hosts=tuple(f"node{1 + i}" for i in range(n)), job_id=job_id,
                         run_dir=str(run_dir), port_offset=0)  # fmt: skip
     write_json_atomic(
         run_dir / "plan.bound.json", plan_to_dict(bind_plan(load_plan(run_dir), bindings))
@@ -127,13 +129,50 @@ def test_invalid_requests_exit_2_before_submitting(tmp_path: Path) -> None:
     assert "already has these workers" in invalid(run_dir, slurm, "decode.workers=1")
 
 
-def test_scale_down_is_refused_for_now(tmp_path: Path) -> None:
+def removal(run_dir: Path, *items: str) -> list[str]:
+    return [
+        e["job_id"] for e in scaling.jobs_to_remove(run_dir, scaling.parse_request(items).counts)
+    ]
+
+
+def refused(run_dir: Path, *items: str) -> str:
+    with pytest.raises(InvalidConfig) as err:
+        removal(run_dir, *items)
+    return str(err.value)
+
+
+def test_scale_down_removes_whole_attached_jobs_newest_first(tmp_path: Path) -> None:
     slurm = FakeSlurm()
     run_dir = started_run(tmp_path, slurm, ETCD)
-    scale_up(run_dir, slurm, "decode.workers=2")
-    with pytest.raises(InvalidConfig, match="scale-down is not implemented"):
-        scale_up(run_dir, slurm, "decode.workers=1")
-    assert len(scaling.read_attached(run_dir)) == 1
+    first, _ = scale_up(run_dir, slurm, "decode.workers=2")
+    second, _ = scale_up(run_dir, slurm, "decode.workers=4", "prefill.workers=2")
+    assert removal(run_dir, "decode.workers=2", "prefill.workers=1") == [second]
+    assert removal(run_dir, "decode.workers=1", "prefill.workers=1") == [second, first]
+    assert removal(run_dir, "decode.workers=4") == []  # nothing shrinks: a scale-up (or no-op)
+    assert "workers leave with their whole job" in refused(run_dir, "decode.workers=3")
+    assert "workers leave with their whole job" in refused(run_dir, "decode.workers=1")  # prefill-1
+    assert "separate commands" in refused(run_dir, "decode.workers=2", "prefill.workers=3")
+
+
+def test_the_runs_own_workers_stay_until_stop(tmp_path: Path) -> None:
+    slurm = FakeSlurm()
+    run_dir = started_run(tmp_path, slurm, ETCD, "decode.workers=2")
+    assert "ask for at least decode.workers=2" in refused(run_dir, "decode.workers=1")
+
+
+def test_scale_down_stops_the_job_and_a_later_scale_up_reuses_the_names(tmp_path: Path) -> None:
+    slurm = FakeSlurm()
+    run_dir = started_run(tmp_path, slurm, ETCD)
+    job_id, adir = scale_up(run_dir, slurm, "decode.workers=2")
+    removing = scaling.jobs_to_remove(run_dir, {"decode": 1})
+    assert ctl._scale_down(run_dir, removing, SlurmClient(slurm)) == 0
+    assert [call[-1] for call in slurm.calls_to("scancel")] == [job_id]  # queued: scancel
+    assert StateFile(adir).data["phase"] == "done"
+    assert scaling.live_attached(run_dir) == []
+    text, _ = ctl.status(run_dir, SlurmClient(slurm))
+    assert f"attached: job {job_id} done (removed by scale-down)  decode-1" in text
+    _, again = scale_up(run_dir, slurm, "decode.workers=2")
+    assert again.name == "2" and [p.name for p in load_plan(again).processes] == ["decode-1"]
 
 
 def test_dynamo_runs_must_use_etcd_to_scale(tmp_path: Path) -> None:

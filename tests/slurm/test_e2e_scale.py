@@ -1,10 +1,12 @@
 """On the Slurm testbed: `ctl scale` attaches a job with one more decode worker to a running
-Dynamo 1P1D run (etcd discovery); the new worker serves through the run's frontend, and
-`ctl stop` ends the attached job with the run."""
+1P1D run (Dynamo with etcd discovery; sglang-router); the new worker serves through the run's
+frontend, a scale-down ends the attached job with no failed request, and `ctl stop` ends
+attached jobs with the run."""
 
 from __future__ import annotations
 
 import json
+import threading
 import time
 from pathlib import Path
 
@@ -65,9 +67,37 @@ def test_scale_up_attaches_a_decode_job_that_serves_and_stops_with_the_run(
     assert requests_served(Path(attached_dir), "decode-1") >= 2
     assert requests_served(run_dir, "decode-0") >= 2
 
+    # Scale back down while a request loop runs: the attached job ends, the run keeps serving.
+    results: list[str] = []
+    done = threading.Event()
+
+    def loop() -> None:
+        while not done.is_set():
+            try:
+                results.append("ok" if e2e.chat(url, MODEL).strip() else "empty")
+            except (AssertionError, requests.RequestException) as exc:
+                results.append(f"failed: {exc}")
+
+    looper = threading.Thread(target=loop)
+    looper.start()
+    started = time.time()
+    down = e2e.ctl("scale", str(run_dir), "decode.workers=1")
+    drain = time.time() - started
+    e2e.wait_for(lambda: len(results) >= 3, timeout=30, what="requests after the scale-down")
+    done.set()
+    looper.join()
+    assert down.returncode == 0, down.stderr
+    assert f"removed decode-1: attached job {attached_job} stopped (done)" in down.stdout
+    assert e2e.state(Path(attached_dir))["phase"] == "done"
+    e2e.wait_for(lambda: e2e.nothing_left(Path(attached_dir)), timeout=30,
+                 what="no processes of the attached job")  # fmt: skip
+    print(json.dumps({"scale_down_s": round(drain, 2), "requests": len(results),
+                      "failed": [r for r in results if r != "ok"]}))  # fmt: skip
+    assert all(r == "ok" for r in results), results
+    assert "(removed by scale-down)" in e2e.ctl("status", str(run_dir)).stdout
+
     stopped = e2e.ctl("stop", str(run_dir))
     assert stopped.returncode == 0, stopped.stderr
-    assert f"attached job {attached_job}: stopped (done)" in stopped.stdout
     e2e.wait_for(lambda: e2e.nothing_left(run_dir), timeout=30, what="no processes of the run")
     for job in (job_id, attached_job):
         e2e.wait_for(lambda j=job: e2e.job_state(j) == "COMPLETED", timeout=30,  # type: ignore[misc]
@@ -106,6 +136,11 @@ def test_router_scale_up_registers_the_attached_decode(
 
     e2e.wait_for(decode_served, timeout=30, what="requests on both decode workers")
 
+    # Stopping the run stops its attached job too (first: it deregisters from the router).
     stopped = e2e.ctl("stop", str(run_dir))
     assert stopped.returncode == 0, stopped.stderr
+    assert f"attached job {attached_job}: stopped (done)" in stopped.stdout
     e2e.wait_for(lambda: e2e.nothing_left(run_dir), timeout=30, what="no processes of the run")
+    for job in (job_id, attached_job):
+        e2e.wait_for(lambda j=job: e2e.job_state(j) == "COMPLETED", timeout=30,  # type: ignore[misc]
+                     what=f"job {job} COMPLETED in sacct")  # fmt: skip
