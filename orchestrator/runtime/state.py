@@ -40,6 +40,11 @@ def read_state(run_dir: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
+def run_ended(run_dir: Path) -> bool:
+    """Whether the run in `run_dir` recorded its end (done or failed)."""
+    return read_state(run_dir).get("phase") in ("done", "failed")
+
+
 class StateFile:
     """The driver's (or launcher's) view of state.json; every change is written at once."""
 
