@@ -242,14 +242,28 @@ def check_ready(run_dir: Path, phase: str) -> None:
 
 
 def attached_lines(run_dir: Path) -> list[str]:
-    """`ctl status` lines for the attached jobs."""
+    """`ctl status` lines for the attached jobs: one per job, one per worker (node, GPUs)."""
     lines = []
     for entry in read_attached(run_dir):
-        state = read_state(Path(entry["run_dir"]))
+        adir = Path(entry["run_dir"])
+        state = read_state(adir)
         removed = " (removed by scale-down)" if entry.get("removed_at") else ""
         lines.append(f"attached: job {entry['job_id']} {state.get('phase', '')}{removed}  "
-                     f"{', '.join(entry['workers'])}  ({entry['run_dir']})")  # fmt: skip
+                     f"{', '.join(entry['workers'])}  ({adir})")  # fmt: skip
+        gpus = _bound_gpus(adir)
+        for name, proc in state.get("processes", {}).items():
+            lines.append(f"    {name:<16} {proc.get('role', ''):<8} {proc.get('host', '?')}  "
+                         f"gpus {gpus.get(name, '?')}  {proc.get('state', '')}")  # fmt: skip
     return lines
+
+
+def _bound_gpus(adir: Path) -> dict[str, str]:
+    """CUDA_VISIBLE_DEVICES per process of a started attached job ({} before it started)."""
+    try:
+        bound = load_bound(adir)
+    except OrchestratorError:
+        return {}
+    return {p.name: p.env.get("CUDA_VISIBLE_DEVICES", "") for p in bound.processes}
 
 
 def prepare_scale(run_dir: Path, request: ScaleRequest, site: Site) -> Prepared:

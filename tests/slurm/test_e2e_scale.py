@@ -6,6 +6,7 @@ attached jobs with the run."""
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from pathlib import Path
@@ -55,6 +56,10 @@ def test_scale_up_attaches_a_decode_job_that_serves_and_stops_with_the_run(
     assert ast["nodes"][0] not in st["nodes"]  # the run's node is full: another node
     status = e2e.ctl("status", str(run_dir))
     assert f"attached: job {attached_job} ready  decode-1" in status.stdout
+    # Four GPU ids: which ones depends on what else shares the node (testbed: not exclusive).
+    assert re.search(
+        rf"decode-1 +decode +{ast['nodes'][0]}  gpus \d(,\d){{3}}  healthy", status.stdout
+    )
     timeline = {t["phase"]: t["t"] for t in ast["timeline"]}
     print(json.dumps({"scale_total_s": round(took, 2),
                       "submit_to_driver_started_s": round(timeline["starting"] - timeline["submitted"], 2),
