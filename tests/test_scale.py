@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
 from orchestrator import ctl
 from orchestrator import scale as scaling
 from orchestrator.api import prepare
-from orchestrator.errors import InvalidConfig
+from orchestrator.effects import HttpResponse
+from orchestrator.errors import InvalidConfig, OrchestratorError
+from orchestrator.frontends.dynamo_attach import CANARIES_PER_WORKER, require_traffic
 from orchestrator.launchers.launch import launch
 from orchestrator.launchers.select import Site
 from orchestrator.plan.model import plan_to_dict
@@ -20,6 +24,7 @@ from orchestrator.runtime.run import load_plan
 from orchestrator.runtime.state import StateFile, write_json_atomic
 from orchestrator.slurm.client import SlurmClient
 from tests.fake_slurm import FakeSlurm
+from tests.fakes import FakeHttp
 
 SITE = Site(has_sbatch=True, allocation_job_id="")
 RUN = [
@@ -201,3 +206,47 @@ def test_stop_stops_the_attached_jobs_first(tmp_path: Path) -> None:
     cancelled = [call[-1] for call in slurm.calls_to("scancel")]
     assert cancelled == [job_id, run_job]
     assert StateFile(adir).data["phase"] == "done"
+
+
+METRICS = (
+    'dynamo_component_requests_total{{dynamo_component="backend",dynamo_endpoint="generate"}} {n}\n'
+)
+CANARY_OK = {"choices": [{"message": {"content": "yes"}}], "usage": {"completion_tokens": 3}}
+
+
+def resp(status: int, body: Any) -> HttpResponse:
+    return HttpResponse(status, body if isinstance(body, str) else json.dumps(body))
+
+
+class AttachedView:
+    """What require_traffic touches on the driver."""
+
+    def __init__(self, plan: Any, http: FakeHttp) -> None:
+        self.plan, self.http, self.said = plan, http, []
+        self.state = SimpleNamespace(update=lambda **_f: None)
+
+    def say(self, message: str) -> None:
+        self.said.append(message)
+
+
+def attached_view(tmp_path: Path, metrics: list[int]) -> AttachedView:
+    slurm = FakeSlurm()
+    run_dir = started_run(tmp_path, slurm, ETCD)
+    _, adir = scale_up(run_dir, slurm, "decode.workers=2")
+    http = FakeHttp({"/metrics": [resp(200, METRICS.format(n=n)) for n in metrics],
+                     "/v1/chat/completions": resp(200, CANARY_OK)})  # fmt: skip
+    return AttachedView(load_plan(adir), http)
+
+
+def test_an_attached_dynamo_worker_is_ready_once_it_took_a_canary(tmp_path: Path) -> None:
+    view = attached_view(tmp_path, [0, 0, 1])
+    require_traffic(view)  # type: ignore[arg-type]
+    canaries = view.http.posts()
+    assert len(canaries) == 2 and canaries[0] != canaries[1]  # a new prompt each time (KV routing)
+
+
+def test_an_attached_dynamo_worker_the_frontend_ignores_fails_the_job(tmp_path: Path) -> None:
+    view = attached_view(tmp_path, [0])
+    with pytest.raises(OrchestratorError, match="decode-1: healthy, but the run's frontend"):
+        require_traffic(view)  # type: ignore[arg-type]
+    assert len(view.http.posts()) == CANARIES_PER_WORKER

@@ -149,7 +149,12 @@ class Dynamo:
         return parse_ready(resp)
 
     def attach(self, driver: DriverView) -> None:
-        """No hooks: Dynamo workers (and restarted ones) join through discovery."""
+        """Dynamo workers (and restarted ones) join through discovery. An attached job's
+        workers must also take requests from the run's frontend before it is ready."""
+        if driver.plan.attach_to:
+            from orchestrator.frontends.dynamo_attach import require_traffic
+
+            driver.on_workers_healthy.append(require_traffic)
 
 
 FRONTEND = Dynamo()
