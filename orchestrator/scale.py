@@ -29,7 +29,7 @@ from orchestrator.launchers.rundir import git_sha, read_launch, write_run_files
 from orchestrator.launchers.select import Site
 from orchestrator.plan.build import attached_plan
 from orchestrator.plan.model import TIER_WORKER, Plan, plan_from_dict
-from orchestrator.runtime.state import read_state, write_json_atomic
+from orchestrator.runtime.state import read_state, run_ended, write_json_atomic
 
 GROUPS = ("prefill", "decode", "aggregated")
 ATTACHED_FILE = "attached.json"
@@ -90,8 +90,10 @@ def read_attached(run_dir: Path) -> list[dict[str, Any]]:
 
 
 def live_attached(run_dir: Path) -> list[dict[str, Any]]:
-    """The attached jobs not removed by a scale-down."""
-    return [e for e in read_attached(run_dir) if not e.get("removed_at")]
+    """The attached jobs still holding workers: not removed by a scale-down, not ended (a
+    job that failed or was stopped by itself holds no workers; its names may be used again)."""
+    return [e for e in read_attached(run_dir)
+            if not e.get("removed_at") and not run_ended(Path(e["run_dir"]))]  # fmt: skip
 
 
 def mark_removed(run_dir: Path, job_id: str) -> None:

@@ -159,6 +159,16 @@ def test_scale_down_removes_whole_attached_jobs_newest_first(tmp_path: Path) -> 
     assert "separate commands" in refused(run_dir, "decode.workers=2", "prefill.workers=3")
 
 
+def test_an_attached_job_that_ended_holds_no_workers(tmp_path: Path) -> None:
+    slurm = FakeSlurm()
+    run_dir = started_run(tmp_path, slurm, ETCD)
+    _, adir = scale_up(run_dir, slurm, "decode.workers=2")
+    StateFile(adir).phase("failed", error="decode-1: healthy, but ...")
+    assert scaling.live_attached(run_dir) == []
+    _, again = scale_up(run_dir, slurm, "decode.workers=2")
+    assert [p.name for p in load_plan(again).processes] == ["decode-1"]
+
+
 def test_the_runs_own_workers_stay_until_stop(tmp_path: Path) -> None:
     slurm = FakeSlurm()
     run_dir = started_run(tmp_path, slurm, ETCD, "decode.workers=2")
