@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 from omegaconf import OmegaConf
 
-from orchestrator.config.load import Composed, compose_configs, config_to_dict
-from orchestrator.config.schema import RootConfig
+from orchestrator.config.load import Composed, compose_configs
+from orchestrator.config.schema import RootConfig, config_to_dict
 from orchestrator.engines import get_engine
 from orchestrator.errors import InvalidConfig, Issue
 from orchestrator.launchers.requests import LaunchRequest, materialize

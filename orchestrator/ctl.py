@@ -15,8 +15,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from orchestrator import attached as attachments
 from orchestrator import ctl_see as see
-from orchestrator import scale as scaling
 from orchestrator.effects import SubprocessRunner
 from orchestrator.errors import OrchestratorError
 from orchestrator.launchers.rundir import read_launch
@@ -68,7 +68,7 @@ def status(run_dir: Path, client: SlurmClient | None = None) -> tuple[str, int]:
         lines.append(f"benchmark: {b.get('tool')} {b.get('status')} {b.get('done')}/{b.get('of')} "
                      f"point(s) (results/points.jsonl)")  # fmt: skip
     lines += [_process_line(name, entry) for name, entry in state.get("processes", {}).items()]
-    lines += scaling.attached_lines(run_dir)
+    lines += attachments.attached_lines(run_dir)
     if view.phase == "lost":
         lines += _lost_tail(run_dir, str(state.get("job_id") or ""))
     return "\n".join(lines), 0 if view.ok else 1
@@ -109,7 +109,7 @@ def stop(run_dir: Path, timeout_s: float = 120.0, client: SlurmClient | None = N
     client = client or _client()
     # Attached workers first: Dynamo workers deregister from the run's etcd, which must outlive them.
     attached = [f"attached job {e['job_id']}: {stop(Path(e['run_dir']), timeout_s, client)}"
-                for e in scaling.live_attached(run_dir)]  # fmt: skip
+                for e in attachments.live_attached(run_dir)]  # fmt: skip
     said = stop_run(run_dir, launcher, timeout_s, client)
     return "\n".join([*attached, said])
 
@@ -162,6 +162,8 @@ def _cancel_queued(run_dir: Path, job_id: str, client: SlurmClient, seen: str) -
 def scale(run_dir: Path, items: Sequence[str], client: SlurmClient | None = None) -> int:
     """Validate a scale request (exit 2 before anything is submitted), submit the attached job,
     wait for its workers to serve through the run's frontend."""
+    # Scaling composes and plans (Hydra): imported only for this command, not for status/stop.
+    from orchestrator import scale as scaling
     from orchestrator.launchers.follow import follow
     from orchestrator.launchers.select import Site
 
@@ -187,7 +189,7 @@ def _scale_down(
     from etcd and finishes its in-flight requests), then stop them."""
     for entry in removing:
         said = stop(Path(entry["run_dir"]), client=client)
-        scaling.mark_removed(run_dir, entry["job_id"])
+        attachments.mark_removed(run_dir, entry["job_id"])
         print(f"removed {', '.join(entry['workers'])}: attached job {entry['job_id']} {said}")
     return 0
 

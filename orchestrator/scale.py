@@ -10,16 +10,15 @@ so a second writer there would be overwritten).
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import sys
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from orchestrator.api import Prepared, launched_overrides, prepare
+from orchestrator.attached import ATTACHED_FILE, live_attached, load_bound, read_attached
 from orchestrator.effects import CommandRunner
 from orchestrator.errors import InvalidConfig, Issue, OrchestratorError
 from orchestrator.frontends import get_frontend
@@ -28,11 +27,10 @@ from orchestrator.launchers.requests import bind, materialize, request_to_dict
 from orchestrator.launchers.rundir import git_sha, read_launch, write_run_files
 from orchestrator.launchers.select import Site
 from orchestrator.plan.build import attached_plan
-from orchestrator.plan.model import TIER_WORKER, Plan, plan_from_dict
-from orchestrator.runtime.state import read_state, run_ended, write_json_atomic
+from orchestrator.plan.model import TIER_WORKER, Plan
+from orchestrator.runtime.state import write_json_atomic
 
 GROUPS = ("prefill", "decode", "aggregated")
-ATTACHED_FILE = "attached.json"
 # Overrides of the run that the attached job must not repeat: where and how it was launched.
 NOT_INHERITED = (
     "run_dir",
@@ -80,31 +78,6 @@ def parse_request(items: Sequence[str]) -> ScaleRequest:
     return request
 
 
-def read_attached(run_dir: Path) -> list[dict[str, Any]]:
-    """The attached jobs of a run (RUN_DIR/attached.json; empty when none)."""
-    try:
-        data = json.loads((run_dir / ATTACHED_FILE).read_text())
-    except FileNotFoundError:
-        return []
-    return list(data) if isinstance(data, list) else []
-
-
-def live_attached(run_dir: Path) -> list[dict[str, Any]]:
-    """The attached jobs still holding workers: not removed by a scale-down, not ended (a
-    job that failed or was stopped by itself holds no workers; its names may be used again)."""
-    return [e for e in read_attached(run_dir)
-            if not e.get("removed_at") and not run_ended(Path(e["run_dir"]))]  # fmt: skip
-
-
-def mark_removed(run_dir: Path, job_id: str) -> None:
-    """Record that a scale-down stopped attached job `job_id` (it stays listed)."""
-    entries = read_attached(run_dir)
-    for entry in entries:
-        if entry["job_id"] == job_id:
-            entry["removed_at"] = time.time()
-    write_json_atomic(run_dir / ATTACHED_FILE, entries)
-
-
 def jobs_to_remove(run_dir: Path, counts: Mapping[str, int]) -> list[dict[str, Any]]:
     """The attached jobs a scale-down stops, newest first, leaving exactly `counts` workers
     ([] when nothing shrinks). Workers leave with their whole job (an attached job ends when it
@@ -137,14 +110,6 @@ def jobs_to_remove(run_dir: Path, counts: Mapping[str, int]) -> list[dict[str, A
                                    "ask for at least " + ", ".join(f"{g}.workers={own.get(g, 0)}"
                                                                    for g in counts))])  # fmt: skip
     return chosen
-
-
-def load_bound(run_dir: Path) -> Plan:
-    """plan.bound.json of a started run (real addresses of its frontend and discovery)."""
-    try:
-        return plan_from_dict(json.loads((run_dir / "plan.bound.json").read_text()))
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise OrchestratorError(f"cannot read {run_dir / 'plan.bound.json'}: {exc}") from exc
 
 
 def current_workers(bound: Plan, attached: Sequence[Mapping[str, Any]]) -> dict[str, int]:
@@ -241,31 +206,6 @@ def check_ready(run_dir: Path, phase: str) -> None:
     if phase != "ready":
         raise InvalidConfig([Issue("RUN_DIR", str(run_dir), f"the run is {phase or 'not started'}",
                                    "scale a run once `ctl status` says ready")])  # fmt: skip
-
-
-def attached_lines(run_dir: Path) -> list[str]:
-    """`ctl status` lines for the attached jobs: one per job, one per worker (node, GPUs)."""
-    lines = []
-    for entry in read_attached(run_dir):
-        adir = Path(entry["run_dir"])
-        state = read_state(adir)
-        removed = " (removed by scale-down)" if entry.get("removed_at") else ""
-        lines.append(f"attached: job {entry['job_id']} {state.get('phase', '')}{removed}  "
-                     f"{', '.join(entry['workers'])}  ({adir})")  # fmt: skip
-        gpus = _bound_gpus(adir)
-        for name, proc in state.get("processes", {}).items():
-            lines.append(f"    {name:<16} {proc.get('role', ''):<8} {proc.get('host', '?')}  "
-                         f"gpus {gpus.get(name, '?')}  {proc.get('state', '')}")  # fmt: skip
-    return lines
-
-
-def _bound_gpus(adir: Path) -> dict[str, str]:
-    """CUDA_VISIBLE_DEVICES per process of a started attached job ({} before it started)."""
-    try:
-        bound = load_bound(adir)
-    except OrchestratorError:
-        return {}
-    return {p.name: p.env.get("CUDA_VISIBLE_DEVICES", "") for p in bound.processes}
 
 
 def prepare_scale(run_dir: Path, request: ScaleRequest, site: Site) -> Prepared:

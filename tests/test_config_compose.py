@@ -15,10 +15,9 @@ from omegaconf import OmegaConf
 from orchestrator.config.load import (
     CONF_DIR,
     compose_config,
-    config_to_dict,
     quote_override_value,
 )
-from orchestrator.config.schema import RootConfig
+from orchestrator.config.schema import RootConfig, config_to_dict
 from orchestrator.launchers.requests import materialize
 from orchestrator.plan.build import build_plan
 from orchestrator.render.dryrun import all_processes, render_json, render_text

@@ -268,13 +268,6 @@ def debug_requested(overrides: Sequence[str]) -> bool:
         return False  # not a bool: composition reports it
 
 
-def config_to_dict(cfg: RootConfig) -> dict[str, Any]:
-    """Plain-dict form of the typed config (for the run directory and dry-run)."""
-    container = OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)
-    assert isinstance(container, dict)
-    return {str(k): v for k, v in container.items()}
-
-
 def quote_override_value(value: str) -> str:
     """A Hydra override value that stays exactly `value` (e.g. run_dir=... with spaces, quotes or
     backslashes in the path). Hydra's quoted strings take `\\'` for a quote, and backslashes need

@@ -6,7 +6,7 @@ unknown kind is reported together with every other problem and lists the valid c
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 MISSING_PATH = ""
@@ -239,3 +239,10 @@ class RootConfig:
     def dry_run_mode(self) -> str:
         """`false`, `true` or `json` (Hydra parses dry_run=true as a boolean, stored as "True")."""
         return self.dry_run.strip().lower()
+
+
+def config_to_dict(cfg: RootConfig) -> dict[str, Any]:
+    """Plain-dict form of the typed config (config.json, the dry-run's config section). The
+    config holds only dataclasses, lists, dicts and scalars, so `asdict` is the whole of it; no
+    OmegaConf needed where run directories are written."""
+    return asdict(cfg)

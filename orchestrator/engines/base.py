@@ -99,6 +99,33 @@ def no_argv_check(items: Sequence[tuple[RootConfig, Plan]]) -> list[list[Issue]]
     return [[] for _ in items]
 
 
+class EngineDefaults:
+    """What an engine without its own behaviour there does: no registration URL (its workers join
+    the frontend by themselves), nothing to prepare, the model's tokenizer, no extra rules.
+    Engines inherit it and override what they have."""
+
+    def worker_url(self, w: WorkerProcess) -> str:
+        """None: the workers register through discovery."""
+        return ""
+
+    def prepare(self, cfg: RootConfig) -> dict[str, str]:
+        """Nothing to create."""
+        return {}
+
+    def local_tokenizer(self, cfg: RootConfig) -> str:
+        """None: benchmark clients use the model's tokenizer."""
+        return ""
+
+    def validate(self, cfg: RootConfig, slots: Sequence[WorkerSlot]) -> list[Issue]:
+        """No rules beyond the shared ones."""
+        return []
+
+
+def dynamo_health_url(w: WorkerProcess) -> str:
+    """Dynamo's system server `/health` (endpoint health of `generate`); rank 0 only."""
+    return f"http://{w.ip}:{w.port('system')}/health" if w.rank == 0 else ""
+
+
 def disagg_args(cfg: RootConfig, group: str) -> list[str]:
     """Role and KV transfer backend; nothing for aggregated workers."""
     if group == "aggregated":

@@ -8,9 +8,11 @@ from orchestrator.config.schema import RootConfig
 from orchestrator.engines.base import (
     DYNAMO_PORT_LIMIT,
     DYNAMO_PORT_REASON,
+    EngineDefaults,
     WorkerProcess,
     bootstrap_args,
     disagg_args,
+    dynamo_health_url,
     dynamo_planes,
     dynamo_worker_env,
     extra_args,
@@ -22,10 +24,9 @@ from orchestrator.engines.base import (
 )
 from orchestrator.errors import Issue
 from orchestrator.plan.model import Plan
-from orchestrator.plan.placement import WorkerSlot
 
 
-class DynamoSglang:
+class DynamoSglang(EngineDefaults):
     """Workers register themselves through Dynamo discovery; health on the Dynamo system port."""
 
     kind = "dynamo_sglang"
@@ -70,24 +71,8 @@ class DynamoSglang:
         return {**sglang_host_env(w), **dynamo_worker_env(w)}
 
     def health_url(self, w: WorkerProcess) -> str:
-        """Dynamo's system server `/health` (endpoint health of `generate`)."""
-        return f"http://{w.ip}:{w.port('system')}/health" if w.rank == 0 else ""
-
-    def worker_url(self, w: WorkerProcess) -> str:
-        """None: Dynamo workers register through discovery."""
-        return ""
-
-    def prepare(self, cfg: RootConfig) -> dict[str, str]:
-        """Nothing to create."""
-        return {}
-
-    def local_tokenizer(self, cfg: RootConfig) -> str:
-        """None: benchmark clients use the model's tokenizer."""
-        return ""
-
-    def validate(self, cfg: RootConfig, slots: Sequence[WorkerSlot]) -> list[Issue]:
-        """No rules beyond the shared ones."""
-        return []
+        """Dynamo's system server `/health`."""
+        return dynamo_health_url(w)
 
     def check_argvs(self, items: Sequence[tuple[RootConfig, Plan]]) -> list[list[Issue]]:
         """Dynamo's own dynamo.sglang parsing (its flags plus SGLang's) on every worker argv,

@@ -9,8 +9,10 @@ from orchestrator.config.schema import RootConfig
 from orchestrator.engines.base import (
     DYNAMO_PORT_LIMIT,
     DYNAMO_PORT_REASON,
+    EngineDefaults,
     WorkerProcess,
     args_argv,
+    dynamo_health_url,
     dynamo_planes,
     dynamo_worker_env,
     layered_args,
@@ -23,7 +25,7 @@ from orchestrator.plan.placeholders import RUN_DIR
 from orchestrator.plan.placement import WorkerSlot
 
 
-class Mocker:
+class Mocker(EngineDefaults):
     """One process per worker (it cannot span nodes); a tiny tokenizer is generated for it."""
 
     kind = "mocker"
@@ -61,11 +63,7 @@ class Mocker:
 
     def health_url(self, w: WorkerProcess) -> str:
         """Dynamo's system server `/health`."""
-        return f"http://{w.ip}:{w.port('system')}/health" if w.rank == 0 else ""
-
-    def worker_url(self, w: WorkerProcess) -> str:
-        """None: registers through Dynamo discovery."""
-        return ""
+        return dynamo_health_url(w)
 
     def prepare(self, cfg: RootConfig) -> dict[str, str]:
         """The tiny tokenizer directory, unless engine.mocker_model_dir names one."""

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 from orchestrator.config.schema import RootConfig
 from orchestrator.engines.base import (
+    EngineDefaults,
     WorkerProcess,
     bootstrap_args,
     disagg_args,
@@ -18,12 +19,11 @@ from orchestrator.engines.base import (
 )
 from orchestrator.errors import Issue
 from orchestrator.plan.model import Plan
-from orchestrator.plan.placement import WorkerSlot
 
 PORT_LIMIT = 65535
 
 
-class Sglang:
+class Sglang(EngineDefaults):
     """Workers serve HTTP themselves; the router registers them by URL."""
 
     kind = "sglang"
@@ -70,18 +70,6 @@ class Sglang:
     def worker_url(self, w: WorkerProcess) -> str:
         """The leader's HTTP server: what the router registers."""
         return f"http://{w.ip}:{w.port('http')}" if w.rank == 0 else ""
-
-    def prepare(self, cfg: RootConfig) -> dict[str, str]:
-        """Nothing to create."""
-        return {}
-
-    def local_tokenizer(self, cfg: RootConfig) -> str:
-        """None: benchmark clients use the model's tokenizer."""
-        return ""
-
-    def validate(self, cfg: RootConfig, slots: Sequence[WorkerSlot]) -> list[Issue]:
-        """No rules beyond the shared ones."""
-        return []
 
     def check_argvs(self, items: Sequence[tuple[RootConfig, Plan]]) -> list[list[Issue]]:
         """SGLang's own parser on every `sglang.launch_server` argv of every item, in one

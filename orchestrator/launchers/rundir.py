@@ -10,8 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from orchestrator.config.load import config_to_dict
-from orchestrator.config.schema import RootConfig
+from orchestrator.config.schema import RootConfig, config_to_dict
 from orchestrator.errors import OrchestratorError
 from orchestrator.plan.model import Plan, plan_to_dict
 from orchestrator.runtime.state import StateFile, write_json_atomic

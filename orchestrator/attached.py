@@ -1,0 +1,73 @@
+"""A run's attached jobs (RUN_DIR/attached.json, written by `ctl scale`): reading them for
+`ctl status` and `ctl stop` needs none of the planning that scaling does (orchestrator.scale)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from orchestrator.errors import OrchestratorError
+from orchestrator.plan.model import Plan, plan_from_dict
+from orchestrator.runtime.state import read_state, run_ended, write_json_atomic
+
+ATTACHED_FILE = "attached.json"
+
+
+def read_attached(run_dir: Path) -> list[dict[str, Any]]:
+    """The attached jobs of a run (RUN_DIR/attached.json; empty when none)."""
+    try:
+        data = json.loads((run_dir / ATTACHED_FILE).read_text())
+    except FileNotFoundError:
+        return []
+    return list(data) if isinstance(data, list) else []
+
+
+def live_attached(run_dir: Path) -> list[dict[str, Any]]:
+    """The attached jobs still holding workers: not removed by a scale-down, not ended (a
+    job that failed or was stopped by itself holds no workers; its names may be used again)."""
+    return [e for e in read_attached(run_dir)
+            if not e.get("removed_at") and not run_ended(Path(e["run_dir"]))]  # fmt: skip
+
+
+def mark_removed(run_dir: Path, job_id: str) -> None:
+    """Record that a scale-down stopped attached job `job_id` (it stays listed)."""
+    entries = read_attached(run_dir)
+    for entry in entries:
+        if entry["job_id"] == job_id:
+            entry["removed_at"] = time.time()
+    write_json_atomic(run_dir / ATTACHED_FILE, entries)
+
+
+def load_bound(run_dir: Path) -> Plan:
+    """plan.bound.json of a started run (real addresses of its frontend and discovery)."""
+    try:
+        return plan_from_dict(json.loads((run_dir / "plan.bound.json").read_text()))
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise OrchestratorError(f"cannot read {run_dir / 'plan.bound.json'}: {exc}") from exc
+
+
+def attached_lines(run_dir: Path) -> list[str]:
+    """`ctl status` lines for the attached jobs: one per job, one per worker (node, GPUs)."""
+    lines = []
+    for entry in read_attached(run_dir):
+        adir = Path(entry["run_dir"])
+        state = read_state(adir)
+        removed = " (removed by scale-down)" if entry.get("removed_at") else ""
+        lines.append(f"attached: job {entry['job_id']} {state.get('phase', '')}{removed}  "
+                     f"{', '.join(entry['workers'])}  ({adir})")  # fmt: skip
+        gpus = _bound_gpus(adir)
+        for name, proc in state.get("processes", {}).items():
+            lines.append(f"    {name:<16} {proc.get('role', ''):<8} {proc.get('host', '?')}  "
+                         f"gpus {gpus.get(name, '?')}  {proc.get('state', '')}")  # fmt: skip
+    return lines
+
+
+def _bound_gpus(adir: Path) -> dict[str, str]:
+    """CUDA_VISIBLE_DEVICES per process of a started attached job ({} before it started)."""
+    try:
+        bound = load_bound(adir)
+    except OrchestratorError:
+        return {}
+    return {p.name: p.env.get("CUDA_VISIBLE_DEVICES", "") for p in bound.processes}
