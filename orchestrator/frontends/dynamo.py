@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from orchestrator.config.schema import RootConfig
-from orchestrator.effects import HttpClient, HttpError, HttpResponse
+from orchestrator.effects import HttpClient, HttpResponse
 from orchestrator.errors import Issue
 from orchestrator.frontends.base import Head, http_port
 from orchestrator.plan.model import TIER_FRONTEND, TIER_INFRA, HealthProbe, Plan, Process, Readiness
@@ -140,13 +140,9 @@ class Dynamo:
 
     def ready(self, http: HttpClient, readiness: Readiness) -> Verdict:
         """The model's ready endpoint."""
-        from orchestrator.runtime.health import Verdict
+        from orchestrator.runtime.health import frontend_gate
 
-        try:
-            resp = http.get(readiness.frontend_url + readiness.ready_path, timeout=5.0)
-        except HttpError as exc:
-            return Verdict(False, str(exc))
-        return parse_ready(resp)
+        return frontend_gate(http, readiness, parse_ready)
 
     def attach(self, driver: DriverView) -> None:
         """Dynamo workers (and restarted ones) join through discovery. An attached job's

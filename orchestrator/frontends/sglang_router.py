@@ -7,7 +7,7 @@ import json
 from typing import TYPE_CHECKING
 
 from orchestrator.config.schema import RootConfig
-from orchestrator.effects import HttpClient, HttpError, HttpResponse
+from orchestrator.effects import HttpClient, HttpResponse
 from orchestrator.errors import Issue
 from orchestrator.frontends.base import Head, http_port
 from orchestrator.plan.model import TIER_FRONTEND, HealthProbe, Plan, Process, Readiness
@@ -96,18 +96,14 @@ class SglangRouter:
     def ready(self, http: HttpClient, readiness: Readiness) -> Verdict:
         """Every expected worker listed healthy by `GET /workers` (registration is asynchronous
         and /readiness turns 200 with one prefill and one decode), then /readiness."""
-        from orchestrator.runtime.health import Verdict
+        from orchestrator.runtime.health import Verdict, frontend_gate
         from orchestrator.runtime.router import workers_verdict
 
         if readiness.expected:
             ok, detail = workers_verdict(http, readiness.frontend_url, readiness.expected)
             if not ok:
                 return Verdict(False, detail)
-        try:
-            resp = http.get(readiness.frontend_url + readiness.ready_path, timeout=5.0)
-        except HttpError as exc:
-            return Verdict(False, str(exc))
-        return parse_readiness(resp)
+        return frontend_gate(http, readiness, parse_readiness)
 
     def attach(self, driver: DriverView) -> None:
         """Register each worker with the router when healthy; deregister all before stopping."""

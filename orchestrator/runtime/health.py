@@ -7,11 +7,12 @@ frontend's own gate, then one real generation through the frontend.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from orchestrator.effects import HttpClient, HttpError, HttpResponse
+from orchestrator.plan.model import Readiness
 
 CANARY_PROMPT = "Reply with one short sentence: is the service up?"
 
@@ -33,6 +34,17 @@ def probe(http: HttpClient, url: str, *, expect: int = 200, timeout: float = 2.0
     if resp.status == expect:
         return Verdict(True)
     return Verdict(False, f"HTTP {resp.status} from {url}: {resp.body[:200]}")
+
+
+def frontend_gate(
+    http: HttpClient, readiness: Readiness, parse: Callable[[HttpResponse], Verdict]
+) -> Verdict:
+    """GET the frontend's readiness gate and judge the answer with the frontend's parser."""
+    try:
+        resp = http.get(readiness.frontend_url + readiness.ready_path, timeout=5.0)
+    except HttpError as exc:
+        return Verdict(False, str(exc))
+    return parse(resp)
 
 
 def canary_payload(model: str, max_tokens: int) -> dict[str, Any]:
