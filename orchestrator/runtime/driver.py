@@ -59,6 +59,7 @@ class Driver:
         self.on_workers_healthy: list[Hook] = []  # every probed process is healthy
         self.on_ready: list[Hook] = []  # e.g. the benchmark; may call request_stop()
         self.before_stop: list[Hook] = []  # e.g. router deregistration
+        self.on_tick: list[Hook] = []  # every supervision tick, waiting and serving (rollover)
 
     # --- stop requests -------------------------------------------------------------------
     def request_stop(self, reason: str) -> None:
@@ -157,14 +158,10 @@ class Driver:
         if self.deadline is None:  # one deadline for infra and workers together
             self.deadline = self.clock.now() + r.timeout_s
         self.last_detail = ""
-        last_progress = ""
         while True:
             self._check_alive()
             self._probe_health()
-            line = progress_line(self.state.data)
-            if line != last_progress:
-                self.say(line)
-                last_progress = line
+            self._tick()
             if check():
                 return
             if self.clock.now() >= self.deadline:
@@ -199,13 +196,11 @@ class Driver:
         return f"not {what} after {timeout:g} s: {waiting}; {have}{last}"
 
     def check_alive(self) -> None:
-        """Supervise while an on_ready hook (the benchmark) runs: restart what exited by policy;
-        raise `ProcessFailed` when a process exited for good, `Stopped` on a stop request."""
+        """Supervise while an on_ready hook (the benchmark) runs (see DriverView)."""
         self._supervise()
 
     def restarts_since(self, t: float) -> list[str]:
-        """Restarts decided at or after clock time `t`, e.g. ['decode-0 exited with code -9']
-        (the benchmark invalidates a point measured across one)."""
+        """Restarts decided at or after clock time `t`, e.g. ['decode-0 exited with code -9']."""
         return self.book.since(t)
 
     def _supervise(self) -> None:
@@ -216,8 +211,13 @@ class Driver:
         self._start_due()
         if self.degraded:
             self._probe_health()
+        self._tick()
+
+    def _tick(self) -> None:
+        for hook in self.on_tick:
+            hook(self)
         line = progress_line(self.state.data)
-        if line != self.last_progress:
+        if line != self.last_progress:  # progress, only when it changed
             self.say(line)
             self.last_progress = line
 

@@ -35,6 +35,7 @@ class DriverView(Protocol):
     on_workers_healthy: list[Hook]  # every probed process is healthy
     on_ready: list[Hook]  # the deployment is ready (e.g. the benchmark); may request a stop
     before_stop: list[Hook]  # teardown begins (e.g. deregistration)
+    on_tick: list[Hook]  # every supervision tick, while waiting for readiness and serving
 
     def request_stop(self, reason: str) -> None:
         """Ask the driver to stop (thread- and signal-safe)."""
