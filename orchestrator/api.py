@@ -7,6 +7,7 @@ anything is created; `dry_run` renders what `launch` (orchestrator.launchers.lau
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import sys
 from collections.abc import Sequence
@@ -18,12 +19,13 @@ from orchestrator.config.load import Composed, compose_configs
 from orchestrator.config.schema import RootConfig, config_to_dict
 from orchestrator.engines import get_engine
 from orchestrator.errors import InvalidConfig, Issue
-from orchestrator.launchers.requests import LaunchRequest, materialize
+from orchestrator.launchers.requests import HERE, LaunchRequest, materialize, request_to_dict
 from orchestrator.launchers.rundir import git_sha
 from orchestrator.launchers.select import Site, resolve_launcher
 from orchestrator.plan.build import build_plan
 from orchestrator.plan.model import Plan
 from orchestrator.render.dryrun import render_json, render_text
+from orchestrator.serve import resolve_host
 from orchestrator.validate import check, validate
 
 # Overrides that change what the command does, not what it launches: left out of the request
@@ -36,7 +38,7 @@ class Prepared:
     """A validated launch: config, plan (built once), launcher kind and its request."""
 
     cfg: RootConfig
-    launcher: str  # submitit | sbatch | local | allocation (inside salloc/sbatch)
+    launcher: str  # submitit | sbatch | local | allocation (inside salloc/sbatch) | here
     plan: Plan
     request: LaunchRequest
     overrides: tuple[str, ...]
@@ -103,6 +105,7 @@ def _planned(composed: Composed, overrides: Sequence[str], site: Site) -> Planne
             raise InvalidConfig(issues)
         launcher = resolve_launcher(cfg.launcher.kind, site)
         cfg = dataclasses.replace(cfg, launcher=dataclasses.replace(cfg.launcher, kind=launcher))
+        cfg = resolve_host(cfg)  # placement=here: the address this host's frontend binds
         check(cfg)  # again: some rules depend on the resolved launcher (local = one node)
     except InvalidConfig as exc:
         return exc
@@ -114,19 +117,28 @@ def check_argvs(planned: Sequence[Planned]) -> list[list[Issue]]:
     issues: dict[int, list[Issue]] = {}
     for kind in dict.fromkeys(p.cfg.engine.kind for p in planned):
         same = [p for p in planned if p.cfg.engine.kind == kind]
-        found = get_engine(kind).check_argvs([(p.cfg, p.plan) for p in same])
+        # frontend.placement=here: the engine argvs are those of the worker jobs.
+        found = get_engine(kind).check_argvs([(p.cfg, p.plan.serve.workers if p.plan.serve else p.plan)
+                                              for p in same])  # fmt: skip
         issues.update(zip(map(id, same), found, strict=True))
     return [issues[id(p)] for p in planned]
 
 
 def materialized(planned: Planned, site: Site, sha: str) -> Prepared:
     """The launch request of a planned, checked config for this site."""
-    launcher = planned.launcher
+    launcher, plan = planned.launcher, planned.plan
     kind = "allocation" if launcher != "local" and site.allocation_job_id else launcher
-    request = materialize(planned.plan, kind, python=sys.executable,
-                          overrides=launched_overrides(planned.overrides), git_sha=sha,
-                          cwd=os.getcwd())  # fmt: skip
-    return Prepared(cfg=planned.cfg, launcher=kind, plan=planned.plan, request=request,
+    make = functools.partial(materialize, python=sys.executable, git_sha=sha, cwd=os.getcwd(),
+                             overrides=launched_overrides(planned.overrides))  # fmt: skip
+    if plan.serve is not None:
+        # The driver runs on this host (detached) and submits the worker jobs itself: as sbatch
+        # scripts (the one launcher=sbatch writes), whatever the launcher, so that it needs no
+        # pickled submitit function.
+        workers = request_to_dict(make(plan.serve.workers, "sbatch"))
+        serve = dataclasses.replace(plan.serve, launcher="sbatch", request=workers)
+        plan, kind = dataclasses.replace(plan, serve=serve), HERE
+    request = make(plan, kind)
+    return Prepared(cfg=planned.cfg, launcher=kind, plan=plan, request=request,
                     overrides=planned.overrides)  # fmt: skip
 
 

@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,13 +33,25 @@ def live_attached(run_dir: Path) -> list[dict[str, Any]]:
             if not e.get("removed_at") and not run_ended(Path(e["run_dir"]))]  # fmt: skip
 
 
+def update_attached(
+    run_dir: Path, change: Callable[[list[dict[str, Any]]], list[dict[str, Any]]]
+) -> list[dict[str, Any]]:
+    """Read, change and write attached.json under an exclusive lock: `ctl scale` and the run's
+    driver (frontend.placement=here: it submits and replaces worker jobs) both write it."""
+    with (run_dir / f".{ATTACHED_FILE}.lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        entries = change(read_attached(run_dir))
+        write_json_atomic(run_dir / ATTACHED_FILE, entries)
+    return entries
+
+
 def mark_removed(run_dir: Path, job_id: str) -> None:
     """Record that a scale-down stopped attached job `job_id` (it stays listed)."""
-    entries = read_attached(run_dir)
-    for entry in entries:
-        if entry["job_id"] == job_id:
-            entry["removed_at"] = time.time()
-    write_json_atomic(run_dir / ATTACHED_FILE, entries)
+
+    def change(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [{**e, "removed_at": time.time()} if e["job_id"] == job_id else e for e in entries]
+
+    update_attached(run_dir, change)
 
 
 def load_bound(run_dir: Path) -> Plan:

@@ -9,7 +9,6 @@ so a second writer there would be overwritten).
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import sys
 from collections.abc import Mapping, Sequence
@@ -18,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.api import Prepared, launched_overrides, prepare
-from orchestrator.attached import ATTACHED_FILE, live_attached, load_bound, read_attached
+from orchestrator.attached import live_attached, load_bound, read_attached, update_attached
 from orchestrator.effects import CommandRunner
 from orchestrator.errors import InvalidConfig, Issue, OrchestratorError
 from orchestrator.frontends import get_frontend
@@ -28,7 +27,7 @@ from orchestrator.launchers.rundir import git_sha, read_launch, write_run_files
 from orchestrator.launchers.select import Site
 from orchestrator.plan.build import attached_plan
 from orchestrator.plan.model import TIER_WORKER, Plan
-from orchestrator.runtime.state import write_json_atomic
+from orchestrator.runtime.workerjobs import with_files
 
 GROUPS = ("prefill", "decode", "aggregated")
 # Overrides of the run that the attached job must not repeat: where and how it was launched.
@@ -155,26 +154,10 @@ def plan_scale_up(run_dir: Path, counts: Mapping[str, int], prepared: Prepared) 
         raise InvalidConfig(issues)
     plan = attached_plan(prepared.cfg, have, worker_env(bound),
                          frontend_url=bound.readiness.frontend_url, attach_to=str(run_dir))  # fmt: skip
-    return with_runs_files(plan, bound)
-
-
-def with_runs_files(plan: Plan, bound: Plan) -> Plan:
-    """The files the engine prepares in the run directory (the mocker's tiny model) are the
-    run's own, not copies in the attached job's directory: Dynamo's frontend keeps the model
-    card of the first workers and rejects later ones whose card differs ("Rejected incompatible
-    workers", seen on the testbed when the path differed)."""
-    swap = {plan.prepare[k]: bound.prepare[k] for k in plan.prepare if k in bound.prepare}
-
-    def sub(text: str) -> str:
-        for planned, real in swap.items():
-            text = text.replace(planned, real)
-        return text
-
-    procs = tuple(dataclasses.replace(p, argv=tuple(map(sub, p.argv)),
-                                      env={k: sub(v) for k, v in p.env.items()})
-                  for p in plan.processes)  # fmt: skip
-    prepare = {k: swap.get(v, v) for k, v in plan.prepare.items()}
-    return dataclasses.replace(plan, processes=procs, prepare=prepare)
+    # The run's own prepared files (the mocker's tiny model): Dynamo's frontend keeps the model
+    # card of the first workers and rejects later ones whose card differs ("Rejected
+    # incompatible workers", seen on the testbed when the path differed).
+    return with_files(plan, bound.prepare)
 
 
 def submit_attached(
@@ -195,9 +178,9 @@ def submit_attached(
     groups: dict[str, int] = {}
     for proc in plan.processes:
         groups[proc.group] = groups.get(proc.group, 0) + (proc.rank == 0)
-    entries.append({"job_id": job_id, "run_dir": str(adir), "workers": workers, "groups": groups,
-                    "submitted_at": state.data["timeline"][-1]["t"]})  # fmt: skip
-    write_json_atomic(run_dir / ATTACHED_FILE, entries)
+    entry = {"job_id": job_id, "run_dir": str(adir), "workers": workers, "groups": groups,
+             "submitted_at": state.data["timeline"][-1]["t"]}  # fmt: skip
+    update_attached(run_dir, lambda entries: [*entries, entry])
     return job_id, adir
 
 

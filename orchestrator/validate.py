@@ -17,6 +17,7 @@ from orchestrator.plan import build
 from orchestrator.plan.consistency import role_consistency
 from orchestrator.plan.model import RESTART_MODES
 from orchestrator.plan.ports import highest_port
+from orchestrator.serve import serve_issues
 from orchestrator.slurm.request import SAFE_DIRECTIVE
 
 LAUNCHER_KINDS = ("auto", "submitit", "sbatch", "local")
@@ -37,7 +38,7 @@ def check(cfg: RootConfig) -> None:
 def validate(cfg: RootConfig) -> list[Issue]:
     """Every problem of `cfg`. Checks that need a sane shape run only when the shape is sane."""
     issues = _kinds(cfg) + _model(cfg) + _groups(cfg) + _ports(cfg) + _timing(cfg) + _secrets(cfg)
-    issues += _slurm_values(cfg) + _benchmark(cfg) + _restarts(cfg)
+    issues += _slurm_values(cfg) + _benchmark(cfg) + _restarts(cfg) + serve_issues(cfg)
     named = {i.key for i in issues}  # a key a specific rule already reports once is enough
     issues += [i for i in domain_issues(cfg) if i.key not in named]
     if not issues:

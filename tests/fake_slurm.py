@@ -27,6 +27,7 @@ class FakeJob:
     steps: list[tuple[str, str]] = field(default_factory=list)  # (step id, name)
     argv: tuple[str, ...] = ()
     cwd: str | None = None
+    time_left_s: int = 1800  # what squeue %L says (a test moves it towards the limit)
 
 
 class FakeSlurm:
@@ -102,6 +103,8 @@ class FakeSlurm:
             return 1, "", "slurm_load_jobs error: Invalid job id specified\n"
         if fmt == "%N":
             return 0, "".join(f"{_nodelist(j.nodes)}\n" for j in live), ""
+        if fmt == f"%i{SEP}%L":
+            return 0, "".join(f"{j.job_id}{SEP}{_duration(j.time_left_s)}\n" for j in live), ""
         return 0, "".join(f"{j.job_id}{SEP}{j.state}{SEP}{j.name}\n" for j in live), ""
 
     def _sacct(self, args: list[str], cwd: str | None) -> tuple[int, str, str]:
@@ -167,3 +170,13 @@ def expand(nodelist: str) -> list[str]:
 
 def _nodelist(nodes: Sequence[str]) -> str:
     return ",".join(nodes)
+
+
+def _duration(seconds: int) -> str:
+    """As squeue's %L prints it: M:SS, H:MM:SS or D-HH:MM:SS."""
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}-{hours:02d}:{minutes:02d}:{secs:02d}"
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"

@@ -179,3 +179,22 @@ def test_hostnames_and_node_states() -> None:
     job = client.sbatch(["x"])
     slurm.set_state(job, "RUNNING", nodes=["node1", "node3"])
     assert client.job_nodes(job) == ["node1", "node3"]
+
+
+def test_time_left_is_read_from_squeue_durations():
+    """Rollover times its replacement from the seconds a job has left (`squeue %L`)."""
+    left = parse.parse_time_left(fixture("squeue_time_left.txt"))
+    assert left == {"647": 119.0, "648": 5399.0, "649": 172799.0, "650": 180.0}
+    assert parse.parse_duration("UNLIMITED") is None
+    assert parse.parse_duration("INVALID") is None
+    assert parse.parse_duration("0:05") == 5.0
+
+
+def test_time_left_asks_squeue_once_for_every_job():
+    slurm = FakeSlurm()
+    slurm.add_job("1", "RUNNING").time_left_s = 95
+    slurm.add_job("2", "RUNNING").time_left_s = 90000
+    slurm.add_job("3", "COMPLETED")
+    left = SlurmClient(slurm).time_left(["1", "2", "1", "3"])
+    assert left == {"1": 95.0, "2": 90000.0}  # an ended job has no time left to report
+    assert slurm.calls_to("squeue") == [("squeue", "-h", "-j", "1,2,3", "-o", f"%i{parse.SEP}%L")]

@@ -106,6 +106,13 @@ class FrontendConfig:
     # exported where you launch. The key itself is never written into plans, scripts or logs.
     admin_key_env: str = ""
     etcd_binary: str = "etcd"
+    # job: the frontend (and its discovery) runs on node 0 of the job | here: on the machine the
+    # command runs on (a login or service node), under a detached driver, and every worker group
+    # runs in Slurm jobs that attach to it (needed by serve.rollover).
+    placement: str = "job"
+    # placement=here: the address the frontend and etcd bind, which the compute nodes reach;
+    # empty = this host's address for its hostname (refused when that is a loopback address).
+    host: str = ""
     restart: str = (
         "on_failure"  # never | on_failure | always, while serving (deployment.max_restarts)
     )
@@ -171,6 +178,21 @@ class ReadinessConfig:
 
 
 @dataclass
+class ServeConfig:
+    """Serving beyond one job (frontend.placement=here): rollover of the worker jobs."""
+
+    # Before a worker job reaches its time limit, submit a replacement, move the traffic to it
+    # once it serves, then drain and end the old one; preemption or a lost node does it at once.
+    rollover: bool = False
+    # How long before the limit the replacement is submitted; 0 = the job's measured
+    # submit -> ready time (at least launcher.signal_before_limit_s) plus rollover_margin_s.
+    rollover_lead_min: float = 0.0
+    rollover_margin_s: float = 60.0
+    # Replacements that fail in a row before the run gives up (it keeps serving with the old).
+    rollover_attempts: int = 3
+
+
+@dataclass
 class LoadPointConfig:
     """One load point, run against the ready deployment (points run in sequence)."""
 
@@ -230,6 +252,7 @@ class RootConfig:
     readiness: ReadinessConfig = field(default_factory=ReadinessConfig)
     benchmark: BenchmarkConfig = field(default_factory=BenchmarkConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    serve: ServeConfig = field(default_factory=ServeConfig)
     name: str = ""  # deployment name; default <model.name>-p<P>d<D> or <model.name>-a<N>
     dry_run: str = "false"  # false | true (text) | json
     wait: bool = True  # follow the run until ready (or failed); false = return after submission

@@ -38,9 +38,12 @@ def http_port(
     that stays the same from run to run. When nodes may be shared (`cluster.exclusive=false`)
     two jobs' frontends can land on one node, and the second would find 8000 taken: there it is
     the slot's first port, a `{port:N}` placeholder the driver shifts into the job's port block
-    like every worker port (the bound URL is the one state.json and the progress output show)."""
-    own = ports.allocate(0, [*(() if cfg.cluster.exclusive else ("http",)), *extra])
-    if cfg.cluster.exclusive:
+    like every worker port (the bound URL is the one state.json and the progress output show).
+    A frontend placed on this host (frontend.placement=here) is alone there: the fixed port."""
+    # frontend.placement=here: on this host, alone: the fixed port as well.
+    fixed = cfg.cluster.exclusive or cfg.frontend.placement == "here"
+    own = ports.allocate(0, [*(() if fixed else ("http",)), *extra])
+    if fixed:
         return str(cfg.frontend.http_port), {"http": cfg.frontend.http_port, **own}
     return port_ref(own["http"]), own
 

@@ -24,7 +24,8 @@ def discovery_backend(cfg: RootConfig, num_nodes: int) -> str:
     hosts), so deployments that span nodes use etcd."""
     if cfg.frontend.discovery != "auto":
         return cfg.frontend.discovery
-    return "file" if num_nodes == 1 else "etcd"
+    # placement=here: the workers run in other jobs, on other hosts.
+    return "file" if num_nodes == 1 and cfg.frontend.placement == "job" else "etcd"
 
 
 def discovery_env(cfg: RootConfig, backend: str, etcd_port: int) -> dict[str, str]:
@@ -128,7 +129,7 @@ class Dynamo:
     def attach_issues(self, cfg: RootConfig) -> list[Issue]:
         """Workers of another job find the frontend through etcd only: the file backend is
         local to the run's node (inotify and mtime leases do not cross hosts)."""
-        if cfg.frontend.discovery == "etcd":
+        if discovery_backend(cfg, 1) == "etcd":
             return []
         return [Issue("frontend.discovery", repr(cfg.frontend.discovery),
                       "workers of an attached job find a Dynamo frontend through etcd only",

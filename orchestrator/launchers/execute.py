@@ -8,7 +8,7 @@ from pathlib import Path
 from orchestrator.effects import CommandRunner, SubprocessRunner
 from orchestrator.errors import SubmissionError
 from orchestrator.launchers.requests import LaunchRequest, SbatchRequest, SubmititRequest
-from orchestrator.slurm.client import SlurmClient
+from orchestrator.launchers.sbatch import submit_sbatch
 
 
 def submit(request: LaunchRequest, run_dir: Path, runner: CommandRunner | None = None) -> str:
@@ -18,12 +18,6 @@ def submit(request: LaunchRequest, run_dir: Path, runner: CommandRunner | None =
     if isinstance(request, SubmititRequest):
         return submit_submitit(request)
     raise TypeError(f"{request.kind} requests are run, not submitted")
-
-
-def submit_sbatch(request: SbatchRequest, run_dir: Path, runner: CommandRunner) -> str:
-    """Write job.sbatch and run the request's sbatch argv in the run directory."""
-    (run_dir / request.options[-1]).write_text(request.script)
-    return SlurmClient(runner).sbatch(request.options, cwd=str(run_dir))
 
 
 def submit_submitit(request: SubmititRequest) -> str:

@@ -10,6 +10,7 @@ from typing import Any
 from orchestrator.effects import Clock, SubprocessRunner, SystemClock
 from orchestrator.errors import OrchestratorError
 from orchestrator.runtime import logscan
+from orchestrator.runtime.reconcile import driver_alive
 from orchestrator.runtime.state import progress_line, read_state
 from orchestrator.slurm.client import JobState, SlurmClient
 
@@ -92,6 +93,13 @@ def _check_job_alive(
 ) -> JobState:
     """The job's Slurm state; raises when it ended before its driver wrote a phase we wait for
     (killed, failed to start)."""
+    if not job_id:  # a driver on this host (frontend.placement=here)
+        here = read_state(run_dir)
+        if driver_alive(here) is False and here.get("phase") not in settled:
+            raise OrchestratorError(f"the driver (pid {here.get('driver_pid')}) ended in phase "
+                                    f"{here.get('phase') or 'none'}; see {run_dir}/driver.out "
+                                    f"and {run_dir}/driver.log")  # fmt: skip
+        return JobState(job_id="")
     job = client.state(job_id)
     if job.ended:
         state: dict[str, Any] = read_state(run_dir)

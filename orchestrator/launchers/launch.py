@@ -11,7 +11,7 @@ from orchestrator.effects import CommandRunner
 from orchestrator.errors import InvalidConfig, Issue, SubmissionError
 from orchestrator.launchers.execute import detach, submit
 from orchestrator.launchers.follow import follow
-from orchestrator.launchers.requests import LocalRequest, bind, request_to_dict
+from orchestrator.launchers.requests import HERE, LocalRequest, bind, request_to_dict
 from orchestrator.launchers.rundir import create_run_dir, write_run_files
 from orchestrator.runtime.run import allocation_issues, run_driver
 from orchestrator.runtime.state import StateFile
@@ -26,6 +26,12 @@ def launch(prepared: Prepared, runner: CommandRunner | None = None) -> int:
     request = bind(prepared.request, str(run_dir))
     state = write_run_files(run_dir, cfg, plan, launcher=prepared.launcher,
                             overrides=prepared.overrides, request=request_to_dict(request))  # fmt: skip
+    if request.kind == HERE and isinstance(request, LocalRequest):
+        # A detached driver (its own session: logout and Ctrl-C do not reach it) runs the
+        # frontend here and submits the worker jobs; ctl stop ends it all.
+        StateFile(run_dir).update(driver_pid=detach(request.argv, run_dir))
+        _announce("", run_dir)
+        return follow(run_dir, "", until_done=False) if cfg.wait else 0
     if isinstance(request, LocalRequest):
         # The driver runs right here, in the foreground: Ctrl-C stops the deployment.
         _announce(os.environ.get("SLURM_JOB_ID", ""), run_dir)

@@ -58,6 +58,8 @@ class LocalRequest:
 
 
 LaunchRequest = SbatchRequest | SubmititRequest | LocalRequest
+# frontend.placement=here: the driver runs on this host, detached; it submits the worker jobs.
+HERE = "here"
 
 
 def driver_argv(python: str, run_dir: str = RUN_DIR) -> tuple[str, ...]:
@@ -125,3 +127,13 @@ def request_to_dict(request: LaunchRequest) -> dict[str, Any]:
         return {"kind": request.kind, "folder": request.folder, "python": request.python,
                 "function": request.function, "parameters": dict(request.parameters)}  # fmt: skip
     return {"kind": request.kind, "argv": list(request.argv)}
+
+
+def request_from_dict(data: Mapping[str, Any]) -> LaunchRequest:
+    """Inverse of `request_to_dict` (the worker jobs' request in a plan's `serve`)."""
+    if data["kind"] == "sbatch":
+        return SbatchRequest(script=data["script"], options=tuple(data["argv"][2:]))
+    if data["kind"] == "submitit":
+        return SubmititRequest(parameters=dict(data["parameters"]), folder=data["folder"],
+                               python=data["python"], function=data["function"])  # fmt: skip
+    return LocalRequest(argv=tuple(data["argv"]), kind=data["kind"])

@@ -28,9 +28,10 @@ from orchestrator.plan.model import (
     Plan,
     Process,
     Readiness,
+    ServePlan,
     SlurmRequest,
 )
-from orchestrator.plan.placeholders import RUN_DIR
+from orchestrator.plan.placeholders import JOB_ID, RUN_DIR, Bindings, bind_text
 from orchestrator.plan.placement import GroupShape, WorkerSlot, nodes_used, place_workers
 from orchestrator.plan.ports import PortAllocator
 from orchestrator.plan.preflight import offline_env, preflight_checks
@@ -43,6 +44,7 @@ __all__ = [
     "deployment_name",
     "gpus_requested",
     "gpus_per_worker",
+    "here_plan",
     "mode_gpus",
     "group_config",
     "place",
@@ -53,7 +55,7 @@ __all__ = [
 
 def build_plan(cfg: RootConfig) -> Plan:
     """The complete plan of a validated config, for port block 0 (see `Plan`)."""
-    plan = deployment_plan(cfg)
+    plan = here_plan(cfg) if cfg.frontend.placement == "here" else deployment_plan(cfg)
     return dataclasses.replace(plan, benchmark=benchmark_plan(cfg, plan), metrics=metrics_plan(cfg))
 
 
@@ -131,6 +133,35 @@ def attached_plan(
         stop_grace_s=cfg.launcher.stop_grace_s, prepare=engine.prepare(cfg),
         preflight=preflight_checks(cfg, slots, num_nodes, loads_model=engine.loads_model),
         attach_to=attach_to,
+    )  # fmt: skip
+
+
+def here_plan(cfg: RootConfig) -> Plan:
+    """frontend.placement=here: the frontend and its discovery on this host (node 0, address
+    frontend.host, resolved at launch), and the plan of one worker job that joins them. The
+    worker plan is made with the head's real addresses: its own {node_ip:N} are its nodes."""
+    ports = PortAllocator(cfg.cluster.port_base, 0)
+    head = get_frontend(cfg.frontend.kind).head(cfg, ports, 1)
+    here = Bindings(node_ips=(cfg.frontend.host,), node_hosts=(cfg.frontend.host,),
+                    job_id=JOB_ID, run_dir=RUN_DIR)  # fmt: skip
+    url = bind_text(_frontend_url(head), here)
+    workers = attached_plan(cfg, {}, {k: bind_text(v, here) for k, v in head.worker_env.items()},
+                            frontend_url=url, attach_to="")  # fmt: skip
+    s = cfg.serve
+    serve = ServePlan(host=cfg.frontend.host, workers=workers, rollover=s.rollover,
+                      lead_s=s.rollover_lead_min * 60, margin_s=s.rollover_margin_s,
+                      attempts=s.rollover_attempts,
+                      signal_before_limit_s=cfg.launcher.signal_before_limit_s)  # fmt: skip
+    return Plan(
+        name=deployment_name(cfg), num_nodes=1, gpus_per_node=cfg.cluster.gpus_per_node,
+        port_base=cfg.cluster.port_base, port_job_blocks=cfg.cluster.port_job_blocks,
+        port_offset=0,
+        processes=tuple(dataclasses.replace(_with_identity(cfg, p), restart=restart_policy(cfg, p.group))
+                        for p in head.processes),
+        readiness=_readiness(cfg, _frontend_url(head)), slurm=slurm_request(cfg, 1, gpus_per_node=0),
+        ip_source=cfg.cluster.ip_source, network_interface=cfg.cluster.network_interface,
+        stop_grace_s=cfg.launcher.stop_grace_s, prepare=get_engine(cfg.engine.kind).prepare(cfg),
+        serve=serve,
     )  # fmt: skip
 
 

@@ -158,6 +158,23 @@ class MetricsPlan:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ServePlan:
+    """frontend.placement=here: the plan runs the frontend (and etcd) on this host, and its
+    driver submits the workers as Slurm jobs attached to it, replacing them before their time
+    limit (`rollover`) or when they are lost (orchestrator.runtime.rollover)."""
+
+    host: str  # the address the frontend and etcd bind (this plan's node 0)
+    workers: Plan  # one worker job; its attach_to and the run's files are set per job
+    launcher: str = ""  # sbatch | submitit: how the worker jobs are submitted
+    request: Mapping[str, Any] = field(default_factory=dict)  # its request, with {run_dir}
+    rollover: bool = False
+    lead_s: float = 0.0  # 0: measured submit -> ready (at least the stop signal) + margin_s
+    margin_s: float = 60.0
+    attempts: int = 3  # replacements failing in a row before the driver stops trying
+    signal_before_limit_s: float = 0.0  # when Slurm tells a worker job's driver to stop
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Plan:
     """Everything that will run, where. Pure data; see `plan_to_dict` for the JSON contract.
 
@@ -184,6 +201,7 @@ class Plan:
     # An attached plan (`ctl scale`): workers only, joining the frontend of the run in this
     # directory (readiness.frontend_url and the discovery env are that run's real addresses).
     attach_to: str = ""
+    serve: ServePlan | None = None  # frontend.placement=here: the worker jobs
 
     def process(self, name: str) -> Process:
         """The process called `name` (KeyError if there is none)."""
@@ -236,7 +254,18 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
         "preflight": [asdict(c) for c in plan.preflight],
         # Only in attached plans: every other plan.json stays as it was.
         **({"attach_to": plan.attach_to} if plan.attach_to else {}),
+        **({"serve": _serve_to_dict(plan.serve)} if plan.serve else {}),
     }
+
+
+def _serve_to_dict(serve: ServePlan) -> dict[str, Any]:
+    return {**asdict(serve), "workers": plan_to_dict(serve.workers), "request": dict(serve.request)}
+
+
+def _serve_from_dict(raw: Mapping[str, Any] | None) -> ServePlan | None:
+    if not raw:
+        return None
+    return ServePlan(**{**raw, "workers": plan_from_dict(raw["workers"])})
 
 
 def process_from_dict(raw: Mapping[str, Any]) -> Process:
@@ -284,4 +313,5 @@ def plan_from_dict(data: Mapping[str, Any]) -> Plan:
             PathCheck(**{**c, "nodes": tuple(c["nodes"])}) for c in data.get("preflight", ())
         ),  # fmt: skip
         attach_to=data.get("attach_to", ""),
+        serve=_serve_from_dict(data.get("serve")),
     )

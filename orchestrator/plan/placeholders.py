@@ -37,6 +37,7 @@ def port_ref(port: int) -> str:
 
 
 RUN_DIR = "{run_dir}"
+JOB_ID = "{job_id}"
 
 
 @dataclasses.dataclass(frozen=True)

@@ -16,9 +16,10 @@ from orchestrator.launchers.requests import (
     LaunchRequest,
     SbatchRequest,
     SubmititRequest,
+    request_from_dict,
     request_to_dict,
 )
-from orchestrator.plan.model import Plan, Process, plan_to_dict, process_to_dict
+from orchestrator.plan.model import Plan, Process, ServePlan, plan_to_dict, process_to_dict
 from orchestrator.plan.placeholders import node_host
 from orchestrator.plan.ports import block_size
 from orchestrator.render.shell import quote_argv
@@ -87,7 +88,10 @@ def render_json(plan: Plan, request: LaunchRequest) -> str:
     data["launcher"] = request.kind
     data["processes"] = [process_to_dict(p) for p in all_processes(plan)]
     data["ports"] = port_shift(plan)
-    data["slurm"] = slurm_section(plan, request)
+    if plan.serve is not None:  # what goes to Slurm is the worker jobs' request
+        data["slurm"] = slurm_section(plan.serve.workers, request_from_dict(plan.serve.request))
+    else:
+        data["slurm"] = slurm_section(plan, request)
     data["request"] = request_to_dict(request)
     return json.dumps(data, indent=2, sort_keys=False) + "\n"
 
@@ -142,8 +146,27 @@ def render_text(
                f"{'canary chat completion' if r.canary else 'no canary'}; deadline {r.timeout_s:g} s")  # fmt: skip
     out += get_frontend(r.frontend_kind).registration_lines(plan)
     out += [f"frontend URL: {r.frontend_url}", ""]
-    out += _slurm_text(plan, request)
+    out += _slurm_text(plan, request) if plan.serve is None else _serve_text(plan.serve, request)
     return "\n".join(out) + "\n"
+
+
+def _serve_text(serve: ServePlan, request: LaunchRequest) -> list[str]:
+    """frontend.placement=here: the driver on this host, then the worker job it submits."""
+    workers = serve.workers
+    out = [f"=== DRIVER ON THIS HOST (detached; frontend and discovery bind {serve.host}) ===",
+           _request_text(request)[0], ""]  # fmt: skip
+    if serve.rollover:
+        lead = f"{serve.lead_s:g} s" if serve.lead_s else (
+            f"measured submit -> ready (at least {serve.signal_before_limit_s:g} s) + "
+            f"{serve.margin_s:g} s, at most half the limit")  # fmt: skip
+        out.append(f"rollover: a copy of each worker job is submitted {lead} before its time limit "
+                   f"({workers.slurm.time_limit_min} min); the old one is drained once the copy "
+                   "serves. A worker job that ends unasked is replaced at once.")  # fmt: skip
+    out += [f"=== WORKER JOB {workers.name}: {workers.num_nodes} node(s), attached to this "
+            "host's frontend ===", *_table(workers), f"ports: {port_shift(workers)['rule']}", ""]  # fmt: skip
+    for p in all_processes(workers):
+        out += _process_block(p) + [""]
+    return out + _slurm_text(workers, request_from_dict(serve.request))
 
 
 def _slurm_text(plan: Plan, request: LaunchRequest) -> list[str]:

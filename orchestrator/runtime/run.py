@@ -21,6 +21,7 @@ from orchestrator.bench.step import attach_benchmark
 from orchestrator.effects import RequestsHttp, SubprocessRunner, SystemClock
 from orchestrator.errors import OrchestratorError
 from orchestrator.frontends import get_frontend
+from orchestrator.launchers.requests import HERE
 from orchestrator.plan.model import Plan, plan_from_dict, plan_to_dict
 from orchestrator.plan.placeholders import Bindings, bind_plan, shift_port
 from orchestrator.plan.ports import port_offset_for_job
@@ -29,6 +30,7 @@ from orchestrator.runtime.attempts import begin_attempt
 from orchestrator.runtime.driver import Driver, default_say
 from orchestrator.runtime.fingerprint import start_fingerprint
 from orchestrator.runtime.processes import Backend, LocalBackend, SrunBackend
+from orchestrator.runtime.rollover import attach_rollover
 from orchestrator.runtime.scrape import attach_metrics
 from orchestrator.runtime.state import StateFile, write_json_atomic
 
@@ -114,8 +116,11 @@ def slurm_allocation(plan: Plan, env: Mapping[str, str], say: Callable[[str], No
 
 
 def local_allocation(plan: Plan) -> Allocation:
-    """This machine as node 0, reached on loopback (nothing is exposed beyond it)."""
+    """This machine as node 0, reached on loopback (nothing is exposed beyond it); with
+    frontend.placement=here on the address the compute nodes reach (plan.serve.host)."""
     busy = tuple(nodes.busy_ports(job_ports(plan, 0)))
+    if plan.serve is not None:
+        return Allocation("", (socket.gethostname(),), (plan.serve.host,), (busy,))
     return Allocation("", ("localhost",), ("127.0.0.1",), (busy,))
 
 
@@ -205,7 +210,7 @@ def _setup(plan: Plan, run_dir: Path, env: Mapping[str, str], state: StateFile,
            say: Callable[[str], None]) -> tuple[Plan, Backend]:  # fmt: skip
     """Find the nodes, bind the plan, write plan.bound.json, create the backend."""
     launch = json.loads((run_dir / "launch.json").read_text())
-    local = launch["launcher"] == "local"
+    local = launch["launcher"] in ("local", HERE)
     alloc = local_allocation(plan) if local else slurm_allocation(plan, env, say)
     if local:
         preflight.run_local(plan.preflight)
@@ -244,6 +249,8 @@ def run_driver(run_dir: Path, env: Mapping[str, str] | None = None) -> int:
     get_frontend(bound.readiness.frontend_kind).attach(driver)
     attach_metrics(driver, bound.metrics)  # before the benchmark: it scrapes the benchmark too
     attach_benchmark(driver, bound.benchmark)
+    if bound.serve is not None:
+        attach_rollover(driver, bound.serve)
     return driver.run()
 
 

@@ -57,6 +57,15 @@ class SlurmClient:
                 found.update(parse.parse_job_lines(res.stdout))
         return {j: found.get(j) or JobState(job_id=j) for j in ids}
 
+    def time_left(self, job_ids: Sequence[str]) -> dict[str, float | None]:
+        """Seconds before each live job reaches its time limit (ONE squeue call; None: no
+        limit). Jobs squeue no longer knows are left out."""
+        ids = [j for j in dict.fromkeys(job_ids) if j]
+        if not ids:
+            return {}
+        res = self._run(["squeue", "-h", "-j", ",".join(ids), "-o", f"%i{SEP}%L"])
+        return parse.parse_time_left(res.stdout) if res.returncode == 0 else {}
+
     def state(self, job_id: str) -> JobState:
         """The state of one job (see `states`)."""
         return self.states([job_id]).get(job_id) or JobState(job_id=job_id)

@@ -84,3 +84,32 @@ def parse_hostnames(stdout: str) -> list[str]:
 def failed_nodes_in_log(text: str) -> list[str]:
     """Nodes srun reported as failed in a step's output, in order, without repeats."""
     return list(dict.fromkeys(NODE_FAILURE.findall(text)))
+
+
+def parse_duration(text: str) -> float | None:
+    """A Slurm duration as squeue prints it (`%L`: `M:SS`, `H:MM:SS`, `D-HH:MM:SS`; Slurm's
+    secs2time_str) -> seconds; None for UNLIMITED, NOT_SET, INVALID or anything else."""
+    days, _, clock = text.strip().rpartition("-")
+    parts = clock.split(":")
+    if (
+        days
+        and not days.isdigit()
+        or len(parts) not in (2, 3)
+        or not all(p.isdigit() for p in parts)
+    ):
+        return None
+    seconds = 0
+    for part in parts:
+        seconds = seconds * 60 + int(part)
+    return float(seconds + int(days or 0) * 86400)
+
+
+def parse_time_left(stdout: str) -> dict[str, float | None]:
+    """`squeue -h -o %i<SEP>%L` -> {job id: seconds left (None: no limit)}. A pending job shows
+    its whole time limit."""
+    left: dict[str, float | None] = {}
+    for line in stdout.splitlines():
+        fields = line.strip().split(SEP)
+        if len(fields) == 2 and fields[0].isdigit():
+            left[fields[0]] = parse_duration(fields[1])
+    return left

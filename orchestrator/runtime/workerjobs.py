@@ -1,0 +1,139 @@
+"""Worker jobs of a run whose frontend runs on this host (frontend.placement=here), as the
+run's driver creates, submits and stops them: each is an attached job (RUN_DIR/attached/<n>/,
+listed in RUN_DIR/attached.json like the jobs `ctl scale` adds) run by the normal driver.
+
+No Hydra here: a job is made from the saved plans and requests (plan.json `serve`), and a
+replacement is a copy of the job it replaces (its plan.json, its request moved to the new
+directory), so jobs added by `ctl scale` roll over the same way.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from orchestrator.attached import read_attached, update_attached
+from orchestrator.effects import SubprocessRunner
+from orchestrator.launchers.requests import SbatchRequest, bind, request_from_dict, request_to_dict
+from orchestrator.launchers.sbatch import submit_sbatch
+from orchestrator.plan.model import Plan, plan_from_dict, plan_to_dict
+from orchestrator.plan.placeholders import RUN_DIR
+from orchestrator.runtime.driver import STOP_FILE
+from orchestrator.runtime.state import StateFile, write_json_atomic
+from orchestrator.slurm.client import SlurmClient
+
+
+def first_job(run_dir: Path, bound: Plan) -> tuple[Plan, dict[str, Any]]:
+    """The plan and request of the run's first worker job, from its plan's `serve`: attached
+    to this run, using the run's own prepared files (the mocker's tokenizer directory: Dynamo's
+    frontend rejects later workers whose model card path differs from the first ones')."""
+    assert bound.serve is not None
+    plan = dataclasses.replace(
+        with_files(bound.serve.workers, bound.prepare), attach_to=str(run_dir)
+    )
+    return plan, dict(bound.serve.request)
+
+
+def with_files(plan: Plan, prepared: Mapping[str, str]) -> Plan:
+    """`plan` with the paths of its prepared files replaced by `prepared`'s (same keys)."""
+    swap = {plan.prepare[k]: prepared[k] for k in plan.prepare if k in prepared}
+
+    def sub(text: str) -> str:
+        for planned, real in swap.items():
+            text = text.replace(planned, real)
+        return text
+
+    procs = tuple(dataclasses.replace(p, argv=tuple(map(sub, p.argv)),
+                                      env={k: sub(v) for k, v in p.env.items()})
+                  for p in plan.processes)  # fmt: skip
+    return dataclasses.replace(
+        plan, processes=procs, prepare={k: sub(v) for k, v in plan.prepare.items()}
+    )
+
+
+def copy_of(entry: Mapping[str, Any]) -> tuple[Plan, dict[str, Any]]:
+    """The plan and (unbound) request of an existing worker job, for its replacement."""
+    adir = Path(entry["run_dir"])
+    plan = plan_from_dict(json.loads((adir / "plan.json").read_text()))
+    request = json.loads((adir / "launch.json").read_text())["request"]
+    return plan, unbind(request, str(adir))
+
+
+def unbind(request: Mapping[str, Any], run_dir: str) -> dict[str, Any]:
+    """A bound request's dict with its run directory back to {run_dir} (its only placeholder)."""
+    return {k: v.replace(run_dir, RUN_DIR) if isinstance(v, str) else v for k, v in request.items()}
+
+
+def submit_job(run_dir: Path, plan: Plan, request: Mapping[str, Any], *, launcher: str,
+               **facts: Any) -> dict[str, Any]:  # fmt: skip
+    """Create RUN_DIR/attached/<n>/, submit its job, list it in attached.json with `facts`
+    (generation, replaces, reason). The entry is listed before sbatch runs, so a driver killed
+    in between leaves a record of the directory (with no job id)."""
+    adir = _new_dir(run_dir)
+    bound = bind(request_from_dict(request), str(adir))
+    write_json_atomic(adir / "plan.json", plan_to_dict(plan))
+    write_json_atomic(adir / "launch.json", {"launcher": launcher, "overrides": [], "cwd": os.getcwd(),
+                                             "created": time.time(), "request": request_to_dict(bound)})  # fmt: skip
+    if (run_dir / "config.json").exists():
+        shutil.copy(run_dir / "config.json", adir / "config.json")
+    (adir / "logs").mkdir(exist_ok=True)
+    state = StateFile(adir)
+    state.update(launcher=launcher, run_dir=str(adir), name=plan.name, job_id="")
+    entry = {"job_id": "", "run_dir": str(adir), "workers": [p.name for p in plan.processes],
+             "groups": _groups(plan), "submitted_at": time.time(), **facts}  # fmt: skip
+    update_attached(run_dir, lambda entries: [*entries, entry])
+    assert isinstance(bound, SbatchRequest)  # worker jobs are sbatch jobs (api.materialized)
+    job_id = submit_sbatch(bound, adir, SubprocessRunner())
+    state.phase("submitted", job_id=job_id)
+    set_fields(run_dir, str(adir), job_id=job_id)
+    return {**entry, "job_id": job_id}
+
+
+def _new_dir(run_dir: Path) -> Path:
+    base = run_dir / "attached"
+    base.mkdir(exist_ok=True)
+    n = len(read_attached(run_dir)) + 1
+    while (base / str(n)).exists():
+        n += 1
+    adir = base / str(n)
+    adir.mkdir()
+    return adir
+
+
+def _groups(plan: Plan) -> dict[str, int]:
+    groups: dict[str, int] = {}
+    for proc in plan.processes:
+        groups[proc.group] = groups.get(proc.group, 0) + (proc.rank == 0)
+    return groups
+
+
+def set_fields(run_dir: Path, job_dir: str, **fields: Any) -> None:
+    """Merge `fields` into the attached.json entry of the job in `job_dir`."""
+
+    def change(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [{**e, **fields} if e["run_dir"] == job_dir else e for e in entries]
+
+    update_attached(run_dir, change)
+
+
+def ask_to_stop(entry: Mapping[str, Any], client: SlurmClient, *, queued: bool) -> None:
+    """Stop a worker job the way `ctl stop` does: the stop file (its driver deregisters the
+    workers, lets them finish what they serve, stops them), SIGTERM to its batch shell only
+    (the driver) to be quick; a job still queued is cancelled."""
+    (Path(entry["run_dir"]) / STOP_FILE).touch()
+    if entry.get("job_id"):
+        if queued:
+            client.cancel(entry["job_id"])
+        else:
+            client.cancel(entry["job_id"], signal="TERM", batch=True)
+
+
+def stop_asked(entry: Mapping[str, Any]) -> bool:
+    """Whether someone asked the job to stop (ctl stop, ctl scale down, a drain)."""
+    return (Path(entry["run_dir"]) / STOP_FILE).exists()
