@@ -110,6 +110,10 @@ class SglangRouter:
         from orchestrator.runtime.router import attach_router_registration
 
         attach_router_registration(driver)
+        if driver.plan.attach_to:  # its workers join a router that serves others already
+            from orchestrator.frontends.router_attach import require_listed
+
+            driver.on_workers_healthy.append(require_listed)
 
 
 FRONTEND = SglangRouter()

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.attached import read_attached
-from orchestrator.effects import SubprocessRunner
+from orchestrator.effects import CommandRunner, SubprocessRunner
 from orchestrator.errors import OrchestratorError
 from orchestrator.plan.model import ServePlan
 from orchestrator.runtime.hooks import DriverView
@@ -74,8 +74,8 @@ class Rollover:
     """The driver hooks: first job when the head is healthy, a tick for replacements and
     drains, every job stopped (and waited for) before the frontend and etcd stop."""
 
-    def __init__(self, serve: ServePlan, client: SlurmClient) -> None:
-        self.serve, self.client = serve, client
+    def __init__(self, serve: ServePlan, runner: CommandRunner) -> None:
+        self.serve, self.runner, self.client = serve, runner, SlurmClient(runner)
         self.next_tick = 0.0
         self.failures = 0  # replacements that failed in a row
         self.deadlines: dict[str, tuple[float, float]] = {}  # job -> (limit at, asked at), clock
@@ -85,7 +85,7 @@ class Rollover:
         if live(read_attached(d.run_dir)):
             return
         plan, request = first_job(d.run_dir, d.plan)
-        entry = submit_job(d.run_dir, plan, request, launcher=self.serve.launcher, generation=1,
+        entry = submit_job(d.run_dir, plan, request, runner=self.runner, generation=1,
                            replaces="", reason="start")  # fmt: skip
         d.say(f"submitted worker job {entry['job_id']} ({', '.join(entry['workers'])}) -> "
               f"{entry['run_dir']}")  # fmt: skip
@@ -178,7 +178,7 @@ class Rollover:
         plan, request = copy_of(e)
         generation = max(int(o.get("generation", 0)) for o in read_attached(d.run_dir)) + 1
         try:
-            new = submit_job(d.run_dir, plan, request, launcher=self.serve.launcher,
+            new = submit_job(d.run_dir, plan, request, runner=self.runner,
                              generation=generation, replaces=e["job_id"], reason=reason)  # fmt: skip
         except OrchestratorError as exc:
             self.failures += 1
@@ -214,7 +214,7 @@ class Rollover:
 
 def attach_rollover(driver: DriverView, serve: ServePlan) -> None:
     """Add the worker-job hooks of a frontend.placement=here run to its driver."""
-    rollover = Rollover(serve, SlurmClient(SubprocessRunner()))
+    rollover = Rollover(serve, SubprocessRunner())
     driver.on_workers_healthy.append(rollover.start)
     driver.on_tick.append(rollover.tick)
     # First: the worker jobs end before the head's own processes are stopped.

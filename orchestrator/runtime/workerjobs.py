@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.attached import read_attached, update_attached
-from orchestrator.effects import SubprocessRunner
+from orchestrator.effects import CommandRunner
+from orchestrator.errors import OrchestratorError
 from orchestrator.launchers.requests import SbatchRequest, bind, request_from_dict, request_to_dict
 from orchestrator.launchers.sbatch import submit_sbatch
 from orchestrator.plan.model import Plan, plan_from_dict, plan_to_dict
@@ -70,7 +71,7 @@ def unbind(request: Mapping[str, Any], run_dir: str) -> dict[str, Any]:
     return {k: v.replace(run_dir, RUN_DIR) if isinstance(v, str) else v for k, v in request.items()}
 
 
-def submit_job(run_dir: Path, plan: Plan, request: Mapping[str, Any], *, launcher: str,
+def submit_job(run_dir: Path, plan: Plan, request: Mapping[str, Any], *, runner: CommandRunner,
                **facts: Any) -> dict[str, Any]:  # fmt: skip
     """Create RUN_DIR/attached/<n>/, submit its job, list it in attached.json with `facts`
     (generation, replaces, reason). The entry is listed before sbatch runs, so a driver killed
@@ -78,18 +79,25 @@ def submit_job(run_dir: Path, plan: Plan, request: Mapping[str, Any], *, launche
     adir = _new_dir(run_dir)
     bound = bind(request_from_dict(request), str(adir))
     write_json_atomic(adir / "plan.json", plan_to_dict(plan))
-    write_json_atomic(adir / "launch.json", {"launcher": launcher, "overrides": [], "cwd": os.getcwd(),
+    write_json_atomic(adir / "launch.json", {"launcher": "sbatch", "overrides": [], "cwd": os.getcwd(),
                                              "created": time.time(), "request": request_to_dict(bound)})  # fmt: skip
     if (run_dir / "config.json").exists():
         shutil.copy(run_dir / "config.json", adir / "config.json")
     (adir / "logs").mkdir(exist_ok=True)
     state = StateFile(adir)
-    state.update(launcher=launcher, run_dir=str(adir), name=plan.name, job_id="")
+    state.update(launcher="sbatch", run_dir=str(adir), name=plan.name, job_id="")
     entry = {"job_id": "", "run_dir": str(adir), "workers": [p.name for p in plan.processes],
              "groups": _groups(plan), "submitted_at": time.time(), **facts}  # fmt: skip
     update_attached(run_dir, lambda entries: [*entries, entry])
     assert isinstance(bound, SbatchRequest)  # worker jobs are sbatch jobs (api.materialized)
-    job_id = submit_sbatch(bound, adir, SubprocessRunner())
+    try:
+        job_id = submit_sbatch(bound, adir, runner)
+    except OrchestratorError as exc:
+        set_fields(
+            run_dir, str(adir), removed_at=time.time(), ended="not submitted", error=str(exc)
+        )
+        state.phase("failed", error=str(exc))
+        raise
     state.phase("submitted", job_id=job_id)
     set_fields(run_dir, str(adir), job_id=job_id)
     return {**entry, "job_id": job_id}

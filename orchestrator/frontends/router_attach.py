@@ -1,0 +1,41 @@
+"""Readiness of an attached job behind sglang-router (`ctl scale`, a rollover's replacement):
+the router's gate counts every worker it lists -- the run's others too -- so the job's own
+workers must each be listed healthy by the router (registration is asynchronous: a worker
+shows up in `GET /workers` after the router's own health check of it) before the canary."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from orchestrator.errors import OrchestratorError
+from orchestrator.plan.model import TIER_WORKER
+
+if TYPE_CHECKING:
+    from orchestrator.runtime.hooks import DriverView
+
+
+def require_listed(d: DriverView) -> None:
+    """Wait (supervising) until the router lists every worker of this job healthy."""
+    from orchestrator.runtime.hooks import Stopped
+    from orchestrator.runtime.router import RouterClient, RouterError
+
+    r = d.plan.readiness
+    client = RouterClient(d.http, d.clock, r.frontend_url)
+    urls = {p.url for p in d.plan.processes if p.tier == TIER_WORKER and p.url}
+    deadline = d.clock.now() + r.timeout_s
+    while True:
+        d.check_alive()
+        try:
+            missing = urls - {w.url for w in client.list_workers() if w.healthy}
+        except RouterError as exc:
+            missing, why = urls, str(exc)
+        else:
+            why = "not listed healthy"
+        if not missing:
+            d.state.update(attached_listed=sorted(urls))
+            return
+        if d.clock.now() >= deadline:
+            raise OrchestratorError(f"the router {r.frontend_url} does not list "
+                                    f"{', '.join(sorted(missing))} healthy after {r.timeout_s:g} s ({why})")  # fmt: skip
+        if d.clock.wait(d.stop_event, r.interval_s):
+            raise Stopped()

@@ -1,0 +1,205 @@
+"""The worker jobs of a frontend.placement=here run (orchestrator.runtime.rollover) with a fake
+Slurm and clock: first job, replacement before the time limit, drain once the copy serves,
+replacement at once when a job is lost, bounded retries, teardown."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from orchestrator.api import prepare
+from orchestrator.attached import read_attached
+from orchestrator.errors import OrchestratorError
+from orchestrator.launchers.select import Site
+from orchestrator.plan.model import Plan, ServePlan
+from orchestrator.plan.placeholders import Bindings, bind_plan
+from orchestrator.runtime.driver import STOP_FILE
+from orchestrator.runtime.rollover import LEFT_REFRESH_S, TICK_S, Rollover, lead_s
+from orchestrator.runtime.state import StateFile
+from tests.fake_slurm import FakeSlurm
+from tests.fakes import FakeClock
+
+HERE = ["+model=gpt_oss_120b", "engine=mocker", "cluster=testbed", "frontend.placement=here",
+        "frontend.host=10.77.0.1", "serve.rollover=true", "cluster.time_limit_min=2",
+        "serve.rollover_lead_min=1.5", "launcher.signal_before_limit_s=15",
+        "readiness.timeout_s=60", "launcher=sbatch"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def here_plan() -> Plan:
+    return prepare(HERE, Site(has_sbatch=True, allocation_job_id="")).plan
+
+
+class View:
+    """The DriverView parts the rollover hooks use."""
+
+    def __init__(self, plan: Plan, run_dir: Path) -> None:
+        self.run_dir = run_dir
+        self.plan = bind_plan(plan, Bindings(node_ips=("10.77.0.1",), node_hosts=("login",),
+                                             job_id="", run_dir=str(run_dir)))  # fmt: skip
+        self.clock = FakeClock()
+        self.state = StateFile(run_dir)
+        self.said: list[str] = []
+        self.stop_event = threading.Event()
+
+    def say(self, message: str) -> None:
+        self.said.append(message)
+
+
+def setup(here_plan: Plan, tmp_path: Path) -> tuple[View, FakeSlurm, Rollover]:
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    view, slurm = View(here_plan, run_dir), FakeSlurm()
+    assert view.plan.serve is not None
+    return view, slurm, Rollover(view.plan.serve, slurm)
+
+
+def job_dir(view: View, n: int) -> Path:
+    return view.run_dir / "attached" / str(n)
+
+
+def set_phase(view: View, n: int, phase: str, **fields: Any) -> None:
+    StateFile(job_dir(view, n)).phase(phase, **fields)
+
+
+def tick(view: View, rollover: Rollover, seconds: float = TICK_S) -> None:
+    view.clock.t += seconds
+    rollover.tick(view)  # type: ignore[arg-type]
+
+
+def serving(view: View, slurm: FakeSlurm, rollover: Rollover) -> str:
+    """Start the first job and let it serve; its job id."""
+    rollover.start(view)  # type: ignore[arg-type]
+    job = read_attached(view.run_dir)[0]["job_id"]
+    slurm.set_state(job, "RUNNING", nodes=["node2"])
+    set_phase(view, 1, "ready")
+    view.state.phase("ready")
+    tick(view, rollover)
+    return str(job)
+
+
+def test_the_first_worker_job_is_attached_to_this_runs_frontend(
+    here_plan: Plan, tmp_path: Path
+) -> None:
+    view, slurm, rollover = setup(here_plan, tmp_path)
+    rollover.start(view)  # type: ignore[arg-type]
+    (entry,) = read_attached(view.run_dir)
+    assert entry["generation"] == 1 and entry["workers"] == ["decode-0", "prefill-0"]
+    (sbatch,) = slurm.calls_to("sbatch")
+    assert slurm.jobs[entry["job_id"]].cwd == str(job_dir(view, 1))
+    plan = json.loads((job_dir(view, 1) / "plan.json").read_text())
+    assert plan["attach_to"] == str(view.run_dir)
+    decode = next(p for p in plan["processes"] if p["name"] == "decode-0")
+    assert decode["env"]["ETCD_ENDPOINTS"] == "http://10.77.0.1:20000"  # this host's etcd
+    # The run's own tiny model: Dynamo rejects later workers whose model card path differs.
+    assert f"{view.run_dir}/tiny-model" in decode["argv"]
+    assert (job_dir(view, 1) / "job.sbatch").read_text().startswith("#!/bin/bash")
+    rollover.start(view)  # type: ignore[arg-type]  (a second call submits nothing)
+    assert len(slurm.calls_to("sbatch")) == 1
+
+
+def test_a_job_near_its_limit_is_replaced_then_drained_once_the_copy_serves(
+    here_plan: Plan, tmp_path: Path
+) -> None:
+    view, slurm, rollover = setup(here_plan, tmp_path)
+    old = serving(view, slurm, rollover)
+    assert read_attached(view.run_dir)[0]["ready_at"]
+    assert len(slurm.calls_to("sbatch")) == 1  # 1800 s left: nothing due
+    slurm.jobs[old].time_left_s = 89  # below the 90 s lead (serve.rollover_lead_min=1.5)
+    tick(view, rollover, LEFT_REFRESH_S)
+    entries = read_attached(view.run_dir)
+    assert [e["replaces"] for e in entries] == ["", old] and entries[1]["generation"] == 2
+    assert (job_dir(view, 2) / "plan.json").read_text() == (
+        job_dir(view, 1) / "plan.json"
+    ).read_text()
+    new = entries[1]["job_id"]
+    tick(view, rollover)
+    assert len(slurm.calls_to("sbatch")) == 2  # one replacement, not one per tick
+    assert not (job_dir(view, 1) / STOP_FILE).exists()  # the old serves until the copy does
+
+    slurm.set_state(new, "RUNNING", nodes=["node3"])
+    set_phase(view, 2, "ready")
+    tick(view, rollover)
+    assert (job_dir(view, 1) / STOP_FILE).exists()
+    assert slurm.signals == [(old, "TERM", True)]  # its driver deregisters, then stops the workers
+    slurm.set_state(old, "COMPLETED")
+    set_phase(view, 1, "done")
+    tick(view, rollover)
+    first = read_attached(view.run_dir)[0]
+    assert first["removed_at"] and first["ended"] == "COMPLETED"
+    assert any(f"worker job {old} ended (COMPLETED) as asked" in s for s in view.said)
+
+
+def test_a_lost_job_is_replaced_at_once(here_plan: Plan, tmp_path: Path) -> None:
+    view, slurm, rollover = setup(here_plan, tmp_path)
+    old = serving(view, slurm, rollover)
+    slurm.set_state(old, "PREEMPTED")  # its driver could write nothing
+    tick(view, rollover)
+    entries = read_attached(view.run_dir)
+    assert entries[0]["ended"] == "PREEMPTED" and entries[0]["removed_at"]
+    assert entries[1]["replaces"] == old and entries[1]["reason"] == "lost: PREEMPTED"
+    assert any("ended unexpectedly (PREEMPTED)" in s and "decode-0, prefill-0 gone" in s
+               for s in view.said)  # fmt: skip
+
+
+def test_failed_replacements_are_retried_a_bounded_number_of_times(
+    here_plan: Plan, tmp_path: Path
+) -> None:
+    view, slurm, rollover = setup(here_plan, tmp_path)
+    old = serving(view, slurm, rollover)
+    slurm.jobs[old].time_left_s = 60
+    for attempt in range(1, 4):  # serve.rollover_attempts=3
+        tick(view, rollover, LEFT_REFRESH_S)
+        assert len(slurm.calls_to("sbatch")) == 1 + attempt
+        new = read_attached(view.run_dir)[-1]["job_id"]
+        slurm.set_state(new, "FAILED")
+        set_phase(view, attempt + 1, "failed", error="decode-0 exited with code 1")
+        tick(view, rollover)
+    tick(view, rollover, LEFT_REFRESH_S)
+    assert len(slurm.calls_to("sbatch")) == 4  # no fourth attempt
+    assert read_attached(view.run_dir)[0].get("removed_at") is None  # the old one still serves
+    assert (
+        sum("ended unexpectedly (FAILED: decode-0 exited with code 1)" in s for s in view.said) == 3
+    )
+
+
+def test_the_first_job_failing_fails_the_run(here_plan: Plan, tmp_path: Path) -> None:
+    view, slurm, rollover = setup(here_plan, tmp_path)
+    rollover.start(view)  # type: ignore[arg-type]
+    job = read_attached(view.run_dir)[0]["job_id"]
+    slurm.set_state(job, "FAILED")
+    set_phase(view, 1, "failed", error="prefill-0 exited with code 2")
+    with pytest.raises(
+        OrchestratorError, match=f"worker job {job} failed before the run was ready"
+    ):
+        tick(view, rollover)
+
+
+def test_teardown_stops_every_worker_job_and_waits_for_it(here_plan: Plan, tmp_path: Path) -> None:
+    view, slurm, rollover = setup(here_plan, tmp_path)
+    old = serving(view, slurm, rollover)
+
+    def stopped(job: Any, signal: str, batch: bool) -> None:  # the job's driver ends
+        job.state = "COMPLETED"
+        set_phase(view, 1, "done")
+
+    slurm.on_signal = stopped
+    rollover.stop_all(view)  # type: ignore[arg-type]
+    assert slurm.signals == [(old, "TERM", True)] and (job_dir(view, 1) / STOP_FILE).exists()
+    assert read_attached(view.run_dir)[0]["removed_at"]
+
+
+def test_the_lead_is_measured_time_to_ready_plus_the_margin() -> None:
+    serve = ServePlan(host="h", workers=None, margin_s=60.0, signal_before_limit_s=15.0)  # type: ignore[arg-type]
+    entry = {"submitted_at": 100.0, "ready_at": 130.0}
+    assert lead_s(serve, entry, limit_s=3600) == 90.0  # 30 s to ready + 60 s
+    assert (
+        lead_s(serve, {"submitted_at": 100.0, "ready_at": 105.0}, limit_s=3600) == 75.0
+    )  # >= signal
+    assert lead_s(serve, entry, limit_s=120) == 60.0  # at most half the limit
+    explicit = ServePlan(host="h", workers=None, lead_s=300.0)  # type: ignore[arg-type]
+    assert lead_s(explicit, entry, limit_s=3600) == 300.0
