@@ -20,6 +20,8 @@ frontend (client threads, each one chat at a time) and then, `--repeat` times:
   them (`new_worker_served` of `serve_requests`: its /metrics, or the double's record file);
 - `ctl scale RUN_DIR decode.workers=1`: `down_cmd_s` command start -> returns, `down_ended_s`
   command start -> the attached job ended (state.json done, no process left, Slurm job over);
+  of it `down_prepare_s` command start -> the attached job's `stopping` (ctl: config, checks,
+  scancel --batch) and `down_drain_s` `stopping` -> `done` (deregister, drain, stop the worker);
 - the loop's requests (total, failed; goal 0 failed) during the scale-up and the scale-down.
 Finally `ctl stop` (always) and a wait until no process of the run is left.
 
@@ -60,7 +62,7 @@ SETUPS = {
 }
 UP = ("prepare_s", "queue_s", "slurm_queue_s", "start_s", "setup_s", "ours_s", "ours_driver_s",
       "return_s", "e2e_s")  # fmt: skip
-DOWN = ("down_cmd_s", "down_ended_s")
+DOWN = ("down_prepare_s", "down_drain_s", "down_cmd_s", "down_ended_s")
 COUNTS = (
     "up_requests",
     "up_failed",
@@ -247,7 +249,10 @@ def scale_down(run_dir: Path, job_id: str, adir: Path) -> dict[str, float]:
                 and not SLURM.state(job_id).live)  # fmt: skip
 
     wait(ended, 60, f"attached job {job_id} ended", interval=0.05)
-    return {"down_cmd_s": t_cmd - t0, "down_ended_s": time.time() - t0}
+    t_ended = time.time()
+    phases = {t["phase"]: t["t"] for t in state(adir)["timeline"]}
+    return {"down_prepare_s": phases["stopping"] - t0, "down_drain_s": phases["done"] - phases["stopping"],
+            "down_cmd_s": t_cmd - t0, "down_ended_s": t_ended - t0}  # fmt: skip
 
 
 def one_cycle(frontend: str, run_dir: Path, record: Path, load: Load) -> dict[str, Any]:
