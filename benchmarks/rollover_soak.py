@@ -20,7 +20,7 @@ and a wait until no process of the run is left. Printed:
   drain_at, removed_at: seen on its tick, so later).
 
 Usage: python benchmarks/rollover_soak.py [--frontend dynamo|router] [--rollovers 2]
-       [--clients 2] [--timeout-s 600]
+       [--clients 2] [--timeout-s 600] [OVERRIDE ...]
 """
 
 from __future__ import annotations
@@ -234,9 +234,10 @@ def between(start: float | None, end: float | None) -> float | None:
     return float(end) - float(start) if start and end else None
 
 
-def launch(frontend: str, run_dir: Path, record: Path) -> None:
+def launch(frontend: str, run_dir: Path, record: Path, overrides: list[str]) -> None:
     """Start the run; the CLI returns once the frontend serves with the first worker job."""
     extra = [f"+engine.env.SGLANG_DOUBLE_RECORD={record}"] if frontend == "router" else []
+    extra += overrides
     res = subprocess.run([sys.executable, "-m", "orchestrator", *COMMON, *SETUPS[frontend], *extra,
                           f"run_dir={run_dir}"], capture_output=True, text=True, cwd=REPO,
                          check=False, timeout=300)  # fmt: skip
@@ -298,13 +299,15 @@ def main() -> None:
     ap.add_argument("--rollovers", type=int, default=2)
     ap.add_argument("--clients", type=int, default=2, help="request-loop threads")
     ap.add_argument("--timeout-s", type=float, default=600, help="for all the rollovers")
+    ap.add_argument("overrides", nargs="*", help="more overrides, e.g. frontend.http_port=8100 "
+                    "(the frontend binds this host's ports: another run here may hold 8000)")  # fmt: skip
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="orch-soak-"))
     run_dir, record = tmp / "run", tmp / "requests.jsonl"
     print(f"run directory: {run_dir}", flush=True)
     counts = MockerCounts(run_dir)
     try:
-        launch(args.frontend, run_dir, record)
+        launch(args.frontend, run_dir, record, args.overrides)
         if args.frontend == "dynamo":
             counts.thread.start()
         with Load(state(run_dir)["frontend_url"], args.clients) as load:
