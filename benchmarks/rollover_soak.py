@@ -15,7 +15,8 @@ and a wait until no process of the run is left. Printed:
   live (the last value before a worker exits; canaries included); sglang-router + the SGLang
   test double: the double's record file, one line per request, mapped to a generation by the
   worker's host:port in that job's plan.bound.json and the job's lifetime;
-- per rollover: submit -> replacement ready (its own state.json `ready`), ready -> old job
+- per rollover: submit -> replacement ready (its own state.json `ready`; `queue_s` of it:
+  submit -> its driver started, i.e. Slurm's queueing and the job's launch), ready -> old job
   ended (the old job's state.json `done`), and what the run's driver recorded (ready_at,
   drain_at, removed_at: seen on its tick, so later).
 
@@ -121,6 +122,13 @@ def phase_t(job_dir: str, phase: str) -> float | None:
                  if t["phase"] == phase), None)  # fmt: skip
 
 
+def driver_started(job_dir: str) -> float | None:
+    """When the job's driver started (its latest attempt): the end of Slurm's queueing."""
+    attempts = state(Path(job_dir)).get("attempts") or [{}]
+    value = attempts[-1].get("t")
+    return float(value) if value else None
+
+
 def drain_at(entry: Mapping[str, Any]) -> float | None:
     """When the run's driver asked the job to drain (the lead's name first, the brief's next)."""
     value = entry.get("drain_at") or entry.get("drained_at")
@@ -220,6 +228,7 @@ def rollover_rows(run_dir: Path, load: Load) -> list[dict[str, Any]]:
             "generation": new.get("generation"), "job": new["job_id"], "replaces": new["replaces"],
             "reason": new.get("reason", ""),
             "submit_to_ready_s": between(new["submitted_at"], ready),
+            "queue_s": between(new["submitted_at"], driver_started(new["run_dir"])),
             "ready_to_old_ended_s": between(ready, old_done),
             "ready_seen_after_s": between(ready, new.get("ready_at")),
             "ready_to_drain_asked_s": between(ready, drain_at(old)),
@@ -277,7 +286,7 @@ def report(
         )
     decode = sum(per.get("decode", 0) for per in served.values())
     print(f"  decode sum: {decode}  (loop requests answered ok: {total - len(failed)})")
-    keys = ["generation", "job", "replaces", "submit_to_ready_s", "ready_to_old_ended_s",
+    keys = ["generation", "job", "replaces", "submit_to_ready_s", "queue_s", "ready_to_old_ended_s",
             "ready_seen_after_s", "ready_to_drain_asked_s", "ready_to_removed_s", "requests",
             "failed"]  # fmt: skip
     print("\nrollovers (times in s; *_seen/_asked/_removed: as the run's driver recorded them)")
