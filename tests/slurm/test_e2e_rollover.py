@@ -1,0 +1,178 @@
+"""On the Slurm testbed: frontend.placement=here runs the frontend on this host (the bridge
+address 10.77.0.1 stands in for a login node) under a detached driver, and the workers in
+2-minute Slurm jobs that roll over -- each replaced 90 s before its limit, drained once the copy
+serves -- while a request loop runs: no request fails, and every generation served some.
+A worker job that is scancelled is replaced at once. `ctl stop` leaves nothing anywhere."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from tests import e2e
+from tests.slurm.test_e2e_scale import requests_served
+
+pytestmark = pytest.mark.slurm
+
+MODEL = "openai/gpt-oss-120b"
+HERE = ["+model=gpt_oss_120b", "cluster=testbed", "frontend.placement=here",
+        "frontend.host=10.77.0.1", "serve.rollover=true", "cluster.time_limit_min=2",
+        "serve.rollover_lead_min=1.5", "launcher.signal_before_limit_s=15",
+        "readiness.timeout_s=60", "launcher=sbatch"]  # fmt: skip
+DOUBLE = str(e2e.REPO / "tests" / "doubles" / "sglang_test_double.py")
+
+
+class Loop:
+    """Chat requests back to back in a thread; every outcome kept."""
+
+    def __init__(self, url: str) -> None:
+        self.url, self.results = url, []  # type: list[str]
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._run)
+
+    def _run(self) -> None:
+        n = 0
+        while not self.done.is_set():
+            n += 1
+            body = {"model": MODEL, "messages": [{"role": "user", "content": f"hello {n}"}],
+                    "max_tokens": 8}  # fmt: skip
+            try:
+                resp = requests.post(f"{self.url}/v1/chat/completions", json=body, timeout=60)
+                text = (
+                    resp.json()["choices"][0]["message"]["content"]
+                    if resp.status_code == 200
+                    else ""
+                )
+                self.results.append("ok" if text else f"HTTP {resp.status_code}: {resp.text[:200]}")
+            except (requests.RequestException, ValueError, KeyError) as exc:
+                self.results.append(f"failed: {exc}")
+
+    def failed(self) -> list[str]:
+        return [r for r in self.results if r != "ok"]
+
+
+@pytest.fixture
+def here_run(tmp_path: Path, slurm_testbed: object) -> Iterator[Path]:
+    """The run directory; whatever the test did, the run is stopped afterwards."""
+    run_dir = tmp_path / "run"
+    yield run_dir
+    if (run_dir / "launch.json").exists():
+        e2e.ctl("stop", str(run_dir))
+
+
+def attached(run_dir: Path) -> list[dict[str, Any]]:
+    try:
+        return list(json.loads((run_dir / "attached.json").read_text()))
+    except FileNotFoundError:
+        return []
+
+
+def generations_drained(run_dir: Path, n: int) -> bool:
+    """`n` generations replaced and drained, the newest serving."""
+    entries = attached(run_dir)
+    drained = [e for e in entries if e.get("removed_at") and e.get("ended") == "COMPLETED"]
+    return len(drained) >= n and bool(entries[-1].get("ready_at"))
+
+
+def roll_over_twice(run_dir: Path, url: str, watch: Callable[[], None]) -> Loop:
+    """Two rollovers under a request loop (about a minute); `watch` runs while waiting."""
+    loop = Loop(url)
+    loop.thread.start()
+    try:
+        e2e.wait_for(lambda: watch() or generations_drained(run_dir, 2), timeout=150,  # type: ignore[func-returns-value]
+                     what="two rollovers")  # fmt: skip
+    finally:
+        loop.done.set()
+        loop.thread.join()
+    return loop
+
+
+def stop_and_check_nothing_left(run_dir: Path) -> None:
+    jobs = [e["job_id"] for e in attached(run_dir)]
+    stopped = e2e.ctl("stop", str(run_dir))
+    assert stopped.returncode == 0, stopped.stderr
+    assert e2e.state(run_dir)["phase"] == "done"
+    e2e.wait_for(lambda: e2e.nothing_left(run_dir), timeout=30, what="no processes of the run")
+    for job in jobs:
+        e2e.wait_for(lambda j=job: e2e.job_state(j) in ("COMPLETED", "CANCELLED"), timeout=30,  # type: ignore[misc]
+                     what=f"job {job} ended in sacct")  # fmt: skip
+
+
+def test_dynamo_rolls_over_twice_without_a_failed_request_and_replaces_a_lost_job(
+    here_run: Path,
+) -> None:
+    port = e2e.free_port()
+    proc = e2e.cli([*HERE, "engine=mocker", f"frontend.http_port={port}", f"run_dir={here_run}"])
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == [str(here_run)]  # no job of its own: the driver runs here
+    url = e2e.state(here_run)["frontend_url"]
+    assert url == f"http://10.77.0.1:{port}"
+    served: dict[str, int] = {}  # generation dir -> requests its decode worker took
+
+    def watch() -> None:
+        for e in attached(here_run):
+            if e.get("ready_at") and not e.get("drain_at"):
+                try:
+                    served[e["run_dir"]] = requests_served(Path(e["run_dir"]), "decode-0")
+                except (requests.RequestException, FileNotFoundError):
+                    pass
+
+    loop = roll_over_twice(here_run, url, watch)
+    assert loop.failed() == [], loop.failed()[:5]
+    entries = attached(here_run)
+    assert [e["generation"] for e in entries[:3]] == [1, 2, 3]
+    assert [e["replaces"] for e in entries[1:3]] == [entries[0]["job_id"], entries[1]["job_id"]]
+    assert all(served.get(e["run_dir"], 0) > 0 for e in entries[:3]), served
+    print(json.dumps({"requests": len(loop.results), "failed": 0,
+                      "served_per_generation": [served.get(e["run_dir"]) for e in entries[:3]]}))  # fmt: skip
+
+    # A worker job that ends unasked (scancel here; preemption or a node failure alike) is
+    # replaced at once and the endpoint serves again through the copy.
+    current = entries[-1]
+    assert e2e.ctl("status", str(here_run)).returncode == 0
+    import subprocess
+
+    subprocess.run(["scancel", current["job_id"]], check=True)
+    e2e.wait_for(lambda: attached(here_run)[-1].get("replaces") == current["job_id"]
+                 and attached(here_run)[-1].get("ready_at"), timeout=60,
+                 what="a replacement of the cancelled job that serves")  # fmt: skip
+    assert e2e.chat(url, MODEL).strip()
+    log = (here_run / "driver.log").read_text()
+    assert f"worker job {current['job_id']} ended unexpectedly" in log
+    status = e2e.ctl("status", str(here_run)).stdout
+    assert f"attached: job {attached(here_run)[-1]['job_id']} ready" in status
+    stop_and_check_nothing_left(here_run)
+
+
+def test_router_rolls_over_twice_without_a_failed_request(here_run: Path, tmp_path: Path) -> None:
+    record = tmp_path / "requests.jsonl"
+    port = e2e.free_port()
+    proc = e2e.cli([*HERE, "frontend=sglang_router", "engine=sglang", f"engine.python={DOUBLE}",
+                    f"+engine.env.SGLANG_DOUBLE_RECORD={record}", f"frontend.http_port={port}",
+                    f"run_dir={here_run}"])  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    url = e2e.state(here_run)["frontend_url"]
+    loop = roll_over_twice(here_run, url, lambda: None)
+    assert loop.failed() == [], loop.failed()[:5]
+    # Each generation's decode took requests: the double records the port it serves on.
+    by_port: dict[int, int] = {}
+    for line in record.read_text().splitlines():
+        entry = json.loads(line)
+        if entry["mode"] == "decode":
+            by_port[entry["port"]] = by_port.get(entry["port"], 0) + 1
+    ports = []
+    for e in attached(here_run)[:3]:
+        bound = json.loads((Path(e["run_dir"]) / "plan.bound.json").read_text())
+        ports.append(
+            next(p["ports"]["http"] for p in bound["processes"] if p["name"] == "decode-0")
+        )
+    assert all(by_port.get(p, 0) > 0 for p in ports), (ports, by_port)
+    print(json.dumps({"requests": len(loop.results), "failed": 0,
+                      "served_per_generation": [by_port.get(p) for p in ports]}))  # fmt: skip
+    stop_and_check_nothing_left(here_run)
