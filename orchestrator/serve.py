@@ -65,6 +65,11 @@ def _numbers(cfg: RootConfig) -> list[Issue]:
                             f"(cluster.time_limit_min={cfg.cluster.time_limit_min})",
                             "a replacement must serve before the old workers are told to stop: "
                             f"e.g. serve.rollover_lead_min={max(signal_s * 2, 60) / 60:g}"))  # fmt: skip
+    if cfg.frontend.placement == "here" and not 0 <= s.signal_hold_s < signal_s:
+        issues.append(Issue("serve.signal_hold_s", f"{s.signal_hold_s:g}", "a worker job told to "
+                            f"stop {signal_s} s before its limit (launcher.signal_before_limit_s) "
+                            "must end before the limit", f"use 0 <= serve.signal_hold_s < {signal_s}, "
+                            "or raise launcher.signal_before_limit_s"))  # fmt: skip
     if s.rollover_margin_s < 0:
         issues.append(Issue("serve.rollover_margin_s", f"{s.rollover_margin_s:g}", "must be >= 0",
                             "e.g. serve.rollover_margin_s=60"))  # fmt: skip

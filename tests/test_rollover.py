@@ -5,6 +5,7 @@ replacement at once when a job is lost, bounded retries, teardown."""
 from __future__ import annotations
 
 import json
+import signal
 import threading
 from pathlib import Path
 from typing import Any
@@ -18,14 +19,14 @@ from orchestrator.launchers.select import Site
 from orchestrator.plan.model import Plan, ServePlan
 from orchestrator.plan.placeholders import Bindings, bind_plan
 from orchestrator.runtime.driver import STOP_FILE
-from orchestrator.runtime.rollover import LEFT_REFRESH_S, TICK_S, Rollover, lead_s
+from orchestrator.runtime.rollover import LEFT_REFRESH_S, SLURM_TICK_S, Rollover, lead_s
 from orchestrator.runtime.state import StateFile
 from tests.fake_slurm import FakeSlurm
 from tests.fakes import FakeClock
 
 HERE = ["+model=gpt_oss_120b", "engine=mocker", "cluster=testbed", "frontend.placement=here",
         "frontend.host=10.77.0.1", "serve.rollover=true", "cluster.time_limit_min=2",
-        "serve.rollover_lead_min=1.5", "launcher.signal_before_limit_s=15",
+        "serve.rollover_lead_min=1.5", "launcher.signal_before_limit_s=30", "serve.signal_hold_s=20",
         "readiness.timeout_s=60", "launcher=sbatch"]  # fmt: skip
 
 
@@ -66,7 +67,7 @@ def set_phase(view: View, n: int, phase: str, **fields: Any) -> None:
     StateFile(job_dir(view, n)).phase(phase, **fields)
 
 
-def tick(view: View, rollover: Rollover, seconds: float = TICK_S) -> None:
+def tick(view: View, rollover: Rollover, seconds: float = SLURM_TICK_S) -> None:
     view.clock.t += seconds
     rollover.tick(view)  # type: ignore[arg-type]
 
@@ -130,7 +131,7 @@ def test_a_job_near_its_limit_is_replaced_then_drained_once_the_copy_serves(
     set_phase(view, 1, "done")
     tick(view, rollover)
     first = read_attached(view.run_dir)[0]
-    assert first["removed_at"] and first["ended"] == "COMPLETED"
+    assert first["removed_at"] and first["ended"] == "COMPLETED"  # Slurm's word once it has one
     assert any(f"worker job {old} ended (COMPLETED) as asked" in s for s in view.said)
 
 
@@ -203,3 +204,58 @@ def test_the_lead_is_measured_time_to_ready_plus_the_margin() -> None:
     assert lead_s(serve, entry, limit_s=120) == 60.0  # at most half the limit
     explicit = ServePlan(host="h", workers=None, lead_s=300.0)  # type: ignore[arg-type]
     assert lead_s(explicit, entry, limit_s=3600) == 300.0
+
+
+def test_a_stop_signal_from_slurm_is_replaced_at_once_while_the_job_keeps_serving(
+    here_plan: Plan, tmp_path: Path
+) -> None:
+    view, slurm, rollover = setup(here_plan, tmp_path)
+    old = serving(view, slurm, rollover)
+    StateFile(job_dir(view, 1)).update(stop_signal="SIGTERM", stop_signal_at=1.0)  # runtime/hold.py
+    tick(view, rollover)
+    entries = read_attached(view.run_dir)
+    assert entries[1]["replaces"] == old
+    assert entries[1]["reason"] == "SIGTERM from Slurm (time limit or preemption)"
+    assert not (job_dir(view, 1) / STOP_FILE).exists()  # drained only once the copy serves
+
+
+class HoldView(View):
+    def __init__(self, plan: Plan, run_dir: Path) -> None:
+        super().__init__(plan, run_dir)
+        self.on_tick: list[Any] = []
+        self.stop_reason = ""
+
+    def request_stop(self, reason: str) -> None:
+        self.stop_reason = self.stop_reason or reason
+        self.stop_event.set()
+
+
+def test_a_worker_job_holds_slurms_stop_signal_but_not_ours(
+    here_plan: Plan, tmp_path: Path
+) -> None:
+    from orchestrator.runtime.hold import Hold
+
+    assert here_plan.serve is not None and here_plan.serve.workers.hold_s == 20.0
+    job = tmp_path / "job"
+    job.mkdir()
+    view = HoldView(here_plan, job)
+    view.state.phase("ready")
+    hold = Hold(20.0)
+    handle = hold.handler(view)  # type: ignore[arg-type]
+    handle(signal.SIGTERM, None)
+    assert not view.stop_event.is_set()  # Slurm's signal: serve on
+    hold.tick(view)  # type: ignore[arg-type]
+    assert view.state.data["stop_signal"] == "SIGTERM"  # the run's driver replaces this job now
+    view.clock.t += 19
+    hold.tick(view)  # type: ignore[arg-type]
+    assert not view.stop_event.is_set()
+    view.clock.t += 1
+    hold.tick(view)  # type: ignore[arg-type]
+    assert view.stop_reason == "received SIGTERM; held 20 s for a replacement"
+
+    ours = HoldView(here_plan, tmp_path / "run")  # ctl stop / a drain leave the stop file first
+    ours.run_dir.mkdir()
+    ours.state.phase("ready")
+    (ours.run_dir / STOP_FILE).touch()
+    Hold(20.0).handler(ours)(signal.SIGTERM, None)  # type: ignore[arg-type,operator]
+    assert ours.stop_reason == "received SIGTERM"

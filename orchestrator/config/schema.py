@@ -190,6 +190,10 @@ class ServeConfig:
     rollover_margin_s: float = 60.0
     # Replacements that fail in a row before the run gives up (it keeps serving with the old).
     rollover_attempts: int = 3
+    # A worker job's driver told to stop by Slurm rather than by us (the time-limit signal,
+    # preemption) keeps serving up to this long while the run replaces it; < the stop signal's
+    # lead (launcher.signal_before_limit_s), so that it ends before the limit.
+    signal_hold_s: float = 60.0
 
 
 @dataclass

@@ -147,6 +147,7 @@ def here_plan(cfg: RootConfig) -> Plan:
     url = bind_text(_frontend_url(head), here)
     workers = attached_plan(cfg, {}, {k: bind_text(v, here) for k, v in head.worker_env.items()},
                             frontend_url=url, attach_to="")  # fmt: skip
+    workers = dataclasses.replace(workers, hold_s=cfg.serve.signal_hold_s)
     s = cfg.serve
     serve = ServePlan(host=cfg.frontend.host, workers=workers, rollover=s.rollover,
                       lead_s=s.rollover_lead_min * 60, margin_s=s.rollover_margin_s,

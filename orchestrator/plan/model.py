@@ -202,6 +202,9 @@ class Plan:
     # directory (readiness.frontend_url and the discovery env are that run's real addresses).
     attach_to: str = ""
     serve: ServePlan | None = None  # frontend.placement=here: the worker jobs
+    # A worker job of a placement=here run: on a stop signal that no stop request explains
+    # (time limit, preemption) it keeps serving this long for its replacement (runtime/hold.py).
+    hold_s: float = 0.0
 
     def process(self, name: str) -> Process:
         """The process called `name` (KeyError if there is none)."""
@@ -255,6 +258,7 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
         # Only in attached plans: every other plan.json stays as it was.
         **({"attach_to": plan.attach_to} if plan.attach_to else {}),
         **({"serve": _serve_to_dict(plan.serve)} if plan.serve else {}),
+        **({"hold_s": plan.hold_s} if plan.hold_s else {}),
     }
 
 
@@ -314,4 +318,5 @@ def plan_from_dict(data: Mapping[str, Any]) -> Plan:
         ),  # fmt: skip
         attach_to=data.get("attach_to", ""),
         serve=_serve_from_dict(data.get("serve")),
+        hold_s=data.get("hold_s", 0.0),
     )

@@ -36,7 +36,8 @@ from orchestrator.runtime.workerjobs import (
 )  # fmt: skip
 from orchestrator.slurm.client import JobState, SlurmClient
 
-TICK_S = 2.0  # one batched squeue per tick for the live worker jobs (polite to slurmctld)
+TICK_S = 0.5  # state.json of each live worker job: a replacement's readiness is seen at once
+SLURM_TICK_S = 2.0  # one batched squeue for the live worker jobs (polite to slurmctld)
 LEFT_REFRESH_S = 30.0  # time left is asked again this often (it only shrinks with the clock)
 FINAL = ("done", "failed")
 
@@ -46,8 +47,13 @@ class Look:
     """One tick's facts about a live worker job."""
 
     entry: Mapping[str, Any]
-    phase: str
+    state: Mapping[str, Any]  # its state.json
     job: JobState
+
+    @property
+    def phase(self) -> str:
+        """What its driver recorded."""
+        return str(self.state.get("phase", ""))
 
     @property
     def ended(self) -> bool:
@@ -76,7 +82,8 @@ class Rollover:
 
     def __init__(self, serve: ServePlan, runner: CommandRunner) -> None:
         self.serve, self.runner, self.client = serve, runner, SlurmClient(runner)
-        self.next_tick = 0.0
+        self.next_tick = self.next_slurm = 0.0
+        self.states: dict[str, JobState] = {}  # as of the last squeue
         self.failures = 0  # replacements that failed in a row
         self.deadlines: dict[str, tuple[float, float]] = {}  # job -> (limit at, asked at), clock
 
@@ -96,22 +103,32 @@ class Rollover:
             return
         self.next_tick = d.clock.now() + TICK_S
         entries = live(read_attached(d.run_dir))
-        states = self.client.states([e["job_id"] for e in entries])
-        looks = [Look(e, read_state(Path(e["run_dir"])).get("phase", ""),
-                      states.get(e["job_id"]) or JobState(job_id=e["job_id"])) for e in entries]  # fmt: skip
+        looks = self._look(d, entries)
         for look in looks:
             if look.ended:
                 self._ended(d, look, entries)
             elif look.phase == "ready" and not look.entry.get("ready_at"):
                 self._ready(d, look.entry, entries)
-        if self.serve.rollover:
-            for look in looks:
-                if not look.ended and self._due(d, look.entry, entries):
-                    self._replace(d, look.entry, f"time limit in {self._left(d, look.entry):.0f} s")
+        for look in looks:
+            if look.ended or not self._replaceable(look.entry, entries):
+                continue
+            signalled = look.state.get("stop_signal")
+            if signalled:  # Slurm told it to stop (runtime/hold.py): it serves a while longer
+                self._replace(d, look.entry, f"{signalled} from Slurm (time limit or preemption)")
+            elif self.serve.rollover and self._due(d, look.entry):
+                self._replace(d, look.entry, f"time limit in {self._left(d, look.entry):.0f} s")
+
+    def _look(self, d: DriverView, entries: Sequence[Mapping[str, Any]]) -> list[Look]:
+        """Each live job's state.json, and Slurm's view as of the last SLURM_TICK_S."""
+        if d.clock.now() >= self.next_slurm:
+            self.next_slurm = d.clock.now() + SLURM_TICK_S
+            self.states = self.client.states([e["job_id"] for e in entries])
+        return [Look(e, read_state(Path(e["run_dir"])),
+                     self.states.get(e["job_id"]) or JobState(job_id=e["job_id"])) for e in entries]  # fmt: skip
 
     def _ended(self, d: DriverView, look: Look, entries: Sequence[Mapping[str, Any]]) -> None:
         e = look.entry
-        how = look.job.state or look.phase
+        how = look.job.state if look.job.ended else look.phase or look.job.state
         set_fields(d.run_dir, e["run_dir"], removed_at=time.time(), ended=how)
         if e.get("drain_at") or stop_asked(e):
             d.say(
@@ -158,15 +175,15 @@ class Rollover:
             self.deadlines[e["job_id"]] = (limit_at, now)
         return limit_at - now
 
-    def _due(
-        self, d: DriverView, e: Mapping[str, Any], entries: Sequence[Mapping[str, Any]]
-    ) -> bool:
+    def _replaceable(self, e: Mapping[str, Any], entries: Sequence[Mapping[str, Any]]) -> bool:
+        """Serving, not being drained, no replacement on its way, attempts left."""
         if not e.get("ready_at") or e.get("drain_at") or stop_asked(e):
             return False
         if any(o.get("replaces") == e["job_id"] for o in entries):
-            return False  # a replacement is on its way
-        if self.failures >= self.serve.attempts:
-            return False  # said once, when the last attempt failed
+            return False
+        return self.failures < self.serve.attempts  # else said once, when the last one failed
+
+    def _due(self, d: DriverView, e: Mapping[str, Any]) -> bool:
         limit_s = self.serve.workers.slurm.time_limit_min * 60
         return self._left(d, e) <= lead_s(self.serve, e, limit_s)
 
@@ -201,7 +218,7 @@ class Rollover:
         waiting = list(entries)
         while waiting and d.clock.now() < deadline:
             states = self.client.states([e["job_id"] for e in waiting])
-            waiting = [e for e in waiting if not Look(e, read_state(Path(e["run_dir"])).get("phase", ""),
+            waiting = [e for e in waiting if not Look(e, read_state(Path(e["run_dir"])),
                                                        states.get(e["job_id"]) or JobState(job_id="")).ended]  # fmt: skip
             d.clock.sleep(0.5)
         for e in entries:

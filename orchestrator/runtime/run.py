@@ -29,6 +29,7 @@ from orchestrator.runtime import nodes, preflight
 from orchestrator.runtime.attempts import begin_attempt
 from orchestrator.runtime.driver import Driver, default_say
 from orchestrator.runtime.fingerprint import start_fingerprint
+from orchestrator.runtime.hold import attach_hold
 from orchestrator.runtime.processes import Backend, LocalBackend, SrunBackend
 from orchestrator.runtime.rollover import attach_rollover
 from orchestrator.runtime.scrape import attach_metrics
@@ -246,6 +247,7 @@ def run_driver(run_dir: Path, env: Mapping[str, str] | None = None) -> int:
     driver = Driver(bound, run_dir=run_dir, backend=backend, http=RequestsHttp(),
                     clock=SystemClock(), state=state, say=say)  # fmt: skip
     driver.install_signal_handlers()
+    attach_hold(driver)  # a worker job of a placement=here run: Slurm's stop signals are held
     get_frontend(bound.readiness.frontend_kind).attach(driver)
     attach_metrics(driver, bound.metrics)  # before the benchmark: it scrapes the benchmark too
     attach_benchmark(driver, bound.benchmark)

@@ -7,6 +7,7 @@ A worker job that is scancelled is replaced at once. `ctl stop` leaves nothing a
 from __future__ import annotations
 
 import json
+import subprocess
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -23,7 +24,7 @@ pytestmark = pytest.mark.slurm
 MODEL = "openai/gpt-oss-120b"
 HERE = ["+model=gpt_oss_120b", "cluster=testbed", "frontend.placement=here",
         "frontend.host=10.77.0.1", "serve.rollover=true", "cluster.time_limit_min=2",
-        "serve.rollover_lead_min=1.5", "launcher.signal_before_limit_s=15",
+        "serve.rollover_lead_min=1.5", "launcher.signal_before_limit_s=30", "serve.signal_hold_s=20",
         "readiness.timeout_s=60", "launcher=sbatch"]  # fmt: skip
 DOUBLE = str(e2e.REPO / "tests" / "doubles" / "sglang_test_double.py")
 
@@ -76,7 +77,7 @@ def attached(run_dir: Path) -> list[dict[str, Any]]:
 def generations_drained(run_dir: Path, n: int) -> bool:
     """`n` generations replaced and drained, the newest serving."""
     entries = attached(run_dir)
-    drained = [e for e in entries if e.get("removed_at") and e.get("ended") == "COMPLETED"]
+    drained = [e for e in entries if e.get("removed_at") and e.get("drain_at")]
     return len(drained) >= n and bool(entries[-1].get("ready_at"))
 
 
@@ -132,12 +133,24 @@ def test_dynamo_rolls_over_twice_without_a_failed_request_and_replaces_a_lost_jo
     print(json.dumps({"requests": len(loop.results), "failed": 0,
                       "served_per_generation": [served.get(e["run_dir"]) for e in entries[:3]]}))  # fmt: skip
 
-    # A worker job that ends unasked (scancel here; preemption or a node failure alike) is
-    # replaced at once and the endpoint serves again through the copy.
-    current = entries[-1]
-    assert e2e.ctl("status", str(here_run)).returncode == 0
-    import subprocess
+    # Slurm's stop signal (what the time limit's --signal and preemption send; no stop file):
+    # the job keeps serving while the run replaces it at once, then is drained.
+    signalled = entries[-1]
+    loop = Loop(url)
+    loop.thread.start()
+    subprocess.run(["scancel", "--signal=TERM", "--batch", signalled["job_id"]], check=True)
+    e2e.wait_for(lambda: attached(here_run)[-1].get("replaces") == signalled["job_id"]
+                 and generations_drained(here_run, 3), timeout=60,
+                 what="a replacement of the signalled job, then its drain")  # fmt: skip
+    loop.done.set()
+    loop.thread.join()
+    assert loop.failed() == [], loop.failed()[:5]
+    assert attached(here_run)[-1]["reason"] == "SIGTERM from Slurm (time limit or preemption)"
+    assert e2e.state(Path(signalled["run_dir"]))["stop_signal"] == "SIGTERM"
 
+    # A worker job that ends unasked (scancel: its steps are killed; a node failure alike) is
+    # replaced at once and the endpoint serves again through the copy.
+    current = attached(here_run)[-1]
     subprocess.run(["scancel", current["job_id"]], check=True)
     e2e.wait_for(lambda: attached(here_run)[-1].get("replaces") == current["job_id"]
                  and attached(here_run)[-1].get("ready_at"), timeout=60,
