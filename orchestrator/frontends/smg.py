@@ -107,8 +107,12 @@ class Smg:
         self._key_env = ""  # set by attach() from the plan (the driver runs one plan)
 
     def head(self, cfg: RootConfig, ports: PortAllocator, num_nodes: int) -> Head:
-        """Only the gateway: no discovery service."""
-        return Head(processes=[gateway_process(cfg, ports)])
+        """Only the gateway: no discovery service. The admin key's variable name travels in
+        the workers' environment too, so that the driver of an attached job (ctl scale,
+        placement=here), which has no gateway process, finds it."""
+        name = cfg.frontend.admin_key_env
+        return Head(processes=[gateway_process(cfg, ports)],
+                    worker_env={KEY_ENV_REF: name} if name else {})  # fmt: skip
 
     def ready_path(self, cfg: RootConfig) -> str:
         """SMG's own gate (200 once a healthy worker of each needed type is registered)."""
@@ -151,10 +155,14 @@ class Smg:
         hooks: the API is the same), with the admin key when one is configured."""
         from orchestrator.runtime.router import attach_router_registration
 
-        front = next(p for p in driver.plan.processes if p.role == "frontend")
-        self._key_env = front.env.get(KEY_ENV_REF, "")
-        http = authorized(driver.http, self._key_env)
-        attach_router_registration(_AuthorizedView(driver, http))
+        self._key_env = next((p.env[KEY_ENV_REF] for p in driver.plan.processes
+                              if KEY_ENV_REF in p.env), "")  # fmt: skip
+        view = _AuthorizedView(driver, authorized(driver.http, self._key_env))
+        attach_router_registration(view)
+        if driver.plan.attach_to:  # its workers join a gateway that serves others already
+            from orchestrator.frontends.router_attach import require_listed
+
+            driver.on_workers_healthy.append(lambda _d: require_listed(view))
 
 
 FRONTEND = Smg()

@@ -189,3 +189,25 @@ def test_router_rolls_over_twice_without_a_failed_request(here_run: Path, tmp_pa
     print(json.dumps({"requests": len(loop.results), "failed": 0,
                       "served_per_generation": [by_port.get(p) for p in ports]}))  # fmt: skip
     stop_and_check_nothing_left(here_run)
+
+
+def test_smg_here_registers_the_worker_jobs_with_its_admin_key(
+    here_run: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key_env, secret = "ORCH_TEST_SMG_HERE_KEY", "smg-here-secret-5d1c"
+    monkeypatch.setenv(key_env, secret)  # exported where the user launches (and in the job)
+    proc = e2e.cli([*HERE[:4], "cluster.time_limit_min=10", "readiness.timeout_s=60", "launcher=sbatch",
+                    "frontend=smg", "engine=sglang", f"engine.python={DOUBLE}",
+                    f"frontend.admin_key_env={key_env}", f"frontend.http_port={e2e.free_port()}",
+                    f"run_dir={here_run}"])  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    url = e2e.state(here_run)["frontend_url"]
+    assert requests.get(f"{url}/workers", timeout=5).status_code == 401  # the key is in force
+    listed = requests.get(f"{url}/workers", headers={"Authorization": f"Bearer {secret}"},
+                          timeout=5).json()["workers"]  # fmt: skip
+    assert sorted(w["worker_type"] for w in listed if w.get("is_healthy")) == ["decode", "prefill"]
+    assert e2e.chat(url, MODEL).strip()
+    for path in here_run.rglob("*"):
+        if path.is_file() and path.suffix in (".json", ".sbatch", ".log", ".out"):
+            assert secret not in path.read_text(errors="replace"), path
+    stop_and_check_nothing_left(here_run)
