@@ -50,6 +50,9 @@ BOUNDS = (
     Bound("cluster.time_limit_min", 1, fix="set cluster.time_limit_min, e.g. 240"),
     Bound("launcher.stop_grace_s", 0, strict=True, fix="set launcher.stop_grace_s=20"),
     Bound("launcher.signal_before_limit_s", 0, fix="set launcher.signal_before_limit_s=120"),
+    Bound(
+        "launcher.heartbeat_timeout_s", 0, strict=True, fix="set launcher.heartbeat_timeout_s=60"
+    ),
     Bound("readiness.canary_max_tokens", 1, fix="set readiness.canary_max_tokens=8"),
     Bound("readiness.serve_failures", 0, fix="set readiness.serve_failures=3 (0 disables)"),
     Bound("readiness.serve_check_s", 0, strict=True, fix="set readiness.serve_check_s=30"),

@@ -184,6 +184,9 @@ class Plan:
     # An attached plan (`ctl scale`): workers only, joining the frontend of the run in this
     # directory (readiness.frontend_url and the discovery env are that run's real addresses).
     attach_to: str = ""
+    # An attached job stops itself when the run's heartbeat is this long unchanged
+    # (orchestrator.runtime.heartbeat; launcher.heartbeat_timeout_s).
+    heartbeat_timeout_s: float = 60.0
 
     def process(self, name: str) -> Process:
         """The process called `name` (KeyError if there is none)."""
@@ -235,7 +238,11 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
         "metrics": asdict(plan.metrics) if plan.metrics else None,
         "preflight": [asdict(c) for c in plan.preflight],
         # Only in attached plans: every other plan.json stays as it was.
-        **({"attach_to": plan.attach_to} if plan.attach_to else {}),
+        **(
+            {"attach_to": plan.attach_to, "heartbeat_timeout_s": plan.heartbeat_timeout_s}
+            if plan.attach_to
+            else {}
+        ),
     }
 
 
@@ -284,4 +291,5 @@ def plan_from_dict(data: Mapping[str, Any]) -> Plan:
             PathCheck(**{**c, "nodes": tuple(c["nodes"])}) for c in data.get("preflight", ())
         ),  # fmt: skip
         attach_to=data.get("attach_to", ""),
+        heartbeat_timeout_s=data.get("heartbeat_timeout_s", 60.0),
     )

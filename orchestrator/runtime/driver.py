@@ -24,7 +24,7 @@ from orchestrator.runtime import health, restarts
 from orchestrator.runtime.hooks import Hook, ProcessHook, Stopped
 from orchestrator.runtime.processes import Backend, Running, exit_detail, log_tail, stop_tier
 from orchestrator.runtime.restarts import RestartBook, unit_key
-from orchestrator.runtime.state import StateFile, progress_line, run_ended
+from orchestrator.runtime.state import StateFile, progress_line
 
 # SIGHUP: the terminal of a local run closed (or the login shell of an salloc session ended).
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
@@ -350,9 +350,6 @@ class Driver:
         (batch step, salloc shell on a login node, local), with or without signal delivery."""
         if (self.run_dir / STOP_FILE).exists():
             self.request_stop("stop requested (ctl stop)")
-            return True
-        if self.plan.attach_to and run_ended(Path(self.plan.attach_to)):  # its frontend is gone
-            self.request_stop(f"the run it attaches to has ended ({self.plan.attach_to})")
             return True
         return False
 

@@ -28,6 +28,7 @@ from orchestrator.runtime import nodes, preflight
 from orchestrator.runtime.attempts import begin_attempt
 from orchestrator.runtime.driver import Driver, default_say
 from orchestrator.runtime.fingerprint import start_fingerprint
+from orchestrator.runtime.heartbeat import attach_heartbeat
 from orchestrator.runtime.processes import Backend, LocalBackend, SrunBackend
 from orchestrator.runtime.scrape import attach_metrics
 from orchestrator.runtime.state import StateFile, write_json_atomic
@@ -241,6 +242,7 @@ def run_driver(run_dir: Path, env: Mapping[str, str] | None = None) -> int:
     driver = Driver(bound, run_dir=run_dir, backend=backend, http=RequestsHttp(),
                     clock=SystemClock(), state=state, say=say)  # fmt: skip
     driver.install_signal_handlers()
+    attach_heartbeat(driver)  # an attached job stops itself when its run's driver is gone
     get_frontend(bound.readiness.frontend_kind).attach(driver)
     attach_metrics(driver, bound.metrics)  # before the benchmark: it scrapes the benchmark too
     attach_benchmark(driver, bound.benchmark)
