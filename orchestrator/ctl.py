@@ -47,6 +47,7 @@ def run_view(run_dir: Path, client: SlurmClient | None = None) -> tuple[RunView,
 def status(run_dir: Path, client: SlurmClient | None = None) -> tuple[str, int]:
     """One block (phase, job, URL, per-process state) and the exit code: 1 when the run failed
     or is lost (its job or driver is gone while state.json says it runs)."""
+    client = client or _client()
     view, state = run_view(run_dir, client)
     job = f"{state.get('job_id') or '-'}" + (f" ({view.job_state})" if view.job_state else "")
     progress = progress_line({**state, "phase": view.phase})
@@ -68,7 +69,7 @@ def status(run_dir: Path, client: SlurmClient | None = None) -> tuple[str, int]:
         lines.append(f"benchmark: {b.get('tool')} {b.get('status')} {b.get('done')}/{b.get('of')} "
                      f"point(s) (results/points.jsonl)")  # fmt: skip
     lines += [_process_line(name, entry) for name, entry in state.get("processes", {}).items()]
-    lines += attachments.attached_lines(run_dir)
+    lines += attachments.attached_lines(run_dir, client)
     if view.phase == "lost":
         lines += _lost_tail(run_dir, str(state.get("job_id") or ""))
     return "\n".join(lines), 0 if view.ok else 1
@@ -188,8 +189,9 @@ def _scale_down(
     DELETE /workers/<id> in before_stop; Dynamo: SIGTERM, on which the worker removes itself
     from etcd and finishes its in-flight requests), then stop them."""
     for entry in removing:
-        said = stop(Path(entry["run_dir"]), client=client)
+        # Marked first: the run's driver must not report the job's end as a loss.
         attachments.mark_removed(run_dir, entry["job_id"])
+        said = stop(Path(entry["run_dir"]), client=client)
         print(f"removed {', '.join(entry['workers'])}: attached job {entry['job_id']} {said}")
     return 0
 

@@ -25,6 +25,7 @@ from orchestrator.plan.model import Plan, plan_from_dict, plan_to_dict
 from orchestrator.plan.placeholders import Bindings, bind_plan, shift_port
 from orchestrator.plan.ports import port_offset_for_job
 from orchestrator.runtime import nodes, preflight
+from orchestrator.runtime.attached_watch import attach_attached_watch
 from orchestrator.runtime.attempts import begin_attempt
 from orchestrator.runtime.driver import Driver, default_say
 from orchestrator.runtime.fingerprint import start_fingerprint
@@ -32,6 +33,7 @@ from orchestrator.runtime.heartbeat import attach_heartbeat
 from orchestrator.runtime.processes import Backend, LocalBackend, SrunBackend
 from orchestrator.runtime.scrape import attach_metrics
 from orchestrator.runtime.state import StateFile, write_json_atomic
+from orchestrator.slurm.client import SlurmClient
 
 
 @dataclass(frozen=True)
@@ -243,6 +245,7 @@ def run_driver(run_dir: Path, env: Mapping[str, str] | None = None) -> int:
                     clock=SystemClock(), state=state, say=say)  # fmt: skip
     driver.install_signal_handlers()
     attach_heartbeat(driver)  # an attached job stops itself when its run's driver is gone
+    attach_attached_watch(driver, SlurmClient(SubprocessRunner()))  # ctl scale's jobs
     get_frontend(bound.readiness.frontend_kind).attach(driver)
     attach_metrics(driver, bound.metrics)  # before the benchmark: it scrapes the benchmark too
     attach_benchmark(driver, bound.benchmark)
