@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from orchestrator.attached import bound_gpus, read_attached
 from orchestrator.plan.model import TIER_WORKER, Plan
+from orchestrator.runtime.retire import REMOVED
 from orchestrator.runtime.state import read_state
 from orchestrator.slurm.client import SlurmClient
 from orchestrator.slurm.states import category_of
@@ -36,11 +37,12 @@ SLURM_EVERY_S = 10.0
 FINAL = ("done", "failed")
 
 
-def worker_order(worker: Mapping[str, Any]) -> tuple[int, int]:
-    """prefill-0, prefill-1, ..., decode-0, ... whichever job holds them."""
-    group, index = str(worker["name"]).rsplit("-", 1)
-    rank = GROUP_ORDER.index(group) if group in GROUP_ORDER else len(GROUP_ORDER)
-    return rank, int(index) if index.isdigit() else 0
+def worker_order(worker: Mapping[str, Any]) -> tuple[int, int, int]:
+    """prefill-0, prefill-0-rank1, prefill-1, ..., decode-0, ... whichever job holds them."""
+    group, index, rank = (str(worker["name"]).split("-") + ["", ""])[:3]
+    order = GROUP_ORDER.index(group) if group in GROUP_ORDER else len(GROUP_ORDER)
+    digits = rank.removeprefix("rank")
+    return order, int(index) if index.isdigit() else 0, int(digits) if digits.isdigit() else 0
 
 
 def own_workers(plan: Plan, state: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -50,16 +52,20 @@ def own_workers(plan: Plan, state: Mapping[str, Any]) -> list[dict[str, Any]]:
              "host": procs.get(p.name, {}).get("host", ""),
              "gpus": p.env.get("CUDA_VISIBLE_DEVICES", ""),
              "state": procs.get(p.name, {}).get("state", "")}
-            for p in plan.processes if p.tier == TIER_WORKER]  # fmt: skip
+            for p in plan.processes if p.tier == TIER_WORKER
+            and procs.get(p.name, {}).get("state") != REMOVED]  # fmt: skip
 
 
 def job_entry(entry: Mapping[str, Any], state: Mapping[str, Any], slurm: str) -> dict[str, Any]:
     """One "attached" entry: the job, where its state is, how it ended (when it did)."""
     phase = str(state.get("phase", ""))
     ended = phase in FINAL or category_of(slurm) in ("ended_ok", "ended_failed")
+    procs = state.get("processes", {})
+    # Every worker removed by a scale-down (runtime/retire.py): the job ends, and is no loss.
+    retired = all(procs.get(n, {}).get("state") == REMOVED for n in entry["workers"])
     out = {"job_id": entry["job_id"], "run_dir": entry["run_dir"], "workers": entry["workers"],
            "phase": phase, "slurm_state": slurm, "ended": ended,
-           "removed": bool(entry.get("removed_at"))}  # fmt: skip
+           "removed": bool(entry.get("removed_at")) or retired}  # fmt: skip
     if ended:
         out["reason"] = str(state.get("error") or state.get("reason") or "")
     return out
@@ -69,10 +75,11 @@ def attached_workers(entry: Mapping[str, Any], state: Mapping[str, Any],
                      gpus: Mapping[str, str]) -> list[dict[str, Any]]:  # fmt: skip
     """The workers of a live attached job as "workers" entries."""
     procs = state.get("processes", {})
-    groups = {n: n.rsplit("-", 1)[0] for n in entry["workers"]}
+    groups = {n: n.split("-")[0] for n in entry["workers"]}  # decode-1-rank1: decode
     return [{"name": n, "group": groups[n], "job_id": entry["job_id"],
              "host": procs.get(n, {}).get("host", ""), "gpus": gpus.get(n, ""),
-             "state": procs.get(n, {}).get("state", "")} for n in entry["workers"]]  # fmt: skip
+             "state": procs.get(n, {}).get("state", "")} for n in entry["workers"]
+            if procs.get(n, {}).get("state") != REMOVED]  # fmt: skip
 
 
 class AttachedWatch:

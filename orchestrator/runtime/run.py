@@ -31,6 +31,7 @@ from orchestrator.runtime.driver import Driver, default_say
 from orchestrator.runtime.fingerprint import start_fingerprint
 from orchestrator.runtime.heartbeat import attach_heartbeat
 from orchestrator.runtime.processes import Backend, LocalBackend, SrunBackend
+from orchestrator.runtime.retire import attach_retire
 from orchestrator.runtime.scrape import attach_metrics
 from orchestrator.runtime.state import StateFile, write_json_atomic
 from orchestrator.slurm.client import SlurmClient
@@ -246,6 +247,7 @@ def run_driver(run_dir: Path, env: Mapping[str, str] | None = None) -> int:
     driver.install_signal_handlers()
     attach_heartbeat(driver)  # an attached job stops itself when its run's driver is gone
     attach_attached_watch(driver, SlurmClient(SubprocessRunner()))  # ctl scale's jobs
+    attach_retire(driver)  # ctl scale down: single workers
     get_frontend(bound.readiness.frontend_kind).attach(driver)
     attach_metrics(driver, bound.metrics)  # before the benchmark: it scrapes the benchmark too
     attach_benchmark(driver, bound.benchmark)
