@@ -114,6 +114,11 @@ def test_a_scancelled_attached_job_is_reported_once_with_what_still_serves(tmp_p
     assert st["attached"][0]["ended"] and st["attached"][0]["slurm_state"] == "CANCELLED"
     text, _ = ctl.status(run_dir, SlurmClient(slurm))
     assert f"attached: job {job_id} ended (CANCELLED; its driver: done)  decode-1" in text
+    calls = len(slurm.calls)
+    (adir / "state.json").unlink()  # settled: neither its state.json nor Slurm is read again
+    d.clock.sleep(SLURM_EVERY_S)
+    watch.on_tick(d)
+    assert StateFile(run_dir).data["attached"][0]["phase"] == "done" and len(slurm.calls) == calls
 
 
 def test_an_attached_job_lost_with_its_driver_is_found_through_slurm(tmp_path: Path) -> None:

@@ -35,6 +35,7 @@ GROUP_ORDER = ("prefill", "decode", "aggregated")
 WATCH_EVERY_S = 2.0
 SLURM_EVERY_S = 10.0
 FINAL = ("done", "failed")
+ENDED = ("ended_ok", "ended_failed")
 
 
 def worker_order(worker: Mapping[str, Any]) -> tuple[int, int, int]:
@@ -91,6 +92,7 @@ class AttachedWatch:
         self.slurm_at: float | None = None
         self.slurm_states: dict[str, str] = {}
         self.reported: set[str] = set()  # job ids whose end we said
+        self.settled: dict[str, Mapping[str, Any]] = {}  # job id -> its final state.json
         self.gpus: dict[str, dict[str, str]] = {}  # attached run dir -> process -> GPU ids
 
     def on_tick(self, d: DriverView) -> None:
@@ -100,10 +102,16 @@ class AttachedWatch:
             return
         self.next_at = now + WATCH_EVERY_S
         entries = read_attached(d.run_dir)
-        states = {e["job_id"]: read_state(Path(e["run_dir"])) for e in entries}
+        # A job over in Slurm and in its state.json changes no more: read once, not every tick
+        # (days of scaling leave many of them listed).
+        states = {e["job_id"]: self.settled.get(e["job_id"]) or read_state(Path(e["run_dir"]))
+                  for e in entries}  # fmt: skip
         self._ask_slurm(now, entries, states)
         jobs = [job_entry(e, states[e["job_id"]], self.slurm_states.get(e["job_id"], ""))
                 for e in entries]  # fmt: skip
+        for job in jobs:
+            if job["phase"] in FINAL and category_of(job["slurm_state"]) in ENDED:
+                self.settled[job["job_id"]] = states[job["job_id"]]
         for job in jobs:
             if job["ended"] and not job["removed"] and job["job_id"] not in self.reported:
                 self._report(d, job, jobs)
