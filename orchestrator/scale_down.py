@@ -90,7 +90,7 @@ def plan_removal(run_dir: Path, counts: Mapping[str, int]) -> list[Removal]:
     if all(n >= have.get(g, 0) for g, n in counts.items()):
         return []
     if any(n > have.get(g, 0) for g, n in counts.items()):
-        keys = ", ".join(f"{g}.workers" for g in counts)
+        keys = keys_of(counts)
         said = ", ".join(f"{n} (running {have.get(g, 0)})" for g, n in counts.items())
         raise InvalidConfig([Issue(keys, said, "one request both adds and removes workers",
                                    "scale up and down in separate commands")])  # fmt: skip
@@ -103,8 +103,25 @@ def plan_removal(run_dir: Path, counts: Mapping[str, int]) -> list[Removal]:
                 chosen.append(name)
                 excess[group] -= 1
         if chosen:
+            check_serving(h, keys_of(counts))
             removals.append(Removal(h, tuple(chosen), h.attached and len(chosen) == len(h.units)))
     return removals
+
+
+def keys_of(counts: Mapping[str, int]) -> str:
+    """`decode.workers, prefill.workers`: the keys of a request, for its error messages."""
+    return ", ".join(f"{g}.workers" for g in counts)
+
+
+def check_serving(h: Holder, keys: str) -> None:
+    """Workers leave a job only once it serves: its driver still waits for the frontend to
+    count every worker of its plan while it starts."""
+    phase = read_state(h.run_dir).get("phase", "")
+    if phase != "ready":
+        raise InvalidConfig([Issue(keys, f"attached job {h.job_id} ({phase or 'not started'})",
+                                   "its newest workers are in a job that is not serving yet",
+                                   "scale down once `ctl status` says it is ready, or "
+                                   "`ctl stop` it")])  # fmt: skip
 
 
 def _done(removal: Removal) -> dict[str, Any] | None:
@@ -127,8 +144,6 @@ def remove(run_dir: Path, removals: list[Removal]) -> list[str]:
     """Ask each holder's driver, wait until every removal is over; one line per holder."""
     started = time.monotonic()
     for r in removals:
-        if r.whole:  # first: the run's driver must not report the job's end as a loss
-            mark_removed(run_dir, r.holder.job_id)
         request_retire(r.holder.run_dir, list(r.workers))
     deadline = started + max(r.holder.grace_s for r in removals) + WAIT_MARGIN_S
     lines, waiting = [], list(removals)
@@ -137,6 +152,8 @@ def remove(run_dir: Path, removals: list[Removal]) -> list[str]:
             state = _done(r)
             if state is not None:
                 waiting.remove(r)
+                if r.whole:  # listed as removed (the run's driver saw its workers removed)
+                    mark_removed(run_dir, r.holder.job_id)
                 lines.append(removal_line(r, state, time.monotonic() - started))
         if waiting and time.monotonic() >= deadline:
             raise OrchestratorError(

@@ -84,8 +84,13 @@ def removal(run_dir: Path, **counts: int) -> list[tuple[str, tuple[str, ...], bo
 def test_scale_down_removes_single_workers_newest_first(tmp_path: Path) -> None:
     slurm = FakeSlurm()
     run_dir = started_run(tmp_path, slurm, ETCD)
-    first, _ = scale_up(run_dir, slurm, "decode.workers=2")
-    second, _ = scale_up(run_dir, slurm, "decode.workers=4", "prefill.workers=2")
+    first, adir = scale_up(run_dir, slurm, "decode.workers=2")
+    second, bdir = scale_up(run_dir, slurm, "decode.workers=4", "prefill.workers=2")
+    StateFile(bdir).phase("starting")
+    with pytest.raises(InvalidConfig, match="not serving yet"):  # its driver waits for all
+        removal(run_dir, decode=3)
+    for d in (adir, bdir):
+        StateFile(d).phase("ready")
     assert removal(run_dir, decode=3) == [(second, ("decode-3",), False)]
     assert removal(run_dir, decode=2, prefill=1) == [
         (second, ("decode-3", "decode-2", "prefill-1"), True)

@@ -192,3 +192,33 @@ def test_router_scale_up_registers_the_attached_decode(
     for job in (job_id, attached_job):
         e2e.wait_for(lambda j=job: e2e.job_state(j) == "COMPLETED", timeout=30,  # type: ignore[misc]
                      what=f"job {job} COMPLETED in sacct")  # fmt: skip
+
+
+def test_scale_down_removes_the_runs_own_newest_worker(
+    slurm_jobs: list[str], tmp_path: Path
+) -> None:
+    """No attached job: the run's own decode-1 goes (deregistered, stopped, never restarted)."""
+    run_dir, record = tmp_path / "run", tmp_path / "requests.jsonl"
+    proc = e2e.cli([*ROUTER, f"run_dir={run_dir}", "decode.workers=2",
+                    f"+engine.env.SGLANG_DOUBLE_RECORD={record}"])  # fmt: skip
+    job_id, _ = e2e.submit_output(proc)
+    slurm_jobs.append(job_id)
+    assert proc.returncode == 0, proc.stderr
+    url = e2e.state(run_dir)["frontend_url"]
+    lines, took_s, results = scale_down_under_load(run_dir, url, steps=(1,))
+    assert [r for r in results if r != "ok"] == []
+    assert len(lines) == 1 and lines[0].startswith("removed decode-1 (the run's own job) in "), (
+        lines
+    )
+    st = e2e.state(run_dir)
+    assert st["phase"] == "ready" and st["processes"]["decode-1"]["state"] == "removed"
+    assert decodes_listed(url) == 1
+    served = len(record.read_text().splitlines())
+    for _ in range(3):
+        assert e2e.chat(url, MODEL).strip()
+    after = [json.loads(line)["name"] for line in record.read_text().splitlines()[served:]]
+    assert "decode-1" not in after and "decode-0" in after, after
+    assert "restart" not in (run_dir / "driver.log").read_text().split("removed decode-1")[-1]
+    print(json.dumps({"scale_down_own_s": took_s, "requests": len(results)}))
+    assert e2e.ctl("stop", str(run_dir)).returncode == 0
+    e2e.wait_for(lambda: e2e.nothing_left(run_dir), timeout=30, what="no processes of the run")
