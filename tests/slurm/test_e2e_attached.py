@@ -66,6 +66,15 @@ def test_an_attached_job_stops_itself_when_the_runs_driver_is_killed(
         e2e.wait_for(lambda d=d: e2e.nothing_left(d), timeout=30, what=f"no processes of {d}")  # type: ignore[misc]
     e2e.wait_for(lambda: e2e.job_state(attached_job) == "COMPLETED", timeout=30,
                  what=f"attached job {attached_job} COMPLETED in sacct")  # fmt: skip
+    # ctl status works without the run's driver: attached.json and the attached job directly.
+    status = e2e.ctl("status", str(run_dir))
+    assert status.returncode == 1 and "lost" in status.stdout, (
+        status.stdout
+    )  # the run's job is gone
+    assert (
+        f"attached: job {attached_job} ended (COMPLETED; its driver: done)  decode-1"
+        in status.stdout
+    )
 
 
 @contextmanager
