@@ -13,6 +13,7 @@ from typing import Any
 from orchestrator.errors import OrchestratorError
 from orchestrator.plan.model import Plan, plan_from_dict
 from orchestrator.runtime.state import read_state, run_ended, write_json_atomic
+from orchestrator.slurm.client import SlurmClient
 
 ATTACHED_FILE = "attached.json"
 
@@ -62,23 +63,33 @@ def load_bound(run_dir: Path) -> Plan:
         raise OrchestratorError(f"cannot read {run_dir / 'plan.bound.json'}: {exc}") from exc
 
 
-def attached_lines(run_dir: Path) -> list[str]:
-    """`ctl status` lines for the attached jobs: one per job, one per worker (node, GPUs)."""
+def attached_lines(run_dir: Path, client: SlurmClient | None = None) -> list[str]:
+    """`ctl status` lines for the attached jobs: one per job, one per worker (node, GPUs). With
+    `client` (ONE squeue/sacct call), a job that ended without a scale-down (scancel, node
+    lost) says so with its Slurm state."""
     lines = []
-    for entry in read_attached(run_dir):
+    entries = read_attached(run_dir)
+    live = [e["job_id"] for e in entries if not e.get("removed_at")]
+    slurm = client.states(live) if client and live else {}
+    for entry in entries:
         adir = Path(entry["run_dir"])
         state = read_state(adir)
-        removed = " (removed by scale-down)" if entry.get("removed_at") else ""
-        lines.append(f"attached: job {entry['job_id']} {state.get('phase', '')}{removed}  "
+        phase = state.get("phase", "")
+        job = slurm.get(entry["job_id"])
+        if entry.get("removed_at"):
+            phase += " (removed by scale-down)"
+        elif job is not None and job.ended:
+            phase = f"ended ({job.state}; its driver: {phase or 'nothing'})"
+        lines.append(f"attached: job {entry['job_id']} {phase}  "
                      f"{', '.join(entry['workers'])}  ({adir})")  # fmt: skip
-        gpus = _bound_gpus(adir)
+        gpus = bound_gpus(adir)
         for name, proc in state.get("processes", {}).items():
             lines.append(f"    {name:<16} {proc.get('role', ''):<8} {proc.get('host', '?')}  "
                          f"gpus {gpus.get(name, '?')}  {proc.get('state', '')}")  # fmt: skip
     return lines
 
 
-def _bound_gpus(adir: Path) -> dict[str, str]:
+def bound_gpus(adir: Path) -> dict[str, str]:
     """CUDA_VISIBLE_DEVICES per process of a started attached job ({} before it started)."""
     try:
         bound = load_bound(adir)

@@ -47,6 +47,7 @@ def run_view(run_dir: Path, client: SlurmClient | None = None) -> tuple[RunView,
 def status(run_dir: Path, client: SlurmClient | None = None) -> tuple[str, int]:
     """One block (phase, job, URL, per-process state) and the exit code: 1 when the run failed
     or is lost (its job or driver is gone while state.json says it runs)."""
+    client = client or _client()
     view, state = run_view(run_dir, client)
     job = f"{state.get('job_id') or '-'}" + (f" ({view.job_state})" if view.job_state else "")
     progress = progress_line({**state, "phase": view.phase})
@@ -68,7 +69,7 @@ def status(run_dir: Path, client: SlurmClient | None = None) -> tuple[str, int]:
         lines.append(f"benchmark: {b.get('tool')} {b.get('status')} {b.get('done')}/{b.get('of')} "
                      f"point(s) (results/points.jsonl)")  # fmt: skip
     lines += [_process_line(name, entry) for name, entry in state.get("processes", {}).items()]
-    lines += attachments.attached_lines(run_dir)
+    lines += attachments.attached_lines(run_dir, client)
     if view.phase == "lost":
         lines += _lost_tail(run_dir, str(state.get("job_id") or ""))
     return "\n".join(lines), 0 if view.ok else 1
@@ -164,34 +165,23 @@ def scale(run_dir: Path, items: Sequence[str], client: SlurmClient | None = None
     wait for its workers to serve through the run's frontend."""
     # Scaling composes and plans (Hydra): imported only for this command, not for status/stop.
     from orchestrator import scale as scaling
+    from orchestrator import scale_down
     from orchestrator.launchers.follow import follow
     from orchestrator.launchers.select import Site
 
     request = scaling.parse_request(items)
     view, _ = run_view(run_dir, client)
     scaling.check_ready(run_dir, view.phase)
-    prepared = scaling.prepare_scale(run_dir, request, Site.detect())
-    removing = scaling.jobs_to_remove(run_dir, request.counts)
-    if removing:
-        return _scale_down(run_dir, removing, client)
+    removals = scale_down.plan_removal(run_dir, request.counts)
+    if removals:  # single workers, newest first; their drivers deregister and stop them
+        print("\n".join(scale_down.remove(run_dir, removals)), flush=True)
+        return 0
+    prepared = scaling.prepare_scale(run_dir, request, Site.detect())  # composed, validated
     plan = scaling.plan_scale_up(run_dir, request.counts, prepared)
     job_id, adir = scaling.submit_attached(run_dir, prepared, plan)
     print(job_id, flush=True)
     print(adir, flush=True)
     return follow(adir, job_id, until_done=False)
-
-
-def _scale_down(
-    run_dir: Path, removing: Sequence[dict[str, Any]], client: SlurmClient | None
-) -> int:
-    """Stop attached jobs newest first. Their drivers deregister the workers first (router:
-    DELETE /workers/<id> in before_stop; Dynamo: SIGTERM, on which the worker removes itself
-    from etcd and finishes its in-flight requests), then stop them."""
-    for entry in removing:
-        said = stop(Path(entry["run_dir"]), client=client)
-        attachments.mark_removed(run_dir, entry["job_id"])
-        print(f"removed {', '.join(entry['workers'])}: attached job {entry['job_id']} {said}")
-    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -14,10 +14,9 @@ import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from orchestrator.api import Prepared, launched_overrides, prepare
-from orchestrator.attached import live_attached, load_bound, read_attached, update_attached
+from orchestrator.attached import load_bound, read_attached, update_attached
 from orchestrator.effects import CommandRunner
 from orchestrator.errors import InvalidConfig, Issue, OrchestratorError
 from orchestrator.frontends import get_frontend
@@ -28,6 +27,7 @@ from orchestrator.launchers.select import Site
 from orchestrator.plan.build import attached_plan
 from orchestrator.plan.model import TIER_WORKER, Plan
 from orchestrator.runtime.workerjobs import with_files
+from orchestrator.scale_down import current_counts
 
 GROUPS = ("prefill", "decode", "aggregated")
 # Overrides of the run that the attached job must not repeat: where and how it was launched.
@@ -77,52 +77,6 @@ def parse_request(items: Sequence[str]) -> ScaleRequest:
     return request
 
 
-def jobs_to_remove(run_dir: Path, counts: Mapping[str, int]) -> list[dict[str, Any]]:
-    """The attached jobs a scale-down stops, newest first, leaving exactly `counts` workers
-    ([] when nothing shrinks). Workers leave with their whole job (an attached job ends when it
-    has no workers left); the run's own job keeps its workers until `ctl stop`."""
-    entries = live_attached(run_dir)
-    have = current_workers(load_bound(run_dir), entries)
-    if all(n >= have.get(g, 0) for g, n in counts.items()):
-        return []
-    keys = ", ".join(f"{g}.workers" for g in counts)
-    found = ", ".join(f"{n} (running {have.get(g, 0)})" for g, n in counts.items())
-    if any(n > have.get(g, 0) for g, n in counts.items()):
-        raise InvalidConfig([Issue(keys, found, "one request both adds and removes workers",
-                                   "scale up and down in separate commands")])  # fmt: skip
-    excess = {g: have.get(g, 0) - n for g, n in counts.items()}
-    chosen: list[dict[str, Any]] = []
-    for entry in reversed(entries):
-        if not any(excess.values()):
-            return chosen
-        if any(excess.get(g, 0) < n for g, n in entry["groups"].items()):
-            raise InvalidConfig([Issue(keys, found, f"the newest attached job {entry['job_id']} "
-                                       f"holds {', '.join(entry['workers'])}; workers leave with "
-                                       "their whole job", "ask for counts that remove whole "
-                                       "attached jobs (see ctl status)")])  # fmt: skip
-        chosen.append(entry)
-        for group, n in entry["groups"].items():
-            excess[group] -= n
-    if any(excess.values()):
-        own = current_workers(load_bound(run_dir), [])
-        raise InvalidConfig([Issue(keys, found, "the run's own workers stay until ctl stop",
-                                   "ask for at least " + ", ".join(f"{g}.workers={own.get(g, 0)}"
-                                                                   for g in counts))])  # fmt: skip
-    return chosen
-
-
-def current_workers(bound: Plan, attached: Sequence[Mapping[str, Any]]) -> dict[str, int]:
-    """Workers per group: the run's own (rank 0 of each) plus those of its attached jobs."""
-    counts: dict[str, int] = {}
-    for proc in bound.processes:
-        if proc.tier == TIER_WORKER and proc.rank == 0:
-            counts[proc.group] = counts.get(proc.group, 0) + 1
-    for entry in attached:
-        for group, n in entry.get("groups", {}).items():
-            counts[group] = counts.get(group, 0) + int(n)
-    return counts
-
-
 def worker_env(bound: Plan) -> dict[str, str]:
     """The environment a running worker got (discovery endpoints and namespace, bound)."""
     worker = next((p for p in bound.processes if p.tier == TIER_WORKER), None)
@@ -146,7 +100,7 @@ def plan_scale_up(run_dir: Path, counts: Mapping[str, int], prepared: Prepared) 
         issues.append(Issue("launcher", prepared.launcher, "attached workers run in a Slurm job",
                             "start the run with launcher=sbatch or launcher=submitit"))  # fmt: skip
     bound = load_bound(run_dir)
-    have = current_workers(bound, live_attached(run_dir))
+    have = current_counts(run_dir)
     if all(n == have.get(g, 0) for g, n in counts.items()):
         issues.append(Issue("scale", ", ".join(f"{g}.workers={n}" for g, n in counts.items()),
                             "the run already has these workers", "give a larger count"))  # fmt: skip

@@ -93,6 +93,7 @@ def test_env_and_args_mappings_take_any_key() -> None:
         ("cluster.time_limit_min", 0),
         ("launcher.stop_grace_s", 0.0),
         ("launcher.signal_before_limit_s", -1),
+        ("launcher.heartbeat_timeout_s", 5.0),  # no more than one heartbeat period
         ("readiness.canary_max_tokens", 0),
         ("readiness.serve_failures", -1),
         ("readiness.serve_check_s", 0.0),

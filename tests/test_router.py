@@ -313,6 +313,7 @@ class FakeDriver:
         self.plan = SimpleNamespace(readiness=SimpleNamespace(frontend_url=R), attach_to=attach_to)
         self.on_process_healthy: list[Any] = []
         self.on_process_lost: list[Any] = []
+        self.on_process_retired: list[Any] = []
         self.before_stop: list[Any] = []
         self.said: list[str] = []
 
@@ -360,3 +361,35 @@ def test_an_attached_job_registers_with_the_running_router_at_once() -> None:
     driver.on_process_healthy[0](driver, SimpleNamespace(proc=PREFILL_PROC))
     assert http.posts() == [router.registration_payload(PREFILL_PROC)]
     assert driver.state.processes["prefill-0"]["registered"] is True
+
+
+def test_a_worker_removed_by_scale_down_is_deleted_and_gone_from_the_list_before_it_stops() -> None:
+    from types import SimpleNamespace
+
+    prefill_id = "11f7c252-1de5-4b2e-9c8b-f1d2b385fdda"
+    http = FakeHttp({("GET", f"{R}/workers"): [ok(200, WORKERS_EMPTY), ok(200, WORKERS_1P1D),
+                                               ok(200, WORKERS_1P1D), ok(200, WORKERS_EMPTY)],
+                     ("POST", f"{R}/workers"): [ok(202, POST_ACCEPTED)],
+                     ("DELETE", f"{R}/workers/{prefill_id}"): [ok(202, DELETE_ACCEPTED)]})  # fmt: skip
+    driver = FakeDriver(http, attach_to="/runs/r1")
+    router.attach_router_registration(driver)  # type: ignore[arg-type]
+    driver.on_process_healthy[0](driver, SimpleNamespace(proc=PREFILL_PROC))
+    driver.on_process_retired[0](driver, SimpleNamespace(proc=PREFILL_PROC))
+    methods = [m for m, _, _ in http.calls]
+    # DELETE answers 202 (asynchronous): listed twice more, then gone.
+    assert methods == ["GET", "POST", "DELETE", "GET", "GET", "GET"]
+    assert driver.state.processes["prefill-0"]["registered"] is False
+
+
+def test_a_worker_the_router_keeps_listing_after_delete_is_an_error() -> None:
+    from types import SimpleNamespace
+
+    prefill_id = "11f7c252-1de5-4b2e-9c8b-f1d2b385fdda"
+    http = FakeHttp({("GET", f"{R}/workers"): [ok(200, WORKERS_EMPTY), ok(200, WORKERS_1P1D)],
+                     ("POST", f"{R}/workers"): [ok(202, POST_ACCEPTED)],
+                     ("DELETE", f"{R}/workers/{prefill_id}"): [ok(202, DELETE_ACCEPTED)]})  # fmt: skip
+    driver = FakeDriver(http, attach_to="/runs/r1")
+    router.attach_router_registration(driver)  # type: ignore[arg-type]
+    driver.on_process_healthy[0](driver, SimpleNamespace(proc=PREFILL_PROC))
+    with pytest.raises(router.RouterError, match="still lists"):
+        driver.on_process_retired[0](driver, SimpleNamespace(proc=PREFILL_PROC))

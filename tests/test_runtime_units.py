@@ -3,7 +3,6 @@ driver's sequencing with fake side effects (clock, HTTP, processes)."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import signal
 import socket
@@ -295,21 +294,3 @@ def test_serving_health_watch_can_be_disabled(plan_of: Any, tmp_path: Path) -> N
     driver.on_ready.append(hang)
     assert driver.run() == 0  # served 120 fake seconds, then the (patched) wait said stop
     assert hung_url not in http.urls()[calls_at_ready[0] :]  # never probed while serving
-
-
-def test_an_attached_driver_stops_when_its_run_has_ended(plan_of: Any, tmp_path: Path) -> None:
-    """ctl scale: an attached job whose run ended (failed, time limit) has no frontend left."""
-    run_dir, own = tmp_path / "run", tmp_path / "attached"
-    run_dir.mkdir(), own.mkdir()
-    driver, backend = make_driver(plan_of, own, FakeHttp(dict(READY)))
-    driver.plan = dataclasses.replace(driver.plan, attach_to=str(run_dir))
-    StateFile(run_dir).phase("ready")
-
-    def run_fails(d: Driver) -> None:
-        StateFile(run_dir).phase("failed", error="node lost")
-
-    driver.on_ready.append(run_fails)
-    assert driver.run() == 0
-    st = json.loads((own / "state.json").read_text())
-    assert st["phase"] == "done" and st["reason"].startswith("the run it attaches to has ended")
-    assert {name for name, sig in backend.signals if sig == "SIGTERM"} >= {"decode-0"}

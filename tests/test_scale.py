@@ -13,6 +13,7 @@ import pytest
 from orchestrator import ctl
 from orchestrator import scale as scaling
 from orchestrator.api import prepare
+from orchestrator.attached import live_attached
 from orchestrator.effects import HttpResponse
 from orchestrator.errors import InvalidConfig, OrchestratorError
 from orchestrator.frontends.dynamo_attach import CANARIES_PER_WORKER, require_traffic
@@ -134,60 +135,14 @@ def test_invalid_requests_exit_2_before_submitting(tmp_path: Path) -> None:
     assert "already has these workers" in invalid(run_dir, slurm, "decode.workers=1")
 
 
-def removal(run_dir: Path, *items: str) -> list[str]:
-    return [
-        e["job_id"] for e in scaling.jobs_to_remove(run_dir, scaling.parse_request(items).counts)
-    ]
-
-
-def refused(run_dir: Path, *items: str) -> str:
-    with pytest.raises(InvalidConfig) as err:
-        removal(run_dir, *items)
-    return str(err.value)
-
-
-def test_scale_down_removes_whole_attached_jobs_newest_first(tmp_path: Path) -> None:
-    slurm = FakeSlurm()
-    run_dir = started_run(tmp_path, slurm, ETCD)
-    first, _ = scale_up(run_dir, slurm, "decode.workers=2")
-    second, _ = scale_up(run_dir, slurm, "decode.workers=4", "prefill.workers=2")
-    assert removal(run_dir, "decode.workers=2", "prefill.workers=1") == [second]
-    assert removal(run_dir, "decode.workers=1", "prefill.workers=1") == [second, first]
-    assert removal(run_dir, "decode.workers=4") == []  # nothing shrinks: a scale-up (or no-op)
-    assert "workers leave with their whole job" in refused(run_dir, "decode.workers=3")
-    assert "workers leave with their whole job" in refused(run_dir, "decode.workers=1")  # prefill-1
-    assert "separate commands" in refused(run_dir, "decode.workers=2", "prefill.workers=3")
-
-
 def test_an_attached_job_that_ended_holds_no_workers(tmp_path: Path) -> None:
     slurm = FakeSlurm()
     run_dir = started_run(tmp_path, slurm, ETCD)
     _, adir = scale_up(run_dir, slurm, "decode.workers=2")
     StateFile(adir).phase("failed", error="decode-1: healthy, but ...")
-    assert scaling.live_attached(run_dir) == []
+    assert live_attached(run_dir) == []
     _, again = scale_up(run_dir, slurm, "decode.workers=2")
     assert [p.name for p in load_plan(again).processes] == ["decode-1"]
-
-
-def test_the_runs_own_workers_stay_until_stop(tmp_path: Path) -> None:
-    slurm = FakeSlurm()
-    run_dir = started_run(tmp_path, slurm, ETCD, "decode.workers=2")
-    assert "ask for at least decode.workers=2" in refused(run_dir, "decode.workers=1")
-
-
-def test_scale_down_stops_the_job_and_a_later_scale_up_reuses_the_names(tmp_path: Path) -> None:
-    slurm = FakeSlurm()
-    run_dir = started_run(tmp_path, slurm, ETCD)
-    job_id, adir = scale_up(run_dir, slurm, "decode.workers=2")
-    removing = scaling.jobs_to_remove(run_dir, {"decode": 1})
-    assert ctl._scale_down(run_dir, removing, SlurmClient(slurm)) == 0
-    assert [call[-1] for call in slurm.calls_to("scancel")] == [job_id]  # queued: scancel
-    assert StateFile(adir).data["phase"] == "done"
-    assert scaling.live_attached(run_dir) == []
-    text, _ = ctl.status(run_dir, SlurmClient(slurm))
-    assert f"attached: job {job_id} done (removed by scale-down)  decode-1" in text
-    _, again = scale_up(run_dir, slurm, "decode.workers=2")
-    assert again.name == "2" and [p.name for p in load_plan(again).processes] == ["decode-1"]
 
 
 def test_dynamo_runs_must_use_etcd_to_scale(tmp_path: Path) -> None:

@@ -50,6 +50,14 @@ BOUNDS = (
     Bound("cluster.time_limit_min", 1, fix="set cluster.time_limit_min, e.g. 240"),
     Bound("launcher.stop_grace_s", 0, strict=True, fix="set launcher.stop_grace_s=20"),
     Bound("launcher.signal_before_limit_s", 0, fix="set launcher.signal_before_limit_s=120"),
+    # Drivers beat every 5 s (runtime/heartbeat.py): a shorter timeout stops a healthy run's
+    # attached jobs.
+    Bound(
+        "launcher.heartbeat_timeout_s",
+        5,
+        strict=True,
+        fix="set launcher.heartbeat_timeout_s=60 (more than the 5 s heartbeat period)",
+    ),
     Bound("readiness.canary_max_tokens", 1, fix="set readiness.canary_max_tokens=8"),
     Bound("readiness.serve_failures", 0, fix="set readiness.serve_failures=3 (0 disables)"),
     Bound("readiness.serve_check_s", 0, strict=True, fix="set readiness.serve_check_s=30"),

@@ -128,6 +128,7 @@ class LauncherConfig:
     job_name: str = ""  # default: orch-<deployment name>
     stop_grace_s: float = 20.0  # SIGTERM → SIGKILL escalation per tier
     signal_before_limit_s: int = 120  # Slurm sends SIGTERM to the driver this long before the limit
+    heartbeat_timeout_s: float = 60.0  # an attached job stops when its run's driver is silent
 
 
 @dataclass

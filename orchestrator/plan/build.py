@@ -132,7 +132,7 @@ def attached_plan(
         ip_source=cfg.cluster.ip_source, network_interface=cfg.cluster.network_interface,
         stop_grace_s=cfg.launcher.stop_grace_s, prepare=engine.prepare(cfg),
         preflight=preflight_checks(cfg, slots, num_nodes, loads_model=engine.loads_model),
-        attach_to=attach_to,
+        attach_to=attach_to, heartbeat_timeout_s=cfg.launcher.heartbeat_timeout_s,
     )  # fmt: skip
 
 

@@ -205,6 +205,9 @@ class Plan:
     # A worker job of a placement=here run: on a stop signal that no stop request explains
     # (time limit, preemption) it keeps serving this long for its replacement (runtime/hold.py).
     hold_s: float = 0.0
+    # An attached job stops itself when the run's heartbeat is this long unchanged
+    # (orchestrator.runtime.heartbeat; launcher.heartbeat_timeout_s).
+    heartbeat_timeout_s: float = 60.0
 
     def process(self, name: str) -> Process:
         """The process called `name` (KeyError if there is none)."""
@@ -256,7 +259,11 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
         "metrics": asdict(plan.metrics) if plan.metrics else None,
         "preflight": [asdict(c) for c in plan.preflight],
         # Only in attached plans: every other plan.json stays as it was.
-        **({"attach_to": plan.attach_to} if plan.attach_to else {}),
+        **(
+            {"attach_to": plan.attach_to, "heartbeat_timeout_s": plan.heartbeat_timeout_s}
+            if plan.attach_to
+            else {}
+        ),
         **({"serve": _serve_to_dict(plan.serve)} if plan.serve else {}),
         **({"hold_s": plan.hold_s} if plan.hold_s else {}),
     }
@@ -319,4 +326,5 @@ def plan_from_dict(data: Mapping[str, Any]) -> Plan:
         attach_to=data.get("attach_to", ""),
         serve=_serve_from_dict(data.get("serve")),
         hold_s=data.get("hold_s", 0.0),
+        heartbeat_timeout_s=data.get("heartbeat_timeout_s", 60.0),
     )

@@ -21,10 +21,11 @@ from orchestrator.errors import OrchestratorError, ProcessFailed, WorkersNotRead
 from orchestrator.frontends import get_frontend
 from orchestrator.plan.model import TIER_INFRA, Plan, Process
 from orchestrator.runtime import health, restarts
+from orchestrator.runtime.health_watch import HealthWatch
 from orchestrator.runtime.hooks import Hook, ProcessHook, Stopped
-from orchestrator.runtime.processes import Backend, Running, exit_detail, log_tail, stop_tier
+from orchestrator.runtime.processes import Backend, Running, exit_detail, stop_tier
 from orchestrator.runtime.restarts import RestartBook, unit_key
-from orchestrator.runtime.state import StateFile, progress_line, run_ended
+from orchestrator.runtime.state import StateFile, progress_line
 
 # SIGHUP: the terminal of a local run closed (or the login shell of an salloc session ended).
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
@@ -46,7 +47,7 @@ class Driver:
         self.running: dict[str, Running] = {}
         self.healthy: set[str] = set()
         self.deadline: float | None = None  # readiness deadline, set when starting
-        self.misses: dict[str, int] = {}  # consecutive failed health checks while serving
+        self.health_watch = HealthWatch(plan, http, backend, state, say)  # hung, not exited
         self.stop_event = threading.Event()
         self.stop_reason = ""
         self.last_detail = ""  # why the last readiness check failed (for the timeout message)
@@ -56,6 +57,7 @@ class Driver:
         self.last_progress = ""
         self.on_process_healthy: list[ProcessHook] = []  # e.g. register a worker with the router
         self.on_process_lost: list[ProcessHook] = []  # exited, to be restarted (router: DELETE)
+        self.on_process_retired: list[ProcessHook] = []  # scale-down: deregister before the stop
         self.on_workers_healthy: list[Hook] = []  # every probed process is healthy
         self.on_ready: list[Hook] = []  # e.g. the benchmark; may call request_stop()
         self.before_stop: list[Hook] = []  # e.g. router deregistration
@@ -203,6 +205,17 @@ class Driver:
         """Restarts decided at or after clock time `t`, e.g. ['decode-0 exited with code -9']."""
         return self.book.since(t)
 
+    def retire(self, names: list[str]) -> list[Running]:
+        """Take processes out of supervision for good (scale-down, runtime/retire.py): never
+        restarted, not a failure; the caller stops them. Returns those that were supervised."""
+        out = [self.running.pop(n) for n in names if n in self.running]
+        for running in out:
+            self.healthy.discard(running.proc.name)
+            self.book.pending.pop(unit_key(running.proc), None)
+        if any(n in self.degraded for n in names):
+            self._set_degraded([n for n in self.degraded if n not in names])
+        return out
+
     def _supervise(self) -> None:
         """One serving tick: exits, due restarts, health of restarted processes, progress."""
         self._check_alive()
@@ -266,7 +279,7 @@ class Driver:
         self.backend.signal(members, signal.SIGKILL)
         for r in members:
             self.healthy.discard(r.proc.name)
-            self.misses.pop(r.proc.name, None)
+            self.health_watch.misses.pop(r.proc.name, None)
             old = self.state.data["processes"].get(r.proc.name, {}).get("restarts", [])
             entry = restarts.restart_entry(r, cause=cause.name, exited=r is running)
             self.state.process(r.proc.name, state="restarting", restarts=[*old, entry])
@@ -311,48 +324,15 @@ class Driver:
         while not self.clock.wait(self.stop_event, r.interval_s) and not self._stop_file_seen():
             self._supervise()
             if r.serve_failures and self.clock.now() >= next_check:
-                self._watch_health()
+                self.health_watch.check(self.running, self.degraded)
                 next_check = self.clock.now() + r.serve_check_s
         raise Stopped()
-
-    def _watch_health(self) -> None:
-        """Exits are caught at once; this catches processes that hang without exiting."""
-        for name, running in self.running.items():
-            probe = running.proc.health
-            if probe is None or name in self.degraded:
-                continue
-            # An answer must come within the check interval (capped: SGLang's own /health runs a
-            # 1-token generation and gives up after 20 s).
-            timeout = max(1.0, min(10.0, self.plan.readiness.serve_check_s))
-            verdict = health.probe(
-                self.http, probe.url, expect=probe.expect_status, timeout=timeout
-            )
-            misses = 0 if verdict.ok else self.misses.get(name, 0) + 1
-            self.misses[name] = misses
-            if misses >= self.plan.readiness.serve_failures:
-                proc = running.proc
-                if proc.restart.mode != "never" and running.poll() is None:
-                    # Hung, not exited: kill it; the next tick sees the exit and restarts it.
-                    self.say(
-                        f"{name} failed {misses} health checks in a row ({verdict.detail}); killing it"
-                    )
-                    self.backend.signal([running], signal.SIGKILL)
-                    continue
-                self.state.process(name, state="unhealthy", last_check=verdict.detail)
-                raise ProcessFailed(
-                    f"{name} ({proc.role}) on {running.host} (node {proc.node_index}) failed {misses} "
-                    f"health checks in a row while serving (last: {verdict.detail}); last 50 lines of "
-                    f"{running.log}:\n{log_tail(running.log)}"
-                )
 
     def _stop_file_seen(self) -> bool:
         """`ctl stop` leaves a file in the run directory: it reaches the driver wherever it runs
         (batch step, salloc shell on a login node, local), with or without signal delivery."""
         if (self.run_dir / STOP_FILE).exists():
             self.request_stop("stop requested (ctl stop)")
-            return True
-        if self.plan.attach_to and run_ended(Path(self.plan.attach_to)):  # its frontend is gone
-            self.request_stop(f"the run it attaches to has ended ({self.plan.attach_to})")
             return True
         return False
 

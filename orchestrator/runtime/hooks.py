@@ -32,6 +32,7 @@ class DriverView(Protocol):
     stop_reason: str
     on_process_healthy: list[ProcessHook]  # a process's own health passed
     on_process_lost: list[ProcessHook]  # a process exited and will be restarted in place
+    on_process_retired: list[ProcessHook]  # scale-down removes it: deregister, then it stops
     on_workers_healthy: list[Hook]  # every probed process is healthy
     on_ready: list[Hook]  # the deployment is ready (e.g. the benchmark); may request a stop
     before_stop: list[Hook]  # teardown begins (e.g. deregistration)
@@ -44,6 +45,10 @@ class DriverView(Protocol):
     def check_alive(self) -> None:
         """Supervise while a hook runs: restart what exited by policy; raise `ProcessFailed`
         when a process exited for good, `Stopped` on a stop request."""
+        ...
+
+    def retire(self, names: list[str]) -> list[Running]:
+        """Take processes out of supervision for good (scale-down); the caller stops them."""
         ...
 
     def restarts_since(self, t: float) -> list[str]:

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 WORKER_TYPES: Mapping[str, str] = {"prefill": "prefill", "decode": "decode", "worker": "regular"}
 RETRY_BUDGET_S = 30.0  # connection errors only; the router normally answers within a second
 REQUEST_TIMEOUT_S = 5.0
+DEREGISTER_WAIT_S = 10.0  # the router drops a deleted worker within a second on the testbed
 
 
 @dataclass(frozen=True, slots=True)
@@ -280,6 +281,23 @@ class RouterHooks:
         if problem:
             d.say(f"warning: could not remove the router entry of {problem}")
 
+    def on_retired(self, d: DriverView, running: Running) -> None:
+        """Scale-down: DELETE the worker, then wait until the router no longer lists it (DELETE
+        answers 202 and removes it asynchronously); only then is the worker stopped."""
+        proc = running.proc
+        self.pending.pop(proc.name, None)
+        worker_id = self.registrar.ids.get(proc.name)
+        problem = self.registrar.forget(proc.name)
+        d.state.process(proc.name, registered=False)
+        if problem:
+            raise RouterError(f"deregistration failed: {problem}")
+        deadline = d.clock.now() + DEREGISTER_WAIT_S
+        while worker_id and any(w.id == worker_id for w in self.registrar.client.list_workers()):
+            if d.clock.now() >= deadline:
+                raise RouterError(f"the router still lists {proc.url} {DEREGISTER_WAIT_S:g} s "
+                                  f"after DELETE /workers/{worker_id}")  # fmt: skip
+            d.clock.sleep(0.1)
+
     def before_stop(self, d: DriverView) -> None:
         """Deregister every worker we registered."""
         names = list(self.registrar.ids)
@@ -296,4 +314,5 @@ def attach_router_registration(driver: DriverView) -> None:
     hooks = RouterHooks(driver)
     driver.on_process_healthy.append(hooks.on_healthy)
     driver.on_process_lost.append(hooks.on_lost)
+    driver.on_process_retired.append(hooks.on_retired)
     driver.before_stop.append(hooks.before_stop)

@@ -26,14 +26,18 @@ from orchestrator.plan.model import Plan, plan_from_dict, plan_to_dict
 from orchestrator.plan.placeholders import Bindings, bind_plan, shift_port
 from orchestrator.plan.ports import port_offset_for_job
 from orchestrator.runtime import nodes, preflight
+from orchestrator.runtime.attached_watch import attach_attached_watch
 from orchestrator.runtime.attempts import begin_attempt
 from orchestrator.runtime.driver import Driver, default_say
 from orchestrator.runtime.fingerprint import start_fingerprint
+from orchestrator.runtime.heartbeat import attach_heartbeat
 from orchestrator.runtime.hold import attach_hold
 from orchestrator.runtime.processes import Backend, LocalBackend, SrunBackend
+from orchestrator.runtime.retire import attach_retire
 from orchestrator.runtime.rollover import attach_rollover
 from orchestrator.runtime.scrape import attach_metrics
 from orchestrator.runtime.state import StateFile, write_json_atomic
+from orchestrator.slurm.client import SlurmClient
 
 
 @dataclass(frozen=True)
@@ -248,6 +252,9 @@ def run_driver(run_dir: Path, env: Mapping[str, str] | None = None) -> int:
                     clock=SystemClock(), state=state, say=say)  # fmt: skip
     driver.install_signal_handlers()
     attach_hold(driver)  # a worker job of a placement=here run: Slurm's stop signals are held
+    attach_heartbeat(driver)  # an attached job stops itself when its run's driver is gone
+    attach_attached_watch(driver, SlurmClient(SubprocessRunner()))  # ctl scale's jobs
+    attach_retire(driver)  # ctl scale down: single workers
     get_frontend(bound.readiness.frontend_kind).attach(driver)
     attach_metrics(driver, bound.metrics)  # before the benchmark: it scrapes the benchmark too
     attach_benchmark(driver, bound.benchmark)

@@ -86,7 +86,7 @@ def progress_line(state: dict[str, Any]) -> str:
     """`starting: frontend 1/1 prefill 0/2 decode 2/2` from the per-process entries."""
     counts: dict[str, list[int]] = {}
     for entry in state.get("processes", {}).values():
-        if not entry.get("probed"):
+        if not entry.get("probed") or entry.get("state") == "removed":  # scale-down: gone
             continue
         have_want = counts.setdefault(entry.get("role", "?"), [0, 0])
         have_want[1] += 1

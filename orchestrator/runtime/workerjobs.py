@@ -63,7 +63,13 @@ def copy_of(entry: Mapping[str, Any]) -> tuple[Plan, dict[str, Any]]:
     adir = Path(entry["run_dir"])
     plan = plan_from_dict(json.loads((adir / "plan.json").read_text()))
     request = json.loads((adir / "launch.json").read_text())["request"]
-    return plan, unbind(request, str(adir))
+    # Its gate counts its own workers: the run's total may have changed since (ctl scale), and
+    # each worker must join the frontend by itself (frontends/dynamo_attach, router_attach).
+    own: dict[str, int] = {}
+    for role, n in _groups(plan).items():
+        own["worker" if role == "aggregated" else role] = n
+    readiness = dataclasses.replace(plan.readiness, expected=own)
+    return dataclasses.replace(plan, readiness=readiness), unbind(request, str(adir))
 
 
 def unbind(request: Mapping[str, Any], run_dir: str) -> dict[str, Any]:

@@ -1,0 +1,148 @@
+"""Scale-down of single workers: the driver holding them takes the request from its run directory
+(orchestrator.runtime.retire), deregisters and stops them, marks them removed (never restarted, no
+failure); an attached job with no workers left ends. And `ctl scale` picks them newest first
+(orchestrator.scale_down)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from orchestrator import scale_down
+from orchestrator.errors import InvalidConfig
+from orchestrator.runtime.driver import Driver
+from orchestrator.runtime.retire import RETIRE_FILE, attach_retire, request_retire
+from orchestrator.runtime.state import StateFile, progress_line
+from tests.fake_slurm import FakeSlurm
+from tests.fakes import FakeHttp
+from tests.test_runtime_units import READY, make_driver
+from tests.test_scale import ETCD, scale_up, started_run
+
+
+def serve_until(driver: Driver, t: float, *, at: float, names: list[str]) -> None:
+    """Once ready: ask for the removal of `names` at clock time `at`, stop at `t`."""
+
+    def ready(d: Driver) -> None:
+        def wait(_event: threading.Event, s: float) -> bool:
+            d.clock.sleep(s)
+            if d.clock.now() >= at and not (d.run_dir / "asked").exists():
+                (d.run_dir / "asked").touch()
+                request_retire(d.run_dir, names)
+            return d.stop_event.is_set() or d.clock.now() > t
+
+        d.clock.wait = wait  # type: ignore[method-assign]
+
+    driver.on_ready.append(ready)
+
+
+def test_a_removed_worker_is_deregistered_stopped_and_never_restarted(
+    plan_of: Any, tmp_path: Path
+) -> None:
+    driver, backend = make_driver(plan_of, tmp_path, FakeHttp(dict(READY)), "decode.workers=2")
+    attach_retire(driver)
+    retired: list[str] = []
+    driver.on_process_retired.append(lambda _d, r: retired.append(r.proc.name))
+    serve_until(driver, 60, at=10, names=["decode-1"])
+    assert driver.run() == 0  # served on with the rest, stopped at 60: no failure
+    st = json.loads((tmp_path / "state.json").read_text())
+    assert st["processes"]["decode-1"]["state"] == "removed" and st["reason"] != ""
+    assert retired == ["decode-1"]  # deregistered (router: DELETE) before the stop
+    assert backend.signals.count(("decode-1", "SIGTERM")) == 1  # not again at teardown
+    assert backend.started.count("decode-1") == 1  # its exit was no crash: no restart
+    assert st["processes"]["decode-0"]["state"] == "stopped"
+    assert not (tmp_path / RETIRE_FILE).exists()
+    removed = {"decode-0": {"probed": True, "role": "decode", "state": "healthy"},
+               "decode-1": {"probed": True, "role": "decode", "state": "removed"}}  # fmt: skip
+    assert progress_line({"phase": "ready", "processes": removed}) == "ready: decode 1/1"
+
+
+def test_an_attached_job_with_no_workers_left_ends(plan_of: Any, tmp_path: Path) -> None:
+    run_dir, own = tmp_path / "run", tmp_path / "attached"
+    run_dir.mkdir(), own.mkdir()
+    StateFile(run_dir).phase("ready")
+    driver, _ = make_driver(plan_of, own, FakeHttp(dict(READY)))
+    driver.plan = dataclasses.replace(driver.plan, attach_to=str(run_dir))
+    attach_retire(driver)
+    serve_until(driver, 600, at=10, names=["decode-0", "prefill-0"])
+    assert driver.run() == 0
+    st = json.loads((own / "state.json").read_text())
+    assert st["phase"] == "done" and st["reason"] == "every worker removed by scale-down"
+    assert driver.clock.now() < 600  # ended at once, not at the end of its time
+
+
+def removal(run_dir: Path, **counts: int) -> list[tuple[str, tuple[str, ...], bool]]:
+    return [(r.holder.job_id, r.workers, r.whole)
+            for r in scale_down.plan_removal(run_dir, counts)]  # fmt: skip
+
+
+def test_scale_down_removes_single_workers_newest_first(tmp_path: Path) -> None:
+    slurm = FakeSlurm()
+    run_dir = started_run(tmp_path, slurm, ETCD)
+    first, adir = scale_up(run_dir, slurm, "decode.workers=2")
+    second, bdir = scale_up(run_dir, slurm, "decode.workers=4", "prefill.workers=2")
+    StateFile(bdir).phase("starting")
+    with pytest.raises(InvalidConfig, match="not serving yet"):  # its driver waits for all
+        removal(run_dir, decode=3)
+    for d in (adir, bdir):
+        StateFile(d).phase("ready")
+    assert removal(run_dir, decode=3) == [(second, ("decode-3",), False)]
+    assert removal(run_dir, decode=2, prefill=1) == [
+        (second, ("decode-3", "decode-2", "prefill-1"), True)
+    ]
+    assert removal(run_dir, decode=1) == [(second, ("decode-3", "decode-2"), False),
+                                          (first, ("decode-1",), True)]  # fmt: skip
+    assert removal(run_dir, decode=4) == []  # nothing shrinks: a scale-up (or no-op)
+    with pytest.raises(InvalidConfig, match="separate commands"):
+        removal(run_dir, decode=2, prefill=3)
+
+
+def test_the_runs_own_workers_go_last_and_removed_ones_do_not_count(tmp_path: Path) -> None:
+    slurm = FakeSlurm()
+    run_dir = started_run(tmp_path, slurm, ETCD, "decode.workers=2")
+    run_job = StateFile(run_dir).data["job_id"]
+    assert removal(run_dir, decode=1) == [(run_job, ("decode-1",), False)]
+    StateFile(run_dir).process("decode-1", state="removed")
+    assert scale_down.current_counts(run_dir) == {"prefill": 1, "decode": 1}
+    _, adir = scale_up(run_dir, slurm, "decode.workers=2")  # the name is free again
+    assert json.loads((adir / "plan.json").read_text())["processes"][0]["name"] == "decode-1"
+
+
+def fake_driver_of(adir: Path, phase: str) -> threading.Thread:
+    """The attached job's driver, as far as ctl sees it: takes the request, records removals."""
+
+    def run() -> None:
+        deadline = time.monotonic() + 10
+        while not (adir / RETIRE_FILE).exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        state = StateFile(adir)
+        for name in json.loads((adir / RETIRE_FILE).read_text())["workers"]:
+            state.process(name, state="removed")
+        (adir / RETIRE_FILE).unlink()
+        if phase:
+            state.phase(phase, reason="every worker removed by scale-down")
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread
+
+
+def test_ctl_waits_for_the_removal_and_says_what_was_removed(tmp_path: Path) -> None:
+    slurm = FakeSlurm()
+    run_dir = started_run(tmp_path, slurm, ETCD)
+    job_id, adir = scale_up(run_dir, slurm, "decode.workers=2")
+    StateFile(adir).phase("ready")
+    removals = scale_down.plan_removal(run_dir, {"decode": 1})
+    driver = fake_driver_of(adir, "done")
+    (line,) = scale_down.remove(run_dir, removals)
+    driver.join()
+    assert line.startswith(f"removed decode-1 (attached job {job_id}) in ")
+    assert line.endswith("; the job ended: done")
+    assert scale_down.live_attached(run_dir) == []  # marked removed: not reported as lost
+    _, again = scale_up(run_dir, slurm, "decode.workers=2")
+    assert again.name == "2"
