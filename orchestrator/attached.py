@@ -6,7 +6,7 @@ from __future__ import annotations
 import fcntl
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -77,16 +77,28 @@ def attached_lines(run_dir: Path, client: SlurmClient | None = None) -> list[str
         phase = state.get("phase", "")
         job = slurm.get(entry["job_id"])
         if entry.get("removed_at"):
-            phase += " (removed by scale-down)"
+            phase += f" ({_why_removed(entry, entries)})"
         elif job is not None and job.ended:
             phase = f"ended ({job.state}; its driver: {phase or 'nothing'})"
-        lines.append(f"attached: job {entry['job_id']} {phase}  "
+        generation = f" generation {entry['generation']}" if entry.get("generation") else ""
+        lines.append(f"attached: job {entry['job_id']}{generation} {phase}  "
                      f"{', '.join(entry['workers'])}  ({adir})")  # fmt: skip
+        if entry.get("removed_at") and entry.get("generation"):
+            continue  # a rolled-over job: one line (days of serving leave many)
         gpus = bound_gpus(adir)
         for name, proc in state.get("processes", {}).items():
             lines.append(f"    {name:<16} {proc.get('role', ''):<8} {proc.get('host', '?')}  "
                          f"gpus {gpus.get(name, '?')}  {proc.get('state', '')}")  # fmt: skip
     return lines
+
+
+def _why_removed(entry: Mapping[str, Any], entries: Sequence[Mapping[str, Any]]) -> str:
+    """Why a listed job holds no workers: a scale-down, or (placement=here) a drain or a loss."""
+    if not entry.get("generation"):
+        return "removed by scale-down"
+    successor = next((e["job_id"] for e in entries if e.get("replaces") == entry["job_id"]), "")
+    how = "drained" if entry.get("drain_at") else f"lost: {entry.get('ended', '?')}"
+    return how + (f", replaced by job {successor}" if successor else "")
 
 
 def bound_gpus(adir: Path) -> dict[str, str]:

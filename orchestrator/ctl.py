@@ -19,6 +19,7 @@ from orchestrator import attached as attachments
 from orchestrator import ctl_see as see
 from orchestrator.effects import SubprocessRunner
 from orchestrator.errors import OrchestratorError
+from orchestrator.launchers.requests import ON_THIS_HOST
 from orchestrator.launchers.rundir import read_launch
 from orchestrator.runtime.driver import STOP_FILE
 from orchestrator.runtime.processes import log_tail
@@ -41,7 +42,7 @@ def run_view(run_dir: Path, client: SlurmClient | None = None) -> tuple[RunView,
     state, launcher = read_state(run_dir), read_launch(run_dir).get("launcher")
     job_id = str(state.get("job_id") or "")
     job = (client or _client()).state(job_id) if launcher in SLURM_LAUNCHERS and job_id else None
-    return reconcile(state, job, driver_alive(state) if launcher == "local" else None), state
+    return reconcile(state, job, driver_alive(state) if launcher in ON_THIS_HOST else None), state
 
 
 def status(run_dir: Path, client: SlurmClient | None = None) -> tuple[str, int]:

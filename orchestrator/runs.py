@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from orchestrator.launchers.requests import ON_THIS_HOST
 from orchestrator.runtime.reconcile import RunView, driver_alive, reconcile
 from orchestrator.runtime.state import read_state
 from orchestrator.slurm.client import SlurmClient
@@ -60,7 +61,7 @@ def load_runs(paths: Sequence[Path], client: SlurmClient | None) -> list[Run]:
     for path, launch, state in raw:
         job_id = str(state.get("job_id") or "")
         job = jobs.get(job_id) if launch.get("launcher") in SLURM_LAUNCHERS and job_id else None
-        alive = driver_alive(state) if launch.get("launcher") == "local" else None
+        alive = driver_alive(state) if launch.get("launcher") in ON_THIS_HOST else None
         runs.append(Run(path, launch, state, reconcile(state, job, alive)))
     return runs
 

@@ -81,6 +81,9 @@ def test_the_plan_runs_the_head_here_and_points_the_worker_job_at_it() -> None:
     assert (
         plan_from_dict(json.loads(json.dumps(plan_to_dict(plan)))) == plan
     )  # plan.json round trip
+    short = prepare([*MOCKER, "launcher.heartbeat_timeout_s=8"], SLURM).plan
+    again = plan_from_dict(json.loads(json.dumps(plan_to_dict(short))))
+    assert again.serve is not None and again.serve.workers.heartbeat_timeout_s == 8.0
 
 
 def test_router_worker_jobs_register_with_this_hosts_router() -> None:

@@ -60,6 +60,7 @@ class LocalRequest:
 LaunchRequest = SbatchRequest | SubmititRequest | LocalRequest
 # frontend.placement=here: the driver runs on this host, detached; it submits the worker jobs.
 HERE = "here"
+ON_THIS_HOST = ("local", HERE)  # launchers whose driver is a process of this host
 
 
 def driver_argv(python: str, run_dir: str = RUN_DIR) -> tuple[str, ...]:

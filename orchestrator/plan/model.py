@@ -270,7 +270,12 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
 
 
 def _serve_to_dict(serve: ServePlan) -> dict[str, Any]:
-    return {**asdict(serve), "workers": plan_to_dict(serve.workers), "request": dict(serve.request)}
+    # The worker plan is attached only per job (attach_to set then): keep its heartbeat here.
+    workers = {
+        **plan_to_dict(serve.workers),
+        "heartbeat_timeout_s": serve.workers.heartbeat_timeout_s,
+    }
+    return {**asdict(serve), "workers": workers, "request": dict(serve.request)}
 
 
 def _serve_from_dict(raw: Mapping[str, Any] | None) -> ServePlan | None:

@@ -69,6 +69,7 @@ class RunWatch:
         reason = self.gone(now)
         if reason:
             d.say(reason)
+            d.state.update(run_gone=reason)  # its frontend went with it: no deregistration
             d.request_stop(reason)
 
     def gone(self, now: float) -> str:

@@ -73,8 +73,9 @@ class LocalBackend:
     dies with the driver (parent-death signal) and a watchdog (`reaper.py`) kills their groups
     when the driver's end of its pipe closes, however the driver ended."""
 
-    def __init__(self) -> None:
+    def __init__(self, host: str = "localhost") -> None:
         self._reaper: subprocess.Popen[str] | None = None
+        self.host = host  # as status shows it (frontend.placement=here: this host's name)
 
     def _watch(self, pgid: int, log: Path, sign: str = "+") -> None:
         if self._reaper is None:
@@ -103,7 +104,7 @@ class LocalBackend:
         finally:
             os.close(fd)
         self._watch(popen.pid, log)
-        return Running(proc=proc, popen=popen, log=log, host="localhost")
+        return Running(proc=proc, popen=popen, log=log, host=self.host)
 
     def signal(self, running: Sequence[Running], sig: signal.Signals) -> None:
         """Signal each process group."""

@@ -299,7 +299,10 @@ class RouterHooks:
             d.clock.sleep(0.1)
 
     def before_stop(self, d: DriverView) -> None:
-        """Deregister every worker we registered."""
+        """Deregister every worker we registered (not when the run's router is gone with its
+        run: runtime/heartbeat.py; each call would retry for RETRY_BUDGET_S)."""
+        if d.state.data.get("run_gone"):
+            return
         names = list(self.registrar.ids)
         problems = self.registrar.deregister_all()
         for name in names:

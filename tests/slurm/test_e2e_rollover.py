@@ -7,6 +7,8 @@ A worker job that is scancelled is replaced at once. `ctl stop` leaves nothing a
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import threading
 from collections.abc import Callable, Iterator
@@ -168,6 +170,7 @@ def test_router_rolls_over_twice_without_a_failed_request(here_run: Path, tmp_pa
     port = e2e.free_port()
     proc = e2e.cli([*HERE, "frontend=sglang_router", "engine=sglang", f"engine.python={DOUBLE}",
                     f"+engine.env.SGLANG_DOUBLE_RECORD={record}", f"frontend.http_port={port}",
+                    "launcher.heartbeat_timeout_s=8",
                     f"run_dir={here_run}"])  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     url = e2e.state(here_run)["frontend_url"]
@@ -188,7 +191,17 @@ def test_router_rolls_over_twice_without_a_failed_request(here_run: Path, tmp_pa
     assert all(by_port.get(p, 0) > 0 for p in ports), (ports, by_port)
     print(json.dumps({"requests": len(loop.results), "failed": 0,
                       "served_per_generation": [by_port.get(p) for p in ports]}))  # fmt: skip
-    stop_and_check_nothing_left(here_run)
+
+    # The driver here killed (SIGKILL: no teardown): the reaper ends the router, and the worker
+    # job stops by itself once the run's heartbeat is older than launcher.heartbeat_timeout_s.
+    jobs = [e["job_id"] for e in attached(here_run)]
+    os.kill(int(e2e.state(here_run)["driver_pid"]), signal.SIGKILL)
+    e2e.wait_for(lambda: e2e.nothing_left(here_run), timeout=60, what="no process of the run left")
+    for job in jobs:
+        e2e.wait_for(lambda j=job: e2e.job_state(j) in ("COMPLETED", "CANCELLED"), timeout=30,  # type: ignore[misc]
+                     what=f"job {job} ended in sacct")  # fmt: skip
+    status = e2e.ctl("status", str(here_run))
+    assert "lost" in status.stdout, status.stdout  # the driver is gone: status says so
 
 
 def test_smg_here_registers_the_worker_jobs_with_its_admin_key(
