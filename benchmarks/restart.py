@@ -28,7 +28,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -38,6 +37,7 @@ import requests
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from benchmarks.loadgen import Load, wait  # noqa: E402  (after the sys.path insert)
 from tests.e2e import engine_processes, nothing_left, state  # noqa: E402
 
 MODEL = "openai/gpt-oss-120b"
@@ -56,51 +56,6 @@ def iso_to_epoch(text: str) -> float:
     """state.json's `2026-12-02T01:28:07.897Z` -> seconds since the epoch."""
     base, _, ms = text.rstrip("Z").partition(".")
     return calendar.timegm(time.strptime(base, "%Y-%m-%dT%H:%M:%S")) + int(ms or 0) / 1000
-
-
-class Load:
-    """`clients` threads, each sending one chat completion at a time until stopped."""
-
-    def __init__(self, url: str, clients: int) -> None:
-        self.url, self.stop = url, threading.Event()
-        self.done: list[tuple[float, float, bool]] = []  # (sent, answered, ok)
-        self.threads = [threading.Thread(target=self._loop, daemon=True) for _ in range(clients)]
-
-    def _loop(self) -> None:
-        session = requests.Session()
-        session.trust_env = False
-        body = {"model": MODEL, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 8}
-        while not self.stop.is_set():
-            t0 = time.time()
-            try:
-                ok = (
-                    session.post(
-                        f"{self.url}/v1/chat/completions", json=body, timeout=30
-                    ).status_code
-                    == 200
-                )
-            except requests.RequestException:
-                ok = False
-            self.done.append((t0, time.time(), ok))
-
-    def __enter__(self) -> Load:
-        for t in self.threads:
-            t.start()
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self.stop.set()
-        for t in self.threads:
-            t.join(timeout=40)
-
-
-def wait(check: Any, timeout: float, what: str, interval: float = 0.01) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (value := check()):
-        if time.monotonic() > deadline:
-            raise SystemExit(f"timed out waiting for {what}")
-        time.sleep(interval)
-    return value
 
 
 def launch(frontend: str, run_dir: Path) -> None:
@@ -144,13 +99,13 @@ def one_run(frontend: str, clients: int) -> dict[str, Any]:
             "healthy_to_registered_s": registered - entry["healthy_at"] if registered else 0.0,
             "kill_to_counted_s": counted - killed,
             "requests_after_kill": len(after),
-            "failed": sum(1 for *_, ok in after if not ok),
+            "failed": sum(1 for *_, why in after if why),
             # Failed requests sent once the restarted worker was healthy (its rejoin).
             "failed_after_healthy": sum(1 for t, _, ok in after if not ok and t >= healthy),
             "in_flight_at_kill": in_flight,
             "failed_in_flight": sum(1 for t, _, ok in after if not ok and t < killed),
             # When each failed request was sent, relative to the kill and to healthy again.
-            "failures_sent_at_s": ",".join(f"{t - killed:+.2f}" for t, _, ok in after if not ok),
+            "failures_sent_at_s": ",".join(f"{t - killed:+.2f}" for t, _, why in after if why),
             "healthy_at_s": healthy - killed,
         }
     finally:

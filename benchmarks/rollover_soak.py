@@ -33,23 +33,23 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import requests
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from benchmarks.loadgen import Load, wait  # noqa: E402  (after the sys.path insert)
 from tests.e2e import nothing_left, state  # noqa: E402  (after the sys.path insert)
 
-T = TypeVar("T")
-MODEL = "openai/gpt-oss-120b"
 HOST = "10.77.0.1"  # the testbed bridge: the address the compute nodes reach this host on
 COMMON = ["+model=gpt_oss_120b", "cluster=testbed", "frontend.placement=here", f"frontend.host={HOST}",
           "serve.rollover=true", "cluster.time_limit_min=2", "serve.rollover_lead_min=1.5",
-          "launcher.signal_before_limit_s=15", "readiness.timeout_s=60", "launcher=submitit"]  # fmt: skip
+          "launcher.signal_before_limit_s=30", "serve.signal_hold_s=20", "readiness.timeout_s=60",
+          "launcher=submitit"]  # fmt: skip
 DOUBLE = REPO / "tests" / "doubles" / "sglang_test_double.py"
 SETUPS = {
     "dynamo": ["engine=mocker", "frontend.discovery=etcd"],
@@ -57,55 +57,6 @@ SETUPS = {
 }
 SESSION = requests.Session()
 SESSION.trust_env = False  # testbed addresses: never through a proxy
-
-
-def wait(check: Callable[[], T | None], timeout: float, what: str, interval: float = 0.5) -> T:
-    """Poll `check` until it returns something truthy (SystemExit after `timeout` s)."""
-    deadline = time.monotonic() + timeout
-    while not (value := check()):
-        if time.monotonic() > deadline:
-            raise SystemExit(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(interval)
-    return value
-
-
-class Load:
-    """`clients` threads, each sending one chat completion at a time until stopped."""
-
-    def __init__(self, url: str, clients: int) -> None:
-        self.url, self.stop = url, threading.Event()
-        self.done: list[tuple[float, float, str]] = []  # (sent, answered, "" or why it failed)
-        self.threads = [threading.Thread(target=self._loop, daemon=True) for _ in range(clients)]
-
-    def _loop(self) -> None:
-        session = requests.Session()
-        session.trust_env = False
-        body = {"model": MODEL, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 8}
-        while not self.stop.is_set():
-            t0 = time.time()
-            try:
-                resp = session.post(f"{self.url}/v1/chat/completions", json=body, timeout=30)
-                why = (
-                    "" if resp.status_code == 200 else f"HTTP {resp.status_code}: {resp.text[:120]}"
-                )
-            except requests.RequestException as exc:
-                why = f"{type(exc).__name__}: {exc}"[:160]
-            self.done.append((t0, time.time(), why))
-
-    def window(self, start: float, end: float) -> tuple[int, list[str]]:
-        """Requests sent in [start, end): how many, and why the failed ones failed."""
-        inside = [d for d in list(self.done) if start <= d[0] < end]
-        return len(inside), [why for *_, why in inside if why]
-
-    def __enter__(self) -> Load:
-        for t in self.threads:
-            t.start()
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self.stop.set()
-        for t in self.threads:
-            t.join(timeout=40)
 
 
 def attached(run_dir: Path) -> list[dict[str, Any]]:

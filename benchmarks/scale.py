@@ -38,21 +38,19 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import requests
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from benchmarks.loadgen import Load, wait  # noqa: E402  (after the sys.path insert)
 from orchestrator.effects import SubprocessRunner  # noqa: E402  (after the sys.path insert)
 from orchestrator.slurm.client import SlurmClient  # noqa: E402
 from tests.e2e import engine_processes, nothing_left, state  # noqa: E402
 
-T = TypeVar("T")
-MODEL = "openai/gpt-oss-120b"
 COMMON = ["+model=gpt_oss_120b", "cluster=testbed", "readiness.timeout_s=120",
           "cluster.time_limit_min=15", "launcher=submitit"]  # fmt: skip
 DOUBLE = REPO / "tests" / "doubles" / "sglang_test_double.py"
@@ -75,55 +73,6 @@ SERVE_REQUESTS = 10  # loop requests between the scale-up and the scale-down, at
 SESSION = requests.Session()
 SESSION.trust_env = False  # testbed addresses: never through a proxy
 SLURM = SlurmClient(SubprocessRunner())
-
-
-def wait(check: Callable[[], T | None], timeout: float, what: str, interval: float = 0.01) -> T:
-    """Poll `check` until it returns something truthy (SystemExit after `timeout` s)."""
-    deadline = time.monotonic() + timeout
-    while not (value := check()):
-        if time.monotonic() > deadline:
-            raise SystemExit(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(interval)
-    return value
-
-
-class Load:
-    """`clients` threads, each sending one chat completion at a time until stopped."""
-
-    def __init__(self, url: str, clients: int) -> None:
-        self.url, self.stop = url, threading.Event()
-        self.done: list[tuple[float, float, str]] = []  # (sent, answered, "" or why it failed)
-        self.threads = [threading.Thread(target=self._loop, daemon=True) for _ in range(clients)]
-
-    def _loop(self) -> None:
-        session = requests.Session()
-        session.trust_env = False
-        body = {"model": MODEL, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 8}
-        while not self.stop.is_set():
-            t0 = time.time()
-            try:
-                resp = session.post(f"{self.url}/v1/chat/completions", json=body, timeout=30)
-                why = (
-                    "" if resp.status_code == 200 else f"HTTP {resp.status_code}: {resp.text[:120]}"
-                )
-            except requests.RequestException as exc:
-                why = f"{type(exc).__name__}: {exc}"[:160]
-            self.done.append((t0, time.time(), why))
-
-    def window(self, start: float, end: float) -> tuple[int, list[str]]:
-        """Requests sent in [start, end): how many, and why the failed ones failed."""
-        inside = [d for d in list(self.done) if start <= d[0] < end]
-        return len(inside), [why for *_, why in inside if why]
-
-    def __enter__(self) -> Load:
-        for t in self.threads:
-            t.start()
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self.stop.set()
-        for t in self.threads:
-            t.join(timeout=40)
 
 
 def ctl(*args: str) -> subprocess.CompletedProcess[str]:

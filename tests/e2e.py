@@ -11,8 +11,10 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -172,3 +174,25 @@ def submit_output(proc: subprocess.CompletedProcess[str]) -> tuple[str, Path]:
         f"stdout should be the job id and run dir, got {proc.stdout!r}; stderr: {proc.stderr}"
     )
     return lines[0], Path(lines[1])
+
+
+@contextmanager
+def request_loop(url: str, model: str) -> Iterator[list[str]]:
+    """Chats through `url`, one after another, until the block ends: 'ok' or why it failed."""
+    results: list[str] = []
+    done = threading.Event()
+
+    def loop() -> None:
+        while not done.is_set():
+            try:
+                results.append("ok" if chat(url, model).strip() else "empty")
+            except (AssertionError, requests.RequestException, ValueError, KeyError) as exc:
+                results.append(f"failed: {exc}")
+
+    looper = threading.Thread(target=loop)
+    looper.start()
+    try:
+        yield results
+    finally:
+        done.set()
+        looper.join()

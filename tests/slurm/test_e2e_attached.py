@@ -9,14 +9,11 @@ import json
 import os
 import signal
 import subprocess
-import threading
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
-import requests
 
 from tests import e2e
 from tests.slurm.test_e2e_scale import BASE, MODEL, ROUTER
@@ -77,28 +74,6 @@ def test_an_attached_job_stops_itself_when_the_runs_driver_is_killed(
     )
 
 
-@contextmanager
-def request_loop(url: str) -> Iterator[list[str]]:
-    """Chats through `url`, one after another, until the block ends: 'ok' or why it failed."""
-    results: list[str] = []
-    done = threading.Event()
-
-    def loop() -> None:
-        while not done.is_set():
-            try:
-                results.append("ok" if e2e.chat(url, MODEL).strip() else "empty")
-            except (AssertionError, requests.RequestException) as exc:
-                results.append(f"failed: {exc}")
-
-    looper = threading.Thread(target=loop)
-    looper.start()
-    try:
-        yield results
-    finally:
-        done.set()
-        looper.join()
-
-
 @pytest.mark.parametrize("base", [BASE, ROUTER], ids=["dynamo", "sglang_router"])
 def test_scancel_of_an_attached_job_leaves_the_run_serving_and_is_reported(
     slurm_jobs: list[str], tmp_path: Path, base: list[str]
@@ -119,7 +94,7 @@ def test_scancel_of_an_attached_job_leaves_the_run_serving_and_is_reported(
     assert len(workers["decode-1"]["gpus"].split(",")) == 4
     assert [a["job_id"] for a in e2e.state(run_dir)["attached"]] == [attached_job]
 
-    with request_loop(url) as results:
+    with e2e.request_loop(url, MODEL) as results:
         e2e.wait_for(lambda: len(results) >= 3, timeout=30, what="requests before the scancel")
         cancelled_at = time.time()
         subprocess.run(["scancel", attached_job], check=True)  # not ctl: Slurm alone

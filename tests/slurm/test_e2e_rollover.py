@@ -10,7 +10,6 @@ import json
 import os
 import signal
 import subprocess
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -29,35 +28,6 @@ HERE = ["+model=gpt_oss_120b", "cluster=testbed", "frontend.placement=here",
         "serve.rollover_lead_min=1.5", "launcher.signal_before_limit_s=30", "serve.signal_hold_s=20",
         "readiness.timeout_s=60", "launcher=sbatch"]  # fmt: skip
 DOUBLE = str(e2e.REPO / "tests" / "doubles" / "sglang_test_double.py")
-
-
-class Loop:
-    """Chat requests back to back in a thread; every outcome kept."""
-
-    def __init__(self, url: str) -> None:
-        self.url, self.results = url, []  # type: list[str]
-        self.done = threading.Event()
-        self.thread = threading.Thread(target=self._run)
-
-    def _run(self) -> None:
-        n = 0
-        while not self.done.is_set():
-            n += 1
-            body = {"model": MODEL, "messages": [{"role": "user", "content": f"hello {n}"}],
-                    "max_tokens": 8}  # fmt: skip
-            try:
-                resp = requests.post(f"{self.url}/v1/chat/completions", json=body, timeout=60)
-                text = (
-                    resp.json()["choices"][0]["message"]["content"]
-                    if resp.status_code == 200
-                    else ""
-                )
-                self.results.append("ok" if text else f"HTTP {resp.status_code}: {resp.text[:200]}")
-            except (requests.RequestException, ValueError, KeyError) as exc:
-                self.results.append(f"failed: {exc}")
-
-    def failed(self) -> list[str]:
-        return [r for r in self.results if r != "ok"]
 
 
 @pytest.fixture
@@ -83,17 +53,16 @@ def generations_drained(run_dir: Path, n: int) -> bool:
     return len(drained) >= n and bool(entries[-1].get("ready_at"))
 
 
-def roll_over_twice(run_dir: Path, url: str, watch: Callable[[], None]) -> Loop:
+def roll_over_twice(run_dir: Path, url: str, watch: Callable[[], None]) -> list[str]:
     """Two rollovers under a request loop (about a minute); `watch` runs while waiting."""
-    loop = Loop(url)
-    loop.thread.start()
-    try:
+    with e2e.request_loop(url, MODEL) as results:
         e2e.wait_for(lambda: watch() or generations_drained(run_dir, 2), timeout=150,  # type: ignore[func-returns-value]
                      what="two rollovers")  # fmt: skip
-    finally:
-        loop.done.set()
-        loop.thread.join()
-    return loop
+    return results
+
+
+def failed(results: list[str]) -> list[str]:
+    return [r for r in results if r != "ok"]
 
 
 def stop_and_check_nothing_left(run_dir: Path) -> None:
@@ -126,27 +95,24 @@ def test_dynamo_rolls_over_twice_without_a_failed_request_and_replaces_a_lost_jo
                 except (requests.RequestException, FileNotFoundError):
                     pass
 
-    loop = roll_over_twice(here_run, url, watch)
-    assert loop.failed() == [], loop.failed()[:5]
+    results = roll_over_twice(here_run, url, watch)
+    assert failed(results) == [], failed(results)[:5]
     entries = attached(here_run)
     assert [e["generation"] for e in entries[:3]] == [1, 2, 3]
     assert [e["replaces"] for e in entries[1:3]] == [entries[0]["job_id"], entries[1]["job_id"]]
     assert all(served.get(e["run_dir"], 0) > 0 for e in entries[:3]), served
-    print(json.dumps({"requests": len(loop.results), "failed": 0,
+    print(json.dumps({"requests": len(results), "failed": 0,
                       "served_per_generation": [served.get(e["run_dir"]) for e in entries[:3]]}))  # fmt: skip
 
     # Slurm's stop signal (what the time limit's --signal and preemption send; no stop file):
     # the job keeps serving while the run replaces it at once, then is drained.
     signalled = entries[-1]
-    loop = Loop(url)
-    loop.thread.start()
-    subprocess.run(["scancel", "--signal=TERM", "--batch", signalled["job_id"]], check=True)
-    e2e.wait_for(lambda: attached(here_run)[-1].get("replaces") == signalled["job_id"]
-                 and generations_drained(here_run, 3), timeout=60,
-                 what="a replacement of the signalled job, then its drain")  # fmt: skip
-    loop.done.set()
-    loop.thread.join()
-    assert loop.failed() == [], loop.failed()[:5]
+    with e2e.request_loop(url, MODEL) as results:
+        subprocess.run(["scancel", "--signal=TERM", "--batch", signalled["job_id"]], check=True)
+        e2e.wait_for(lambda: attached(here_run)[-1].get("replaces") == signalled["job_id"]
+                     and generations_drained(here_run, 3), timeout=60,
+                     what="a replacement of the signalled job, then its drain")  # fmt: skip
+    assert failed(results) == [], failed(results)[:5]
     assert attached(here_run)[-1]["reason"] == "SIGTERM from Slurm (time limit or preemption)"
     assert e2e.state(Path(signalled["run_dir"]))["stop_signal"] == "SIGTERM"
 
@@ -174,8 +140,8 @@ def test_router_rolls_over_twice_without_a_failed_request(here_run: Path, tmp_pa
                     f"run_dir={here_run}"])  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     url = e2e.state(here_run)["frontend_url"]
-    loop = roll_over_twice(here_run, url, lambda: None)
-    assert loop.failed() == [], loop.failed()[:5]
+    results = roll_over_twice(here_run, url, lambda: None)
+    assert failed(results) == [], failed(results)[:5]
     # Each generation's decode took requests: the double records the port it serves on.
     by_port: dict[int, int] = {}
     for line in record.read_text().splitlines():
@@ -189,7 +155,7 @@ def test_router_rolls_over_twice_without_a_failed_request(here_run: Path, tmp_pa
             next(p["ports"]["http"] for p in bound["processes"] if p["name"] == "decode-0")
         )
     assert all(by_port.get(p, 0) > 0 for p in ports), (ports, by_port)
-    print(json.dumps({"requests": len(loop.results), "failed": 0,
+    print(json.dumps({"requests": len(results), "failed": 0,
                       "served_per_generation": [by_port.get(p) for p in ports]}))  # fmt: skip
 
     # The driver here killed (SIGKILL: no teardown): the reaper ends the router, and the worker

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 import time
 from pathlib import Path
 
@@ -40,20 +39,8 @@ def scale_down_under_load(
 ) -> tuple[list[str], list[float], list[str]]:
     """decode.workers=N for each N of `steps` while a request loop runs: (ctl's lines, seconds
     each, results)."""
-    results: list[str] = []
-    done = threading.Event()
-
-    def loop() -> None:
-        while not done.is_set():
-            try:
-                results.append("ok" if e2e.chat(url, MODEL).strip() else "empty")
-            except (AssertionError, requests.RequestException) as exc:
-                results.append(f"failed: {exc}")
-
-    looper = threading.Thread(target=loop)
-    looper.start()
     lines, took = [], []
-    try:
+    with e2e.request_loop(url, MODEL) as results:
         for n in steps:
             e2e.wait_for(lambda n=n: len(results) >= 3 * n, timeout=30, what="requests meanwhile")  # type: ignore[misc]
             started = time.time()
@@ -63,9 +50,6 @@ def scale_down_under_load(
             lines += down.stdout.splitlines()
         seen = len(results)
         e2e.wait_for(lambda: len(results) >= seen + 3, timeout=30, what="requests after it")
-    finally:
-        done.set()
-        looper.join()
     return lines, took, results
 
 
