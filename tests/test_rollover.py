@@ -259,3 +259,19 @@ def test_a_worker_job_holds_slurms_stop_signal_but_not_ours(
     (ours.run_dir / STOP_FILE).touch()
     Hold(20.0).handler(ours)(signal.SIGTERM, None)  # type: ignore[arg-type,operator]
     assert ours.stop_reason == "received SIGTERM"
+
+
+def test_a_worker_exiting_during_the_hold_ends_the_job_now(here_plan: Plan, tmp_path: Path) -> None:
+    """A plain scancel signals every step too: the workers leave, nothing to hold for."""
+    from types import SimpleNamespace
+
+    from orchestrator.runtime.hold import Hold
+
+    view = HoldView(here_plan, tmp_path)
+    view.state.phase("ready")
+    hold = Hold(20.0)
+    hold.lost(view, SimpleNamespace(proc=SimpleNamespace(name="decode-0")))  # type: ignore[arg-type]
+    assert not view.stop_event.is_set()  # no signal: an ordinary crash, restarted by policy
+    hold.handler(view)(signal.SIGTERM, None)  # type: ignore[arg-type,operator]
+    hold.lost(view, SimpleNamespace(proc=SimpleNamespace(name="decode-0")))  # type: ignore[arg-type]
+    assert view.stop_reason.startswith("received SIGTERM and decode-0 exited")

@@ -298,9 +298,13 @@ def test_frontend_ready_without_expected_counts_asks_readiness_only() -> None:
 class FakeState:
     def __init__(self) -> None:
         self.processes: dict[str, dict[str, Any]] = {}
+        self.data: dict[str, Any] = {}
 
     def process(self, name: str, **fields: Any) -> None:
         self.processes.setdefault(name, {}).update(fields)
+
+    def update(self, **fields: Any) -> None:
+        self.data.update(fields)
 
 
 class FakeDriver:
@@ -393,3 +397,53 @@ def test_a_worker_the_router_keeps_listing_after_delete_is_an_error() -> None:
     driver.on_process_healthy[0](driver, SimpleNamespace(proc=PREFILL_PROC))
     with pytest.raises(router.RouterError, match="still lists"):
         driver.on_process_retired[0](driver, SimpleNamespace(proc=PREFILL_PROC))
+
+
+class AttachedView:
+    """What require_listed touches: an attached job's plan (its own workers), clock, state."""
+
+    def __init__(self, http: FakeHttp, procs: list[Process]) -> None:
+        import threading
+        from types import SimpleNamespace
+
+        self.http, self.clock, self.state = http, FakeClock(), FakeState()
+        readiness = SimpleNamespace(frontend_url=R, timeout_s=5.0, interval_s=0.25)
+        self.plan = SimpleNamespace(readiness=readiness, processes=procs, attach_to="/run")
+        self.stop_event = threading.Event()
+
+    def check_alive(self) -> None:
+        pass
+
+
+def test_an_attached_job_waits_until_the_router_lists_its_own_workers_healthy() -> None:
+    from orchestrator.frontends.router_attach import require_listed
+
+    decode = worker("decode-1", "decode", 31002)  # the attached job's worker (DECODE's URL)
+    http = FakeHttp({("GET", f"{R}/workers"): [ok(200, WORKERS_EMPTY), ok(200, WORKERS_DECODE_UNHEALTHY),
+                                               ok(200, WORKERS_1P1D)]})  # fmt: skip
+    view = AttachedView(http, [decode])
+    require_listed(view)  # type: ignore[arg-type]
+    assert len(http.calls) == 3  # not listed, listed unhealthy, listed healthy
+    assert view.state.data["attached_listed"] == ["http://127.0.0.1:31002"]
+
+    never = AttachedView(FakeHttp({("GET", f"{R}/workers"): [ok(200, WORKERS_EMPTY)]}), [decode])
+    with pytest.raises(
+        OrchestratorError, match="does not list http://127.0.0.1:31002 healthy after 5 s"
+    ):
+        require_listed(never)  # type: ignore[arg-type]
+
+
+def test_no_deregistration_once_the_runs_router_is_gone() -> None:
+    """An attached job stopping because its run is gone (runtime/heartbeat.py) does not spend
+    RETRY_BUDGET_S per worker on a router that no longer answers."""
+    from types import SimpleNamespace
+
+    http = FakeHttp({("GET", f"{R}/workers"): [ok(200, WORKERS_EMPTY)],
+                     ("POST", f"{R}/workers"): [ok(202, POST_ACCEPTED)]})  # fmt: skip
+    driver = FakeDriver(http, attach_to="/run")
+    router.attach_router_registration(driver)  # type: ignore[arg-type]
+    driver.on_process_healthy[0](driver, SimpleNamespace(proc=PREFILL_PROC))
+    assert [m for m, _, _ in http.calls] == ["GET", "POST"]  # registered with the run's router
+    driver.state.update(run_gone="the run it attaches to has not beaten for 60 s")
+    driver.before_stop[0](driver)
+    assert [m for m, _, _ in http.calls] == ["GET", "POST"]  # no DELETE (it would be refused)

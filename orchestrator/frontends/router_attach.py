@@ -13,6 +13,8 @@ from orchestrator.plan.model import TIER_WORKER
 if TYPE_CHECKING:
     from orchestrator.runtime.hooks import DriverView
 
+LIST_POLL_S = 0.05
+
 
 def require_listed(d: DriverView) -> None:
     """Wait (supervising) until the router lists every worker of this job healthy."""
@@ -37,5 +39,7 @@ def require_listed(d: DriverView) -> None:
         if d.clock.now() >= deadline:
             raise OrchestratorError(f"the router {r.frontend_url} does not list "
                                     f"{', '.join(sorted(missing))} healthy after {r.timeout_s:g} s ({why})")  # fmt: skip
-        if d.clock.wait(d.stop_event, r.interval_s):
+        # A GET to the router, which lists a worker within ~0.1 s of its health check: polled
+        # faster than readiness.interval_s, since this is the share ctl scale waits for.
+        if d.clock.wait(d.stop_event, min(r.interval_s, LIST_POLL_S)):
             raise Stopped()

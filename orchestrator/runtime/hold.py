@@ -18,6 +18,7 @@ from types import FrameType
 
 from orchestrator.runtime.driver import STOP_FILE
 from orchestrator.runtime.hooks import DriverView
+from orchestrator.runtime.processes import Running
 
 # Signals Slurm sends (the time-limit --signal, preemption, scancel --signal); Ctrl-C and
 # SIGHUP (not sent by Slurm) still stop at once.
@@ -55,6 +56,13 @@ class Hold:
         elif d.clock.now() >= self.until:
             d.request_stop(f"received {self.signalled}; held {self.hold_s:g} s for a replacement")
 
+    def lost(self, d: DriverView, running: Running) -> None:
+        """A worker exiting during the hold got the signal too (scancel, or a preemption that
+        signals every step): the job is ending anyway, so stop now rather than restart it."""
+        if self.signalled:
+            d.request_stop(f"received {self.signalled} and {running.proc.name} exited: the whole "
+                           "job is being stopped by Slurm")  # fmt: skip
+
 
 def attach_hold(driver: DriverView) -> None:
     """Hold stop signals in a worker job of a placement=here run (after the driver's own
@@ -65,3 +73,4 @@ def attach_hold(driver: DriverView) -> None:
     for sig in HELD:
         signal.signal(sig, hold.handler(driver))  # type: ignore[arg-type]
     driver.on_tick.append(hold.tick)
+    driver.on_process_lost.append(hold.lost)

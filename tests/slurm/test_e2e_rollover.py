@@ -127,7 +127,9 @@ def test_dynamo_rolls_over_twice_without_a_failed_request_and_replaces_a_lost_jo
     log = (here_run / "driver.log").read_text()
     assert f"worker job {current['job_id']} ended unexpectedly" in log
     status = e2e.ctl("status", str(here_run)).stdout
-    assert f"attached: job {attached(here_run)[-1]['job_id']} ready" in status
+    newest = attached(here_run)[-1]
+    assert f"attached: job {newest['job_id']} generation {newest['generation']} ready" in status
+    assert f"replaced by job {newest['job_id']})" in status
     stop_and_check_nothing_left(here_run)
 
 
