@@ -34,6 +34,15 @@ def live_attached(run_dir: Path) -> list[dict[str, Any]]:
             if not e.get("removed_at") and not run_ended(Path(e["run_dir"]))]  # fmt: skip
 
 
+def rollover_in_progress(run_dir: Path) -> str:
+    """'job B replaces job A' while both hold workers (frontend.placement=here), else ''."""
+    live = {e["job_id"]: e for e in live_attached(run_dir)}
+    for entry in live.values():
+        if entry.get("replaces") in live:
+            return f"job {entry['job_id']} replaces job {entry['replaces']}"
+    return ""
+
+
 def update_attached(
     run_dir: Path, change: Callable[[list[dict[str, Any]]], list[dict[str, Any]]]
 ) -> list[dict[str, Any]]:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from orchestrator.api import Prepared, launched_overrides, prepare
-from orchestrator.attached import load_bound, read_attached, update_attached
+from orchestrator.attached import load_bound, read_attached, rollover_in_progress, update_attached
 from orchestrator.effects import CommandRunner
 from orchestrator.errors import InvalidConfig, Issue, OrchestratorError
 from orchestrator.frontends import get_frontend
@@ -143,6 +143,10 @@ def check_ready(run_dir: Path, phase: str) -> None:
     if phase != "ready":
         raise InvalidConfig([Issue("RUN_DIR", str(run_dir), f"the run is {phase or 'not started'}",
                                    "scale a run once `ctl status` says ready")])  # fmt: skip
+    moving = rollover_in_progress(run_dir)
+    if moving:  # both jobs hold the same workers for a moment: counts would be doubled
+        raise InvalidConfig([Issue("RUN_DIR", str(run_dir), f"a rollover is in progress ({moving})",
+                                   "scale once it is over (ctl status: the old job ended)")])  # fmt: skip
 
 
 def prepare_scale(run_dir: Path, request: ScaleRequest, site: Site) -> Prepared:

@@ -275,3 +275,28 @@ def test_a_worker_exiting_during_the_hold_ends_the_job_now(here_plan: Plan, tmp_
     hold.handler(view)(signal.SIGTERM, None)  # type: ignore[arg-type,operator]
     hold.lost(view, SimpleNamespace(proc=SimpleNamespace(name="decode-0")))  # type: ignore[arg-type]
     assert view.stop_reason.startswith("received SIGTERM and decode-0 exited")
+
+
+def test_a_copy_leaves_out_workers_a_scale_down_removed(here_plan: Plan, tmp_path: Path) -> None:
+    view, slurm, rollover = setup(here_plan, tmp_path)
+    old = serving(view, slurm, rollover)
+    StateFile(job_dir(view, 1)).process("decode-0", state="removed")  # runtime/retire.py
+    slurm.set_state(old, "NODE_FAIL")
+    tick(view, rollover)
+    copy = json.loads((job_dir(view, 2) / "plan.json").read_text())
+    assert [p["name"] for p in copy["processes"]] == ["prefill-0"]
+    assert copy["readiness"]["expected"] == {"prefill": 1}  # it counts its own workers
+
+
+def test_scaling_waits_for_a_rollover_in_progress(here_plan: Plan, tmp_path: Path) -> None:
+    from orchestrator.errors import InvalidConfig
+    from orchestrator.scale import check_ready
+
+    view, slurm, rollover = setup(here_plan, tmp_path)
+    old = serving(view, slurm, rollover)
+    check_ready(view.run_dir, "ready")  # one job: fine
+    slurm.jobs[old].time_left_s = 60
+    tick(view, rollover, LEFT_REFRESH_S)
+    new = read_attached(view.run_dir)[1]["job_id"]
+    with pytest.raises(InvalidConfig, match=f"a rollover is in progress .job {new} replaces job {old}"):
+        check_ready(view.run_dir, "ready")

@@ -26,7 +26,8 @@ from orchestrator.launchers.sbatch import submit_sbatch
 from orchestrator.plan.model import Plan, plan_from_dict, plan_to_dict
 from orchestrator.plan.placeholders import RUN_DIR
 from orchestrator.runtime.driver import STOP_FILE
-from orchestrator.runtime.state import StateFile, write_json_atomic
+from orchestrator.runtime.retire import REMOVED
+from orchestrator.runtime.state import StateFile, read_state, write_json_atomic
 from orchestrator.slurm.client import SlurmClient
 
 
@@ -63,6 +64,13 @@ def copy_of(entry: Mapping[str, Any]) -> tuple[Plan, dict[str, Any]]:
     adir = Path(entry["run_dir"])
     plan = plan_from_dict(json.loads((adir / "plan.json").read_text()))
     request = json.loads((adir / "launch.json").read_text())["request"]
+    # Workers a scale-down removed from it (runtime/retire.py) do not come back with the copy.
+    gone = {
+        n for n, p in read_state(adir).get("processes", {}).items() if p.get("state") == REMOVED
+    }
+    plan = dataclasses.replace(
+        plan, processes=tuple(p for p in plan.processes if p.name not in gone)
+    )
     # Its gate counts its own workers: the run's total may have changed since (ctl scale), and
     # each worker must join the frontend by itself (frontends/dynamo_attach, router_attach).
     own: dict[str, int] = {}
