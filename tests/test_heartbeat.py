@@ -26,7 +26,7 @@ from tests.test_runtime_units import READY, make_driver
 def view(run_dir: Path, clock: FakeClock) -> Any:
     stops: list[str] = []
     return SimpleNamespace(run_dir=run_dir, clock=clock, stops=stops, say=lambda _m: None,
-                           request_stop=stops.append)  # fmt: skip
+                           request_stop=stops.append, state=StateFile(run_dir))  # fmt: skip
 
 
 def set_mtime(run_dir: Path, seconds: float) -> None:
@@ -68,6 +68,7 @@ def test_a_stale_heartbeat_stops_the_attached_driver_after_the_timeout(tmp_path:
     watch.on_tick(d)
     assert len(d.stops) == 1 and "has not beaten for" in d.stops[0]
     assert "launcher.heartbeat_timeout_s=60" in d.stops[0]
+    assert d.state.data["run_gone"] == d.stops[0]  # router deregistration is skipped then
 
 
 def test_a_run_without_a_heartbeat_file_counts_as_stale(tmp_path: Path) -> None:

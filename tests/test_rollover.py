@@ -298,5 +298,7 @@ def test_scaling_waits_for_a_rollover_in_progress(here_plan: Plan, tmp_path: Pat
     slurm.jobs[old].time_left_s = 60
     tick(view, rollover, LEFT_REFRESH_S)
     new = read_attached(view.run_dir)[1]["job_id"]
-    with pytest.raises(InvalidConfig, match=f"a rollover is in progress .job {new} replaces job {old}"):
+    with pytest.raises(
+        InvalidConfig, match=f"a rollover is in progress .job {new} replaces job {old}"
+    ):
         check_ready(view.run_dir, "ready")
