@@ -34,6 +34,8 @@ class Hold:
         self.until: float | None = None
 
     def handler(self, d: DriverView) -> signal.Handlers | object:
+        """The handler of HELD signals for driver `d` (it only sets a flag or asks a stop)."""
+
         def handle(signum: int, _frame: FrameType | None) -> None:
             name = signal.Signals(signum).name
             asked = (d.run_dir / STOP_FILE).exists()
