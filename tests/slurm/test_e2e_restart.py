@@ -78,12 +78,16 @@ def test_dynamo_decode_restarts_on_its_node_and_gpus(slurm_jobs: list[str], tmp_
     restarted_at = log.read_text().count("\n")
 
     def decode0_served() -> bool:
-        assert chat_ok(url)
+        outcomes.append(chat_ok(url))
         return (
             "request" in "".join(log.read_text().splitlines(keepends=True)[restarted_at:]).lower()
         )
 
     e2e.wait_for(decode0_served, timeout=30, what="a request served by the restarted decode-0")
+    # The killed instance stays in etcd until its lease expires (5-14 s, engines.md): Dynamo's
+    # router drops it after a failed request, and may pick it up again from etcd once before the
+    # lease expires (seen on the testbed: one more failure just after decode-0 is healthy again).
+    assert outcomes.count(False) <= 3, outcomes
     res = e2e.ctl("stop", str(run_dir))
     assert res.returncode == 0, res.stderr
     e2e.wait_for(lambda: e2e.nothing_left(run_dir), timeout=30, what="no processes of the run")
