@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from orchestrator.api import Prepared, launched_overrides, prepare
-from orchestrator.attached import load_bound, read_attached, rollover_in_progress, update_attached
+from orchestrator.attached import load_bound, rollover_in_progress, update_attached
 from orchestrator.effects import CommandRunner
 from orchestrator.errors import InvalidConfig, Issue, OrchestratorError
 from orchestrator.frontends import get_frontend
@@ -26,7 +26,7 @@ from orchestrator.launchers.rundir import git_sha, read_launch, write_run_files
 from orchestrator.launchers.select import Site
 from orchestrator.plan.build import attached_plan
 from orchestrator.plan.model import TIER_WORKER, Plan
-from orchestrator.runtime.workerjobs import with_files
+from orchestrator.runtime.workerjobs import job_groups, new_job_dir, with_files
 from orchestrator.scale_down import current_counts
 
 GROUPS = ("prefill", "decode", "aggregated")
@@ -118,9 +118,7 @@ def submit_attached(
     run_dir: Path, prepared: Prepared, plan: Plan, runner: CommandRunner | None = None
 ) -> tuple[str, Path]:
     """Create RUN_DIR/attached/<n>/, submit its job, list it in attached.json."""
-    entries = read_attached(run_dir)
-    adir = run_dir / "attached" / str(len(entries) + 1)
-    adir.mkdir(parents=True)
+    adir = new_job_dir(run_dir)
     overrides = launched_overrides(prepared.overrides)
     request = bind(materialize(plan, prepared.launcher, python=sys.executable, overrides=overrides,
                                git_sha=git_sha(), cwd=os.getcwd()), str(adir))  # fmt: skip
@@ -129,10 +127,7 @@ def submit_attached(
     job_id = submit(request, adir, runner)
     state.phase("submitted", job_id=job_id)
     workers = [p.name for p in plan.processes]
-    groups: dict[str, int] = {}
-    for proc in plan.processes:
-        groups[proc.group] = groups.get(proc.group, 0) + (proc.rank == 0)
-    entry = {"job_id": job_id, "run_dir": str(adir), "workers": workers, "groups": groups,
+    entry = {"job_id": job_id, "run_dir": str(adir), "workers": workers, "groups": job_groups(plan),
              "submitted_at": state.data["timeline"][-1]["t"]}  # fmt: skip
     update_attached(run_dir, lambda entries: [*entries, entry])
     return job_id, adir

@@ -47,17 +47,23 @@ def started_attached(adir: Path, slurm: FakeSlurm, job_id: str, node: str) -> No
         state.process(p.name, host=node, role=p.role, state="healthy", probed=True)
 
 
-def squeues(slurm: FakeSlurm) -> int:
-    return len([c for c in slurm.calls_to("squeue") if "--steps" not in c])
-
-
-def test_state_json_lists_attached_jobs_and_every_worker(tmp_path: Path) -> None:
+def watched_run(tmp_path: Path) -> tuple[FakeSlurm, Path, str, Path, Any, AttachedWatch]:
+    """A ready 1P1D run with one attached decode job (ready on node2), watched once."""
     slurm = FakeSlurm()
     run_dir = started_run(tmp_path, slurm, ETCD)
     job_id, adir = scale_up(run_dir, slurm, "decode.workers=2")
     started_attached(adir, slurm, job_id, "node2")
     d, watch = run_driver_view(run_dir), AttachedWatch(SlurmClient(slurm))
     watch.on_tick(d)
+    return slurm, run_dir, job_id, adir, d, watch
+
+
+def squeues(slurm: FakeSlurm) -> int:
+    return len([c for c in slurm.calls_to("squeue") if "--steps" not in c])
+
+
+def test_state_json_lists_attached_jobs_and_every_worker(tmp_path: Path) -> None:
+    slurm, run_dir, job_id, adir, d, watch = watched_run(tmp_path)
     st = StateFile(run_dir).data
     run_job = st["job_id"]
     assert [(w["name"], w["group"], w["job_id"], w["host"], w["state"]) for w in st["workers"]] == [
@@ -89,12 +95,7 @@ def test_slurm_is_asked_once_per_period_for_live_jobs(tmp_path: Path) -> None:
 
 
 def test_a_scancelled_attached_job_is_reported_once_with_what_still_serves(tmp_path: Path) -> None:
-    slurm = FakeSlurm()
-    run_dir = started_run(tmp_path, slurm, ETCD)
-    job_id, adir = scale_up(run_dir, slurm, "decode.workers=2")
-    started_attached(adir, slurm, job_id, "node2")
-    d, watch = run_driver_view(run_dir), AttachedWatch(SlurmClient(slurm))
-    watch.on_tick(d)
+    slurm, run_dir, job_id, adir, d, watch = watched_run(tmp_path)
     # scancel: its driver got SIGTERM and recorded done; Slurm still cleans up for a moment.
     StateFile(adir).phase("done", reason="received SIGTERM")
     slurm.set_state(job_id, "COMPLETING")
@@ -122,12 +123,7 @@ def test_a_scancelled_attached_job_is_reported_once_with_what_still_serves(tmp_p
 
 
 def test_an_attached_job_lost_with_its_driver_is_found_through_slurm(tmp_path: Path) -> None:
-    slurm = FakeSlurm()
-    run_dir = started_run(tmp_path, slurm, ETCD)
-    job_id, adir = scale_up(run_dir, slurm, "decode.workers=2")
-    started_attached(adir, slurm, job_id, "node2")
-    d, watch = run_driver_view(run_dir), AttachedWatch(SlurmClient(slurm))
-    watch.on_tick(d)
+    slurm, run_dir, job_id, adir, d, watch = watched_run(tmp_path)
     slurm.set_state(job_id, "NODE_FAIL")  # its state.json still says ready
     for _ in range(int(SLURM_EVERY_S / WATCH_EVERY_S) + 1):
         d.clock.sleep(WATCH_EVERY_S)
@@ -136,12 +132,7 @@ def test_an_attached_job_lost_with_its_driver_is_found_through_slurm(tmp_path: P
 
 
 def test_a_job_removed_by_scale_down_is_not_reported_as_lost(tmp_path: Path) -> None:
-    slurm = FakeSlurm()
-    run_dir = started_run(tmp_path, slurm, ETCD)
-    job_id, adir = scale_up(run_dir, slurm, "decode.workers=2")
-    started_attached(adir, slurm, job_id, "node2")
-    d, watch = run_driver_view(run_dir), AttachedWatch(SlurmClient(slurm))
-    watch.on_tick(d)
+    slurm, run_dir, job_id, adir, d, watch = watched_run(tmp_path)
     mark_removed(run_dir, job_id)
     StateFile(adir).phase("done", reason="stop requested (ctl stop)")
     slurm.set_state(job_id, "COMPLETED")

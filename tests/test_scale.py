@@ -13,7 +13,7 @@ import pytest
 from orchestrator import ctl
 from orchestrator import scale as scaling
 from orchestrator.api import prepare
-from orchestrator.attached import live_attached
+from orchestrator.attached import live_attached, read_attached
 from orchestrator.effects import HttpResponse
 from orchestrator.errors import InvalidConfig, OrchestratorError
 from orchestrator.frontends.dynamo_attach import CANARIES_PER_WORKER, require_traffic
@@ -85,7 +85,7 @@ def test_scale_up_submits_only_the_new_workers_joined_to_the_runs_frontend(tmp_p
     assert plan.prepare == {"tiny_model_dir": str(run_dir / "tiny-model")}
     assert slurm.calls_to("sbatch") and (adir / "job.sbatch").exists()
     assert "--nodes=1" in (adir / "job.sbatch").read_text()
-    (entry,) = scaling.read_attached(run_dir)
+    (entry,) = read_attached(run_dir)
     assert entry["job_id"] == job_id and entry["workers"] == ["decode-1"]
     assert entry["run_dir"] == str(adir)
     text, _ = ctl.status(run_dir, SlurmClient(slurm))
@@ -100,7 +100,7 @@ def test_a_second_scale_up_counts_the_attached_workers(tmp_path: Path) -> None:
     names = [p.name for p in load_plan(adir).processes]
     assert sorted(names) == ["decode-2", "decode-3", "prefill-1"]
     assert load_plan(adir).num_nodes == 2  # 3 TP4 workers: 12 GPUs on 8-GPU nodes
-    assert len(scaling.read_attached(run_dir)) == 2
+    assert len(read_attached(run_dir)) == 2
 
 
 @pytest.mark.parametrize(

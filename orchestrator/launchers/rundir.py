@@ -6,7 +6,7 @@ import json
 import os
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +57,17 @@ def write_run_files(
 ) -> StateFile:  # fmt: skip
     """config.json, plan.json (what the driver runs), launch.json (with the executed request)
     and the initial state.json."""
-    write_json_atomic(run_dir / "config.json", config_to_dict(cfg))
+    return write_run_record(run_dir, config_to_dict(cfg), plan, launcher=launcher,
+                            overrides=overrides, request=request)  # fmt: skip
+
+
+def write_run_record(
+    run_dir: Path, config: Mapping[str, Any], plan: Plan, *, launcher: str,
+    overrides: Sequence[str], request: dict[str, Any],
+) -> StateFile:  # fmt: skip
+    """`write_run_files` with the config as saved (config.json's content): what a driver
+    writing the run directory of a worker job it submits has (it never composes a config)."""
+    write_json_atomic(run_dir / "config.json", dict(config))
     write_json_atomic(run_dir / "plan.json", plan_to_dict(plan))
     launch: dict[str, Any] = {
         "launcher": launcher,

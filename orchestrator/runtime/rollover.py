@@ -71,6 +71,12 @@ def lead_s(serve: ServePlan, entry: Mapping[str, Any], limit_s: float) -> float:
     return min(max(measured, serve.signal_before_limit_s) + serve.margin_s, limit_s / 2)
 
 
+def looks_of(entries: Sequence[Mapping[str, Any]], states: Mapping[str, JobState]) -> list[Look]:
+    """Each job's state.json with Slurm's `states` (a job Slurm did not report: unknown)."""
+    return [Look(e, read_state(Path(e["run_dir"])), states.get(e["job_id"]) or JobState(job_id=e["job_id"]))
+            for e in entries]  # fmt: skip
+
+
 def live(entries: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
     """Worker jobs not yet seen ending."""
     return [e for e in entries if not e.get("removed_at")]
@@ -123,8 +129,7 @@ class Rollover:
         if d.clock.now() >= self.next_slurm:
             self.next_slurm = d.clock.now() + SLURM_TICK_S
             self.states = self.client.states([e["job_id"] for e in entries])
-        return [Look(e, read_state(Path(e["run_dir"])),
-                     self.states.get(e["job_id"]) or JobState(job_id=e["job_id"])) for e in entries]  # fmt: skip
+        return looks_of(entries, self.states)
 
     def _ended(self, d: DriverView, look: Look, entries: Sequence[Mapping[str, Any]]) -> None:
         e = look.entry
@@ -135,7 +140,7 @@ class Rollover:
                 f"worker job {e['job_id']} ended ({how}) as asked: {', '.join(e['workers'])} gone"
             )
             return
-        error = read_state(Path(e["run_dir"])).get("error", "")
+        error = look.state.get("error", "")
         d.say(f"worker job {e['job_id']} ended unexpectedly ({how}{': ' + error if error else ''}); "
               f"{', '.join(e['workers'])} gone (see {e['run_dir']})")  # fmt: skip
         if not e.get("ready_at"):
@@ -218,8 +223,7 @@ class Rollover:
         waiting = list(entries)
         while waiting and d.clock.now() < deadline:
             states = self.client.states([e["job_id"] for e in waiting])
-            waiting = [e for e in waiting if not Look(e, read_state(Path(e["run_dir"])),
-                                                       states.get(e["job_id"]) or JobState(job_id="")).ended]  # fmt: skip
+            waiting = [look.entry for look in looks_of(waiting, states) if not look.ended]
             d.clock.sleep(0.5)
         for e in entries:
             set_fields(d.run_dir, e["run_dir"], removed_at=time.time(), ended="stopped")

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import shutil
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -22,12 +20,13 @@ from orchestrator.attached import read_attached, update_attached
 from orchestrator.effects import CommandRunner
 from orchestrator.errors import OrchestratorError
 from orchestrator.launchers.requests import SbatchRequest, bind, request_from_dict, request_to_dict
+from orchestrator.launchers.rundir import write_run_record
 from orchestrator.launchers.sbatch import submit_sbatch
-from orchestrator.plan.model import Plan, plan_from_dict, plan_to_dict
+from orchestrator.plan.model import Plan, plan_from_dict
 from orchestrator.plan.placeholders import RUN_DIR
 from orchestrator.runtime.driver import STOP_FILE
 from orchestrator.runtime.retire import REMOVED
-from orchestrator.runtime.state import StateFile, read_state, write_json_atomic
+from orchestrator.runtime.state import read_state
 from orchestrator.slurm.client import SlurmClient
 
 
@@ -74,7 +73,7 @@ def copy_of(entry: Mapping[str, Any]) -> tuple[Plan, dict[str, Any]]:
     # Its gate counts its own workers: the run's total may have changed since (ctl scale), and
     # each worker must join the frontend by itself (frontends/dynamo_attach, router_attach).
     own: dict[str, int] = {}
-    for role, n in _groups(plan).items():
+    for role, n in job_groups(plan).items():
         own["worker" if role == "aggregated" else role] = n
     readiness = dataclasses.replace(plan.readiness, expected=own)
     return dataclasses.replace(plan, readiness=readiness), unbind(request, str(adir))
@@ -90,18 +89,14 @@ def submit_job(run_dir: Path, plan: Plan, request: Mapping[str, Any], *, runner:
     """Create RUN_DIR/attached/<n>/, submit its job, list it in attached.json with `facts`
     (generation, replaces, reason). The entry is listed before sbatch runs, so a driver killed
     in between leaves a record of the directory (with no job id)."""
-    adir = _new_dir(run_dir)
+    adir = new_job_dir(run_dir)
     bound = bind(request_from_dict(request), str(adir))
-    write_json_atomic(adir / "plan.json", plan_to_dict(plan))
-    write_json_atomic(adir / "launch.json", {"launcher": "sbatch", "overrides": [], "cwd": os.getcwd(),
-                                             "created": time.time(), "request": request_to_dict(bound)})  # fmt: skip
-    if (run_dir / "config.json").exists():
-        shutil.copy(run_dir / "config.json", adir / "config.json")
-    (adir / "logs").mkdir(exist_ok=True)
-    state = StateFile(adir)
-    state.update(launcher="sbatch", run_dir=str(adir), name=plan.name, job_id="")
+    saved = run_dir / "config.json"  # the run's, as launched
+    config = json.loads(saved.read_text()) if saved.exists() else {}
+    state = write_run_record(adir, config, plan, launcher="sbatch", overrides=[],
+                             request=request_to_dict(bound))  # fmt: skip
     entry = {"job_id": "", "run_dir": str(adir), "workers": [p.name for p in plan.processes],
-             "groups": _groups(plan), "submitted_at": time.time(), **facts}  # fmt: skip
+             "groups": job_groups(plan), "submitted_at": time.time(), **facts}  # fmt: skip
     update_attached(run_dir, lambda entries: [*entries, entry])
     assert isinstance(bound, SbatchRequest)  # worker jobs are sbatch jobs (api.materialized)
     try:
@@ -117,7 +112,8 @@ def submit_job(run_dir: Path, plan: Plan, request: Mapping[str, Any], *, runner:
     return {**entry, "job_id": job_id}
 
 
-def _new_dir(run_dir: Path) -> Path:
+def new_job_dir(run_dir: Path) -> Path:
+    """A new RUN_DIR/attached/<n>/ (n: one more than the jobs listed, past existing dirs)."""
     base = run_dir / "attached"
     base.mkdir(exist_ok=True)
     n = len(read_attached(run_dir)) + 1
@@ -128,7 +124,8 @@ def _new_dir(run_dir: Path) -> Path:
     return adir
 
 
-def _groups(plan: Plan) -> dict[str, int]:
+def job_groups(plan: Plan) -> dict[str, int]:
+    """Workers per group of a job's plan (multi-node workers once: their rank 0)."""
     groups: dict[str, int] = {}
     for proc in plan.processes:
         groups[proc.group] = groups.get(proc.group, 0) + (proc.rank == 0)
