@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from orchestrator.runtime.hooks import DriverView
 
 DISCOVERY_KINDS = ("auto", "etcd", "file")
+HERE_MIGRATION_LIMIT = 3  # dynamo.frontend --migration-limit (default 0) for placement=here
 
 
 def discovery_backend(cfg: RootConfig, num_nodes: int) -> str:
@@ -73,6 +74,12 @@ def frontend_process(cfg: RootConfig, ports: PortAllocator, env: dict[str, str])
     argv += ["--namespace", cfg.frontend.namespace]
     if cfg.frontend.router_mode:
         argv += ["--router-mode", cfg.frontend.router_mode]
+    if cfg.frontend.placement == "here":
+        # Worker jobs come and go (rollover, scale-down): Dynamo cancels the streams of an
+        # instance that leaves discovery, failing a request in flight to it (seen on the
+        # testbed: "Cancelled stream registrations for removed instance", then 503 "migration
+        # retries exhausted"). Migration re-runs such a request on another worker.
+        argv += ["--migration-limit", str(HERE_MIGRATION_LIMIT)]
     argv += list(cfg.frontend.extra_args)
     full_env = {**env, "PYTHONUNBUFFERED": "1"}
     # Workers call back into the frontend for streamed responses: advertise the node address.
