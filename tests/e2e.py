@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -39,11 +40,30 @@ def wait_for(
         time.sleep(interval)
 
 
+def _ephemeral_range() -> range:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return range(int(low), int(high) + 1)
+    except (OSError, ValueError):
+        return range(32768, 61000)  # Linux's default
+
+
 def free_port() -> int:
-    """A TCP port that is free on loopback right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A TCP port nobody holds on any address right now, outside the kernel's ephemeral range.
+    A port the kernel hands out (bind to port 0) can be taken, between our pick and the
+    service's bind, as the local end of any outgoing connection (Slurm RPCs, etcd clients,
+    request loops), and then the run refuses it as 'already in use' (seen in CI, port 52041)."""
+    ephemeral = _ephemeral_range()
+    # Above the cluster.port_base blocks the local tests pick (22000-30099).
+    candidates = [p for p in range(30200, 32768) if p not in ephemeral]
+    for port in random.sample(candidates, len(candidates)):
+        with socket.socket() as s:
+            try:
+                s.bind(("", port))
+            except OSError:
+                continue
+            return port
+    raise AssertionError("no free TCP port in 30200-32767")
 
 
 def cli(

@@ -98,7 +98,8 @@ def progress_line(state: dict[str, Any]) -> str:
             f"benchmark {bench.get('done', 0)}/{bench['of']} points ({bench.get('status', '')})"
         )
     degraded = state.get("degraded") or []
-    phase = state.get("phase", "?") + (
+    # A run launched here has no phase until its detached driver writes one.
+    phase = (state.get("phase") or "launching") + (
         f" DEGRADED ({', '.join(degraded)} restarting)" if degraded else ""
     )
     return f"{phase}: {' '.join(parts) or 'no processes yet'}"
