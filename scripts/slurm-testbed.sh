@@ -161,6 +161,28 @@ write_if_changed() {
   fi
 }
 
+# A running cluster whose slurm.conf changed (this script's new version): its Slurm daemons
+# restart, since slurmctld reads some settings (PreemptType, partitions) at start-up only;
+# jobs on it are cancelled first.
+restart_if_reconfigured() {
+  pid_of "$RUN/slurmctld.pid" slurmctld >/dev/null || return 0
+  [[ $SLURM_CONF_FILE -nt $RUN/slurmctld.pid ]] || return 0
+  log "slurm.conf changed: restarting slurmctld and slurmd"
+  timeout 10 scancel --full --quiet --user=root 2>/dev/null || true
+  # shellcheck disable=SC2046
+  term_and_wait 10 $(slurm_daemon_pids)
+}
+
+# The lab's slurmctld, slurmscriptd and slurmd pids.
+slurm_daemon_pids() {
+  local pid
+  for pid in $(lab_pids); do
+    case $(cat "/proc/$pid/comm" 2>/dev/null) in
+      slurmctld | slurmd | slurmscriptd) printf '%s\n' "$pid" ;;
+    esac
+  done
+}
+
 gpu_files() {
   if ((GPUS == 1)); then
     printf '%s/dev/nvidia0' "$LAB"
@@ -515,6 +537,7 @@ cmd_up() {
   params_string "$proctrack" >"$RUN/params"
 
   write_configs "$proctrack"
+  restart_if_reconfigured
   install_host_files
   start_munged
   setup_network
@@ -572,13 +595,8 @@ cmd_down() {
   fi
 
   # 2. slurmd + slurmctld in parallel.
-  local ctl=()
-  for pid in $(lab_pids); do
-    case $(cat "/proc/$pid/comm" 2>/dev/null) in
-      slurmctld | slurmd | slurmscriptd) ctl+=("$pid") ;;
-    esac
-  done
-  term_and_wait 10 "${ctl[@]}"
+  # shellcheck disable=SC2046
+  term_and_wait 10 $(slurm_daemon_pids)
 
   # 3. accounting + munge together (slurmctld is gone, its last records are sent).
   local rest=()
