@@ -54,8 +54,9 @@ def free_port() -> int:
     service's bind, as the local end of any outgoing connection (Slurm RPCs, etcd clients,
     request loops), and then the run refuses it as 'already in use' (seen in CI, port 52041)."""
     ephemeral = _ephemeral_range()
-    # Above the cluster.port_base blocks the local tests pick (22000-30099).
-    candidates = [p for p in range(30200, 32768) if p not in ephemeral]
+    # Above the worker ports of the cluster.port_base the local tests pick (22000-29900, and
+    # each run's range reaches about 1760 ports beyond it).
+    candidates = [p for p in range(31800, 32768) if p not in ephemeral]
     for port in random.sample(candidates, len(candidates)):
         with socket.socket() as s:
             try:
@@ -63,7 +64,7 @@ def free_port() -> int:
             except OSError:
                 continue
             return port
-    raise AssertionError("no free TCP port in 30200-32767")
+    raise AssertionError("no free TCP port in 31800-32767")
 
 
 def cli(

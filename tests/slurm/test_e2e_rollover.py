@@ -53,11 +53,16 @@ def generations_drained(run_dir: Path, n: int) -> bool:
     return len(drained) >= n and bool(entries[-1].get("ready_at"))
 
 
-def roll_over_twice(run_dir: Path, url: str, watch: Callable[[], None]) -> list[str]:
-    """Two rollovers under a request loop (about a minute); `watch` runs while waiting."""
+def roll_over_twice(
+    run_dir: Path, url: str, watch: Callable[[], None], newest_served: Callable[[], bool]
+) -> list[str]:
+    """Two rollovers under a request loop (about a minute), which runs on until the newest
+    generation has served requests; `watch` runs while waiting."""
     with e2e.request_loop(url, MODEL) as results:
         e2e.wait_for(lambda: watch() or generations_drained(run_dir, 2), timeout=150,  # type: ignore[func-returns-value]
                      what="two rollovers")  # fmt: skip
+        e2e.wait_for(lambda: watch() or newest_served(), timeout=30,  # type: ignore[func-returns-value]
+                     what="the newest generation serving requests")  # fmt: skip
     return results
 
 
@@ -95,7 +100,8 @@ def test_dynamo_rolls_over_twice_without_a_failed_request_and_replaces_a_lost_jo
                 except (requests.RequestException, FileNotFoundError):
                     pass
 
-    results = roll_over_twice(here_run, url, watch)
+    results = roll_over_twice(here_run, url, watch,
+                              lambda: served.get(attached(here_run)[-1]["run_dir"], 0) > 0)  # fmt: skip
     assert failed(results) == [], failed(results)[:5]
     entries = attached(here_run)
     assert [e["generation"] for e in entries[:3]] == [1, 2, 3]
@@ -142,7 +148,7 @@ def test_router_rolls_over_twice_without_a_failed_request(here_run: Path, tmp_pa
                     f"run_dir={here_run}"])  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     url = e2e.state(here_run)["frontend_url"]
-    results = roll_over_twice(here_run, url, lambda: None)
+    results = roll_over_twice(here_run, url, lambda: None, lambda: True)  # counted afterwards
     assert failed(results) == [], failed(results)[:5]
     # Each generation's decode took requests: the double records the port it serves on.
     by_port: dict[int, int] = {}
