@@ -9,7 +9,6 @@ import json
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -21,6 +20,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import requests
+
+from orchestrator.runtime.nodes import busy_ports
 
 REPO = Path(__file__).resolve().parent.parent
 T = TypeVar("T")
@@ -57,14 +58,10 @@ def free_port() -> int:
     # Above the worker ports of the cluster.port_base the local tests pick (22000-29900, and
     # each run's range reaches about 1760 ports beyond it).
     candidates = [p for p in range(31800, 32768) if p not in ephemeral]
-    for port in random.sample(candidates, len(candidates)):
-        with socket.socket() as s:
-            try:
-                s.bind(("", port))
-            except OSError:
-                continue
-            return port
-    raise AssertionError("no free TCP port in 31800-32767")
+    free = sorted(set(candidates) - set(busy_ports(candidates)))  # the driver's own check
+    if not free:
+        raise AssertionError("no free TCP port in 31800-32767")
+    return random.choice(free)
 
 
 def cli(
