@@ -1,0 +1,121 @@
+"""Real SGLang prefill and decode workers behind sglang-router, on one GPU, through the
+orchestrator (`engine=sglang frontend=sglang_router launcher=local`): greedy answers equal an
+aggregated deployment's token for token; a killed decode worker is restarted in place while
+requests fail fast instead of hanging; stop leaves no process and gives the GPU's memory back."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests import e2e
+from tests.gpu import deploy
+
+# Prefill and decode share GPU 0 (deployment.workers_per_gpu=2) with the memory the aggregated
+# deployment, started first, leaves.
+SHARED = (
+    "cluster.gpus_per_node=1",
+    "prefill.tp=1",
+    "decode.tp=1",
+    "deployment.workers_per_gpu=2",
+    "deployment.shared_memory_fraction=0.6",
+)
+AGGREGATED = (
+    "cluster.gpus_per_node=1",
+    "deployment=aggregated",
+    "aggregated.tp=1",
+    "+engine.args.mem-fraction-static=0.25",
+)
+STACK = ("engine=sglang", "frontend=sglang_router", *deploy.SGLANG_ARGS)
+
+
+@pytest.fixture(scope="module")
+def idle_mib() -> list[int]:
+    """GPU memory in use before anything of ours started."""
+    return deploy.gpu_memory_used_mib()
+
+
+@pytest.fixture(scope="module")
+def pair(
+    tiny_llama: Path, tmp_path_factory: pytest.TempPathFactory, idle_mib: list[int]
+) -> Iterator[tuple[deploy.Deployment, deploy.Deployment]]:
+    """One aggregated worker, then 1P1D, of the same model, all on GPU 0. One after the other:
+    SGLang sizes its memory from what is free when it starts (orchestrator.plan.sharing)."""
+    tmp = tmp_path_factory.mktemp("sglang")
+    base = [*deploy.base_overrides(tiny_llama), *STACK]
+    with deploy.deployment("agg", [*base, *AGGREGATED], tmp) as agg:
+        agg.wait_ready()
+        with deploy.deployment("pd", [*base, *SHARED], tmp) as pd:
+            pd.wait_ready()
+            yield pd, agg
+
+
+def test_pd_answers_equal_aggregated_token_for_token(
+    pair: tuple[deploy.Deployment, deploy.Deployment],
+) -> None:
+    pd, agg = pair
+    got, want = deploy.answers(pd.url), deploy.answers(agg.url)
+    assert got == want
+    assert all(a["completion"]["tokens"] > 0 and a["chat"] for a in got.values())
+
+
+def test_killed_decode_restarts_in_place_and_requests_fail_fast(
+    pair: tuple[deploy.Deployment, deploy.Deployment],
+) -> None:
+    pd, _ = pair
+    before = pd.state()["processes"]["decode-0"].get("restarts", [])
+    with deploy.load(pd.url, clients=4, timeout=60) as outcomes:
+        e2e.wait_for(lambda: len(outcomes) >= 8, timeout=60, what="requests before the kill")
+        killed_at = time.time()
+        os.kill(pd.leader_pid("decode-0"), signal.SIGKILL)
+
+        def serving_again() -> bool:
+            entry = pd.state()["processes"]["decode-0"]
+            back = len(entry.get("restarts", [])) > len(before) and entry.get("state") == "healthy"
+            return back and any(o.sent > killed_at and o.status == "ok" for o in outcomes)
+
+        e2e.wait_for(
+            serving_again, timeout=600, what="decode-0 restarted and serving", interval=0.5
+        )
+    restarted_at = pd.state()["processes"]["decode-0"]["healthy_at"]
+    during = [o for o in outcomes if killed_at + 1 <= o.sent < restarted_at]
+    failed = [o for o in outcomes if o.sent >= killed_at and o.status != "ok"]
+    print(
+        f"kill -9 decode-0: {len(outcomes)} requests, {len(failed)} failed, back after "
+        f"{restarted_at - killed_at:.1f} s; slowest request sent >= 1 s after the kill: "
+        f"{max((o.took for o in during), default=0):.2f} s"
+    )
+    # Nothing sent >= 1 s after the kill waits on the dead worker: with one decode worker, the
+    # router answers at once (a clear 503) until the restarted worker is registered again.
+    assert all(o.took < 5 for o in during), [o for o in during if o.took >= 5][:5]
+    assert all(o.status == "ok" for o in outcomes if o.sent > restarted_at + 1)
+    assert pd.state()["phase"] == "ready"
+
+
+def test_stop_is_clean_and_frees_the_gpu(
+    pair: tuple[deploy.Deployment, deploy.Deployment], idle_mib: list[int]
+) -> None:
+    pd, agg = pair
+    took = [pd.stop(), agg.stop()]
+    for dep in (pd, agg):
+        final = dep.state()
+        assert final["phase"] == "done", final.get("reason")
+        assert dep.proc.returncode == 0
+        assert e2e.nothing_left(dep.run_dir)
+        # SGLang drained and exited on its own: not killed, no crash exit (-9 / SIGQUIT path).
+        workers = {n: p for n, p in final["processes"].items() if p["role"] != "frontend"}
+        assert all(
+            p["state"] == "stopped" and p["exit_code"] in (0, -15) for p in workers.values()
+        ), workers
+    used = e2e.wait_for(
+        lambda: [u for u in [deploy.gpu_memory_used_mib()] if u[0] <= idle_mib[0] + 64],
+        timeout=60,
+        what="GPU memory back to idle",
+    )
+    print(f"stop: {took[0]:.1f} s (P/D), {took[1]:.1f} s (aggregated); GPU memory {used[0]} MiB")
+    assert max(took) < 30
