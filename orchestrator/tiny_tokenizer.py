@@ -22,7 +22,7 @@ import shutil
 import sys
 import sysconfig
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -172,6 +172,15 @@ def special_tokens_map() -> dict[str, str]:
     return {"bos_token": BOS, "eos_token": EOS, "unk_token": UNK, "pad_token": PAD}
 
 
+def special_token_ids(tokenizer: Tokenizer) -> dict[str, int]:
+    """The ``bos/eos/pad_token_id`` entries shared by every config that names the tokenizer."""
+    return {
+        "bos_token_id": token_id(tokenizer, BOS),
+        "eos_token_id": token_id(tokenizer, EOS),
+        "pad_token_id": token_id(tokenizer, PAD),
+    }
+
+
 def model_config(tokenizer: Tokenizer) -> dict[str, Any]:
     """Contents of ``config.json``: a tiny Llama whose shape the mocker uses for KV sizing."""
     return {
@@ -190,20 +199,13 @@ def model_config(tokenizer: Tokenizer) -> dict[str, Any]:
         "rope_theta": 10000.0,
         "tie_word_embeddings": False,
         "torch_dtype": "bfloat16",
-        "bos_token_id": token_id(tokenizer, BOS),
-        "eos_token_id": token_id(tokenizer, EOS),
-        "pad_token_id": token_id(tokenizer, PAD),
+        **special_token_ids(tokenizer),
     }
 
 
 def generation_config(tokenizer: Tokenizer) -> dict[str, Any]:
     """Contents of ``generation_config.json`` (same special ids as the model config)."""
-    return {
-        "bos_token_id": token_id(tokenizer, BOS),
-        "eos_token_id": token_id(tokenizer, EOS),
-        "pad_token_id": token_id(tokenizer, PAD),
-        "max_new_tokens": 64,
-    }
+    return {**special_token_ids(tokenizer), "max_new_tokens": 64}
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
@@ -211,12 +213,21 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
     path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
-def write_model_dir(target: Path) -> None:
-    """Train the tokenizer and write every file of the model directory into ``target``."""
+def write_tokenizer_files(target: Path) -> Tokenizer:
+    """Train the tokenizer, write its three files into ``target`` and return it.
+
+    Shared with :mod:`orchestrator.tiny_model`, which adds real weights next to the same files.
+    """
     tokenizer = train_tokenizer(training_lines())
     tokenizer.save(str(target / "tokenizer.json"), pretty=True)
     write_json(target / "tokenizer_config.json", tokenizer_config())
     write_json(target / "special_tokens_map.json", special_tokens_map())
+    return tokenizer
+
+
+def write_model_dir(target: Path) -> None:
+    """Train the tokenizer and write every file of the model directory into ``target``."""
+    tokenizer = write_tokenizer_files(target)
     write_json(target / "config.json", model_config(tokenizer))
     write_json(target / "generation_config.json", generation_config(tokenizer))
 
@@ -226,8 +237,10 @@ def is_complete(path: Path) -> bool:
     return all((path / name).is_file() for name in REQUIRED_FILES)
 
 
-def ensure_tiny_model_dir(path: Path) -> Path:
-    """Create the tiny model directory at ``path`` unless it already exists; return ``path``.
+def build_dir_atomically(
+    path: Path, write: Callable[[Path], None], complete: Callable[[Path], bool]
+) -> Path:
+    """Create the directory ``path`` with ``write`` unless ``complete(path)``; return ``path``.
 
     Files are written to a temporary sibling directory that is then renamed into place, so
     readers never see a half-written directory and concurrent callers are safe: the first
@@ -235,23 +248,32 @@ def ensure_tiny_model_dir(path: Path) -> Path:
     ``mkdir -p``) is replaced; a non-empty incomplete one is left alone and rejected.
     """
     path = Path(path)
-    if is_complete(path):
+    if complete(path):
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
     # Same parent directory => same filesystem, so os.rename is atomic.
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
     try:
-        write_model_dir(tmp)
+        write(tmp)
         os.chmod(tmp, 0o755)  # mkdtemp makes it 0700; other users (Slurm jobs) must read it.
         try:
             os.rename(tmp, path)
         except OSError:
             # Lost the race to another caller (target now non-empty): theirs is as good as ours.
-            if not is_complete(path):
+            if not complete(path):
                 raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return path
+
+
+def ensure_tiny_model_dir(path: Path) -> Path:
+    """Create the tokenizer + config directory at ``path`` unless it already exists.
+
+    See :func:`build_dir_atomically` for how concurrent callers and existing directories are
+    handled.
+    """
+    return build_dir_atomically(path, write_model_dir, is_complete)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
