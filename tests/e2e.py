@@ -194,6 +194,57 @@ def submit_output(proc: subprocess.CompletedProcess[str]) -> tuple[str, Path]:
     return lines[0], Path(lines[1])
 
 
+@dataclass(frozen=True)
+class Outcome:
+    """One request of a `timed_loop`: when it was sent (time.time()), how long it took, and its
+    HTTP status (0: no answer, e.g. a client timeout) and error text."""
+
+    sent: float
+    latency: float
+    status: int
+    detail: str = ""
+
+
+def timed_chat(url: str, model: str, timeout: float) -> Outcome:
+    """One non-streaming chat completion, timed."""
+    body = {"model": model, "messages": [{"role": "user", "content": "Hello"}], "max_tokens": 4}
+    sent = time.time()
+    try:
+        resp = requests.post(f"{url}/v1/chat/completions", json=body, timeout=timeout)
+    except requests.RequestException as exc:
+        return Outcome(sent, time.time() - sent, 0, str(exc)[:200])
+    return Outcome(sent, time.time() - sent, resp.status_code, resp.text[:200])
+
+
+@contextmanager
+def timed_loop(
+    url: str, model: str, *, every: float = 0.1, timeout: float = 30
+) -> Iterator[list[Outcome]]:
+    """A request through `url` every `every` s, each in its own thread (open loop: a request
+    that hangs does not hold up the next ones), until the block ends and all have answered."""
+    results: list[Outcome] = []
+    done = threading.Event()
+    threads: list[threading.Thread] = []
+
+    def send() -> None:
+        while not done.wait(every):
+            thread = threading.Thread(
+                target=lambda: results.append(timed_chat(url, model, timeout))
+            )
+            thread.start()
+            threads.append(thread)
+
+    sender = threading.Thread(target=send)
+    sender.start()
+    try:
+        yield results
+    finally:
+        done.set()
+        sender.join()
+        for thread in threads:
+            thread.join()
+
+
 @contextmanager
 def request_loop(url: str, model: str) -> Iterator[list[str]]:
     """Chats through `url`, one after another, until the block ends: 'ok' or why it failed."""

@@ -70,6 +70,10 @@ class Engine(Protocol):
         """The URL whose 200 says this process is up ('' for node ranks >= 1)."""
         ...
 
+    def serve_health_url(self, w: WorkerProcess) -> str:
+        """A deeper check for the serving health watch ('' = `health_url`'s)."""
+        ...
+
     def worker_url(self, w: WorkerProcess) -> str:
         """The URL a frontend registers ('' when workers register themselves)."""
         ...
@@ -106,6 +110,10 @@ class EngineDefaults:
 
     def worker_url(self, w: WorkerProcess) -> str:
         """None: the workers register through discovery."""
+        return ""
+
+    def serve_health_url(self, w: WorkerProcess) -> str:
+        """None: the serving health watch asks `health_url` too."""
         return ""
 
     def prepare(self, cfg: RootConfig) -> dict[str, str]:

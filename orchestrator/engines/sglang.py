@@ -21,6 +21,22 @@ from orchestrator.errors import Issue
 from orchestrator.plan.model import Plan
 
 PORT_LIMIT = 65535
+# Readiness follows SGLang's own "ready" (sglang/srt/entrypoints/http_server.py, 0.5.15 and
+# 0.5.21): `health_generate`, the handler of both /health and /health_generate, answers 503
+# while `server_status` is Starting or the server is draining (`gracefully_exit`); the status
+# turns Up only in `_execute_server_warmup`, after the warmup request (P/D: the "pd
+# disaggregation warmup") succeeded, just before "The server is fired up and ready to roll!".
+# Past that, by default (SGLANG_ENABLE_HEALTH_ENDPOINT_GENERATION=true) every /health submits
+# a 1-token generation and `await asyncio.sleep(1)` before it looks for output, polling up to
+# SGLANG_HEALTH_CHECK_TIMEOUT (20 s): never under ~1 s, seconds on a cold or busy GPU. Our 1-s
+# probe saw ReadTimeout for 27 s after "ready to roll" on an H100 (issue 26). With the variable
+# false, `/health` returns 200 as soon as the status leaves Starting: the driver's probe, the
+# router's registration check and its periodic checks become cheap liveness checks, the
+# canary keeps the deep one through the frontend, and the serving health watch asks
+# /health_generate (the variable only shortcuts the path "/health"). A P/D warmup that failed
+# sets UnHealthy, which /health then reports as 200 too: the canary is what catches that.
+# A user's engine.env may set the variable back to true.
+HEALTH_ENV = {"SGLANG_ENABLE_HEALTH_ENDPOINT_GENERATION": "false"}
 
 
 class Sglang(EngineDefaults):
@@ -60,12 +76,17 @@ class Sglang(EngineDefaults):
         return argv + extra_args(cfg, w)
 
     def env(self, cfg: RootConfig, w: WorkerProcess) -> dict[str, str]:
-        """SGLang's advertised address."""
-        return sglang_host_env(w)
+        """SGLang's advertised address, and a `/health` that answers at once (HEALTH_ENV)."""
+        return {**sglang_host_env(w), **HEALTH_ENV}
 
     def health_url(self, w: WorkerProcess) -> str:
-        """SGLang's own `/health` (a 1-token generation once the server is up)."""
+        """SGLang's `/health`: with HEALTH_ENV, 200 once the server is Up (after its warmup)."""
         return f"{self.worker_url(w)}/health" if w.rank == 0 else ""
+
+    def serve_health_url(self, w: WorkerProcess) -> str:
+        """SGLang's `/health_generate` (a 1-token generation, whatever HEALTH_ENV says): while
+        serving, a hung scheduler behind a live HTTP server must still fail the check."""
+        return f"{self.worker_url(w)}/health_generate" if w.rank == 0 else ""
 
     def worker_url(self, w: WorkerProcess) -> str:
         """The leader's HTTP server: what the router registers."""

@@ -208,11 +208,12 @@ def _worker_process(
     env.update({**cfg.model.env, **cfg.engine.env, **group_config(cfg, slot.group).env})
     name = f"{slot.group}-{slot.worker_index}" + (f"-rank{w.rank}" if w.rank else "")
     health = engine.health_url(w)
+    probe = HealthProbe(url=health, serve_url=engine.serve_health_url(w)) if health else None
     return Process(
         name=name, role="worker" if slot.group == "aggregated" else slot.group,  # type: ignore[arg-type]
         group=slot.group, worker_index=slot.worker_index, rank=w.rank, node_index=w.node_index,
         gpus=gpus, ports=dict(w.ports), env=env, argv=tuple(engine.argv(cfg, w, head.discovery)),
-        tier=TIER_WORKER, health=HealthProbe(url=health) if health else None,
+        tier=TIER_WORKER, health=probe,
         url=engine.worker_url(w), bootstrap_port=w.ports.get("bootstrap", 0),
     )  # fmt: skip
 

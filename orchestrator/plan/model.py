@@ -28,6 +28,10 @@ class HealthProbe:
 
     url: str  # may contain placeholders such as {node_ip:0}
     expect_status: int = 200
+    # The serving-time check of a process that is up (health_watch.py), when it differs from
+    # `url`: a deeper one that may answer slowly (SGLang's /health_generate runs a 1-token
+    # generation and answers after >= 1 s). '' = `url`.
+    serve_url: str = ""
 
 
 RestartMode = Literal["never", "on_failure", "always"]
@@ -228,6 +232,8 @@ def process_to_dict(proc: Process) -> dict[str, Any]:
     ordered["ports"] = dict(proc.ports)
     ordered["env"] = dict(proc.env)
     ordered.update(data)
+    if ordered.get("health") and not ordered["health"]["serve_url"]:
+        del ordered["health"]["serve_url"]  # plans of engines without a deeper check unchanged
     return ordered
 
 

@@ -15,7 +15,7 @@ import re
 from collections.abc import Callable
 
 from orchestrator.errors import UnresolvedPlaceholder
-from orchestrator.plan.model import HealthProbe, Plan, Process, Readiness
+from orchestrator.plan.model import Plan, Process, Readiness
 from orchestrator.plan.ports import block_size
 
 PLACEHOLDER = re.compile(r"\{(node_ip|node_host|port|job_id|run_dir)(?::(\d+))?\}")
@@ -77,8 +77,10 @@ def bind_text(text: str, bindings: Bindings) -> str:
 def _bind_process(proc: Process, bindings: Bindings, shift: Callable[[int], int]) -> Process:
     health = proc.health
     if health is not None:
-        health = HealthProbe(
-            url=bind_text(health.url, bindings), expect_status=health.expect_status
+        health = dataclasses.replace(
+            health,
+            url=bind_text(health.url, bindings),
+            serve_url=bind_text(health.serve_url, bindings),
         )
     return dataclasses.replace(
         proc,

@@ -147,11 +147,13 @@ class Driver:
             self.last_detail = verdict.detail
             return None
         if r.canary:
+            started = time.time()
             verdict = health.canary(self.http, r.frontend_url, r.model, r.canary_max_tokens)
             if not verdict.ok:
                 self.last_detail = verdict.detail
                 return None
-            self.state.update(canary=verdict.detail)
+            # What the canary cost, apart from the driver's own readiness overhead.
+            self.state.update(canary=verdict.detail, canary_s=round(time.time() - started, 3))
         return True
 
     def _wait(self, check: Callable[[], bool | None], what: str) -> None:

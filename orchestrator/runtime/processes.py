@@ -107,10 +107,18 @@ class LocalBackend:
         return Running(proc=proc, popen=popen, log=log, host=self.host)
 
     def signal(self, running: Sequence[Running], sig: signal.Signals) -> None:
-        """Signal each process group."""
+        """SIGKILL each process group; any other signal goes to the process we started alone.
+        A stop must reach the server only: SGLang's SIGTERM handler drains and then stops its
+        own scheduler processes, while a group-wide SIGTERM kills those first, its subprocess
+        watchdog raises SIGQUIT ("It usually means one child failed"), it sleeps 5 s and ends
+        its tree with SIGKILL (exit -9: a stop that looks like a crash, issue 26). stop_tier
+        kills what the group still holds once the leader is gone."""
         for r in running:
             try:
-                os.killpg(r.popen.pid, sig)
+                if sig == signal.SIGKILL:
+                    os.killpg(r.popen.pid, sig)
+                elif r.poll() is None:  # never a reused pid
+                    os.kill(r.popen.pid, sig)
             except (ProcessLookupError, PermissionError):
                 pass
 
@@ -209,17 +217,20 @@ def exit_detail(backend: Backend, running: Running) -> str:
 def stop_tier(
     backend: Backend, running: Sequence[Running], *, grace_s: float, clock: Clock
 ) -> list[str]:
-    """SIGTERM, wait up to `grace_s` for every process to end, then SIGKILL what is left.
-    Returns the names that had to be killed."""
+    """SIGTERM each process (locally its leader only: it drains and stops its own children),
+    wait up to `grace_s` for each to exit on its own, then SIGKILL the groups of those still
+    running and whatever the exited ones left behind. Returns the names that had to be killed
+    (a process that exited by itself within the grace is a clean stop, whatever it left)."""
     if not running:
         return []
     backend.signal(running, signal.SIGTERM)
     deadline = clock.now() + grace_s
-    while clock.now() < deadline and backend.leftovers(running):
-        clock.sleep(0.2)
-    killed = backend.leftovers(running)
-    if killed:
-        backend.signal([r for r in running if r.proc.name in killed], signal.SIGKILL)
+    while clock.now() < deadline and any(r.poll() is None for r in running):
+        clock.sleep(0.1)
+    killed = sorted(r.proc.name for r in running if r.poll() is None)
+    left = backend.leftovers(running)
+    if left:
+        backend.signal([r for r in running if r.proc.name in left], signal.SIGKILL)
         deadline = clock.now() + 10.0
         while clock.now() < deadline and backend.leftovers(running):
             clock.sleep(0.1)

@@ -7,7 +7,10 @@ It stands in for the Python interpreter of an SGLang worker, so a test sets
 library only (ThreadingHTTPServer) so it is up in well under a second; unknown flags are ignored.
 
 HTTP API on --host:--port, shaped like SGLang 0.5.21's (see engines.md §1.6):
-  GET  /health, /health_generate   503 while "warming up", then 200 (empty body)
+  GET  /health, /health_generate   503 while "warming up" or draining after SIGTERM; then, as
+                                   SGLang's handler, a "1-token generation" answered after 1 s
+                                   (SGLANG_DOUBLE_HEALTH_GEN_S); /health answers at once when
+                                   SGLANG_ENABLE_HEALTH_ENDPOINT_GENERATION=false
   GET  /server_info, /get_server_info, /model_info, /get_model_info, /v1/models
   POST /generate, /v1/completions, /v1/chat/completions   (`"stream": true` gives SSE)
 No /get_load (SGLang 0.5.21 has none either). A prefill (`--disaggregation-mode prefill`)
@@ -15,6 +18,11 @@ also serves its bootstrap server on --host:--disaggregation-bootstrap-port (GET 
 GET /route). A decode dials `bootstrap_host:bootstrap_port/health` of every request, as real
 SGLang decode dials the prefill's bootstrap server, and fails the request (500) when that
 server is unreachable; a null bootstrap_port falls back to its own bootstrap port like SGLang.
+The decode dials `/route?bootstrap_room=R`; a prefill answers a request of room R only once a
+decode dialed it (SGLang's prefill waits for the decode's KV indices), failing it after
+SGLANG_DISAGGREGATION_BOOTSTRAP_TIMEOUT s (300 as in SGLang); SGLang's fake bootstrap host
+(warmup, health checks) needs no decode. Process life (SIGTERM drain, a scheduler child whose
+death crashes the server): double_lifecycle.py.
 
 Environment:
   SGLANG_DOUBLE_RECORD     JSONL file: one line per generation request with the bootstrap
@@ -39,7 +47,10 @@ import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from double_lifecycle import Lifecycle
+
 VERSION = "0.5.21-test-double"
+FAKE_BOOTSTRAP_HOST = "2.2.2.2"  # sglang/srt/disaggregation/utils.py
 REPLY_WORDS = (
     "The",
     " service",
@@ -91,9 +102,45 @@ class Double:
         self.mode = args.disaggregation_mode
         self.ready_at = float("inf")
         self.lock = threading.Lock()
+        self.life = Lifecycle(env, self.name or self.mode)
+        self.health_gen_s = float(env.get("SGLANG_DOUBLE_HEALTH_GEN_S", "1"))
+        self.cheap_health = env.get("SGLANG_ENABLE_HEALTH_ENDPOINT_GENERATION", "").lower() in (
+            "false", "0", "no", "off")  # fmt: skip
+        self.rooms = threading.Condition()
+        self.rooms_seen: set[int] = set()
+        self.bootstrap_timeout_s = float(env.get("SGLANG_DISAGGREGATION_BOOTSTRAP_TIMEOUT", "300"))
 
     def healthy(self) -> bool:
         return time.monotonic() >= self.ready_at
+
+    def health(self, path: str) -> int:
+        """SGLang's health_generate: 503 while Starting or draining, 200 at once for a cheap
+        /health, else after the 1-token generation and `await asyncio.sleep(1)`."""
+        if self.life.exiting or not self.healthy():
+            return 503
+        if path == "/health" and self.cheap_health:
+            return 200
+        time.sleep(self.health_gen_s)
+        return 200
+
+    def room_dialed(self, room: int) -> None:
+        with self.rooms:
+            self.rooms_seen.add(room)
+            self.rooms.notify_all()
+
+    def wait_for_decode(self, body: dict[str, Any]) -> bool:
+        """Prefill only: True once a decode dialed every room of the request (at once for the
+        fake bootstrap host or a request without rooms), False after the bootstrap timeout."""
+        room = body.get("bootstrap_room")
+        if (
+            self.mode != "prefill"
+            or room is None
+            or body.get("bootstrap_host") == FAKE_BOOTSTRAP_HOST
+        ):
+            return True
+        rooms = {int(r) for r in (room if isinstance(room, list) else [room])}
+        with self.rooms:
+            return self.rooms.wait_for(lambda: rooms <= self.rooms_seen, self.bootstrap_timeout_s)
 
     def server_info(self) -> dict[str, Any]:
         a = self.args
@@ -139,8 +186,10 @@ class Double:
         port = body.get("bootstrap_port") or self.args.disaggregation_bootstrap_port
         if not host or not port:
             return False
+        room = body.get("bootstrap_room")
+        query = f"?bootstrap_room={room}" if isinstance(room, int) else ""
         try:
-            with urllib.request.urlopen(f"http://{host}:{port}/health", timeout=3) as resp:
+            with urllib.request.urlopen(f"http://{host}:{port}/route{query}", timeout=3) as resp:
                 return bool(resp.status == 200)
         except (urllib.error.URLError, OSError):
             return False
@@ -202,7 +251,7 @@ class Handler(BaseHTTPRequestHandler):
         d = self.double
         path = self.path.split("?")[0]
         if path in ("/health", "/health_generate"):
-            self._send(200 if d.healthy() else 503)
+            self._send(d.health(path))
         elif path in ("/server_info", "/get_server_info"):
             self._send(200, d.server_info())
         elif path in ("/model_info", "/get_model_info"):
@@ -221,12 +270,24 @@ class Handler(BaseHTTPRequestHandler):
             return
         body = self._body()
         d = self.double
+        d.life.request(+1)
+        try:
+            self._generation(path, body)
+        finally:
+            d.life.request(-1)
+
+    def _generation(self, path: str, body: dict[str, Any]) -> None:
+        d = self.double
         reachable = d.dial_bootstrap(body)
         d.record(path, body, reachable)
         if reachable is False:
             where = f"{body.get('bootstrap_host')}:{body.get('bootstrap_port')}"
             self._send(500, {"error": {"message": f"decode could not reach bootstrap server {where}",
                                        "type": "InternalServerError", "code": 500}})  # fmt: skip
+            return
+        if not d.wait_for_decode(body):
+            self._send(500, {"error": {"message": f"KVTransferError(bootstrap_room={body.get('bootstrap_room')}): "
+                                       "no decode within the bootstrap timeout", "code": 500}})  # fmt: skip
             return
         n = max_tokens(body)
         if path == "/generate":
@@ -277,12 +338,15 @@ class BootstrapHandler(BaseHTTPRequestHandler):
     """The prefill's bootstrap server (SGLang: aiohttp on --host:--disaggregation-bootstrap-port)."""
 
     protocol_version = "HTTP/1.1"
+    double: Double  # set on the subclass made in serve()
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
 
     def do_GET(self) -> None:
-        path = self.path.split("?")[0]
+        path, _, query = self.path.partition("?")
+        if path == "/route" and query.startswith("bootstrap_room="):
+            self.double.room_dialed(int(query.split("=", 1)[1]))
         status, data = (
             (200, b"OK") if path == "/health" else (200, b"{}") if path == "/route" else (404, b"")
         )
@@ -296,6 +360,7 @@ def serve(args: argparse.Namespace, env: dict[str, str]) -> None:
     """Open the ports (after the load delay), become healthy after warmup, serve until SIGTERM."""
     load_s, warmup_s = delays(env)
     double = Double(args, env)
+    double.life.start()
     label = double.name or args.disaggregation_mode
     print(f"[double {label}] SGLang test double {VERSION}: {args.disaggregation_mode} on "
           f"{args.host}:{args.port}, loading for {load_s:g} s", flush=True)  # fmt: skip
@@ -309,14 +374,18 @@ def serve(args: argparse.Namespace, env: dict[str, str]) -> None:
     servers = [httpd]
     if args.disaggregation_mode == "prefill" and args.disaggregation_bootstrap_port:
         servers.append(
-            ThreadingHTTPServer((args.host, args.disaggregation_bootstrap_port), BootstrapHandler)
+            ThreadingHTTPServer(
+                (args.host, args.disaggregation_bootstrap_port),
+                type("BoundBootstrap", (BootstrapHandler,), {"double": double}),
+            )
         )
         servers[-1].daemon_threads = True
     for extra in servers[1:]:
         threading.Thread(target=extra.serve_forever, daemon=True).start()
     double.ready_at = time.monotonic() + warmup_s
+    # The wall-clock time lets tests measure "worker ready -> orchestrator ready".
     timer = threading.Timer(warmup_s, lambda: print(f"[double {label}] The server is fired up and ready "
-                                                    "to roll!", flush=True))  # fmt: skip
+                                                    f"to roll! at {time.time():.3f}", flush=True))  # fmt: skip
     timer.daemon = True
     timer.start()
     httpd.serve_forever()
@@ -329,12 +398,6 @@ def main(argv: list[str]) -> int:
         )
         return 2
     args = parse_args(argv)
-
-    def stop(signum: int, _frame: Any) -> None:
-        print(f"[double] received signal {signum}, exiting", flush=True)
-        os._exit(0)
-
-    signal.signal(signal.SIGTERM, stop)
     serve(args, dict(os.environ))
     return 0
 
