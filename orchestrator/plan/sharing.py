@@ -93,7 +93,7 @@ def _share(key: SlotKey, parts: Mapping[SlotKey, float], gpus: list[list[SlotKey
     # SGLang with TP > 1 takes the smallest free memory of its ranks: the busiest GPU counts.
     before = max(sum(parts[k] for k in keys[: keys.index(key)]) for keys in gpus)
     others = max(sum(parts[k] for k in keys if k != key) for keys in gpus)
-    earlier = sorted({k for keys in gpus for k in keys[: keys.index(key)]}, key=str)
+    earlier = dict.fromkeys(k for keys in gpus for k in keys[: keys.index(key)])  # start order
     share = _floor3(parts[key])
     return GpuShare(
         share=share,
