@@ -105,7 +105,8 @@ def test_small_aggregated_workers_start_one_after_another(compose: Compose) -> N
     workers = [p.process(f"aggregated-{i}") for i in range(4)]
     assert {w.gpus for w in workers} == {(0,)}
     assert [w.gpu_share for w in workers] == [0.2] * 4
-    assert [flag(w.argv, "--mem-fraction-static") for w in workers] == ["0.2", "0.25", "0.333", "0.5"]
+    fractions = [flag(w.argv, "--mem-fraction-static") for w in workers]
+    assert fractions == ["0.2", "0.25", "0.333", "0.5"]
     assert [w.start_after for w in workers] == [
         (), ("aggregated-0",), ("aggregated-0", "aggregated-1"),
         ("aggregated-0", "aggregated-1", "aggregated-2")]  # fmt: skip
@@ -169,7 +170,8 @@ def test_every_sharing_problem_at_once(compose: Compose) -> None:
 
 
 def test_the_mocker_accepts_the_key_and_any_memory_args(compose: Compose) -> None:
-    cfg = compose(*ONE_GPU, "engine=mocker", "model.path=/m", "+engine.args.mem-fraction-static=0.3")
+    cfg = compose(*ONE_GPU, "engine=mocker", "model.path=/m",
+                  "+engine.args.mem-fraction-static=0.3")  # fmt: skip
     assert [i for i in validate(cfg) if "mem-fraction" in i.key] == []
 
 
