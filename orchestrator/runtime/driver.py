@@ -130,7 +130,8 @@ class Driver:
         running = self.backend.start(proc, log)
         self.running[proc.name] = running
         self.state.process(proc.name, node=proc.node_index, host=running.host, role=proc.role,
-                           state=state, probed=proc.health is not None, log=str(log))  # fmt: skip
+                           state=state, probed=proc.health is not None, log=str(log),
+                           started_at=time.time())  # fmt: skip
 
     def _probed(self, procs: list[Process]) -> list[str]:
         return [p.name for p in procs if p.health is not None]
