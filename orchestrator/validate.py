@@ -17,6 +17,7 @@ from orchestrator.plan import build
 from orchestrator.plan.consistency import role_consistency
 from orchestrator.plan.model import RESTART_MODES
 from orchestrator.plan.ports import highest_port
+from orchestrator.plan.sharing import sharing_issues
 from orchestrator.serve import serve_issues
 from orchestrator.slurm.request import SAFE_DIRECTIVE
 
@@ -39,6 +40,7 @@ def validate(cfg: RootConfig) -> list[Issue]:
     """Every problem of `cfg`. Checks that need a sane shape run only when the shape is sane."""
     issues = _kinds(cfg) + _model(cfg) + _groups(cfg) + _ports(cfg) + _timing(cfg) + _secrets(cfg)
     issues += _slurm_values(cfg) + _benchmark(cfg) + _restarts(cfg) + serve_issues(cfg)
+    issues += sharing_issues(cfg)
     named = {i.key for i in issues}  # a key a specific rule already reports once is enough
     issues += [i for i in domain_issues(cfg) if i.key not in named]
     if not issues:
@@ -190,9 +192,9 @@ def _ports(cfg: RootConfig) -> list[Issue]:
         issues.append(Issue("cluster.port_job_blocks", str(c.port_job_blocks), "must be at least 1",
                             "set cluster.port_job_blocks=16"))  # fmt: skip
         return issues
-    top = highest_port(
-        c.port_base, gpus_per_node=max(c.gpus_per_node, 1), job_blocks=c.port_job_blocks
-    )
+    top = highest_port(c.port_base, gpus_per_node=max(c.gpus_per_node, 1),
+                       job_blocks=c.port_job_blocks,
+                       workers_per_gpu=cfg.deployment.workers_per_gpu)  # fmt: skip
     # Engines may accept less than 65535 (Dynamo reads DYN_SYSTEM_PORT as a signed 16-bit int).
     engine = get_engine(cfg.engine.kind) if cfg.engine.kind in ENGINES else None
     limit, why = (engine.max_port, engine.max_port_reason) if engine else (65535, "")

@@ -149,6 +149,9 @@ class WorkerGroupConfig:
     # A worker that exits while serving: never (fail the run) | on_failure (restart after a
     # non-zero exit) | always (after any exit). Same node, GPUs and ports; all ranks together.
     restart: str = "on_failure"
+    # deployment.workers_per_gpu > 1: this group's weight when a GPU's memory is split between
+    # the workers sharing it (decode.memory_weight=3 prefill.memory_weight=1: decode gets 3/4).
+    memory_weight: float = 1.0
     extra_args: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
 
@@ -157,6 +160,13 @@ class WorkerGroupConfig:
 class DeploymentConfig:
     mode: str = "disaggregated"  # disaggregated | aggregated
     separate_nodes: bool = False  # keep prefill and decode workers on different nodes
+    # Workers that share one GPU (workstations, small models): 2 puts 1 prefill + 1 decode on a
+    # GPU. Each gets --mem-fraction-static for its planned part of shared_memory_fraction and
+    # starts only once the workers before it on its GPUs are healthy (orchestrator.plan.sharing).
+    workers_per_gpu: int = 1
+    # Fraction of a shared GPU's memory for the static pools (weights + KV cache) of all the
+    # workers on it together; the rest is left for their activations, CUDA graphs and contexts.
+    shared_memory_fraction: float = 0.8
     # Restarts of one worker (or the frontend) while serving: at most max_restarts within
     # restart_window_s, else the run fails; the n-th waits restart_backoff_s x 2^(n-1), capped.
     max_restarts: int = 3

@@ -53,6 +53,9 @@ class Engine(Protocol):
     max_port: int  # highest port its processes accept
     max_port_reason: str  # why, when below 65535
     loads_model: bool  # its workers read model.path (checked on the nodes before start)
+    # Its flag (no dashes) for a worker's static GPU memory as a fraction of the memory free when
+    # it starts; set per worker when GPUs are shared ('' = it holds no GPU memory: the mocker).
+    memory_flag: str
 
     def worker_ports(self, group: str, rank: int, nnodes: int) -> list[str]:
         """Port names to plan for one worker process."""

@@ -33,6 +33,7 @@ class DynamoSglang(EngineDefaults):
     frontends: tuple[str, ...] = ("dynamo",)
     max_port = DYNAMO_PORT_LIMIT
     max_port_reason = DYNAMO_PORT_REASON
+    memory_flag = "mem-fraction-static"  # dynamo.sglang passes SGLang's flags on
     loads_model = True
 
     def worker_ports(self, group: str, rank: int, nnodes: int) -> list[str]:

@@ -32,6 +32,7 @@ class Mocker(EngineDefaults):
     frontends: tuple[str, ...] = ("dynamo",)
     max_port = DYNAMO_PORT_LIMIT
     max_port_reason = DYNAMO_PORT_REASON
+    memory_flag = ""  # simulated: no GPU memory
     loads_model = False
 
     def worker_ports(self, group: str, rank: int, nnodes: int) -> list[str]:

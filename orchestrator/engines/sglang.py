@@ -46,6 +46,7 @@ class Sglang(EngineDefaults):
     frontends: tuple[str, ...] = ("sglang_router", "smg")
     max_port = PORT_LIMIT
     max_port_reason = ""
+    memory_flag = "mem-fraction-static"
     loads_model = True
 
     def worker_ports(self, group: str, rank: int, nnodes: int) -> list[str]:

@@ -36,6 +36,7 @@ from orchestrator.plan.placement import GroupShape, WorkerSlot, nodes_used, plac
 from orchestrator.plan.ports import PortAllocator
 from orchestrator.plan.preflight import offline_env, preflight_checks
 from orchestrator.plan.restart import restart_policy
+from orchestrator.plan.sharing import GpuShare, plan_shares, slot_name
 
 __all__ = [
     "active_groups",
@@ -74,7 +75,7 @@ def deployment_plan(cfg: RootConfig) -> Plan:
     ports = PortAllocator(cfg.cluster.port_base, 0)
     head = get_frontend(cfg.frontend.kind).head(cfg, ports, num_nodes)
     engine = get_engine(cfg.engine.kind)
-    workers = [p for slot in slots for p in _worker_processes(cfg, engine, slot, ports, head)]
+    workers = _placed_workers(cfg, engine, slots, ports, head)
     return Plan(
         name=deployment_name(cfg),
         num_nodes=num_nodes,
@@ -93,6 +94,7 @@ def deployment_plan(cfg: RootConfig) -> Plan:
         stop_grace_s=cfg.launcher.stop_grace_s,
         prepare=engine.prepare(cfg),
         preflight=preflight_checks(cfg, slots, num_nodes, loads_model=engine.loads_model),
+        workers_per_gpu=cfg.deployment.workers_per_gpu,
     )
 
 
@@ -108,7 +110,8 @@ def attached_plan(
                          gpus_per_worker=gpus_per_worker(cfg, g))
               for g in active_groups(cfg) if group_config(cfg, g).workers > first.get(g, 0)]  # fmt: skip
     placed = place_workers(shapes, gpus_per_node=cfg.cluster.gpus_per_node,
-                           separate_groups=cfg.deployment.separate_nodes)  # fmt: skip
+                           separate_groups=cfg.deployment.separate_nodes,
+                           workers_per_gpu=cfg.deployment.workers_per_gpu)  # fmt: skip
     slots = [dataclasses.replace(s, worker_index=s.worker_index + first.get(s.group, 0))
              for s in placed]  # fmt: skip
     num_nodes = nodes_used(slots)
@@ -118,7 +121,7 @@ def attached_plan(
     head = Head(processes=[], worker_env={k: worker_env[k] for k in planned.worker_env
                                           if k in worker_env}, discovery=planned.discovery)  # fmt: skip
     engine = get_engine(cfg.engine.kind)
-    workers = [p for slot in slots for p in _worker_processes(cfg, engine, slot, ports, head)]
+    workers = _placed_workers(cfg, engine, slots, ports, head)
     return Plan(
         name=f"{deployment_name(cfg)}-attached", num_nodes=num_nodes,
         gpus_per_node=cfg.cluster.gpus_per_node, port_base=cfg.cluster.port_base,
@@ -133,6 +136,7 @@ def attached_plan(
         stop_grace_s=cfg.launcher.stop_grace_s, prepare=engine.prepare(cfg),
         preflight=preflight_checks(cfg, slots, num_nodes, loads_model=engine.loads_model),
         attach_to=attach_to, heartbeat_timeout_s=cfg.launcher.heartbeat_timeout_s,
+        workers_per_gpu=cfg.deployment.workers_per_gpu,
     )  # fmt: skip
 
 
@@ -177,6 +181,29 @@ def _with_identity(cfg: RootConfig, proc: Process) -> Process:
         "ORCHESTRATOR_PROCESS": proc.name,
     }
     return dataclasses.replace(proc, env=env)
+
+
+def _placed_workers(
+    cfg: RootConfig, engine: Engine, slots: list[WorkerSlot], ports: PortAllocator, head: Head
+) -> list[Process]:
+    """Every placed worker's processes; workers sharing GPUs get their part of the memory."""
+    shares = plan_shares(cfg, slots)
+    procs = [p for slot in slots for p in _worker_processes(cfg, engine, slot, ports, head)]
+    return [_shared(p, shares.get((p.group, p.worker_index)), engine.memory_flag) for p in procs]
+
+
+def _shared(proc: Process, share: GpuShare | None, flag: str) -> Process:
+    """`proc` with its GPU share (orchestrator.plan.sharing): the memory flag for its planned
+    start (after the workers before it on its GPUs), another for a restart while they run.
+    An engine without GPU memory (the mocker) shares GPUs without either."""
+    if share is None or not flag:
+        return proc
+    restart = share.restart_fraction
+    return dataclasses.replace(
+        proc, argv=(*proc.argv, f"--{flag}", f"{share.start_fraction:g}"),
+        gpu_share=share.share, start_after=tuple(slot_name(k) for k in share.start_after),
+        restart_args=(f"--{flag}", f"{restart:g}") if restart != share.start_fraction else (),
+    )  # fmt: skip
 
 
 def _worker_processes(
@@ -251,11 +278,11 @@ def gpus_requested(cfg: RootConfig, slots: list[WorkerSlot]) -> int:
     4 on node 1) asks the most any node uses (8 on both)."""
     if cfg.cluster.exclusive:
         return cfg.cluster.gpus_per_node
-    used: dict[int, int] = {}
+    used: dict[int, set[int]] = {}
     for slot in slots:
         for node, gpus in slot.ranks:
-            used[node] = used.get(node, 0) + len(gpus)
-    return max(used.values(), default=0)
+            used.setdefault(node, set()).update(gpus)  # a GPU shared by workers counts once
+    return max((len(g) for g in used.values()), default=0)
 
 
 def slurm_request(

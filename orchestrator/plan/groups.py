@@ -59,4 +59,5 @@ def place(cfg: RootConfig) -> list[WorkerSlot]:
         shapes,
         gpus_per_node=cfg.cluster.gpus_per_node,
         separate_groups=cfg.deployment.separate_nodes,
+        workers_per_gpu=cfg.deployment.workers_per_gpu,
     )

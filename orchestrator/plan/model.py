@@ -81,6 +81,12 @@ class Process:
     url: str = ""
     bootstrap_port: int = 0
     restart: RestartPolicy = field(default_factory=RestartPolicy)
+    # A worker sharing its GPUs (deployment.workers_per_gpu > 1, orchestrator.plan.sharing):
+    # its part of each GPU's memory, the processes that must be healthy before it starts, and
+    # the arguments appended when it restarts while they run (argparse: the last copy wins).
+    gpu_share: float = 0.0
+    start_after: tuple[str, ...] = ()
+    restart_args: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -212,6 +218,9 @@ class Plan:
     # An attached job stops itself when the run's heartbeat is this long unchanged
     # (orchestrator.runtime.heartbeat; launcher.heartbeat_timeout_s).
     heartbeat_timeout_s: float = 60.0
+    # Workers sharing one GPU at most (deployment.workers_per_gpu): the port block has a slot
+    # per worker process a node can hold.
+    workers_per_gpu: int = 1
 
     def process(self, name: str) -> Process:
         """The process called `name` (KeyError if there is none)."""
@@ -231,9 +240,12 @@ def process_to_dict(proc: Process) -> dict[str, Any]:
     ordered["argv"] = list(proc.argv)
     ordered["ports"] = dict(proc.ports)
     ordered["env"] = dict(proc.env)
+    # Only for workers sharing a GPU: every other plan.json stays as it was.
+    shared = {key: data.pop(key) for key in ("gpu_share", "start_after", "restart_args")}
     ordered.update(data)
     if ordered.get("health") and not ordered["health"]["serve_url"]:
         del ordered["health"]["serve_url"]  # plans of engines without a deeper check unchanged
+    ordered.update({k: list(v) if isinstance(v, tuple) else v for k, v in shared.items() if v})
     return ordered
 
 
@@ -272,6 +284,7 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
         ),
         **({"serve": _serve_to_dict(plan.serve)} if plan.serve else {}),
         **({"hold_s": plan.hold_s} if plan.hold_s else {}),
+        **({"workers_per_gpu": plan.workers_per_gpu} if plan.workers_per_gpu != 1 else {}),
     }
 
 
@@ -295,6 +308,8 @@ def process_from_dict(raw: Mapping[str, Any]) -> Process:
     item = dict(raw)
     health = item.pop("health", None)
     restart = item.pop("restart", None)  # absent in plans written before restarts existed
+    for key in ("start_after", "restart_args"):
+        item[key] = tuple(item.get(key, ()))
     return Process(
         **{**item, "gpus": tuple(item["gpus"]), "argv": tuple(item["argv"])},
         health=HealthProbe(**health) if health else None,
@@ -338,4 +353,5 @@ def plan_from_dict(data: Mapping[str, Any]) -> Plan:
         serve=_serve_from_dict(data.get("serve")),
         hold_s=data.get("hold_s", 0.0),
         heartbeat_timeout_s=data.get("heartbeat_timeout_s", 60.0),
+        workers_per_gpu=data.get("workers_per_gpu", 1),
     )

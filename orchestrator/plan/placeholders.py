@@ -96,7 +96,7 @@ def _bind_process(proc: Process, bindings: Bindings, shift: Callable[[int], int]
 def shift_port(plan: Plan, port: int, offset: int) -> int:
     """Planned port `port` in the port block at `offset`. Ports outside the plan's block (the
     frontend's http_port) are fixed: validation keeps them out of every job's block."""
-    top = plan.port_base + block_size(plan.gpus_per_node)
+    top = plan.port_base + block_size(plan.gpus_per_node, plan.workers_per_gpu)
     return port + offset if plan.port_base <= port < top else port
 
 

@@ -15,22 +15,27 @@ PORT_STRIDE = 10
 INFRA_SLOTS = 3  # etcd, the frontend and a benchmark client on node 0
 
 
-def block_size(gpus_per_node: int) -> int:
-    """Ports one job may use on one node: a slot per GPU (TP1 workers) plus the infra slots."""
-    return PORT_STRIDE * (gpus_per_node + INFRA_SLOTS)
+def block_size(gpus_per_node: int, workers_per_gpu: int = 1) -> int:
+    """Ports one job may use on one node: a slot per worker process it can hold (one per GPU
+    with TP1 workers, `workers_per_gpu` per GPU when they share) plus the infra slots."""
+    return PORT_STRIDE * (gpus_per_node * max(workers_per_gpu, 1) + INFRA_SLOTS)
 
 
-def port_offset_for_job(job_id: str, *, gpus_per_node: int, job_blocks: int) -> int:
+def port_offset_for_job(
+    job_id: str, *, gpus_per_node: int, job_blocks: int, workers_per_gpu: int = 1
+) -> int:
     """Offset of this job's port block; 0 when there is no job id (local runs, dry-run)."""
     digits = "".join(ch for ch in job_id.split("_")[0] if ch.isdigit())
     if not digits:
         return 0
-    return (int(digits) % job_blocks) * block_size(gpus_per_node)
+    return (int(digits) % job_blocks) * block_size(gpus_per_node, workers_per_gpu)
 
 
-def highest_port(port_base: int, *, gpus_per_node: int, job_blocks: int) -> int:
+def highest_port(
+    port_base: int, *, gpus_per_node: int, job_blocks: int, workers_per_gpu: int = 1
+) -> int:
     """The highest port any job can be given."""
-    return port_base + job_blocks * block_size(gpus_per_node) - 1
+    return port_base + job_blocks * block_size(gpus_per_node, workers_per_gpu) - 1
 
 
 class PortAllocator:

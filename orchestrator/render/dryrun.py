@@ -44,7 +44,7 @@ def all_processes(plan: Plan) -> tuple[Process, ...]:
 
 def port_shift(plan: Plan) -> dict[str, Any]:
     """How the planned ports move per job (the dry-run shows block 0)."""
-    size = block_size(plan.gpus_per_node)
+    size = block_size(plan.gpus_per_node, plan.workers_per_gpu)
     return {
         "base": plan.port_base,
         "block_size": size,
@@ -97,14 +97,30 @@ def render_json(plan: Plan, request: LaunchRequest) -> str:
 
 
 def _table(plan: Plan) -> list[str]:
-    rows = [("PROCESS", "ROLE", "NODE", "GPUS", "PORTS")]
+    """One row per process; a MEMORY column (each worker's planned part of its GPUs) only when
+    workers share GPUs."""
+    shared = any(p.gpu_share for p in all_processes(plan))
+    rows = [("PROCESS", "ROLE", "NODE", "GPUS") + (("MEMORY",) if shared else ()) + ("PORTS",)]
     for p in all_processes(plan):
         ports = " ".join(f"{k}={v}" for k, v in p.ports.items()) or "-"
-        rows.append((p.name, p.role, str(p.node_index), gpu_ranges(p.gpus), ports))
-    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+        memory = ((f"{p.gpu_share:g}" if p.gpu_share else "-"),) if shared else ()
+        rows.append((p.name, p.role, str(p.node_index), gpu_ranges(p.gpus), *memory, ports))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     return [
-        "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)) + "  " + r[4] for r in rows
+        "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)) + "  " + r[-1] for r in rows
     ]
+
+
+def _sharing_lines(p: Process) -> list[str]:
+    """How a worker sharing its GPUs gets its part (orchestrator.plan.sharing)."""
+    if not p.gpu_share:
+        return []
+    after = f"once {', '.join(p.start_after)} is healthy" if p.start_after else "first"
+    lines = [f"gpu share: {p.gpu_share:g} of GPU {gpu_ranges(p.gpus)}'s memory (weights + KV "
+             f"cache); starts {after}"]  # fmt: skip
+    if p.restart_args:
+        lines.append(f"on a restart (the others running) appends: {quote_argv(p.restart_args)}")
+    return lines
 
 
 def _process_block(p: Process) -> list[str]:
@@ -112,6 +128,7 @@ def _process_block(p: Process) -> list[str]:
     lines += ["env:"] + [f"  {k}={v}" for k, v in p.env.items()] if p.env else ["env: (none)"]
     if p.health:
         lines.append(f"health: GET {p.health.url} -> {p.health.expect_status}")
+    lines += _sharing_lines(p)
     lines.append("argv:")
     lines.append("  " + _wrapped(p.argv))
     return lines

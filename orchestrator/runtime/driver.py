@@ -45,6 +45,7 @@ class Driver:
         self.plan, self.run_dir, self.backend = plan, run_dir, backend
         self.http, self.clock, self.state, self.say = http, clock, state, say
         self.running: dict[str, Running] = {}
+        self.queued: list[Process] = []  # waiting for their start_after to be healthy
         self.healthy: set[str] = set()
         self.deadline: float | None = None  # readiness deadline, set when starting
         self.health_watch = HealthWatch(plan, http, backend, state, say)  # hung, not exited
@@ -108,16 +109,29 @@ class Driver:
         # Workers retry discovery for ~120 s, but waiting for etcd first costs ~0.1 s and
         # turns a broken etcd into a clear error instead of a worker timeout.
         self._wait(lambda: all(n in self.healthy for n in self._probed(infra)) or None, "infra")
-        for proc in self.plan.processes:
-            if proc.tier != TIER_INFRA:
-                self._start(proc)
+        self.queued = [p for p in self.plan.processes if p.tier != TIER_INFRA]
+        for proc in self.queued:
+            if proc.start_after:
+                self.state.process(proc.name, node=proc.node_index, role=proc.role, state="queued",
+                                   probed=proc.health is not None,
+                                   last_check=f"starts once {', '.join(proc.start_after)} is healthy")  # fmt: skip
+        self._start_unblocked()
+
+    def _start_unblocked(self) -> None:
+        """Start the queued processes whose `start_after` are healthy: workers sharing a GPU
+        start one after another, as SGLang sizes its memory from what is free when it starts
+        (orchestrator.plan.sharing)."""
+        for proc in [p for p in self.queued if set(p.start_after) <= self.healthy]:
+            self.queued.remove(proc)
+            self._start(proc)
 
     def _start(self, proc: Process, state: str = "starting") -> None:
         log = self.run_dir / "logs" / f"{proc.name}.log"  # appended to on a restart
         running = self.backend.start(proc, log)
         self.running[proc.name] = running
         self.state.process(proc.name, node=proc.node_index, host=running.host, role=proc.role,
-                           state=state, probed=proc.health is not None, log=str(log))  # fmt: skip
+                           state=state, probed=proc.health is not None, log=str(log),
+                           started_at=time.time())  # fmt: skip
 
     def _probed(self, procs: list[Process]) -> list[str]:
         return [p.name for p in procs if p.health is not None]
@@ -165,6 +179,7 @@ class Driver:
         while True:
             self._check_alive()
             self._probe_health()
+            self._start_unblocked()
             self._tick()
             if check():
                 return
@@ -299,8 +314,12 @@ class Driver:
             members = self._members(key)
             if self.backend.leftovers([self.running[p.name] for p in members]):
                 continue  # a killed rank (or its srun step) has not ended yet: next tick
+            procs = self.plan.processes
+            starts = [s for p in members if (s := restarts.shared_restart(procs, p, self.healthy))]
+            if len(starts) < len(members):
+                continue  # sharing a GPU: a worker planned before it is not healthy yet
             del self.book.pending[key]
-            for proc in members:
+            for proc in starts:
                 self._start(proc, state="restarting")
             self.say(
                 f"restarted {', '.join(p.name for p in members)}; waiting for its health check"

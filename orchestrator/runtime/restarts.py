@@ -6,7 +6,7 @@ Pure: times come from the driver's Clock, so backoff and windows are tested with
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from orchestrator.plan.model import Process
@@ -104,3 +104,24 @@ def exit_message(
         # Known fatal markers (CUDA OOM, NCCL, port in use, KV transfer) named with their line.
         + hint_text(proc.name, log_tail(running.log, 400))
     )
+
+
+def gpu_neighbours(procs: Sequence[Process], proc: Process) -> list[str]:
+    """The other workers that share a GPU with `proc` (deployment.workers_per_gpu > 1)."""
+    if not proc.gpu_share:
+        return []
+    return [p.name for p in procs if p.name != proc.name and p.gpu_share
+            and p.node_index == proc.node_index and set(p.gpus) & set(proc.gpus)]  # fmt: skip
+
+
+def shared_restart(procs: Sequence[Process], proc: Process, healthy: set[str]) -> Process | None:
+    """`proc` as it restarts, or None while it must wait. A worker sharing its GPUs sizes its
+    memory from what is free when it starts (orchestrator.plan.sharing): it waits for the
+    workers planned before it, and takes its restart fraction (plan's `restart_args`) only when
+    every neighbour is up; with one of them down too it starts as planned, and the neighbour,
+    planned after it, waits for it."""
+    if not set(proc.start_after) <= healthy:
+        return None
+    if proc.restart_args and set(gpu_neighbours(procs, proc)) <= healthy:
+        return replace(proc, argv=proc.argv + proc.restart_args)
+    return proc

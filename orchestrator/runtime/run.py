@@ -80,8 +80,9 @@ def allocation_issues(plan: Plan, env: Mapping[str, str]) -> list[str]:
 def job_port_offset(plan: Plan, job_id: str) -> int:
     """This job's port block (0 without a job id)."""
     return port_offset_for_job(
-        job_id, gpus_per_node=plan.gpus_per_node, job_blocks=plan.port_job_blocks
-    )
+        job_id, gpus_per_node=plan.gpus_per_node, job_blocks=plan.port_job_blocks,
+        workers_per_gpu=plan.workers_per_gpu,
+    )  # fmt: skip
 
 
 def job_ports(plan: Plan, offset: int) -> list[int]:
