@@ -102,7 +102,8 @@ def test_ready_right_after_the_last_worker_and_a_clean_stop(run_dir: Path) -> No
 def test_a_killed_decode_leaves_the_router_at_once_and_nothing_hangs(run_dir: Path) -> None:
     # The restarted decode keeps its port closed 3 s ("loading weights"): with one decode the
     # router has none meanwhile. A prefill whose decode never dials would hold a request 20 s.
-    proc = start(run_dir, "+decode.env.SGLANG_DOUBLE_LOAD_S=3",
+    # A decode that dials its prefill 1 s late keeps ~10 requests in flight at the kill.
+    proc = start(run_dir, "+decode.env.SGLANG_DOUBLE_LOAD_S=3", "+decode.env.SGLANG_DOUBLE_DIAL_S=1",
                  "+engine.env.SGLANG_DISAGGREGATION_BOOTSTRAP_TIMEOUT=20")  # fmt: skip
     url = wait_ready(proc, run_dir)["frontend_url"]
     (decode,) = [p for p in e2e.engine_processes(run_dir, "sglang.launch_server")
@@ -117,8 +118,11 @@ def test_a_killed_decode_leaves_the_router_at_once_and_nothing_hangs(run_dir: Pa
         back = len(outcomes)
         e2e.wait_for(lambda: sum(o.status == 200 for o in outcomes[back:]) >= 8, timeout=40,
                      what="requests served by the restarted decode")  # fmt: skip
-    # Requests in flight at the kill are not bounded: the router waits for the prefill, which
-    # waits SGLANG_DISAGGREGATION_BOOTSTRAP_TIMEOUT for the dead decode's handshake.
+    # Requests in flight at the kill end at once too: the prefill would hold them for
+    # SGLANG_DISAGGREGATION_BOOTSTRAP_TIMEOUT (20 s here), but the last decode's death aborts
+    # them (POST /abort_request abort_all on the prefill).
+    inflight = [o for o in outcomes if o.sent < killed_at < o.sent + o.latency]
+    assert inflight and all(o.sent + o.latency < killed_at + 3 for o in inflight), inflight
     late = [o for o in outcomes if o.sent >= killed_at + 1.0]
     slowest = max(o.latency for o in late)
     failed = [o for o in late if o.status != 200]

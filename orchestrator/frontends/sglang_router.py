@@ -29,6 +29,12 @@ def router_process(cfg: RootConfig, ports: PortAllocator) -> Process:
     argv += ["--host", ip, "--port", port]
     # 0.3.2 panics at start when its Prometheus port (default 0.0.0.0:29000) is taken.
     argv += ["--prometheus-host", ip, "--prometheus-port", port_ref(planned["metrics"])]
+    # The orchestrator watches every worker (exit, health) and DELETEs a dead one at once. The
+    # router's circuit breaker cannot tell a dead partner from a bad worker: when a decode died
+    # with >= 10 requests in flight, their failures opened the *prefill's* circuit, and the
+    # router refused every request for its 60-s cool-down after the decode was back (seen with
+    # sglang-router 0.3.2 and the SGLang double; --cb-failure-threshold 10, timeout 60 s).
+    argv += ["--disable-circuit-breaker"]
     if cfg.frontend.router_mode:
         argv += ["--policy", cfg.frontend.router_mode]
     argv += list(cfg.frontend.extra_args)

@@ -47,6 +47,9 @@ def gateway_argv(cfg: RootConfig, ip: str, metrics_port: int) -> list[str]:
     argv += ["--pd-disaggregation"] if cfg.deployment.mode == "disaggregated" else []
     argv += ["--host", ip, "--port", str(cfg.frontend.http_port)]
     argv += ["--prometheus-host", ip, "--prometheus-port", port_ref(metrics_port)]
+    # As for sglang-router (frontends/sglang_router.py): our own watch removes dead workers; the
+    # circuit breaker would shut out a healthy prefill after its decode died.
+    argv += ["--disable-circuit-breaker"]
     if cfg.frontend.router_mode:
         argv += ["--policy", cfg.frontend.router_mode]
     return argv + list(cfg.frontend.extra_args)

@@ -280,6 +280,28 @@ class RouterHooks:
         d.state.process(proc.name, registered=False)
         if problem:
             d.say(f"warning: could not remove the router entry of {problem}")
+        if proc.role == "decode" and not self._registered("decode", d):
+            self._abort_prefills(d)
+
+    def _registered(self, role: str, d: DriverView) -> list[str]:
+        return [n for n in self.registrar.ids if d.plan.process(n).role == role]
+
+    def _abort_prefills(self, d: DriverView) -> None:
+        """The last decode worker died: end the requests the prefill workers still hold. Each
+        waits for its decode's KV-transfer handshake until SGLANG_DISAGGREGATION_BOOTSTRAP_TIMEOUT
+        (300 s) and sglang-router waits for the prefill's answer, so the clients of requests in
+        flight at the death hung (seen on an H100: every client stuck until its own timeout).
+        SGLang's POST /abort_request {"abort_all": true} ends them at once. Not with a decode
+        left: abort_all would also end the requests bound for the healthy decodes."""
+        for name in self._registered("prefill", d):
+            url = d.plan.process(name).url.rstrip("/") + "/abort_request"
+            try:
+                resp = d.http.post(url, {"abort_all": True}, timeout=REQUEST_TIMEOUT_S)
+            except HttpError as exc:
+                d.say(f"warning: could not abort the requests held by {name}: {exc}")
+                continue
+            if resp.status == 200:
+                d.say(f"no decode worker left: aborted the requests {name} held")
 
     def on_retired(self, d: DriverView, running: Running) -> None:
         """Scale-down: DELETE the worker, then wait until the router no longer lists it (DELETE

@@ -29,6 +29,8 @@ Environment:
                            fields it carried and this server's name/mode/host/port.
   SGLANG_DOUBLE_LOAD_S     seconds before the port opens ("loading weights": refused).
   SGLANG_DOUBLE_WARMUP_S   seconds of 503 on /health after the port opened (default 0.2).
+  SGLANG_DOUBLE_DIAL_S     seconds a decode waits before it dials the prefill's bootstrap
+                           server (a slow KV transfer: requests stay in flight that long).
   SGLANG_DOUBLE_ONLY       comma-separated ORCHESTRATOR_PROCESS names the two delays apply to
                            (unset: every process that has them in its environment).
 """
@@ -108,6 +110,7 @@ class Double:
             "false", "0", "no", "off")  # fmt: skip
         self.rooms = threading.Condition()
         self.rooms_seen: set[int] = set()
+        self.aborts = 0  # POST /abort_request {"abort_all": true} calls so far
         self.bootstrap_timeout_s = float(env.get("SGLANG_DISAGGREGATION_BOOTSTRAP_TIMEOUT", "300"))
 
     def healthy(self) -> bool:
@@ -128,9 +131,10 @@ class Double:
             self.rooms_seen.add(room)
             self.rooms.notify_all()
 
-    def wait_for_decode(self, body: dict[str, Any]) -> bool:
+    def wait_for_decode(self, body: dict[str, Any]) -> bool | None:
         """Prefill only: True once a decode dialed every room of the request (at once for the
-        fake bootstrap host or a request without rooms), False after the bootstrap timeout."""
+        fake bootstrap host or a request without rooms), False after the bootstrap timeout, None
+        when aborted meanwhile (POST /abort_request abort_all)."""
         room = body.get("bootstrap_room")
         if (
             self.mode != "prefill"
@@ -140,7 +144,19 @@ class Double:
             return True
         rooms = {int(r) for r in (room if isinstance(room, list) else [room])}
         with self.rooms:
-            return self.rooms.wait_for(lambda: rooms <= self.rooms_seen, self.bootstrap_timeout_s)
+            aborts = self.aborts
+            self.rooms.wait_for(
+                lambda: rooms <= self.rooms_seen or self.aborts != aborts, self.bootstrap_timeout_s
+            )
+            if self.aborts != aborts and not rooms <= self.rooms_seen:
+                return None
+            return rooms <= self.rooms_seen
+
+    def abort_all(self) -> None:
+        """SGLang's abort_request(abort_all=True): every request still waiting ends now."""
+        with self.rooms:
+            self.aborts += 1
+            self.rooms.notify_all()
 
     def server_info(self) -> dict[str, Any]:
         a = self.args
@@ -182,6 +198,7 @@ class Double:
         """Decode only: reach the prefill's bootstrap server like SGLang's decode does."""
         if self.mode != "decode":
             return None
+        time.sleep(float(os.environ.get("SGLANG_DOUBLE_DIAL_S", "0")))
         host = body.get("bootstrap_host")
         port = body.get("bootstrap_port") or self.args.disaggregation_bootstrap_port
         if not host or not port:
@@ -265,6 +282,11 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         path = self.path.split("?")[0]
+        if path == "/abort_request":
+            if self._body().get("abort_all"):
+                self.double.abort_all()
+            self._send(200, {})
+            return
         if path not in ("/generate", "/v1/completions", "/v1/chat/completions"):
             self._send(404, {"detail": "Not Found"})
             return
@@ -285,7 +307,12 @@ class Handler(BaseHTTPRequestHandler):
             self._send(500, {"error": {"message": f"decode could not reach bootstrap server {where}",
                                        "type": "InternalServerError", "code": 500}})  # fmt: skip
             return
-        if not d.wait_for_decode(body):
+        decoded = d.wait_for_decode(body)
+        if decoded is None:  # aborted: SGLang ends it with finish_reason abort, HTTP 200
+            self._send(200, {"text": "", "meta_info": {"finish_reason": {
+                "type": "abort", "message": "Abort in waiting queue"}}})  # fmt: skip
+            return
+        if not decoded:
             self._send(500, {"error": {"message": f"KVTransferError(bootstrap_room={body.get('bootstrap_room')}): "
                                        "no decode within the bootstrap timeout", "code": 500}})  # fmt: skip
             return

@@ -110,11 +110,15 @@ def test_stop_is_clean_and_frees_the_gpu(
         assert final["phase"] == "done", final.get("reason")
         assert dep.proc.returncode == 0
         assert e2e.nothing_left(dep.run_dir)
-        # SGLang drained and exited on its own: not killed, no crash exit (-9 / SIGQUIT path).
-        workers = {n: p for n, p in final["processes"].items() if p["role"] != "frontend"}
-        assert all(
-            p["state"] == "stopped" and p["exit_code"] in (0, -15) for p in workers.values()
-        ), workers
+        # SGLang drained and exited on its own within the grace ("stopped", not "killed"), not
+        # through its crash path (SIGQUIT). SGLang 0.5.15 ends a graceful exit by SIGKILLing its
+        # own tree, itself included (tokenizer_manager.sigterm_watchdog): exit -9 is its own.
+        for name, entry in final["processes"].items():
+            if entry["role"] == "frontend":
+                continue
+            log = (dep.run_dir / "logs" / f"{name}.log").read_text(errors="replace")
+            assert entry["state"] == "stopped", (name, entry)
+            assert "Gracefully exiting" in log and "SIGQUIT received" not in log, name
     used = e2e.wait_for(
         lambda: [u for u in [deploy.gpu_memory_used_mib()] if u[0] <= idle_mib[0] + 64],
         timeout=60,
