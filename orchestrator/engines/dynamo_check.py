@@ -9,6 +9,9 @@ this check runs the same three on the same parser objects:
    the extra `gms` load format) with `parse_args` on what is left: a flag neither knows is
    "unrecognized arguments" here, exactly as at worker start.
 `parse_args` itself is not called: it is async, downloads the model and reserves ports.
+Dynamo 1.4.x (the newest whose SGLang, 0.5.16, pins torch 2.11) has neither stage 2 nor the
+compat aliases of stage 3: its parse_args runs stage 1 and SGLang's plain parser, and so does
+this check where those imports are missing.
 Its imports need Dynamo and SGLang in one interpreter: this one when both import, else the SGLang
 interpreter of sglang_check (`.venvs/sglang`, where `scripts/install.sh --with-sglang` adds
 ai-dynamo and ai-dynamo-runtime with --no-deps); neither: skipped with a note.
@@ -60,23 +63,31 @@ def _dynamo_sglang_parsers() -> tuple:  # type: ignore[type-arg]
     """(Dynamo's parser, SGLang's parser with Dynamo's additions, every full flag name)."""
     import argparse
 
-    from dynamo.common.configuration.groups.router_args import add_worker_router_arguments
     from dynamo.common.configuration.groups.runtime_args import DynamoRuntimeArgGroup
-    from dynamo.sglang._compat import add_sglang_cli_compat
     from dynamo.sglang.backend_args import DynamoSGLangArgGroup
     from sglang.srt.server_args import ServerArgs
+
+    try:  # Dynamo >= 1.5; 1.4.x parses without worker-router flags and compat aliases
+        from dynamo.common.configuration.groups.router_args import add_worker_router_arguments
+        from dynamo.sglang._compat import add_sglang_cli_compat
+
+        newer = True
+    except ImportError:
+        newer = False
 
     dynamo = argparse.ArgumentParser()
     DynamoRuntimeArgGroup().add_arguments(dynamo)
     DynamoSGLangArgGroup().add_arguments(dynamo)
     sglang = argparse.ArgumentParser(add_help=False)
     ServerArgs.add_cli_args(sglang)
-    add_sglang_cli_compat(sglang)
+    if newer:
+        add_sglang_cli_compat(sglang)
     for action in sglang._actions:  # as dynamo.sglang.args.parse_args does
         if getattr(action, "dest", None) == "load_format" and action.choices:
             action.choices = list(action.choices) + ["gms"]
     router = argparse.ArgumentParser(add_help=False)
-    add_worker_router_arguments(router)
+    if newer:
+        add_worker_router_arguments(router)
     names = {s for p in (dynamo, sglang, router) for a in p._actions for s in a.option_strings}
     return dynamo, sglang, names
 
@@ -86,14 +97,20 @@ def _dynamo_sglang_errors(argv: list[str], parsers: tuple) -> list[str]:  # type
     import contextlib
     import io
 
-    from dynamo.common.configuration.groups.router_args import parse_worker_router_config
+    try:  # Dynamo >= 1.5 (see _dynamo_sglang_parsers)
+        from dynamo.common.configuration.groups.router_args import parse_worker_router_config
+
+        router_stage = True
+    except ImportError:
+        router_stage = False
 
     dynamo, sglang, names = parsers
     captured = io.StringIO()
     try:
         with contextlib.redirect_stderr(captured), contextlib.redirect_stdout(io.StringIO()):
             _, rest = dynamo.parse_known_args(list(argv))
-            _, rest = parse_worker_router_config(rest)
+            if router_stage:
+                _, rest = parse_worker_router_config(rest)
             sglang.parse_args(rest)
     except SystemExit as exc:
         lines = [ln for ln in captured.getvalue().splitlines() if ln.strip()]

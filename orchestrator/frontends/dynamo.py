@@ -62,6 +62,15 @@ def etcd_process(cfg: RootConfig, ports: PortAllocator) -> Process:
     )  # fmt: skip
 
 
+def stream_host(cfg: RootConfig, ip: str) -> str:
+    """DYN_TCP_RESPONSE_STREAM_HOST: the node address, or on loopback (launcher=local binds
+    127.0.0.1) the interface's name. Dynamo 1.6 takes either; 1.4.x (the Dynamo of SGLang 0.5.16,
+    torch 2.11) takes only a name: an IP there fails the frontend's model registration with
+    "Interface not found: 127.0.0.1" and the model never becomes ready. With 1.4.x on Slurm, set
+    +frontend.env.DYN_TCP_RESPONSE_STREAM_HOST=<node 0's interface>."""
+    return "lo" if cfg.launcher.kind == "local" else ip
+
+
 def frontend_process(cfg: RootConfig, ports: PortAllocator, env: dict[str, str]) -> Process:
     """`python3 -m dynamo.frontend --http-port 8000` (the guide's command) bound to node 0."""
     ip = node_ip(0)
@@ -83,7 +92,7 @@ def frontend_process(cfg: RootConfig, ports: PortAllocator, env: dict[str, str])
     argv += list(cfg.frontend.extra_args)
     full_env = {**env, "PYTHONUNBUFFERED": "1"}
     # Workers call back into the frontend for streamed responses: advertise the node address.
-    full_env["DYN_TCP_RESPONSE_STREAM_HOST"] = ip
+    full_env["DYN_TCP_RESPONSE_STREAM_HOST"] = stream_host(cfg, ip)
     full_env.update(cfg.frontend.env)
     return Process(
         name="frontend", role="frontend", group="frontend", worker_index=0, rank=0, node_index=0,
