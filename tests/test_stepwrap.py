@@ -36,8 +36,7 @@ def start_double(log: Path, *, wrapped: bool) -> subprocess.Popen[bytes]:
     sleeps 0.5 s (SGLang: 5 s)."""
     argv = [sys.executable, str(DOUBLE), "-m", "sglang.launch_server", "--host", "127.0.0.1",
             "--port", str(e2e.free_port())]  # fmt: skip
-    proc = start(wrap(argv, "decode-0") if wrapped else argv, log, SGLANG_DOUBLE_SCHEDULER="1",
-                 SGLANG_DOUBLE_CRASH_SLEEP_S="0.5")  # fmt: skip
+    proc = start(wrap(argv, "decode-0") if wrapped else argv, log, SGLANG_DOUBLE_CRASH_SLEEP_S="0.5")  # fmt: skip
     e2e.wait_for(lambda: "ready to roll" in log.read_text(), timeout=20, what="double ready")
     return proc
 
