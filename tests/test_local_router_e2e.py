@@ -35,8 +35,7 @@ def overrides(run_dir: Path, port: int, *extra: str) -> list[str]:
     return ["+model=gpt_oss_120b", "engine=sglang", "frontend=sglang_router", "launcher=local",
             f"engine.python={DOUBLE}", f"run_dir={quote_override_value(str(run_dir))}",
             f"frontend.http_port={port}", f"cluster.port_base={22000 + e2e.free_port() % 80 * 100}",
-            "readiness.timeout_s=60", "model.requires_equal_pd_tp=false",
-            "+engine.env.SGLANG_DOUBLE_SCHEDULER=1", *extra]  # fmt: skip
+            "readiness.timeout_s=60", "model.requires_equal_pd_tp=false", *extra]  # fmt: skip
 
 
 @pytest.fixture

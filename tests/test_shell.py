@@ -162,8 +162,9 @@ def test_env_values_survive_srun_argv_and_shell_quoting(
     assert shlex.split(line) == argv
     assert argv[0] == "srun" and "--nodelist=gpu 01" in argv and "--jobid=42" in argv
     assert ("--container-image=" + container in argv) == bool(container)
-    # Run what srun would run on the node (everything from `env` on) through a real shell.
-    tail = argv[argv.index("env") :]
+    # Run what srun would run on the node (the stop wrapper, `env`, the program) through a shell.
+    tail = argv[argv.index("bash") :]
+    assert tail[4] == "env" and tail[3] == "decode-0"
     proc = subprocess.run(["bash", "-c", shlex.join(tail)], cwd=tmp_path, capture_output=True,
                           text=True, timeout=30, check=False)  # fmt: skip
     assert proc.returncode == 0, proc.stderr

@@ -17,6 +17,7 @@ from orchestrator.plan.model import Process, SlurmRequest
 from orchestrator.slurm.client import SlurmClient
 from orchestrator.slurm.parse import failed_nodes_in_log
 from orchestrator.slurm.request import srun_argv
+from orchestrator.slurm.stepwrap import scancel_signal
 
 # Node states (sinfo %T) in which a node still serves its job.
 NODE_OK = ("IDLE", "ALLOCATED", "MIXED", "COMPLETING", "PLANNED", "RESERVED")
@@ -139,7 +140,9 @@ class LocalBackend:
 class SrunBackend:
     """Each process is an srun step on its node. Steps are stopped with `scancel --signal` on the
     step id (signalling the local srun client instead made Slurm SIGKILL the remote task,
-    NVIDIA/srt-slurm #428), so workers get a real SIGTERM and can deregister."""
+    NVIDIA/srt-slurm #428), so workers get a real SIGTERM and can deregister. A graceful stop is
+    sent as the stop wrapper's signal (stepwrap.py), which turns it into a SIGTERM to the step's
+    leader alone: with proctrack/pgid or linuxproc a SIGTERM would reach SGLang's schedulers too."""
 
     def __init__(
         self, req: SlurmRequest, job_id: str, hosts: Sequence[str], runner: CommandRunner
@@ -164,11 +167,12 @@ class SrunBackend:
         return {n: i for i, n in self._slurm.steps(self._job_id) if n in names}
 
     def signal(self, running: Sequence[Running], sig: signal.Signals) -> None:
-        """scancel --signal the steps; srun clients whose step is unknown get the signal."""
+        """scancel --signal the steps (SIGTERM as the wrapper's stop signal); srun clients whose
+        step is unknown yet get `sig` itself, which srun passes on to its task, the wrapper."""
         names = {r.proc.name for r in running}
         ids = self.step_ids(names)
         if ids:
-            self._slurm.cancel(self._job_id, signal=sig.name, steps=list(ids.values()))
+            self._slurm.cancel(self._job_id, signal=scancel_signal(sig), steps=list(ids.values()))
         for r in running:
             if r.proc.name not in ids or sig == signal.SIGKILL:
                 try:
@@ -217,9 +221,10 @@ def exit_detail(backend: Backend, running: Running) -> str:
 def stop_tier(
     backend: Backend, running: Sequence[Running], *, grace_s: float, clock: Clock
 ) -> list[str]:
-    """SIGTERM each process (locally its leader only: it drains and stops its own children),
-    wait up to `grace_s` for each to exit on its own, then SIGKILL the groups of those still
-    running and whatever the exited ones left behind. Returns the names that had to be killed
+    """SIGTERM each process (its leader only: locally by pid, under Slurm through the step's stop
+    wrapper; it drains and stops its own children), wait up to `grace_s` for each to exit on
+    its own, then SIGKILL the groups of those still running and whatever the exited ones left
+    behind. Returns the names that had to be killed
     (a process that exited by itself within the grace is a clean stop, whatever it left)."""
     if not running:
         return []

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from orchestrator.plan.model import Process, SlurmRequest
+from orchestrator.slurm.stepwrap import wrap
 
 # What may follow `#SBATCH `. Slurm does not shell-parse these lines (whitespace splits options,
 # quotes are stripped), so spaces, quotes, backslashes, `$` and backticks cannot be written
@@ -99,6 +100,7 @@ def srun_argv(proc: Process, req: SlurmRequest, *, hostname: str, job_id: str) -
     `--overlap`: steps share the allocation with the driver and each other (CPUs are not split);
     GPUs are bound by CUDA_VISIBLE_DEVICES from the plan, because with --overlap Slurm 22.05 gives
     every overlapping step the same GRES, and --exact would pick device indices itself.
+    The command runs under the stop wrapper (stepwrap.py), so that a stop reaches its leader alone.
     """
     argv = ["srun", f"--jobid={job_id}", "--overlap", "--nodes=1", "--ntasks=1"]
     argv += [f"--nodelist={hostname}", f"--job-name={proc.name}", "--kill-on-bad-exit=1"]
@@ -107,4 +109,4 @@ def srun_argv(proc: Process, req: SlurmRequest, *, hostname: str, job_id: str) -
         if req.container_mounts:
             argv.append(f"--container-mounts={','.join(req.container_mounts)}")
     argv += list(req.srun_extra)
-    return argv + env_prefix(proc.env) + list(proc.argv)
+    return argv + wrap([*env_prefix(proc.env), *proc.argv], proc.name)

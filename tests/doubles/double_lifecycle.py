@@ -4,8 +4,9 @@
 Mimics SGLang 0.5.21 / 0.5.15 (`sglang/srt/managers/tokenizer_manager.py`,
 `sglang/srt/utils/watchdog.py`, `sglang/srt/utils/common.py` kill_process_tree), as seen on an
 H100 (issue 26):
-- With SGLANG_DOUBLE_SCHEDULER=1 the server starts a "scheduler" child in its own process group
-  (SGLang's scheduler/detokenizer processes) and watches it every second (SubprocessWatchdog):
+- The server starts a "scheduler" child in its own process group (SGLang's scheduler/detokenizer
+  processes; SGLANG_DOUBLE_SCHEDULER=0 leaves it out) and watches it every second
+  (SubprocessWatchdog):
   a child that ends with a non-zero code makes the server log "SIGQUIT received ... It usually
   means one child failed.", sleep SGLANG_DOUBLE_CRASH_SLEEP_S (5 s in SGLang: crash dumps),
   then kill its tree and itself with SIGKILL (exit -9). A SIGTERM to the whole group kills the
@@ -43,7 +44,7 @@ class Lifecycle:
         self.crashing = threading.Event()
         self.crash_sleep_s = float(env.get("SGLANG_DOUBLE_CRASH_SLEEP_S", "5"))
         self.drain_poll_s = float(env.get("SGLANG_DOUBLE_DRAIN_POLL_S", "2"))
-        self.with_child = env.get("SGLANG_DOUBLE_SCHEDULER", "") == "1"
+        self.with_child = env.get("SGLANG_DOUBLE_SCHEDULER", "1") != "0"
 
     def say(self, text: str) -> None:
         print(f"[double {self.label}] {text}", flush=True)
