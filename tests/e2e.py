@@ -145,11 +145,15 @@ def nothing_left(run_dir: Path) -> bool:
     return not processes_mentioning(str(run_dir))
 
 
-def chat(base_url: str, model: str, *, stream: bool = False, max_tokens: int = 12) -> str:
+def chat(
+    base_url: str, model: str, *, stream: bool = False, max_tokens: int = 12,
+    prompt: str = "Hello there", timeout: float = 60, **sampling: Any,
+) -> str:  # fmt: skip
     """One chat completion; returns the generated text (joined deltas when streaming)."""
-    body = {"model": model, "messages": [{"role": "user", "content": "Hello there"}],
-            "max_tokens": max_tokens, "stream": stream}  # fmt: skip
-    resp = requests.post(f"{base_url}/v1/chat/completions", json=body, timeout=60, stream=stream)
+    body = {"model": model, "messages": [{"role": "user", "content": prompt}],
+            "max_tokens": max_tokens, "stream": stream, **sampling}  # fmt: skip
+    resp = requests.post(f"{base_url}/v1/chat/completions", json=body, timeout=timeout,
+                         stream=stream)  # fmt: skip
     assert resp.status_code == 200, resp.text
     if not stream:
         return str(resp.json()["choices"][0]["message"]["content"])

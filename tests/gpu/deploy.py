@@ -8,7 +8,6 @@ wheelhouse implies (`server_flags` of its target file).
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -167,6 +166,44 @@ def deployment(name: str, overrides: Sequence[str], tmp: Path) -> Iterator[Deplo
         e2e.kill_run(run_dir)
 
 
+# Prefill and decode share GPU 0 (deployment.workers_per_gpu=2) with the memory the aggregated
+# deployment, started first, leaves.
+SHARED = (
+    "cluster.gpus_per_node=1",
+    "prefill.tp=1",
+    "decode.tp=1",
+    "deployment.workers_per_gpu=2",
+    "deployment.shared_memory_fraction=0.6",
+)
+AGGREGATED = (
+    "cluster.gpus_per_node=1",
+    "deployment=aggregated",
+    "aggregated.tp=1",
+    "+engine.args.mem-fraction-static=0.25",
+)
+
+
+@contextmanager
+def pd_and_aggregated(
+    model_dir: Path, stack: Sequence[str], tmp: Path
+) -> Iterator[tuple[Deployment, Deployment]]:
+    """One aggregated worker, then 1P1D, of the same model and stack, all on GPU 0. One after
+    the other: SGLang sizes its memory from what is free when it starts (plan/sharing.py)."""
+    base = [*base_overrides(model_dir), *stack]
+    with deployment("agg", [*base, *AGGREGATED], tmp) as agg:
+        agg.wait_ready()
+        with deployment("pd", [*base, *SHARED], tmp) as pd:
+            pd.wait_ready()
+            yield pd, agg
+
+
+def assert_same_answers(pd: Deployment, agg: Deployment) -> None:
+    """Greedy answers of the P/D deployment equal the aggregated one's, token for token."""
+    got, want = answers(pd.url), answers(agg.url)
+    assert got == want
+    assert all(a["completion"]["tokens"] > 0 and a["chat"] for a in got.values())
+
+
 def complete(url: str, prompt: str, max_tokens: int = 24) -> dict[str, Any]:
     """A greedy /v1/completions answer (text and token count)."""
     body = {"model": MODEL, "prompt": prompt, "max_tokens": max_tokens, "temperature": 0}
@@ -178,23 +215,8 @@ def complete(url: str, prompt: str, max_tokens: int = 24) -> dict[str, Any]:
 
 def chat(url: str, prompt: str, *, stream: bool, max_tokens: int = 24) -> str:
     """A greedy chat completion's text (deltas joined when streaming)."""
-    body = {
-        "model": MODEL,
-        "messages": [{"role": "user", "content": prompt}],
-        "max_tokens": max_tokens,
-        "temperature": 0,
-        "stream": stream,
-    }
-    resp = requests.post(f"{url}/v1/chat/completions", json=body, timeout=120, stream=stream)
-    assert resp.status_code == 200, resp.text
-    if not stream:
-        return str(resp.json()["choices"][0]["message"]["content"])
-    parts = []
-    for line in resp.iter_lines(decode_unicode=True):
-        if line and line.startswith("data: ") and line != "data: [DONE]":
-            choices = json.loads(line[6:]).get("choices") or [{}]
-            parts.append(choices[0].get("delta", {}).get("content") or "")
-    return "".join(parts)
+    return e2e.chat(url, MODEL, prompt=prompt, stream=stream, max_tokens=max_tokens,
+                    timeout=120, temperature=0)  # fmt: skip
 
 
 def answers(url: str) -> dict[str, Any]:

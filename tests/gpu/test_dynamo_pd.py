@@ -15,7 +15,6 @@ import pytest
 
 from tests import e2e
 from tests.gpu import deploy
-from tests.gpu.test_router_pd import AGGREGATED, SHARED
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("dynamo") is None, reason="Dynamo is not installed (its wheelhouse)"
@@ -27,24 +26,15 @@ STACK = ("engine=dynamo_sglang", "frontend=dynamo", *deploy.SGLANG_ARGS)
 def pair(
     tiny_llama: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[deploy.Deployment, deploy.Deployment]]:
-    """An aggregated Dynamo worker, then 1P1D, on GPU 0 (one after the other: SGLang sizes its
-    memory from what is free when it starts)."""
-    tmp = tmp_path_factory.mktemp("dynamo")
-    base = [*deploy.base_overrides(tiny_llama), *STACK]
-    with deploy.deployment("agg", [*base, *AGGREGATED], tmp) as agg:
-        agg.wait_ready()
-        with deploy.deployment("pd", [*base, *SHARED], tmp) as pd:
-            pd.wait_ready()
-            yield pd, agg
+    """An aggregated Dynamo worker, then 1P1D, on GPU 0."""
+    with deploy.pd_and_aggregated(tiny_llama, STACK, tmp_path_factory.mktemp("dynamo")) as pair:
+        yield pair
 
 
 def test_dynamo_pd_answers_equal_aggregated_token_for_token(
     pair: tuple[deploy.Deployment, deploy.Deployment],
 ) -> None:
-    pd, agg = pair
-    got, want = deploy.answers(pd.url), deploy.answers(agg.url)
-    assert got == want
-    assert all(a["completion"]["tokens"] > 0 and a["chat"] for a in got.values())
+    deploy.assert_same_answers(*pair)
 
 
 def test_dynamo_stop_leaves_nothing_and_frees_the_gpu(

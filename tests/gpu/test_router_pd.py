@@ -19,21 +19,6 @@ import pytest
 from tests import e2e
 from tests.gpu import deploy
 
-# Prefill and decode share GPU 0 (deployment.workers_per_gpu=2) with the memory the aggregated
-# deployment, started first, leaves.
-SHARED = (
-    "cluster.gpus_per_node=1",
-    "prefill.tp=1",
-    "decode.tp=1",
-    "deployment.workers_per_gpu=2",
-    "deployment.shared_memory_fraction=0.6",
-)
-AGGREGATED = (
-    "cluster.gpus_per_node=1",
-    "deployment=aggregated",
-    "aggregated.tp=1",
-    "+engine.args.mem-fraction-static=0.25",
-)
 STACK = ("engine=sglang", "frontend=sglang_router", *deploy.SGLANG_ARGS)
 
 
@@ -47,24 +32,15 @@ def idle_mib() -> list[int]:
 def pair(
     tiny_llama: Path, tmp_path_factory: pytest.TempPathFactory, idle_mib: list[int]
 ) -> Iterator[tuple[deploy.Deployment, deploy.Deployment]]:
-    """One aggregated worker, then 1P1D, of the same model, all on GPU 0. One after the other:
-    SGLang sizes its memory from what is free when it starts (orchestrator.plan.sharing)."""
-    tmp = tmp_path_factory.mktemp("sglang")
-    base = [*deploy.base_overrides(tiny_llama), *STACK]
-    with deploy.deployment("agg", [*base, *AGGREGATED], tmp) as agg:
-        agg.wait_ready()
-        with deploy.deployment("pd", [*base, *SHARED], tmp) as pd:
-            pd.wait_ready()
-            yield pd, agg
+    """One aggregated worker, then 1P1D, on GPU 0."""
+    with deploy.pd_and_aggregated(tiny_llama, STACK, tmp_path_factory.mktemp("sglang")) as pair:
+        yield pair
 
 
 def test_pd_answers_equal_aggregated_token_for_token(
     pair: tuple[deploy.Deployment, deploy.Deployment],
 ) -> None:
-    pd, agg = pair
-    got, want = deploy.answers(pd.url), deploy.answers(agg.url)
-    assert got == want
-    assert all(a["completion"]["tokens"] > 0 and a["chat"] for a in got.values())
+    deploy.assert_same_answers(*pair)
 
 
 def test_killed_decode_restarts_in_place_and_requests_fail_fast(
