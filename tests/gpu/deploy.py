@@ -100,6 +100,15 @@ class Deployment:
         self.proc.communicate(timeout=timeout)
         return time.time() - t0
 
+    def ctl_stop(self, timeout: float = 120) -> float:
+        """`orchestrator-ctl stop RUN_DIR` (what a user types), then wait for the CLI to end;
+        seconds it took."""
+        t0 = time.time()
+        res = e2e.ctl("stop", str(self.run_dir), timeout=timeout)
+        assert res.returncode == 0, res.stdout + res.stderr
+        self.proc.communicate(timeout=timeout)
+        return time.time() - t0
+
     def leader_pid(self, process: str) -> int:
         """The engine process (not its children) the plan names `process` (e.g. decode-0)."""
         found = [

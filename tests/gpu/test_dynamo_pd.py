@@ -41,7 +41,7 @@ def test_dynamo_stop_leaves_nothing_and_frees_the_gpu(
     pair: tuple[deploy.Deployment, deploy.Deployment],
 ) -> None:
     idle = 0  # nothing else runs on the test GPU
-    took = [dep.stop() for dep in pair]
+    took = [pair[0].ctl_stop(), pair[1].stop()]  # `ctl stop`, and Ctrl-C
     for dep in pair:
         assert dep.state()["phase"] == "done" and dep.proc.returncode == 0
         assert e2e.nothing_left(dep.run_dir)

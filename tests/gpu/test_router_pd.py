@@ -81,7 +81,7 @@ def test_stop_is_clean_and_frees_the_gpu(
     pair: tuple[deploy.Deployment, deploy.Deployment], idle_mib: list[int]
 ) -> None:
     pd, agg = pair
-    took = [pd.stop(), agg.stop()]
+    took = [pd.ctl_stop(), agg.stop()]  # `ctl stop`, and Ctrl-C
     for dep in (pd, agg):
         final = dep.state()
         assert final["phase"] == "done", final.get("reason")
