@@ -22,7 +22,7 @@ HOST = re.compile(
 def serve_issues(cfg: RootConfig) -> list[Issue]:
     """Every problem of the placement and rollover settings."""
     f, s = cfg.frontend, cfg.serve
-    if f.placement not in PLACEMENTS:
+    if not f.placement_known:
         return [Issue("frontend.placement", repr(f.placement), "unknown value",
                       f"use one of: {', '.join(PLACEMENTS)}")]  # fmt: skip
     issues = _numbers(cfg)

@@ -124,6 +124,11 @@ class FrontendConfig:
     env: dict[str, str] = field(default_factory=dict)
 
     @property
+    def placement_known(self) -> bool:
+        """frontend.placement is one of PLACEMENTS."""
+        return self.placement in PLACEMENTS
+
+    @property
     def placed_here(self) -> bool:
         """frontend.placement=here: the frontend on this host, the workers in attached jobs."""
         return self.placement == PLACEMENT_HERE
