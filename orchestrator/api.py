@@ -7,7 +7,6 @@ anything is created; `dry_run` renders what `launch` (orchestrator.launchers.lau
 from __future__ import annotations
 
 import dataclasses
-import functools
 import os
 import sys
 from collections.abc import Sequence
@@ -19,9 +18,9 @@ from orchestrator.config.load import Composed, compose_configs
 from orchestrator.config.schema import RootConfig, config_to_dict
 from orchestrator.engines import get_engine
 from orchestrator.errors import InvalidConfig, Issue
-from orchestrator.launchers.requests import HERE, LaunchRequest, materialize, request_to_dict
+from orchestrator.launchers import LaunchRequest, Materials, get_launcher
 from orchestrator.launchers.rundir import git_sha
-from orchestrator.launchers.select import Site, resolve_launcher
+from orchestrator.launchers.select import Site, placed_launcher, resolve_launcher
 from orchestrator.plan.build import build_plan
 from orchestrator.plan.model import Plan
 from orchestrator.render.dryrun import render_json, render_text
@@ -38,7 +37,7 @@ class Prepared:
     """A validated launch: config, plan (built once), launcher kind and its request."""
 
     cfg: RootConfig
-    launcher: str  # submitit | sbatch | local | allocation (inside salloc/sbatch) | here
+    launcher: str  # the kind of the launcher that runs it (orchestrator.launchers)
     plan: Plan
     request: LaunchRequest
     overrides: tuple[str, ...]
@@ -126,20 +125,13 @@ def check_argvs(planned: Sequence[Planned]) -> list[list[Issue]]:
 
 def materialized(planned: Planned, site: Site, sha: str) -> Prepared:
     """The launch request of a planned, checked config for this site."""
-    launcher, plan = planned.launcher, planned.plan
-    kind = "allocation" if launcher != "local" and site.allocation_job_id else launcher
-    make = functools.partial(materialize, python=sys.executable, git_sha=sha, cwd=os.getcwd(),
-                             overrides=launched_overrides(planned.overrides))  # fmt: skip
-    if plan.serve is not None:
-        # The driver runs on this host (detached) and submits the worker jobs itself: as sbatch
-        # scripts (the one launcher=sbatch writes), whatever the launcher, so that it needs no
-        # pickled submitit function.
-        workers = request_to_dict(make(plan.serve.workers, "sbatch"))
-        serve = dataclasses.replace(plan.serve, launcher="sbatch", request=workers)
-        plan, kind = dataclasses.replace(plan, serve=serve), HERE
-    request = make(plan, kind)
-    return Prepared(cfg=planned.cfg, launcher=kind, plan=plan, request=request,
-                    overrides=planned.overrides)  # fmt: skip
+    here = planned.cfg.frontend.placed_here
+    launcher = get_launcher(placed_launcher(planned.launcher, site, frontend_here=here))
+    materials = Materials(python=sys.executable, git_sha=sha, cwd=os.getcwd(),
+                          overrides=launched_overrides(planned.overrides))  # fmt: skip
+    plan = launcher.place(planned.plan, materials)  # where its driver runs (and its worker jobs)
+    return Prepared(cfg=planned.cfg, launcher=launcher.kind, plan=plan,
+                    request=launcher.materialize(plan, materials), overrides=planned.overrides)  # fmt: skip
 
 
 def dry_run(prepared: Prepared) -> str:

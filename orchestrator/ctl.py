@@ -19,8 +19,9 @@ from orchestrator import attached as attachments
 from orchestrator import ctl_see as see
 from orchestrator.effects import SubprocessRunner
 from orchestrator.errors import OrchestratorError
-from orchestrator.launchers.requests import ON_THIS_HOST
+from orchestrator.launchers import Facts, facts_of
 from orchestrator.launchers.rundir import read_launch
+from orchestrator.launchers.submitit import FOLDER as SUBMITIT_FOLDER
 from orchestrator.runtime.driver import STOP_FILE
 from orchestrator.runtime.processes import log_tail
 from orchestrator.runtime.reconcile import RunView, driver_alive, reconcile
@@ -29,7 +30,6 @@ from orchestrator.slurm.client import SlurmClient
 from orchestrator.slurm.states import category_of
 
 FINAL = ("done", "failed")
-SLURM_LAUNCHERS = ("submitit", "sbatch", "allocation")
 TAIL_LINES = 20
 
 
@@ -39,10 +39,11 @@ def _client() -> SlurmClient:
 
 def run_view(run_dir: Path, client: SlurmClient | None = None) -> tuple[RunView, dict[str, Any]]:
     """The run reconciled with its Slurm job and its driver process, and its state.json."""
-    state, launcher = read_state(run_dir), read_launch(run_dir).get("launcher")
+    state, launcher = read_state(run_dir), facts_of(read_launch(run_dir).get("launcher"))
     job_id = str(state.get("job_id") or "")
-    job = (client or _client()).state(job_id) if launcher in SLURM_LAUNCHERS and job_id else None
-    return reconcile(state, job, driver_alive(state) if launcher in ON_THIS_HOST else None), state
+    job = (client or _client()).state(job_id) if launcher.slurm_job and job_id else None
+    alive = driver_alive(state) if launcher.driver_on_this_host else None
+    return reconcile(state, job, alive), state
 
 
 def status(run_dir: Path, client: SlurmClient | None = None) -> tuple[str, int]:
@@ -86,7 +87,7 @@ def _process_line(name: str, entry: dict[str, Any]) -> str:
 def _lost_tail(run_dir: Path, job_id: str) -> list[str]:
     """The last lines of the first log that exists: the driver's, the batch job's, submitit's."""
     candidates = [run_dir / "driver.log", run_dir / f"slurm-{job_id}.out"]
-    candidates += sorted((run_dir / "submitit").glob(f"{job_id}_*_log.*"))
+    candidates += sorted((run_dir / SUBMITIT_FOLDER).glob(f"{job_id}_*_log.*"))
     for path in candidates:
         if path.exists():
             return [f"last {TAIL_LINES} lines of {path}:", log_tail(path, TAIL_LINES)]
@@ -107,7 +108,7 @@ def logs(run_dir: Path, name: str | None, lines: int) -> str:
 def stop(run_dir: Path, timeout_s: float = 120.0, client: SlurmClient | None = None) -> str:
     """Stop the run in whatever phase it is: a job still queued is cancelled at once (and the run
     recorded done); a running driver is asked to stop gracefully and waited for."""
-    launcher = read_launch(run_dir).get("launcher")  # also: is this a run directory at all?
+    launcher = facts_of(read_launch(run_dir).get("launcher"))  # also: is this a run directory?
     client = client or _client()
     # Attached workers first: Dynamo workers deregister from the run's etcd, which must outlive them.
     attached = [f"attached job {e['job_id']}: {stop(Path(e['run_dir']), timeout_s, client)}"
@@ -116,7 +117,7 @@ def stop(run_dir: Path, timeout_s: float = 120.0, client: SlurmClient | None = N
     return "\n".join([*attached, said])
 
 
-def stop_run(run_dir: Path, launcher: str | None, timeout_s: float, client: SlurmClient) -> str:
+def stop_run(run_dir: Path, launcher: Facts, timeout_s: float, client: SlurmClient) -> str:
     """`stop` of the run itself (not its attached jobs)."""
     view, state = run_view(run_dir, client)
     if view.recorded in FINAL and view.phase != "requeued":
@@ -124,11 +125,11 @@ def stop_run(run_dir: Path, launcher: str | None, timeout_s: float, client: Slur
     job_id = str(state.get("job_id") or "")
     if view.phase == "lost":
         return f"nothing to stop: {view.why}"
-    if launcher in SLURM_LAUNCHERS and job_id and category_of(view.job_state) == "queued":
+    if launcher.slurm_job and job_id and category_of(view.job_state) == "queued":
         return _cancel_queued(run_dir, job_id, client, view.recorded)
     # The stop file works wherever the driver runs; a signal only makes it quicker.
     (run_dir / STOP_FILE).touch()
-    if launcher in ("submitit", "sbatch") and job_id:
+    if launcher.submits_job and job_id:
         # The driver is the batch shell (exec): --batch delivers SIGTERM to it alone, and it
         # stops the workers and infrastructure in order.
         client.cancel(job_id, signal="TERM", batch=True)

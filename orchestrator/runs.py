@@ -11,12 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from orchestrator.launchers.requests import ON_THIS_HOST
+from orchestrator.launchers import facts_of
 from orchestrator.runtime.reconcile import RunView, driver_alive, reconcile
 from orchestrator.runtime.state import read_state
 from orchestrator.slurm.client import SlurmClient
 
-SLURM_LAUNCHERS = ("submitit", "sbatch", "allocation")
 MAX_DEPTH = 3  # outputs/<run>, outputs/sweeps/<sweep>/<run>
 
 
@@ -55,13 +54,14 @@ def load_runs(paths: Sequence[Path], client: SlurmClient | None) -> list[Run]:
     """Every run reconciled; their Slurm jobs looked up in one batched call."""
     raw = [(p, read_launch_or_empty(p), read_state(p)) for p in paths]
     ids = [str(s.get("job_id") or "") for _, launch, s in raw
-           if launch.get("launcher") in SLURM_LAUNCHERS]  # fmt: skip
+           if facts_of(launch.get("launcher")).slurm_job]  # fmt: skip
     jobs = client.states([i for i in ids if i]) if client and any(ids) else {}
     runs = []
     for path, launch, state in raw:
         job_id = str(state.get("job_id") or "")
-        job = jobs.get(job_id) if launch.get("launcher") in SLURM_LAUNCHERS and job_id else None
-        alive = driver_alive(state) if launch.get("launcher") in ON_THIS_HOST else None
+        launcher = facts_of(launch.get("launcher"))
+        job = jobs.get(job_id) if launcher.slurm_job and job_id else None
+        alive = driver_alive(state) if launcher.driver_on_this_host else None
         runs.append(Run(path, launch, state, reconcile(state, job, alive)))
     return runs
 

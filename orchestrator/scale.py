@@ -17,11 +17,10 @@ from pathlib import Path
 
 from orchestrator.api import Prepared, launched_overrides, prepare
 from orchestrator.attached import load_bound, rollover_in_progress, update_attached
-from orchestrator.effects import CommandRunner
+from orchestrator.effects import CommandRunner, SubprocessRunner
 from orchestrator.errors import InvalidConfig, Issue, OrchestratorError
 from orchestrator.frontends import get_frontend
-from orchestrator.launchers.execute import submit
-from orchestrator.launchers.requests import bind, materialize, request_to_dict
+from orchestrator.launchers import Materials, get_launcher
 from orchestrator.launchers.rundir import git_sha, read_launch, write_run_files
 from orchestrator.launchers.select import Site
 from orchestrator.plan.build import attached_plan
@@ -96,7 +95,7 @@ def scale_overrides(run_dir: Path, request: ScaleRequest) -> list[str]:
 def plan_scale_up(run_dir: Path, counts: Mapping[str, int], prepared: Prepared) -> Plan:
     """The attached plan for the workers `counts` adds to the run (InvalidConfig if none)."""
     issues = get_frontend(prepared.cfg.frontend.kind).attach_issues(prepared.cfg)
-    if prepared.launcher not in ("sbatch", "submitit"):
+    if not get_launcher(prepared.launcher).submits_job:
         issues.append(Issue("launcher", prepared.launcher, "attached workers run in a Slurm job",
                             "start the run with launcher=sbatch or launcher=submitit"))  # fmt: skip
     bound = load_bound(run_dir)
@@ -120,11 +119,14 @@ def submit_attached(
     """Create RUN_DIR/attached/<n>/, submit its job, list it in attached.json."""
     adir = new_job_dir(run_dir)
     overrides = launched_overrides(prepared.overrides)
-    request = bind(materialize(plan, prepared.launcher, python=sys.executable, overrides=overrides,
-                               git_sha=git_sha(), cwd=os.getcwd()), str(adir))  # fmt: skip
-    state = write_run_files(adir, prepared.cfg, plan, launcher=prepared.launcher,
-                            overrides=overrides, request=request_to_dict(request))  # fmt: skip
-    job_id = submit(request, adir, runner)
+    launcher = get_launcher(prepared.launcher)
+    materials = Materials(python=sys.executable, overrides=overrides, git_sha=git_sha(),
+                          cwd=os.getcwd())  # fmt: skip
+    plan = launcher.place(plan, materials)
+    request = launcher.materialize(plan, materials).bind(str(adir))
+    state = write_run_files(adir, prepared.cfg, plan, launcher=launcher.kind,
+                            overrides=overrides, request=request.to_dict())  # fmt: skip
+    job_id = request.submit(adir, runner or SubprocessRunner())
     state.phase("submitted", job_id=job_id)
     workers = [p.name for p in plan.processes]
     entry = {"job_id": job_id, "run_dir": str(adir), "workers": workers, "groups": job_groups(plan),

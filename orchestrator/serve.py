@@ -9,25 +9,24 @@ import ipaddress
 import re
 import socket
 
-from orchestrator.config.schema import RootConfig
+from orchestrator.config.schema import PLACEMENTS, RootConfig
 from orchestrator.errors import InvalidConfig, Issue
 from orchestrator.frontends import get_frontend
+from orchestrator.launchers import submits_jobs
 
-PLACEMENTS = ("job", "here")
 HOST = re.compile(
     r"^[A-Za-z0-9][A-Za-z0-9.:-]*$"
 )  # an address or a DNS name, nothing a shell reads
-SLURM_LAUNCHERS = ("auto", "sbatch", "submitit")
 
 
 def serve_issues(cfg: RootConfig) -> list[Issue]:
     """Every problem of the placement and rollover settings."""
     f, s = cfg.frontend, cfg.serve
-    if f.placement not in PLACEMENTS:
+    if not f.placement_known:
         return [Issue("frontend.placement", repr(f.placement), "unknown value",
                       f"use one of: {', '.join(PLACEMENTS)}")]  # fmt: skip
     issues = _numbers(cfg)
-    if f.placement == "job":
+    if f.placed_in_job:
         if s.rollover:
             issues.append(Issue("serve.rollover", "true", "rollover needs the frontend outside the "
                                 "job that expires (the endpoint would end with it)",
@@ -40,7 +39,7 @@ def serve_issues(cfg: RootConfig) -> list[Issue]:
 def _here_issues(cfg: RootConfig) -> list[Issue]:
     f = cfg.frontend
     issues = get_frontend(f.kind).attach_issues(cfg)
-    if cfg.launcher.kind not in SLURM_LAUNCHERS:
+    if not submits_jobs(cfg.launcher.kind):
         issues.append(Issue("launcher.kind", cfg.launcher.kind, "with frontend.placement=here the "
                             "workers run in Slurm jobs attached to this host's frontend",
                             "use launcher=sbatch or launcher=submitit (or auto where sbatch "
@@ -65,7 +64,7 @@ def _numbers(cfg: RootConfig) -> list[Issue]:
                             f"(cluster.time_limit_min={cfg.cluster.time_limit_min})",
                             "a replacement must serve before the old workers are told to stop: "
                             f"e.g. serve.rollover_lead_min={max(signal_s * 2, 60) / 60:g}"))  # fmt: skip
-    if cfg.frontend.placement == "here" and not 0 <= s.signal_hold_s < signal_s:
+    if cfg.frontend.placed_here and not 0 <= s.signal_hold_s < signal_s:
         issues.append(Issue("serve.signal_hold_s", f"{s.signal_hold_s:g}", "a worker job told to "
                             f"stop {signal_s} s before its limit (launcher.signal_before_limit_s) "
                             "must end before the limit", f"use 0 <= serve.signal_hold_s < {signal_s}, "
@@ -94,7 +93,7 @@ def _host_issue(found: str, problem: str) -> Issue:
 def resolve_host(cfg: RootConfig) -> RootConfig:
     """`cfg` with frontend.host set: given, or this host's address for its hostname. Raises
     InvalidConfig when that is a loopback address (compute nodes cannot reach it) or unknown."""
-    if cfg.frontend.placement != "here" or cfg.frontend.host:
+    if not cfg.frontend.placed_here or cfg.frontend.host:
         return cfg
     name = socket.gethostname()
     try:

@@ -31,7 +31,7 @@ from orchestrator.config.load import quote_override_value
 from orchestrator.config.schema import RootConfig
 from orchestrator.effects import CommandRunner, SubprocessRunner
 from orchestrator.errors import InvalidConfig, Issue, OrchestratorError
-from orchestrator.launchers.requests import after_job
+from orchestrator.launchers import runs_on_one_machine
 from orchestrator.launchers.rundir import git_sha
 from orchestrator.launchers.select import Site
 from orchestrator.runtime.state import now_iso, read_state, write_json_atomic
@@ -57,11 +57,11 @@ Todo = tuple[SweepPoint, Prepared, dict[str, Any]]
 # --- validation ------------------------------------------------------------------------------
 def _sweep_issues(cfg: RootConfig, launcher: str, site: Site) -> list[Issue]:
     issues = []
-    if launcher == "local":
+    if runs_on_one_machine(launcher):
         issues.append(
             Issue(
                 "launcher.kind",
-                "local",
+                launcher,
                 "a sweep submits one Slurm job per point; local "
                 "points would all start on this machine at once",
                 "run where sbatch is available, or set launcher=submitit|sbatch",
@@ -312,7 +312,7 @@ def _submit_recorded(
     }
     entry["runs"].append(run)
     write_json_atomic(sweep_dir / MANIFEST, manifest)
-    held = dataclasses.replace(ready, request=after_job(ready.request, after))
+    held = dataclasses.replace(ready, request=ready.request.after_job(after))
     run["job_id"] = _submit(point, held, run_dir, runner)
     write_json_atomic(sweep_dir / MANIFEST, manifest)
     waits = f" (waits for job {after})" if after else ""

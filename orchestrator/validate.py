@@ -13,6 +13,7 @@ from orchestrator.config.schema import RootConfig
 from orchestrator.engines import ENGINES, get_engine
 from orchestrator.errors import InvalidConfig, Issue
 from orchestrator.frontends import FRONTENDS, get_frontend
+from orchestrator.launchers import CONFIG_KINDS, runs_on_one_machine
 from orchestrator.plan import build
 from orchestrator.plan.consistency import role_consistency
 from orchestrator.plan.model import RESTART_MODES
@@ -21,7 +22,6 @@ from orchestrator.plan.sharing import sharing_issues
 from orchestrator.serve import serve_issues
 from orchestrator.slurm.request import SAFE_DIRECTIVE
 
-LAUNCHER_KINDS = ("auto", "submitit", "sbatch", "local")
 DEPLOYMENT_MODES = ("disaggregated", "aggregated")
 GPU_DIRECTIVES = ("gpus-per-node", "gres")
 IP_SOURCES = ("hostname", "interface")
@@ -59,7 +59,7 @@ def _kinds(cfg: RootConfig) -> list[Issue]:
     return (
         _choice("engine.kind", cfg.engine.kind, ENGINES)
         + _choice("frontend.kind", cfg.frontend.kind, FRONTENDS)
-        + _choice("launcher.kind", cfg.launcher.kind, LAUNCHER_KINDS)
+        + _choice("launcher.kind", cfg.launcher.kind, CONFIG_KINDS)
         + _choice("deployment.mode", cfg.deployment.mode, DEPLOYMENT_MODES)
         + _choice("cluster.gpu_directive", cfg.cluster.gpu_directive, GPU_DIRECTIVES)
         + _choice("cluster.ip_source", cfg.cluster.ip_source, IP_SOURCES)
@@ -268,8 +268,8 @@ def _topology(cfg: RootConfig) -> list[Issue]:
     issues = get_engine(cfg.engine.kind).validate(cfg, slots)
     issues += role_consistency(cfg, build.deployment_plan(cfg))
     nodes = max(n for s in slots for n, _ in s.ranks) + 1 if slots else 1
-    if cfg.launcher.kind == "local" and nodes > 1:
-        issues.append(Issue("launcher.kind", "local", f"the plan needs {nodes} nodes and the local "
+    if runs_on_one_machine(cfg.launcher.kind) and nodes > 1:
+        issues.append(Issue("launcher.kind", cfg.launcher.kind, f"the plan needs {nodes} nodes and the local "
                             "launcher runs on this machine only",
                             "use launcher=submitit or launcher=sbatch, or a smaller topology"))  # fmt: skip
     return issues

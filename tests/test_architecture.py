@@ -1,5 +1,6 @@
-"""Architecture rules the code base keeps: no import cycles, kinds compared only in their registry,
-and nothing in the allocation imports Hydra or OmegaConf."""
+"""Architecture rules the code base keeps: no import cycles, kinds compared only in their registry
+(engines, frontends, launchers; placements only in the schema), and nothing in the allocation
+imports Hydra or OmegaConf."""
 
 from __future__ import annotations
 
@@ -9,8 +10,10 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+from orchestrator.config.schema import PLACEMENTS
 from orchestrator.engines import ENGINES
 from orchestrator.frontends import FRONTENDS
+from orchestrator.launchers import LAUNCHERS
 
 PACKAGE = Path(__file__).resolve().parent.parent / "orchestrator"
 
@@ -116,3 +119,95 @@ def test_the_driver_side_never_imports_hydra_or_omegaconf() -> None:
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip() == ""
+
+
+def constants(path: Path) -> Iterator[tuple[int, object]]:
+    """Every literal in the module at `path`, with its line."""
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Constant):
+            yield node.lineno, node.value
+
+
+def compared(path: Path) -> Iterator[tuple[int, object]]:
+    """Every literal compared (`==`, `!=`, `in`) in the module at `path`, with its line."""
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Compare):
+            for side in (node.left, *node.comparators):
+                items = side.elts if isinstance(side, ast.Tuple | ast.List | ast.Set) else [side]
+                yield from ((i.lineno, i.value) for i in items if isinstance(i, ast.Constant))
+
+
+def offenders(found: Iterator[tuple[int, object]], path: Path, banned: set[str]) -> list[str]:
+    return [f"{path.relative_to(PACKAGE)}:{line}: {value!r}" for line, value in found
+            if value in banned]  # fmt: skip
+
+
+def outside(*homes: Path) -> Iterator[Path]:
+    """The package's modules outside `homes` (folders or files)."""
+    for path in PACKAGE.rglob("*.py"):
+        if not any(path.is_relative_to(home) for home in homes):
+            yield path
+
+
+# `auto` is a launcher.kind value too, but also the word of other keys (frontend.discovery,
+# memory settings): it is left out; launcher.kind=auto is resolved in launchers/select.py.
+LAUNCHER_KINDS = set(LAUNCHERS)
+PLACEMENT_VALUES = set(PLACEMENTS)
+
+
+def test_launcher_kinds_are_named_only_in_the_launcher_registry() -> None:
+    """No module outside orchestrator/launchers names a launcher kind: callers ask the launcher
+    (`facts_of`, `get_launcher`). slurm/ names the sbatch command, which launcher=sbatch runs;
+    the schema names the placement `here`, after which the here launcher is named."""
+    found = []
+    for path in outside(PACKAGE / "launchers", PACKAGE / "slurm", PACKAGE / "config" / "schema.py"):
+        found += offenders(constants(path), path, LAUNCHER_KINDS)
+    assert found == []
+
+
+def test_placements_are_compared_only_in_the_schema() -> None:
+    """frontend.placement is asked (`placed_here`, `placed_in_job`), never compared; the values
+    are spelled once, in config/schema.py (here is also a launcher kind: launchers/here.py)."""
+    found = []
+    for path in outside(PACKAGE / "config" / "schema.py"):
+        found += offenders(compared(path), path, PLACEMENT_VALUES)
+        found += [
+            f"{path.relative_to(PACKAGE)}:{line}: .placement" for line in placement_compared(path)
+        ]
+    assert found == []
+
+
+def placement_compared(path: Path) -> Iterator[int]:
+    """Lines comparing a config's `.placement` (`placed_here`, `placed_in_job` say it)."""
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Compare):
+            sides = (node.left, *node.comparators)
+            if any(isinstance(n, ast.Attribute) and n.attr == "placement" for n in sides):
+                yield node.lineno
+
+
+def test_launch_requests_are_told_apart_only_by_their_own_methods() -> None:
+    """No isinstance chain over the request classes outside their modules: each request class
+    binds, saves, describes and executes itself."""
+    requests = {"SbatchRequest", "SubmititRequest", "LocalRequest", "HereRequest", "DriverRequest"}
+    found = []
+    for path in outside(PACKAGE / "launchers"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "isinstance":
+                names = {n.id for n in ast.walk(node.args[1]) if isinstance(n, ast.Name)}
+                found += [f"{path.relative_to(PACKAGE)}:{node.lineno}" for _ in names & requests]
+    assert found == []
+
+
+def test_every_launcher_kind_round_trips_its_request() -> None:
+    """The registry is complete: each kind materializes a request that names it and reads back."""
+    from orchestrator.config.schema import RootConfig
+    from orchestrator.launchers import Materials, request_from_dict
+    from orchestrator.plan.build import build_plan
+
+    plan = build_plan(RootConfig())
+    materials = Materials(python="python3", overrides=(), git_sha="", cwd="/")
+    for kind, launcher in LAUNCHERS.items():
+        request = launcher.materialize(plan, materials)
+        assert request.kind == kind
+        assert request_from_dict(request.to_dict()) == request

@@ -10,7 +10,7 @@ import pytest
 
 from orchestrator.config.load import CONF_DIR
 from orchestrator.config.schema import RootConfig
-from orchestrator.launchers.requests import materialize
+from orchestrator.launchers import materialize
 from orchestrator.plan.build import build_plan, gpus_per_worker
 from orchestrator.plan.model import Plan
 from orchestrator.render.dryrun import render_json

@@ -111,7 +111,7 @@ def test_driver_runs_plan_json_without_hydra_or_the_config(tmp_path: Path) -> No
                  f"frontend.http_port={port}", f"cluster.port_base={22000 + e2e.free_port() % 80 * 100}",
                  "readiness.timeout_s=120"]  # fmt: skip
     prepared = prepare(overrides, Site(has_sbatch=False, allocation_job_id=""))
-    from orchestrator.launchers.requests import bind
+    from orchestrator.launchers import bind
     from orchestrator.launchers.rundir import create_run_dir, write_run_files
 
     made = create_run_dir(prepared.cfg, prepared.plan.name)

@@ -12,7 +12,7 @@ import pytest
 
 from orchestrator.api import prepare
 from orchestrator.errors import InvalidConfig
-from orchestrator.launchers.requests import request_from_dict, request_to_dict
+from orchestrator.launchers import request_from_dict, request_to_dict
 from orchestrator.launchers.select import Site
 from orchestrator.plan.model import plan_from_dict, plan_to_dict
 from tests.test_dryrun import Golden, dry_run

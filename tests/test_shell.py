@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.launchers.requests import SbatchRequest, bind, materialize
+from orchestrator.launchers import bind, materialize
+from orchestrator.launchers.sbatch import SbatchRequest
 from orchestrator.plan.model import Plan, Process
 from orchestrator.slurm.request import srun_argv
 

@@ -14,7 +14,7 @@ import pytest
 from orchestrator.config.schema import RootConfig
 from orchestrator.effects import RequestsHttp
 from orchestrator.frontends import smg
-from orchestrator.launchers.requests import materialize
+from orchestrator.launchers import materialize
 from orchestrator.plan.build import build_plan
 from orchestrator.render.dryrun import render_text
 from orchestrator.validate import validate

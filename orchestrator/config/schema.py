@@ -10,6 +10,10 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 MISSING_PATH = ""
+# frontend.placement: the home of its values (nothing else compares them; tests/test_architecture).
+PLACEMENT_JOB = "job"  # the frontend (and its discovery) on node 0 of the job
+PLACEMENT_HERE = "here"  # the frontend on this host, the workers in Slurm jobs attached to it
+PLACEMENTS = (PLACEMENT_JOB, PLACEMENT_HERE)
 
 
 @dataclass
@@ -109,7 +113,7 @@ class FrontendConfig:
     # job: the frontend (and its discovery) runs on node 0 of the job | here: on the machine the
     # command runs on (a login or service node), under a detached driver, and every worker group
     # runs in Slurm jobs that attach to it (needed by serve.rollover).
-    placement: str = "job"
+    placement: str = PLACEMENT_JOB
     # placement=here: the address the frontend and etcd bind, which the compute nodes reach;
     # empty = this host's address for its hostname (refused when that is a loopback address).
     host: str = ""
@@ -118,6 +122,21 @@ class FrontendConfig:
     )
     extra_args: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def placement_known(self) -> bool:
+        """frontend.placement is one of PLACEMENTS."""
+        return self.placement in PLACEMENTS
+
+    @property
+    def placed_here(self) -> bool:
+        """frontend.placement=here: the frontend on this host, the workers in attached jobs."""
+        return self.placement == PLACEMENT_HERE
+
+    @property
+    def placed_in_job(self) -> bool:
+        """frontend.placement=job: the frontend on node 0 of the job."""
+        return self.placement == PLACEMENT_JOB
 
 
 @dataclass

@@ -41,7 +41,7 @@ def http_port(
     like every worker port (the bound URL is the one state.json and the progress output show).
     A frontend placed on this host (frontend.placement=here) is alone there: the fixed port."""
     # frontend.placement=here: on this host, alone: the fixed port as well.
-    fixed = cfg.cluster.exclusive or cfg.frontend.placement == "here"
+    fixed = cfg.cluster.exclusive or cfg.frontend.placed_here
     own = ports.allocate(0, [*(() if fixed else ("http",)), *extra])
     if fixed:
         return str(cfg.frontend.http_port), {"http": cfg.frontend.http_port, **own}

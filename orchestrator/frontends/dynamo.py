@@ -8,6 +8,7 @@ from orchestrator.config.schema import RootConfig
 from orchestrator.effects import HttpClient, HttpResponse
 from orchestrator.errors import Issue
 from orchestrator.frontends.base import Head, http_port
+from orchestrator.launchers import runs_on_one_machine
 from orchestrator.plan.model import TIER_FRONTEND, TIER_INFRA, HealthProbe, Plan, Process, Readiness
 from orchestrator.plan.placeholders import RUN_DIR, node_ip, port_ref
 from orchestrator.plan.ports import PortAllocator
@@ -26,7 +27,7 @@ def discovery_backend(cfg: RootConfig, num_nodes: int) -> str:
     if cfg.frontend.discovery != "auto":
         return cfg.frontend.discovery
     # placement=here: the workers run in other jobs, on other hosts.
-    return "file" if num_nodes == 1 and cfg.frontend.placement == "job" else "etcd"
+    return "file" if num_nodes == 1 and cfg.frontend.placed_in_job else "etcd"
 
 
 def discovery_env(cfg: RootConfig, backend: str, etcd_port: int) -> dict[str, str]:
@@ -68,7 +69,7 @@ def stream_host(cfg: RootConfig, ip: str) -> str:
     torch 2.11) takes only a name: an IP there fails the frontend's model registration with
     "Interface not found: 127.0.0.1" and the model never becomes ready. With 1.4.x on Slurm, set
     +frontend.env.DYN_TCP_RESPONSE_STREAM_HOST=<node 0's interface>."""
-    return "lo" if cfg.launcher.kind == "local" else ip
+    return "lo" if runs_on_one_machine(cfg.launcher.kind) else ip
 
 
 def frontend_process(cfg: RootConfig, ports: PortAllocator, env: dict[str, str]) -> Process:
@@ -83,7 +84,7 @@ def frontend_process(cfg: RootConfig, ports: PortAllocator, env: dict[str, str])
     argv += ["--namespace", cfg.frontend.namespace]
     if cfg.frontend.router_mode:
         argv += ["--router-mode", cfg.frontend.router_mode]
-    if cfg.frontend.placement == "here":
+    if cfg.frontend.placed_here:
         # Worker jobs come and go (rollover, scale-down): Dynamo cancels the streams of an
         # instance that leaves discovery, failing a request in flight to it (seen on the
         # testbed: "Cancelled stream registrations for removed instance", then 503 "migration

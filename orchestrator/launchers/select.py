@@ -1,10 +1,18 @@
-"""Which launcher `launcher=auto` means here. Pure: the facts are passed in."""
+"""Which launcher runs a launch here: what `launcher=auto` means, and the launchers the site
+or the placement choose (allocation, here). Pure: the facts are passed in."""
 
 from __future__ import annotations
 
 import os
 import shutil
 from dataclasses import dataclass
+
+from orchestrator.launchers.allocation import KIND as ALLOCATION
+from orchestrator.launchers.here import KIND as HERE
+from orchestrator.launchers.local import KIND as LOCAL
+from orchestrator.launchers.submitit import KIND as SUBMITIT
+
+AUTO = "auto"  # launcher.kind: submitit where Slurm is reachable, else local
 
 
 @dataclass(frozen=True)
@@ -24,6 +32,16 @@ class Site:
 def resolve_launcher(kind: str, site: Site) -> str:
     """`auto` -> submitit when Slurm is reachable (sbatch on PATH or inside an allocation), else
     local. Explicit kinds are returned unchanged."""
-    if kind != "auto":
+    if kind != AUTO:
         return kind
-    return "submitit" if site.has_sbatch or site.allocation_job_id else "local"
+    return SUBMITIT if site.has_sbatch or site.allocation_job_id else LOCAL
+
+
+def placed_launcher(kind: str, site: Site, *, frontend_here: bool) -> str:
+    """The launcher that runs a launch of the resolved `kind`: `here` for a frontend on this
+    host, `allocation` inside salloc/sbatch (but for local), else `kind`."""
+    if frontend_here:
+        return HERE
+    if site.allocation_job_id and kind != LOCAL:
+        return ALLOCATION
+    return kind

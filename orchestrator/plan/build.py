@@ -56,7 +56,7 @@ __all__ = [
 
 def build_plan(cfg: RootConfig) -> Plan:
     """The complete plan of a validated config, for port block 0 (see `Plan`)."""
-    plan = here_plan(cfg) if cfg.frontend.placement == "here" else deployment_plan(cfg)
+    plan = here_plan(cfg) if cfg.frontend.placed_here else deployment_plan(cfg)
     return dataclasses.replace(plan, benchmark=benchmark_plan(cfg, plan), metrics=metrics_plan(cfg))
 
 

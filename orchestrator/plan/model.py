@@ -221,6 +221,9 @@ class Plan:
     # Workers sharing one GPU at most (deployment.workers_per_gpu): the port block has a slot
     # per worker process a node can hold.
     workers_per_gpu: int = 1
+    # Where the driver runs, recorded by the launcher (orchestrator.launchers): a process of the
+    # submitting host (launcher=local, frontend.placement=here) or inside a Slurm allocation.
+    driver_on_this_host: bool = False
 
     def process(self, name: str) -> Process:
         """The process called `name` (KeyError if there is none)."""
@@ -285,6 +288,7 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
         **({"serve": _serve_to_dict(plan.serve)} if plan.serve else {}),
         **({"hold_s": plan.hold_s} if plan.hold_s else {}),
         **({"workers_per_gpu": plan.workers_per_gpu} if plan.workers_per_gpu != 1 else {}),
+        **({"driver_on_this_host": True} if plan.driver_on_this_host else {}),
     }
 
 
@@ -354,4 +358,5 @@ def plan_from_dict(data: Mapping[str, Any]) -> Plan:
         hold_s=data.get("hold_s", 0.0),
         heartbeat_timeout_s=data.get("heartbeat_timeout_s", 60.0),
         workers_per_gpu=data.get("workers_per_gpu", 1),
+        driver_on_this_host=data.get("driver_on_this_host", False),
     )

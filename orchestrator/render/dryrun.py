@@ -12,18 +12,13 @@ from collections.abc import Sequence
 from typing import Any
 
 from orchestrator.frontends import get_frontend
-from orchestrator.launchers.requests import (
-    LaunchRequest,
-    SbatchRequest,
-    SubmititRequest,
-    request_from_dict,
-    request_to_dict,
-)
+from orchestrator.launchers import LaunchRequest, get_launcher, request_from_dict
+from orchestrator.launchers.submitit import KIND as SUBMITIT
 from orchestrator.plan.model import Plan, Process, ServePlan, plan_to_dict, process_to_dict
 from orchestrator.plan.placeholders import node_host
 from orchestrator.plan.ports import block_size
 from orchestrator.render.shell import quote_argv
-from orchestrator.slurm.request import sbatch_directives, srun_argv, submitit_parameters
+from orchestrator.slurm.request import SBATCH, sbatch_directives, srun_argv, submitit_parameters
 
 JOB_ID_SHOWN = "{job_id}"
 
@@ -66,19 +61,17 @@ def _fixed_ports(plan: Plan) -> bool:
 
 def slurm_section(plan: Plan, request: LaunchRequest) -> dict[str, Any]:
     """What would be handed to Slurm: directives, submitit parameters, srun steps, script."""
-    params = request.parameters if isinstance(request, SubmititRequest) else None
     section: dict[str, Any] = {
         "launcher": request.kind,
         "nodes": plan.num_nodes,
-        "sbatch": sbatch_directives(plan.slurm),
-        "submitit": dict(params) if params is not None else submitit_parameters(plan.slurm),
+        SBATCH: sbatch_directives(plan.slurm),
+        SUBMITIT: submitit_parameters(plan.slurm),
         "srun": {
             p.name: srun_argv(p, plan.slurm, hostname=node_host(p.node_index), job_id=JOB_ID_SHOWN)
             for p in all_processes(plan)
         },
     }
-    if isinstance(request, SbatchRequest):
-        section["script"] = request.script
+    section.update(request.slurm_view())  # the request's own parameters, its script
     return section
 
 
@@ -92,7 +85,7 @@ def render_json(plan: Plan, request: LaunchRequest) -> str:
         data["slurm"] = slurm_section(plan.serve.workers, request_from_dict(plan.serve.request))
     else:
         data["slurm"] = slurm_section(plan, request)
-    data["request"] = request_to_dict(request)
+    data["request"] = request.to_dict()
     return json.dumps(data, indent=2, sort_keys=False) + "\n"
 
 
@@ -171,7 +164,7 @@ def _serve_text(serve: ServePlan, request: LaunchRequest) -> list[str]:
     """frontend.placement=here: the driver on this host, then the worker job it submits."""
     workers = serve.workers
     out = [f"=== DRIVER ON THIS HOST (detached; frontend and discovery bind {serve.host}) ===",
-           _request_text(request)[0], ""]  # fmt: skip
+           request.describe()[0], ""]  # fmt: skip
     if serve.rollover:
         lead = f"{serve.lead_s:g} s" if serve.lead_s else (
             f"measured submit -> ready (at least {serve.signal_before_limit_s:g} s) + "
@@ -189,22 +182,12 @@ def _serve_text(serve: ServePlan, request: LaunchRequest) -> list[str]:
 def _slurm_text(plan: Plan, request: LaunchRequest) -> list[str]:
     section = slurm_section(plan, request)
     out = [f"=== SLURM REQUEST (launcher={request.kind}) ==="]
-    if request.kind == "local":
-        out.append("local launcher: processes start on this machine; on a cluster this would be:")
-    out.append(quote_argv(["sbatch", *section["sbatch"]]))
-    out.append("submitit parameters: " + json.dumps(section["submitit"], sort_keys=True))
+    if get_launcher(request.kind).one_machine:
+        out.append(f"{request.kind} launcher: processes start on this machine; on a cluster this "
+                   "would be:")  # fmt: skip
+    out.append(quote_argv([SBATCH, *section[SBATCH]]))
+    out.append(f"{SUBMITIT} parameters: " + json.dumps(section[SUBMITIT], sort_keys=True))
     out.append("srun steps issued by the driver on node 0:")
     out += [f"  {quote_argv(argv)}" for argv in section["srun"].values()]
-    out += _request_text(request)
+    out += request.describe()
     return out
-
-
-def _request_text(request: LaunchRequest) -> list[str]:
-    """The launch request itself, as executed."""
-    if isinstance(request, SbatchRequest):
-        return [f"submitted from {{run_dir}} with: {quote_argv(request.argv)}",
-                "--- sbatch script ---", request.script.rstrip()]  # fmt: skip
-    if isinstance(request, SubmititRequest):
-        return [f"submitit: SlurmExecutor(folder={request.folder}, python={request.python!r})"
-                f".submit({request.function}, {{run_dir}})"]  # fmt: skip
-    return [f"driver ({request.kind}): {quote_argv(request.argv)}"]

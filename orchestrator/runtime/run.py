@@ -21,7 +21,6 @@ from orchestrator.bench.step import attach_benchmark
 from orchestrator.effects import RequestsHttp, SubprocessRunner, SystemClock
 from orchestrator.errors import OrchestratorError
 from orchestrator.frontends import get_frontend
-from orchestrator.launchers.requests import ON_THIS_HOST
 from orchestrator.plan.model import Plan, plan_from_dict, plan_to_dict
 from orchestrator.plan.placeholders import Bindings, bind_plan, shift_port
 from orchestrator.plan.ports import port_offset_for_job
@@ -215,8 +214,7 @@ def load_plan(run_dir: Path) -> Plan:
 def _setup(plan: Plan, run_dir: Path, env: Mapping[str, str], state: StateFile,
            say: Callable[[str], None]) -> tuple[Plan, Backend]:  # fmt: skip
     """Find the nodes, bind the plan, write plan.bound.json, create the backend."""
-    launch = json.loads((run_dir / "launch.json").read_text())
-    local = launch["launcher"] in ON_THIS_HOST
+    local = plan.driver_on_this_host  # recorded by the launcher (orchestrator.launchers)
     alloc = local_allocation(plan) if local else slurm_allocation(plan, env, say)
     if local:
         preflight.run_local(plan.preflight)

@@ -19,8 +19,8 @@ from typing import Any
 from orchestrator.attached import read_attached, update_attached
 from orchestrator.effects import CommandRunner
 from orchestrator.errors import OrchestratorError
-from orchestrator.launchers.requests import SbatchRequest, bind, request_from_dict, request_to_dict
 from orchestrator.launchers.rundir import write_run_record
+from orchestrator.launchers.sbatch import LAUNCHER as SBATCH_LAUNCHER
 from orchestrator.launchers.sbatch import submit_sbatch
 from orchestrator.plan.model import Plan, plan_from_dict
 from orchestrator.plan.placeholders import RUN_DIR
@@ -90,15 +90,15 @@ def submit_job(run_dir: Path, plan: Plan, request: Mapping[str, Any], *, runner:
     (generation, replaces, reason). The entry is listed before sbatch runs, so a driver killed
     in between leaves a record of the directory (with no job id)."""
     adir = new_job_dir(run_dir)
-    bound = bind(request_from_dict(request), str(adir))
+    # Worker jobs are sbatch jobs (orchestrator.launchers.here records their request).
+    bound = SBATCH_LAUNCHER.request_from_dict(request).bind(str(adir))
     saved = run_dir / "config.json"  # the run's, as launched
     config = json.loads(saved.read_text()) if saved.exists() else {}
-    state = write_run_record(adir, config, plan, launcher="sbatch", overrides=[],
-                             request=request_to_dict(bound))  # fmt: skip
+    state = write_run_record(adir, config, plan, launcher=bound.kind, overrides=[],
+                             request=bound.to_dict())  # fmt: skip
     entry = {"job_id": "", "run_dir": str(adir), "workers": [p.name for p in plan.processes],
              "groups": job_groups(plan), "submitted_at": time.time(), **facts}  # fmt: skip
     update_attached(run_dir, lambda entries: [*entries, entry])
-    assert isinstance(bound, SbatchRequest)  # worker jobs are sbatch jobs (api.materialized)
     try:
         job_id = submit_sbatch(bound, adir, runner)
     except OrchestratorError as exc:

@@ -10,6 +10,7 @@ from orchestrator.effects import CommandResult, CommandRunner
 from orchestrator.errors import OrchestratorError, SubmissionError
 from orchestrator.slurm import parse
 from orchestrator.slurm.parse import SEP
+from orchestrator.slurm.request import SBATCH
 from orchestrator.slurm.states import JOB_STATES, JobCategory, JobState
 
 __all__ = ["JOB_STATES", "JobCategory", "JobState", "SlurmClient"]
@@ -30,7 +31,7 @@ class SlurmClient:
     def sbatch(self, argv_tail: Sequence[str], *, cwd: str | None = None) -> str:
         """`sbatch --parsable ARGV_TAIL` (run in `cwd`); the job id. Raises SubmissionError
         with sbatch's stderr when Slurm rejects the job."""
-        argv = ["sbatch", "--parsable", *argv_tail]
+        argv = [SBATCH, "--parsable", *argv_tail]
         res = self._run(argv, cwd=cwd)
         if res.returncode != 0:
             raise SubmissionError(argv, res.returncode, res.stderr)

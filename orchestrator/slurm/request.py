@@ -9,6 +9,8 @@ from typing import Any
 from orchestrator.plan.model import Process, SlurmRequest
 from orchestrator.slurm.stepwrap import wrap
 
+SBATCH = "sbatch"  # the command (also the name of the launcher that runs it)
+
 # What may follow `#SBATCH `. Slurm does not shell-parse these lines (whitespace splits options,
 # quotes are stripped), so spaces, quotes, backslashes, `$` and backticks cannot be written
 # faithfully. `&` and `|` stay allowed: Slurm's own --constraint syntax uses them (a100&ib).
