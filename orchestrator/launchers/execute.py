@@ -9,6 +9,7 @@ from orchestrator.effects import CommandRunner, SubprocessRunner
 from orchestrator.errors import SubmissionError
 from orchestrator.launchers.requests import LaunchRequest, SbatchRequest, SubmititRequest
 from orchestrator.launchers.sbatch import submit_sbatch
+from orchestrator.rundir import RunDir
 
 
 def submit(request: LaunchRequest, run_dir: Path, runner: CommandRunner | None = None) -> str:
@@ -40,7 +41,7 @@ def submit_submitit(request: SubmititRequest) -> str:
 
 def detach(argv: tuple[str, ...], run_dir: Path) -> int:
     """Start the driver in its own session (wait=false without Slurm); its pid."""
-    log = open(run_dir / "driver.out", "ab")  # noqa: SIM115 - handed to the child
+    log = open(RunDir(run_dir).driver_out, "ab")  # noqa: SIM115 - handed to the child
     proc = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                             start_new_session=True)  # fmt: skip
     log.close()

@@ -13,6 +13,7 @@ from orchestrator.launchers.execute import detach, submit
 from orchestrator.launchers.follow import follow
 from orchestrator.launchers.requests import HERE, LocalRequest, bind, request_to_dict
 from orchestrator.launchers.rundir import create_run_dir, write_run_files
+from orchestrator.rundir import Phase
 from orchestrator.runtime.run import allocation_issues, run_driver
 from orchestrator.runtime.state import StateFile
 
@@ -42,9 +43,9 @@ def launch(prepared: Prepared, runner: CommandRunner | None = None) -> int:
     try:
         job_id = submit(request, run_dir, runner)
     except SubmissionError as exc:
-        state.phase("failed", error=str(exc))  # the run directory says why it never ran
+        state.phase(Phase.FAILED, error=str(exc))  # the run directory says why it never ran
         raise
-    state.phase("submitted", job_id=job_id)
+    state.phase(Phase.SUBMITTED, job_id=job_id)
     _announce(job_id, run_dir)
     if not cfg.wait:
         return 0
