@@ -8,10 +8,10 @@ from pathlib import Path
 
 from orchestrator.effects import Clock, SubprocessRunner, SystemClock
 from orchestrator.errors import OrchestratorError
-from orchestrator.rundir import FINAL, Phase, RunDir, RunState
+from orchestrator.rundir import FINAL, Phase, RunDir
 from orchestrator.rundir.phase import QUEUED, SETTLED
 from orchestrator.runtime import logscan
-from orchestrator.runtime.reconcile import driver_alive
+from orchestrator.runtime.reconcile import StateLike, as_state, driver_alive
 from orchestrator.runtime.state import progress_line
 from orchestrator.slurm.client import JobState, SlurmClient
 
@@ -27,8 +27,9 @@ class ReadinessLines:
         self.last: dict[str, str] = {}
         self.next_check = 0.0
 
-    def changes(self, state: RunState, now: float) -> list[str]:
+    def changes(self, state: StateLike, now: float) -> list[str]:
         """The processes whose progress changed since the last call (throttled)."""
+        state = as_state(state)
         if now < self.next_check or state.phase != Phase.STARTING:
             return []
         self.next_check = now + LOG_CHECK_S
