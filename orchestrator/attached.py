@@ -11,17 +11,15 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.errors import OrchestratorError
-from orchestrator.plan.model import Plan, plan_from_dict
-from orchestrator.runtime.state import read_state, run_ended, write_json_atomic
+from orchestrator.plan.model import Plan
+from orchestrator.rundir import RunDir, write_json_atomic
 from orchestrator.slurm.client import SlurmClient
-
-ATTACHED_FILE = "attached.json"
 
 
 def read_attached(run_dir: Path) -> list[dict[str, Any]]:
     """The attached jobs of a run (RUN_DIR/attached.json; empty when none)."""
     try:
-        data = json.loads((run_dir / ATTACHED_FILE).read_text())
+        data = json.loads(RunDir(run_dir).attached_file.read_text())
     except FileNotFoundError:
         return []
     return list(data) if isinstance(data, list) else []
@@ -31,7 +29,7 @@ def live_attached(run_dir: Path) -> list[dict[str, Any]]:
     """The attached jobs still holding workers: not removed by a scale-down, not ended (a
     job that failed or was stopped by itself holds no workers; its names may be used again)."""
     return [e for e in read_attached(run_dir)
-            if not e.get("removed_at") and not run_ended(Path(e["run_dir"]))]  # fmt: skip
+            if not e.get("removed_at") and not RunDir(e["run_dir"]).ended()]  # fmt: skip
 
 
 def rollover_in_progress(run_dir: Path) -> str:
@@ -48,10 +46,11 @@ def update_attached(
 ) -> list[dict[str, Any]]:
     """Read, change and write attached.json under an exclusive lock: `ctl scale` and the run's
     driver (frontend.placement=here: it submits and replaces worker jobs) both write it."""
-    with (run_dir / f".{ATTACHED_FILE}.lock").open("a") as lock:
+    path = RunDir(run_dir).attached_file
+    with path.with_name(f".{path.name}.lock").open("a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         entries = change(read_attached(run_dir))
-        write_json_atomic(run_dir / ATTACHED_FILE, entries)
+        write_json_atomic(path, entries)
     return entries
 
 
@@ -66,10 +65,7 @@ def mark_removed(run_dir: Path, job_id: str) -> None:
 
 def load_bound(run_dir: Path) -> Plan:
     """plan.bound.json of a started run (real addresses of its frontend and discovery)."""
-    try:
-        return plan_from_dict(json.loads((run_dir / "plan.bound.json").read_text()))
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise OrchestratorError(f"cannot read {run_dir / 'plan.bound.json'}: {exc}") from exc
+    return RunDir(run_dir).bound_plan()
 
 
 def attached_lines(run_dir: Path, client: SlurmClient | None = None) -> list[str]:
@@ -82,8 +78,8 @@ def attached_lines(run_dir: Path, client: SlurmClient | None = None) -> list[str
     slurm = client.states(live) if client and live else {}
     for entry in entries:
         adir = Path(entry["run_dir"])
-        state = read_state(adir)
-        phase = state.get("phase", "")
+        state = RunDir(adir).state()
+        phase: str = state.phase
         job = slurm.get(entry["job_id"])
         if entry.get("removed_at"):
             phase += f" ({_why_removed(entry, entries)})"
@@ -95,7 +91,7 @@ def attached_lines(run_dir: Path, client: SlurmClient | None = None) -> list[str
         if entry.get("removed_at") and entry.get("generation"):
             continue  # a rolled-over job: one line (days of serving leave many)
         gpus = bound_gpus(adir)
-        for name, proc in state.get("processes", {}).items():
+        for name, proc in state.processes.items():
             lines.append(f"    {name:<16} {proc.get('role', ''):<8} {proc.get('host', '?')}  "
                          f"gpus {gpus.get(name, '?')}  {proc.get('state', '')}")  # fmt: skip
     return lines

@@ -6,12 +6,13 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import signal
 import socket
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,16 +21,14 @@ from orchestrator import ctl_see as see
 from orchestrator.effects import SubprocessRunner
 from orchestrator.errors import OrchestratorError
 from orchestrator.launchers import Facts, facts_of
-from orchestrator.launchers.rundir import read_launch
-from orchestrator.launchers.submitit import FOLDER as SUBMITIT_FOLDER
-from orchestrator.runtime.driver import STOP_FILE
+from orchestrator.rundir import FINAL, Phase, RunDir, RunState
+from orchestrator.rundir.phase import QUEUED
 from orchestrator.runtime.processes import log_tail
 from orchestrator.runtime.reconcile import RunView, driver_alive, reconcile
-from orchestrator.runtime.state import StateFile, progress_line, read_state
+from orchestrator.runtime.state import StateFile, progress_line
 from orchestrator.slurm.client import SlurmClient
 from orchestrator.slurm.states import category_of
 
-FINAL = ("done", "failed")
 TAIL_LINES = 20
 
 
@@ -37,10 +36,11 @@ def _client() -> SlurmClient:
     return SlurmClient(SubprocessRunner())
 
 
-def run_view(run_dir: Path, client: SlurmClient | None = None) -> tuple[RunView, dict[str, Any]]:
+def run_view(run_dir: Path, client: SlurmClient | None = None) -> tuple[RunView, RunState]:
     """The run reconciled with its Slurm job and its driver process, and its state.json."""
-    state, launcher = read_state(run_dir), facts_of(read_launch(run_dir).get("launcher"))
-    job_id = str(state.get("job_id") or "")
+    files = RunDir(run_dir)
+    state, launcher = files.state(), facts_of(files.launch().launcher)
+    job_id = state.job_id
     job = (client or _client()).state(job_id) if launcher.slurm_job and job_id else None
     alive = driver_alive(state) if launcher.driver_on_this_host else None
     return reconcile(state, job, alive), state
@@ -51,33 +51,33 @@ def status(run_dir: Path, client: SlurmClient | None = None) -> tuple[str, int]:
     or is lost (its job or driver is gone while state.json says it runs)."""
     client = client or _client()
     view, state = run_view(run_dir, client)
-    job = f"{state.get('job_id') or '-'}" + (f" ({view.job_state})" if view.job_state else "")
-    progress = progress_line({**state, "phase": view.phase})
-    lines = [f"run: {run_dir}", f"launcher: {read_launch(run_dir).get('launcher')}  job: {job}  "
+    job = f"{state.job_id or '-'}" + (f" ({view.job_state})" if view.job_state else "")
+    progress = progress_line(dataclasses.replace(state, phase=Phase.of(view.phase)))
+    lines = [f"run: {run_dir}", f"launcher: {RunDir(run_dir).launch().launcher}  job: {job}  "
              f"{progress}"]  # fmt: skip
     if view.phase != view.recorded:
         lines.append(f"{view.phase}: {view.why} (state.json says {view.recorded or 'nothing yet'})")
-    if state.get("attempt", 1) > 1:
-        lines.append(f"attempt: {state['attempt']} (Slurm requeued the job)")
-    if state.get("frontend_url"):
-        lines.append(f"frontend: {state['frontend_url']}")
-    for key in ("reason", "error"):
-        if state.get(key):
-            lines.append(f"{key}: {state[key]}")
-    if state.get("degraded"):
-        lines.append(f"degraded: {', '.join(state['degraded'])} restarting")
-    if state.get("benchmark"):
-        b = state["benchmark"]
+    if state.data.get("attempt", 1) > 1:
+        lines.append(f"attempt: {state.data['attempt']} (Slurm requeued the job)")
+    if state.frontend_url:
+        lines.append(f"frontend: {state.frontend_url}")
+    for key, value in (("reason", state.reason), ("error", state.error)):
+        if value:
+            lines.append(f"{key}: {value}")
+    if state.degraded:
+        lines.append(f"degraded: {', '.join(state.degraded)} restarting")
+    if state.benchmark:
+        b = state.benchmark
         lines.append(f"benchmark: {b.get('tool')} {b.get('status')} {b.get('done')}/{b.get('of')} "
                      f"point(s) (results/points.jsonl)")  # fmt: skip
-    lines += [_process_line(name, entry) for name, entry in state.get("processes", {}).items()]
+    lines += [_process_line(name, entry) for name, entry in state.processes.items()]
     lines += attachments.attached_lines(run_dir, client)
-    if view.phase == "lost":
-        lines += _lost_tail(run_dir, str(state.get("job_id") or ""))
+    if view.phase == Phase.LOST:
+        lines += _lost_tail(run_dir, state.job_id)
     return "\n".join(lines), 0 if view.ok else 1
 
 
-def _process_line(name: str, entry: dict[str, Any]) -> str:
+def _process_line(name: str, entry: Mapping[str, Any]) -> str:
     code = f" exit={entry['exit_code']}" if entry.get("exit_code") is not None else ""
     restarts = f" restarts={len(entry['restarts'])}" if entry.get("restarts") else ""
     return (f"  {name:<18} {entry.get('role', ''):<9} {entry.get('host', '')}:"
@@ -86,8 +86,9 @@ def _process_line(name: str, entry: dict[str, Any]) -> str:
 
 def _lost_tail(run_dir: Path, job_id: str) -> list[str]:
     """The last lines of the first log that exists: the driver's, the batch job's, submitit's."""
-    candidates = [run_dir / "driver.log", run_dir / f"slurm-{job_id}.out"]
-    candidates += sorted((run_dir / SUBMITIT_FOLDER).glob(f"{job_id}_*_log.*"))
+    files = RunDir(run_dir)
+    candidates = [files.driver_log, files.slurm_output(job_id)]
+    candidates += sorted(files.submitit_dir.glob(f"{job_id}_*_log.*"))
     for path in candidates:
         if path.exists():
             return [f"last {TAIL_LINES} lines of {path}:", log_tail(path, TAIL_LINES)]
@@ -96,10 +97,10 @@ def _lost_tail(run_dir: Path, job_id: str) -> list[str]:
 
 def logs(run_dir: Path, name: str | None, lines: int) -> str:
     """Tail one process log, or list the logs."""
-    log_dir = run_dir / "logs"
+    log_dir = RunDir(run_dir).logs_dir
     if name is None:
         return "\n".join(sorted(p.stem for p in log_dir.glob("*.log")))
-    path = log_dir / f"{name}.log"
+    path = RunDir(run_dir).log(name)
     if not path.exists():
         raise OrchestratorError(f"no log for {name!r} in {log_dir}")
     return log_tail(path, lines)
@@ -108,7 +109,7 @@ def logs(run_dir: Path, name: str | None, lines: int) -> str:
 def stop(run_dir: Path, timeout_s: float = 120.0, client: SlurmClient | None = None) -> str:
     """Stop the run in whatever phase it is: a job still queued is cancelled at once (and the run
     recorded done); a running driver is asked to stop gracefully and waited for."""
-    launcher = facts_of(read_launch(run_dir).get("launcher"))  # also: is this a run directory?
+    launcher = facts_of(RunDir(run_dir).launch().launcher)  # also: is this a run directory?
     client = client or _client()
     # Attached workers first: Dynamo workers deregister from the run's etcd, which must outlive them.
     attached = [f"attached job {e['job_id']}: {stop(Path(e['run_dir']), timeout_s, client)}"
@@ -120,32 +121,32 @@ def stop(run_dir: Path, timeout_s: float = 120.0, client: SlurmClient | None = N
 def stop_run(run_dir: Path, launcher: Facts, timeout_s: float, client: SlurmClient) -> str:
     """`stop` of the run itself (not its attached jobs)."""
     view, state = run_view(run_dir, client)
-    if view.recorded in FINAL and view.phase != "requeued":
+    if view.recorded in FINAL and view.phase != Phase.REQUEUED:
         return f"already {view.recorded}"
-    job_id = str(state.get("job_id") or "")
-    if view.phase == "lost":
+    job_id = state.job_id
+    if view.phase == Phase.LOST:
         return f"nothing to stop: {view.why}"
     if launcher.slurm_job and job_id and category_of(view.job_state) == "queued":
         return _cancel_queued(run_dir, job_id, client, view.recorded)
     # The stop file works wherever the driver runs; a signal only makes it quicker.
-    (run_dir / STOP_FILE).touch()
+    RunDir(run_dir).request_stop()
     if launcher.submits_job and job_id:
         # The driver is the batch shell (exec): --batch delivers SIGTERM to it alone, and it
         # stops the workers and infrastructure in order.
         client.cancel(job_id, signal="TERM", batch=True)
-    elif state.get("driver_pid") and state.get("driver_host") == socket.gethostname():
+    elif state.driver_pid and state.driver_host == socket.gethostname():
         try:
-            os.kill(int(state["driver_pid"]), signal.SIGTERM)
+            os.kill(state.driver_pid, signal.SIGTERM)
         except ProcessLookupError:
             pass
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        phase = read_state(run_dir).get("phase")
+        phase = RunDir(run_dir).state().phase
         if phase in FINAL:
             return f"stopped ({phase})"
         time.sleep(0.2)
     raise OrchestratorError(
-        f"the driver did not finish within {timeout_s:g} s; see {run_dir}/driver.log"
+        f"the driver did not finish within {timeout_s:g} s; see {RunDir(run_dir).driver_log}"
     )
 
 
@@ -154,11 +155,11 @@ def _cancel_queued(run_dir: Path, job_id: str, client: SlurmClient, seen: str) -
     runs to record anything, so the run is recorded done here. `seen`: the phase before."""
     client.cancel(job_id)
     state = StateFile(run_dir)
-    if state.data.get("phase", "") != seen:
+    if state.view().phase != seen:
         # It started between our look and scancel: its driver got SIGTERM and records the end.
         return f"cancelled job {job_id}; its driver had just started and is stopping"
-    reason = "cancelled before start" if seen in ("", "submitted") else "cancelled while requeued"
-    state.phase("done", reason=reason)
+    reason = "cancelled before start" if seen in QUEUED else "cancelled while requeued"
+    state.phase(Phase.DONE, reason=reason)
     return f"{reason} (job {job_id})"
 
 

@@ -7,6 +7,7 @@ import argparse
 from pathlib import Path
 
 from orchestrator.errors import OrchestratorError
+from orchestrator.rundir import RunDir
 
 COMMANDS = ("watch", "ls", "report", "diff")
 
@@ -33,7 +34,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def _is_run_or_sweep(path: Path) -> None:
-    if not (path / "launch.json").exists() and not (path / "manifest.json").exists():
+    if not RunDir(path).is_run() and not (path / "manifest.json").exists():
         raise NotARunDir(f"{path} is neither a run directory (no launch.json) nor a sweep "
                                 "directory (no manifest.json)")  # fmt: skip
 

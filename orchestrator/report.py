@@ -15,12 +15,12 @@ from typing import Any
 
 from orchestrator.errors import OrchestratorError
 from orchestrator.rundiff import flatten
+from orchestrator.rundir import Phase, RunDir
 from orchestrator.runs import Run, find_runs, load_runs
 from orchestrator.runtime import logscan, prom
 from orchestrator.runtime.scrape import read_records
 from orchestrator.timeline_svg import parse_time, run_svg, series_svg
 
-REPORT_FILE = "report.html"
 CSS = """
 body{font:14px/1.4 system-ui,sans-serif;margin:24px;color:#222;max-width:1100px}
 h1{font-size:22px}h2{font-size:18px;border-bottom:1px solid #ddd;padding-bottom:4px;margin-top:28px}
@@ -61,7 +61,7 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 
 def _points(run_dir: Path) -> list[dict[str, Any]]:
-    path = run_dir / "results" / "points.jsonl"
+    path = RunDir(run_dir).results_dir / "points.jsonl"
     if not path.exists():
         return []
     out = []
@@ -76,8 +76,8 @@ def _points(run_dir: Path) -> list[dict[str, Any]]:
 def log_starts(run: Run) -> dict[str, float]:
     """When each process's log begins (its first timestamp), for the timeline."""
     out = {}
-    for name, entry in run.state.get("processes", {}).items():
-        path = Path(entry.get("log") or run.path / "logs" / f"{name}.log")
+    for name, entry in run.state.processes.items():
+        path = Path(entry.get("log") or RunDir(run.path).log(name))
         try:
             with path.open(errors="replace") as fh:
                 t = parse_time(logscan.ANSI.sub("", fh.read(4096)))
@@ -91,11 +91,11 @@ def log_starts(run: Run) -> dict[str, float]:
 def errors_html(run: Run) -> str:
     """The run's error with its tail, and known failure markers in every process log."""
     parts = []
-    if run.state.get("error"):
-        parts.append(f'<p class="bad">{escape(run.state["error"].splitlines()[0])}</p>'
-                     f"<pre>{escape(run.state['error'])}</pre>")  # fmt: skip
-    for name, entry in run.state.get("processes", {}).items():
-        log = Path(entry.get("log") or run.path / "logs" / f"{name}.log")
+    if run.state.error:
+        parts.append(f'<p class="bad">{escape(run.state.error.splitlines()[0])}</p>'
+                     f"<pre>{escape(run.state.error)}</pre>")  # fmt: skip
+    for name, entry in run.state.processes.items():
+        log = Path(entry.get("log") or RunDir(run.path).log(name))
         found = logscan.hints(logscan.read_tail(log))
         if found:
             items = "".join(f"<li>{escape(h)}</li>" for h in found)
@@ -163,29 +163,29 @@ def timeline_html(run: Run, now: float) -> str:
     """The start-up (to ready) and the whole run, as two pictures: a 20-minute load would be a
     sliver of a day of serving."""
     starts = log_starts(run)
-    whole = run_svg(run.state, starts, now)
-    ready = next((t["t"] for t in run.state.get("timeline", []) if t.get("phase") == "ready"), None)
+    whole = run_svg(run.state.data, starts, now)
+    ready = run.state.reached(Phase.READY)
     if ready is None:
         return whole
-    startup = run_svg(run.state, starts, now, until=float(ready) + 1.0)
+    startup = run_svg(run.state.data, starts, now, until=ready + 1.0)
     return f"<p>start-up, until ready:</p>{startup}<p>the whole run:</p>{whole}"
 
 
 def run_section(run: Run, now: float, *, level: int = 2) -> str:
     """Summary, timeline, benchmark, metrics, errors and fingerprint of one run."""
     st, h = run.state, f"h{level}"
-    phase_class = "ok" if run.view.phase in ("done", "ready") else "bad"
+    phase_class = "ok" if run.view.phase in (Phase.DONE, Phase.READY) else "bad"
     summary = (f'<p>phase <span class="{phase_class}">{escape(run.view.phase)}</span>'
                f"{' (' + escape(run.view.why) + ')' if run.view.why else ''}; job "
-               f"{escape(str(st.get('job_id') or '-'))}; launcher "
-               f"{escape(str(run.launch.get('launcher', '-')))}; nodes "
-               f"{escape(', '.join(st.get('nodes', [])) or '-')}; frontend "
-               f"{escape(str(st.get('frontend_url') or '-'))}; reason "
-               f"{escape(str(st.get('reason') or '-'))}</p>")  # fmt: skip
+               f"{escape(st.job_id or '-')}; launcher "
+               f"{escape(run.launch.launcher or '-')}; nodes "
+               f"{escape(', '.join(st.data.get('nodes', [])) or '-')}; frontend "
+               f"{escape(st.frontend_url or '-')}; reason "
+               f"{escape(st.reason or '-')}</p>")  # fmt: skip
     points = _points(run.path)
     bench = table(points, BENCH_COLUMNS) if points else "<p>no benchmark points</p>"
-    fp = fingerprint_html(_read_json(run.path / "fingerprint.json"))
-    title = f"{st.get('name') or run.path.name} ({run.path.name})"
+    fp = fingerprint_html(_read_json(RunDir(run.path).fingerprint_file))
+    title = f"{st.data.get('name') or run.path.name} ({run.path.name})"
     return (f'<section class="run"><{h}>{escape(title)}</{h}>{summary}'
             f'<h3 class="section-timeline">Timeline</h3>{timeline_html(run, now)}'
             f'<h3 class="section-benchmark">Benchmark</h3>{bench}'
@@ -221,19 +221,19 @@ def report(path: Path, out: Path | None = None) -> Path:
     now = time.time()
     if (path / "manifest.json").exists():
         runs = load_runs(find_runs(path), None)
-        sweep_rows = [{"run": r.path.name, "phase": r.view.phase, "job": r.state.get("job_id"),
+        sweep_rows = [{"run": r.path.name, "phase": r.view.phase, "job": r.state.data.get("job_id"),
                        "points": len(_points(r.path))} for r in runs]  # fmt: skip
         cols = (("run", "run"), ("phase", "phase"), ("job", "job"), ("points", "points"))
         body = (f'<h2 id="pareto-plot">Pareto plot</h2>{pareto_img(path)}'
                 f'<h2 id="points">Points</h2>{table(sweep_rows, cols)}'
                 + "".join(run_section(r, now, level=2) for r in runs))  # fmt: skip
         title = f"Sweep {path.name}"
-    elif (path / "launch.json").exists():
+    elif RunDir(path).is_run():
         run = load_runs([path], None)[0]
         body, title = run_section(run, now), f"Run {path.name}"
     else:
         raise OrchestratorError(f"{path} is neither a run directory (launch.json) nor a sweep "
                                 "directory (manifest.json)")  # fmt: skip
-    target = out or path / REPORT_FILE
+    target = out or RunDir(path).report_file
     target.write_text(page(title, body))
     return target

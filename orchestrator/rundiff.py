@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.errors import OrchestratorError
+from orchestrator.rundir import RunDir
 
 # Keys that differ between any two runs and say nothing about what ran.
 NOISE = ("run_dir", "written_at", "job_id")
@@ -50,28 +51,29 @@ def differences(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str]:
     return out
 
 
-def _read(run_dir: Path, name: str) -> dict[str, Any]:
+def _read(path: Path) -> dict[str, Any]:
     try:
-        data = json.loads((run_dir / name).read_text())
+        data = json.loads(path.read_text())
     except FileNotFoundError:
         return {}
     except ValueError as exc:
-        raise OrchestratorError(f"{run_dir / name} is not valid JSON: {exc}") from exc
+        raise OrchestratorError(f"{path} is not valid JSON: {exc}") from exc
     return data if isinstance(data, dict) else {}
 
 
 def diff(run_a: Path, run_b: Path) -> str:
     """The differences of two run directories, by section."""
-    for run in (run_a, run_b):
-        if not (run / "launch.json").exists():
-            raise OrchestratorError(f"{run} is not a run directory (no launch.json)")
+    a, b = RunDir(run_a), RunDir(run_b)
+    for run in (a, b):
+        if not run.is_run():
+            raise OrchestratorError(f"{run.path} is not a run directory (no launch.json)")
     out = [f"--- {run_a}", f"+++ {run_b}"]
-    overrides = [_read(r, "launch.json").get("overrides", []) for r in (run_a, run_b)]
+    overrides = [_read(r.launch_file).get("overrides", []) for r in (a, b)]
     if overrides[0] != overrides[1]:
         out += ["overrides:", f"  A: {' '.join(overrides[0])}", f"  B: {' '.join(overrides[1])}"]
-    config = differences(_read(run_a, "config.json"), _read(run_b, "config.json"))
+    config = differences(_read(a.config_file), _read(b.config_file))
     out += ["config:", *(f"  {line}" for line in config or ["(same)"])]
-    fps = [_read(r, "fingerprint.json") for r in (run_a, run_b)]
+    fps = [_read(r.fingerprint_file) for r in (a, b)]
     if not all(fps):
         missing = [str(r) for r, fp in zip((run_a, run_b), fps, strict=True) if not fp]
         out.append(f"fingerprint: none in {', '.join(missing)}")

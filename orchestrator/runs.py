@@ -4,16 +4,14 @@ Also the reconciled phase of one run for `ctl watch` and `ctl report`."""
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from orchestrator.launchers import facts_of
+from orchestrator.rundir import LaunchRecord, Phase, RunDir, RunState
 from orchestrator.runtime.reconcile import RunView, driver_alive, reconcile
-from orchestrator.runtime.state import read_state
 from orchestrator.slurm.client import SlurmClient
 
 MAX_DEPTH = 3  # outputs/<run>, outputs/sweeps/<sweep>/<run>
@@ -24,23 +22,19 @@ class Run:
     """A run directory with its launch.json, state.json and reconciled view."""
 
     path: Path
-    launch: dict[str, Any]
-    state: dict[str, Any]
+    launch: LaunchRecord  # launcher "" when launch.json is missing or unreadable
+    state: RunState
     view: RunView
 
 
-def read_launch_or_empty(run_dir: Path) -> dict[str, Any]:
-    """launch.json of a run ({} when missing or unreadable)."""
-    try:
-        data = json.loads((run_dir / "launch.json").read_text())
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
+def read_launch_or_empty(run_dir: Path) -> LaunchRecord:
+    """launch.json of a run (an empty record when missing or unreadable)."""
+    return RunDir(run_dir).launch_or_none() or LaunchRecord(launcher="")
 
 
 def find_runs(root: Path, depth: int = MAX_DEPTH) -> list[Path]:
     """Run directories (those with a launch.json) under `root`, oldest first by name."""
-    if (root / "launch.json").exists():
+    if RunDir(root).is_run():
         return [root]
     if depth == 0 or not root.is_dir():
         return []
@@ -52,14 +46,13 @@ def find_runs(root: Path, depth: int = MAX_DEPTH) -> list[Path]:
 
 def load_runs(paths: Sequence[Path], client: SlurmClient | None) -> list[Run]:
     """Every run reconciled; their Slurm jobs looked up in one batched call."""
-    raw = [(p, read_launch_or_empty(p), read_state(p)) for p in paths]
-    ids = [str(s.get("job_id") or "") for _, launch, s in raw
-           if facts_of(launch.get("launcher")).slurm_job]  # fmt: skip
+    raw = [(p, read_launch_or_empty(p), RunDir(p).state()) for p in paths]
+    ids = [s.job_id for _, launch, s in raw if facts_of(launch.launcher).slurm_job]
     jobs = client.states([i for i in ids if i]) if client and any(ids) else {}
     runs = []
     for path, launch, state in raw:
-        job_id = str(state.get("job_id") or "")
-        launcher = facts_of(launch.get("launcher"))
+        job_id = state.job_id
+        launcher = facts_of(launch.launcher)
         job = jobs.get(job_id) if launcher.slurm_job and job_id else None
         alive = driver_alive(state) if launcher.driver_on_this_host else None
         runs.append(Run(path, launch, state, reconcile(state, job, alive)))
@@ -75,9 +68,8 @@ def age(seconds: float) -> str:
 
 
 def _gpus(run: Run) -> str:
-    try:
-        plan = json.loads((run.path / "plan.json").read_text())
-    except (OSError, ValueError):
+    plan = RunDir(run.path).plan_data_or_none()
+    if plan is None:
         return "-/-"
     gpus = sum(len(p.get("gpus", [])) for p in plan.get("processes", []))
     return f"{plan.get('num_nodes', '?')}/{gpus}"
@@ -93,8 +85,8 @@ def ls_lines(root: Path, client: SlurmClient | None, now: float | None = None) -
     width = min(max(len(n) for n in names), 60)  # run names are <UTC time>-<name>: ~35 columns
     lines = [f"{'RUN':<{width}}  {'PHASE':<9} {'JOB':<8} {'NODES/GPUS':<10} {'AGE':>4}  URL"]
     for run, name in zip(runs, names, strict=True):
-        created = float(run.launch.get("created") or now)
-        url = run.state.get("frontend_url", "") if run.view.phase == "ready" else ""
-        lines.append(f"{name[-width:]:<{width}}  {run.view.phase:<9} {run.state.get('job_id') or '-':<8} "
+        created = run.launch.created or now
+        url = run.state.frontend_url if run.view.phase == Phase.READY else ""
+        lines.append(f"{name[-width:]:<{width}}  {run.view.phase:<9} {run.state.job_id or '-':<8} "
                      f"{_gpus(run):<10} {age(now - created):>4}  {url}".rstrip())  # fmt: skip
     return lines

@@ -21,10 +21,11 @@ from orchestrator.effects import CommandRunner, SubprocessRunner
 from orchestrator.errors import InvalidConfig, Issue, OrchestratorError
 from orchestrator.frontends import get_frontend
 from orchestrator.launchers import Materials, get_launcher
-from orchestrator.launchers.rundir import git_sha, read_launch, write_run_files
+from orchestrator.launchers.rundir import git_sha, write_run_files
 from orchestrator.launchers.select import Site
 from orchestrator.plan.build import attached_plan
 from orchestrator.plan.model import TIER_WORKER, Plan
+from orchestrator.rundir import Phase, RunDir
 from orchestrator.runtime.workerjobs import job_groups, new_job_dir, with_files
 from orchestrator.scale_down import current_counts
 
@@ -87,7 +88,7 @@ def worker_env(bound: Plan) -> dict[str, str]:
 def scale_overrides(run_dir: Path, request: ScaleRequest) -> list[str]:
     """The run's launch overrides with the request's (and nothing about where it ran)."""
     given = [o.partition("=")[0] for o in request.overrides()]
-    kept = [o for o in read_launch(run_dir).get("overrides", [])
+    kept = [o for o in RunDir(run_dir).launch().overrides
             if o.lstrip("+~").partition("=")[0] not in (*NOT_INHERITED, *given)]  # fmt: skip
     return [*kept, *request.overrides()]
 
@@ -127,7 +128,7 @@ def submit_attached(
     state = write_run_files(adir, prepared.cfg, plan, launcher=launcher.kind,
                             overrides=overrides, request=request.to_dict())  # fmt: skip
     job_id = request.submit(adir, runner or SubprocessRunner())
-    state.phase("submitted", job_id=job_id)
+    state.phase(Phase.SUBMITTED, job_id=job_id)
     workers = [p.name for p in plan.processes]
     entry = {"job_id": job_id, "run_dir": str(adir), "workers": workers, "groups": job_groups(plan),
              "submitted_at": state.data["timeline"][-1]["t"]}  # fmt: skip
@@ -137,7 +138,7 @@ def submit_attached(
 
 def check_ready(run_dir: Path, phase: str) -> None:
     """Only a serving run takes more workers (its frontend and discovery must be up)."""
-    if phase != "ready":
+    if phase != Phase.READY:
         raise InvalidConfig([Issue("RUN_DIR", str(run_dir), f"the run is {phase or 'not started'}",
                                    "scale a run once `ctl status` says ready")])  # fmt: skip
     moving = rollover_in_progress(run_dir)

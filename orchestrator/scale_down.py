@@ -8,20 +8,17 @@ with no workers left ends. `ctl scale` waits for that and says what was removed.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from orchestrator.attached import live_attached, load_bound, mark_removed
 from orchestrator.errors import InvalidConfig, Issue, OrchestratorError
-from orchestrator.plan.model import TIER_WORKER, Plan, plan_from_dict
-from orchestrator.runtime.retire import REMOVED, request_retire
-from orchestrator.runtime.state import read_state
+from orchestrator.plan.model import TIER_WORKER, Plan
+from orchestrator.rundir import Phase, RunDir, RunState
+from orchestrator.runtime.retire import request_retire
 
-FINAL = ("done", "failed")
 WAIT_MARGIN_S = 60.0  # beyond the plan's stop grace: deregistration, the driver's next tick
 
 
@@ -46,28 +43,20 @@ class Removal:
     whole: bool
 
 
-def _plan(run_dir: Path) -> Plan:
-    try:
-        return plan_from_dict(json.loads((run_dir / "plan.json").read_text()))
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise OrchestratorError(f"cannot read {run_dir / 'plan.json'}: {exc}") from exc
-
-
 def holder(run_dir: Path, plan: Plan, job_id: str, attached: bool) -> Holder:
     """The worker units of one driver that are not removed yet."""
-    procs = read_state(run_dir).get("processes", {})
+    removed = RunDir(run_dir).state().removed()
     units = sorted(((p.group, p.worker_index, p.name) for p in plan.processes
-                    if p.tier == TIER_WORKER and p.rank == 0
-                    and procs.get(p.name, {}).get("state") != REMOVED),
+                    if p.tier == TIER_WORKER and p.rank == 0 and p.name not in removed),
                    key=lambda u: -u[1])  # fmt: skip
     return Holder(run_dir, job_id, attached, tuple(units), plan.stop_grace_s)
 
 
 def holders(run_dir: Path) -> list[Holder]:
     """Every driver holding workers of the run, newest first (the run's own last)."""
-    found = [holder(Path(e["run_dir"]), _plan(Path(e["run_dir"])), e["job_id"], True)
+    found = [holder(Path(e["run_dir"]), RunDir(e["run_dir"]).plan(), e["job_id"], True)
              for e in reversed(live_attached(run_dir))]  # fmt: skip
-    job_id = str(read_state(run_dir).get("job_id") or "")
+    job_id = RunDir(run_dir).state().job_id
     return [*found, holder(run_dir, load_bound(run_dir), job_id, False)]
 
 
@@ -116,27 +105,26 @@ def keys_of(counts: Mapping[str, int]) -> str:
 def check_serving(h: Holder, keys: str) -> None:
     """Workers leave a job only once it serves: its driver still waits for the frontend to
     count every worker of its plan while it starts."""
-    phase = read_state(h.run_dir).get("phase", "")
-    if phase != "ready":
+    phase = RunDir(h.run_dir).state().phase
+    if phase != Phase.READY:
         raise InvalidConfig([Issue(keys, f"attached job {h.job_id} ({phase or 'not started'})",
                                    "its newest workers are in a job that is not serving yet",
                                    "scale down once `ctl status` says it is ready, or "
                                    "`ctl stop` it")])  # fmt: skip
 
 
-def _done(removal: Removal) -> dict[str, Any] | None:
+def _done(removal: Removal) -> RunState | None:
     """The holder's state once the removal is over (None while it is not)."""
-    state = read_state(removal.holder.run_dir)
-    procs = state.get("processes", {})
-    removed = all(procs.get(n, {}).get("state") == REMOVED for n in removal.workers)
+    holder = RunDir(removal.holder.run_dir)
+    state = holder.state()
     if removal.whole:
-        return state if state.get("phase") in FINAL else None
-    if removed:
+        return state if state.ended else None
+    if set(removal.workers) <= state.removed():
         return state
-    if state.get("phase") in FINAL:  # its driver ended before removing them
+    if state.ended:  # its driver ended before removing them
         raise OrchestratorError(f"{', '.join(removal.workers)}: the driver of "
-                                f"{removal.holder.run_dir} ended ({state['phase']}) first; "
-                                f"see {removal.holder.run_dir}/driver.log")  # fmt: skip
+                                f"{holder.path} ended ({state.phase}) first; "
+                                f"see {holder.driver_log}")  # fmt: skip
     return None
 
 
@@ -158,14 +146,14 @@ def remove(run_dir: Path, removals: list[Removal]) -> list[str]:
         if waiting and time.monotonic() >= deadline:
             raise OrchestratorError(
                 f"not removed within {deadline - started:.0f} s: "
-                + "; ".join(f"{', '.join(r.workers)} (see {r.holder.run_dir}/driver.log)" for r in waiting)
+                + "; ".join(f"{', '.join(r.workers)} (see {RunDir(r.holder.run_dir).driver_log})" for r in waiting)
             )  # fmt: skip
         time.sleep(0.2)
     return lines
 
 
-def removal_line(r: Removal, state: Mapping[str, Any], took: float) -> str:
+def removal_line(r: Removal, state: RunState, took: float) -> str:
     """`removed decode-2 (attached job 12) in 1.3 s`, and whether the attached job ended."""
     where = f"attached job {r.holder.job_id}" if r.holder.attached else "the run's own job"
-    end = f"; the job ended: {state.get('phase')}" if r.whole else ""
+    end = f"; the job ended: {state.phase}" if r.whole else ""
     return f"removed {', '.join(r.workers)} ({where}) in {took:.1f} s{end}"

@@ -34,7 +34,8 @@ from orchestrator.errors import InvalidConfig, Issue, OrchestratorError
 from orchestrator.launchers import runs_on_one_machine
 from orchestrator.launchers.rundir import git_sha
 from orchestrator.launchers.select import Site
-from orchestrator.runtime.state import now_iso, read_state, write_json_atomic
+from orchestrator.rundir import RunDir, write_json_atomic
+from orchestrator.runtime.state import now_iso
 from orchestrator.slurm.client import SlurmClient
 from orchestrator.sweep_points import (
     SWEEP_KEYS,
@@ -191,7 +192,7 @@ def _submit(point: SweepPoint, ready: Prepared, run_dir: Path, runner: CommandRu
         code = launch(dataclasses.replace(ready, cfg=cfg, overrides=overrides), runner)
     if code:
         raise OrchestratorError(f"submitting {point.label} failed (exit {code}); see {run_dir}")
-    return str(read_state(run_dir).get("job_id", ""))
+    return RunDir(run_dir).state().job_id
 
 
 def _say(message: str) -> None:

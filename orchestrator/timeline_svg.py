@@ -10,7 +10,7 @@ from __future__ import annotations
 import calendar
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from html import escape
 from typing import Any
@@ -40,7 +40,7 @@ def parse_time(text: str) -> float | None:
     return base + float(match[3] or 0)
 
 
-def _phase_times(state: dict[str, Any]) -> dict[str, float]:
+def _phase_times(state: Mapping[str, Any]) -> dict[str, float]:
     """First time of each phase (the last attempt's, when Slurm re-ran the driver)."""
     out: dict[str, float] = {}
     for entry in state.get("timeline", []):
@@ -64,7 +64,7 @@ def _plausible(log_start: float | None, starting: float | None, end: float) -> f
     return starting if starting is not None else log_start
 
 
-def rows(state: dict[str, Any], started: dict[str, float], now: float) -> list[Row]:
+def rows(state: Mapping[str, Any], started: dict[str, float], now: float) -> list[Row]:
     """Timeline rows of every process; `started`: when each process's log begins."""
     phases = _phase_times(state)
     ready = phases.get("ready")
@@ -153,7 +153,7 @@ def clip(timeline: Sequence[Row], until: float) -> list[Row]:
     return out
 
 
-def run_svg(state: dict[str, Any], started: dict[str, float], now: float,
+def run_svg(state: Mapping[str, Any], started: dict[str, float], now: float,
             until: float | None = None) -> str:  # fmt: skip
     """The timeline picture of one run's state.json (cut at `until` when given)."""
     timeline = rows(state, started, now)

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import IO
 
 from orchestrator.effects import SubprocessRunner
+from orchestrator.rundir.phase import OVER
 from orchestrator.runs import Run, find_runs, load_runs
 from orchestrator.runtime.logscan import Progress
 from orchestrator.slurm.client import SlurmClient
@@ -26,7 +27,6 @@ from orchestrator.watch_view import WIDTH, gather, lines, sweep_lines
 
 REFRESH_S = 1.0
 SLURM_EVERY_S = 5.0  # polite to slurmctld: one batched squeue/sacct every 5 s
-FINAL = ("done", "failed", "lost")
 STYLES = (("healthy", "green"), ("ready", "green"), ("done", "green"), ("starting", "yellow"),
           ("exited", "red"), ("unhealthy", "red"), ("failed", "red"), ("lost", "red"),
           ("restarting", "red"))  # fmt: skip
@@ -52,11 +52,7 @@ class Screen:
         for run in fresh:
             old = self.runs.get(str(run.path))
             # Between Slurm lookups keep the last reconciled phase unless state.json moved on.
-            if (
-                client is None
-                and old is not None
-                and old.state.get("phase") == run.state.get("phase")
-            ):
+            if client is None and old is not None and old.state.phase == run.state.phase:
                 run = Run(run.path, run.launch, run.state, old.view)
             self.runs[str(run.path)] = run
         return fresh
@@ -71,7 +67,7 @@ class Screen:
 
     def finished(self) -> bool:
         """Every run shown has ended."""
-        return bool(self.runs) and all(r.view.phase in FINAL for r in self.runs.values())
+        return bool(self.runs) and all(r.view.phase in OVER for r in self.runs.values())
 
 
 def plain(screen: Screen, out: IO[str], *, interval_s: float = REFRESH_S,

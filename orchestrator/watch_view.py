@@ -8,15 +8,16 @@ shows the same lines in a rich live view or prints them when they change.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from orchestrator.rundir import Phase, RunDir, RunState
 from orchestrator.runs import Run, age
 from orchestrator.runtime import logscan, prom
-from orchestrator.runtime.scrape import METRICS_FILE, RESULTS
 
 WIDTH = 80
 METRICS_TAIL_BYTES = 256 * 1024
@@ -64,13 +65,8 @@ def _gpus(plan: dict[str, Any]) -> dict[str, str]:
 
 
 def _plan(run_dir: Path) -> dict[str, Any]:
-    for name in ("plan.bound.json", "plan.json"):
-        try:
-            data = json.loads((run_dir / name).read_text())
-            return data if isinstance(data, dict) else {}
-        except (OSError, ValueError):
-            continue
-    return {}
+    files = RunDir(run_dir)
+    return files.plan_data_or_none(bound=True) or files.plan_data_or_none() or {}
 
 
 def process_rows(run: Run, seen: dict[str, tuple[str, float]], now: float,
@@ -79,14 +75,14 @@ def process_rows(run: Run, seen: dict[str, tuple[str, float]], now: float,
     last readiness stage found in its log (both updated)."""
     gpus = _gpus(_plan(run.path))
     rows = []
-    for name, entry in run.state.get("processes", {}).items():
+    for name, entry in run.state.processes.items():
         state = str(entry.get("state", ""))
         if seen.get(name, ("", 0.0))[0] != state:
             # The driver records when a process became healthy; other changes are dated when
             # this watcher first sees them.
             healthy_at = entry.get("healthy_at") if state == "healthy" else None
             seen[name] = (state, float(healthy_at) if healthy_at else now)
-        log = Path(entry.get("log") or run.path / "logs" / f"{name}.log")
+        log = Path(entry.get("log") or RunDir(run.path).log(name))
         found = (
             logscan.progress(logscan.read_tail(log)) if entry.get("role") != "benchmark" else None
         )
@@ -105,9 +101,7 @@ def serving_numbers(run_dir: Path) -> tuple[dict[str, float | None], float | Non
     """Frontend request rate, output tokens/s and in-flight requests from the last two frontend
     scrapes in results/metrics.jsonl, and the time of the last one ({} when fewer than two)."""
     frontend = []
-    for line in logscan.read_tail(
-        run_dir / RESULTS / METRICS_FILE, METRICS_TAIL_BYTES
-    ).splitlines():
+    for line in logscan.read_tail(RunDir(run_dir).metrics_file, METRICS_TAIL_BYTES).splitlines():
         try:
             rec = json.loads(line)
         except ValueError:
@@ -119,9 +113,9 @@ def serving_numbers(run_dir: Path) -> tuple[dict[str, float | None], float | Non
     return prom.frontend_rates(frontend[-2], frontend[-1]), float(frontend[-1]["t"])
 
 
-def error_lines(state: dict[str, Any]) -> list[str]:
+def error_lines(state: RunState) -> list[str]:
     """The failure: its first line, the known markers named in it, the end of the log tail."""
-    error = str(state.get("error") or "")
+    error = state.error
     if not error:
         return []
     lines = error.splitlines()
@@ -130,9 +124,9 @@ def error_lines(state: dict[str, Any]) -> list[str]:
     return [lines[0], *markers, *tail[-ERROR_TAIL_LINES:]]
 
 
-def _benchmark(state: dict[str, Any]) -> str:
-    b = state.get("benchmark")
-    if not isinstance(b, dict):
+def _benchmark(state: RunState) -> str:
+    b = state.benchmark
+    if not b:
         return ""
     point = f" point {b['point']}" if b.get("point") else ""
     return (
@@ -145,15 +139,15 @@ def gather(run: Run, seen: dict[str, tuple[str, float]], now: float | None = Non
     """One screen's worth of a run (`seen`, `progress`: what earlier screens found)."""
     now = time.time() if now is None else now
     st = run.state
-    started = next((t["t"] for t in st.get("timeline", []) if t.get("phase") == "starting"), None)
-    snap = Snapshot(name=str(st.get("name") or run.path.name), phase=run.view.phase,
+    started = st.reached(Phase.STARTING)
+    snap = Snapshot(name=str(st.data.get("name") or run.path.name), phase=run.view.phase,
                     why=run.view.why, elapsed=(now - started) if started else None,
-                    job=str(st.get("job_id") or "-"), url=str(st.get("frontend_url") or ""))  # fmt: skip
+                    job=st.job_id or "-", url=st.frontend_url)  # fmt: skip
     snap.processes = process_rows(run, seen, now, {} if progress is None else progress)
-    if run.view.phase == "ready":
+    if run.view.phase == Phase.READY:
         snap.serving, snap.metrics_age = serving_numbers(run.path)
     snap.benchmark = _benchmark(st)
-    snap.degraded = list(st.get("degraded") or [])
+    snap.degraded = list(st.degraded)
     snap.error = error_lines(st)
     return snap
 
@@ -218,7 +212,7 @@ def sweep_lines(sweep_dir: Path, runs: dict[str, Run]) -> list[str]:
         if run is None:
             out.append(f"{entry['label'][:30]:<30} new"[:WIDTH])
             continue
-        progress = progress_line({**run.state, "phase": run.view.phase})
-        out.append(f"{entry['label'][:30]:<30} job {run.state.get('job_id') or '-':<6} "
+        progress = progress_line(dataclasses.replace(run.state, phase=Phase.of(run.view.phase)))
+        out.append(f"{entry['label'][:30]:<30} job {run.state.job_id or '-':<6} "
                    f"{progress}"[:WIDTH])  # fmt: skip
     return out

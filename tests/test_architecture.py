@@ -14,6 +14,7 @@ from orchestrator.config.schema import PLACEMENTS
 from orchestrator.engines import ENGINES
 from orchestrator.frontends import FRONTENDS
 from orchestrator.launchers import LAUNCHERS
+from orchestrator.rundir import Phase, layout
 
 PACKAGE = Path(__file__).resolve().parent.parent / "orchestrator"
 
@@ -158,9 +159,11 @@ PLACEMENT_VALUES = set(PLACEMENTS)
 def test_launcher_kinds_are_named_only_in_the_launcher_registry() -> None:
     """No module outside orchestrator/launchers names a launcher kind: callers ask the launcher
     (`facts_of`, `get_launcher`). slurm/ names the sbatch command, which launcher=sbatch runs;
-    the schema names the placement `here`, after which the here launcher is named."""
+    the schema names the placement `here`, after which the here launcher is named; the run
+    directory's layout names the `submitit` folder that launcher writes into."""
     found = []
-    for path in outside(PACKAGE / "launchers", PACKAGE / "slurm", PACKAGE / "config" / "schema.py"):
+    homes = (PACKAGE / "config" / "schema.py", PACKAGE / "rundir" / "layout.py")
+    for path in outside(PACKAGE / "launchers", PACKAGE / "slurm", *homes):
         found += offenders(constants(path), path, LAUNCHER_KINDS)
     assert found == []
 
@@ -211,3 +214,74 @@ def test_every_launcher_kind_round_trips_its_request() -> None:
         request = launcher.materialize(plan, materials)
         assert request.kind == kind
         assert request_from_dict(request.to_dict()) == request
+
+
+# The run directory's file names are spelled once, in RunDir's module (orchestrator/rundir).
+RUN_FILES = {
+    value
+    for name, value in vars(layout).items()
+    if name.endswith(("_FILE", "_DIR", "_LOG", "_OUT")) and isinstance(value, str)
+} - {layout.SUBMITIT_DIR}  # also a launcher kind: the launcher registry owns that word
+# The same words meaning something else: a model directory's config.json (Hugging Face), the
+# `ctl logs` subcommand, state.json's "attached" key.
+OTHER_MEANINGS = {
+    ("tiny_tokenizer.py", "config.json"),
+    ("tiny_model.py", "config.json"),
+    ("runtime/preflight.py", "config.json"),
+    ("ctl.py", "logs"),
+    ("runtime/attached_watch.py", "attached"),
+}
+
+
+def string_constants(path: Path) -> Iterator[ast.Constant]:
+    """Every string literal of a module, docstrings left out."""
+    tree = ast.parse(path.read_text())
+    docstrings = {
+        id(node.body[0].value)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
+        and node.body
+        and isinstance(node.body[0], ast.Expr)
+    }
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            if id(node) not in docstrings:
+                yield node
+
+
+def test_run_file_names_are_spelled_only_in_rundir() -> None:
+    assert {"state.json", "plan.json", "launch.json", "heartbeat"} <= RUN_FILES
+    home = PACKAGE / "rundir" / "layout.py"
+    offenders = []
+    for path in PACKAGE.rglob("*.py"):
+        rel = path.relative_to(PACKAGE).as_posix()
+        if path == home:
+            continue
+        for node in string_constants(path):
+            if node.value in RUN_FILES and (rel, node.value) not in OTHER_MEANINGS:
+                offenders.append(f"{rel}:{node.lineno}: {node.value!r}")
+    assert offenders == []
+
+
+def phase_tuples(tree: ast.AST) -> Iterator[ast.expr]:
+    """Tuples, lists and sets of string literals naming two phases or more (the empty string
+    is too common to count)."""
+    phases = {p.value for p in Phase} - {Phase.NEW.value}
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Tuple | ast.List | ast.Set) or not node.elts:
+            continue
+        values = [e.value for e in node.elts if isinstance(e, ast.Constant)]
+        if len(values) == len(node.elts) and sum(v in phases for v in values) >= 2:
+            yield node
+
+
+def test_phase_groups_are_spelled_only_next_to_phase() -> None:
+    assert len(list(phase_tuples(ast.parse('x = ("done", "failed")')))) == 1
+    home = PACKAGE / "rundir" / "phase.py"
+    offenders = [
+        f"{path.relative_to(PACKAGE)}:{node.lineno}"
+        for path in PACKAGE.rglob("*.py")
+        if path != home
+        for node in phase_tuples(ast.parse(path.read_text()))
+    ]
+    assert offenders == []

@@ -13,9 +13,10 @@ from orchestrator import ctl
 from orchestrator.attached import load_bound, mark_removed
 from orchestrator.plan.model import plan_to_dict
 from orchestrator.plan.placeholders import Bindings, bind_plan
+from orchestrator.rundir import write_json_atomic
 from orchestrator.runtime.attached_watch import SLURM_EVERY_S, WATCH_EVERY_S, AttachedWatch
 from orchestrator.runtime.run import load_plan
-from orchestrator.runtime.state import StateFile, write_json_atomic
+from orchestrator.runtime.state import StateFile
 from orchestrator.slurm.client import SlurmClient
 from tests.fake_slurm import FakeSlurm
 from tests.fakes import FakeClock

@@ -19,9 +19,10 @@ from orchestrator.config.schema import RootConfig
 from orchestrator.effects import HttpResponse, SystemClock
 from orchestrator.plan.build import build_plan
 from orchestrator.plan.placeholders import Bindings, bind_plan
+from orchestrator.rundir import read_state
 from orchestrator.runtime.driver import Driver
 from orchestrator.runtime.processes import LocalBackend
-from orchestrator.runtime.state import StateFile, read_state
+from orchestrator.runtime.state import StateFile
 from tests.e2e import wait_for
 from tests.fakes import FakeHttp
 

@@ -11,9 +11,9 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+from orchestrator.rundir.layout import HEARTBEAT_FILE
 from orchestrator.runtime.heartbeat import (
     BEAT_EVERY_S,
-    HEARTBEAT_FILE,
     Beat,
     RunWatch,
     attach_heartbeat,
@@ -68,7 +68,7 @@ def test_a_stale_heartbeat_stops_the_attached_driver_after_the_timeout(tmp_path:
     watch.on_tick(d)
     assert len(d.stops) == 1 and "has not beaten for" in d.stops[0]
     assert "launcher.heartbeat_timeout_s=60" in d.stops[0]
-    assert d.state.data["run_gone"] == d.stops[0]  # router deregistration is skipped then
+    assert d.run_gone == d.stops[0]  # router deregistration is skipped then
 
 
 def test_a_run_without_a_heartbeat_file_counts_as_stale(tmp_path: Path) -> None:

@@ -16,8 +16,9 @@ import pytest
 
 from orchestrator import scale_down
 from orchestrator.errors import InvalidConfig
+from orchestrator.rundir.layout import RETIRE_FILE
 from orchestrator.runtime.driver import Driver
-from orchestrator.runtime.retire import RETIRE_FILE, attach_retire, request_retire
+from orchestrator.runtime.retire import attach_retire, request_retire
 from orchestrator.runtime.state import StateFile, progress_line
 from tests.fake_slurm import FakeSlurm
 from tests.fakes import FakeHttp

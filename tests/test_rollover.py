@@ -18,7 +18,7 @@ from orchestrator.errors import OrchestratorError
 from orchestrator.launchers.select import Site
 from orchestrator.plan.model import Plan, ServePlan
 from orchestrator.plan.placeholders import Bindings, bind_plan
-from orchestrator.runtime.driver import STOP_FILE
+from orchestrator.rundir.layout import STOP_FILE
 from orchestrator.runtime.rollover import LEFT_REFRESH_S, SLURM_TICK_S, Rollover, lead_s
 from orchestrator.runtime.state import StateFile
 from tests.fake_slurm import FakeSlurm

@@ -314,6 +314,7 @@ class FakeDriver:
         from types import SimpleNamespace
 
         self.http, self.clock, self.state = http, FakeClock(), FakeState()
+        self.run_gone = ""  # runtime/heartbeat.py sets it when the run is gone
         self.plan = SimpleNamespace(readiness=SimpleNamespace(frontend_url=R), attach_to=attach_to)
         self.on_process_healthy: list[Any] = []
         self.on_process_lost: list[Any] = []
@@ -444,6 +445,6 @@ def test_no_deregistration_once_the_runs_router_is_gone() -> None:
     router.attach_router_registration(driver)  # type: ignore[arg-type]
     driver.on_process_healthy[0](driver, SimpleNamespace(proc=PREFILL_PROC))
     assert [m for m, _, _ in http.calls] == ["GET", "POST"]  # registered with the run's router
-    driver.state.update(run_gone="the run it attaches to has not beaten for 60 s")
+    driver.run_gone = "the run it attaches to has not beaten for 60 s"
     driver.before_stop[0](driver)
     assert [m for m, _, _ in http.calls] == ["GET", "POST"]  # no DELETE (it would be refused)

@@ -21,8 +21,9 @@ from orchestrator.launchers.launch import launch
 from orchestrator.launchers.select import Site
 from orchestrator.plan.model import plan_to_dict
 from orchestrator.plan.placeholders import Bindings, bind_plan
+from orchestrator.rundir import write_json_atomic
 from orchestrator.runtime.run import load_plan
-from orchestrator.runtime.state import StateFile, write_json_atomic
+from orchestrator.runtime.state import StateFile
 from orchestrator.slurm.client import SlurmClient
 from tests.fake_slurm import FakeSlurm
 from tests.fakes import FakeHttp

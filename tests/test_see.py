@@ -15,8 +15,8 @@ from orchestrator.config.schema import RootConfig
 from orchestrator.launchers.rundir import write_run_files
 from orchestrator.plan.build import build_plan
 from orchestrator.rundiff import diff
+from orchestrator.rundir import write_json_atomic
 from orchestrator.runs import load_runs, ls_lines
-from orchestrator.runtime.state import write_json_atomic
 from orchestrator.slurm.client import SlurmClient
 from orchestrator.watch import Screen, plain
 from orchestrator.watch_view import gather, lines

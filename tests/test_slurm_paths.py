@@ -16,10 +16,11 @@ from orchestrator.bench import sweepdir
 from orchestrator.errors import OrchestratorError
 from orchestrator.launchers.follow import follow
 from orchestrator.plan.model import Process
+from orchestrator.rundir import read_state, write_json_atomic
 from orchestrator.runtime.attempts import begin_attempt
 from orchestrator.runtime.processes import Running, SrunBackend, exit_detail
 from orchestrator.runtime.reconcile import reconcile
-from orchestrator.runtime.state import StateFile, read_state, write_json_atomic
+from orchestrator.runtime.state import StateFile
 from orchestrator.slurm.client import SlurmClient
 from orchestrator.slurm.states import JOB_STATES, job_state
 from tests.fake_slurm import FakeSlurm

@@ -17,7 +17,7 @@ from orchestrator.cli import main
 from orchestrator.engines import sglang_check
 from orchestrator.errors import InvalidConfig
 from orchestrator.launchers.select import Site
-from orchestrator.runtime.state import write_json_atomic
+from orchestrator.rundir import write_json_atomic
 from orchestrator.sweep_points import point_names
 from tests.fake_slurm import FakeSlurm
 from tests.fakes import FakeClock

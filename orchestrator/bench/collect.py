@@ -16,6 +16,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.errors import OrchestratorError
+from orchestrator.rundir import RunDir
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -69,7 +70,7 @@ CSV_COLUMNS = (
 
 def read_rows(run_dir: Path) -> list[dict[str, Any]]:
     """results/points.jsonl of one run (every row, valid or not)."""
-    path = run_dir / "results" / "points.jsonl"
+    path = RunDir(run_dir).results_dir / "points.jsonl"
     if not path.exists():
         return []
     rows = []

@@ -26,6 +26,7 @@ from orchestrator.plan.model import (
     plan_to_dict,
 )
 from orchestrator.plan.placeholders import RUN_DIR
+from orchestrator.rundir.layout import RESULTS_DIR
 from orchestrator.tools import AIPERF, tool_or_default
 
 TOOLS = ("aiperf", "sglang_bench")
@@ -40,7 +41,7 @@ AIPERF_DONE_MARKER = ".aiperf_results_ready.json"
 BENCH_SERVING_FILE = "bench_serving.jsonl"
 
 
-RESULTS = "results"  # under the run directory: one folder per point + points.jsonl
+RESULTS = RESULTS_DIR  # under the run directory: one folder per point + points.jsonl
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -25,10 +25,11 @@ from orchestrator.bench.normalize import (
 from orchestrator.bench.spec import RESULTS
 from orchestrator.errors import OrchestratorError
 from orchestrator.plan.model import BenchmarkPlan, LoadPoint, Process
+from orchestrator.rundir import RunDir, write_json_atomic
 from orchestrator.runtime.hooks import DriverView, Stopped
 from orchestrator.runtime.processes import Running, log_tail, stop_tier
 from orchestrator.runtime.scrape import point_summary
-from orchestrator.runtime.state import now_iso, write_json_atomic
+from orchestrator.runtime.state import now_iso
 
 POINTS_FILE = "points.jsonl"
 SUMMARY_FILE = "summary.json"
@@ -141,7 +142,7 @@ class BenchmarkStep:
         out_dir = results / point.label()
         out_dir.mkdir(exist_ok=True)
         (out_dir / "command.txt").write_text(shlex.join(proc.argv) + "\n")
-        log = driver.run_dir / "logs" / f"{proc.name}.log"
+        log = RunDir(driver.run_dir).log(proc.name)
         started, since = time.time(), driver.clock.now()
         code = self._run_client(driver, proc, log, point)
         if code is None:

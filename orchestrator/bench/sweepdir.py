@@ -16,13 +16,12 @@ from typing import Any
 
 from orchestrator.effects import Clock, CommandRunner, SubprocessRunner, SystemClock
 from orchestrator.errors import OrchestratorError
-from orchestrator.runtime.driver import STOP_FILE
-from orchestrator.runtime.state import StateFile, now_iso, read_state
+from orchestrator.rundir import ACTIVE, FINAL, Phase, RunDir, read_state
+from orchestrator.runtime.state import StateFile, now_iso
 from orchestrator.slurm.client import JobState, SlurmClient
 from orchestrator.slurm.states import category_of
 
 MANIFEST = "manifest.json"
-ACTIVE_PHASES = ("", "submitted", "starting", "ready", "stopping")
 
 
 def load_manifest(sweep_dir: Path) -> dict[str, Any]:
@@ -45,7 +44,7 @@ def run_dirs(sweep_dir: Path, entry: dict[str, Any]) -> list[Path]:
 def read_summary(run_dir: Path) -> dict[str, Any]:
     """results/summary.json of a run ({} when the benchmark has not finished)."""
     try:
-        data = json.loads((run_dir / "results" / "summary.json").read_text())
+        data = json.loads((RunDir(run_dir).results_dir / "summary.json").read_text())
     except (FileNotFoundError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}
@@ -69,7 +68,7 @@ def job_states(
     ids = []
     for entry in entries:
         latest = _latest(sweep_dir, entry)
-        if latest and latest[2] and latest[1].get("phase", "") in ACTIVE_PHASES:
+        if latest and latest[2] and latest[1].get("phase", "") in ACTIVE:
             ids.append(latest[2])
     return client.states(ids)
 
@@ -93,7 +92,7 @@ def point_status(
     }
     if summary.get("valid"):
         return {**out, "status": "valid"}
-    if out["phase"] in ACTIVE_PHASES and job_id:
+    if out["phase"] in ACTIVE and job_id:
         job = jobs.get(job_id) or JobState(job_id=job_id)
         if job.live:
             return {**out, "status": "active", "slurm": job.state}
@@ -170,7 +169,7 @@ def failure(sweep_dir: Path, entry: dict[str, Any]) -> str:
     if summary.get("valid"):
         return ""
     phase = state.get("phase", "")
-    if phase not in ("done", "failed"):
+    if phase not in FINAL:
         return f"{what}: no result yet (phase {phase or 'submitted'}; see ctl status)"
     reason = summary.get("reason") or state.get("error") or state.get("reason") or "no result"
     return f"{what}: {str(reason).splitlines()[0][:200]}"
@@ -199,7 +198,7 @@ def status(sweep_dir: Path, runner: CommandRunner | None = None) -> str:
         phase = st["phase"] or "-"
         if st.get("slurm") == "PENDING":  # queued, or waiting for a point (sweep.max_in_flight)
             phase = "PENDING"
-        if phase == "ready" and bench:
+        if phase == Phase.READY and bench:
             phase += f" (bench {bench.get('done', 0)}/{bench.get('of', '?')})"
         lines.append(
             f"  {entry['name']:<32} {st['status']:<7} {phase:<18} job {st['job_id'] or '-':<7} "
@@ -229,7 +228,7 @@ def stop(sweep_dir: Path, runner: CommandRunner | None = None, *, timeout_s: flo
     for st in queued:
         _record_cancelled(st)
     for st in running:
-        (st["run_dir"] / STOP_FILE).touch()
+        RunDir(st["run_dir"]).request_stop()
         client.cancel(st["job_id"], signal="TERM", batch=True)
     left = _wait_final(running, timeout_s, clock, client)
     lines = [f"cancelled {len(queued)} queued point(s), stopped {len(running) - len(left)} "
@@ -242,8 +241,8 @@ def _record_cancelled(status: dict[str, Any]) -> None:
     """A cancelled queued job never ran its driver: record the end in its run directory
     (unless its driver started meanwhile: it got the cancel's SIGTERM and records it)."""
     state = StateFile(status["run_dir"])
-    if state.data.get("phase", "") == status["phase"]:
-        state.phase("done", reason="cancelled before start (ctl stop of the sweep)")
+    if state.view().phase == status["phase"]:
+        state.phase(Phase.DONE, reason="cancelled before start (ctl stop of the sweep)")
 
 
 def _wait_final(
@@ -254,9 +253,7 @@ def _wait_final(
     deadline = clock.now() + timeout_s
     left = {str(s["job_id"]): s["run_dir"] for s in running}
     while left and clock.now() < deadline:
-        left = {
-            j: d for j, d in left.items() if read_state(d).get("phase") not in ("done", "failed")
-        }
+        left = {j: d for j, d in left.items() if not RunDir(d).ended()}
         if left:
             jobs = client.states(list(left))  # one batched query per round
             left = {j: d for j, d in left.items() if jobs[j].live}

@@ -16,6 +16,7 @@ from orchestrator.errors import InvalidConfig, Issue, SubmissionError
 from orchestrator.launchers import get_launcher
 from orchestrator.launchers.follow import follow
 from orchestrator.launchers.rundir import create_run_dir, write_run_files
+from orchestrator.rundir import Phase, RunDir
 from orchestrator.runtime.run import allocation_issues, run_driver
 from orchestrator.runtime.state import StateFile
 
@@ -51,9 +52,11 @@ class Launch:
         try:
             job_id = submit(self.run_dir, self.runner)
         except SubmissionError as exc:
-            self.state.phase("failed", error=str(exc))  # the run directory says why it never ran
+            self.state.phase(
+                Phase.FAILED, error=str(exc)
+            )  # the run directory says why it never ran
             raise
-        self.state.phase("submitted", job_id=job_id)
+        self.state.phase(Phase.SUBMITTED, job_id=job_id)
         _announce(job_id, self.run_dir)
         if not self.wait:
             return 0
@@ -77,7 +80,7 @@ class Launch:
 
 def detach(argv: Sequence[str], run_dir: Path) -> int:
     """Start the driver in its own session (wait=false without Slurm); its pid."""
-    log = open(run_dir / "driver.out", "ab")  # noqa: SIM115 - handed to the child
+    log = open(RunDir(run_dir).driver_out, "ab")  # noqa: SIM115 - handed to the child
     proc = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                             start_new_session=True)  # fmt: skip
     log.close()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import time
@@ -12,8 +11,9 @@ from typing import Any
 
 from orchestrator.config.schema import RootConfig, config_to_dict
 from orchestrator.errors import OrchestratorError
-from orchestrator.plan.model import Plan, plan_to_dict
-from orchestrator.runtime.state import StateFile, write_json_atomic
+from orchestrator.plan.model import Plan
+from orchestrator.rundir import LaunchRecord, RunDir
+from orchestrator.runtime.state import StateFile
 from orchestrator.tools import CHECKOUT
 
 
@@ -67,28 +67,12 @@ def write_run_record(
 ) -> StateFile:  # fmt: skip
     """`write_run_files` with the config as saved (config.json's content): what a driver
     writing the run directory of a worker job it submits has (it never composes a config)."""
-    write_json_atomic(run_dir / "config.json", dict(config))
-    write_json_atomic(run_dir / "plan.json", plan_to_dict(plan))
-    launch: dict[str, Any] = {
-        "launcher": launcher,
-        "overrides": list(overrides),
-        "git_sha": git_sha(),
-        "cwd": os.getcwd(),
-        "created": time.time(),
-        "request": request,
-    }
-    write_json_atomic(run_dir / "launch.json", launch)
-    (run_dir / "logs").mkdir(exist_ok=True)
+    files = RunDir(run_dir)
+    files.write_config(dict(config))
+    files.write_plan(plan)
+    files.write_launch(LaunchRecord(launcher=launcher, overrides=tuple(overrides), git_sha=git_sha(),
+                                    cwd=os.getcwd(), created=time.time(), request=request))  # fmt: skip
+    files.logs_dir.mkdir(exist_ok=True)
     state = StateFile(run_dir)
     state.update(launcher=launcher, run_dir=str(run_dir), name=plan.name, job_id="")
     return state
-
-
-def read_launch(run_dir: Path) -> dict[str, Any]:
-    """launch.json of a run."""
-    try:
-        data = json.loads((run_dir / "launch.json").read_text())
-    except FileNotFoundError as exc:
-        raise OrchestratorError(f"{run_dir} is not a run directory (no launch.json)") from exc
-    assert isinstance(data, dict)
-    return data

@@ -16,10 +16,11 @@ from orchestrator.launchers.base import LauncherFacts, Materials, Session
 from orchestrator.plan.model import Plan
 from orchestrator.plan.placeholders import RUN_DIR
 from orchestrator.render.shell import DRIVER_MODULE
+from orchestrator.rundir.layout import SUBMITIT_DIR
 from orchestrator.slurm.request import SBATCH, submitit_parameters
 
 KIND = "submitit"
-FOLDER = "submitit"  # RUN_DIR/submitit: submitit's pickles and logs
+FOLDER = SUBMITIT_DIR  # RUN_DIR/submitit: submitit's pickles and logs (named in the run's layout)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

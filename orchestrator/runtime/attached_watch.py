@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING, Any
 
 from orchestrator.attached import bound_gpus, read_attached
 from orchestrator.plan.model import TIER_WORKER, Plan
-from orchestrator.runtime.retire import REMOVED
-from orchestrator.runtime.state import read_state
+from orchestrator.rundir import FINAL, read_state
+from orchestrator.rundir.records import REMOVED
 from orchestrator.slurm.client import SlurmClient
 from orchestrator.slurm.states import category_of
 
@@ -34,7 +34,6 @@ if TYPE_CHECKING:
 GROUP_ORDER = ("prefill", "decode", "aggregated")
 WATCH_EVERY_S = 2.0
 SLURM_EVERY_S = 10.0
-FINAL = ("done", "failed")
 ENDED = ("ended_ok", "ended_failed")
 
 

@@ -20,6 +20,7 @@ from orchestrator.effects import Clock, HttpClient
 from orchestrator.errors import OrchestratorError, ProcessFailed, WorkersNotReady
 from orchestrator.frontends import get_frontend
 from orchestrator.plan.model import TIER_INFRA, Plan, Process
+from orchestrator.rundir import Phase, RunDir
 from orchestrator.runtime import health, restarts
 from orchestrator.runtime.health_watch import HealthWatch
 from orchestrator.runtime.hooks import Hook, ProcessHook, Stopped
@@ -32,7 +33,6 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, si
 # A process that ends this soon after our own stop signal is part of the stop, not a crash
 # (scancel and preemption signal every step and the driver at the same time).
 STOP_RACE_S = 1.0
-STOP_FILE = "stop-requested"
 
 
 class Driver:
@@ -51,6 +51,7 @@ class Driver:
         self.health_watch = HealthWatch(plan, http, backend, state, say)  # hung, not exited
         self.stop_event = threading.Event()
         self.stop_reason = ""
+        self.run_gone = ""  # why the run this job attaches to is gone (runtime/heartbeat.py)
         self.last_detail = ""  # why the last readiness check failed (for the timeout message)
         self.serving = False  # ready once: from now on exits are restarted by policy
         self.book = RestartBook()
@@ -86,12 +87,12 @@ class Driver:
         """Start, wait until ready, serve until stopped; always tear down. Exit code 0/1."""
         failure = ""
         try:
-            self.state.phase("starting")
+            self.state.phase(Phase.STARTING)
             self._start_all()
             self._wait_ready()
             url = self.plan.readiness.frontend_url
             self.serving = True
-            self.state.phase("ready", frontend_url=url, degraded=[])
+            self.state.phase(Phase.READY, frontend_url=url, degraded=[])
             self.say(f"ready: {url} serves {self.plan.readiness.model}")
             for hook in self.on_ready:
                 hook(self)
@@ -126,7 +127,7 @@ class Driver:
             self._start(proc)
 
     def _start(self, proc: Process, state: str = "starting") -> None:
-        log = self.run_dir / "logs" / f"{proc.name}.log"  # appended to on a restart
+        log = RunDir(self.run_dir).log(proc.name)  # appended to on a restart
         running = self.backend.start(proc, log)
         self.running[proc.name] = running
         self.state.process(proc.name, node=proc.node_index, host=running.host, role=proc.role,
@@ -352,7 +353,7 @@ class Driver:
     def _stop_file_seen(self) -> bool:
         """`ctl stop` leaves a file in the run directory: it reaches the driver wherever it runs
         (batch step, salloc shell on a login node, local), with or without signal delivery."""
-        if (self.run_dir / STOP_FILE).exists():
+        if RunDir(self.run_dir).stop_requested():
             self.request_stop("stop requested (ctl stop)")
             return True
         return False
@@ -360,7 +361,7 @@ class Driver:
     # --- teardown ------------------------------------------------------------------------
     def _teardown(self, failure: str) -> int:
         reason = failure or self.stop_reason or "finished"
-        self.state.phase("stopping", reason=reason)
+        self.state.phase(Phase.STOPPING, reason=reason)
         if failure:
             self.say(f"failed: {failure}")
         self.say(f"stopping ({reason})")
@@ -374,9 +375,9 @@ class Driver:
         if leftovers:
             failure = failure or f"processes still running after teardown: {', '.join(leftovers)}"
         if failure:
-            self.state.phase("failed", error=failure)
+            self.state.phase(Phase.FAILED, error=failure)
             return 1
-        self.state.phase("done")
+        self.state.phase(Phase.DONE)
         self.say("done")
         return 0
 

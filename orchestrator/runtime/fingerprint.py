@@ -22,10 +22,10 @@ from typing import Any
 import orchestrator
 from orchestrator.effects import SubprocessRunner
 from orchestrator.plan.model import TIER_INFRA, Plan, Process
+from orchestrator.rundir import LaunchRecord, RunDir, write_json_atomic
 from orchestrator.runtime.processes import Backend, LocalBackend, Running
-from orchestrator.runtime.state import now_iso, write_json_atomic
+from orchestrator.runtime.state import now_iso
 
-FINGERPRINT_FILE = "fingerprint.json"
 PROBE_TIMEOUT_S = 15.0
 MARK = "ORCHESTRATOR-FINGERPRINT "
 # Distribution names (not engine kinds): one string, so no kind-like constant appears here.
@@ -58,9 +58,8 @@ print({MARK!r} + json.dumps({{"host": socket.gethostname(), "python": sys.execut
 
 def config_hash(run_dir: Path) -> str:
     """sha256 of the resolved config (config.json, keys sorted), first 16 hex digits."""
-    try:
-        data = json.loads((run_dir / "config.json").read_text())
-    except (OSError, ValueError):
+    data = RunDir(run_dir).config_or_none()
+    if data is None:
         return ""
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -127,25 +126,18 @@ def slurm_version(backend: Backend) -> str:
 
 def fingerprint(run_dir: Path, plan: Plan, backend: Backend) -> dict[str, Any]:
     """The whole fingerprint of a bound plan's run (probes the nodes)."""
-    try:
-        launch = json.loads((run_dir / "launch.json").read_text())
-    except (OSError, ValueError):
-        launch = {}
-    state = (
-        json.loads((run_dir / "state.json").read_text())
-        if (run_dir / "state.json").exists()
-        else {}
-    )
+    launch = RunDir(run_dir).launch_or_none() or LaunchRecord(launcher="")
+    state = RunDir(run_dir).state()
     return {
         "written_at": now_iso(),
-        "orchestrator": {"version": orchestrator.__version__, "git_sha": launch.get("git_sha", ""),
+        "orchestrator": {"version": orchestrator.__version__, "git_sha": launch.git_sha,
                          "python": sys.version.split()[0]},
         "config_hash": config_hash(run_dir),
-        "overrides": launch.get("overrides", []),
-        "launcher": launch.get("launcher", ""),
+        "overrides": list(launch.overrides),
+        "launcher": launch.launcher,
         "slurm_version": slurm_version(backend),
-        "job_id": state.get("job_id", ""),
-        "node_list": state.get("nodes", []),
+        "job_id": state.job_id,
+        "node_list": state.data.get("nodes", []),
         "container_image": plan.slurm.container_image,
         "nodes": probe_nodes(plan, backend, run_dir / "fingerprint"),
     }  # fmt: skip
@@ -157,7 +149,7 @@ def write_fingerprint(run_dir: Path, plan: Plan, backend: Backend) -> None:
         data = fingerprint(run_dir, plan, backend)
     except Exception as exc:  # a fingerprint must never fail the deployment
         data = {"written_at": now_iso(), "error": f"{type(exc).__name__}: {exc}"}
-    write_json_atomic(run_dir / FINGERPRINT_FILE, data)
+    write_json_atomic(RunDir(run_dir).fingerprint_file, data)
 
 
 def start_fingerprint(run_dir: Path, plan: Plan, backend: Backend) -> threading.Thread:

@@ -14,26 +14,16 @@ change, never as "mtime vs now": the two drivers run on different hosts whose cl
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from orchestrator.runtime.state import run_ended
+from orchestrator.rundir import RunDir
 
 if TYPE_CHECKING:
     from orchestrator.runtime.hooks import DriverView
 
-HEARTBEAT_FILE = "heartbeat"
 BEAT_EVERY_S = 5.0  # well below any sensible timeout; one utime() on a shared filesystem
 WATCH_EVERY_S = 2.0  # how often an attached driver reads the run's state.json and heartbeat
-
-
-def heartbeat_mtime(run_dir: Path) -> int | None:
-    """The heartbeat's mtime in ns (None when there is none yet)."""
-    try:
-        return os.stat(run_dir / HEARTBEAT_FILE).st_mtime_ns
-    except OSError:
-        return None
 
 
 class Beat:
@@ -48,14 +38,14 @@ class Beat:
         if self.next_at is not None and now < self.next_at:
             return
         self.next_at = now + BEAT_EVERY_S
-        (d.run_dir / HEARTBEAT_FILE).touch()
+        RunDir(d.run_dir).beat()
 
 
 class RunWatch:
     """An attached driver's watch: stop when the run ended or its heartbeat went stale."""
 
     def __init__(self, run_dir: Path, timeout_s: float) -> None:
-        self.run_dir, self.timeout_s = run_dir, timeout_s
+        self.run_dir, self.timeout_s = RunDir(run_dir), timeout_s
         self.next_at: float | None = None
         self.mtime: int | None = None
         self.changed_at: float | None = None  # our clock when we last saw the mtime change
@@ -69,21 +59,21 @@ class RunWatch:
         reason = self.gone(now)
         if reason:
             d.say(reason)
-            d.state.update(run_gone=reason)  # its frontend went with it: no deregistration
+            d.run_gone = reason  # its frontend went with it: no deregistration
             d.request_stop(reason)
 
     def gone(self, now: float) -> str:
         """Why the run is gone ('' while it lives), from one look at `now` (our clock)."""
-        if run_ended(self.run_dir):  # its frontend is gone
-            return f"the run it attaches to has ended ({self.run_dir})"
-        mtime = heartbeat_mtime(self.run_dir)
+        if self.run_dir.ended():  # its frontend is gone
+            return f"the run it attaches to has ended ({self.run_dir.path})"
+        mtime = self.run_dir.heartbeat_mtime()
         if self.changed_at is None or mtime != self.mtime:
             self.mtime, self.changed_at = mtime, now
             return ""
         if now - self.changed_at < self.timeout_s:
             return ""
         return (f"the run it attaches to has not beaten for {now - self.changed_at:.0f} s "
-                f"(its driver is gone: {self.run_dir / HEARTBEAT_FILE} unchanged; "
+                f"(its driver is gone: {self.run_dir.heartbeat_file} unchanged; "
                 f"launcher.heartbeat_timeout_s={self.timeout_s:g})")  # fmt: skip
 
 

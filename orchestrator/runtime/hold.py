@@ -17,7 +17,7 @@ import signal
 import time
 from types import FrameType
 
-from orchestrator.runtime.driver import STOP_FILE
+from orchestrator.rundir import Phase, RunDir
 from orchestrator.runtime.hooks import DriverView
 from orchestrator.runtime.processes import Running
 
@@ -39,8 +39,8 @@ class Hold:
 
         def handle(signum: int, _frame: FrameType | None) -> None:
             name = signal.Signals(signum).name
-            asked = (d.run_dir / STOP_FILE).exists()
-            if asked or self.signalled or d.state.data.get("phase") != "ready":
+            asked = RunDir(d.run_dir).stop_requested()
+            if asked or self.signalled or d.state.view().phase != Phase.READY:
                 d.request_stop(f"received {name}")  # ours, a second one, or not serving yet
             else:
                 self.signalled = name

@@ -30,6 +30,7 @@ class DriverView(Protocol):
     say: Callable[[str], None]
     stop_event: threading.Event
     stop_reason: str
+    run_gone: str  # an attached job's run is gone (its frontend with it): no deregistration
     on_process_healthy: list[ProcessHook]  # a process's own health passed
     on_process_lost: list[ProcessHook]  # a process exited and will be restarted in place
     on_process_retired: list[ProcessHook]  # scale-down removes it: deregister, then it stops

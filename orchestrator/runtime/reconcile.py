@@ -7,14 +7,19 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from orchestrator.rundir import ACTIVE, FINAL, STARTED, Phase, RunState
 from orchestrator.slurm.states import JobState
 
-# Phases in which a driver should be running (or about to run).
-DRIVER_PHASES = ("", "submitted", "starting", "ready", "stopping")
-STARTED_PHASES = ("starting", "ready", "stopping")
+StateLike = RunState | Mapping[str, Any]  # a record, or state.json's mapping as read
+
+
+def as_state(state: StateLike) -> RunState:
+    """The typed record of `state`."""
+    return state if isinstance(state, RunState) else RunState.from_dict(state)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -30,10 +35,10 @@ class RunView:
     @property
     def ok(self) -> bool:
         """False for a run that failed or was lost (ctl status exits 1)."""
-        return self.phase not in ("failed", "lost")
+        return self.phase not in (Phase.FAILED, Phase.LOST)
 
 
-def reconcile(state: dict[str, Any], job: JobState | None, driver_alive: bool | None) -> RunView:
+def reconcile(state: StateLike, job: JobState | None, driver_alive: bool | None) -> RunView:
     """Reconcile state.json with reality. `job`: the run's Slurm job (None without Slurm);
     `driver_alive`: whether the local driver process exists (None when it cannot be checked,
     e.g. it runs on another host).
@@ -44,41 +49,42 @@ def reconcile(state: dict[str, Any], job: JobState | None, driver_alive: bool | 
     - a job back in the queue after its driver started or finished (requeue, preemption) ->
       `requeued`: Slurm will run the batch script, and so the driver, again;
     - anything else: the recorded phase."""
-    recorded = str(state.get("phase", ""))
+    state = as_state(state)
+    recorded = state.phase.value
     slurm = job.state if job is not None else ""
-    view = RunView(
-        phase=recorded or ("submitted" if job else ""), recorded=recorded, job_state=slurm
-    )
-    if job is not None and job.ended and recorded in DRIVER_PHASES:
+    shown = recorded or (Phase.SUBMITTED.value if job else Phase.NEW.value)
+    view = RunView(phase=shown, recorded=recorded, job_state=slurm)
+    if job is not None and job.ended and recorded in ACTIVE:
         where = f"in phase {recorded}" if recorded else "before its driver started"
         return _lost(view, f"job {job.job_id} ended ({slurm}) {where}")
-    if job is not None and job.ending and recorded in DRIVER_PHASES and recorded != "stopping":
+    if job is not None and job.ending and recorded in ACTIVE and recorded != Phase.STOPPING:
         # The driver is the batch script: once it ends, a running driver has written its end.
         return _lost(view, f"job {job.job_id} is ending ({slurm}) in phase {recorded or '-'}")
-    if job is not None and job.queued and (recorded in STARTED_PHASES or _after_start(state)):
-        return RunView(phase="requeued", recorded=recorded, job_state=slurm,
+    if job is not None and job.queued and (recorded in STARTED or _after_start(state)):
+        return RunView(phase=Phase.REQUEUED.value, recorded=recorded, job_state=slurm,
                        why=f"job {job.job_id} is {slurm} again: Slurm requeued it; the driver "
                        "starts a new attempt in this run directory")  # fmt: skip
-    if driver_alive is False and recorded in DRIVER_PHASES:
-        pid, host = state.get("driver_pid", "?"), state.get("driver_host", "?")
+    if driver_alive is False and recorded in ACTIVE:
+        pid, host = state.data.get("driver_pid", "?"), state.data.get("driver_host", "?")
         return _lost(view, f"the driver (pid {pid} on {host}) is gone in phase {recorded or '-'}")
     return view
 
 
-def _after_start(state: dict[str, Any]) -> bool:
+def _after_start(state: RunState) -> bool:
     """A final phase reached by a driver (not by `ctl stop` cancelling a queued job)."""
-    return state.get("phase") in ("done", "failed") and any(
-        t.get("phase") == "starting" for t in state.get("timeline", [])
-    )
+    return state.phase in FINAL and state.reached(Phase.STARTING) is not None
 
 
 def _lost(view: RunView, why: str) -> RunView:
-    return RunView(phase="lost", recorded=view.recorded, job_state=view.job_state, why=why)
+    return RunView(
+        phase=Phase.LOST.value, recorded=view.recorded, job_state=view.job_state, why=why
+    )
 
 
-def driver_alive(state: dict[str, Any]) -> bool | None:
+def driver_alive(state: StateLike) -> bool | None:
     """Whether a local driver's pid exists; None when it runs elsewhere or is not recorded."""
-    pid, host = state.get("driver_pid"), state.get("driver_host")
+    state = as_state(state)
+    pid, host = state.driver_pid, state.driver_host
     if not pid or host != socket.gethostname():
         return None
     try:

@@ -19,21 +19,19 @@ from typing import TYPE_CHECKING
 
 from orchestrator.errors import OrchestratorError
 from orchestrator.plan.model import TIER_WORKER, Process
+from orchestrator.rundir import RunDir, write_json_atomic
+from orchestrator.rundir.records import REMOVED
 from orchestrator.runtime.processes import stop_tier
 from orchestrator.runtime.restarts import unit_key, unit_members
-from orchestrator.runtime.state import write_json_atomic
 
 if TYPE_CHECKING:
     from orchestrator.runtime.hooks import DriverView
-
-RETIRE_FILE = "retire-requested.json"
-REMOVED = "removed"
 
 
 def request_retire(run_dir: Path, names: list[str]) -> None:
     """Ask the driver of the run in `run_dir` to remove the worker units `names` (merged with a
     request it has not taken yet; written atomically, taken by a rename: nothing is lost)."""
-    path = run_dir / RETIRE_FILE
+    path = RunDir(run_dir).retire_file
     try:
         pending = [str(n) for n in json.loads(path.read_text()).get("workers", [])]
     except (OSError, ValueError, AttributeError):
@@ -85,14 +83,14 @@ def retire(d: DriverView, names: list[str]) -> None:
 
 def all_removed(d: DriverView) -> bool:
     """Whether no worker of this plan is left (every one removed by scale-down)."""
-    procs = d.state.data.get("processes", {})
-    workers = [p.name for p in d.plan.processes if p.tier == TIER_WORKER]
-    return all(procs.get(n, {}).get("state") == REMOVED for n in workers)
+    removed = d.state.view().removed()
+    return all(p.name in removed for p in d.plan.processes if p.tier == TIER_WORKER)
 
 
 def on_tick(d: DriverView) -> None:
     """Take a pending scale-down request (one stat per tick while there is none)."""
-    path, taken = d.run_dir / RETIRE_FILE, d.run_dir / f".{RETIRE_FILE}.taken"
+    path = RunDir(d.run_dir).retire_file
+    taken = path.with_name(f".{path.name}.taken")
     try:
         path.rename(taken)  # atomic: a request written after this is taken on the next tick
     except FileNotFoundError:

@@ -17,15 +17,14 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from orchestrator.attached import read_attached
 from orchestrator.effects import CommandRunner, SubprocessRunner
 from orchestrator.errors import OrchestratorError
 from orchestrator.plan.model import ServePlan
+from orchestrator.rundir import Phase, RunDir, RunState
 from orchestrator.runtime.hooks import DriverView
-from orchestrator.runtime.state import read_state
 from orchestrator.runtime.workerjobs import (
     ask_to_stop,
     copy_of,
@@ -39,7 +38,6 @@ from orchestrator.slurm.client import JobState, SlurmClient
 TICK_S = 0.5  # state.json of each live worker job: a replacement's readiness is seen at once
 SLURM_TICK_S = 2.0  # one batched squeue for the live worker jobs (polite to slurmctld)
 LEFT_REFRESH_S = 30.0  # time left is asked again this often (it only shrinks with the clock)
-FINAL = ("done", "failed")
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,18 +45,18 @@ class Look:
     """One tick's facts about a live worker job."""
 
     entry: Mapping[str, Any]
-    state: Mapping[str, Any]  # its state.json
+    state: RunState  # its state.json
     job: JobState
 
     @property
-    def phase(self) -> str:
+    def phase(self) -> Phase:
         """What its driver recorded."""
-        return str(self.state.get("phase", ""))
+        return self.state.phase
 
     @property
     def ended(self) -> bool:
         """Its driver recorded the end, or Slurm says the job is over."""
-        return self.phase in FINAL or self.job.ended
+        return self.state.ended or self.job.ended
 
 
 def lead_s(serve: ServePlan, entry: Mapping[str, Any], limit_s: float) -> float:
@@ -73,7 +71,7 @@ def lead_s(serve: ServePlan, entry: Mapping[str, Any], limit_s: float) -> float:
 
 def looks_of(entries: Sequence[Mapping[str, Any]], states: Mapping[str, JobState]) -> list[Look]:
     """Each job's state.json with Slurm's `states` (a job Slurm did not report: unknown)."""
-    return [Look(e, read_state(Path(e["run_dir"])), states.get(e["job_id"]) or JobState(job_id=e["job_id"]))
+    return [Look(e, RunDir(e["run_dir"]).state(), states.get(e["job_id"]) or JobState(job_id=e["job_id"]))
             for e in entries]  # fmt: skip
 
 
@@ -113,12 +111,12 @@ class Rollover:
         for look in looks:
             if look.ended:
                 self._ended(d, look, entries)
-            elif look.phase == "ready" and not look.entry.get("ready_at"):
+            elif look.phase == Phase.READY and not look.entry.get("ready_at"):
                 self._ready(d, look.entry, entries)
         for look in looks:
             if look.ended or not self._replaceable(look.entry, entries):
                 continue
-            signalled = look.state.get("stop_signal")
+            signalled = look.state.data.get("stop_signal")  # on disk: another driver wrote it
             if signalled:  # Slurm told it to stop (runtime/hold.py): it serves a while longer
                 self._replace(d, look.entry, f"{signalled} from Slurm (time limit or preemption)")
             elif self.serve.rollover and self._due(d, look.entry):
@@ -140,12 +138,12 @@ class Rollover:
                 f"worker job {e['job_id']} ended ({how}) as asked: {', '.join(e['workers'])} gone"
             )
             return
-        error = look.state.get("error", "")
+        error = look.state.error
         d.say(f"worker job {e['job_id']} ended unexpectedly ({how}{': ' + error if error else ''}); "
               f"{', '.join(e['workers'])} gone (see {e['run_dir']})")  # fmt: skip
         if not e.get("ready_at"):
             self.failures += 1
-            if d.state.data.get("phase") != "ready" and not e.get("replaces"):
+            if d.state.view().phase != Phase.READY and not e.get("replaces"):
                 raise OrchestratorError(f"worker job {e['job_id']} failed before the run was ready "
                                         f"({how}): {error or 'see ' + e['run_dir']}")  # fmt: skip
             return  # a failed replacement: the job it replaces is due again on the next tick

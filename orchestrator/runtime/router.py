@@ -323,7 +323,7 @@ class RouterHooks:
     def before_stop(self, d: DriverView) -> None:
         """Deregister every worker we registered (not when the run's router is gone with its
         run: runtime/heartbeat.py; each call would retry for RETRY_BUDGET_S)."""
-        if d.state.data.get("run_gone"):
+        if d.run_gone:
             return
         names = list(self.registrar.ids)
         problems = self.registrar.deregister_all()

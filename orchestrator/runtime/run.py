@@ -9,7 +9,6 @@ imports Hydra or OmegaConf, or re-plans from the config.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import socket
 import sys
@@ -21,9 +20,10 @@ from orchestrator.bench.step import attach_benchmark
 from orchestrator.effects import RequestsHttp, SubprocessRunner, SystemClock
 from orchestrator.errors import OrchestratorError
 from orchestrator.frontends import get_frontend
-from orchestrator.plan.model import Plan, plan_from_dict, plan_to_dict
+from orchestrator.plan.model import Plan
 from orchestrator.plan.placeholders import Bindings, bind_plan, shift_port
 from orchestrator.plan.ports import port_offset_for_job
+from orchestrator.rundir import Phase, RunDir
 from orchestrator.runtime import nodes, preflight
 from orchestrator.runtime.attached_watch import attach_attached_watch
 from orchestrator.runtime.attempts import begin_attempt
@@ -35,7 +35,7 @@ from orchestrator.runtime.processes import Backend, LocalBackend, SrunBackend
 from orchestrator.runtime.retire import attach_retire
 from orchestrator.runtime.rollover import attach_rollover
 from orchestrator.runtime.scrape import attach_metrics
-from orchestrator.runtime.state import StateFile, write_json_atomic
+from orchestrator.runtime.state import StateFile
 from orchestrator.slurm.client import SlurmClient
 
 
@@ -182,7 +182,7 @@ def prepare_files(plan: Plan) -> None:
 
 def make_say(run_dir: Path) -> Callable[[str], None]:
     """Progress to stderr and to driver.log."""
-    log = run_dir / "driver.log"
+    log = RunDir(run_dir).driver_log
 
     def say(message: str) -> None:
         default_say(message)
@@ -205,10 +205,7 @@ def use_our_interpreter_first(plan: Plan) -> None:
 
 def load_plan(run_dir: Path) -> Plan:
     """plan.json of a run: the contract written at submission."""
-    try:
-        return plan_from_dict(json.loads((run_dir / "plan.json").read_text()))
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise OrchestratorError(f"cannot read the plan {run_dir / 'plan.json'}: {exc}") from exc
+    return RunDir(run_dir).plan()
 
 
 def _setup(plan: Plan, run_dir: Path, env: Mapping[str, str], state: StateFile,
@@ -222,7 +219,7 @@ def _setup(plan: Plan, run_dir: Path, env: Mapping[str, str], state: StateFile,
         preflight.run_on_nodes(SubprocessRunner(), plan.preflight, job_id=alloc.job_id,
                                hosts=alloc.hosts, python=sys.executable)  # fmt: skip
     bound = bound_plan(plan, alloc, run_dir)
-    write_json_atomic(run_dir / "plan.bound.json", plan_to_dict(bound))
+    RunDir(run_dir).write_bound_plan(bound)
     state.update(job_id=alloc.job_id or state.data.get("job_id", ""), nodes=list(alloc.hosts),
                  node_ips=list(alloc.ips), frontend_url=bound.readiness.frontend_url)  # fmt: skip
     prepare_files(bound)
@@ -245,7 +242,7 @@ def run_driver(run_dir: Path, env: Mapping[str, str] | None = None) -> int:
         start_fingerprint(run_dir, bound, backend)  # per node, in a thread, bounded to seconds
     except OrchestratorError as exc:
         say(f"failed: {exc}")
-        state.phase("failed", error=str(exc))
+        state.phase(Phase.FAILED, error=str(exc))
         return 1
     driver = Driver(bound, run_dir=run_dir, backend=backend, http=RequestsHttp(),
                     clock=SystemClock(), state=state, say=say)  # fmt: skip

@@ -27,13 +27,13 @@ from urllib.parse import urlsplit
 
 from orchestrator.effects import HttpClient, HttpError, RequestsHttp
 from orchestrator.plan.model import MetricsPlan, Plan
+from orchestrator.rundir import RunDir
+from orchestrator.rundir.layout import METRICS_FILE
 from orchestrator.runtime import prom
 from orchestrator.runtime.hooks import DriverView
 from orchestrator.runtime.processes import Running
 from orchestrator.runtime.state import now_iso
 
-RESULTS = "results"  # the run's results directory (orchestrator.bench.spec.RESULTS)
-METRICS_FILE = "metrics.jsonl"
 SCRAPE_TIMEOUT_S = 5.0
 
 
@@ -103,7 +103,7 @@ class Scraper:
         found = targets(driver.plan)
         if not found:
             return
-        out = MetricsFile(driver.run_dir / RESULTS / METRICS_FILE, self.metrics.max_bytes)
+        out = MetricsFile(RunDir(driver.run_dir).metrics_file, self.metrics.max_bytes)
         # Its own HTTP session: requests' Session is not meant to be shared across threads.
         http = self.http or RequestsHttp()
         self.thread = threading.Thread(target=self._loop, args=(http, found, out), daemon=True,
@@ -144,7 +144,7 @@ def read_records(run_dir: Path) -> list[dict[str, Any]]:
     """Every complete record of results/metrics.jsonl (older rotated file first)."""
     records = []
     for name in ("metrics.1.jsonl", METRICS_FILE):
-        path = run_dir / RESULTS / name
+        path = RunDir(run_dir).metrics_file.with_name(name)
         if not path.exists():
             continue
         for line in path.read_text().splitlines():

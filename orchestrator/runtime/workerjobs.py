@@ -10,7 +10,6 @@ directory), so jobs added by `ctl scale` roll over the same way.
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -22,11 +21,9 @@ from orchestrator.errors import OrchestratorError
 from orchestrator.launchers.rundir import write_run_record
 from orchestrator.launchers.sbatch import LAUNCHER as SBATCH_LAUNCHER
 from orchestrator.launchers.sbatch import submit_sbatch
-from orchestrator.plan.model import Plan, plan_from_dict
+from orchestrator.plan.model import Plan
 from orchestrator.plan.placeholders import RUN_DIR
-from orchestrator.runtime.driver import STOP_FILE
-from orchestrator.runtime.retire import REMOVED
-from orchestrator.runtime.state import read_state
+from orchestrator.rundir import Phase, RunDir
 from orchestrator.slurm.client import SlurmClient
 
 
@@ -60,13 +57,10 @@ def with_files(plan: Plan, prepared: Mapping[str, str]) -> Plan:
 
 def copy_of(entry: Mapping[str, Any]) -> tuple[Plan, dict[str, Any]]:
     """The plan and (unbound) request of an existing worker job, for its replacement."""
-    adir = Path(entry["run_dir"])
-    plan = plan_from_dict(json.loads((adir / "plan.json").read_text()))
-    request = json.loads((adir / "launch.json").read_text())["request"]
+    adir = RunDir(entry["run_dir"])
+    plan, request = adir.plan(), adir.launch().request
     # Workers a scale-down removed from it (runtime/retire.py) do not come back with the copy.
-    gone = {
-        n for n, p in read_state(adir).get("processes", {}).items() if p.get("state") == REMOVED
-    }
+    gone = adir.state().removed()
     plan = dataclasses.replace(
         plan, processes=tuple(p for p in plan.processes if p.name not in gone)
     )
@@ -76,7 +70,7 @@ def copy_of(entry: Mapping[str, Any]) -> tuple[Plan, dict[str, Any]]:
     for role, n in job_groups(plan).items():
         own["worker" if role == "aggregated" else role] = n
     readiness = dataclasses.replace(plan.readiness, expected=own)
-    return dataclasses.replace(plan, readiness=readiness), unbind(request, str(adir))
+    return dataclasses.replace(plan, readiness=readiness), unbind(request, str(adir.path))
 
 
 def unbind(request: Mapping[str, Any], run_dir: str) -> dict[str, Any]:
@@ -92,8 +86,7 @@ def submit_job(run_dir: Path, plan: Plan, request: Mapping[str, Any], *, runner:
     adir = new_job_dir(run_dir)
     # Worker jobs are sbatch jobs (orchestrator.launchers.here records their request).
     bound = SBATCH_LAUNCHER.request_from_dict(request).bind(str(adir))
-    saved = run_dir / "config.json"  # the run's, as launched
-    config = json.loads(saved.read_text()) if saved.exists() else {}
+    config = RunDir(run_dir).config_or_none() or {}  # the run's, as launched
     state = write_run_record(adir, config, plan, launcher=bound.kind, overrides=[],
                              request=bound.to_dict())  # fmt: skip
     entry = {"job_id": "", "run_dir": str(adir), "workers": [p.name for p in plan.processes],
@@ -105,16 +98,16 @@ def submit_job(run_dir: Path, plan: Plan, request: Mapping[str, Any], *, runner:
         set_fields(
             run_dir, str(adir), removed_at=time.time(), ended="not submitted", error=str(exc)
         )
-        state.phase("failed", error=str(exc))
+        state.phase(Phase.FAILED, error=str(exc))
         raise
-    state.phase("submitted", job_id=job_id)
+    state.phase(Phase.SUBMITTED, job_id=job_id)
     set_fields(run_dir, str(adir), job_id=job_id)
     return {**entry, "job_id": job_id}
 
 
 def new_job_dir(run_dir: Path) -> Path:
     """A new RUN_DIR/attached/<n>/ (n: one more than the jobs listed, past existing dirs)."""
-    base = run_dir / "attached"
+    base = RunDir(run_dir).attached_dir
     base.mkdir(exist_ok=True)
     n = len(read_attached(run_dir)) + 1
     while (base / str(n)).exists():
@@ -145,7 +138,7 @@ def ask_to_stop(entry: Mapping[str, Any], client: SlurmClient, *, queued: bool) 
     """Stop a worker job the way `ctl stop` does: the stop file (its driver deregisters the
     workers, lets them finish what they serve, stops them), SIGTERM to its batch shell only
     (the driver) to be quick; a job still queued is cancelled."""
-    (Path(entry["run_dir"]) / STOP_FILE).touch()
+    RunDir(entry["run_dir"]).request_stop()
     if entry.get("job_id"):
         if queued:
             client.cancel(entry["job_id"])
@@ -155,4 +148,4 @@ def ask_to_stop(entry: Mapping[str, Any], client: SlurmClient, *, queued: bool) 
 
 def stop_asked(entry: Mapping[str, Any]) -> bool:
     """Whether someone asked the job to stop (ctl stop, ctl scale down, a drain)."""
-    return (Path(entry["run_dir"]) / STOP_FILE).exists()
+    return RunDir(entry["run_dir"]).stop_requested()

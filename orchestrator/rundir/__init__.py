@@ -1,0 +1,21 @@
+"""The run directory: its files (`RunDir`), their typed records (`RunState`, `LaunchRecord`) and
+the run's phases (`Phase` and its groups). The only place a run's file names and phases are
+spelled; imports nothing of the runtime, the launchers or the CLI (only the plan model)."""
+
+from orchestrator.rundir.layout import RunDir, RunDirError, read_state, write_json_atomic
+from orchestrator.rundir.phase import ACTIVE, FINAL, STARTED, Phase
+from orchestrator.rundir.records import LaunchRecord, RunState, TimelineEntry
+
+__all__ = [
+    "ACTIVE",
+    "FINAL",
+    "STARTED",
+    "LaunchRecord",
+    "Phase",
+    "RunDir",
+    "RunDirError",
+    "RunState",
+    "TimelineEntry",
+    "read_state",
+    "write_json_atomic",
+]
