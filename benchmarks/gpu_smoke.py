@@ -32,7 +32,6 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from orchestrator.tiny_model import TinyModelSpec, ensure_tiny_model  # noqa: E402  (sys.path)
-
 from tests.gpu import deploy  # noqa: E402
 
 READY_LINE = "ready to roll"
