@@ -448,3 +448,28 @@ def test_no_deregistration_once_the_runs_router_is_gone() -> None:
     driver.run_gone = "the run it attaches to has not beaten for 60 s"
     driver.before_stop[0](driver)
     assert [m for m, _, _ in http.calls] == ["GET", "POST"]  # no DELETE (it would be refused)
+
+
+@pytest.mark.parametrize("other_decode", [False, True])
+def test_the_last_decode_lost_aborts_what_the_prefills_hold(other_decode: bool) -> None:
+    """A decode dies: when the router lists no other decode (this driver's or another job's),
+    the prefills' held requests are aborted (they would wait 300 s for its handshake); with one
+    left anywhere they are kept, since a prefill may be paired with it."""
+    from types import SimpleNamespace
+
+    decode_id = "577fb827-08ff-4e2d-a3e2-328b76cfbdbc"
+    another = DECODE.replace(decode_id, "aaaaaaaa-0000-0000-0000-000000000000")
+    listed = [PREFILL, DECODE, another] if other_decode else [PREFILL, DECODE]
+    http = FakeHttp({("GET", f"{R}/workers"): [ok(200, WORKERS_1P1D),
+                                               ok(200, f'{{"workers":[{",".join(listed)}]}}')],
+                     ("DELETE", f"{R}/workers/{decode_id}"): [ok(202, DELETE_ACCEPTED)],
+                     ("POST", f"{PREFILL_PROC.url}/abort_request"): [ok(200, "")]})  # fmt: skip
+    driver = FakeDriver(http, attach_to="/runs/r1")  # registers at once
+    procs = {p.name: p for p in (PREFILL_PROC, DECODE_PROC)}
+    driver.plan.process = procs.__getitem__
+    router.attach_router_registration(driver)  # type: ignore[arg-type]
+    for proc in procs.values():
+        driver.on_process_healthy[0](driver, SimpleNamespace(proc=proc))
+    driver.on_process_lost[0](driver, SimpleNamespace(proc=DECODE_PROC))
+    aborts = [c for c in http.calls if c.url.endswith("/abort_request")]
+    assert [c.payload for c in aborts] == ([] if other_decode else [{"abort_all": True}])

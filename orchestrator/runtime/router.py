@@ -280,11 +280,22 @@ class RouterHooks:
         d.state.process(proc.name, registered=False)
         if problem:
             d.say(f"warning: could not remove the router entry of {problem}")
-        if proc.role == "decode" and not self._registered("decode", d):
+        if proc.role == "decode" and not self._decodes_left():
             self._abort_prefills(d)
 
     def _registered(self, role: str, d: DriverView) -> list[str]:
         return [n for n in self.registrar.ids if d.plan.process(n).role == role]
+
+    def _decodes_left(self) -> bool:
+        """Whether the router lists a decode worker other than those we just removed: the
+        router's view, not this driver's, as worker jobs and attached jobs register their decodes
+        with the same router (a prefill may be paired with any of them). On doubt, True."""
+        try:
+            listed = self.registrar.client.list_workers()
+        except (HttpError, RouterError):
+            return True
+        removed = self.registrar.removed
+        return any(w.worker_type == "decode" and w.id not in removed for w in listed)
 
     def _abort_prefills(self, d: DriverView) -> None:
         """The last decode worker died: end the requests the prefill workers still hold. Each
@@ -292,7 +303,7 @@ class RouterHooks:
         (300 s) and sglang-router waits for the prefill's answer, so the clients of requests in
         flight at the death hung (seen on an H100: every client stuck until its own timeout).
         SGLang's POST /abort_request {"abort_all": true} ends them at once. Not with a decode
-        left: abort_all would also end the requests bound for the healthy decodes."""
+        left anywhere in the router: abort_all would also end the requests bound for them."""
         for name in self._registered("prefill", d):
             url = d.plan.process(name).url.rstrip("/") + "/abort_request"
             try:
