@@ -10,6 +10,7 @@ import dataclasses
 import os
 import signal
 import socket
+import stat
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -18,6 +19,7 @@ from typing import Any
 
 from orchestrator import attached as attachments
 from orchestrator import ctl_see as see
+from orchestrator import locks
 from orchestrator.effects import SubprocessRunner
 from orchestrator.errors import OrchestratorError
 from orchestrator.launchers import Facts, facts_of
@@ -71,6 +73,7 @@ def status(run_dir: Path, client: SlurmClient | None = None) -> tuple[str, int]:
         lines.append(f"benchmark: {b.get('tool')} {b.get('status')} {b.get('done')}/{b.get('of')} "
                      f"point(s) (results/points.jsonl)")  # fmt: skip
     lines += [_process_line(name, entry) for name, entry in state.processes.items()]
+    lines += locks.status_lines(run_dir)
     lines += attachments.attached_lines(run_dir, client)
     if view.phase == Phase.LOST:
         lines += _lost_tail(run_dir, state.job_id)
@@ -163,6 +166,28 @@ def _cancel_queued(run_dir: Path, job_id: str, client: SlurmClient, seen: str) -
     return f"{reason} (job {job_id})"
 
 
+class NotYourRun(OrchestratorError):
+    """`stop`/`scale` of a run directory this user cannot write: refused before anything."""
+
+    exit_code = 2
+
+
+def check_control(run_dir: Path) -> None:
+    """`stop` and `scale` write into the run directory (stop-requested, retire-requested.json,
+    attached/) and signal its job: a run this user cannot write is someone else's."""
+    try:
+        st = run_dir.stat()
+    except PermissionError as exc:
+        raise NotYourRun(f"{run_dir} cannot be reached by you ({exc.strerror}): only the run's "
+                         "owner can stop or scale it") from exc  # fmt: skip
+    except FileNotFoundError:
+        return  # said by the command itself
+    if not os.access(run_dir, os.W_OK | os.X_OK):
+        raise NotYourRun(f"{run_dir} is not writable by you (owner uid {st.st_uid}, mode "
+                         f"{stat.S_IMODE(st.st_mode):04o}): only the run's owner can stop or "
+                         "scale it")  # fmt: skip
+
+
 def scale(run_dir: Path, items: Sequence[str], client: SlurmClient | None = None) -> int:
     """Validate a scale request (exit 2 before anything is submitted), submit the attached job,
     wait for its workers to serve through the run's frontend."""
@@ -205,6 +230,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.cmd in see.COMMANDS:
             return see.run(args)
+        if args.cmd in ("stop", "scale"):
+            check_control(args.run_dir)
         if args.cmd == "scale":
             return scale(args.run_dir, args.counts)
         if args.cmd in ("status", "collect", "stop") and (args.run_dir / "manifest.json").exists():

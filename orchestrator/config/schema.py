@@ -78,6 +78,9 @@ class ClusterConfig:
     tiktoken_dir: str = ""
     port_base: int = 20000  # first port of the per-job port blocks
     port_job_blocks: int = 16  # jobs sharing a node get different blocks: block = job_id % this
+    # Octal mode of the run directory: 0700 (only you), e.g. 0750 for a group that should read
+    # results and logs. RUN_DIR/secrets stays 0700 whatever this says.
+    run_dir_mode: str = "0700"
 
 
 @dataclass

@@ -73,6 +73,11 @@ class Frontend(Protocol):
         """Dry-run lines saying how workers join (empty when they join by themselves)."""
         ...
 
+    def lock_lines(self, plan: Plan) -> list[str]:
+        """Which locks the run's control plane has (dry-run and `ctl status`; secrets shown as
+        placeholders)."""
+        ...
+
     def ready(self, http: HttpClient, readiness: Readiness) -> Verdict:
         """One look at the readiness gate (runtime; every expected worker counted)."""
         ...

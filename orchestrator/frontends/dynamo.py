@@ -12,6 +12,14 @@ from orchestrator.launchers import runs_on_one_machine
 from orchestrator.plan.model import TIER_FRONTEND, TIER_INFRA, HealthProbe, Plan, Process, Readiness
 from orchestrator.plan.placeholders import RUN_DIR, node_ip, port_ref
 from orchestrator.plan.ports import PortAllocator
+from orchestrator.rundir.secrets import (
+    ETCD_PASSWORD,
+    ETCD_PASSWORD_ENV,
+    ETCD_USER,
+    ETCD_USER_ENV,
+    SECRETS_DIR,
+    placeholder,
+)
 
 if TYPE_CHECKING:
     from orchestrator.runtime.health import Verdict
@@ -46,10 +54,14 @@ def etcd_process(cfg: RootConfig, ports: PortAllocator) -> Process:
     ip = node_ip(0)
     client = f"http://{ip}:{port_ref(p['client'])}"
     peer = f"http://{ip}:{port_ref(p['peer'])}"
+    # etcd reads every ETCD_* variable as a flag and logs the ones it does not know *with their
+    # values* ("unrecognized environment variable ETCD_AUTH_PASSWORD=...", etcd 3.4 pkg/flags):
+    # the clients' credentials the driver exports must not reach it. Its data directory is under
+    # RUN_DIR/secrets (0700): its WAL records the root user's password as it was added.
     argv = (
-        cfg.frontend.etcd_binary,
+        "env", "-u", ETCD_USER_ENV, "-u", ETCD_PASSWORD_ENV, cfg.frontend.etcd_binary,
         "--name", "orchestrator",
-        "--data-dir", f"{RUN_DIR}/infra/etcd",
+        "--data-dir", f"{RUN_DIR}/{SECRETS_DIR}/etcd",
         "--listen-client-urls", client,
         "--advertise-client-urls", client,
         "--listen-peer-urls", peer,
@@ -156,6 +168,18 @@ class Dynamo:
         """None: workers register through discovery."""
         return []
 
+    def lock_lines(self, plan: Plan) -> list[str]:
+        """etcd's authentication, or the file discovery's place; the request plane."""
+        from orchestrator.frontends.etcd_lock import ETCD_PROCESS
+
+        if any(p.name == ETCD_PROCESS for p in plan.processes):
+            out = [f"etcd: authentication on before any worker starts: user {ETCD_USER}, password "
+                   f"{placeholder(ETCD_PASSWORD)} (every Dynamo process gets {ETCD_USER_ENV} and "
+                   f"{ETCD_PASSWORD_ENV}); reads and writes without them refused"]  # fmt: skip
+        else:
+            out = ["discovery: files in RUN_DIR/dynamo-discovery (the run directory's mode)"]
+        return out + ["request plane: TCP from the frontend to the workers, not authenticated"]
+
     def ready(self, http: HttpClient, readiness: Readiness) -> Verdict:
         """The model's ready endpoint."""
         from orchestrator.runtime.health import frontend_gate
@@ -163,8 +187,13 @@ class Dynamo:
         return frontend_gate(http, readiness, parse_ready)
 
     def attach(self, driver: DriverView) -> None:
-        """Dynamo workers (and restarted ones) join through discovery. An attached job's
-        workers must also take requests from the run's frontend before it is ready."""
+        """Dynamo workers (and restarted ones) join through discovery. The run's etcd is
+        locked the moment it is healthy. An attached job's workers must also take requests
+        from the run's frontend before it is ready."""
+        from orchestrator.frontends.etcd_lock import ETCD_PROCESS, lock_etcd
+
+        if any(p.name == ETCD_PROCESS for p in driver.plan.processes):
+            driver.on_process_healthy.append(lock_etcd)
         if driver.plan.attach_to:
             from orchestrator.frontends.dynamo_attach import require_traffic
 

@@ -13,6 +13,7 @@ from orchestrator.config.schema import RootConfig, config_to_dict
 from orchestrator.errors import OrchestratorError
 from orchestrator.plan.model import Plan
 from orchestrator.rundir import LaunchRecord, RunDir
+from orchestrator.rundir.secrets import create_secrets
 from orchestrator.runtime.state import StateFile
 from orchestrator.tools import CHECKOUT
 
@@ -31,7 +32,15 @@ def git_sha() -> str:
 
 
 def create_run_dir(cfg: RootConfig, name: str) -> Path:
-    """`run_dir` if given (it must not exist yet), else outputs/<UTC time>-<name>[-N]."""
+    """`run_dir` if given (it must not exist yet), else outputs/<UTC time>-<name>[-N]; with
+    `cluster.run_dir_mode` and the run's secrets (orchestrator.rundir.secrets)."""
+    path = _new_run_dir(cfg, name)
+    path.chmod(int(cfg.cluster.run_dir_mode, 8))  # mkdir's mode is masked by the umask
+    create_secrets(path)
+    return path
+
+
+def _new_run_dir(cfg: RootConfig, name: str) -> Path:
     if cfg.run_dir:
         path = Path(cfg.run_dir).expanduser()
         try:

@@ -24,6 +24,7 @@ from orchestrator.plan.model import Plan
 from orchestrator.plan.placeholders import Bindings, bind_plan, shift_port
 from orchestrator.plan.ports import port_offset_for_job
 from orchestrator.rundir import Phase, RunDir
+from orchestrator.rundir.secrets import export_secrets
 from orchestrator.runtime import nodes, preflight
 from orchestrator.runtime.attached_watch import attach_attached_watch
 from orchestrator.runtime.attempts import begin_attempt
@@ -237,6 +238,8 @@ def run_driver(run_dir: Path, env: Mapping[str, str] | None = None) -> int:
     state.update(driver_pid=os.getpid(), driver_host=socket.gethostname())
     try:
         plan = load_plan(run_dir)
+        # Handed to every process through the environment, never through the plan or argv.
+        export_secrets(run_dir, plan.attach_to, os.environ)
         use_our_interpreter_first(plan)
         bound, backend = _setup(plan, run_dir, env, state, say)
         start_fingerprint(run_dir, bound, backend)  # per node, in a thread, bounded to seconds
