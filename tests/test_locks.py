@@ -17,11 +17,12 @@ from pathlib import Path
 import pytest
 
 from orchestrator.config.schema import RootConfig
-from orchestrator.effects import HttpResponse
+from orchestrator.config.validate import validate
+from orchestrator.core.effects import HttpResponse
+from orchestrator.ctl.locks import status_lines
 from orchestrator.frontends.control_key import keyed_launch
 from orchestrator.frontends.etcd_lock import EtcdLockError, enable_auth
 from orchestrator.launchers.rundir import create_run_dir
-from orchestrator.locks import status_lines
 from orchestrator.plan.build import build_plan
 from orchestrator.rundir import RunDir
 from orchestrator.rundir.secrets import (
@@ -32,7 +33,6 @@ from orchestrator.rundir.secrets import (
     export_secrets,
     read_secrets,
 )
-from orchestrator.validate import validate
 from tests.fakes import FakeHttp
 
 Compose = Callable[..., RootConfig]

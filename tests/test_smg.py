@@ -11,13 +11,13 @@ from collections.abc import Callable
 import pytest
 
 from orchestrator.config.schema import RootConfig
-from orchestrator.effects import RequestsHttp
+from orchestrator.config.validate import validate
+from orchestrator.core.effects import RequestsHttp
 from orchestrator.frontends.control_key import KEY_ENV_REF, authorized
 from orchestrator.launchers import materialize
 from orchestrator.plan.build import build_plan
 from orchestrator.render.dryrun import render_text
 from orchestrator.rundir.secrets import ADMIN_KEY_ENV
-from orchestrator.validate import validate
 from tests.fakes import FakeHttp
 
 Compose = Callable[..., RootConfig]

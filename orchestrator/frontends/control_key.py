@@ -19,7 +19,7 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.config.schema import RootConfig
-from orchestrator.effects import HttpClient
+from orchestrator.core.effects import HttpClient
 from orchestrator.plan.model import Plan
 from orchestrator.rundir.secrets import ADMIN_KEY_ENV, placeholder
 

@@ -15,8 +15,8 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any
 
-from orchestrator.effects import HttpClient, HttpError
-from orchestrator.errors import OrchestratorError
+from orchestrator.core.effects import HttpClient, HttpError
+from orchestrator.core.errors import OrchestratorError
 from orchestrator.rundir.secrets import ETCD_PASSWORD_ENV, ETCD_USER, ETCD_USER_ENV
 
 if TYPE_CHECKING:

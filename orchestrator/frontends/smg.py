@@ -21,8 +21,8 @@ import re
 from typing import TYPE_CHECKING
 
 from orchestrator.config.schema import RootConfig
-from orchestrator.effects import HttpClient
-from orchestrator.errors import Issue
+from orchestrator.core.effects import HttpClient
+from orchestrator.core.errors import Issue
 from orchestrator.frontends.base import Head
 from orchestrator.frontends.control_key import (
     KEY_ENV_REF,
@@ -128,7 +128,7 @@ class Smg:
     def attach(self, driver: DriverView) -> None:
         """Register each worker when healthy, deregister all before stopping (sglang-router's
         hooks: the API is the same), with the admin key when one is configured."""
-        from orchestrator.runtime.router import attach_router_registration
+        from orchestrator.frontends.worker_api import attach_router_registration
 
         self._key_env = planned_key_env(driver.plan)
         view = AuthorizedView(driver, authorized(driver.http, self._key_env))

@@ -15,7 +15,7 @@ import stat
 from collections.abc import MutableMapping
 from pathlib import Path
 
-from orchestrator.errors import OrchestratorError
+from orchestrator.core.errors import OrchestratorError
 
 SECRETS_DIR = "secrets"
 ADMIN_KEY = "admin_key"  # the router's / SMG's control-plane admin key
