@@ -18,8 +18,9 @@ import pytest
 
 from orchestrator.config.schema import RootConfig
 from orchestrator.config.validate import validate
-from orchestrator.core.effects import HttpResponse
+from orchestrator.core.effects import HttpResponse, SubprocessRunner
 from orchestrator.ctl.locks import status_lines
+from orchestrator.frontends import lock_lines
 from orchestrator.frontends.control_key import keyed_launch
 from orchestrator.frontends.etcd_lock import EtcdLockError, enable_auth
 from orchestrator.launchers.rundir import create_run_dir
@@ -28,8 +29,11 @@ from orchestrator.rundir import RunDir
 from orchestrator.rundir.secrets import (
     ADMIN_KEY_ENV,
     NAMES,
+    TLS_FILES,
+    TLS_SERVER_NAME,
     SecretsError,
     create_secrets,
+    create_tls,
     export_secrets,
     read_secrets,
 )
@@ -181,3 +185,29 @@ def test_status_lists_the_locks(compose: Compose, tmp_path: Path) -> None:
     assert lines[0] == "locks: run directory 0700, secrets 0700"
     assert "/workers needs Authorization: Bearer <secret:admin_key> (401 without)" in lines[1]
     assert not any(v in "\n".join(lines) for v in read_secrets(run / "secrets").values())
+
+
+def test_request_plane_tls_material_is_made_at_launch(tmp_path: Path) -> None:
+    create_secrets(tmp_path)
+    folder = create_tls(tmp_path, SubprocessRunner())
+    assert sorted(p.name for p in folder.iterdir()) == sorted(TLS_FILES)  # no CA key kept
+    assert all(mode(p) == 0o600 for p in folder.iterdir()) and mode(folder) == 0o700
+    verify = subprocess.run(["openssl", "verify", "-CAfile", str(folder / "ca.crt"),
+                             str(folder / "node.crt")], capture_output=True, text=True, check=False)  # fmt: skip
+    assert verify.returncode == 0, verify.stderr
+    text = subprocess.run(["openssl", "x509", "-noout", "-text", "-in", str(folder / "node.crt")],
+                          capture_output=True, text=True, check=True).stdout  # fmt: skip
+    assert f"DNS:{TLS_SERVER_NAME}" in text and "TLS Web Client Authentication" in text
+
+
+def test_request_plane_tls_hands_every_dynamo_process_paths_only(compose: Compose) -> None:
+    plan = build_plan(compose("+model=gpt_oss_120b", "frontend.request_plane_tls=true"))
+    for name in ("frontend", "decode-0", "prefill-0"):
+        env = plan.process(name).env
+        assert env["DYN_TCP_TLS_CLIENT_CA_CERT_PATH"] == "{run_dir}/secrets/tls/ca.crt"
+        assert env["DYN_TCP_TLS_KEY_PATH"] == "{run_dir}/secrets/tls/node.key"
+        assert env["DYN_TCP_TLS_SERVER_NAME"] == TLS_SERVER_NAME
+    assert any("mutual TLS" in line for line in lock_lines(plan))
+    routed = compose("+model=gpt_oss_120b", "frontend=sglang_router", "engine=sglang",
+                     "frontend.request_plane_tls=true")  # fmt: skip
+    assert [i.key for i in validate(routed)] == ["frontend.request_plane_tls"]

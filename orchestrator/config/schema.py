@@ -113,6 +113,10 @@ class FrontendConfig:
     # exported where you launch. The key itself is never written into plans, scripts or logs.
     admin_key_env: str = ""
     etcd_binary: str = "etcd"
+    # dynamo only: mutual TLS on the TCP request plane (frontend <-> workers) with a per-run CA
+    # made at launch (needs `openssl` where you launch); only the run's processes can talk to
+    # its workers.
+    request_plane_tls: bool = False
     # job: the frontend (and its discovery) runs on node 0 of the job | here: on the machine the
     # command runs on (a login or service node), under a detached driver, and every worker group
     # runs in Slurm jobs that attach to it (needed by serve.rollover).

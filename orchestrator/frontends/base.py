@@ -48,6 +48,15 @@ def http_port(
     return port_ref(own["http"]), own
 
 
+def no_request_plane_tls(cfg: RootConfig) -> list[Issue]:
+    """frontend.request_plane_tls is Dynamo's (its TCP request plane); a router talks HTTP."""
+    if not cfg.frontend.request_plane_tls:
+        return []
+    return [Issue("frontend.request_plane_tls", "true", f"frontend={cfg.frontend.kind} has no "
+                  "Dynamo request plane (it sends HTTP to the workers)",
+                  "drop it, or use frontend=dynamo")]  # fmt: skip
+
+
 class Frontend(Protocol):
     """One frontend: its processes, its readiness gate, how workers join it, its own rules."""
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from typing import TYPE_CHECKING
 
 from orchestrator.config.schema import RootConfig
@@ -18,6 +19,9 @@ from orchestrator.rundir.secrets import (
     ETCD_USER,
     ETCD_USER_ENV,
     SECRETS_DIR,
+    TLS_DIR,
+    TLS_FILES,
+    TLS_SERVER_NAME,
     placeholder,
 )
 
@@ -45,7 +49,23 @@ def discovery_env(cfg: RootConfig, backend: str, etcd_port: int) -> dict[str, st
         env["ETCD_ENDPOINTS"] = f"http://{node_ip(0)}:{port_ref(etcd_port)}"
     else:
         env["DYN_FILE_KV"] = f"{RUN_DIR}/dynamo-discovery"
-    return env
+    return {**env, **(request_plane_tls_env() if cfg.frontend.request_plane_tls else {})}
+
+
+def request_plane_tls_env() -> dict[str, str]:
+    """Mutual TLS on Dynamo 1.6.1's TCP request plane (dynamo_runtime::tls_utils: "TLS enabled
+    with mutual authentication (client certificates required)"), for every Dynamo process: the
+    workers' request servers and the frontend's response-stream server require a certificate
+    of the run's CA, and each process presents the run's certificate as a client. Paths only
+    (RUN_DIR/secrets/tls, made at launch); the server name is the certificate's, not a node's."""
+    tls = f"{RUN_DIR}/{SECRETS_DIR}/{TLS_DIR}"
+    ca, cert, key = (f"{tls}/{name}" for name in TLS_FILES)
+    return {
+        "DYN_TCP_TLS_CERT_PATH": cert, "DYN_TCP_TLS_KEY_PATH": key,
+        "DYN_TCP_TLS_CLIENT_CA_CERT_PATH": ca, "DYN_TCP_TLS_CA_CERT_PATH": ca,
+        "DYN_TCP_TLS_CLIENT_CERT_PATH": cert, "DYN_TCP_TLS_CLIENT_KEY_PATH": key,
+        "DYN_TCP_TLS_SERVER_NAME": TLS_SERVER_NAME,
+    }  # fmt: skip
 
 
 def etcd_process(cfg: RootConfig, ports: PortAllocator) -> Process:
@@ -149,10 +169,15 @@ class Dynamo:
         return f"/v1/models/{cfg.model.served_name or cfg.model.path}/ready"
 
     def validate(self, cfg: RootConfig) -> list[Issue]:
-        """The discovery choice."""
+        """The discovery choice; openssl for request_plane_tls."""
+        issues = []
+        if cfg.frontend.request_plane_tls and not shutil.which("openssl"):
+            issues.append(Issue("frontend.request_plane_tls", "true", "needs `openssl` on PATH "
+                                "where you launch (it makes the run's CA)", "install openssl, or "
+                                "set frontend.request_plane_tls=false"))  # fmt: skip
         if cfg.frontend.discovery in DISCOVERY_KINDS:
-            return []
-        return [Issue("frontend.discovery", repr(cfg.frontend.discovery), "unknown value",
+            return issues
+        return issues + [Issue("frontend.discovery", repr(cfg.frontend.discovery), "unknown value",
                       f"use one of: {', '.join(DISCOVERY_KINDS)}")]  # fmt: skip
 
     def attach_issues(self, cfg: RootConfig) -> list[Issue]:
@@ -178,7 +203,11 @@ class Dynamo:
                    f"{ETCD_PASSWORD_ENV}); reads and writes without them refused"]  # fmt: skip
         else:
             out = ["discovery: files in RUN_DIR/dynamo-discovery (the run directory's mode)"]
-        return out + ["request plane: TCP from the frontend to the workers, not authenticated"]
+        if any("DYN_TCP_TLS_CLIENT_CA_CERT_PATH" in p.env for p in plan.processes):
+            return out + ["request plane: mutual TLS (per-run CA in RUN_DIR/secrets/tls): only "
+                          "the run's processes can send requests to its workers"]  # fmt: skip
+        return out + ["request plane: TCP from the frontend to the workers, not authenticated "
+                      "(frontend.request_plane_tls=true: mutual TLS)"]  # fmt: skip
 
     def ready(self, http: HttpClient, readiness: Readiness) -> Verdict:
         """The model's ready endpoint."""

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from orchestrator.config.schema import RootConfig
 from orchestrator.core.effects import HttpClient, HttpResponse
 from orchestrator.core.errors import Issue
-from orchestrator.frontends.base import Head, http_port
+from orchestrator.frontends.base import Head, http_port, no_request_plane_tls
 from orchestrator.frontends.control_key import (
     KEY_ENV_REF,
     AuthorizedView,
@@ -89,8 +89,8 @@ class SglangRouter:
         return "/readiness"
 
     def validate(self, cfg: RootConfig) -> list[Issue]:
-        """No rules beyond the shared ones."""
-        return []
+        """No request-plane TLS (it is Dynamo's)."""
+        return no_request_plane_tls(cfg)
 
     def attach_issues(self, cfg: RootConfig) -> list[Issue]:
         """None: the attached job registers its workers with the run's router URL."""

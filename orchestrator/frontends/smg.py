@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 from orchestrator.config.schema import RootConfig
 from orchestrator.core.effects import HttpClient
 from orchestrator.core.errors import Issue
-from orchestrator.frontends.base import Head
+from orchestrator.frontends.base import Head, no_request_plane_tls
 from orchestrator.frontends.control_key import (
     KEY_ENV_REF,
     AuthorizedView,
@@ -97,8 +97,8 @@ class Smg:
         """Your own admin key is named by an environment variable, never given itself."""
         name = cfg.frontend.admin_key_env
         if not name or ENV_NAME.match(name):
-            return []
-        return [Issue("frontend.admin_key_env", repr(name), "not an environment variable name "
+            return no_request_plane_tls(cfg)
+        return no_request_plane_tls(cfg) + [Issue("frontend.admin_key_env", repr(name), "not an environment variable name "
                       "(the key itself must not be in the config)",
                       "export SMG_ADMIN_KEY=... where you launch and set "
                       "frontend.admin_key_env=SMG_ADMIN_KEY")]  # fmt: skip

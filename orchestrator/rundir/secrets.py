@@ -15,6 +15,7 @@ import stat
 from collections.abc import MutableMapping
 from pathlib import Path
 
+from orchestrator.core.effects import CommandRunner
 from orchestrator.core.errors import OrchestratorError
 
 SECRETS_DIR = "secrets"
@@ -27,6 +28,13 @@ ADMIN_KEY_ENV = "ORCHESTRATOR_ADMIN_KEY"
 ETCD_USER_ENV, ETCD_PASSWORD_ENV = "ETCD_AUTH_USERNAME", "ETCD_AUTH_PASSWORD"
 ETCD_USER = "root"  # etcd enables auth only once a `root` user with the root role exists
 TOKEN_BYTES = 32  # 256 bits, URL-safe (no shell or etcd JSON quoting needed)
+# Request-plane mutual TLS (frontend.request_plane_tls): one per-run CA and one certificate for
+# every Dynamo process (server and client), named for a fixed server name rather than node
+# addresses, which are known only inside the allocation (DYN_TCP_TLS_SERVER_NAME).
+TLS_DIR = "tls"
+TLS_SERVER_NAME = "orchestrator-run"
+TLS_FILES = ("ca.crt", "node.crt", "node.key")
+TLS_DAYS = "400"
 
 
 class SecretsError(OrchestratorError):
@@ -92,3 +100,38 @@ def export_secrets(run_dir: Path, attach_to: str, environ: MutableMapping[str, s
     env = secret_env(read_secrets(secrets_dir(run_dir, attach_to)))
     environ.update(env)
     return sorted(env)
+
+
+def _openssl(runner: CommandRunner, argv: list[str]) -> None:
+    done = runner.run(["openssl", *argv], timeout=30.0)
+    if done.returncode != 0:
+        raise SecretsError(
+            f"openssl {argv[0]} failed (exit {done.returncode}): {done.stderr.strip()}"
+        )
+
+
+def create_tls(run_dir: Path, runner: CommandRunner) -> Path:
+    """RUN_DIR/secrets/tls/: a per-run CA's certificate and one P-256 certificate and key signed
+    by it for `TLS_SERVER_NAME`, good for server and client use. The CA's key is deleted once
+    it signed: nothing else is ever issued for the run."""
+    folder = run_dir / SECRETS_DIR / TLS_DIR
+    folder.mkdir(mode=0o700)
+    ca_key, csr, ext = folder / "ca.key", folder / "node.csr", folder / "ext.cnf"
+    ext.write_text("basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\n"
+                   "extendedKeyUsage=serverAuth,clientAuth\n"
+                   f"subjectAltName=DNS:{TLS_SERVER_NAME}\n")  # fmt: skip
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
+    try:
+        _openssl(runner, ["req", "-x509", *ec, "-keyout", str(ca_key), "-out", str(folder / "ca.crt"),
+                          "-days", TLS_DAYS, "-subj", "/CN=orchestrator run CA"])  # fmt: skip
+        _openssl(runner, ["req", *ec, "-keyout", str(folder / "node.key"), "-out", str(csr),
+                          "-subj", f"/CN={TLS_SERVER_NAME}"])  # fmt: skip
+        _openssl(runner, ["x509", "-req", "-in", str(csr), "-CA", str(folder / "ca.crt"), "-CAkey",
+                          str(ca_key), "-set_serial", "1", "-out", str(folder / "node.crt"),
+                          "-days", TLS_DAYS, "-extfile", str(ext)])  # fmt: skip
+    finally:
+        for leftover in (ca_key, csr, ext):
+            leftover.unlink(missing_ok=True)
+    for name in TLS_FILES:
+        (folder / name).chmod(0o600)
+    return folder

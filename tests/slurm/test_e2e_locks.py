@@ -35,7 +35,7 @@ def assert_locked_down(run_dir: Path) -> None:
     (the testbed's nodes are namespaces of it), in any file of the run but its secrets, in logs."""
     mode = lambda p: stat.S_IMODE(p.stat().st_mode)  # noqa: E731
     assert mode(run_dir) == 0o700 and mode(run_dir / "secrets") == 0o700
-    # The two secrets, and etcd's data directory (its WAL holds the user it was given).
+    # The two secrets, etcd's data directory (its WAL holds the user it was given), tls/.
     assert all(mode(p) == (0o700 if p.is_dir() else 0o600) for p in (run_dir / "secrets").iterdir())
     values = secrets_of(run_dir)
     assert len(values) == 2 and all(len(v) >= 40 for v in values)
@@ -60,7 +60,9 @@ def etcd_url(run_dir: Path) -> str:
 def test_dynamo_etcd_refuses_strangers_and_serves_restarts_through_it(
     slurm_jobs: list[str], tmp_path: Path
 ) -> None:
-    job_id, run_dir = start_dynamo(slurm_jobs, tmp_path / "run", *THREE_NODES, *FAST)
+    # With request-plane mutual TLS too: every request crosses nodes over it.
+    job_id, run_dir = start_dynamo(slurm_jobs, tmp_path / "run", *THREE_NODES, *FAST,
+                                   "frontend.request_plane_tls=true")  # fmt: skip
     st = e2e.state(run_dir)
     url, etcd = st["frontend_url"], etcd_url(run_dir)
     assert st["etcd_locked"] is True
@@ -80,6 +82,9 @@ def test_dynamo_etcd_refuses_strangers_and_serves_restarts_through_it(
                            timeout=5).json()  # fmt: skip
     assert int(listed["count"]) >= 5, listed  # 4 workers' instances and model cards, at least
     assert chat_ok(url)
+    for name in ("frontend", "decode-0", "prefill-1"):
+        log = (run_dir / "logs" / f"{name}.log").read_text()
+        assert "TLS enabled with mutual authentication" in log, name
     # A restarted worker logs in again and serves.
     old = named(e2e.engine_processes(run_dir, "dynamo.mocker"), "decode-0")
     assert old is not None
