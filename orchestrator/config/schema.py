@@ -112,7 +112,7 @@ class FrontendConfig:
     etcd_binary: str = "etcd"
     # dynamo only: --migration-limit, how often a request whose worker stream broke is re-run on
     # another worker. 0 by default: with Dynamo 1.6.1 migration after a worker's death can shut
-    # out every live prefill until the dead worker is back (frontends/dynamo.py, README).
+    # out every live prefill for seconds (frontends/dynamo.py, README).
     migration_limit: int = 0
     # job: the frontend (and its discovery) runs on node 0 of the job | here: on the machine the
     # command runs on (a login or service node), under a detached driver, and every worker group

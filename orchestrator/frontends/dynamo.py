@@ -87,17 +87,17 @@ def frontend_process(cfg: RootConfig, ports: PortAllocator, env: dict[str, str])
     if cfg.frontend.router_mode:
         argv += ["--router-mode", cfg.frontend.router_mode]
     # The same in every placement (frontend.migration_limit, default 0). Migration re-runs a
-    # request whose stream to a worker broke on another worker. Measured with launcher=local
-    # and Dynamo 1.6.1 (2P2D mocker, etcd, 16 clients, a dead worker purged from discovery at once,
-    # frontends/dynamo_purge.py): with limit 3 a kill -9 failed 0-2 requests, but in 2 of 8 kills
-    # every request then failed for 2-4 s, until the dead worker was back ("No workers available
-    # for endpoint dynamo/prefill/generate": retries sent with the same request id to a live
-    # prefill fail there with "request ... is already active", and the prefill router shuts it
-    # out until the next registration); with limit 0, 5-9 requests in flight on the dead worker
-    # failed and none sent 0.2 s or more after the kill, in 6 of 6 prefill kills. What migration saves:
-    # a worker leaving (scale-down, rollover drain) unregisters first and the frontend cancels
-    # the streams in flight to it ("Cancelled stream registrations for removed instance", then
-    # 503 "migration retries exhausted"): 2 of 1935 requests in a scale-down with limit 0.
+    # request whose stream to a worker broke on another worker. Measured with launcher=local and
+    # Dynamo 1.6.1 (2P2D mocker, etcd, 16 clients, a dead worker purged from discovery at once,
+    # frontends/dynamo_purge.py): with limit 1 or 3 a kill -9 failed 0-2 requests, but in 4 of 19
+    # kills every request then failed for 1.9-7 s ("No workers available for endpoint
+    # dynamo/prefill/generate": a retry sent with the same request id to a live prefill fails
+    # there with "request ... is already active", and the router then drops that prefill from its
+    # routable list until discovery changes); with limit 0 the 5-11 requests in flight on the dead
+    # worker failed and none sent 0.2 s or more after the kill, in 13 of 13 kills. What migration
+    # saves: a worker leaving (scale-down, rollover drain) unregisters first and the frontend
+    # cancels the streams in flight to it ("Cancelled stream registrations for removed instance",
+    # then 503 "migration retries exhausted"): 2 of 1935 requests in a scale-down with limit 0.
     # 0 is Dynamo's own default: the flag only when set (the argv stays the guide's).
     if cfg.frontend.migration_limit:
         argv += ["--migration-limit", str(cfg.frontend.migration_limit)]

@@ -4,9 +4,9 @@ Without this, a SIGKILLed worker stays registered until its etcd lease expires (
 10 s) or its discovery files go stale (file backend, 10 s mtime TTL), and Dynamo 1.6.1's frontend
 keeps routing to it: measured on the testbed (2P2D, 8 requests/s) one request failed about every
 5 s for 22 s after a kill -9 of decode-0 ("TCP connection ... failed", then 503 "no backend worker
-available"); a dead prefill's stale registration also made the prefill router answer "No workers
-available for endpoint dynamo/prefill/generate" for every request for 1-10 s although the other
-prefill was up.
+available"); with --migration-limit 3 it also made the prefill router answer "No workers
+available for endpoint dynamo/prefill/generate" to every request for up to 10 s although the
+other prefill was up.
 
 How a worker is registered (read from etcd and DYN_FILE_KV with Dynamo 1.6.1): every key of one
 worker process lives under one etcd lease, its primary lease, whose id is also its instance id
