@@ -21,6 +21,7 @@ from tests.slurm.test_e2e_dynamo import start as start_dynamo
 from tests.slurm.test_e2e_router import BASE as ROUTER
 from tests.slurm.test_e2e_router import router_workers
 from tests.slurm.test_e2e_router import start as start_router
+from tests.slurm.test_e2e_scale import requests_served
 
 pytestmark = pytest.mark.slurm
 MODEL = "openai/gpt-oss-120b"
@@ -68,6 +69,9 @@ def kill_under_load(
     healthy_again(run_dir, name, restarts + 1)
     log = (run_dir / "driver.log").read_text()
     assert f"{name} removed from Dynamo's discovery: etcd lease {lease[0]} revoked" in log, log
+    # Back in Dynamo's routing: the new process's own counter moves.
+    e2e.wait_for(lambda: requests_served(run_dir, name) >= 1, timeout=30,
+                 what=f"requests served by the restarted {name}")  # fmt: skip
     sent_after = len(load)
     e2e.wait_for(lambda: len(load) >= sent_after + 50, timeout=30, what="requests after it")
     return old, node, killed_at
