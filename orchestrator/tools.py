@@ -1,4 +1,4 @@
-"""Where the helper tools live: aiperf (benchmark client) and the SGLang interpreter (argv check).
+"""Where the helper tools live: aiperf and lm_eval (benchmark clients) and the SGLang interpreter (argv check).
 
 One lookup order for every tool, first hit wins:
 1. an explicit value: a config key (`benchmark.binary`) or an environment variable
@@ -31,6 +31,7 @@ class Tool:
 
 
 AIPERF = Tool(command="aiperf", venv_path="aiperf/bin/aiperf")
+LM_EVAL = Tool(command="lm_eval", venv_path="lm_eval/bin/lm_eval")
 # Not `python` on PATH: that is any interpreter; only install.sh's sglang venv is meant.
 SGLANG_PYTHON = Tool(command="", venv_path="sglang/bin/python")
 

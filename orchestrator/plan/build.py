@@ -12,6 +12,7 @@ from orchestrator.config.schema import RootConfig
 from orchestrator.engines import Engine, get_engine
 from orchestrator.engines.base import WorkerProcess
 from orchestrator.frontends import Head, get_frontend
+from orchestrator.plan.fetch import fetch_spec, hf_env
 from orchestrator.plan.groups import (
     active_groups,
     deployment_name,
@@ -95,6 +96,7 @@ def deployment_plan(cfg: RootConfig) -> Plan:
         prepare=engine.prepare(cfg),
         preflight=preflight_checks(cfg, slots, num_nodes, loads_model=engine.loads_model),
         workers_per_gpu=cfg.deployment.workers_per_gpu,
+        fetch=fetch_spec(cfg),
     )
 
 
@@ -173,7 +175,7 @@ def here_plan(cfg: RootConfig) -> Plan:
 def _with_identity(cfg: RootConfig, proc: Process) -> Process:
     """Every process knows its run and its name (log prefixes, cleanup tools, tests); the
     frontend and the workers get the offline environment (orchestrator.plan.preflight)."""
-    offline = offline_env(cfg) if proc.role not in ("infra",) else {}
+    offline = {**offline_env(cfg), **hf_env(cfg)} if proc.role not in ("infra",) else {}
     env = {
         **offline,
         **proc.env,

@@ -24,7 +24,7 @@ from orchestrator.plan.model import Plan
 from orchestrator.plan.placeholders import Bindings, bind_plan, shift_port
 from orchestrator.plan.ports import port_offset_for_job
 from orchestrator.rundir import Phase, RunDir
-from orchestrator.runtime import nodes, preflight
+from orchestrator.runtime import fetch, nodes, preflight
 from orchestrator.runtime.attached_watch import attach_attached_watch
 from orchestrator.runtime.attempts import begin_attempt
 from orchestrator.runtime.driver import Driver, default_say
@@ -213,6 +213,10 @@ def _setup(plan: Plan, run_dir: Path, env: Mapping[str, str], state: StateFile,
     """Find the nodes, bind the plan, write plan.bound.json, create the backend."""
     local = plan.driver_on_this_host  # recorded by the launcher (orchestrator.launchers)
     alloc = local_allocation(plan) if local else slurm_allocation(plan, env, say)
+    if plan.fetch is not None:  # before the preflight, which checks the fetched files' nodes
+        fetch.before_workers(plan.fetch, hosts=alloc.hosts, job_id="" if local else alloc.job_id,
+                             timeout_s=plan.readiness.timeout_s, say=say, runner=SubprocessRunner(),
+                             record=lambda entry: state.update(fetch=entry))  # fmt: skip
     if local:
         preflight.run_local(plan.preflight)
     else:  # one srun step over every node, before any worker starts
