@@ -25,7 +25,7 @@ from orchestrator.rundir import FINAL, Phase, RunDir, RunState
 from orchestrator.rundir.phase import QUEUED
 from orchestrator.runtime.processes import log_tail
 from orchestrator.runtime.reconcile import RunView, driver_alive, reconcile
-from orchestrator.runtime.state import StateFile, progress_line
+from orchestrator.runtime.state import StateFile, cold_start_lines, progress_line
 from orchestrator.slurm.client import SlurmClient
 from orchestrator.slurm.states import category_of
 
@@ -66,6 +66,7 @@ def status(run_dir: Path, client: SlurmClient | None = None) -> tuple[str, int]:
             lines.append(f"{key}: {value}")
     if state.degraded:
         lines.append(f"degraded: {', '.join(state.degraded)} restarting")
+    lines += cold_start_lines(state.data)
     if state.benchmark:
         b = state.benchmark
         lines.append(f"benchmark: {b.get('tool')} {b.get('status')} {b.get('done')}/{b.get('of')} "

@@ -22,6 +22,7 @@ from orchestrator.plan.fetch import fetch_issues
 from orchestrator.plan.model import RESTART_MODES
 from orchestrator.plan.ports import highest_port
 from orchestrator.plan.sharing import sharing_issues
+from orchestrator.plan.stage import stage_issues
 from orchestrator.serve import serve_issues
 from orchestrator.slurm.request import SAFE_DIRECTIVE
 
@@ -44,6 +45,9 @@ def validate(cfg: RootConfig) -> list[Issue]:
     issues = _kinds(cfg) + _model(cfg) + _groups(cfg) + _ports(cfg) + _timing(cfg) + _secrets(cfg)
     issues += _slurm_values(cfg) + _benchmark(cfg) + _restarts(cfg) + serve_issues(cfg)
     issues += sharing_issues(cfg) + fetch_issues(cfg, os.environ)
+    issues += stage_issues(
+        cfg, loads_model=cfg.engine.kind not in ENGINES or get_engine(cfg.engine.kind).loads_model
+    )
     named = {i.key for i in issues}  # a key a specific rule already reports once is enough
     issues += [i for i in domain_issues(cfg) if i.key not in named]
     if not issues:

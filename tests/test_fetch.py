@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from orchestrator.plan.build import build_plan
 from orchestrator.plan.fetch import FetchSpec, fetch_issues
 from orchestrator.plan.model import plan_from_dict, plan_to_dict
 from orchestrator.runtime import fetch
+from orchestrator.runtime.node_report import parse_report
 from tests import e2e
 
 HUB_DOUBLE = Path(__file__).parent / "doubles" / "hub_test_double.py"
@@ -96,8 +98,9 @@ def test_a_lock_of_another_host_is_stale_only_once_untouched(tmp_path: Path) -> 
 
 
 # --- against the Hub test double ---------------------------------------------------------------
-@pytest.fixture
-def hub(tmp_path: Path) -> Iterator[dict[str, Any]]:
+@contextmanager
+def serve_hub(tmp_path: Path, *, host: str = "127.0.0.1", delay_s: float = 0.3
+              ) -> Iterator[dict[str, Any]]:  # fmt: skip
     """The Hub test double serving a 3-file repository; its URL, record file and files."""
     files = tmp_path / "repo"
     (files / "sub").mkdir(parents=True)
@@ -106,15 +109,21 @@ def hub(tmp_path: Path) -> Iterator[dict[str, Any]]:
     (files / "sub" / "tokenizer.json").write_text("{}")
     record = tmp_path / "hub-requests.jsonl"
     proc = subprocess.Popen([sys.executable, str(HUB_DOUBLE), "--repo", REPO, "--dir", str(files),
-                             "--commit", COMMIT, "--tag", "v1", "--record", str(record),
-                             "--delay-s", "0.3"], stdout=subprocess.PIPE, text=True)  # fmt: skip
+                             "--commit", COMMIT, "--tag", "v1", "--record", str(record), "--host", host,
+                             "--delay-s", str(delay_s)], stdout=subprocess.PIPE, text=True)  # fmt: skip
     assert proc.stdout is not None
     port = json.loads(proc.stdout.readline())["port"]
     try:
-        yield {"url": f"http://127.0.0.1:{port}", "record": record, "files": files}
+        yield {"url": f"http://{host}:{port}", "record": record, "files": files}
     finally:
         proc.kill()
         proc.wait()
+
+
+@pytest.fixture
+def hub(tmp_path: Path) -> Iterator[dict[str, Any]]:
+    with serve_hub(tmp_path) as served:
+        yield served
 
 
 def requests_seen(record: Path) -> list[dict[str, Any]]:
@@ -131,7 +140,7 @@ def run_fetch(hub: dict[str, Any], hf_home: Path, *extra: str, env: dict[str, st
 
 def report(proc: subprocess.Popen[str]) -> dict[str, Any]:
     out, err = proc.communicate(timeout=60)
-    parsed = fetch.parse_report(out)
+    parsed = parse_report(out)
     assert parsed is not None, err
     return parsed
 
@@ -194,7 +203,7 @@ def test_stale_locks_of_a_killed_fetch_are_cleaned(hub: dict[str, Any], tmp_path
     blob_lock.parent.mkdir(parents=True, exist_ok=True)
     blob_lock.write_text("")
     out, err = run_fetch(hub, hf_home).communicate(timeout=60)
-    parsed = fetch.parse_report(out)
+    parsed = parse_report(out)
     assert parsed is not None and parsed["fetched"] is True, err
     assert not blob_lock.exists() and not lock.exists()
     assert "removing the stale lock" in err and "stale huggingface_hub lock(s)" in err

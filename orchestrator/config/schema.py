@@ -41,6 +41,10 @@ class ModelConfig:
     # Download `path` (an HF id) into cluster.hf_home once, on one node, before any worker starts
     # (orchestrator.plan.fetch); model.path=hf:ORG/NAME[@REVISION] sets it.
     fetch: bool = False
+    # none | node_local: copy the model to cluster.local_dir on every worker node before the
+    # workers start, once per revision (orchestrator.plan.stage); method copy | sbcast.
+    stage: str = "none"
+    stage_method: str = "copy"
     # Engine flags for every worker of this model, by name without the leading dashes:
     # {mem-fraction-static: 0.8, disable-radix-cache: true}. Layered model -> engine -> role
     # (orchestrator.engines.base.layered_args); null removes an inherited flag.
@@ -82,6 +86,7 @@ class ClusterConfig:
     # The shared Hugging Face cache (a directory every node sees), exported as HF_HOME to every
     # process; model.fetch downloads into it.
     hf_home: str = ""
+    local_dir: str = ""  # node-local disk for model.stage=node_local; "" = $TMPDIR or /tmp
     port_base: int = 20000  # first port of the per-job port blocks
     port_job_blocks: int = 16  # jobs sharing a node get different blocks: block = job_id % this
 

@@ -38,6 +38,7 @@ from orchestrator.plan.ports import PortAllocator
 from orchestrator.plan.preflight import offline_env, preflight_checks
 from orchestrator.plan.restart import restart_policy
 from orchestrator.plan.sharing import GpuShare, plan_shares, slot_name
+from orchestrator.plan.stage import stage_spec
 
 __all__ = [
     "active_groups",
@@ -97,6 +98,7 @@ def deployment_plan(cfg: RootConfig) -> Plan:
         preflight=preflight_checks(cfg, slots, num_nodes, loads_model=engine.loads_model),
         workers_per_gpu=cfg.deployment.workers_per_gpu,
         fetch=fetch_spec(cfg),
+        stage=stage_spec(cfg, tuple(sorted({n for s in slots for n, _ in s.ranks}))),
     )
 
 

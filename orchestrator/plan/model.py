@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 from orchestrator.plan.fetch import FetchSpec
 from orchestrator.plan.preflight import PathCheck
+from orchestrator.plan.stage import StageSpec
 
 Role = Literal["frontend", "prefill", "decode", "worker", "infra", "benchmark"]
 ROLES: tuple[str, ...] = ("frontend", "prefill", "decode", "worker", "infra", "benchmark")
@@ -215,6 +216,7 @@ class Plan:
     metrics: MetricsPlan | None = None
     preflight: tuple[PathCheck, ...] = ()  # paths each node must hold before workers start
     fetch: FetchSpec | None = None  # model.fetch: one download on node 0 before any worker
+    stage: StageSpec | None = None  # model.stage=node_local: a copy on each worker node first
     # An attached plan (`ctl scale`): workers only, joining the frontend of the run in this
     # directory (readiness.frontend_url and the discovery env are that run's real addresses).
     attach_to: str = ""
@@ -297,6 +299,7 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
         **({"workers_per_gpu": plan.workers_per_gpu} if plan.workers_per_gpu != 1 else {}),
         **({"driver_on_this_host": True} if plan.driver_on_this_host else {}),
         **({"fetch": asdict(plan.fetch)} if plan.fetch else {}),
+        **({"stage": asdict(plan.stage)} if plan.stage else {}),
     }
 
 
@@ -370,4 +373,9 @@ def plan_from_dict(data: Mapping[str, Any]) -> Plan:
         workers_per_gpu=data.get("workers_per_gpu", 1),
         driver_on_this_host=data.get("driver_on_this_host", False),
         fetch=FetchSpec(**data["fetch"]) if data.get("fetch") else None,
+        stage=(
+            StageSpec(**{**data["stage"], "nodes": tuple(data["stage"]["nodes"])})
+            if data.get("stage")
+            else None
+        ),  # fmt: skip
     )

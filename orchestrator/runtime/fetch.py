@@ -35,6 +35,7 @@ from typing import Any
 from orchestrator.effects import CommandRunner
 from orchestrator.errors import OrchestratorError
 from orchestrator.plan.fetch import FetchSpec, is_offline
+from orchestrator.runtime.node_report import parse_report, print_report
 
 STALE_S = 60.0  # a lock not touched this long belongs to a dead fetch (touched every TOUCH_S)
 TOUCH_S = 5.0
@@ -221,18 +222,6 @@ def _download(spec: FetchSpec, hub: Path) -> str:
         ) from exc
 
 
-def parse_report(stdout: str) -> dict[str, Any] | None:
-    """The step's JSON line (srun chatter and progress bars ignored)."""
-    for line in reversed(stdout.splitlines()):
-        try:
-            item = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(item, dict) and "host" in item:
-            return item
-    return None
-
-
 def fetch_argv(spec: FetchSpec, python: str, timeout_s: float) -> list[str]:
     """The command that runs the step (on a node, or here for launcher=local)."""
     argv = [python, "-m", "orchestrator.runtime.fetch", "--repo", spec.repo_id, "--hf-home",
@@ -293,18 +282,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--timeout-s", type=float, default=3600.0)
     args = p.parse_args(argv)
     spec = FetchSpec(repo_id=args.repo, revision=args.revision, hf_home=args.hf_home)
-    host = socket.gethostname()
 
     def say(message: str) -> None:
         print(f"[fetch] {message}", file=sys.stderr, flush=True)
 
-    try:
-        report = fetch(spec, os.environ, timeout_s=args.timeout_s, say=say)
-    except FetchFailed as exc:
-        print(json.dumps({"host": host, "error": str(exc)}), flush=True)
-        return 1
-    print(json.dumps({"host": host, **report}), flush=True)
-    return 0
+    return print_report(
+        lambda: fetch(spec, os.environ, timeout_s=args.timeout_s, say=say), FetchFailed
+    )
 
 
 if __name__ == "__main__":
