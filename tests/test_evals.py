@@ -14,17 +14,17 @@ from typing import Any
 import pytest
 
 from orchestrator.bench import evals
-from orchestrator.bench.collect import decision_markdown, decision_rows, write_decision
 from orchestrator.bench.step import attach_benchmark
-from orchestrator.effects import SystemClock
-from orchestrator.errors import Issue
+from orchestrator.config.validate import validate
+from orchestrator.core.effects import SystemClock
+from orchestrator.core.errors import Issue
 from orchestrator.plan.build import build_plan
 from orchestrator.plan.model import plan_from_dict, plan_to_dict
 from orchestrator.plan.placeholders import Bindings, bind_plan
-from orchestrator.runtime.driver import Driver
+from orchestrator.run.driver import Driver
 from orchestrator.runtime.processes import LocalBackend
 from orchestrator.runtime.state import StateFile
-from orchestrator.validate import validate
+from orchestrator.sweep.collect import decision_markdown, decision_rows, write_decision
 from tests.fakes import FakeHttp
 from tests.test_bench_step import READY_HTTP
 

@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.config.schema import BenchmarkConfig, RootConfig
-from orchestrator.errors import Issue
+from orchestrator.core.errors import Issue
+from orchestrator.core.tools import LM_EVAL, tool_or_default
 from orchestrator.plan.model import LoadPoint
-from orchestrator.tools import LM_EVAL, tool_or_default
 
 # lm-eval's API models and the OpenAI path each one posts to.
 LM_EVAL_MODELS = {

@@ -39,7 +39,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from orchestrator.config.schema import RootConfig
 from orchestrator.config.sources import resolve_hf_path
-from orchestrator.errors import InvalidConfig, Issue
+from orchestrator.core.errors import InvalidConfig, Issue
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 PATH_ENV = "ORCHESTRATOR_CONFIG_PATH"

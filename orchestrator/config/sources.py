@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 
 from orchestrator.config.schema import RootConfig
-from orchestrator.errors import Issue
+from orchestrator.core.errors import Issue
 
 HF_PREFIX = "hf:"
 

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from orchestrator.config.schema import RootConfig
-from orchestrator.errors import Issue
+from orchestrator.core.errors import Issue
 
 OFFLINE_VALUES = ("1", "true", "yes", "on")
 

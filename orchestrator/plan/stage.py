@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass
 
 from orchestrator.config.schema import RootConfig
-from orchestrator.errors import Issue
+from orchestrator.core.errors import Issue
 
 STAGE_MODES = ("none", "node_local")
 STAGE_METHODS = ("copy", "sbcast")

@@ -32,8 +32,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from orchestrator.effects import CommandRunner
-from orchestrator.errors import OrchestratorError
+from orchestrator.core.effects import CommandRunner
+from orchestrator.core.errors import OrchestratorError
 from orchestrator.plan.fetch import FetchSpec, is_offline
 from orchestrator.runtime.node_report import parse_report, print_report
 

@@ -17,8 +17,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from orchestrator.effects import CommandRunner
-from orchestrator.errors import OrchestratorError
+from orchestrator.core.effects import CommandRunner
+from orchestrator.core.errors import OrchestratorError
 from orchestrator.plan.model import Plan
 from orchestrator.plan.stage import StageSpec, staged_path
 from orchestrator.runtime.node_report import parse_report

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.config.load import quote_override_value
-from orchestrator.tools import AIPERF, LM_EVAL, find_tool
+from orchestrator.core.tools import AIPERF, LM_EVAL, find_tool
 from tests import e2e, evals
 from tests.slurm.test_e2e_sweep import job_ids, wait_final
 
