@@ -47,7 +47,7 @@ def synthetic_model(root: Path, gb: float, files: int) -> int:
 
 def run(base: Path, model: Path, name: str, local: Path, method: str) -> dict[str, Any]:
     started = time.monotonic()
-    out = launch(base / name, model, local, method)
+    out = launch(base / name, model, local, method, timeout=1500)  # the testbed may be busy
     stage = out["state"]["stage"]
     return {"run": name, "method": method, "stage_s": stage["seconds"], "nodes": stage["nodes"],
             "sbcast_s": stage.get("sbcast_s"), "wall_s": round(time.monotonic() - started, 1)}  # fmt: skip
