@@ -142,6 +142,16 @@ def _sbcast(stager: Stager, hosts: Sequence[str], *, timeout_s: float) -> dict[s
         stager.runner.run([*_srun(stager.job_id, needed), "rm", "-f", tar], timeout=120)
 
 
+def _copy(stager: Stager, hosts: Sequence[str], *, timeout_s: float) -> dict[str, dict[str, Any]]:
+    """Check every node first (a node short of space refuses before any node writes), then copy
+    on the nodes that need it, each reading the shared filesystem."""
+    if not stager.job_id:  # launcher=local: one node, whose copy checks its space itself
+        return stager.run(hosts, timeout_s=timeout_s)
+    checks = stager.run(hosts, "--check", timeout_s=timeout_s)
+    needed = [h for h in hosts if checks[h]["status"] == "needed"]
+    return {**checks, **(stager.run(needed, timeout_s=timeout_s) if needed else {})}
+
+
 def before_workers(
     spec: StageSpec, *, source: str, hosts: Sequence[str], job_id: str, run_dir: Path,
     env: Mapping[str, str], timeout_s: float, runner: CommandRunner, record: Record,
@@ -157,7 +167,7 @@ def before_workers(
     if spec.method == "sbcast" and job_id:
         reports = _sbcast(stager, nodes, timeout_s=timeout_s)
     else:
-        reports = stager.run(nodes, timeout_s=timeout_s)
+        reports = _copy(stager, nodes, timeout_s=timeout_s)
     stager.done(reports)
     states = ", ".join(f"{host} {r['status']}" for host, r in reports.items())
     say(f"stage: {states} in {stager.entry['seconds']:.1f} s")
