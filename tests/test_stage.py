@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from orchestrator.core.effects import SubprocessRunner
 from orchestrator.plan.build import build_plan
 from orchestrator.plan.model import plan_from_dict, plan_to_dict
 from orchestrator.plan.stage import StageSpec, stage_issues
@@ -117,3 +118,25 @@ def test_status_lines() -> None:
             "stage": {"method": "copy", "status": "running", "nodes": {"node1": "1.00/4.00 GB"}}}  # fmt: skip
     assert cold_start_lines(data) == ["fetch: a/b@main done (downloaded on node1, 3.0 s)",
                                       "stage: copy running node1 1.00/4.00 GB"]  # fmt: skip
+
+
+def test_the_driver_stages_and_records_progress_locally(tmp_path: Path) -> None:
+    # launcher=local: one node, no srun; the same node step and state.json entries as under Slurm.
+    src = model_dir(tmp_path / "src")
+    spec = StageSpec(source=str(src), local_dir=str(tmp_path / "local"), name="m", method="copy",
+                     nodes=(0,))  # fmt: skip
+    records: list[dict[str, Any]] = []
+
+    def stage_once(run_dir: Path) -> str:
+        run_dir.mkdir()
+        return stage_step.before_workers(
+            spec, source=str(src), hosts=["localhost"], job_id="", run_dir=run_dir, env={},
+            timeout_s=60, runner=SubprocessRunner(), record=lambda e: records.append(dict(e)),
+            say=lambda _m: None)  # fmt: skip
+
+    dest = stage_once(tmp_path / "run1")
+    assert dest == str(tmp_path / "local" / "orchestrator-models" / "m")
+    assert records[0]["status"] == "running" and records[-1]["status"] == "done"
+    assert [v.split()[0] for v in records[-1]["nodes"].values()] == ["staged"]
+    stage_once(tmp_path / "run2")
+    assert list(records[-1]["nodes"].values()) == ["skipped"]
