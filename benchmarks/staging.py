@@ -49,8 +49,14 @@ def run(base: Path, model: Path, name: str, local: Path, method: str) -> dict[st
     started = time.monotonic()
     out = launch(base / name, model, local, method, timeout=1500)  # the testbed may be busy
     stage = out["state"]["stage"]
-    return {"run": name, "method": method, "stage_s": stage["seconds"], "nodes": stage["nodes"],
-            "sbcast_s": stage.get("sbcast_s"), "wall_s": round(time.monotonic() - started, 1)}  # fmt: skip
+    return {
+        "run": name,
+        "method": method,
+        "stage_s": stage["seconds"],
+        "nodes": stage["nodes"],
+        "sbcast_s": stage.get("sbcast_s"),
+        "wall_s": round(time.monotonic() - started, 1),
+    }
 
 
 def main() -> int:
@@ -71,8 +77,10 @@ def main() -> int:
     print(
         f"synthetic model: {size / 1e9:.2f} GB in {args.files + 1} files; {free / 1e9:.0f} GB free"
     )
-    rows = [run(base, base / "model", "copy", base / "copy", "copy"),
-            run(base, base / "model", "copy-again", base / "copy", "copy")]  # fmt: skip
+    rows = [
+        run(base, base / "model", "copy", base / "copy", "copy"),
+        run(base, base / "model", "copy-again", base / "copy", "copy"),
+    ]
     shutil.rmtree(base / "copy")
     rows.append(run(base, base / "model", "sbcast", base / "bcast", "sbcast"))
     shutil.rmtree(base / "bcast")

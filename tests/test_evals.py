@@ -32,11 +32,17 @@ CAPTURED = Path(__file__).parent / "fixtures" / "lm_eval" / "captured"
 EVAL = ("+model=gpt_oss_120b", "engine=mocker", "benchmark=lm_eval", "benchmark.tasks=[arith]")
 # gsm8k's shape in lm-eval 0.4.x: two filters of one metric; "N/A" where no stderr exists.
 GSM8K = {
-    "results": {"gsm8k": {"alias": "gsm8k", "exact_match,strict-match": 0.75,
-                          "exact_match_stderr,strict-match": 0.02, "exact_match,flexible-extract": 0.8,
-                          "exact_match_stderr,flexible-extract": "N/A"}},
+    "results": {
+        "gsm8k": {
+            "alias": "gsm8k",
+            "exact_match,strict-match": 0.75,
+            "exact_match_stderr,strict-match": 0.02,
+            "exact_match,flexible-extract": 0.8,
+            "exact_match_stderr,flexible-extract": "N/A",
+        }
+    },
     "n-samples": {"gsm8k": {"original": 1319, "effective": 200}},
-}  # fmt: skip
+}
 
 
 def test_scores_of_the_captured_result() -> None:
@@ -44,7 +50,12 @@ def test_scores_of_the_captured_result() -> None:
     assert data is not None
     (score,) = evals.scores(data)
     assert (score.task, score.metric, score.filter, score.value, score.samples) == (
-        "arith", "exact_match", "last_number", 0.7, 10)  # fmt: skip
+        "arith",
+        "exact_match",
+        "last_number",
+        0.7,
+        10,
+    )
     assert score.stderr == pytest.approx(0.15275, abs=1e-4)
 
 
@@ -58,8 +69,13 @@ def test_scores_keep_lm_evals_order_and_a_missing_stderr_is_none() -> None:
 def test_the_gate_applies_to_the_first_metric_of_its_task() -> None:
     found = evals.scores(GSM8K)
     below = evals.judge_scores(found, tasks=("gsm8k",), gates={"gsm8k": 0.9}, exit_code=0)
-    assert below == {("gsm8k", "exact_match", "strict-match"):
-                     "gsm8k exact_match (strict-match) 0.75 below benchmark.min_accuracy.gsm8k=0.9"}  # fmt: skip
+    assert below == {
+        (
+            "gsm8k",
+            "exact_match",
+            "strict-match",
+        ): "gsm8k exact_match (strict-match) 0.75 below benchmark.min_accuracy.gsm8k=0.9"
+    }
     assert evals.judge_scores(found, tasks=("gsm8k",), gates={"gsm8k": 0.75}, exit_code=0) == {}
 
 
@@ -72,8 +88,13 @@ def test_a_failed_client_or_a_task_without_result_is_invalid() -> None:
 
 
 def test_argv_chat_and_completions(compose: Any) -> None:
-    b = compose(*EVAL, "benchmark.limit=50", "benchmark.num_fewshot=5",
-                "benchmark.include_path=/shared/tasks", "benchmark.binary=lm_eval").benchmark  # fmt: skip
+    b = compose(
+        *EVAL,
+        "benchmark.limit=50",
+        "benchmark.num_fewshot=5",
+        "benchmark.include_path=/shared/tasks",
+        "benchmark.binary=lm_eval",
+    ).benchmark
     argv = evals.lm_eval_argv(b, url="http://n0:8000", model="m", out_dir="/r/00-eval")
     assert argv[:4] == ["lm_eval", "run", "--model", "local-chat-completions"]
     args = argv[argv.index("--model_args") + 1].split(",")
@@ -88,18 +109,36 @@ def test_argv_chat_and_completions(compose: Any) -> None:
 
 
 def test_validation_names_every_eval_problem_at_once(compose: Any) -> None:
-    cfg = compose("+model=gpt_oss_120b", "engine=mocker", "benchmark=lm_eval", "benchmark.tasks=[]",
-                  "benchmark.lm_eval_model=hf", "benchmark.num_concurrent=0",
-                  "+benchmark.min_accuracy.gsm8k=90", "benchmark.binary=/nonexistent/lm_eval")  # fmt: skip
+    cfg = compose(
+        "+model=gpt_oss_120b",
+        "engine=mocker",
+        "benchmark=lm_eval",
+        "benchmark.tasks=[]",
+        "benchmark.lm_eval_model=hf",
+        "benchmark.num_concurrent=0",
+        "+benchmark.min_accuracy.gsm8k=90",
+        "benchmark.binary=/nonexistent/lm_eval",
+    )
     keys = {i.key for i in validate(cfg)}
-    assert {"benchmark.tasks", "benchmark.lm_eval_model", "benchmark.num_concurrent",
-            "benchmark.min_accuracy.gsm8k", "benchmark.binary"} <= keys  # fmt: skip
+    assert {
+        "benchmark.tasks",
+        "benchmark.lm_eval_model",
+        "benchmark.num_concurrent",
+        "benchmark.min_accuracy.gsm8k",
+        "benchmark.binary",
+    } <= keys
     ok = compose(*EVAL, "benchmark.binary=lm_eval", "+benchmark.min_accuracy.arith=0.9")
     assert [i for i in validate(ok) if i.key.startswith("benchmark")] == []
-    out_of_range = evals.eval_issues(dataclasses.replace(
-        ok, benchmark=dataclasses.replace(ok.benchmark, min_accuracy={"arith": 1.5})))  # fmt: skip
-    assert out_of_range == [Issue("benchmark.min_accuracy.arith", "1.5", "is a fraction",
-                                  "use a value in 0-1, e.g. 0.9")]  # fmt: skip
+    out_of_range = evals.eval_issues(
+        dataclasses.replace(
+            ok, benchmark=dataclasses.replace(ok.benchmark, min_accuracy={"arith": 1.5})
+        )
+    )
+    assert out_of_range == [
+        Issue(
+            "benchmark.min_accuracy.arith", "1.5", "is a fraction", "use a value in 0-1, e.g. 0.9"
+        )
+    ]
 
 
 def test_the_plan_carries_the_point_and_the_gate_through_plan_json(compose: Any) -> None:
@@ -123,12 +162,25 @@ def run_step(compose: Any, tmp_path: Path, *overrides: str) -> tuple[Driver, lis
     script = tmp_path / "fake-lm-eval"
     script.write_text(f"#!{sys.executable}\n{FAKE_LM_EVAL}")
     script.chmod(0o755)
-    cfg = compose(*EVAL, f"benchmark.binary={script}", f"benchmark.extra_args=[{CAPTURED}]",
-                  "readiness.interval_s=0.05", "readiness.timeout_s=10", *overrides)  # fmt: skip
+    cfg = compose(
+        *EVAL,
+        f"benchmark.binary={script}",
+        f"benchmark.extra_args=[{CAPTURED}]",
+        "readiness.interval_s=0.05",
+        "readiness.timeout_s=10",
+        *overrides,
+    )
     plan = bind_plan(build_plan(cfg), Bindings(("127.0.0.1",), ("localhost",), "", str(tmp_path)))
     plan = dataclasses.replace(plan, processes=())  # no deployment: only the client runs
-    driver = Driver(plan, run_dir=tmp_path, backend=LocalBackend(), http=FakeHttp(READY_HTTP),
-                    clock=SystemClock(), state=StateFile(tmp_path), say=lambda _m: None)  # type: ignore[arg-type]  # fmt: skip
+    driver = Driver(
+        plan,
+        run_dir=tmp_path,
+        backend=LocalBackend(),
+        http=FakeHttp(READY_HTTP),
+        clock=SystemClock(),
+        state=StateFile(tmp_path),
+        say=lambda _m: None,
+    )  # type: ignore[arg-type]
     attach_benchmark(driver, plan.benchmark)
     driver.run()
     lines = (tmp_path / "results" / "points.jsonl").read_text().splitlines()
@@ -138,8 +190,14 @@ def run_step(compose: Any, tmp_path: Path, *overrides: str) -> tuple[Driver, lis
 def test_step_writes_a_row_per_task_and_metric(compose: Any, tmp_path: Path) -> None:
     _, rows = run_step(compose, tmp_path, "+benchmark.min_accuracy.arith=0.7")
     (row,) = rows
-    assert (row["tool"], row["task"], row["metric"], row["value"], row["samples"], row["valid"]) == (
-        "lm_eval", "arith", "exact_match", 0.7, 10, True)  # fmt: skip
+    assert (
+        row["tool"],
+        row["task"],
+        row["metric"],
+        row["value"],
+        row["samples"],
+        row["valid"],
+    ) == ("lm_eval", "arith", "exact_match", 0.7, 10, True)
     assert row["topology"]["prefill_workers"] == 1 and row["artifacts"] == "results/00-eval"
     summary = json.loads((tmp_path / "results" / "summary.json").read_text())
     assert summary["valid"] is True
@@ -158,16 +216,36 @@ def topology(prefill: int) -> dict[str, Any]:
     return {"name": "x", "mode": "disaggregated", "prefill_workers": prefill, "decode_workers": 1}
 
 
-LOAD = {"name": "gpt-oss-p1d1-benchmark-aiperf", "tok_s_per_user": 40.0, "output_tok_s_per_gpu": 300.0,
-        "concurrency": 8, "valid": True, "topology": topology(1), "gpus": {"total": 8}}  # fmt: skip
-ACCURACY = {"name": "gpt-oss-p1d1-benchmark-lm_eval", "task": "arith", "metric": "exact_match",
-            "filter": "last_number", "value": 0.7, "stderr": 0.15, "samples": 10, "valid": True,
-            "topology": topology(1)}  # fmt: skip
+LOAD = {
+    "name": "gpt-oss-p1d1-benchmark-aiperf",
+    "tok_s_per_user": 40.0,
+    "output_tok_s_per_gpu": 300.0,
+    "concurrency": 8,
+    "valid": True,
+    "topology": topology(1),
+    "gpus": {"total": 8},
+}
+ACCURACY = {
+    "name": "gpt-oss-p1d1-benchmark-lm_eval",
+    "task": "arith",
+    "metric": "exact_match",
+    "filter": "last_number",
+    "value": 0.7,
+    "stderr": 0.15,
+    "samples": 10,
+    "valid": True,
+    "topology": topology(1),
+}
 
 
 def test_decision_table_shows_the_accuracy_of_the_same_deployment(tmp_path: Path) -> None:
-    other = {**LOAD, "name": "p2d1", "tok_s_per_user": 20.0, "output_tok_s_per_gpu": 500.0,
-             "topology": topology(2)}  # fmt: skip
+    other = {
+        **LOAD,
+        "name": "p2d1",
+        "tok_s_per_user": 20.0,
+        "output_tok_s_per_gpu": 500.0,
+        "topology": topology(2),
+    }
     table = decision_rows([LOAD, other, ACCURACY])
     assert {r["name"]: r["accuracy"] for r in table} == {LOAD["name"]: "arith 0.700", "p2d1": "-"}
     assert "| GPUs | Accuracy" in decision_markdown(table, [])

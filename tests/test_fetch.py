@@ -53,8 +53,12 @@ def test_fetch_validation_names_every_problem(compose: Any) -> None:
 
 
 def test_the_plan_fetches_once_and_every_process_reads_the_shared_cache(compose: Any) -> None:
-    cfg = compose("+model=gpt_oss_120b", "engine=mocker", "model.path=hf:test-org/tiny@v1",
-                  "cluster.hf_home=/shared/hf")  # fmt: skip
+    cfg = compose(
+        "+model=gpt_oss_120b",
+        "engine=mocker",
+        "model.path=hf:test-org/tiny@v1",
+        "cluster.hf_home=/shared/hf",
+    )
     plan = build_plan(cfg)
     assert plan.fetch == FetchSpec(repo_id=REPO, revision="v1", hf_home="/shared/hf")
     assert plan_from_dict(json.loads(json.dumps(plan_to_dict(plan)))) == plan
@@ -99,8 +103,9 @@ def test_a_lock_of_another_host_is_stale_only_once_untouched(tmp_path: Path) -> 
 
 # --- against the Hub test double ---------------------------------------------------------------
 @contextmanager
-def serve_hub(tmp_path: Path, *, host: str = "127.0.0.1", delay_s: float = 0.3
-              ) -> Iterator[dict[str, Any]]:  # fmt: skip
+def serve_hub(
+    tmp_path: Path, *, host: str = "127.0.0.1", delay_s: float = 0.3
+) -> Iterator[dict[str, Any]]:
     """The Hub test double serving a 3-file repository; its URL, record file and files."""
     files = tmp_path / "repo"
     (files / "sub").mkdir(parents=True)
@@ -108,9 +113,28 @@ def serve_hub(tmp_path: Path, *, host: str = "127.0.0.1", delay_s: float = 0.3
     (files / "model.safetensors").write_bytes(os.urandom(200_000))
     (files / "sub" / "tokenizer.json").write_text("{}")
     record = tmp_path / "hub-requests.jsonl"
-    proc = subprocess.Popen([sys.executable, str(HUB_DOUBLE), "--repo", REPO, "--dir", str(files),
-                             "--commit", COMMIT, "--tag", "v1", "--record", str(record), "--host", host,
-                             "--delay-s", str(delay_s)], stdout=subprocess.PIPE, text=True)  # fmt: skip
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            str(HUB_DOUBLE),
+            "--repo",
+            REPO,
+            "--dir",
+            str(files),
+            "--commit",
+            COMMIT,
+            "--tag",
+            "v1",
+            "--record",
+            str(record),
+            "--host",
+            host,
+            "--delay-s",
+            str(delay_s),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert proc.stdout is not None
     port = json.loads(proc.stdout.readline())["port"]
     try:
@@ -130,12 +154,31 @@ def requests_seen(record: Path) -> list[dict[str, Any]]:
     return [json.loads(x) for x in record.read_text().splitlines()] if record.exists() else []
 
 
-def run_fetch(hub: dict[str, Any], hf_home: Path, *extra: str, env: dict[str, str] | None = None
-              ) -> subprocess.Popen[str]:  # fmt: skip
-    argv = [sys.executable, "-m", "orchestrator.runtime.fetch", "--repo", REPO, "--hf-home",
-            str(hf_home), "--revision", "v1", "--timeout-s", "30", *extra]  # fmt: skip
-    return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            cwd=e2e.REPO, env={**os.environ, "HF_ENDPOINT": hub["url"], **(env or {})})  # fmt: skip
+def run_fetch(
+    hub: dict[str, Any], hf_home: Path, *extra: str, env: dict[str, str] | None = None
+) -> subprocess.Popen[str]:
+    argv = [
+        sys.executable,
+        "-m",
+        "orchestrator.runtime.fetch",
+        "--repo",
+        REPO,
+        "--hf-home",
+        str(hf_home),
+        "--revision",
+        "v1",
+        "--timeout-s",
+        "30",
+        *extra,
+    ]
+    return subprocess.Popen(
+        argv,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=e2e.REPO,
+        env={**os.environ, "HF_ENDPOINT": hub["url"], **(env or {})},
+    )
 
 
 def report(proc: subprocess.Popen[str]) -> dict[str, Any]:
@@ -160,8 +203,10 @@ def test_two_fetches_at_once_download_each_file_once(hub: dict[str, Any], tmp_pa
         for r in requests_seen(hub["record"])
         if r["method"] == "GET" and "/resolve/" in r["path"]
     ]
-    assert sorted(gets) == sorted(f"/{REPO}/resolve/{COMMIT}/{n}" for n in
-                                  ("config.json", "model.safetensors", "sub/tokenizer.json"))  # fmt: skip
+    assert sorted(gets) == sorted(
+        f"/{REPO}/resolve/{COMMIT}/{n}"
+        for n in ("config.json", "model.safetensors", "sub/tokenizer.json")
+    )
     snapshot = Path(a["path"])
     assert (snapshot / "model.safetensors").read_bytes() == (
         hub["files"] / "model.safetensors"

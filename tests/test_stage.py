@@ -35,10 +35,18 @@ def model_dir(root: Path, size: int = 300_000) -> Path:
 
 
 def test_validation(compose: Any) -> None:
-    bad = compose(*ROUTER, "model.stage=node_local", "model.path=meta-llama/x",
-                  "cluster.local_dir=relative", "model.stage_method=rsync")  # fmt: skip
+    bad = compose(
+        *ROUTER,
+        "model.stage=node_local",
+        "model.path=meta-llama/x",
+        "cluster.local_dir=relative",
+        "model.stage_method=rsync",
+    )
     assert [i.key for i in stage_issues(bad, loads_model=True)] == [
-        "model.stage_method", "model.stage", "cluster.local_dir"]  # fmt: skip
+        "model.stage_method",
+        "cluster.local_dir",
+        "model.stage",
+    ]
     mocker = compose(
         "+model=llama_3_3_70b", "engine=mocker", "model.stage=node_local", "model.path=/m"
     )
@@ -48,15 +56,26 @@ def test_validation(compose: Any) -> None:
 
 
 def test_the_plan_stages_on_the_worker_nodes(compose: Any) -> None:
-    cfg = compose(*ROUTER, "model.stage=node_local", "model.path=/shared/m", "prefill.tp=8",
-                  "decode.tp=8", "decode.workers=2", "model.stage_method=sbcast")  # fmt: skip
+    cfg = compose(
+        *ROUTER,
+        "model.stage=node_local",
+        "model.path=/shared/m",
+        "prefill.tp=8",
+        "decode.tp=8",
+        "decode.workers=2",
+        "model.stage_method=sbcast",
+    )
     plan = build_plan(cfg)
-    assert plan.stage == StageSpec(source="/shared/m", local_dir="", name="llama-3.3-70b",
-                                   method="sbcast", nodes=(0, 1, 2))  # fmt: skip
+    assert plan.stage == StageSpec(
+        source="/shared/m", local_dir="", name="llama-3.3-70b", method="sbcast", nodes=(0, 1, 2)
+    )
     assert plan_from_dict(json.loads(json.dumps(plan_to_dict(plan)))) == plan
     staged = stage_step.use_staged(plan, "/local/%N/m", ["n1", "n2", "n3"])
-    paths = {p.name: p.argv[p.argv.index("--model-path") + 1] for p in staged.processes
-             if "--model-path" in p.argv}  # fmt: skip
+    paths = {
+        p.name: p.argv[p.argv.index("--model-path") + 1]
+        for p in staged.processes
+        if "--model-path" in p.argv
+    }
     assert paths == {
         "decode-0": "/local/n1/m",
         "decode-1": "/local/n2/m",
@@ -65,8 +84,14 @@ def test_the_plan_stages_on_the_worker_nodes(compose: Any) -> None:
 
 
 def run_node(*args: str) -> dict[str, Any]:
-    res = subprocess.run([sys.executable, "-m", "orchestrator.runtime.stage", *args],
-                         capture_output=True, text=True, cwd=e2e.REPO, check=False, timeout=60)  # fmt: skip
+    res = subprocess.run(
+        [sys.executable, "-m", "orchestrator.runtime.stage", *args],
+        capture_output=True,
+        text=True,
+        cwd=e2e.REPO,
+        check=False,
+        timeout=60,
+    )
     return dict(json.loads(res.stdout.splitlines()[-1]))
 
 
@@ -106,33 +131,54 @@ def test_out_of_space_is_refused_before_writing(tmp_path: Path) -> None:
     try:
         out = run_node("--source", str(src), "--dest", str(small / "m"))
         need = sum(p.stat().st_size for p in src.rglob("*") if p.is_file()) / 1e6
-        assert out["error"] == (f"not enough space in {small}: {need:.2f} MB needed, 1.05 MB free "
-                                "(set cluster.local_dir to a larger disk)")  # fmt: skip
+        assert out["error"] == (
+            f"not enough space in {small}: {need:.2f} MB needed, 1.05 MB free "
+            "(set cluster.local_dir to a larger disk)"
+        )
         assert list(small.iterdir()) == []  # nothing written
     finally:
         subprocess.run(["umount", str(small)], check=True)
 
 
 def test_status_lines() -> None:
-    data = {"fetch": {"repo": "a/b@main", "status": "done", "fetched": True, "host": "node1", "seconds": 3.0},
-            "stage": {"method": "copy", "status": "running", "nodes": {"node1": "1.00/4.00 GB"}}}  # fmt: skip
-    assert cold_start_lines(data) == ["fetch: a/b@main done (downloaded on node1, 3.0 s)",
-                                      "stage: copy running node1 1.00/4.00 GB"]  # fmt: skip
+    data = {
+        "fetch": {
+            "repo": "a/b@main",
+            "status": "done",
+            "fetched": True,
+            "host": "node1",
+            "seconds": 3.0,
+        },
+        "stage": {"method": "copy", "status": "running", "nodes": {"node1": "1.00/4.00 GB"}},
+    }
+    assert cold_start_lines(data) == [
+        "fetch: a/b@main done (downloaded on node1, 3.0 s)",
+        "stage: copy running node1 1.00/4.00 GB",
+    ]
 
 
 def test_the_driver_stages_and_records_progress_locally(tmp_path: Path) -> None:
     # launcher=local: one node, no srun; the same node step and state.json entries as under Slurm.
     src = model_dir(tmp_path / "src")
-    spec = StageSpec(source=str(src), local_dir=str(tmp_path / "local"), name="m", method="copy",
-                     nodes=(0,))  # fmt: skip
+    spec = StageSpec(
+        source=str(src), local_dir=str(tmp_path / "local"), name="m", method="copy", nodes=(0,)
+    )
     records: list[dict[str, Any]] = []
 
     def stage_once(run_dir: Path) -> str:
         run_dir.mkdir()
         return stage_step.before_workers(
-            spec, source=str(src), hosts=["localhost"], job_id="", run_dir=run_dir, env={},
-            timeout_s=60, runner=SubprocessRunner(), record=lambda e: records.append(dict(e)),
-            say=lambda _m: None)  # fmt: skip
+            spec,
+            source=str(src),
+            hosts=["localhost"],
+            job_id="",
+            run_dir=run_dir,
+            env={},
+            timeout_s=60,
+            runner=SubprocessRunner(),
+            record=lambda e: records.append(dict(e)),
+            say=lambda _m: None,
+        )
 
     dest = stage_once(tmp_path / "run1")
     assert dest == str(tmp_path / "local" / "orchestrator-models" / "m")

@@ -98,28 +98,71 @@ def lm_eval_argv(b: BenchmarkConfig, *, url: str, model: str, out_dir: str) -> l
 
 
 def eval_issues(cfg: RootConfig) -> list[Issue]:
-    """benchmark=lm_eval's keys: tasks, model, counts and the accuracy gate."""
-    b = cfg.benchmark
+    """benchmark=lm_eval's keys: tasks, model, counts, the accuracy gate, the binary."""
+    return _setting_issues(cfg.benchmark) + _gate_issues(cfg.benchmark) + _binary_issues(cfg)
+
+
+def _setting_issues(b: BenchmarkConfig) -> list[Issue]:
+    """Tasks given, a known lm-eval model, counts in range."""
     issues = []
     if not b.tasks:
-        issues.append(Issue("benchmark.tasks", "[]", "benchmark=lm_eval needs at least one task",
-                            "set benchmark.tasks=[gsm8k] (lm_eval ls tasks lists them)"))  # fmt: skip
+        issues.append(
+            Issue(
+                "benchmark.tasks",
+                "[]",
+                "benchmark=lm_eval needs at least one task",
+                "set benchmark.tasks=[gsm8k] (lm_eval ls tasks lists them)",
+            )
+        )
     if b.lm_eval_model not in LM_EVAL_MODELS:
-        issues.append(Issue("benchmark.lm_eval_model", repr(b.lm_eval_model), "unknown value",
-                            f"use one of: {', '.join(LM_EVAL_MODELS)}"))  # fmt: skip
-    for key, value, low in (("limit", b.limit, 0), ("num_fewshot", b.num_fewshot, -1),
-                            ("num_concurrent", b.num_concurrent, 1)):  # fmt: skip
+        issues.append(
+            Issue(
+                "benchmark.lm_eval_model",
+                repr(b.lm_eval_model),
+                "unknown value",
+                f"use one of: {', '.join(LM_EVAL_MODELS)}",
+            )
+        )
+    for key, value, low in (
+        ("limit", b.limit, 0),
+        ("num_fewshot", b.num_fewshot, -1),
+        ("num_concurrent", b.num_concurrent, 1),
+    ):
         if value < low:
-            issues.append(Issue(f"benchmark.{key}", str(value), f"must be at least {low}",
-                                f"set benchmark.{key}={max(low, 0)} or more"))  # fmt: skip
+            issues.append(
+                Issue(
+                    f"benchmark.{key}",
+                    str(value),
+                    f"must be at least {low}",
+                    f"set benchmark.{key}={max(low, 0)} or more",
+                )
+            )
+    return issues
+
+
+def _gate_issues(b: BenchmarkConfig) -> list[Issue]:
+    """benchmark.min_accuracy: only for tasks that run, each a fraction."""
+    issues = []
     for task, gate in b.min_accuracy.items():
         if task not in b.tasks:
-            issues.append(Issue(f"benchmark.min_accuracy.{task}", f"{gate:g}", "gates a task that is "
-                                f"not run (benchmark.tasks={list(b.tasks)})", "add the task or drop the gate"))  # fmt: skip
+            issues.append(
+                Issue(
+                    f"benchmark.min_accuracy.{task}",
+                    f"{gate:g}",
+                    f"gates a task that is not run (benchmark.tasks={list(b.tasks)})",
+                    "add the task or drop the gate",
+                )
+            )
         elif not 0 <= gate <= 1:
-            issues.append(Issue(f"benchmark.min_accuracy.{task}", f"{gate:g}", "is a fraction",
-                                "use a value in 0-1, e.g. 0.9"))  # fmt: skip
-    return issues + _binary_issues(cfg)
+            issues.append(
+                Issue(
+                    f"benchmark.min_accuracy.{task}",
+                    f"{gate:g}",
+                    "is a fraction",
+                    "use a value in 0-1, e.g. 0.9",
+                )
+            )
+    return issues
 
 
 def _binary_issues(cfg: RootConfig) -> list[Issue]:
@@ -127,8 +170,14 @@ def _binary_issues(cfg: RootConfig) -> list[Issue]:
     binary = lm_eval_binary(cfg.benchmark)
     if cfg.cluster.container_image or not binary.startswith("/") or Path(binary).exists():
         return []
-    return [Issue("benchmark.binary", binary, "does not exist",
-                  "run scripts/install.sh --with-lm-eval, or set benchmark.binary")]  # fmt: skip
+    return [
+        Issue(
+            "benchmark.binary",
+            binary,
+            "does not exist",
+            "run scripts/install.sh --with-lm-eval, or set benchmark.binary",
+        )
+    ]
 
 
 # --- results -------------------------------------------------------------------------------
@@ -163,8 +212,16 @@ def scores(data: Mapping[str, Any]) -> list[Score]:
             if not sep or metric.endswith("_stderr"):
                 continue  # alias, name, sample_len, and the stderr entries read below
             stderr = _number(metrics.get(f"{metric}_stderr,{filt}"))
-            out.append(Score(task=task, metric=metric, filter=filt, value=_number(value),
-                             stderr=stderr, samples=done))  # fmt: skip
+            out.append(
+                Score(
+                    task=task,
+                    metric=metric,
+                    filter=filt,
+                    value=_number(value),
+                    stderr=stderr,
+                    samples=done,
+                )
+            )
     return out
 
 
@@ -186,8 +243,11 @@ def judge_scores(
         first = firsts.get(task)
         if first is not None and first.value is not None and first.value < low:
             key = (task, first.metric, first.filter)
-            reasons.setdefault(key, f"{task} {first.metric} ({first.filter}) {first.value:.4g} "
-                                    f"below benchmark.min_accuracy.{task}={low:g}")  # fmt: skip
+            reasons.setdefault(
+                key,
+                f"{task} {first.metric} ({first.filter}) {first.value:.4g} "
+                f"below benchmark.min_accuracy.{task}={low:g}",
+            )
     for task in tasks:
         if task not in firsts:
             reasons[(task, "", "")] = "lm_eval reported no result for the task"
@@ -202,20 +262,20 @@ def eval_rows(
 ) -> list[dict[str, Any]]:
     """The points.jsonl rows of an accuracy point: one per score, and one per task that has
     none (its reason says why)."""
-    base = {"name": context.get("name", ""), "point": point.index, "tool": "lm_eval",
-            "concurrency": point.concurrency}  # fmt: skip
+    base = {"name": context.get("name", ""), "point": point.index, "tool": "lm_eval"}
+    base["concurrency"] = point.concurrency
     facts = {k: v for k, v in context.items() if k != "name"}
+    missing = [
+        Score(task=task, metric="", filter="", value=None, stderr=None, samples=0)
+        for (task, metric, _), reason in reasons.items()
+        if not metric
+    ]
     rows = []
-    for s in found:
+    for s in [*found, *missing]:
         reason = reasons.get((s.task, s.metric, s.filter), "")
-        rows.append({**base, "task": s.task, "metric": s.metric, "filter": s.filter,
-                     "value": s.value, "stderr": s.stderr, "samples": s.samples,
-                     "valid": not reason, "invalid_reason": reason, **facts})  # fmt: skip
-    for (task, metric, _), reason in reasons.items():
-        if not metric:
-            rows.append({**base, "task": task, "metric": "", "filter": "", "value": None,
-                         "stderr": None, "samples": 0, "valid": False, "invalid_reason": reason,
-                         **facts})  # fmt: skip
+        score = {"task": s.task, "metric": s.metric, "filter": s.filter, "value": s.value}
+        score.update(stderr=s.stderr, samples=s.samples, valid=not reason, invalid_reason=reason)
+        rows.append({**base, **score, **facts})
     return rows
 
 

@@ -19,7 +19,13 @@ def resolve_hf_path(cfg: RootConfig) -> tuple[RootConfig, list[Issue]]:
         return cfg, []
     repo, _, revision = m.path[len(HF_PREFIX) :].partition("@")
     if m.revision and revision and m.revision != revision:
-        return cfg, [Issue("model.path", m.path, f"names revision {revision} but model.revision="
-                           f"{m.revision}", "give the revision once")]  # fmt: skip
+        return cfg, [
+            Issue(
+                "model.path",
+                m.path,
+                f"names revision {revision} but model.revision={m.revision}",
+                "give the revision once",
+            )
+        ]
     model = dataclasses.replace(m, path=repo, revision=revision or m.revision, fetch=True)
     return dataclasses.replace(cfg, model=model), []

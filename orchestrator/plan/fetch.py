@@ -34,8 +34,9 @@ def fetch_spec(cfg: RootConfig) -> FetchSpec | None:
     """The fetch step of this config (None without model.fetch)."""
     if not cfg.model.fetch:
         return None
-    return FetchSpec(repo_id=cfg.model.path, revision=cfg.model.revision,
-                     hf_home=cfg.cluster.hf_home)  # fmt: skip
+    return FetchSpec(
+        repo_id=cfg.model.path, revision=cfg.model.revision, hf_home=cfg.cluster.hf_home
+    )
 
 
 def is_offline(env: Mapping[str, str]) -> bool:
@@ -50,22 +51,35 @@ def fetch_issues(cfg: RootConfig, launch_env: Mapping[str, str]) -> list[Issue]:
         return []
     issues = []
     if m.path.startswith("/") or m.path.count("/") != 1:
-        issues.append(Issue("model.path", m.path, "model.fetch downloads a Hub repository",
-                            "use model.path=hf:ORG/NAME[@REVISION], or a directory without model.fetch"))  # fmt: skip
+        fix = "use model.path=hf:ORG/NAME[@REVISION], or a directory without model.fetch"
+        issues.append(Issue("model.path", m.path, "model.fetch downloads a Hub repository", fix))
     if not cfg.cluster.hf_home.startswith("/"):
-        issues.append(Issue("cluster.hf_home", repr(cfg.cluster.hf_home), "model.fetch needs the "
-                            "shared Hugging Face cache every node reads", "set cluster.hf_home=/shared/hf"))  # fmt: skip
-    offline = [k for k, env in (("the environment you launch from", launch_env),
-                                ("model.env", m.env), ("engine.env", cfg.engine.env)) if is_offline(env)]  # fmt: skip
-    if offline:
-        issues.append(Issue("model.fetch", "true", f"HF_HUB_OFFLINE is set in {offline[0]}: an "
-                            "offline cluster cannot reach the Hub", "put the model on the shared "
-                            "filesystem and set model.path=/that/dir (or fetch where the Hub is reachable)"))  # fmt: skip
+        why = "model.fetch needs the shared Hugging Face cache every node reads"
+        issues.append(
+            Issue(
+                "cluster.hf_home", repr(cfg.cluster.hf_home), why, "set cluster.hf_home=/shared/hf"
+            )
+        )
+    issues += _offline_issues(cfg, launch_env)
     if importlib.util.find_spec("huggingface_hub") is None:
-        issues.append(Issue("model.fetch", "true", "huggingface_hub is not installed in the "
-                            "orchestrator's environment (the fetch step runs there)",
-                            "pip install huggingface_hub"))  # fmt: skip
+        why = "huggingface_hub is not installed where the orchestrator runs (the fetch step runs there)"
+        issues.append(Issue("model.fetch", "true", why, "pip install huggingface_hub"))
     return issues
+
+
+def _offline_issues(cfg: RootConfig, launch_env: Mapping[str, str]) -> list[Issue]:
+    """HF_HUB_OFFLINE where the job's environment comes from: the Hub is out of reach."""
+    places = (
+        ("the environment you launch from", launch_env),
+        ("model.env", cfg.model.env),
+        ("engine.env", cfg.engine.env),
+    )
+    offline = [where for where, env in places if is_offline(env)]
+    if not offline:
+        return []
+    why = f"HF_HUB_OFFLINE is set in {offline[0]}: an offline cluster cannot reach the Hub"
+    fix = "put the model on the shared filesystem and set model.path=/that/dir"
+    return [Issue("model.fetch", "true", why, fix + " (or fetch where the Hub is reachable)")]
 
 
 def hf_env(cfg: RootConfig) -> dict[str, str]:

@@ -44,9 +44,13 @@ def stage_spec(cfg: RootConfig, worker_nodes: tuple[int, ...]) -> StageSpec | No
     """The stage step of this config (None unless model.stage=node_local)."""
     if cfg.model.stage != "node_local":
         return None
-    return StageSpec(source="" if cfg.model.fetch else cfg.model.path,
-                     local_dir=cfg.cluster.local_dir, name=stage_name(cfg),
-                     method=cfg.model.stage_method, nodes=worker_nodes)  # fmt: skip
+    return StageSpec(
+        source="" if cfg.model.fetch else cfg.model.path,
+        local_dir=cfg.cluster.local_dir,
+        name=stage_name(cfg),
+        method=cfg.model.stage_method,
+        nodes=worker_nodes,
+    )
 
 
 def staged_path(local_dir: str, name: str) -> str:
@@ -58,25 +62,37 @@ def stage_issues(cfg: RootConfig, *, loads_model: bool) -> list[Issue]:
     """model.stage and its method, the source, the local directory, an engine that loads the
     model (`loads_model`: the mocker does not)."""
     m, issues = cfg.model, []
-    for key, value, valid in (("model.stage", m.stage, STAGE_MODES),
-                              ("model.stage_method", m.stage_method, STAGE_METHODS)):  # fmt: skip
+    for key, value, valid in (
+        ("model.stage", m.stage, STAGE_MODES),
+        ("model.stage_method", m.stage_method, STAGE_METHODS),
+    ):
         if value not in valid:
-            issues.append(
-                Issue(key, repr(value), "unknown value", f"use one of: {', '.join(valid)}")
-            )
+            fix = f"use one of: {', '.join(valid)}"
+            issues.append(Issue(key, repr(value), "unknown value", fix))
     if m.stage != "node_local":
         return issues
-    if not (m.fetch or m.path.startswith("/")):
-        issues.append(Issue("model.stage", "node_local", f"stages a model directory, and model.path="
-                            f"{m.path} is neither a directory nor fetched",
-                            "set model.path=/shared/models/NAME or model.path=hf:ORG/NAME"))  # fmt: skip
     if cfg.cluster.local_dir and not cfg.cluster.local_dir.startswith("/"):
-        issues.append(Issue("cluster.local_dir", cfg.cluster.local_dir, "must be an absolute path",
-                            "e.g. cluster.local_dir=/local/nvme (default: $TMPDIR or /tmp)"))  # fmt: skip
+        fix = "e.g. cluster.local_dir=/local/nvme (default: $TMPDIR or /tmp)"
+        issues.append(
+            Issue("cluster.local_dir", cfg.cluster.local_dir, "must be an absolute path", fix)
+        )
+    return issues + [
+        Issue("model.stage", "node_local", why, fix) for why, fix in _refusals(cfg, loads_model)
+    ]
+
+
+def _refusals(cfg: RootConfig, loads_model: bool) -> list[tuple[str, str]]:
+    """Why node_local staging cannot work for this config, each with its fix."""
+    m, out = cfg.model, []
+    if not (m.fetch or m.path.startswith("/")):
+        why = (
+            f"stages a model directory, and model.path={m.path} is neither a directory nor fetched"
+        )
+        out.append((why, "set model.path=/shared/models/NAME or model.path=hf:ORG/NAME"))
     if not loads_model:
-        issues.append(Issue("model.stage", "node_local", f"engine={cfg.engine.kind} loads no model",
-                            "drop model.stage, or use an engine that loads weights"))  # fmt: skip
+        why = f"engine={cfg.engine.kind} loads no model"
+        out.append((why, "drop model.stage, or use an engine that loads weights"))
     if cfg.cluster.container_image:
-        issues.append(Issue("model.stage", "node_local", "the staged copy is outside the container",
-                            "mount cluster.local_dir into the container, or drop model.stage"))  # fmt: skip
-    return issues
+        why = "the staged copy is outside the container"
+        out.append((why, "mount cluster.local_dir into the container, or drop model.stage"))
+    return out

@@ -35,7 +35,7 @@ from typing import Any
 from orchestrator.core.effects import CommandRunner
 from orchestrator.core.errors import OrchestratorError
 from orchestrator.plan.fetch import FetchSpec, is_offline
-from orchestrator.runtime.node_report import parse_report, print_report
+from orchestrator.runtime.node_report import parse_report, print_report, srun_prefix
 
 STALE_S = 60.0  # a lock not touched this long belongs to a dead fetch (touched every TOUCH_S)
 TOUCH_S = 5.0
@@ -76,10 +76,17 @@ def cached_snapshot(hub: Path, spec: FetchSpec) -> dict[str, Any] | None:
 
 def _record(hub: Path, spec: FetchSpec, path: Path) -> dict[str, Any]:
     """Write the completion record of the snapshot at `path` (atomically)."""
-    files = {str(p.relative_to(path)): p.stat().st_size for p in sorted(path.rglob("*"))
-             if p.is_file()}  # fmt: skip
-    record = {"repo": spec.repo_id, "revision": spec.revision, "commit": path.name,
-              "path": str(path), "files": files, "at": time.time()}  # fmt: skip
+    files = {
+        str(p.relative_to(path)): p.stat().st_size for p in sorted(path.rglob("*")) if p.is_file()
+    }
+    record = {
+        "repo": spec.repo_id,
+        "revision": spec.revision,
+        "commit": path.name,
+        "path": str(path),
+        "files": files,
+        "at": time.time(),
+    }
     marker = _marker(hub, spec)
     tmp = marker.with_suffix(f".{os.getpid()}.tmp")
     tmp.write_text(json.dumps(record))
@@ -190,22 +197,33 @@ def fetch(
     if done is not None:
         return {"path": done["path"], "commit": done["commit"], "fetched": False, "seconds": 0.0}
     if is_offline(env):
-        raise FetchFailed(f"HF_HUB_OFFLINE={env.get('HF_HUB_OFFLINE')} on this node: an offline "
-                          f"cluster cannot fetch {spec.repo_id} (no complete snapshot in {hub}); put "
-                          "the model on the shared filesystem and set model.path to it")  # fmt: skip
-    with repo_lock(hub / MARKER_DIR / f"{repo_folder(spec.repo_id)}.lock", timeout_s=timeout_s,
-                   say=say):  # fmt: skip
+        raise FetchFailed(
+            f"HF_HUB_OFFLINE={env.get('HF_HUB_OFFLINE')} on this node: an offline "
+            f"cluster cannot fetch {spec.repo_id} (no complete snapshot in {hub}); put "
+            "the model on the shared filesystem and set model.path to it"
+        )
+    with repo_lock(
+        hub / MARKER_DIR / f"{repo_folder(spec.repo_id)}.lock", timeout_s=timeout_s, say=say
+    ):
         done = cached_snapshot(hub, spec)  # another fetch finished while we waited
         if done is not None:
-            return {"path": done["path"], "commit": done["commit"], "fetched": False,
-                    "seconds": round(time.monotonic() - started, 3)}  # fmt: skip
+            return {
+                "path": done["path"],
+                "commit": done["commit"],
+                "fetched": False,
+                "seconds": round(time.monotonic() - started, 3),
+            }
         removed = clean_hub_locks(hub, spec.repo_id)
         if removed and say:
             say(f"removed {len(removed)} stale huggingface_hub lock(s) of {spec.repo_id}")
         path = Path(_download(spec, hub))
         record = _record(hub, spec, path)
-    return {"path": record["path"], "commit": record["commit"], "fetched": True,
-            "seconds": round(time.monotonic() - started, 3)}  # fmt: skip
+    return {
+        "path": record["path"],
+        "commit": record["commit"],
+        "fetched": True,
+        "seconds": round(time.monotonic() - started, 3),
+    }
 
 
 def _download(spec: FetchSpec, hub: Path) -> str:
@@ -224,52 +242,70 @@ def _download(spec: FetchSpec, hub: Path) -> str:
 
 def fetch_argv(spec: FetchSpec, python: str, timeout_s: float) -> list[str]:
     """The command that runs the step (on a node, or here for launcher=local)."""
-    argv = [python, "-m", "orchestrator.runtime.fetch", "--repo", spec.repo_id, "--hf-home",
-            spec.hf_home, "--timeout-s", f"{timeout_s:g}"]  # fmt: skip
+    argv = [
+        python,
+        "-m",
+        "orchestrator.runtime.fetch",
+        "--repo",
+        spec.repo_id,
+        "--hf-home",
+        spec.hf_home,
+        "--timeout-s",
+        f"{timeout_s:g}",
+    ]
     return argv + (["--revision", spec.revision] if spec.revision else [])
 
 
 def run_step(
-    runner: CommandRunner, spec: FetchSpec, *, python: str, timeout_s: float,
+    runner: CommandRunner,
+    spec: FetchSpec,
+    *,
+    python: str,
+    timeout_s: float,
     srun: Sequence[str] = (),
-) -> dict[str, Any]:  # fmt: skip
+) -> dict[str, Any]:
     """Run the step (under `srun` on one node, or here) and return its report; raises the
     step's own error. HF_HOME is the shared cache for the Hub client's own files too."""
     argv = [*srun, *fetch_argv(spec, python, timeout_s)]
     res = runner.run(argv, timeout=timeout_s + 60, env={**os.environ, "HF_HOME": spec.hf_home})
     report = parse_report(res.stdout)
     if report is None:
-        raise FetchFailed(f"the fetch step printed no report (exit {res.returncode}): "
-                          f"{res.stderr.strip()[-500:]}")  # fmt: skip
+        raise FetchFailed(
+            f"the fetch step printed no report (exit {res.returncode}): {res.stderr.strip()[-500:]}"
+        )
     if report.get("error"):
         raise FetchFailed(f"fetch on {report['host']}: {report['error']}")
     return report
 
 
 def before_workers(
-    spec: FetchSpec, *, hosts: Sequence[str], job_id: str, timeout_s: float,
-    record: Callable[[dict[str, Any]], None], say: Callable[[str], None],
+    spec: FetchSpec,
+    *,
+    hosts: Sequence[str],
+    job_id: str,
+    timeout_s: float,
+    record: Callable[[dict[str, Any]], None],
+    say: Callable[[str], None],
     runner: CommandRunner,
-) -> dict[str, Any]:  # fmt: skip
-    """The driver's fetch: one step on node 0 (one srun task; here without a job id), its
-    progress in state.json's `fetch` entry (`record`) and driver.log (`say`)."""
+) -> dict[str, Any]:
+    """The driver's fetch: one step on node 0 (here without a job id), its progress in
+    state.json's `fetch` entry (`record`) and driver.log (`say`)."""
     what = f"{spec.repo_id}@{spec.revision or 'main'}"
-    entry: dict[str, Any] = {"repo": what, "host": hosts[0], "status": "running",
-                             "started_at": time.time()}  # fmt: skip
+    entry: dict[str, Any] = {"repo": what, "host": hosts[0], "status": "running"}
+    entry["started_at"] = time.time()
     record(entry)
     say(f"fetch: {what} into {spec.hf_home} on {hosts[0]}")
-    srun = (["srun", f"--jobid={job_id}", "--overlap", "--nodes=1", "--ntasks=1",
-             f"--nodelist={hosts[0]}", "--job-name=fetch"] if job_id else [])  # fmt: skip
+    srun = srun_prefix(job_id, hosts[:1], "fetch")
     try:
         report = run_step(runner, spec, python=sys.executable, timeout_s=timeout_s, srun=srun)
     except FetchFailed as exc:
         record({**entry, "status": "failed", "error": str(exc)})
         raise
-    entry.update(status="done", fetched=report["fetched"], commit=report["commit"],
-                 path=report["path"], seconds=report["seconds"])  # fmt: skip
+    entry.update(status="done", fetched=report["fetched"], commit=report["commit"])
+    entry.update(path=report["path"], seconds=report["seconds"])
     record(entry)
-    say(f"fetch: {what} {'downloaded' if report['fetched'] else 'already complete in the cache'}"
-        f" ({report['commit'][:12]}, {report['seconds']:.1f} s)")  # fmt: skip
+    how = "downloaded" if report["fetched"] else "already complete in the cache"
+    say(f"fetch: {what} {how} ({report['commit'][:12]}, {report['seconds']:.1f} s)")
     return entry
 
 

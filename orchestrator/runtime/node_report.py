@@ -1,11 +1,11 @@
-"""The one-JSON-line report of a step that runs on nodes (fetch, stage): written by the node,
-parsed by the driver out of srun's output."""
+"""Steps the driver runs on nodes before the workers (fetch, stage): the srun that runs one on
+some nodes, and its one-JSON-line report, written by the node and parsed out of srun's output."""
 
 from __future__ import annotations
 
 import json
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 
@@ -31,3 +31,19 @@ def parse_report(stdout: str) -> dict[str, Any] | None:
         if isinstance(item, dict) and "host" in item:
             return item
     return None
+
+
+def srun_prefix(job_id: str, hosts: Sequence[str], name: str) -> list[str]:
+    """One task on each of `hosts`, beside the job's other steps; [] without a job
+    (launcher=local: the command runs here)."""
+    if not job_id:
+        return []
+    return [
+        "srun",
+        f"--jobid={job_id}",
+        "--overlap",
+        f"--nodes={len(hosts)}",
+        "--ntasks-per-node=1",
+        f"--nodelist={','.join(hosts)}",
+        f"--job-name={name}",
+    ]

@@ -67,8 +67,10 @@ def check_space(dest: Path, need: int) -> None:
     free = shutil.disk_usage(parent).free
     old = sum(p.stat().st_size for p in dest.rglob("*") if p.is_file()) if dest.is_dir() else 0
     if free + old < need:
-        raise StageError(f"not enough space in {parent}: {_size(need)} needed, {_size(free + old)} "
-                         "free (set cluster.local_dir to a larger disk)")  # fmt: skip
+        raise StageError(
+            f"not enough space in {parent}: {_size(need)} needed, {_size(free + old)} "
+            "free (set cluster.local_dir to a larger disk)"
+        )
 
 
 def _size(n: float) -> str:
@@ -127,8 +129,9 @@ def finish(partial: Path, dest: Path, files: dict[str, list[int]]) -> None:
     partial.rename(dest)
 
 
-def stage(source: Path, dest: Path, *, tar: Path | None, check: bool, progress_dir: str
-          ) -> dict[str, Any]:  # fmt: skip
+def stage(
+    source: Path, dest: Path, *, tar: Path | None, check: bool, progress_dir: str
+) -> dict[str, Any]:
     """Skip, check or make this node's copy; the report (raises StageError)."""
     started = time.monotonic()
     try:
@@ -154,8 +157,12 @@ def stage(source: Path, dest: Path, *, tar: Path | None, check: bool, progress_d
         copy_tree(source, partial, files, progress)
     finish(partial, dest, files)
     progress.add(0, status="staged", force=True)
-    return {"status": "staged", "bytes": total, "seconds": round(time.monotonic() - started, 3),
-            "dest": str(dest)}  # fmt: skip
+    return {
+        "status": "staged",
+        "bytes": total,
+        "seconds": round(time.monotonic() - started, 3),
+        "dest": str(dest),
+    }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -170,8 +177,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     # %N: this node's name (a local directory per node where nodes share one filesystem).
     dest = Path(args.dest.replace(NODE_NAME, socket.gethostname()))
     tar = Path(args.tar) if args.tar else None
-    return print_report(lambda: stage(Path(args.source), dest, tar=tar, check=args.check,
-                                      progress_dir=args.progress_dir), StageError)  # fmt: skip
+    return print_report(
+        lambda: stage(
+            Path(args.source), dest, tar=tar, check=args.check, progress_dir=args.progress_dir
+        ),
+        StageError,
+    )
 
 
 if __name__ == "__main__":

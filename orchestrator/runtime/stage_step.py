@@ -21,7 +21,7 @@ from orchestrator.core.effects import CommandRunner
 from orchestrator.core.errors import OrchestratorError
 from orchestrator.plan.model import Plan
 from orchestrator.plan.stage import StageSpec, staged_path
-from orchestrator.runtime.node_report import parse_report
+from orchestrator.runtime.node_report import parse_report, srun_prefix
 from orchestrator.runtime.stage import NODE_NAME
 
 POLL_S = 1.0
@@ -31,13 +31,6 @@ Record = Callable[[dict[str, Any]], None]
 
 class StageFailed(OrchestratorError):
     """A node could not stage the model; nothing was started."""
-
-
-def _srun(job_id: str, hosts: Sequence[str]) -> list[str]:
-    if not job_id:
-        return []  # launcher=local: this machine is the only node
-    return ["srun", f"--jobid={job_id}", "--overlap", f"--nodes={len(hosts)}",
-            "--ntasks-per-node=1", f"--nodelist={','.join(hosts)}", "--job-name=stage"]  # fmt: skip
 
 
 def _reports(stdout: str) -> dict[str, dict[str, Any]]:
@@ -52,23 +45,48 @@ def _reports(stdout: str) -> dict[str, dict[str, Any]]:
 class Stager:
     """One staging of `spec` for a run: the commands, their progress, the reports."""
 
-    def __init__(self, spec: StageSpec, *, source: str, dest: str, job_id: str, run_dir: Path,
-                 runner: CommandRunner, record: Record) -> None:  # fmt: skip
+    def __init__(
+        self,
+        spec: StageSpec,
+        *,
+        source: str,
+        dest: str,
+        job_id: str,
+        run_dir: Path,
+        runner: CommandRunner,
+        record: Record,
+    ) -> None:
         self.spec, self.source, self.dest, self.job_id = spec, source, dest, job_id
         self.runner, self.record = runner, record
         self.progress_dir = run_dir / "stage"
         self.progress_dir.mkdir(exist_ok=True)
-        self.entry: dict[str, Any] = {"method": spec.method, "source": source, "dest": dest,
-                                      "status": "running", "started_at": time.time(), "nodes": {}}  # fmt: skip
+        self.entry: dict[str, Any] = {
+            "method": spec.method,
+            "source": source,
+            "dest": dest,
+            "status": "running",
+            "started_at": time.time(),
+            "nodes": {},
+        }
 
     def argv(self, *extra: str) -> list[str]:
-        return [sys.executable, "-m", "orchestrator.runtime.stage", "--source", self.source,
-                "--dest", self.dest, "--progress-dir", str(self.progress_dir), *extra]  # fmt: skip
+        return [
+            sys.executable,
+            "-m",
+            "orchestrator.runtime.stage",
+            "--source",
+            self.source,
+            "--dest",
+            self.dest,
+            "--progress-dir",
+            str(self.progress_dir),
+            *extra,
+        ]
 
     def run(self, hosts: Sequence[str], *extra: str, timeout_s: float) -> dict[str, dict[str, Any]]:
         """The stage command on `hosts` at once; their reports (raises naming failing nodes)."""
         result: list[Any] = []
-        argv = [*_srun(self.job_id, hosts), *self.argv(*extra)]
+        argv = [*srun_prefix(self.job_id, hosts, "stage"), *self.argv(*extra)]
         thread = threading.Thread(
             target=lambda: result.append(self.runner.run(argv, timeout=timeout_s))
         )
@@ -79,13 +97,18 @@ class Stager:
         res = result[0]
         reports = _reports(res.stdout)
         failed = [f"{h}: {r['error']}" for h, r in reports.items() if r.get("error")]
-        failed += [f"{h}: no report (exit {res.returncode}: {res.stderr.strip()[-300:]})"
-                   for h in hosts if h not in reports and self.job_id]  # fmt: skip
+        failed += [
+            f"{h}: no report (exit {res.returncode}: {res.stderr.strip()[-300:]})"
+            for h in hosts
+            if h not in reports and self.job_id
+        ]
         if failed:
             self.entry.update(status="failed", error="; ".join(failed))
             self.record(self.entry)
-            raise StageFailed("staging the model to node-local disk failed before any worker "
-                              "started:\n  " + "\n  ".join(failed))  # fmt: skip
+            raise StageFailed(
+                "staging the model to node-local disk failed before any worker "
+                "started:\n  " + "\n  ".join(failed)
+            )
         return reports
 
     def _progress(self) -> None:
@@ -133,13 +156,16 @@ def _sbcast(stager: Stager, hosts: Sequence[str], *, timeout_s: float) -> dict[s
         argv = ["sbcast", f"--jobid={stager.job_id}", "--force", str(packed), tar]
         res = stager.runner.run(argv, timeout=timeout_s)
         if res.returncode:
-            raise StageFailed(f"sbcast of {packed} failed (exit {res.returncode}): "
-                              f"{res.stderr.strip()[-300:]}")  # fmt: skip
+            raise StageFailed(
+                f"sbcast of {packed} failed (exit {res.returncode}): {res.stderr.strip()[-300:]}"
+            )
         stager.entry["sbcast_s"] = round(time.time() - started, 3)
         return {**checks, **stager.run(needed, "--tar", tar, timeout_s=timeout_s)}
     finally:
         packed.unlink(missing_ok=True)
-        stager.runner.run([*_srun(stager.job_id, needed), "rm", "-f", tar], timeout=120)
+        stager.runner.run(
+            [*srun_prefix(stager.job_id, needed, "stage"), "rm", "-f", tar], timeout=120
+        )
 
 
 def _copy(stager: Stager, hosts: Sequence[str], *, timeout_s: float) -> dict[str, dict[str, Any]]:
@@ -153,17 +179,26 @@ def _copy(stager: Stager, hosts: Sequence[str], *, timeout_s: float) -> dict[str
 
 
 def before_workers(
-    spec: StageSpec, *, source: str, hosts: Sequence[str], job_id: str, run_dir: Path,
-    env: Mapping[str, str], timeout_s: float, runner: CommandRunner, record: Record,
+    spec: StageSpec,
+    *,
+    source: str,
+    hosts: Sequence[str],
+    job_id: str,
+    run_dir: Path,
+    env: Mapping[str, str],
+    timeout_s: float,
+    runner: CommandRunner,
+    record: Record,
     say: Callable[[str], None],
-) -> str:  # fmt: skip
+) -> str:
     """Stage on every worker node; the local path the workers load from."""
     local_dir = spec.local_dir or env.get("TMPDIR") or "/tmp"
     dest = staged_path(local_dir, spec.name)
     nodes = [hosts[i] for i in spec.nodes] if job_id else list(hosts[:1])
     say(f"stage: {source} -> {dest} on {len(nodes)} node(s) ({spec.method})")
-    stager = Stager(spec, source=source, dest=dest, job_id=job_id, run_dir=run_dir, runner=runner,
-                    record=record)  # fmt: skip
+    stager = Stager(
+        spec, source=source, dest=dest, job_id=job_id, run_dir=run_dir, runner=runner, record=record
+    )
     if spec.method == "sbcast" and job_id:
         reports = _sbcast(stager, nodes, timeout_s=timeout_s)
     else:

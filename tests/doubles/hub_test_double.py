@@ -57,8 +57,14 @@ class Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         sys.stderr.write(f"[hub double] {format % args}\n")
 
-    def _send(self, status: int, body: bytes = b"", headers: dict[str, str] | None = None,
-              *, head: bool = False) -> None:  # fmt: skip
+    def _send(
+        self,
+        status: int,
+        body: bytes = b"",
+        headers: dict[str, str] | None = None,
+        *,
+        head: bool = False,
+    ) -> None:
         self.send_response(status)
         for key, value in {"Content-Length": str(len(body)), **(headers or {})}.items():
             self.send_header(key, value)
@@ -98,20 +104,42 @@ class Handler(BaseHTTPRequestHandler):
 
     def _repo_info(self) -> None:
         siblings = [{"rfilename": str(p.relative_to(self.repo.root))} for p in self.repo.files()]
-        self._json({"id": self.repo.repo_id, "modelId": self.repo.repo_id, "sha": self.repo.commit,
-                    "private": False, "disabled": False, "gated": False, "siblings": siblings})  # fmt: skip
+        self._json(
+            {
+                "id": self.repo.repo_id,
+                "modelId": self.repo.repo_id,
+                "sha": self.repo.commit,
+                "private": False,
+                "disabled": False,
+                "gated": False,
+                "siblings": siblings,
+            }
+        )
 
     def _tree(self) -> None:
-        self._json([{"type": "file", "path": str(p.relative_to(self.repo.root)),
-                     "size": p.stat().st_size, "oid": blob_id(p)} for p in self.repo.files()])  # fmt: skip
+        self._json(
+            [
+                {
+                    "type": "file",
+                    "path": str(p.relative_to(self.repo.root)),
+                    "size": p.stat().st_size,
+                    "oid": blob_id(p),
+                }
+                for p in self.repo.files()
+            ]
+        )
 
     def _file(self, name: str, *, head: bool) -> None:
         path = self.repo.root / name
         if not path.is_file() or self.repo.root.resolve() not in path.resolve().parents:
             return self._missing("EntryNotFound", head=head)
         data = path.read_bytes()
-        headers = {"X-Repo-Commit": self.repo.commit, "ETag": f'"{blob_id(path)}"',
-                   "Accept-Ranges": "bytes", "Content-Type": "application/octet-stream"}  # fmt: skip
+        headers = {
+            "X-Repo-Commit": self.repo.commit,
+            "ETag": f'"{blob_id(path)}"',
+            "Accept-Ranges": "bytes",
+            "Content-Type": "application/octet-stream",
+        }
         if head:
             return self._send(200, data, headers, head=True)
         time.sleep(self.repo.delay_s)

@@ -18,9 +18,19 @@ BRIDGE = "10.77.0.1"  # the host as the testbed's nodes reach it (slurm-testbed.
 
 
 def launch(run_dir: Path, hf_home: Path) -> dict:
-    proc = e2e.cli(["+model=gpt_oss_120b", "engine=mocker", "cluster=testbed", "launcher=submitit",
-                    "model.path=hf:test-org/tiny@v1", f"cluster.hf_home={hf_home}",
-                    "readiness.timeout_s=120", "cluster.time_limit_min=10", f"run_dir={run_dir}"])  # fmt: skip
+    proc = e2e.cli(
+        [
+            "+model=gpt_oss_120b",
+            "engine=mocker",
+            "cluster=testbed",
+            "launcher=submitit",
+            "model.path=hf:test-org/tiny@v1",
+            f"cluster.hf_home={hf_home}",
+            "readiness.timeout_s=120",
+            "cluster.time_limit_min=10",
+            f"run_dir={run_dir}",
+        ]
+    )
     try:
         assert proc.returncode == 0, proc.stderr
         return e2e.state(run_dir)
@@ -41,7 +51,8 @@ def test_fetched_once_before_the_workers_then_found_in_the_cache(
         assert fetched["host"] == first["nodes"][0] == "node1"
         snapshot = hf_home / "hub" / "models--test-org--tiny" / "snapshots" / COMMIT
         assert (snapshot / "model.safetensors").read_bytes() == (
-            hub["files"] / "model.safetensors").read_bytes()  # fmt: skip
+            hub["files"] / "model.safetensors"
+        ).read_bytes()
         # Before any worker: driver.log says the fetch finished before the first process started.
         log = (tmp_path / "first" / "driver.log").read_text()
         assert log.index("fetch: test-org/tiny@v1 downloaded") < log.index("decode-0")

@@ -24,18 +24,36 @@ DOUBLE = e2e.REPO / "tests" / "doubles" / "sglang_test_double.py"
 
 def launch(run_dir: Path, model: Path, local_dir: Path, method: str, timeout: float = 240) -> dict:
     """Launch until ready, note the workers' model paths by host, stop; state.json + paths."""
-    proc = e2e.cli(["+model=llama_3_3_70b", "engine=sglang", "frontend=sglang_router", "cluster=testbed",
-                    f"engine.python={DOUBLE}", "launcher=submitit", "prefill.tp=8", "decode.tp=8",
-                    "decode.workers=2", f"model.path={model}", "model.served_name=tiny",
-                    "model.stage=node_local", f"model.stage_method={method}",
-                    f"cluster.local_dir={local_dir}/%N", "readiness.timeout_s=120",
-                    "cluster.time_limit_min=10", f"run_dir={run_dir}"], timeout=timeout)  # fmt: skip
+    proc = e2e.cli(
+        [
+            "+model=llama_3_3_70b",
+            "engine=sglang",
+            "frontend=sglang_router",
+            "cluster=testbed",
+            f"engine.python={DOUBLE}",
+            "launcher=submitit",
+            "prefill.tp=8",
+            "decode.tp=8",
+            "decode.workers=2",
+            f"model.path={model}",
+            "model.served_name=tiny",
+            "model.stage=node_local",
+            f"model.stage_method={method}",
+            f"cluster.local_dir={local_dir}/%N",
+            "readiness.timeout_s=120",
+            "cluster.time_limit_min=10",
+            f"run_dir={run_dir}",
+        ],
+        timeout=timeout,
+    )
     try:
         assert proc.returncode == 0, proc.stderr
         st = e2e.state(run_dir)
         hosts = {name: entry["host"] for name, entry in st["processes"].items()}
-        paths = {hosts[p.env["ORCHESTRATOR_PROCESS"]]: p.argv[p.argv.index("--model-path") + 1]
-                 for p in e2e.engine_processes(run_dir, "sglang.launch_server")}  # fmt: skip
+        paths = {
+            hosts[p.env["ORCHESTRATOR_PROCESS"]]: p.argv[p.argv.index("--model-path") + 1]
+            for p in e2e.engine_processes(run_dir, "sglang.launch_server")
+        }
         status = e2e.ctl("status", str(run_dir)).stdout
         return {"state": st, "paths": paths, "status": status}
     finally:
