@@ -302,7 +302,7 @@ def before_workers(
         record({**entry, "status": "failed", "error": str(exc)})
         raise
     entry.update(status="done", fetched=report["fetched"], commit=report["commit"])
-    entry.update(path=report["path"], seconds=report["seconds"])
+    entry.update(path=report["path"], seconds=report["seconds"], finished_at=time.time())
     record(entry)
     how = "downloaded" if report["fetched"] else "already complete in the cache"
     say(f"fetch: {what} {how} ({report['commit'][:12]}, {report['seconds']:.1f} s)")
