@@ -48,7 +48,7 @@ def test_fetched_once_before_the_workers_then_found_in_the_cache(
         slurm_jobs.append(first["job_id"])
         fetched = first["fetch"]
         assert (fetched["status"], fetched["fetched"], fetched["commit"]) == ("done", True, COMMIT)
-        assert fetched["host"] == first["nodes"][0] == "node1"
+        assert fetched["host"] == first["nodes"][0]  # node 0 of the job
         snapshot = hf_home / "hub" / "models--test-org--tiny" / "snapshots" / COMMIT
         assert (snapshot / "model.safetensors").read_bytes() == (
             hub["files"] / "model.safetensors"
