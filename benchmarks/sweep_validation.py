@@ -20,8 +20,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from orchestrator.sweep import run as sweep  # noqa: E402  (after the sys.path insert)
 from orchestrator.launchers.select import Site  # noqa: E402
+from orchestrator.sweep import run as sweep  # noqa: E402  (after the sys.path insert)
 
 SITE = Site(has_sbatch=True, allocation_job_id="")
 
