@@ -24,7 +24,13 @@ from orchestrator.rundir import Phase, RunDir
 from orchestrator.runtime import health, restarts
 from orchestrator.runtime.health_watch import HealthWatch
 from orchestrator.runtime.hooks import Hook, ProcessHook, Stopped
-from orchestrator.runtime.processes import Backend, Running, exit_detail, stop_tier
+from orchestrator.runtime.processes import (
+    Backend,
+    Running,
+    close_backend,
+    exit_detail,
+    stop_tier,
+)
 from orchestrator.runtime.restarts import RestartBook, unit_key
 from orchestrator.runtime.state import StateFile, progress_line
 
@@ -372,6 +378,7 @@ class Driver:
                 self.say(f"warning: {exc}")
         self._stop_tiers()
         leftovers = self.backend.leftovers(list(self.running.values()))
+        close_backend(self.backend)  # node agents end once their processes are gone
         if leftovers:
             failure = failure or f"processes still running after teardown: {', '.join(leftovers)}"
         if failure:

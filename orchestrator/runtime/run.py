@@ -31,12 +31,14 @@ from orchestrator.runtime.driver import Driver, default_say
 from orchestrator.runtime.fingerprint import start_fingerprint
 from orchestrator.runtime.heartbeat import attach_heartbeat
 from orchestrator.runtime.hold import attach_hold
+from orchestrator.runtime.pernode import NodeBackend
 from orchestrator.runtime.processes import Backend, LocalBackend, SrunBackend
 from orchestrator.runtime.retire import attach_retire
 from orchestrator.runtime.rollover import attach_rollover
 from orchestrator.runtime.scrape import attach_metrics
 from orchestrator.runtime.state import StateFile
 from orchestrator.slurm.client import SlurmClient
+from orchestrator.slurm.request import PER_NODE
 
 
 @dataclass(frozen=True)
@@ -225,6 +227,9 @@ def _setup(plan: Plan, run_dir: Path, env: Mapping[str, str], state: StateFile,
     prepare_files(bound)
     if local:
         return bound, LocalBackend(alloc.hosts[0])
+    if bound.slurm.launch_per == PER_NODE:
+        return bound, NodeBackend(bound.slurm, alloc.job_id, alloc.hosts, SubprocessRunner(),
+                                  python=sys.executable, log_dir=RunDir(run_dir).logs_dir)  # fmt: skip
     return bound, SrunBackend(bound.slurm, alloc.job_id, alloc.hosts, SubprocessRunner())
 
 
