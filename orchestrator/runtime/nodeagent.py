@@ -15,7 +15,10 @@ Every process gets its own session (its group: a SIGKILL reaches what it spawned
 opened for append (stdout and stderr), and the environment of the step plus the plan's (which
 binds its GPUs with CUDA_VISIBLE_DEVICES, as the per-process step's `env` prefix did). A SIGTERM
 goes to the leader alone, for the reason of slurm/stepwrap.py (SGLang's stop). No orphans: each
-child dies with the agent (Linux parent-death signal; the agent is single-threaded), and when
+child dies with the agent (Linux parent-death signal; the agent is single-threaded), what the
+children spawned dies with their group, which the agent's watchdog (reaper.py, as for local
+runs) SIGKILLs once the agent is gone however it ended (Slurm's proctrack/pgid would miss these
+sessions; proctrack/cgroup gets them anyway), and when
 stdin ends (the driver closed it, or its srun client died) or Slurm signals the agent (job
 cancel, time limit), the agent TERMs every leader, waits STOP_GRACE_S, SIGKILLs every group left
 and exits.
@@ -70,10 +73,23 @@ def group_alive(pgid: int) -> bool:
 class Agent:
     """The processes of one node: started, their exits reaped, their groups watched."""
 
-    def __init__(self) -> None:
+    def __init__(self, label: str) -> None:
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.exited: set[str] = set()  # exit reported, group may still have members
         self.stopping = False
+        # Its own session: Slurm's signal to the agent's step must not take the watchdog first.
+        reaper = os.path.join(os.path.dirname(os.path.abspath(__file__)), "reaper.py")
+        self.reaper = subprocess.Popen([sys.executable, reaper, label], stdin=subprocess.PIPE,
+                                       stdout=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+
+    def watch(self, sign: str, pgid: int) -> None:
+        """Tell the watchdog a group started (+) or is gone (-)."""
+        assert self.reaper.stdin is not None
+        try:
+            self.reaper.stdin.write(f"{sign}{pgid}\n".encode())
+            self.reaper.stdin.flush()
+        except BrokenPipeError:  # killed: the parent-death signal still holds for the leaders
+            pass
 
     def start(self, name: str, argv: list[str], env: dict[str, str], log: str) -> None:
         """Start one process (a restart reuses its name and appends to its log)."""
@@ -92,6 +108,7 @@ class Agent:
             os.close(fd)
         self.procs[name] = popen
         self.exited.discard(name)
+        self.watch("+", popen.pid)
         emit({"ev": "started", "name": name, "pid": popen.pid})
 
     def signal(self, names: list[str], sig: int) -> None:
@@ -116,7 +133,7 @@ class Agent:
                 emit({"ev": "exit", "name": name, "code": popen.returncode})
         for name in [n for n in self.exited if not group_alive(self.procs[n].pid)]:
             self.exited.discard(name)
-            del self.procs[name]
+            self.watch("-", self.procs.pop(name).pid)
             emit({"ev": "gone", "name": name})
 
     def busy(self) -> bool:
@@ -171,7 +188,7 @@ def serve(agent: Agent, wake: int) -> None:
 
 def main() -> int:
     """Run the agent until the driver or Slurm ends it; exit 0 once nothing is left."""
-    agent = Agent()
+    agent = Agent(sys.argv[1] if len(sys.argv) > 1 else "")
     read_end, write_end = os.pipe()
     os.set_blocking(write_end, False)
     signal.set_wakeup_fd(write_end)
