@@ -47,6 +47,11 @@ def marked(marker: str) -> list[int]:
     return found
 
 
+def sleepers(marker: str) -> int:
+    """How many of the measurement's processes run (not their srun clients or wrappers)."""
+    return sum(1 for p in marked(marker) if _comm(p) == "sleep")
+
+
 def srun_clients(job: str) -> int:
     """srun clients of the allocation (srun's own helper child not counted)."""
     pids = {p for p in marked(f"--jobid={job}") if _comm(p) == "srun"}
@@ -85,16 +90,15 @@ def with_backend(kind: str, job: str, hosts: list[str], per_node: int) -> dict[s
     procs = [sleeper(f"p{n}-{i}", n, marker) for n in range(NODES) for i in range(per_node)]
     rpc0, t0 = rpc_count(), time.time()
     running = [backend.start(p, log_dir / f"{p.name}.log") for p in procs]
-    wait_for(lambda: len(marked(marker)) == len(procs))
+    wait_for(lambda: sleepers(marker) == len(procs))
     up, rpcs = time.time() - t0, rpc_count() - rpc0
     clients = srun_clients(job)
     t1 = time.time()
     stop_tier(backend, running, grace_s=10, clock=SystemClock())
     if isinstance(backend, NodeBackend):
         backend.close()
-    gone = wait_for(lambda: not marked(marker))
-    return {"start_s": up, "srun_clients": clients, "rpcs": rpcs, "stop_s": time.time() - t1,
-            "gone_after_s": gone}  # fmt: skip
+    wait_for(lambda: not marked(marker))
+    return {"start_s": up, "srun_clients": clients, "rpcs": rpcs, "stop_s": time.time() - t1}
 
 
 def multi_prog(job: str, per_node: int) -> dict[str, float]:
@@ -105,14 +109,15 @@ def multi_prog(job: str, per_node: int) -> dict[str, float]:
     srun = subprocess.Popen(["srun", f"--jobid={job}", "--overlap", f"--nodes={NODES}",
                              f"--ntasks-per-node={per_node}", "--multi-prog", str(conf)],
                             start_new_session=True)  # fmt: skip
-    wait_for(lambda: len(marked(marker)) == NODES * per_node)
+    wait_for(lambda: sleepers(marker) == NODES * per_node or srun.poll() is not None)
+    if srun.poll() is not None:  # e.g. more tasks than CPUs: "More processors requested"
+        return {"start_s": float("nan"), "srun_clients": 0, "rpcs": 0, "stop_s": 0.0}
     up, rpcs = time.time() - t0, rpc_count() - rpc0
     t1 = time.time()
     srun.send_signal(signal.SIGTERM)  # srun passes it to every task of the step
     srun.wait()
-    gone = wait_for(lambda: not marked(marker))
-    return {"start_s": up, "srun_clients": 1, "rpcs": rpcs, "stop_s": time.time() - t1,
-            "gone_after_s": gone}  # fmt: skip
+    wait_for(lambda: not marked(marker))
+    return {"start_s": up, "srun_clients": 1, "rpcs": rpcs, "stop_s": time.time() - t1}
 
 
 def allocate() -> tuple[str, list[str]]:
@@ -130,6 +135,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--per-node", type=int, nargs="+", default=[8, 64])
     args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # `timeout`: still release the job
     job, hosts = allocate()
     try:
         print(
