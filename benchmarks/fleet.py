@@ -39,7 +39,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from orchestrator.api import Prepared, prepare  # noqa: E402  (after the sys.path insert)
-from orchestrator.launchers.launch import launch  # noqa: E402
+from orchestrator.launch import launch  # noqa: E402
 from orchestrator.launchers.select import Site  # noqa: E402
 from tests.e2e import nothing_left, processes_mentioning  # noqa: E402
 

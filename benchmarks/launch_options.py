@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from benchmarks.fleet import parent, rpc_count  # noqa: E402  (after the sys.path insert)
-from orchestrator.effects import SubprocessRunner, SystemClock  # noqa: E402
+from orchestrator.core.effects import SubprocessRunner, SystemClock  # noqa: E402
 from orchestrator.plan.model import Process, SlurmRequest  # noqa: E402
 from orchestrator.runtime.pernode import NodeBackend  # noqa: E402
 from orchestrator.runtime.processes import Backend, SrunBackend, stop_tier  # noqa: E402

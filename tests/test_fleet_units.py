@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from orchestrator.effects import HttpResponse
+from orchestrator.core.effects import HttpResponse
 from orchestrator.runtime import state
 from orchestrator.runtime.health_watch import PROBE_THREADS, HealthWatch
 from orchestrator.runtime.processes import Running

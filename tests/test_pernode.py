@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.effects import SystemClock
+from orchestrator.core.effects import SystemClock
 from orchestrator.plan.model import Process, SlurmRequest
 from orchestrator.runtime.pernode import AgentProcess, NodeBackend
 from orchestrator.runtime.processes import Running, exit_detail, stop_tier

@@ -14,11 +14,11 @@ from typing import Any
 
 import pytest
 
-from orchestrator.effects import HttpError, HttpResponse
-from orchestrator.errors import OrchestratorError
+from orchestrator.core.effects import HttpError, HttpResponse
+from orchestrator.core.errors import OrchestratorError
 from orchestrator.frontends import get_frontend
+from orchestrator.frontends import worker_api as router
 from orchestrator.plan.model import TIER_WORKER, Process, Readiness
-from orchestrator.runtime import router
 from tests.fakes import Answer, FakeClock, FakeHttp
 
 # --- captured answers (sglang-router 0.3.2) --------------------------------------------------------

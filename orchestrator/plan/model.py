@@ -162,7 +162,7 @@ class BenchmarkPlan:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class MetricsPlan:
     """Scraping of the frontend's and workers' Prometheus endpoints while serving
-    (orchestrator.runtime.scrape; the targets follow from the processes)."""
+    (orchestrator.observe.scrape; the targets follow from the processes)."""
 
     interval_s: float = 10.0
     max_bytes: int = 50_000_000  # results/metrics.jsonl rotates to metrics.1.jsonl past this
@@ -172,7 +172,7 @@ class MetricsPlan:
 class ServePlan:
     """frontend.placement=here: the plan runs the frontend (and etcd) on this host, and its
     driver submits the workers as Slurm jobs attached to it, replacing them before their time
-    limit (`rollover`) or when they are lost (orchestrator.runtime.rollover)."""
+    limit (`rollover`) or when they are lost (orchestrator.elastic.rollover)."""
 
     host: str  # the address the frontend and etcd bind (this plan's node 0)
     workers: Plan  # one worker job; its attach_to and the run's files are set per job
@@ -214,7 +214,7 @@ class Plan:
     attach_to: str = ""
     serve: ServePlan | None = None  # frontend.placement=here: the worker jobs
     # A worker job of a placement=here run: on a stop signal that no stop request explains
-    # (time limit, preemption) it keeps serving this long for its replacement (runtime/hold.py).
+    # (time limit, preemption) it keeps serving this long for its replacement (elastic/hold.py).
     hold_s: float = 0.0
     # An attached job stops itself when the run's heartbeat is this long unchanged
     # (orchestrator.runtime.heartbeat; launcher.heartbeat_timeout_s).

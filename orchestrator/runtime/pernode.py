@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from orchestrator.effects import CommandRunner
+from orchestrator.core.effects import CommandRunner
 from orchestrator.plan.model import Process, SlurmRequest
 from orchestrator.runtime.processes import Running, node_failure, open_log
 from orchestrator.slurm.client import SlurmClient

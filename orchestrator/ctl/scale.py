@@ -1,0 +1,34 @@
+"""`ctl scale RUN_DIR GROUP.workers=N ...`: validate, then attach a job with more workers or
+remove single workers (orchestrator.elastic)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from orchestrator.ctl.status import run_view
+from orchestrator.slurm.client import SlurmClient
+
+
+def scale(run_dir: Path, items: Sequence[str], client: SlurmClient | None = None) -> int:
+    """Validate a scale request (exit 2 before anything is submitted), submit the attached job,
+    wait for its workers to serve through the run's frontend."""
+    # Scaling composes and plans (Hydra): imported only for this command, not for status/stop.
+    from orchestrator.elastic import scale_down
+    from orchestrator.elastic import scale_up as scaling
+    from orchestrator.launchers.follow import follow
+    from orchestrator.launchers.select import Site
+
+    request = scaling.parse_request(items)
+    view, _ = run_view(run_dir, client)
+    scaling.check_ready(run_dir, view.phase)
+    removals = scale_down.plan_removal(run_dir, request.counts)
+    if removals:  # single workers, newest first; their drivers deregister and stop them
+        print("\n".join(scale_down.remove(run_dir, removals)), flush=True)
+        return 0
+    prepared = scaling.prepare_scale(run_dir, request, Site.detect())  # composed, validated
+    plan = scaling.plan_scale_up(run_dir, request.counts, prepared)
+    job_id, adir = scaling.submit_attached(run_dir, prepared, plan)
+    print(job_id, flush=True)
+    print(adir, flush=True)
+    return follow(adir, job_id, until_done=False)
