@@ -54,7 +54,9 @@ def overrides(per_node: int, launch_per: str, run_dir: Path) -> list[str]:
             f"engine.python={STUB}", "deployment=aggregated", f"aggregated.workers={3 * per_node}",
             "aggregated.tp=1", f"deployment.workers_per_gpu={max(1, per_node // GPUS)}",
             "cluster=testbed", "launcher=submitit", f"cluster.launch_per={launch_per}",
-            "readiness.timeout_s=600", "cluster.time_limit_min=30", f"run_dir={run_dir}"]  # fmt: skip
+            "readiness.timeout_s=600", "cluster.time_limit_min=30", f"run_dir={run_dir}",
+            # 256 workers x 10 ports a node: below the ephemeral range and other jobs' blocks.
+            "cluster.port_base=10000", "cluster.port_job_blocks=2"]  # fmt: skip
 
 
 def unchained(prepared: Prepared) -> Prepared:
@@ -150,13 +152,12 @@ def main() -> int:
     parser.add_argument("--launch-per", choices=("node", "process"), default="node")
     parser.add_argument("--serve-s", type=float, default=20.0)
     args = parser.parse_args()
-    rows = [one_fleet(n, args.launch_per, args.serve_s) for n in args.per_node]
-    keys = list(rows[0])
-    print("| " + " | ".join(keys) + " |")
-    print("|" + "---|" * len(keys))
-    for row in rows:
+    for i, n in enumerate(args.per_node):
+        row = one_fleet(n, args.launch_per, args.serve_s)
+        if not i:
+            print("| " + " | ".join(row) + " |\n|" + "---|" * len(row), flush=True)
         print("| " + " | ".join(f"{v:.2f}" if isinstance(v, float) else str(v)
-                                for v in row.values()) + " |")  # fmt: skip
+                                for v in row.values()) + " |", flush=True)  # fmt: skip
     return 0
 
 
