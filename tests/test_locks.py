@@ -13,6 +13,7 @@ import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -22,9 +23,10 @@ from orchestrator.core.effects import HttpResponse, SubprocessRunner
 from orchestrator.ctl.locks import status_lines
 from orchestrator.frontends import lock_lines
 from orchestrator.frontends.control_key import keyed_launch
-from orchestrator.frontends.etcd_lock import EtcdLockError, enable_auth
+from orchestrator.frontends.etcd_lock import EtcdLockError, enable_auth, etcd_client
 from orchestrator.launchers.rundir import create_run_dir
 from orchestrator.plan.build import build_plan
+from orchestrator.plan.model import TIER_WORKER, Process
 from orchestrator.rundir import RunDir
 from orchestrator.rundir.secrets import (
     ADMIN_KEY_ENV,
@@ -42,6 +44,8 @@ from tests.fakes import FakeHttp
 Compose = Callable[..., RootConfig]
 REPO = Path(__file__).resolve().parent.parent
 ETCD = "http://10.0.0.1:2379"
+PLAIN_WORKER = Process(name="decode-0", role="decode", group="decode", worker_index=0, rank=0,
+                       node_index=0, gpus=(), ports={}, env={}, argv=("x",), tier=TIER_WORKER)  # fmt: skip
 
 
 def mode(path: Path) -> int:
@@ -211,3 +215,29 @@ def test_request_plane_tls_hands_every_dynamo_process_paths_only(compose: Compos
     routed = compose("+model=gpt_oss_120b", "frontend=sglang_router", "engine=sglang",
                      "frontend.request_plane_tls=true")  # fmt: skip
     assert [i.key for i in validate(routed)] == ["frontend.request_plane_tls"]
+
+
+class HeaderHttp(FakeHttp):
+    """FakeHttp that remembers the headers a client was made with."""
+
+    headers: dict[str, str] = {}
+
+    def with_headers(self, headers: dict[str, str]) -> HeaderHttp:
+        self.headers = headers
+        return self
+
+
+def test_lease_revokes_of_the_purge_carry_a_fresh_etcd_token(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    http = HeaderHttp({"/v3/auth/authenticate": HttpResponse(200, '{"token": "tok.7"}')})
+    proc = dataclasses.replace(PLAIN_WORKER, env={"ETCD_ENDPOINTS": ETCD})
+    driver = SimpleNamespace(http=http, plan=SimpleNamespace(processes=(proc,)))
+    monkeypatch.setenv("ETCD_AUTH_USERNAME", "root")
+    monkeypatch.setenv("ETCD_AUTH_PASSWORD", "pw")
+    assert etcd_client(driver) is http and http.headers == {"Authorization": "tok.7"}  # type: ignore[arg-type]
+    assert http.posts() == [{"name": "root", "password": "pw"}]
+    monkeypatch.delenv("ETCD_AUTH_PASSWORD")
+    plain = HeaderHttp({})
+    driver.http = plain
+    assert etcd_client(driver) is plain and plain.calls == []  # type: ignore[arg-type]

@@ -3,10 +3,12 @@ the value found and the fix (`validate` returns them; `check` raises one Invalid
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterable
 from pathlib import Path
 
+from orchestrator.bench.evals import eval_issues
 from orchestrator.bench.spec import BENCHMARK_KINDS, TOOLS, aiperf_binary, estimate_s
 from orchestrator.config.domains import domain_issues
 from orchestrator.config.schema import RootConfig
@@ -17,10 +19,12 @@ from orchestrator.frontends import FRONTENDS, get_frontend
 from orchestrator.launchers import CONFIG_KINDS, runs_on_one_machine
 from orchestrator.plan import build
 from orchestrator.plan.consistency import role_consistency
+from orchestrator.plan.fetch import fetch_issues
 from orchestrator.plan.model import RESTART_MODES
 from orchestrator.plan.ports import highest_port
 from orchestrator.plan.sharing import sharing_issues
-from orchestrator.slurm.request import SAFE_DIRECTIVE
+from orchestrator.plan.stage import stage_issues
+from orchestrator.slurm.request import LAUNCH_PER, PER_NODE, SAFE_DIRECTIVE
 
 DEPLOYMENT_MODES = ("disaggregated", "aggregated")
 GPU_DIRECTIVES = ("gpus-per-node", "gres")
@@ -41,7 +45,10 @@ def validate(cfg: RootConfig) -> list[Issue]:
     issues = _kinds(cfg) + _model(cfg) + _groups(cfg) + _ports(cfg) + _timing(cfg) + _secrets(cfg)
     issues += _run_dir_mode(cfg.cluster.run_dir_mode)
     issues += _slurm_values(cfg) + _benchmark(cfg) + _restarts(cfg) + serve_issues(cfg)
-    issues += sharing_issues(cfg)
+    issues += sharing_issues(cfg) + fetch_issues(cfg, os.environ)
+    issues += stage_issues(
+        cfg, loads_model=cfg.engine.kind not in ENGINES or get_engine(cfg.engine.kind).loads_model
+    )
     named = {i.key for i in issues}  # a key a specific rule already reports once is enough
     issues += [i for i in domain_issues(cfg) if i.key not in named]
     if not issues:
@@ -64,10 +71,21 @@ def _kinds(cfg: RootConfig) -> list[Issue]:
         + _choice("deployment.mode", cfg.deployment.mode, DEPLOYMENT_MODES)
         + _choice("cluster.gpu_directive", cfg.cluster.gpu_directive, GPU_DIRECTIVES)
         + _choice("cluster.ip_source", cfg.cluster.ip_source, IP_SOURCES)
+        + _choice("cluster.launch_per", cfg.cluster.launch_per, LAUNCH_PER)
+        + _agent_container(cfg)
         + _choice("dry_run", cfg.dry_run_mode(), DRY_RUN_VALUES)
         + _choice("benchmark.kind", cfg.benchmark.kind, BENCHMARK_KINDS)
         + _combination(cfg)
     )
+
+
+def _agent_container(cfg: RootConfig) -> list[Issue]:
+    """The node agent runs with the driver's interpreter, which a pyxis container lacks."""
+    if cfg.cluster.launch_per != PER_NODE or not cfg.cluster.container_image:
+        return []
+    return [Issue("cluster.launch_per", PER_NODE, "the node agent runs with the orchestrator's "
+                  "own interpreter, which the container of cluster.container_image does not "
+                  "have", "set cluster.launch_per=process with a container image")]  # fmt: skip
 
 
 def _combination(cfg: RootConfig) -> list[Issue]:
@@ -294,6 +312,8 @@ def _benchmark(cfg: RootConfig) -> list[Issue]:
     b = cfg.benchmark
     if b.kind not in TOOLS:
         return []
+    if b.kind == "lm_eval":
+        return eval_issues(cfg)
     issues = []
     if not b.points:
         issues.append(Issue("benchmark.points", "[]", f"benchmark={b.kind} needs at least one load point",

@@ -90,3 +90,23 @@ def lock_etcd(driver: DriverView, running: Running) -> None:
     steps = enable_auth(driver.http, base, password)
     driver.say(f"etcd: authentication {steps} (user {ETCD_USER}); anonymous reads refused")
     driver.state.update(etcd_locked=True)
+
+
+def etcd_client(driver: DriverView) -> HttpClient:
+    """The driver's HTTP client with a fresh token of the run's etcd (dynamo_purge revokes dead
+    workers' leases with it), or the plain client where no etcd password is set (a run made
+    before locks, file discovery). A token per use: etcd's simple tokens expire after 5 idle
+    minutes (--auth-token-ttl 300), and a purge is rare."""
+    password = os.environ.get(ETCD_PASSWORD_ENV, "")
+    endpoints = next((p.env["ETCD_ENDPOINTS"] for p in driver.plan.processes
+                      if "ETCD_ENDPOINTS" in p.env), "")  # fmt: skip
+    with_headers: Any = getattr(driver.http, "with_headers", None)
+    if not password or not endpoints or with_headers is None:
+        return driver.http
+    base = endpoints.split(",")[0].rstrip("/")
+    answer = _post(driver.http, f"{base}/v3/auth/authenticate",
+                   {"name": os.environ.get(ETCD_USER_ENV, ETCD_USER), "password": password})  # fmt: skip
+    if "token" not in answer:
+        return driver.http  # the revoke then fails and says so; the lease expires as before
+    client: HttpClient = with_headers({"Authorization": answer["token"]})
+    return client
