@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import stat
 from pathlib import Path
@@ -90,6 +91,9 @@ def test_dynamo_etcd_refuses_strangers_and_serves_restarts_through_it(
     assert old is not None
     os.kill(old.pid, signal.SIGKILL)
     healthy_again(run_dir, "decode-0")
+    # The driver revoked the dead worker's lease in the locked etcd with the run's token.
+    assert re.search(r"decode-0 removed from Dynamo's discovery: etcd lease \w+ (revoked|already "
+                     r"gone)", (run_dir / "driver.log").read_text())  # fmt: skip
     log = run_dir / "logs" / "decode-0.log"
     after = log.read_text().count("\n")
     e2e.wait_for(lambda: chat_ok(url) and "request" in "".join(
