@@ -60,8 +60,17 @@ def test_plan_carries_the_policies(plan_of: Any) -> None:
     assert plan.process("decode-1").restart == RestartPolicy(mode="always", max_restarts=5)
     assert plan.process("prefill-0").restart.mode == "on_failure"  # the default
     assert plan.process("frontend").restart.mode == "never"
-    assert plan.process("etcd").restart.mode == "never"  # fatal: see orchestrator/plan/restart.py
+    assert plan.process("etcd").restart.mode == "never"  # follows the frontend's
     assert plan_from_dict(json.loads(json.dumps(plan_to_dict(plan)))) == plan
+
+
+def test_etcd_restarts_in_place_well_within_dynamo_s_reconnection_deadline(plan_of: Any) -> None:
+    plan = plan_of("deployment.restart_backoff_s=10", "deployment.restart_backoff_max_s=120",
+                   "prefill.workers=2", "decode.workers=2")  # fmt: skip
+    etcd = plan.process("etcd").restart
+    assert etcd.mode == "on_failure" and etcd.backoff_max_s == 5.0  # Dynamo waits ~30 s for it
+    assert [etcd.backoff(n) for n in range(3)] == [5.0, 5.0, 5.0]
+    assert plan.process("decode-0").restart.backoff_max_s == 120
 
 
 # --- the driver ----------------------------------------------------------------------------------

@@ -92,7 +92,7 @@ def etcd_process(cfg: RootConfig, ports: PortAllocator) -> Process:
         "--initial-cluster-state", "new",
     )  # fmt: skip
     return Process(
-        name="etcd", role="infra", group="infra", worker_index=0, rank=0, node_index=0, gpus=(),
+        name="etcd", role="infra", group="discovery", worker_index=0, rank=0, node_index=0, gpus=(),
         ports=p, env={}, argv=argv, tier=TIER_INFRA, health=HealthProbe(url=f"{client}/health"),
     )  # fmt: skip
 
