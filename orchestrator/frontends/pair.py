@@ -49,6 +49,10 @@ def haproxy_config(
         "    retries 3",
         "    option redispatch 1",  # every retry goes to another server
         "    retry-on conn-failure empty-response junk-response",
+        # L7 retries need the whole request in HAProxy's buffer; clients (Python requests) send
+        # the body after the headers, and without this HAProxy forwards the headers alone and
+        # cannot retry a request whose replica died before answering (seen: 502 "SH--", 0 retries).
+        "    option http-buffer-request",
         "frontend serve",
         f"    bind {bind}",
         f"    monitor-uri {MONITOR_URI}",
