@@ -26,7 +26,7 @@ from orchestrator.plan.model import RESTART_MODES
 from orchestrator.plan.ports import highest_port
 from orchestrator.plan.sharing import sharing_issues
 from orchestrator.plan.stage import stage_issues
-from orchestrator.slurm.request import SAFE_DIRECTIVE
+from orchestrator.slurm.request import LAUNCH_PER, PER_NODE, SAFE_DIRECTIVE
 
 DEPLOYMENT_MODES = ("disaggregated", "aggregated")
 GPU_DIRECTIVES = ("gpus-per-node", "gres")
@@ -45,6 +45,7 @@ def check(cfg: RootConfig) -> None:
 def validate(cfg: RootConfig) -> list[Issue]:
     """Every problem of `cfg`. Checks that need a sane shape run only when the shape is sane."""
     issues = _kinds(cfg) + _model(cfg) + _groups(cfg) + _ports(cfg) + _timing(cfg) + _secrets(cfg)
+    issues += _run_dir_mode(cfg.cluster.run_dir_mode)
     issues += _slurm_values(cfg) + _benchmark(cfg) + _restarts(cfg) + serve_issues(cfg)
     issues += sharing_issues(cfg) + fetch_issues(cfg, os.environ)
     issues += stage_issues(
@@ -72,10 +73,21 @@ def _kinds(cfg: RootConfig) -> list[Issue]:
         + _choice("deployment.mode", cfg.deployment.mode, DEPLOYMENT_MODES)
         + _choice("cluster.gpu_directive", cfg.cluster.gpu_directive, GPU_DIRECTIVES)
         + _choice("cluster.ip_source", cfg.cluster.ip_source, IP_SOURCES)
+        + _choice("cluster.launch_per", cfg.cluster.launch_per, LAUNCH_PER)
+        + _agent_container(cfg)
         + _choice("dry_run", cfg.dry_run_mode(), DRY_RUN_VALUES)
         + _choice("benchmark.kind", cfg.benchmark.kind, BENCHMARK_KINDS)
         + _combination(cfg)
     )
+
+
+def _agent_container(cfg: RootConfig) -> list[Issue]:
+    """The node agent runs with the driver's interpreter, which a pyxis container lacks."""
+    if cfg.cluster.launch_per != PER_NODE or not cfg.cluster.container_image:
+        return []
+    return [Issue("cluster.launch_per", PER_NODE, "the node agent runs with the orchestrator's "
+                  "own interpreter, which the container of cluster.container_image does not "
+                  "have", "set cluster.launch_per=process with a container image")]  # fmt: skip
 
 
 def _combination(cfg: RootConfig) -> list[Issue]:
@@ -252,6 +264,19 @@ def _secrets(cfg: RootConfig) -> list[Issue]:
               "every process inherits it")
         for where, env in envs for key in env if SECRET_KEY.search(key)
     ]  # fmt: skip
+
+
+def _run_dir_mode(value: str) -> list[Issue]:
+    """An octal mode that keeps the run the owner's: full access for the owner, no write for
+    anyone else (who could then stop, scale or steer it through its control files)."""
+    try:
+        mode = int(value, 8)
+    except ValueError:
+        mode = -1
+    if 0 <= mode <= 0o777 and mode & 0o700 == 0o700 and not mode & 0o022:
+        return []
+    return [Issue("cluster.run_dir_mode", repr(value), "not an octal mode with rwx for you and no "
+                  "write for group or others", "use 0700 (only you) or 0750 (your group reads)")]  # fmt: skip
 
 
 def _slurm_values(cfg: RootConfig) -> list[Issue]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import stat
 import time
 from pathlib import Path
 
@@ -17,6 +18,28 @@ from orchestrator.rundir.phase import QUEUED
 from orchestrator.runtime.state import StateFile
 from orchestrator.slurm.client import SlurmClient
 from orchestrator.slurm.states import category_of
+
+
+class NotYourRun(OrchestratorError):
+    """`stop`/`scale` of a run directory this user cannot write: refused before anything."""
+
+    exit_code = 2
+
+
+def check_control(run_dir: Path) -> None:
+    """`stop` and `scale` write into the run directory (stop-requested, retire-requested.json,
+    attached/) and signal its job: a run this user cannot write is someone else's."""
+    try:
+        st = run_dir.stat()
+    except PermissionError as exc:
+        raise NotYourRun(f"{run_dir} cannot be reached by you ({exc.strerror}): only the run's "
+                         "owner can stop or scale it") from exc  # fmt: skip
+    except FileNotFoundError:
+        return  # said by the command itself
+    if not os.access(run_dir, os.W_OK | os.X_OK):
+        raise NotYourRun(f"{run_dir} is not writable by you (owner uid {st.st_uid}, mode "
+                         f"{stat.S_IMODE(st.st_mode):04o}): only the run's owner can stop or "
+                         "scale it")  # fmt: skip
 
 
 def stop(run_dir: Path, timeout_s: float = 120.0, client: SlurmClient | None = None) -> str:

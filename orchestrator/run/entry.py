@@ -31,12 +31,15 @@ from orchestrator.plan.placeholders import Bindings, bind_plan, shift_port
 from orchestrator.plan.ports import port_offset_for_job
 from orchestrator.run.driver import Driver, default_say
 from orchestrator.rundir import Phase, RunDir
+from orchestrator.rundir.secrets import export_secrets
 from orchestrator.runtime import fetch, nodes, preflight, stage_step
 from orchestrator.runtime.attempts import begin_attempt
 from orchestrator.runtime.heartbeat import attach_heartbeat
+from orchestrator.runtime.pernode import NodeBackend
 from orchestrator.runtime.processes import Backend, LocalBackend, SrunBackend
 from orchestrator.runtime.state import StateFile
 from orchestrator.slurm.client import SlurmClient
+from orchestrator.slurm.request import PER_NODE
 
 
 @dataclass(frozen=True)
@@ -238,6 +241,9 @@ def _setup(plan: Plan, run_dir: Path, env: Mapping[str, str], state: StateFile,
     prepare_files(bound)
     if local:
         return bound, LocalBackend(alloc.hosts[0])
+    if bound.slurm.launch_per == PER_NODE:
+        return bound, NodeBackend(bound.slurm, alloc.job_id, alloc.hosts, SubprocessRunner(),
+                                  python=sys.executable, log_dir=RunDir(run_dir).logs_dir)  # fmt: skip
     return bound, SrunBackend(bound.slurm, alloc.job_id, alloc.hosts, SubprocessRunner())
 
 
@@ -250,6 +256,8 @@ def run_driver(run_dir: Path, env: Mapping[str, str] | None = None) -> int:
     state.update(driver_pid=os.getpid(), driver_host=socket.gethostname())
     try:
         plan = load_plan(run_dir)
+        # Handed to every process through the environment, never through the plan or argv.
+        export_secrets(run_dir, plan.attach_to, os.environ)
         use_our_interpreter_first(plan)
         bound, backend = _setup(plan, run_dir, env, state, say)
         start_fingerprint(run_dir, bound, backend)  # per node, in a thread, bounded to seconds
