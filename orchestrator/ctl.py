@@ -11,17 +11,17 @@ import os
 import signal
 import socket
 import sys
-import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from orchestrator import attached as attachments
 from orchestrator import ctl_see as see
-from orchestrator.effects import SubprocessRunner
+from orchestrator.effects import Clock, SubprocessRunner, SystemClock
 from orchestrator.errors import OrchestratorError
 from orchestrator.launchers import Facts, facts_of
 from orchestrator.rundir import FINAL, Phase, RunDir, RunState
+from orchestrator.rundir.jobs import WorkerJobs
 from orchestrator.rundir.phase import QUEUED
 from orchestrator.runtime.processes import log_tail
 from orchestrator.runtime.reconcile import RunView, driver_alive, reconcile
@@ -106,20 +106,25 @@ def logs(run_dir: Path, name: str | None, lines: int) -> str:
     return log_tail(path, lines)
 
 
-def stop(run_dir: Path, timeout_s: float = 120.0, client: SlurmClient | None = None) -> str:
+def stop(
+    run_dir: Path, timeout_s: float = 120.0, client: SlurmClient | None = None,
+    clock: Clock | None = None,
+) -> str:  # fmt: skip
     """Stop the run in whatever phase it is: a job still queued is cancelled at once (and the run
     recorded done); a running driver is asked to stop gracefully and waited for."""
     launcher = facts_of(RunDir(run_dir).launch().launcher)  # also: is this a run directory?
-    client = client or _client()
-    # Attached workers first: Dynamo workers deregister from the run's etcd, which must outlive them.
-    attached = [f"attached job {e['job_id']}: {stop(Path(e['run_dir']), timeout_s, client)}"
-                for e in attachments.live_attached(run_dir)]  # fmt: skip
-    said = stop_run(run_dir, launcher, timeout_s, client)
+    client, clock = client or _client(), clock or SystemClock()
+    # Worker jobs first: Dynamo workers deregister from the run's etcd, which must outlive them.
+    attached = [f"attached job {j.job_id}: {stop(Path(j.run_dir), timeout_s, client, clock)}"
+                for j in WorkerJobs(run_dir).live()]  # fmt: skip
+    said = stop_run(run_dir, launcher, timeout_s, client, clock)
     return "\n".join([*attached, said])
 
 
-def stop_run(run_dir: Path, launcher: Facts, timeout_s: float, client: SlurmClient) -> str:
-    """`stop` of the run itself (not its attached jobs)."""
+def stop_run(
+    run_dir: Path, launcher: Facts, timeout_s: float, client: SlurmClient, clock: Clock
+) -> str:
+    """`stop` of the run itself (not its worker jobs)."""
     view, state = run_view(run_dir, client)
     if view.recorded in FINAL and view.phase != Phase.REQUEUED:
         return f"already {view.recorded}"
@@ -139,12 +144,12 @@ def stop_run(run_dir: Path, launcher: Facts, timeout_s: float, client: SlurmClie
             os.kill(state.driver_pid, signal.SIGTERM)
         except ProcessLookupError:
             pass
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+    deadline = clock.now() + timeout_s
+    while clock.now() < deadline:
         phase = RunDir(run_dir).state().phase
         if phase in FINAL:
             return f"stopped ({phase})"
-        time.sleep(0.2)
+        clock.sleep(0.2)
     raise OrchestratorError(
         f"the driver did not finish within {timeout_s:g} s; see {RunDir(run_dir).driver_log}"
     )
@@ -166,11 +171,10 @@ def _cancel_queued(run_dir: Path, job_id: str, client: SlurmClient, seen: str) -
 def scale(run_dir: Path, items: Sequence[str], client: SlurmClient | None = None) -> int:
     """Validate a scale request (exit 2 before anything is submitted), submit the attached job,
     wait for its workers to serve through the run's frontend."""
-    # Scaling composes and plans (Hydra): imported only for this command, not for status/stop.
+    # Scaling plans (OmegaConf, the engines): imported only for this command, not status/stop.
     from orchestrator import scale as scaling
     from orchestrator import scale_down
     from orchestrator.launchers.follow import follow
-    from orchestrator.launchers.select import Site
 
     request = scaling.parse_request(items)
     view, _ = run_view(run_dir, client)
@@ -179,12 +183,10 @@ def scale(run_dir: Path, items: Sequence[str], client: SlurmClient | None = None
     if removals:  # single workers, newest first; their drivers deregister and stop them
         print("\n".join(scale_down.remove(run_dir, removals)), flush=True)
         return 0
-    prepared = scaling.prepare_scale(run_dir, request, Site.detect())  # composed, validated
-    plan = scaling.plan_scale_up(run_dir, request.counts, prepared)
-    job_id, adir = scaling.submit_attached(run_dir, prepared, plan)
-    print(job_id, flush=True)
-    print(adir, flush=True)
-    return follow(adir, job_id, until_done=False)
+    job = scaling.submit_attached(run_dir, scaling.plan_scale_up(run_dir, request))
+    print(job.job_id, flush=True)
+    print(job.run_dir, flush=True)
+    return follow(Path(job.run_dir), job.job_id, until_done=False)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

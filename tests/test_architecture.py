@@ -229,7 +229,7 @@ OTHER_MEANINGS = {
     ("tiny_model.py", "config.json"),
     ("runtime/preflight.py", "config.json"),
     ("ctl.py", "logs"),
-    ("runtime/attached_watch.py", "attached"),
+    ("runtime/jobwatch.py", "attached"),
 }
 
 

@@ -13,16 +13,19 @@ from typing import Any
 import pytest
 
 from orchestrator.api import prepare
-from orchestrator.attached import read_attached
 from orchestrator.errors import OrchestratorError
 from orchestrator.launchers.select import Site
 from orchestrator.plan.model import Plan, ServePlan
 from orchestrator.plan.placeholders import Bindings, bind_plan
+from orchestrator.rundir import WorkerJob
 from orchestrator.rundir.layout import STOP_FILE
+from orchestrator.runtime.jobwatch import JobWatch
 from orchestrator.runtime.rollover import LEFT_REFRESH_S, SLURM_TICK_S, Rollover, lead_s
 from orchestrator.runtime.state import StateFile
+from orchestrator.slurm.client import SlurmClient
 from tests.fake_slurm import FakeSlurm
 from tests.fakes import FakeClock
+from tests.test_scale import read_attached
 
 HERE = ["+model=gpt_oss_120b", "engine=mocker", "cluster=testbed", "frontend.placement=here",
         "frontend.host=10.77.0.1", "serve.rollover=true", "cluster.time_limit_min=2",
@@ -51,12 +54,20 @@ class View:
         self.said.append(message)
 
 
-def setup(here_plan: Plan, tmp_path: Path) -> tuple[View, FakeSlurm, Rollover]:
+class Watched(Rollover):
+    """The policy with the run's watch over it, as attach_rollover wires them."""
+
+    def __init__(self, serve: ServePlan, slurm: FakeSlurm) -> None:
+        super().__init__(serve, slurm)
+        self.watch = JobWatch(SlurmClient(slurm), self)
+
+
+def setup(here_plan: Plan, tmp_path: Path) -> tuple[View, FakeSlurm, Watched]:
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     view, slurm = View(here_plan, run_dir), FakeSlurm()
     assert view.plan.serve is not None
-    return view, slurm, Rollover(view.plan.serve, slurm)
+    return view, slurm, Watched(view.plan.serve, slurm)
 
 
 def job_dir(view: View, n: int) -> Path:
@@ -67,12 +78,12 @@ def set_phase(view: View, n: int, phase: str, **fields: Any) -> None:
     StateFile(job_dir(view, n)).phase(phase, **fields)
 
 
-def tick(view: View, rollover: Rollover, seconds: float = SLURM_TICK_S) -> None:
+def tick(view: View, rollover: Watched, seconds: float = SLURM_TICK_S) -> None:
     view.clock.t += seconds
-    rollover.tick(view)  # type: ignore[arg-type]
+    rollover.watch.on_tick(view)  # type: ignore[arg-type]
 
 
-def serving(view: View, slurm: FakeSlurm, rollover: Rollover) -> str:
+def serving(view: View, slurm: FakeSlurm, rollover: Watched) -> str:
     """Start the first job and let it serve; its job id."""
     rollover.start(view)  # type: ignore[arg-type]
     job = read_attached(view.run_dir)[0]["job_id"]
@@ -196,11 +207,10 @@ def test_teardown_stops_every_worker_job_and_waits_for_it(here_plan: Plan, tmp_p
 
 def test_the_lead_is_measured_time_to_ready_plus_the_margin() -> None:
     serve = ServePlan(host="h", workers=None, margin_s=60.0, signal_before_limit_s=15.0)  # type: ignore[arg-type]
-    entry = {"submitted_at": 100.0, "ready_at": 130.0}
+    entry = WorkerJob(job_id="1", run_dir="", workers=(), submitted_at=100.0, ready_at=130.0)
     assert lead_s(serve, entry, limit_s=3600) == 90.0  # 30 s to ready + 60 s
-    assert (
-        lead_s(serve, {"submitted_at": 100.0, "ready_at": 105.0}, limit_s=3600) == 75.0
-    )  # >= signal
+    quick = WorkerJob(job_id="1", run_dir="", workers=(), submitted_at=100.0, ready_at=105.0)
+    assert lead_s(serve, quick, limit_s=3600) == 75.0  # >= signal
     assert lead_s(serve, entry, limit_s=120) == 60.0  # at most half the limit
     explicit = ServePlan(host="h", workers=None, lead_s=300.0)  # type: ignore[arg-type]
     assert lead_s(explicit, entry, limit_s=3600) == 300.0
@@ -288,17 +298,25 @@ def test_a_copy_leaves_out_workers_a_scale_down_removed(here_plan: Plan, tmp_pat
     assert copy["readiness"]["expected"] == {"prefill": 1}  # it counts its own workers
 
 
-def test_scaling_waits_for_a_rollover_in_progress(here_plan: Plan, tmp_path: Path) -> None:
+def test_scaling_during_a_rollover_counts_each_worker_once(here_plan: Plan, tmp_path: Path) -> None:
+    """A job and its copy hold the same workers: they count once, in the copy (the newest), so
+    a scale-down waits until the copy serves rather than removing a worker it would bring back."""
     from orchestrator.errors import InvalidConfig
-    from orchestrator.scale import check_ready
+    from orchestrator.rundir import RunDir
+    from orchestrator.scale_down import current_counts, plan_removal
 
     view, slurm, rollover = setup(here_plan, tmp_path)
+    RunDir(view.run_dir).write_bound_plan(view.plan)  # the head: no workers of its own
     old = serving(view, slurm, rollover)
-    check_ready(view.run_dir, "ready")  # one job: fine
+    assert current_counts(view.run_dir) == {"decode": 1, "prefill": 1}
     slurm.jobs[old].time_left_s = 60
     tick(view, rollover, LEFT_REFRESH_S)
     new = read_attached(view.run_dir)[1]["job_id"]
-    with pytest.raises(
-        InvalidConfig, match=f"a rollover is in progress .job {new} replaces job {old}"
-    ):
-        check_ready(view.run_dir, "ready")
+    assert current_counts(view.run_dir) == {"decode": 1, "prefill": 1}  # not doubled
+    with pytest.raises(InvalidConfig, match=rf"attached job {new} \(submitted\)"):
+        plan_removal(view.run_dir, {"decode": 0})  # below ctl's own limit: the choice alone
+    slurm.set_state(new, "RUNNING", nodes=["node3"])
+    set_phase(view, 2, "ready")
+    tick(view, rollover)  # the copy serves: the old job drains
+    (removal,) = plan_removal(view.run_dir, {"decode": 0})
+    assert removal.holder.job_id == new and removal.workers == ("decode-0",)

@@ -130,3 +130,67 @@ class LaunchRecord:
             "created": self.created,
             "request": dict(self.request),
         }
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WorkerJob:
+    """One Slurm job holding some of a run's workers, as RUN_DIR/attached.json lists it: its
+    own run directory (RUN_DIR/attached/<n>/, run by the normal driver), its workers, and what
+    the run's driver and `ctl scale` recorded about it. The run's own job is generation 0;
+    jobs `ctl scale` adds are generation 0 too (they replace nothing); a frontend.placement=here
+    run's first worker job is generation 1 and each replacement one more than the job it
+    replaces."""
+
+    job_id: str  # '' while sbatch has not answered (listed first: a record of the directory)
+    run_dir: str
+    workers: tuple[str, ...]  # process names, ranks included
+    groups: Mapping[str, int] = field(default_factory=dict)  # worker units per group
+    submitted_at: float = 0.0
+    generation: int = 0
+    replaces: str = ""  # the job id this one replaces (rollover, loss)
+    reason: str = ""  # why it was submitted (start, time limit, lost: ...)
+    ready_at: float = 0.0  # its workers serve (placement=here: seen by the run's driver)
+    drain_at: float = 0.0  # asked to stop by the run's driver (a drain, or the run's teardown)
+    removed_at: float = 0.0  # holds no workers any more (scale-down, drained, lost, stopped)
+    ended: str = ""  # how it ended, once seen (Slurm's state, or its driver's phase)
+    error: str = ""  # why it could not be submitted
+
+    @classmethod
+    def from_dict(cls, data: JsonDict) -> WorkerJob:
+        """An entry of attached.json."""
+
+        def text(key: str) -> str:
+            return str(data.get(key) or "")
+
+        def at(key: str) -> float:
+            return float(data.get(key) or 0.0)
+
+        return cls(
+            job_id=text("job_id"),
+            run_dir=str(data["run_dir"]),
+            workers=tuple(data.get("workers") or ()),
+            groups=dict(data.get("groups") or {}),
+            submitted_at=at("submitted_at"),
+            generation=int(data.get("generation") or 0),
+            replaces=text("replaces"),
+            reason=text("reason"),
+            ready_at=at("ready_at"),
+            drain_at=at("drain_at"),
+            removed_at=at("removed_at"),
+            ended=text("ended"),
+            error=text("error"),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """attached.json's entry: what every job has, the facts of a generation, what is set."""
+        base = {"job_id": self.job_id, "run_dir": self.run_dir, "workers": list(self.workers),
+                "groups": dict(self.groups), "submitted_at": self.submitted_at}  # fmt: skip
+        if self.generation:
+            base.update(generation=self.generation, replaces=self.replaces, reason=self.reason)
+        later = ("ready_at", "drain_at", "removed_at", "ended", "error")
+        return {**base, **{k: getattr(self, k) for k in later if getattr(self, k)}}
+
+    @property
+    def removed(self) -> bool:
+        """Recorded as holding no workers (removed by a scale-down, drained, seen ending)."""
+        return bool(self.removed_at)

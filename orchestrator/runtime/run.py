@@ -25,12 +25,12 @@ from orchestrator.plan.placeholders import Bindings, bind_plan, shift_port
 from orchestrator.plan.ports import port_offset_for_job
 from orchestrator.rundir import Phase, RunDir
 from orchestrator.runtime import nodes, preflight
-from orchestrator.runtime.attached_watch import attach_attached_watch
 from orchestrator.runtime.attempts import begin_attempt
 from orchestrator.runtime.driver import Driver, default_say
 from orchestrator.runtime.fingerprint import start_fingerprint
 from orchestrator.runtime.heartbeat import attach_heartbeat
 from orchestrator.runtime.hold import attach_hold
+from orchestrator.runtime.jobwatch import attach_job_watch
 from orchestrator.runtime.processes import Backend, LocalBackend, SrunBackend
 from orchestrator.runtime.retire import attach_retire
 from orchestrator.runtime.rollover import attach_rollover
@@ -249,13 +249,15 @@ def run_driver(run_dir: Path, env: Mapping[str, str] | None = None) -> int:
     driver.install_signal_handlers()
     attach_hold(driver)  # a worker job of a placement=here run: Slurm's stop signals are held
     attach_heartbeat(driver)  # an attached job stops itself when its run's driver is gone
-    attach_attached_watch(driver, SlurmClient(SubprocessRunner()))  # ctl scale's jobs
     attach_retire(driver)  # ctl scale down: single workers
     get_frontend(bound.readiness.frontend_kind).attach(driver)
     attach_metrics(driver, bound.metrics)  # before the benchmark: it scrapes the benchmark too
     attach_benchmark(driver, bound.benchmark)
-    if bound.serve is not None:
-        attach_rollover(driver, bound.serve)
+    slurm = SlurmClient(SubprocessRunner())
+    if bound.serve is not None:  # placement=here: every worker is in a worker job
+        attach_rollover(driver, bound.serve, slurm)
+    else:  # ctl scale's worker jobs
+        attach_job_watch(driver, slurm)
     return driver.run()
 
 
