@@ -30,7 +30,7 @@ from orchestrator.frontends import get_frontend
 from orchestrator.launchers import Materials, get_launcher
 from orchestrator.launchers.rundir import git_sha
 from orchestrator.plan.build import attached_plan
-from orchestrator.plan.model import TIER_WORKER, Plan
+from orchestrator.plan.model import TIER_WORKER, Plan, WorkerJobPlan
 from orchestrator.rundir import Phase, RunDir, WorkerJob
 from orchestrator.runtime.workerjobs import joined, submit_job
 from orchestrator.scale_down import current_counts
@@ -191,7 +191,7 @@ def plan_scale_up(run_dir: Path, request: ScaleRequest) -> ScaleUp:
         have,
         worker_env(bound),
         frontend_url=bound.readiness.frontend_url,
-        attach_to=str(run_dir),
+        job=WorkerJobPlan(heartbeat_timeout_s=cfg.launcher.heartbeat_timeout_s),
     )
     (argv_issues,) = get_engine(cfg.engine.kind).check_argvs([(cfg, plan)])
     if argv_issues:

@@ -16,6 +16,7 @@ import pytest
 
 from orchestrator import scale_down
 from orchestrator.errors import InvalidConfig, OrchestratorError
+from orchestrator.plan.model import WorkerJobPlan
 from orchestrator.rundir.jobs import WorkerJobs
 from orchestrator.rundir.layout import RETIRE_FILE
 from orchestrator.runtime.driver import Driver
@@ -69,7 +70,7 @@ def test_an_attached_job_with_no_workers_left_ends(plan_of: Any, tmp_path: Path)
     run_dir.mkdir(), own.mkdir()
     StateFile(run_dir).phase("ready")
     driver, _ = make_driver(plan_of, own, FakeHttp(dict(READY)))
-    driver.plan = dataclasses.replace(driver.plan, attach_to=str(run_dir))
+    driver.plan = dataclasses.replace(driver.plan, job=WorkerJobPlan(run_dir=str(run_dir)))
     attach_retire(driver)
     serve_until(driver, 600, at=10, names=["decode-0", "prefill-0"])
     assert driver.run() == 0

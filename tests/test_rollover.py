@@ -104,7 +104,7 @@ def test_the_first_worker_job_is_attached_to_this_runs_frontend(
     (sbatch,) = slurm.calls_to("sbatch")
     assert slurm.jobs[entry["job_id"]].cwd == str(job_dir(view, 1))
     plan = json.loads((job_dir(view, 1) / "plan.json").read_text())
-    assert plan["attach_to"] == str(view.run_dir)
+    assert plan["job"]["run_dir"] == str(view.run_dir)
     decode = next(p for p in plan["processes"] if p["name"] == "decode-0")
     assert decode["env"]["ETCD_ENDPOINTS"] == "http://10.77.0.1:20000"  # this host's etcd
     # The run's own tiny model: Dynamo rejects later workers whose model card path differs.
@@ -245,7 +245,8 @@ def test_a_worker_job_holds_slurms_stop_signal_but_not_ours(
 ) -> None:
     from orchestrator.runtime.hold import Hold
 
-    assert here_plan.serve is not None and here_plan.serve.workers.hold_s == 20.0
+    assert here_plan.serve is not None and here_plan.serve.workers.job is not None
+    assert here_plan.serve.workers.job.hold_s == 20.0
     job = tmp_path / "job"
     job.mkdir()
     view = HoldView(here_plan, job)

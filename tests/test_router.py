@@ -315,7 +315,8 @@ class FakeDriver:
 
         self.http, self.clock, self.state = http, FakeClock(), FakeState()
         self.run_gone = ""  # runtime/heartbeat.py sets it when the run is gone
-        self.plan = SimpleNamespace(readiness=SimpleNamespace(frontend_url=R), attach_to=attach_to)
+        job = SimpleNamespace(run_dir=attach_to) if attach_to else None
+        self.plan = SimpleNamespace(readiness=SimpleNamespace(frontend_url=R), job=job)
         self.on_process_healthy: list[Any] = []
         self.on_process_lost: list[Any] = []
         self.on_process_retired: list[Any] = []

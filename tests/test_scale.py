@@ -84,7 +84,7 @@ def test_scale_up_submits_only_the_new_workers_joined_to_the_runs_frontend(tmp_p
     assert plan.readiness.frontend_url == run_bound["readiness"]["frontend_url"]
     assert plan.readiness.expected == {"decode": 2, "prefill": 1}  # the frontend's totals
     assert plan.num_nodes == 1 and plan.slurm.gpus_per_node == 4
-    assert plan.attach_to == str(run_dir)
+    assert plan.job is not None and plan.job.run_dir == str(run_dir)
     # The run's tiny model, not a copy: Dynamo rejects workers whose model card differs.
     assert str(run_dir / "tiny-model") in decode.argv
     assert plan.prepare == {"tiny_model_dir": str(run_dir / "tiny-model")}

@@ -165,7 +165,7 @@ class Dynamo:
     def attach(self, driver: DriverView) -> None:
         """Dynamo workers (and restarted ones) join through discovery. An attached job's
         workers must also take requests from the run's frontend before it is ready."""
-        if driver.plan.attach_to:
+        if driver.plan.job is not None:
             from orchestrator.frontends.dynamo_attach import require_traffic
 
             driver.on_workers_healthy.append(require_traffic)

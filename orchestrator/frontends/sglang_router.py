@@ -116,7 +116,7 @@ class SglangRouter:
         from orchestrator.runtime.router import attach_router_registration
 
         attach_router_registration(driver)
-        if driver.plan.attach_to:  # its workers join a router that serves others already
+        if driver.plan.job is not None:  # its workers join a router that serves others already
             from orchestrator.frontends.router_attach import require_listed
 
             driver.on_workers_healthy.append(require_listed)

@@ -307,5 +307,5 @@ class Keep:
 
 def attach_job_watch(driver: DriverView, slurm: SlurmClient, policy: Policy | None = None) -> None:
     """Watch the run's worker jobs with `policy` (default `Keep`); a worker job has none."""
-    if not driver.plan.attach_to:
+    if driver.plan.job is None:
         driver.on_tick.append(JobWatch(slurm, policy or Keep()).on_tick)

@@ -21,7 +21,7 @@ from orchestrator.errors import OrchestratorError
 from orchestrator.launchers import get_launcher
 from orchestrator.launchers.base import LaunchRequest
 from orchestrator.launchers.rundir import write_run_record
-from orchestrator.plan.model import Plan
+from orchestrator.plan.model import Plan, WorkerJobPlan
 from orchestrator.plan.placeholders import RUN_DIR
 from orchestrator.rundir import Phase, RunDir, WorkerJob
 from orchestrator.rundir.jobs import WorkerJobs
@@ -41,7 +41,8 @@ def joined(plan: Plan, run_dir: Path, bound: Plan) -> Plan:
     using the run's own prepared files (the mocker's tokenizer directory: Dynamo's frontend
     rejects later workers whose model card path differs from the first ones': "Rejected
     incompatible workers", seen on the testbed)."""
-    return dataclasses.replace(with_files(plan, bound.prepare), attach_to=str(run_dir))
+    job = dataclasses.replace(plan.job or WorkerJobPlan(), run_dir=str(run_dir))
+    return dataclasses.replace(with_files(plan, bound.prepare), job=job)
 
 
 def with_files(plan: Plan, prepared: Mapping[str, str]) -> Plan:
