@@ -183,7 +183,7 @@ def scale(run_dir: Path, items: Sequence[str], client: SlurmClient | None = None
     if removals:  # single workers, newest first; their drivers deregister and stop them
         print("\n".join(scale_down.remove(run_dir, removals)), flush=True)
         return 0
-    job = scaling.submit_attached(run_dir, scaling.plan_scale_up(run_dir, request))
+    job = scaling.scale_up(run_dir, request)
     print(job.job_id, flush=True)
     print(job.run_dir, flush=True)
     return follow(Path(job.run_dir), job.job_id, until_done=False)

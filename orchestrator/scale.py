@@ -14,10 +14,9 @@ from __future__ import annotations
 import dataclasses
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -27,7 +26,7 @@ from orchestrator.effects import CommandRunner, SubprocessRunner
 from orchestrator.engines import get_engine
 from orchestrator.errors import InvalidConfig, Issue, OrchestratorError
 from orchestrator.frontends import get_frontend
-from orchestrator.launchers import Materials, get_launcher
+from orchestrator.launchers import Facts, Materials, get_launcher
 from orchestrator.launchers.rundir import git_sha
 from orchestrator.plan.build import attached_plan
 from orchestrator.plan.model import TIER_WORKER, Plan, WorkerJobPlan
@@ -123,16 +122,6 @@ def scale_overrides(run_dir: Path, request: ScaleRequest) -> list[str]:
     return [*kept, *request.overrides()]
 
 
-@dataclass(frozen=True, slots=True)
-class ScaleUp:
-    """A validated scale-up: the job's config (the run's with the new counts), plan and request."""
-
-    cfg: RootConfig
-    plan: Plan
-    request: Any  # the run's launcher's LaunchRequest for the job, {run_dir} unbound
-    overrides: tuple[str, ...]  # the run's launch overrides with the request's (launch.json)
-
-
 def saved_config(run_dir: Path) -> RootConfig:
     """config.json as the typed config (OmegaConf onto the schema; no Hydra composition)."""
     try:
@@ -158,75 +147,62 @@ def scaled_config(cfg: RootConfig, request: ScaleRequest) -> RootConfig:
     return dataclasses.replace(cfg, launcher=launcher, run_dir="", wait=False, **groups)  # type: ignore[arg-type]
 
 
-def plan_scale_up(run_dir: Path, request: ScaleRequest) -> ScaleUp:
-    """The worker job for the workers `request` adds to the run; InvalidConfig naming every
-    problem (as at launch, the engine's own parser included) before anything is created."""
+def scale_up(
+    run_dir: Path, request: ScaleRequest, runner: CommandRunner | None = None
+) -> WorkerJob:
+    """Plan the worker job for the workers `request` adds and submit it (the one worker-job
+    path); InvalidConfig naming every problem (as at launch, the engine's own parser included)
+    before anything is created."""
     cfg = scaled_config(saved_config(run_dir), request)
     launcher = get_launcher(RunDir(run_dir).launch().launcher)
-    issues = validate(cfg) + get_frontend(cfg.frontend.kind).attach_issues(cfg)
-    if not launcher.submits_job:
-        issues.append(
-            Issue(
-                "launcher",
-                launcher.kind,
-                "attached workers run in a Slurm job",
-                "start the run with launcher=sbatch or launcher=submitit",
-            )
-        )
     have = current_counts(run_dir)
-    if all(n == have.get(g, 0) for g, n in request.counts.items()):
-        issues.append(
-            Issue(
-                "scale",
-                ", ".join(f"{g}.workers={n}" for g, n in request.counts.items()),
-                "the run already has these workers",
-                "give a larger count",
-            )
-        )
+    issues = scale_up_issues(cfg, launcher, have, request)
     if issues:
         raise InvalidConfig(issues)
     bound = RunDir(run_dir).bound_plan()
-    plan = attached_plan(
-        cfg,
-        have,
-        worker_env(bound),
-        frontend_url=bound.readiness.frontend_url,
-        job=WorkerJobPlan(heartbeat_timeout_s=cfg.launcher.heartbeat_timeout_s),
-    )
-    (argv_issues,) = get_engine(cfg.engine.kind).check_argvs([(cfg, plan)])
-    if argv_issues:
-        raise InvalidConfig(argv_issues)
+    job = WorkerJobPlan(heartbeat_timeout_s=cfg.launcher.heartbeat_timeout_s)
+    url = bound.readiness.frontend_url
+    plan = attached_plan(cfg, have, worker_env(bound), frontend_url=url, job=job)
+    (issues,) = get_engine(cfg.engine.kind).check_argvs([(cfg, plan)])
+    if issues:
+        raise InvalidConfig(issues)
     overrides = tuple(scale_overrides(run_dir, request))
     materials = Materials(
         python=sys.executable, overrides=overrides, git_sha=git_sha(), cwd=os.getcwd()
     )
     plan = launcher.place(joined(plan, run_dir, bound), materials)
-    return ScaleUp(cfg, plan, launcher.materialize(plan, materials), overrides)
-
-
-def submit_attached(run_dir: Path, up: ScaleUp, runner: CommandRunner | None = None) -> WorkerJob:
-    """Submit the job through the one worker-job path (listed in attached.json)."""
     return submit_job(
         run_dir,
-        up.plan,
-        up.request,
+        plan,
+        launcher.materialize(plan, materials),
+        config=config_to_dict(cfg),
         runner=runner or SubprocessRunner(),
-        config=config_to_dict(up.cfg),
-        overrides=up.overrides,
+        overrides=overrides,
     )
+
+
+def scale_up_issues(
+    cfg: RootConfig, launcher: Facts, have: Mapping[str, int], request: ScaleRequest
+) -> list[Issue]:
+    """Every problem of the scaled config (as at launch) and of scaling this run."""
+    issues = validate(cfg) + get_frontend(cfg.frontend.kind).attach_issues(cfg)
+    if not launcher.submits_job:
+        fix = "start the run with launcher=sbatch or launcher=submitit"
+        issues.append(Issue("launcher", launcher.kind, "attached workers run in a Slurm job", fix))
+    if all(n == have.get(g, 0) for g, n in request.counts.items()):
+        asked = ", ".join(f"{g}.workers={n}" for g, n in request.counts.items())
+        issues.append(
+            Issue("scale", asked, "the run already has these workers", "give a larger count")
+        )
+    return issues
 
 
 def check_ready(run_dir: Path, phase: str) -> None:
     """Only a serving run takes more workers (its frontend and discovery must be up). A
     rollover in progress needs no check: a job and its copy count once (WorkerJobs.holding)."""
     if phase != Phase.READY:
-        raise InvalidConfig(
-            [
-                Issue(
-                    "RUN_DIR",
-                    str(run_dir),
-                    f"the run is {phase or 'not started'}",
-                    "scale a run once `ctl status` says ready",
-                )
-            ]
+        said, fix = (
+            f"the run is {phase or 'not started'}",
+            "scale a run once `ctl status` says ready",
         )
+        raise InvalidConfig([Issue("RUN_DIR", str(run_dir), said, fix)])

@@ -60,7 +60,7 @@ def started_run(tmp_path: Path, slurm: FakeSlurm, *extra: str) -> Path:
 def scale_up(run_dir: Path, slurm: FakeSlurm, *items: str) -> tuple[str, Path]:
     request = scaling.parse_request(items)
     scaling.check_ready(run_dir, ctl.run_view(run_dir, SlurmClient(slurm))[0].phase)
-    job = scaling.submit_attached(run_dir, scaling.plan_scale_up(run_dir, request), slurm)
+    job = scaling.scale_up(run_dir, request, slurm)
     return job.job_id, Path(job.run_dir)
 
 

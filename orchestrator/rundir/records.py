@@ -134,12 +134,9 @@ class LaunchRecord:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class WorkerJob:
-    """One Slurm job holding some of a run's workers, as RUN_DIR/attached.json lists it: its
-    own run directory (RUN_DIR/attached/<n>/, run by the normal driver), its workers, and what
-    the run's driver and `ctl scale` recorded about it. The run's own job is generation 0;
-    jobs `ctl scale` adds are generation 0 too (they replace nothing); a frontend.placement=here
-    run's first worker job is generation 1 and each replacement one more than the job it
-    replaces."""
+    """A Slurm job holding some of a run's workers (RUN_DIR/attached.json; orchestrator.rundir.
+    jobs). Generation 0: the run's own job and those `ctl scale` adds; a placement=here run's
+    first worker job is generation 1, each replacement one more than the job it replaces."""
 
     job_id: str  # '' while sbatch has not answered (listed first: a record of the directory)
     run_dir: str
@@ -157,38 +154,19 @@ class WorkerJob:
 
     @classmethod
     def from_dict(cls, data: JsonDict) -> WorkerJob:
-        """An entry of attached.json."""
-
-        def text(key: str) -> str:
-            return str(data.get(key) or "")
-
-        def at(key: str) -> float:
-            return float(data.get(key) or 0.0)
-
-        return cls(
-            job_id=text("job_id"),
-            run_dir=str(data["run_dir"]),
-            workers=tuple(data.get("workers") or ()),
-            groups=dict(data.get("groups") or {}),
-            submitted_at=at("submitted_at"),
-            generation=int(data.get("generation") or 0),
-            replaces=text("replaces"),
-            reason=text("reason"),
-            ready_at=at("ready_at"),
-            drain_at=at("drain_at"),
-            removed_at=at("removed_at"),
-            ended=text("ended"),
-            error=text("error"),
-        )
+        """An entry of attached.json (as `to_dict` writes it; missing keys get defaults)."""
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__ and v is not None}
+        known.update(workers=tuple(known.get("workers", ())), groups=dict(known.get("groups", {})))
+        return cls(**known)
 
     def to_dict(self) -> dict[str, Any]:
         """attached.json's entry: what every job has, the facts of a generation, what is set."""
-        base = {"job_id": self.job_id, "run_dir": self.run_dir, "workers": list(self.workers),
-                "groups": dict(self.groups), "submitted_at": self.submitted_at}  # fmt: skip
-        if self.generation:
-            base.update(generation=self.generation, replaces=self.replaces, reason=self.reason)
+        keys = ["job_id", "run_dir", "workers", "groups", "submitted_at"]
+        keys += ["generation", "replaces", "reason"] if self.generation else []
+        data = {k: getattr(self, k) for k in keys}
         later = ("ready_at", "drain_at", "removed_at", "ended", "error")
-        return {**base, **{k: getattr(self, k) for k in later if getattr(self, k)}}
+        data.update({k: getattr(self, k) for k in later if getattr(self, k)})
+        return {**data, "workers": list(self.workers), "groups": dict(self.groups)}
 
     @property
     def removed(self) -> bool:

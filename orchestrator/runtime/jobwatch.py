@@ -71,14 +71,15 @@ class Look:
         return self.slurm.state if self.slurm.ended else self.state.phase or self.slurm.state
 
     @property
+    def removed(self) -> bool:
+        """Holds no workers by someone's choice: a scale-down (every worker removed, or the job
+        listed removed), a drain or the run's teardown."""
+        return self.job.removed or bool(self.job.drain_at) or self.retired
+
+    @property
     def retired(self) -> bool:
         """Every worker removed by a scale-down (runtime/retire.py): it ends, and is no loss."""
         return set(self.job.workers) <= self.state.removed()
-
-    @property
-    def removed(self) -> bool:
-        """Holds no workers by someone's choice: a scale-down, a drain or the run's teardown."""
-        return self.job.removed or bool(self.job.drain_at) or self.retired
 
     @property
     def asked(self) -> bool:
@@ -94,15 +95,12 @@ class Policy(Protocol):
 
     def ended(self, d: DriverView, look: Look, looks: Sequence[Look]) -> None:
         """A job's end is known (called once per job)."""
-        ...
 
     def ready(self, d: DriverView, look: Look, looks: Sequence[Look]) -> None:
         """A job's workers serve (called once per job; its ready_at is recorded)."""
-        ...
 
     def tick(self, d: DriverView, looks: Sequence[Look]) -> bool:
         """After ends and readiness: whatever else is due; whether it submitted a job."""
-        ...
 
 
 class JobWatch:
@@ -123,10 +121,7 @@ class JobWatch:
         if self.next_at is not None and now < self.next_at:
             return
         self.next_at = now + self.policy.look_every_s
-        jobs = WorkerJobs(d.run_dir).read()
-        looks = self.looks(jobs)
-        self._ask_slurm(now, looks)
-        looks = self.looks(jobs)
+        looks = self._ask_slurm(now, self.looks(WorkerJobs(d.run_dir).read()))
         if self._act(d, looks):  # the policy changed the list: mirror what it is now
             looks = self.looks(WorkerJobs(d.run_dir).read())
         self._mirror(d, looks)
@@ -137,17 +132,22 @@ class JobWatch:
         self.settled.update({k.job.run_dir: k.state for k in out if k.settled})
         return out
 
-    def _ask_slurm(self, now: float, looks: Sequence[Look]) -> None:
-        """ONE Slurm call for the jobs whose end we do not know yet (see the module docstring)."""
+    def _ask_slurm(self, now: float, looks: list[Look]) -> list[Look]:
+        """ONE Slurm call for the jobs whose end we do not know yet (see the module docstring);
+        `looks` with its answers."""
         undecided = [k.job.job_id for k in looks if k.state.ended and not k.slurm.ended]
         alive = [k.job.job_id for k in looks if not k.state.ended]
         due = self.slurm_at is None or now >= self.slurm_at
         ids = [j for j in undecided + (alive if due else []) if j]
         if not ids:
-            return
+            return looks
         if due:
             self.slurm_at = now + self.policy.slurm_every_s
         self.slurm_states.update(self.slurm.states(ids))
+        return [
+            dataclasses.replace(k, slurm=self.slurm_states.get(k.job.job_id, k.slurm))
+            for k in looks
+        ]
 
     def _act(self, d: DriverView, looks: Sequence[Look]) -> bool:
         """The policy's turn: each end once it is known, each job's readiness once."""
@@ -176,7 +176,10 @@ class JobWatch:
         workers = own_workers(d.plan, d.state.data)
         for look in looks:
             if not look.ended and not look.removed:
-                workers += job_workers(look, self._gpus(look.job.run_dir))
+                gpus = self._gpus(look.job.run_dir)
+                workers += worker_entries(
+                    look.job.workers, look.job.job_id, look.state.processes, gpus
+                )
         workers.sort(key=worker_order)
         changed = {
             k: v
@@ -212,36 +215,24 @@ def worker_order(worker: Mapping[str, Any]) -> tuple[int, int, int]:
 
 def own_workers(plan: Plan, state: Mapping[str, Any]) -> list[dict[str, Any]]:
     """The run's own workers (generation 0) as "workers" entries (its bound plan, state.json)."""
-    procs = state.get("processes", {})
-    return [
-        {
-            "name": p.name,
-            "group": p.group,
-            "job_id": str(state.get("job_id") or ""),
-            "host": procs.get(p.name, {}).get("host", ""),
-            "gpus": p.env.get("CUDA_VISIBLE_DEVICES", ""),
-            "state": procs.get(p.name, {}).get("state", ""),
-        }
-        for p in plan.processes
-        if p.tier == TIER_WORKER and procs.get(p.name, {}).get("state") != REMOVED
-    ]
+    workers = [p for p in plan.processes if p.tier == TIER_WORKER]
+    gpus = {p.name: p.env.get("CUDA_VISIBLE_DEVICES", "") for p in workers}
+    job_id = str(state.get("job_id") or "")
+    return worker_entries([p.name for p in workers], job_id, state.get("processes", {}), gpus)
 
 
-def job_workers(look: Look, gpus: Mapping[str, str]) -> list[dict[str, Any]]:
-    """The workers of a live worker job as "workers" entries."""
-    procs = look.state.processes
-    return [
-        {
-            "name": n,
-            "group": n.split("-")[0],
-            "job_id": look.job.job_id,
-            "host": procs.get(n, {}).get("host", ""),
-            "gpus": gpus.get(n, ""),
-            "state": procs.get(n, {}).get("state", ""),
-        }
-        for n in look.job.workers
-        if procs.get(n, {}).get("state") != REMOVED
-    ]
+def worker_entries(
+    names: Sequence[str], job_id: str, procs: Mapping[str, Any], gpus: Mapping[str, str]
+) -> list[dict[str, Any]]:
+    """The "workers" entries of one job's workers (those a scale-down removed left out)."""
+    out = []
+    for name in names:
+        proc = procs.get(name, {})
+        state = proc.get("state", "")
+        if state != REMOVED:
+            facts = {"group": name.split("-")[0], "job_id": job_id, "host": proc.get("host", "")}
+            out.append({"name": name, **facts, "gpus": gpus.get(name, ""), "state": state})
+    return out
 
 
 def job_entry(look: Look) -> dict[str, Any]:
@@ -275,7 +266,7 @@ class Keep:
     slurm_every_s: float = SLURM_EVERY_S
 
     def ended(self, d: DriverView, look: Look, looks: Sequence[Look]) -> None:
-        """Say (once) that a job nobody asked to end is gone, and what still serves."""
+        """Say that a job nobody asked to end is gone, and what still serves."""
         if look.asked:
             return
         names = serving(d, looks)
