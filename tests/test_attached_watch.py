@@ -15,7 +15,7 @@ from orchestrator.plan.model import plan_to_dict
 from orchestrator.plan.placeholders import Bindings, bind_plan
 from orchestrator.rundir import RunDir, write_json_atomic
 from orchestrator.rundir.jobs import WorkerJobs
-from orchestrator.runtime.jobwatch import SLURM_EVERY_S, WATCH_EVERY_S, JobWatch, Keep
+from orchestrator.runtime.jobwatch import SLURM_EVERY_S, WATCH_EVERY_S, JobWatch
 from orchestrator.runtime.run import load_plan
 from orchestrator.runtime.state import StateFile
 from orchestrator.slurm.client import SlurmClient
@@ -55,7 +55,7 @@ def watched_run(tmp_path: Path) -> tuple[FakeSlurm, Path, str, Path, Any, JobWat
     run_dir = started_run(tmp_path, slurm, ETCD)
     job_id, adir = scale_up(run_dir, slurm, "decode.workers=2")
     started_attached(adir, slurm, job_id, "node2")
-    d, watch = run_driver_view(run_dir), JobWatch(SlurmClient(slurm), Keep())
+    d, watch = run_driver_view(run_dir), JobWatch(SlurmClient(slurm))
     watch.on_tick(d)
     return slurm, run_dir, job_id, adir, d, watch
 
@@ -88,7 +88,7 @@ def test_slurm_is_asked_once_per_period_for_live_jobs(tmp_path: Path) -> None:
     for n in (2, 3):
         job_id, adir = scale_up(run_dir, slurm, f"decode.workers={n}")
         started_attached(adir, slurm, job_id, "node2")
-    d, watch = run_driver_view(run_dir), JobWatch(SlurmClient(slurm), Keep())
+    d, watch = run_driver_view(run_dir), JobWatch(SlurmClient(slurm))
     before = squeues(slurm)
     for _ in range(int(SLURM_EVERY_S / WATCH_EVERY_S) * 2):
         watch.on_tick(d)

@@ -19,10 +19,8 @@ from orchestrator.plan.model import Plan, ServePlan
 from orchestrator.plan.placeholders import Bindings, bind_plan
 from orchestrator.rundir import WorkerJob
 from orchestrator.rundir.layout import STOP_FILE
-from orchestrator.runtime.jobwatch import JobWatch
 from orchestrator.runtime.rollover import LEFT_REFRESH_S, SLURM_TICK_S, Rollover, lead_s
 from orchestrator.runtime.state import StateFile
-from orchestrator.slurm.client import SlurmClient
 from tests.fake_slurm import FakeSlurm
 from tests.fakes import FakeClock
 from tests.test_scale import read_attached
@@ -54,20 +52,12 @@ class View:
         self.said.append(message)
 
 
-class Watched(Rollover):
-    """The policy with the run's watch over it, as attach_rollover wires them."""
-
-    def __init__(self, serve: ServePlan, slurm: FakeSlurm) -> None:
-        super().__init__(serve, slurm)
-        self.watch = JobWatch(SlurmClient(slurm), self)
-
-
-def setup(here_plan: Plan, tmp_path: Path) -> tuple[View, FakeSlurm, Watched]:
+def setup(here_plan: Plan, tmp_path: Path) -> tuple[View, FakeSlurm, Rollover]:
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     view, slurm = View(here_plan, run_dir), FakeSlurm()
     assert view.plan.serve is not None
-    return view, slurm, Watched(view.plan.serve, slurm)
+    return view, slurm, Rollover(view.plan.serve, slurm)
 
 
 def job_dir(view: View, n: int) -> Path:
@@ -78,12 +68,12 @@ def set_phase(view: View, n: int, phase: str, **fields: Any) -> None:
     StateFile(job_dir(view, n)).phase(phase, **fields)
 
 
-def tick(view: View, rollover: Watched, seconds: float = SLURM_TICK_S) -> None:
+def tick(view: View, rollover: Rollover, seconds: float = SLURM_TICK_S) -> None:
     view.clock.t += seconds
-    rollover.watch.on_tick(view)  # type: ignore[arg-type]
+    rollover.on_tick(view)  # type: ignore[arg-type]
 
 
-def serving(view: View, slurm: FakeSlurm, rollover: Watched) -> str:
+def serving(view: View, slurm: FakeSlurm, rollover: Rollover) -> str:
     """Start the first job and let it serve; its job id."""
     rollover.start(view)  # type: ignore[arg-type]
     job = read_attached(view.run_dir)[0]["job_id"]

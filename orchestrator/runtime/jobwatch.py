@@ -1,18 +1,18 @@
 """The run's driver over its worker jobs (orchestrator.rundir.jobs): one plugin for every run (a
-worker job's own driver has none), with a policy per frontend placement.
+worker job's own driver has none); what it does when a job ends or serves is its placement's.
 
-Every `look_every_s` of the policy the plugin reads attached.json and the state.json of each job
+Every `look_every_s` the plugin reads attached.json and the state.json of each job
 not settled yet. Slurm is asked in ONE batched call: at every look for jobs whose driver recorded
 its end but Slurm not yet how (a plain `scancel` ends the job as CANCELLED after its driver wrote
 "done"), and every `slurm_every_s` for jobs that look alive (a driver killed with its node
 writes nothing). A job has ended when its driver recorded the end or Slurm says it is over; the
-end is handled once Slurm no longer runs it. What then happens is the policy's:
-- frontend.placement=job (`Keep`, the jobs `ctl scale` adds): the run keeps serving with the
-  rest (its frontend drops the workers: router DELETE from the job driver's before_stop, or the
+end is handled once Slurm no longer runs it. What then happens is the placement's:
+- frontend.placement=job (`JobWatch` itself, the jobs `ctl scale` adds): the run keeps serving
+  with the rest (its frontend drops the workers: router DELETE from the job driver's before_stop, or the
   Dynamo worker's own etcd lease); an end nobody asked for (scancel, node lost) is said in
   driver.log and recorded in state.json `attached_lost`;
-- frontend.placement=here (orchestrator.runtime.rollover): submits the first job, replaces jobs
-  before their time limit or when they are lost, drains the replaced ones.
+- frontend.placement=here (its subclass orchestrator.runtime.rollover.Rollover): submits the
+  first job, replaces jobs before their time limit or when they are lost, drains replaced ones.
 state.json gets "attached" (every job) and "workers" (every worker of the deployment: name,
 group, job, host, GPUs, state), written only when they change: it may be on a shared filesystem.
 """
@@ -24,7 +24,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from orchestrator.attached import bound_gpus
 from orchestrator.plan.model import TIER_WORKER, Plan
@@ -87,42 +87,29 @@ class Look:
         return self.removed or stop_asked(self.job)
 
 
-class Policy(Protocol):
-    """What a placement does with its worker jobs (the plugin looks, the policy acts)."""
-
-    look_every_s: float
-    slurm_every_s: float
-
-    def ended(self, d: DriverView, look: Look, looks: Sequence[Look]) -> None:
-        """A job's end is known (called once per job)."""
-
-    def ready(self, d: DriverView, look: Look, looks: Sequence[Look]) -> None:
-        """A job's workers serve (called once per job; its ready_at is recorded)."""
-
-    def tick(self, d: DriverView, looks: Sequence[Look]) -> bool:
-        """After ends and readiness: whatever else is due; whether it submitted a job."""
-
-
 class JobWatch:
-    """The on_tick plugin (see the module docstring)."""
+    """The on_tick plugin (see the module docstring), as frontend.placement=job runs it."""
 
-    def __init__(self, slurm: SlurmClient, policy: Policy) -> None:
-        self.slurm, self.policy = slurm, policy
+    look_every_s = WATCH_EVERY_S
+    slurm_every_s = SLURM_EVERY_S
+
+    def __init__(self, slurm: SlurmClient) -> None:
+        self.slurm = slurm
         self.next_at: float | None = None
         self.slurm_at: float | None = None
         self.slurm_states: dict[str, JobState] = {}  # as of the last call
-        self.handled: set[str] = set()  # run dirs of jobs whose end the policy handled
+        self.handled: set[str] = set()  # run dirs of jobs whose end was handled
         self.settled: dict[str, RunState] = {}  # run dir -> its final state.json
         self.gpus: dict[str, dict[str, str]] = {}  # job run dir -> process -> GPU ids
 
     def on_tick(self, d: DriverView) -> None:
-        """Every look_every_s: look at the jobs, let the policy act, mirror into state.json."""
+        """Every look_every_s: look at the jobs, act on them, mirror them into state.json."""
         now = d.clock.now()
         if self.next_at is not None and now < self.next_at:
             return
-        self.next_at = now + self.policy.look_every_s
+        self.next_at = now + self.look_every_s
         looks = self._ask_slurm(now, self.looks(WorkerJobs(d.run_dir).read()))
-        if self._act(d, looks):  # the policy changed the list: mirror what it is now
+        if self._act(d, looks):  # the list changed: mirror what it is now
             looks = self.looks(WorkerJobs(d.run_dir).read())
         self._mirror(d, looks)
 
@@ -142,7 +129,7 @@ class JobWatch:
         if not ids:
             return looks
         if due:
-            self.slurm_at = now + self.policy.slurm_every_s
+            self.slurm_at = now + self.slurm_every_s
         self.slurm_states.update(self.slurm.states(ids))
         return [
             dataclasses.replace(k, slurm=self.slurm_states.get(k.job.job_id, k.slurm))
@@ -150,25 +137,54 @@ class JobWatch:
         ]
 
     def _act(self, d: DriverView, looks: Sequence[Look]) -> bool:
-        """The policy's turn: each end once it is known, each job's readiness once."""
+        """Each end once it is known, each job's readiness once, then what else is due."""
         acted = False
         for look in looks:
             if look.job.removed or look.job.run_dir in self.handled:
                 continue
             if look.known:
                 self.handled.add(look.job.run_dir)
-                self.policy.ended(d, look, looks)
+                self.ended(d, look, looks)
                 acted = True
             elif not look.ended and look.state.phase == Phase.READY and not look.job.ready_at:
                 at = time.time()
                 WorkerJobs(d.run_dir).set(look.job.run_dir, ready_at=at)
                 job = dataclasses.replace(look.job, ready_at=at)
-                self.policy.ready(d, Look(job, look.state, look.slurm), looks)
+                self.ready(d, Look(job, look.state, look.slurm), looks)
                 acted = True
-        return (
-            self.policy.tick(d, self.looks(WorkerJobs(d.run_dir).read()) if acted else looks)
-            or acted
+        return self.due(d, self.looks(WorkerJobs(d.run_dir).read()) if acted else looks) or acted
+
+    def ended(self, d: DriverView, look: Look, looks: Sequence[Look]) -> None:
+        """A job's end is known (once per job): if nobody asked for it, say that it is gone and
+        what still serves."""
+        if look.asked:
+            return
+        names = serving(d, looks)
+        how = look.slurm.state or "not known to Slurm"
+        reason = look.state.error or look.state.reason
+        d.say(
+            f"attached job {look.job.job_id} ended ({how}; its driver: "
+            f"{look.state.phase or 'nothing'}{', ' + reason if reason else ''}): "
+            f"{', '.join(look.job.workers)} gone; still serving: {', '.join(names)}"
         )
+        lost = [
+            *d.state.data.get("attached_lost", []),
+            {
+                "job_id": look.job.job_id,
+                "slurm_state": how,
+                "workers": list(look.job.workers),
+                "serving": names,
+            },
+        ]
+        d.state.update(attached_lost=lost)
+
+    def ready(self, d: DriverView, look: Look, looks: Sequence[Look]) -> None:
+        """A job's workers serve (once per job; its ready_at is recorded): nothing more here."""
+
+    def due(self, d: DriverView, looks: Sequence[Look]) -> bool:
+        """Whatever else is due after ends and readiness (nothing here: jobs come and go with
+        `ctl scale`); whether the list changed."""
+        return False
 
     def _mirror(self, d: DriverView, looks: Sequence[Look]) -> None:
         """state.json's "attached" and "workers", written only when they change."""
@@ -258,45 +274,7 @@ def serving(d: DriverView, looks: Sequence[Look]) -> list[str]:
     return [str(w["name"]) for w in sorted(names, key=worker_order)]
 
 
-@dataclass
-class Keep:
-    """frontend.placement=job: the jobs `ctl scale` adds; one that ended unasked is reported."""
-
-    look_every_s: float = WATCH_EVERY_S
-    slurm_every_s: float = SLURM_EVERY_S
-
-    def ended(self, d: DriverView, look: Look, looks: Sequence[Look]) -> None:
-        """Say that a job nobody asked to end is gone, and what still serves."""
-        if look.asked:
-            return
-        names = serving(d, looks)
-        how = look.slurm.state or "not known to Slurm"
-        reason = look.state.error or look.state.reason
-        d.say(
-            f"attached job {look.job.job_id} ended ({how}; its driver: "
-            f"{look.state.phase or 'nothing'}{', ' + reason if reason else ''}): "
-            f"{', '.join(look.job.workers)} gone; still serving: {', '.join(names)}"
-        )
-        lost = [
-            *d.state.data.get("attached_lost", []),
-            {
-                "job_id": look.job.job_id,
-                "slurm_state": how,
-                "workers": list(look.job.workers),
-                "serving": names,
-            },
-        ]
-        d.state.update(attached_lost=lost)
-
-    def ready(self, d: DriverView, look: Look, looks: Sequence[Look]) -> None:
-        """Nothing: the job's own driver said it serves."""
-
-    def tick(self, d: DriverView, looks: Sequence[Look]) -> bool:
-        """Nothing: jobs come and go with `ctl scale`."""
-        return False
-
-
-def attach_job_watch(driver: DriverView, slurm: SlurmClient, policy: Policy | None = None) -> None:
-    """Watch the run's worker jobs with `policy` (default `Keep`); a worker job has none."""
+def attach_job_watch(driver: DriverView, slurm: SlurmClient) -> None:
+    """Watch the run's worker jobs (a worker job's own driver has none)."""
     if driver.plan.job is None:
-        driver.on_tick.append(JobWatch(slurm, policy or Keep()).on_tick)
+        driver.on_tick.append(JobWatch(slurm).on_tick)

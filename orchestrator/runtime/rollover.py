@@ -52,16 +52,17 @@ def replaced(job: WorkerJob, looks: Sequence[Look]) -> bool:
     return any(k.job.replaces == job.job_id for k in live(looks) if k.job is not job)
 
 
-class Rollover:
-    """The placement=here policy of the run's JobWatch, and the driver hooks around it: the
-    first job when the head is healthy, every job stopped (and waited for) before the frontend
-    and etcd stop."""
+class Rollover(JobWatch):
+    """The run's JobWatch as frontend.placement=here runs it, and the driver hooks around it:
+    the first job when the head is healthy, every job stopped (and waited for) before the
+    frontend and etcd stop."""
 
     look_every_s = TICK_S
     slurm_every_s = SLURM_TICK_S
 
     def __init__(self, serve: ServePlan, runner: CommandRunner) -> None:
-        self.serve, self.runner, self.client = serve, runner, SlurmClient(runner)
+        super().__init__(SlurmClient(runner))
+        self.serve, self.runner, self.client = serve, runner, self.slurm
         self.failures = 0  # replacements that failed in a row
         self.deadlines: dict[str, tuple[float, float]] = {}  # job -> (limit at, asked at), clock
 
@@ -75,7 +76,7 @@ class Rollover:
         )
         d.say(f"submitted worker job {job.job_id} ({', '.join(job.workers)}) -> {job.run_dir}")
 
-    def tick(self, d: DriverView, looks: Sequence[Look]) -> bool:
+    def due(self, d: DriverView, looks: Sequence[Look]) -> bool:
         """Replace what is due: a job Slurm told to stop, or one near its time limit."""
         submitted = False
         for look in live(looks):
@@ -212,11 +213,11 @@ class Rollover:
             )
 
 
-def attach_rollover(driver: DriverView, serve: ServePlan, slurm: SlurmClient) -> None:
-    """The worker-job hooks of a frontend.placement=here run: its JobWatch with this policy,
-    the first job once the head is healthy, every job stopped first at teardown."""
+def attach_rollover(driver: DriverView, serve: ServePlan) -> None:
+    """The worker-job hooks of a frontend.placement=here run: its JobWatch, the first job
+    once the head is healthy, every job stopped first at teardown."""
     rollover = Rollover(serve, SubprocessRunner())
     driver.on_workers_healthy.append(rollover.start)
-    driver.on_tick.append(JobWatch(slurm, rollover).on_tick)
+    driver.on_tick.append(rollover.on_tick)
     # First: the worker jobs end before the head's own processes are stopped.
     driver.before_stop.insert(0, rollover.stop_all)

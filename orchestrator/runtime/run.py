@@ -253,11 +253,10 @@ def run_driver(run_dir: Path, env: Mapping[str, str] | None = None) -> int:
     get_frontend(bound.readiness.frontend_kind).attach(driver)
     attach_metrics(driver, bound.metrics)  # before the benchmark: it scrapes the benchmark too
     attach_benchmark(driver, bound.benchmark)
-    slurm = SlurmClient(SubprocessRunner())
     if bound.serve is not None:  # placement=here: every worker is in a worker job
-        attach_rollover(driver, bound.serve, slurm)
+        attach_rollover(driver, bound.serve)
     else:  # ctl scale's worker jobs
-        attach_job_watch(driver, slurm)
+        attach_job_watch(driver, SlurmClient(SubprocessRunner()))
     return driver.run()
 
 
