@@ -2,7 +2,7 @@
 """Real SGLang on a GPU through the orchestrator (not a test: prints numbers).
 
 For a P/D deployment (1 prefill + 1 decode, sglang-router) and an aggregated one, both on GPU 0
-(P/D: `deployment.workers_per_gpu=2`) with the tiny random-weight Llama (orchestrator.tiny_model):
+(P/D: `deployment.workers_per_gpu=2`) with the tiny random-weight Llama (orchestrator.tiny.model):
 - launch -> engine ready: from the driver's `starting` phase to each worker's own "The server is
   fired up and ready to roll!" line, seen by polling its log every 10 ms (independent of us);
 - engine ready -> healthy: to the driver's `healthy_at` for that worker;
@@ -31,7 +31,7 @@ import requests
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from orchestrator.tiny_model import TinyModelSpec, ensure_tiny_model  # noqa: E402  (sys.path)
+from orchestrator.tiny.model import TinyModelSpec, ensure_tiny_model  # noqa: E402  (sys.path)
 from tests.gpu import deploy  # noqa: E402
 
 READY_LINE = "ready to roll"

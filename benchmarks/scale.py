@@ -47,7 +47,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from benchmarks.loadgen import Load, wait  # noqa: E402  (after the sys.path insert)
-from orchestrator.effects import SubprocessRunner  # noqa: E402  (after the sys.path insert)
+from orchestrator.core.effects import SubprocessRunner  # noqa: E402  (after the sys.path insert)
 from orchestrator.slurm.client import SlurmClient  # noqa: E402
 from tests.e2e import engine_processes, nothing_left, state  # noqa: E402
 

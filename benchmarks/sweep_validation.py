@@ -3,7 +3,7 @@
 
 Expands a sweep of N points (`prefill.workers` x `decode.workers` x `benchmark.seed`), then
 composes, validates, plans and materializes every point exactly as `python -m orchestrator -m
-... dry_run=true` does (orchestrator.sweep: expand, validate_points), and prints ms per point.
+... dry_run=true` does (orchestrator.sweep.run: expand, validate_points), and prints ms per point.
 Nothing is submitted and no Slurm is needed (a fresh sweep directory has no jobs to query).
 
 Usage: python benchmarks/sweep_validation.py [--points 256] [--engine mocker|sglang] [--runs 3]
@@ -20,8 +20,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from orchestrator import sweep  # noqa: E402  (after the sys.path insert)
 from orchestrator.launchers.select import Site  # noqa: E402
+from orchestrator.sweep import run as sweep  # noqa: E402  (after the sys.path insert)
 
 SITE = Site(has_sbatch=True, allocation_job_id="")
 

@@ -1,7 +1,7 @@
 """The library entry the CLI and the sweep both call: compose -> validate -> plan -> request.
 
 `prepare` does everything that needs no cluster and raises `InvalidConfig` (exit 2) before
-anything is created; `dry_run` renders what `launch` (orchestrator.launchers.launch) executes.
+anything is created; `dry_run` renders what `launch` (orchestrator.launch) executes.
 """
 
 from __future__ import annotations
@@ -16,16 +16,16 @@ from omegaconf import OmegaConf
 
 from orchestrator.config.load import Composed, compose_configs
 from orchestrator.config.schema import RootConfig, config_to_dict
+from orchestrator.config.serve import resolve_host
+from orchestrator.config.validate import check, validate
+from orchestrator.core.errors import InvalidConfig, Issue
 from orchestrator.engines import get_engine
-from orchestrator.errors import InvalidConfig, Issue
 from orchestrator.launchers import LaunchRequest, Materials, get_launcher
 from orchestrator.launchers.rundir import git_sha
 from orchestrator.launchers.select import Site, placed_launcher, resolve_launcher
 from orchestrator.plan.build import build_plan
 from orchestrator.plan.model import Plan
 from orchestrator.render.dryrun import render_json, render_text
-from orchestrator.serve import resolve_host
-from orchestrator.validate import check, validate
 
 # Overrides that change what the command does, not what it launches: left out of the request
 # (the script header), so a dry-run and the real launch of one command render the same script.

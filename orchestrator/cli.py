@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 from orchestrator.api import dry_run, prepare
 from orchestrator.config.load import debug_requested
-from orchestrator.errors import InvalidConfig, OrchestratorError
+from orchestrator.core.errors import InvalidConfig, OrchestratorError
 from orchestrator.launchers.select import Site
 
 USAGE = """usage: python -m orchestrator [-m] [KEY=VALUE ...]
@@ -37,14 +37,14 @@ def run(argv: Sequence[str]) -> int:
     sweep = "-m" in args or "--multirun" in args
     overrides = [a for a in args if a not in ("-m", "--multirun")]
     if sweep:
-        from orchestrator.sweep import run_sweep
+        from orchestrator.sweep.run import run_sweep
 
         return run_sweep(overrides, Site.detect())
     prepared = prepare(overrides, Site.detect())
     if prepared.cfg.dry_run_mode() != "false":
         sys.stdout.write(dry_run(prepared))
         return 0
-    from orchestrator.launchers.launch import launch
+    from orchestrator.launch import launch
 
     return launch(prepared)
 

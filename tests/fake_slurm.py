@@ -11,7 +11,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from orchestrator.effects import CommandResult
+from orchestrator.core.effects import CommandResult
 from orchestrator.slurm.parse import SEP
 from orchestrator.slurm.states import JOB_STATES
 

@@ -1,4 +1,4 @@
-"""Fakes of the side-effect interfaces in orchestrator.effects, shared by unit tests."""
+"""Fakes of the side-effect interfaces in orchestrator.core.effects, shared by unit tests."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import threading
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
-from orchestrator.effects import HttpError, HttpResponse
+from orchestrator.core.effects import HttpError, HttpResponse
 
 
 class FakeClock:
@@ -37,7 +37,7 @@ class Call(NamedTuple):
 
 
 class FakeHttp:
-    """The HttpClient of orchestrator.effects with scripted answers; records every call.
+    """The HttpClient of orchestrator.core.effects with scripted answers; records every call.
 
     A call is answered by the exact `(method, url)` key, else by the longest URL-suffix key (any
     method). A list of answers is consumed in order and its last entry repeats; an HttpError is

@@ -88,6 +88,66 @@ def test_no_import_cycles() -> None:
     assert cycles(graph) == []
 
 
+# The import order, lowest first: a module imports only from its own layer or the ones before it.
+# A layer names packages or single modules (plan and config hold both the plan's data types, which
+# everything reads, and the steps that build or validate it with the registries' help).
+LAYERS: list[tuple[str, ...]] = [
+    ("core", "tiny"),
+    ("config", "config.schema", "config.load", "config.domains"),
+    ("plan", "plan.model", "plan.placeholders", "plan.ports", "plan.placement", "plan.groups",
+     "plan.restart", "plan.preflight", "plan.consistency"),
+    ("slurm", "rundir"),
+    ("runtime",),
+    ("observe",),
+    ("render", "render.shell"),
+    ("launchers",),
+    ("engines", "frontends"),
+    ("render.dryrun",),
+    ("bench",),
+    ("plan.build", "plan.sharing"),
+    ("config.validate", "config.serve"),
+    ("api",),
+    ("elastic",),
+    ("run",),
+    ("launch",),
+    ("sweep",),
+    ("ctl", "cli", "__main__"),
+]  # fmt: skip
+
+
+def layer_of(module: str) -> int:
+    """The layer of `orchestrator.<module>`: its longest listed prefix."""
+    rel = module.removeprefix("orchestrator.")
+    found = [
+        (len(name), i)
+        for i, names in enumerate(LAYERS)
+        for name in names
+        if rel == name or rel.startswith(name + ".")
+    ]
+    assert found, f"{module} is in no layer of LAYERS: add it where it belongs"
+    return max(found)[1]
+
+
+def test_imports_follow_the_layer_order() -> None:
+    """No upward import: the folders show the design, read from core up to ctl."""
+    graph = {m: deps for m, deps in import_graph().items() if m != "orchestrator"}
+    upward = [
+        f"{m} ({LAYERS[layer_of(m)][0]}) imports {d} ({LAYERS[layer_of(d)][0]})"
+        for m, deps in sorted(graph.items())
+        for d in sorted(deps)
+        if d != "orchestrator" and layer_of(d) > layer_of(m)
+    ]
+    assert upward == []
+
+
+def test_every_package_says_what_it_owns_and_may_import() -> None:
+    for init in sorted(PACKAGE.glob("*/__init__.py")):
+        doc = ast.get_docstring(ast.parse(init.read_text())) or ""
+        assert len(doc) > 80 and "import" in doc.lower(), (
+            f"{init.relative_to(PACKAGE)}: one paragraph"
+        )
+
+
 def test_engine_and_frontend_kinds_are_compared_only_in_their_registry() -> None:
     kinds = set(ENGINES) | set(FRONTENDS)
     allowed = (PACKAGE / "engines", PACKAGE / "frontends", PACKAGE / "config" / "schema.py")
@@ -103,10 +163,10 @@ def test_engine_and_frontend_kinds_are_compared_only_in_their_registry() -> None
 
 # What the allocation may load: the driver entry and everything it imports lazily.
 DRIVER_MODULES = [
-    "orchestrator.runtime.run",
-    "orchestrator.runtime.router",
+    "orchestrator.run.entry",
+    "orchestrator.frontends.worker_api",
     "orchestrator.bench.step",
-    "orchestrator.tiny_tokenizer",
+    "orchestrator.tiny.tokenizer",
     *(f"orchestrator.frontends.{kind}" for kind in FRONTENDS),
 ]
 
@@ -160,9 +220,14 @@ def test_launcher_kinds_are_named_only_in_the_launcher_registry() -> None:
     """No module outside orchestrator/launchers names a launcher kind: callers ask the launcher
     (`facts_of`, `get_launcher`). slurm/ names the sbatch command, which launcher=sbatch runs;
     the schema names the placement `here`, after which the here launcher is named; the run
-    directory's layout names the `submitit` folder that launcher writes into."""
+    directory's layout names the `submitit` folder that launcher writes into; launch.py names the
+    allocation (SLURM_JOB_ID) an error is about."""
     found = []
-    homes = (PACKAGE / "config" / "schema.py", PACKAGE / "rundir" / "layout.py")
+    homes = (
+        PACKAGE / "config" / "schema.py",
+        PACKAGE / "rundir" / "layout.py",
+        PACKAGE / "launch.py",
+    )
     for path in outside(PACKAGE / "launchers", PACKAGE / "slurm", *homes):
         found += offenders(constants(path), path, LAUNCHER_KINDS)
     assert found == []
@@ -225,11 +290,11 @@ RUN_FILES = {
 # The same words meaning something else: a model directory's config.json (Hugging Face), the
 # `ctl logs` subcommand, state.json's "attached" key.
 OTHER_MEANINGS = {
-    ("tiny_tokenizer.py", "config.json"),
-    ("tiny_model.py", "config.json"),
+    ("tiny/tokenizer.py", "config.json"),
+    ("tiny/model.py", "config.json"),
     ("runtime/preflight.py", "config.json"),
-    ("ctl.py", "logs"),
-    ("runtime/jobwatch.py", "attached"),
+    ("ctl/cli.py", "logs"),
+    ("elastic/jobwatch.py", "attached"),
 }
 
 

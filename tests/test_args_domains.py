@@ -13,10 +13,10 @@ import pytest
 
 from orchestrator.config.load import compose_checked
 from orchestrator.config.schema import RootConfig
+from orchestrator.config.validate import validate
+from orchestrator.core.errors import Issue
 from orchestrator.engines.base import args_argv, layered_args
-from orchestrator.errors import Issue
 from orchestrator.plan.build import build_plan, gpus_per_worker
-from orchestrator.validate import validate
 
 Compose = Callable[..., RootConfig]
 

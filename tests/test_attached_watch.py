@@ -1,4 +1,4 @@
-"""The run's driver watches its attached jobs (orchestrator.runtime.jobwatch): an attached
+"""The run's driver watches its attached jobs (orchestrator.elastic.jobwatch): an attached
 job that ended without a scale-down (scancel, its node lost) is reported once with how it ended
 and what still serves; state.json lists the attached jobs and every worker; Slurm is asked in
 one call, and only when needed."""
@@ -10,13 +10,13 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from orchestrator import ctl
+from orchestrator.ctl import status
+from orchestrator.elastic.jobwatch import SLURM_EVERY_S, WATCH_EVERY_S, JobWatch
 from orchestrator.plan.model import plan_to_dict
 from orchestrator.plan.placeholders import Bindings, bind_plan
+from orchestrator.run.entry import load_plan
 from orchestrator.rundir import RunDir, write_json_atomic
 from orchestrator.rundir.jobs import WorkerJobs
-from orchestrator.runtime.jobwatch import SLURM_EVERY_S, WATCH_EVERY_S, JobWatch
-from orchestrator.runtime.run import load_plan
 from orchestrator.runtime.state import StateFile
 from orchestrator.slurm.client import SlurmClient
 from tests.fake_slurm import FakeSlurm
@@ -115,7 +115,7 @@ def test_a_scancelled_attached_job_is_reported_once_with_what_still_serves(tmp_p
                                     "workers": ["decode-1"], "serving": ["prefill-0", "decode-0"]}]  # fmt: skip
     assert [w["name"] for w in st["workers"]] == ["prefill-0", "decode-0"]
     assert st["attached"][0]["ended"] and st["attached"][0]["slurm_state"] == "CANCELLED"
-    text, _ = ctl.status(run_dir, SlurmClient(slurm))
+    text, _ = status.status(run_dir, SlurmClient(slurm))
     assert f"attached: job {job_id} ended (CANCELLED; its driver: done)  decode-1" in text
     calls = len(slurm.calls)
     (adir / "state.json").unlink()  # settled: neither its state.json nor Slurm is read again

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.bench import collect
 from orchestrator.bench.normalize import (
     aiperf_from_summary,
     bench_serving_from_line,
@@ -32,8 +31,9 @@ from orchestrator.bench.spec import (
     tokenizer_for,
 )
 from orchestrator.config.schema import RootConfig
+from orchestrator.config.validate import validate
 from orchestrator.plan.build import build_plan
-from orchestrator.validate import validate
+from orchestrator.sweep import collect
 
 FIXTURES = Path(__file__).parent / "fixtures" / "bench"
 POINTS = (

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.tools import AIPERF, find_tool
+from orchestrator.core.tools import AIPERF, find_tool
 from tests import e2e
 
 pytestmark = [

@@ -16,11 +16,11 @@ import pytest
 
 from orchestrator.bench.step import attach_benchmark
 from orchestrator.config.schema import RootConfig
-from orchestrator.effects import HttpResponse, SystemClock
+from orchestrator.core.effects import HttpResponse, SystemClock
 from orchestrator.plan.build import build_plan
 from orchestrator.plan.placeholders import Bindings, bind_plan
+from orchestrator.run.driver import Driver
 from orchestrator.rundir import read_state
-from orchestrator.runtime.driver import Driver
 from orchestrator.runtime.processes import LocalBackend
 from orchestrator.runtime.state import StateFile
 from tests.e2e import wait_for

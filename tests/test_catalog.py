@@ -10,11 +10,11 @@ import pytest
 
 from orchestrator.config.load import CONF_DIR
 from orchestrator.config.schema import RootConfig
+from orchestrator.config.validate import validate
 from orchestrator.launchers import materialize
 from orchestrator.plan.build import build_plan, gpus_per_worker
 from orchestrator.plan.model import Plan
 from orchestrator.render.dryrun import render_json
-from orchestrator.validate import validate
 
 Compose = Callable[..., RootConfig]
 Golden = Callable[[str, str], None]

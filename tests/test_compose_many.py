@@ -8,7 +8,7 @@ import pytest
 from orchestrator.config import load
 from orchestrator.config.load import compose_checked, compose_configs
 from orchestrator.config.schema import RootConfig
-from orchestrator.errors import InvalidConfig
+from orchestrator.core.errors import InvalidConfig
 
 CASES = [
     ["+model=gpt_oss_120b"],

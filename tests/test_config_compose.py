@@ -18,10 +18,10 @@ from orchestrator.config.load import (
     quote_override_value,
 )
 from orchestrator.config.schema import RootConfig, config_to_dict
+from orchestrator.config.validate import validate
 from orchestrator.launchers import materialize
 from orchestrator.plan.build import build_plan
 from orchestrator.render.dryrun import all_processes, render_json, render_text
-from orchestrator.validate import validate
 
 Compose = Callable[..., RootConfig]
 LAUNCHERS = ("local", "submitit", "sbatch")

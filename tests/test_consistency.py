@@ -8,9 +8,9 @@ from collections.abc import Callable
 import pytest
 
 from orchestrator.config.schema import RootConfig
-from orchestrator.errors import Issue
+from orchestrator.config.validate import validate
+from orchestrator.core.errors import Issue
 from orchestrator.plan.consistency import DEFAULT, flag_value
-from orchestrator.validate import validate
 
 Compose = Callable[..., RootConfig]
 

@@ -135,7 +135,7 @@ def test_sbatch_text_golden_includes_the_script(golden: Golden, tmp_path: Path) 
     script = text.split("--- sbatch script ---\n", 1)[1]
     assert script.startswith("#!/bin/bash\n")
     assert "#SBATCH --nodes=1\n" in script
-    assert script.rstrip().endswith('exec <python> -m orchestrator.runtime.run "$run_dir"')
+    assert script.rstrip().endswith('exec <python> -m orchestrator.run.entry "$run_dir"')
     assert "cd <cwd>\n" in script  # the deployment runs where the command was launched
 
 

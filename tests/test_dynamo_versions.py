@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.config.schema import RootConfig
-from orchestrator.effects import SubprocessRunner
+from orchestrator.core.effects import SubprocessRunner
 from orchestrator.engines import dynamo_check
 from orchestrator.plan.build import build_plan
 from orchestrator.plan.placeholders import node_ip

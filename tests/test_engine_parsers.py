@@ -17,9 +17,9 @@ import pytest
 
 from orchestrator.config.load import CONF_DIR
 from orchestrator.config.schema import RootConfig
-from orchestrator.effects import CommandResult, SubprocessRunner
+from orchestrator.core.effects import CommandResult, SubprocessRunner
+from orchestrator.core.errors import InvalidConfig
 from orchestrator.engines import dynamo_check, sglang_check
-from orchestrator.errors import InvalidConfig
 from orchestrator.plan.build import build_plan
 from tests.test_catalog import EXPERIMENTS
 from tests.test_config_compose import OPTIONS, overrides_for

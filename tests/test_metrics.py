@@ -9,11 +9,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from orchestrator.effects import HttpResponse
+from orchestrator.core.effects import HttpResponse
+from orchestrator.observe import prom
+from orchestrator.observe.scrape import MetricsFile, Scraper, Target, point_summary, scrape, targets
 from orchestrator.plan.model import MetricsPlan, Plan
 from orchestrator.plan.placeholders import Bindings, bind_plan
-from orchestrator.runtime import prom
-from orchestrator.runtime.scrape import MetricsFile, Scraper, Target, point_summary, scrape, targets
 from tests.fakes import FakeHttp
 
 METRICS = Path(__file__).parent / "fixtures" / "metrics"

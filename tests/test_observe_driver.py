@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.launchers.follow import ReadinessLines
-from orchestrator.runtime.driver import Driver
-from orchestrator.runtime.scrape import attach_metrics
+from orchestrator.observe.scrape import attach_metrics
+from orchestrator.run.driver import Driver
 from tests.test_runtime_units import READY, FakeHttp, make_driver
 
 LOGS = Path(__file__).parent / "fixtures" / "logs"

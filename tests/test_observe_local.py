@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.report import report
+from orchestrator.ctl.report import report
 from tests import chromium, e2e
 from tests.test_local_e2e import start, wait_ready
 

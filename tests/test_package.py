@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import tools
 from orchestrator.config.load import PATH_ENV, compose_config, user_config_dirs
-from orchestrator.errors import InvalidConfig
+from orchestrator.core import tools
+from orchestrator.core.errors import InvalidConfig
 
 REPO = Path(__file__).resolve().parent.parent
 # What the wheel build needs from the checkout; nothing else is copied (no conf/local overrides).

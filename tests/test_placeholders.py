@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import pytest
 
-from orchestrator.errors import UnresolvedPlaceholder
+from orchestrator.core.errors import UnresolvedPlaceholder
 from orchestrator.plan.model import Plan, plan_from_dict, plan_to_dict
 from orchestrator.plan.placeholders import PLACEHOLDER, Bindings, bind_plan, bind_text
 from tests.topologies import TOPOLOGIES

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from orchestrator.api import dry_run, prepare
-from orchestrator.effects import CommandResult
-from orchestrator.launchers.launch import launch
+from orchestrator.core.effects import CommandResult
+from orchestrator.launch import launch
 from orchestrator.launchers.select import Site
 from orchestrator.plan.model import plan_from_dict, plan_to_dict
 from tests import e2e
@@ -97,7 +97,7 @@ def test_submitit_gets_the_dry_run_parameters(
 HYDRA_BLOCKED = (
     "import sys\n"
     "sys.modules['hydra'] = None; sys.modules['omegaconf'] = None  # any import of them fails\n"
-    "from orchestrator.runtime.run import main\n"
+    "from orchestrator.run.entry import main\n"
     "sys.exit(main(sys.argv[1:]))\n"
 )
 

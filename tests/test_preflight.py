@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 
 from orchestrator.config.schema import RootConfig
-from orchestrator.errors import OrchestratorError
+from orchestrator.config.validate import validate
+from orchestrator.core.errors import OrchestratorError
 from orchestrator.plan.build import build_plan
 from orchestrator.plan.model import plan_from_dict, plan_to_dict
 from orchestrator.plan.preflight import PathCheck, host_path
 from orchestrator.runtime import preflight
-from orchestrator.validate import validate
 
 Compose = Callable[..., RootConfig]
 

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from orchestrator.config.schema import RootConfig
-from orchestrator.report import report
+from orchestrator.ctl.report import report
+from orchestrator.observe.timeline_svg import parse_time, rows
 from orchestrator.rundir import write_json_atomic
-from orchestrator.timeline_svg import parse_time, rows
 from tests import chromium
 from tests.test_see import T0, make_run, starting_state
 

@@ -10,12 +10,12 @@ from typing import Any
 
 import pytest
 
-from orchestrator.effects import HttpError, HttpResponse
+from orchestrator.core.effects import HttpError, HttpResponse
+from orchestrator.frontends.worker_api import attach_router_registration
 from orchestrator.plan.model import RestartPolicy, plan_from_dict, plan_to_dict
 from orchestrator.plan.placeholders import Bindings, bind_plan
-from orchestrator.runtime.driver import Driver
+from orchestrator.run.driver import Driver
 from orchestrator.runtime.restarts import RestartBook
-from orchestrator.runtime.router import attach_router_registration
 from orchestrator.runtime.state import StateFile, progress_line
 from tests.fakes import FakeClock
 from tests.test_bench_step import make as make_bench
@@ -271,7 +271,7 @@ def test_a_restart_during_a_point_invalidates_it(compose: Any, tmp_path: Path, a
 
 # --- validation ----------------------------------------------------------------------------------
 def test_restart_settings_are_validated(compose: Any) -> None:
-    from orchestrator.validate import validate
+    from orchestrator.config.validate import validate
 
     cfg = compose("+model=gpt_oss_120b", "decode.restart=sometimes", "frontend.restart=nope",
                   "deployment.max_restarts=-1", "deployment.restart_window_s=0",

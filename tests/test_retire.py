@@ -1,7 +1,7 @@
 """Scale-down of single workers: the driver holding them takes the request from its run directory
-(orchestrator.runtime.retire), deregisters and stops them, marks them removed (never restarted, no
+(orchestrator.elastic.retire), deregisters and stops them, marks them removed (never restarted, no
 failure); an attached job with no workers left ends. And `ctl scale` picks them newest first
-(orchestrator.scale_down)."""
+(orchestrator.elastic.scale_down)."""
 
 from __future__ import annotations
 
@@ -14,13 +14,13 @@ from typing import Any
 
 import pytest
 
-from orchestrator import scale_down
-from orchestrator.errors import InvalidConfig, OrchestratorError
+from orchestrator.core.errors import InvalidConfig, OrchestratorError
+from orchestrator.elastic import scale_down
+from orchestrator.elastic.retire import attach_retire, request_retire
 from orchestrator.plan.model import WorkerJobPlan
+from orchestrator.run.driver import Driver
 from orchestrator.rundir.jobs import WorkerJobs
 from orchestrator.rundir.layout import RETIRE_FILE
-from orchestrator.runtime.driver import Driver
-from orchestrator.runtime.retire import attach_retire, request_retire
 from orchestrator.runtime.state import StateFile, progress_line
 from tests.fake_slurm import FakeSlurm
 from tests.fakes import FakeClock, FakeHttp

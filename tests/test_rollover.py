@@ -1,4 +1,4 @@
-"""The worker jobs of a frontend.placement=here run (orchestrator.runtime.rollover) with a fake
+"""The worker jobs of a frontend.placement=here run (orchestrator.elastic.rollover) with a fake
 Slurm and clock: first job, replacement before the time limit, drain once the copy serves,
 replacement at once when a job is lost, bounded retries, teardown."""
 
@@ -13,13 +13,13 @@ from typing import Any
 import pytest
 
 from orchestrator.api import prepare
-from orchestrator.errors import OrchestratorError
+from orchestrator.core.errors import OrchestratorError
+from orchestrator.elastic.rollover import LEFT_REFRESH_S, SLURM_TICK_S, Rollover, lead_s
 from orchestrator.launchers.select import Site
 from orchestrator.plan.model import Plan, ServePlan
 from orchestrator.plan.placeholders import Bindings, bind_plan
 from orchestrator.rundir import WorkerJob
 from orchestrator.rundir.layout import STOP_FILE
-from orchestrator.runtime.rollover import LEFT_REFRESH_S, SLURM_TICK_S, Rollover, lead_s
 from orchestrator.runtime.state import StateFile
 from tests.fake_slurm import FakeSlurm
 from tests.fakes import FakeClock
@@ -211,7 +211,7 @@ def test_a_stop_signal_from_slurm_is_replaced_at_once_while_the_job_keeps_servin
 ) -> None:
     view, slurm, rollover = setup(here_plan, tmp_path)
     old = serving(view, slurm, rollover)
-    StateFile(job_dir(view, 1)).update(stop_signal="SIGTERM", stop_signal_at=1.0)  # runtime/hold.py
+    StateFile(job_dir(view, 1)).update(stop_signal="SIGTERM", stop_signal_at=1.0)  # elastic/hold.py
     tick(view, rollover)
     entries = read_attached(view.run_dir)
     assert entries[1]["replaces"] == old
@@ -233,7 +233,7 @@ class HoldView(View):
 def test_a_worker_job_holds_slurms_stop_signal_but_not_ours(
     here_plan: Plan, tmp_path: Path
 ) -> None:
-    from orchestrator.runtime.hold import Hold
+    from orchestrator.elastic.hold import Hold
 
     assert here_plan.serve is not None and here_plan.serve.workers.job is not None
     assert here_plan.serve.workers.job.hold_s == 20.0
@@ -266,7 +266,7 @@ def test_a_worker_exiting_during_the_hold_ends_the_job_now(here_plan: Plan, tmp_
     """A plain scancel signals every step too: the workers leave, nothing to hold for."""
     from types import SimpleNamespace
 
-    from orchestrator.runtime.hold import Hold
+    from orchestrator.elastic.hold import Hold
 
     view = HoldView(here_plan, tmp_path)
     view.state.phase("ready")
@@ -281,7 +281,7 @@ def test_a_worker_exiting_during_the_hold_ends_the_job_now(here_plan: Plan, tmp_
 def test_a_copy_leaves_out_workers_a_scale_down_removed(here_plan: Plan, tmp_path: Path) -> None:
     view, slurm, rollover = setup(here_plan, tmp_path)
     old = serving(view, slurm, rollover)
-    StateFile(job_dir(view, 1)).process("decode-0", state="removed")  # runtime/retire.py
+    StateFile(job_dir(view, 1)).process("decode-0", state="removed")  # elastic/retire.py
     slurm.set_state(old, "NODE_FAIL")
     tick(view, rollover)
     copy = json.loads((job_dir(view, 2) / "plan.json").read_text())
@@ -292,9 +292,9 @@ def test_a_copy_leaves_out_workers_a_scale_down_removed(here_plan: Plan, tmp_pat
 def test_scaling_during_a_rollover_counts_each_worker_once(here_plan: Plan, tmp_path: Path) -> None:
     """A job and its copy hold the same workers: they count once, in the copy (the newest), so
     a scale-down waits until the copy serves rather than removing a worker it would bring back."""
-    from orchestrator.errors import InvalidConfig
+    from orchestrator.core.errors import InvalidConfig
+    from orchestrator.elastic.scale_down import current_counts, plan_removal
     from orchestrator.rundir import RunDir
-    from orchestrator.scale_down import current_counts, plan_removal
 
     view, slurm, rollover = setup(here_plan, tmp_path)
     RunDir(view.run_dir).write_bound_plan(view.plan)  # the head: no workers of its own

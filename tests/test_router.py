@@ -14,11 +14,11 @@ from typing import Any
 
 import pytest
 
-from orchestrator.effects import HttpError, HttpResponse
-from orchestrator.errors import OrchestratorError
+from orchestrator.core.effects import HttpError, HttpResponse
+from orchestrator.core.errors import OrchestratorError
 from orchestrator.frontends import get_frontend
+from orchestrator.frontends import worker_api as router
 from orchestrator.plan.model import TIER_WORKER, Process, Readiness
-from orchestrator.runtime import router
 from tests.fakes import Answer, FakeClock, FakeHttp
 
 # --- captured answers (sglang-router 0.3.2) --------------------------------------------------------
@@ -410,7 +410,7 @@ class AttachedView:
 
         self.http, self.clock, self.state = http, FakeClock(), FakeState()
         readiness = SimpleNamespace(frontend_url=R, timeout_s=5.0, interval_s=0.25)
-        self.plan = SimpleNamespace(readiness=readiness, processes=procs, attach_to="/run")
+        self.plan = SimpleNamespace(readiness=readiness, processes=procs, job=SimpleNamespace(run_dir="/run"))
         self.stop_event = threading.Event()
 
     def check_alive(self) -> None:

@@ -12,21 +12,21 @@ from typing import Any
 
 import pytest
 
-from orchestrator.effects import HttpResponse
-from orchestrator.errors import OrchestratorError
+from orchestrator.core.effects import HttpResponse
+from orchestrator.core.errors import OrchestratorError
 from orchestrator.frontends import dynamo, sglang_router
 from orchestrator.plan.model import Process
 from orchestrator.plan.placeholders import Bindings, bind_plan
-from orchestrator.runtime import health
-from orchestrator.runtime.driver import Driver
-from orchestrator.runtime.nodes import NodeInfo, busy_ports, check_address, parse_node_lines
-from orchestrator.runtime.processes import Running
-from orchestrator.runtime.run import (
+from orchestrator.run.driver import Driver
+from orchestrator.run.entry import (
     Allocation,
     allocation_issues,
     gpus_in_allocation,
     port_conflicts,
 )
+from orchestrator.runtime import health
+from orchestrator.runtime.nodes import NodeInfo, busy_ports, check_address, parse_node_lines
+from orchestrator.runtime.processes import Running
 from orchestrator.runtime.state import StateFile, progress_line
 from tests.fakes import FakeClock, FakeHttp
 

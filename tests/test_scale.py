@@ -10,19 +10,19 @@ from typing import Any
 
 import pytest
 
-from orchestrator import ctl
-from orchestrator import scale as scaling
 from orchestrator.api import prepare
-from orchestrator.effects import HttpResponse
-from orchestrator.errors import InvalidConfig, OrchestratorError
+from orchestrator.core.effects import HttpResponse
+from orchestrator.core.errors import InvalidConfig, OrchestratorError
+from orchestrator.ctl import status, stop
+from orchestrator.elastic import scale_up as scaling
 from orchestrator.frontends.dynamo_attach import CANARIES_PER_WORKER, require_traffic
-from orchestrator.launchers.launch import launch
+from orchestrator.launch import launch
 from orchestrator.launchers.select import Site
 from orchestrator.plan.model import plan_to_dict
 from orchestrator.plan.placeholders import Bindings, bind_plan
+from orchestrator.run.entry import load_plan
 from orchestrator.rundir import write_json_atomic
 from orchestrator.rundir.jobs import WorkerJobs
-from orchestrator.runtime.run import load_plan
 from orchestrator.runtime.state import StateFile
 from orchestrator.slurm.client import SlurmClient
 from tests.fake_slurm import FakeSlurm
@@ -59,7 +59,7 @@ def started_run(tmp_path: Path, slurm: FakeSlurm, *extra: str) -> Path:
 
 def scale_up(run_dir: Path, slurm: FakeSlurm, *items: str) -> tuple[str, Path]:
     request = scaling.parse_request(items)
-    scaling.check_ready(run_dir, ctl.run_view(run_dir, SlurmClient(slurm))[0].phase)
+    scaling.check_ready(run_dir, status.run_view(run_dir, SlurmClient(slurm))[0].phase)
     job = scaling.scale_up(run_dir, request, slurm)
     return job.job_id, Path(job.run_dir)
 
@@ -93,7 +93,7 @@ def test_scale_up_submits_only_the_new_workers_joined_to_the_runs_frontend(tmp_p
     (entry,) = read_attached(run_dir)
     assert entry["job_id"] == job_id and entry["workers"] == ["decode-1"]
     assert entry["run_dir"] == str(adir)
-    text, _ = ctl.status(run_dir, SlurmClient(slurm))
+    text, _ = status.status(run_dir, SlurmClient(slurm))
     assert f"attached: job {job_id} submitted  decode-1" in text
 
 
@@ -171,7 +171,7 @@ def test_stop_stops_the_attached_jobs_first(tmp_path: Path) -> None:
     job_id, adir = scale_up(run_dir, slurm, "decode.workers=2")
     slurm.set_state(run_job, "PENDING")  # both queued: cancelled at once, no driver to wait for
     StateFile(run_dir).phase("submitted")
-    said = ctl.stop(run_dir, timeout_s=1, client=SlurmClient(slurm))
+    said = stop.stop(run_dir, timeout_s=1, client=SlurmClient(slurm))
     assert said.splitlines()[0] == f"attached job {job_id}: cancelled before start (job {job_id})"
     cancelled = [call[-1] for call in slurm.calls_to("scancel")]
     assert cancelled == [job_id, run_job]

@@ -12,14 +12,14 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.config.schema import RootConfig
+from orchestrator.ctl.diff import diff
+from orchestrator.ctl.ls import load_runs, ls_lines
+from orchestrator.ctl.watch import Screen, plain
+from orchestrator.ctl.watch_view import gather, lines
 from orchestrator.launchers.rundir import write_run_files
 from orchestrator.plan.build import build_plan
-from orchestrator.rundiff import diff
 from orchestrator.rundir import write_json_atomic
-from orchestrator.runs import load_runs, ls_lines
 from orchestrator.slurm.client import SlurmClient
-from orchestrator.watch import Screen, plain
-from orchestrator.watch_view import gather, lines
 from tests.fake_slurm import FakeSlurm
 
 LOGS = Path(__file__).parent / "fixtures" / "logs"
@@ -192,7 +192,7 @@ def test_sweep_watch_one_line_per_point(tmp_path: Path, compose: Callable[..., R
 
 
 def test_ctl_refuses_a_directory_that_is_no_run(tmp_path: Path, capsys: Any) -> None:
-    from orchestrator.ctl import main
+    from orchestrator.ctl.cli import main
 
     for argv in (["watch"], ["report"], ["diff", str(tmp_path)]):
         assert main([*argv, str(tmp_path)]) == 2

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.api import prepare
-from orchestrator.errors import InvalidConfig
+from orchestrator.core.errors import InvalidConfig
 from orchestrator.launchers import request_from_dict, request_to_dict
 from orchestrator.launchers.select import Site
 from orchestrator.plan.model import plan_from_dict, plan_to_dict
@@ -101,7 +101,7 @@ def test_dry_run_shows_the_driver_here_and_the_worker_job(golden: Golden, tmp_pa
     text = dry_run(tmp_path, *HERE[1:], "serve.rollover=true", "dry_run=true")
     golden("gpt_oss_here_rollover.txt", text)
     assert "=== DRIVER ON THIS HOST (detached; frontend and discovery bind 10.77.0.1) ===" in text
-    assert "driver (here): <python> -m orchestrator.runtime.run '{run_dir}'" in text
+    assert "driver (here): <python> -m orchestrator.run.entry '{run_dir}'" in text
     assert "rollover: a copy of each worker job is submitted measured submit -> ready" in text
     worker_job = text.split("=== WORKER JOB ", 1)[1]
     assert (

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import tools
 from orchestrator.config.schema import RootConfig
-from orchestrator.effects import CommandResult, SubprocessRunner
+from orchestrator.core import tools
+from orchestrator.core.effects import CommandResult, SubprocessRunner
+from orchestrator.core.errors import InvalidConfig
 from orchestrator.engines import sglang_check
-from orchestrator.errors import InvalidConfig
 from orchestrator.plan.build import build_plan
 from orchestrator.plan.model import Plan
 

@@ -8,12 +8,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 from orchestrator.config.schema import RootConfig
+from orchestrator.config.validate import validate
 from orchestrator.plan.model import Plan
 from orchestrator.plan.placeholders import Bindings, bind_plan
+from orchestrator.run.entry import Allocation, allocation_issues, bound_plan, job_port_offset
 from orchestrator.runtime.nodes import parse_node_lines
-from orchestrator.runtime.run import Allocation, allocation_issues, bound_plan, job_port_offset
 from orchestrator.slurm.request import sbatch_directives, submitit_parameters
-from orchestrator.validate import validate
 
 SHARED = ("cluster.exclusive=false",)
 FOUR_GPUS = ("deployment=aggregated", "aggregated.workers=1")  # one TP4 worker

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from orchestrator.config.schema import RootConfig
-from orchestrator.effects import SubprocessRunner
+from orchestrator.config.validate import validate
+from orchestrator.core.effects import SubprocessRunner
 from orchestrator.engines import dynamo_check, sglang_check
 from orchestrator.plan.build import build_plan, gpus_requested
 from orchestrator.plan.groups import place
@@ -22,7 +23,6 @@ from orchestrator.plan.model import Plan, Process, plan_from_dict, plan_to_dict
 from orchestrator.plan.placement import GroupShape, place_shared
 from orchestrator.plan.sharing import gpu_shares
 from orchestrator.runtime.restarts import gpu_neighbours, shared_restart
-from orchestrator.validate import validate
 
 REPO = Path(__file__).resolve().parent.parent
 Compose = Callable[..., RootConfig]

@@ -121,7 +121,7 @@ def test_driver_receives_run_dir_and_cwd_byte_for_byte(
     proc = run_script(script, run_dir)
     assert proc.returncode == 0, proc.stderr
     seen = json.loads(proc.stdout)
-    assert seen == {"argv": ["-m", "orchestrator.runtime.run", str(run_dir)], "cwd": str(work)}
+    assert seen == {"argv": ["-m", "orchestrator.run.entry", str(run_dir)], "cwd": str(work)}
     assert list(work.iterdir()) == [], "the script ran something it should only have quoted"
     assert sorted(p.name for p in run_dir.iterdir()) == ["job.sbatch"]
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.errors import OrchestratorError, SubmissionError
+from orchestrator.core.errors import OrchestratorError, SubmissionError
 from orchestrator.slurm import parse
 from orchestrator.slurm.client import JOB_STATES, JobState, SlurmClient
 from orchestrator.slurm.states import category_of

@@ -11,18 +11,18 @@ from typing import Any
 
 import pytest
 
-from orchestrator import ctl
-from orchestrator.bench import sweepdir
-from orchestrator.errors import OrchestratorError
+from orchestrator.core.errors import OrchestratorError
+from orchestrator.ctl import cli, status, stop
 from orchestrator.launchers.follow import follow
+from orchestrator.observe.reconcile import reconcile
 from orchestrator.plan.model import Process
 from orchestrator.rundir import read_state, write_json_atomic
 from orchestrator.runtime.attempts import begin_attempt
 from orchestrator.runtime.processes import Running, SrunBackend, exit_detail
-from orchestrator.runtime.reconcile import reconcile
 from orchestrator.runtime.state import StateFile
 from orchestrator.slurm.client import SlurmClient
 from orchestrator.slurm.states import JOB_STATES, job_state
+from orchestrator.sweep import sweepdir
 from tests.fake_slurm import FakeSlurm
 from tests.fakes import FakeClock
 
@@ -142,17 +142,17 @@ def test_a_gone_local_driver_is_lost_and_never_written(tmp_path: Path) -> None:
     gone = {"phase": "ready", "driver_pid": 2**22 + 7, "driver_host": socket.gethostname()}
     run_dir = make_run(tmp_path / "run", launcher="local", **gone)
     (run_dir / "driver.log").write_text("starting\nready: http://127.0.0.1:8000\n")
-    assert ctl.main(["status", str(run_dir)]) == 1
-    text, code = ctl.status(run_dir)
+    assert cli.main(["status", str(run_dir)]) == 1
+    text, code = status.status(run_dir)
     assert code == 1 and "lost: the driver (pid 4194311" in text
     assert "last 20 lines of" in text and "ready: http://127.0.0.1:8000" in text
     assert read_state(run_dir)["phase"] == "ready"  # lost is shown, never recorded
     alive = {**gone, "driver_pid": os.getpid()}
     write_json_atomic(run_dir / "state.json", alive)
-    assert ctl.status(run_dir)[1] == 0
+    assert status.status(run_dir)[1] == 0
     elsewhere = {**gone, "driver_host": "another-host"}
     write_json_atomic(run_dir / "state.json", elsewhere)
-    assert ctl.status(run_dir)[1] == 0  # cannot be checked from here: shown as recorded
+    assert status.status(run_dir)[1] == 0  # cannot be checked from here: shown as recorded
 
 
 def test_status_of_a_lost_slurm_run_names_the_state_and_tails_the_log(tmp_path: Path) -> None:
@@ -161,7 +161,7 @@ def test_status_of_a_lost_slurm_run_names_the_state_and_tails_the_log(tmp_path: 
     slurm.set_state(job, "FAILED")
     (run_dir / "submitit").mkdir()
     (run_dir / "submitit" / f"{job}_0_log.err").write_text("Traceback\nKilled\n")
-    text, code = ctl.status(run_dir, SlurmClient(slurm))
+    text, code = status.status(run_dir, SlurmClient(slurm))
     assert code == 1
     assert f"job: {job} (FAILED)" in text and "lost: " in text
     assert f"job {job} ended (FAILED) in phase ready (state.json says ready)" in text
@@ -176,7 +176,7 @@ def test_status_shows_restarts_and_degraded(tmp_path: Path) -> None:
         processes={"decode-0": {"role": "decode", "state": "starting", "restarts": restarts}},
     )  # fmt: skip
     slurm.set_state(job, "RUNNING")
-    text, code = ctl.status(run_dir, SlurmClient(slurm))
+    text, code = status.status(run_dir, SlurmClient(slurm))
     assert code == 0 and "degraded: decode-0" in text and "restarts=2" in text
 
 
@@ -184,12 +184,12 @@ def test_status_shows_restarts_and_degraded(tmp_path: Path) -> None:
 def test_stop_of_a_pending_job_cancels_it_at_once(tmp_path: Path) -> None:
     slurm = FakeSlurm()
     run_dir, job = submitted(tmp_path, slurm)
-    assert ctl.stop(run_dir, client=SlurmClient(slurm)) == f"cancelled before start (job {job})"
+    assert stop.stop(run_dir, client=SlurmClient(slurm)) == f"cancelled before start (job {job})"
     assert ("scancel", job) in slurm.calls and slurm.jobs[job].state == "CANCELLED"
     state = read_state(run_dir)
     assert state["phase"] == "done" and state["reason"] == "cancelled before start"
     assert not (run_dir / "stop-requested").exists()  # nothing to ask: no driver ever ran
-    assert ctl.stop(run_dir, client=SlurmClient(slurm)) == "already done"
+    assert stop.stop(run_dir, client=SlurmClient(slurm)) == "already done"
 
 
 def test_stop_while_starting_asks_the_driver(tmp_path: Path) -> None:
@@ -198,7 +198,7 @@ def test_stop_while_starting_asks_the_driver(tmp_path: Path) -> None:
     slurm.set_state(job, "RUNNING", nodes=["node1"])
     # The driver (the batch shell) reacts to SIGTERM by stopping what started.
     slurm.on_signal = lambda j, sig, batch: StateFile(run_dir).phase("done", reason="SIGTERM")
-    assert ctl.stop(run_dir, client=SlurmClient(slurm)) == "stopped (done)"
+    assert stop.stop(run_dir, client=SlurmClient(slurm)) == "stopped (done)"
     assert slurm.signals == [(job, "TERM", True)] and (run_dir / "stop-requested").exists()
 
 
@@ -208,18 +208,18 @@ def test_stop_waits_on_its_clock_for_the_driver_and_names_its_log(tmp_path: Path
     slurm.set_state(job, "RUNNING", nodes=["node1"])
     clock = FakeClock()  # the driver never records its end: ctl gives up at its deadline
     with pytest.raises(OrchestratorError, match=r"did not finish within 30 s; see .*driver.log"):
-        ctl.stop(run_dir, timeout_s=30, client=SlurmClient(slurm), clock=clock)
+        stop.stop(run_dir, timeout_s=30, client=SlurmClient(slurm), clock=clock)
     assert 30 <= clock.t < 30.5
 
 
 def test_stop_of_a_requeued_or_lost_run(tmp_path: Path) -> None:
     slurm = FakeSlurm()
     run_dir, job = submitted(tmp_path, slurm, phase="ready")  # its driver was killed; requeued
-    assert ctl.stop(run_dir, client=SlurmClient(slurm)) == f"cancelled while requeued (job {job})"
+    assert stop.stop(run_dir, client=SlurmClient(slurm)) == f"cancelled while requeued (job {job})"
     assert read_state(run_dir)["phase"] == "done"
     run2, job2 = submitted(tmp_path / "b", slurm, phase="ready")
     slurm.set_state(job2, "NODE_FAIL")
-    assert ctl.stop(run2, client=SlurmClient(slurm)).startswith(
+    assert stop.stop(run2, client=SlurmClient(slurm)).startswith(
         f"nothing to stop: job {job2} ended"
     )
 

@@ -12,12 +12,12 @@ from collections.abc import Callable
 import pytest
 
 from orchestrator.config.schema import RootConfig
-from orchestrator.effects import RequestsHttp
+from orchestrator.config.validate import validate
+from orchestrator.core.effects import RequestsHttp
 from orchestrator.frontends import smg
 from orchestrator.launchers import materialize
 from orchestrator.plan.build import build_plan
 from orchestrator.render.dryrun import render_text
-from orchestrator.validate import validate
 from tests.fakes import FakeHttp
 
 Compose = Callable[..., RootConfig]

@@ -11,14 +11,14 @@ from typing import Any
 
 import pytest
 
-from orchestrator import sweep
-from orchestrator.bench import collect, sweepdir
 from orchestrator.cli import main
+from orchestrator.core.errors import InvalidConfig
 from orchestrator.engines import sglang_check
-from orchestrator.errors import InvalidConfig
 from orchestrator.launchers.select import Site
 from orchestrator.rundir import write_json_atomic
-from orchestrator.sweep_points import point_names
+from orchestrator.sweep import collect, sweepdir
+from orchestrator.sweep import run as sweep
+from orchestrator.sweep.points import point_names
 from tests.fake_slurm import FakeSlurm
 from tests.fakes import FakeClock
 

@@ -1,4 +1,4 @@
-"""Tests for orchestrator.tiny_model (random-weight HF checkpoints) and safetensors_lite."""
+"""Tests for orchestrator.tiny.model (random-weight HF checkpoints) and safetensors_lite."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from tokenizers import Tokenizer
 
-from orchestrator import safetensors_lite as st
-from orchestrator import tiny_model as tm
-from orchestrator import tiny_tokenizer as tt
+from orchestrator.tiny import model as tm
+from orchestrator.tiny import safetensors_lite as st
+from orchestrator.tiny import tokenizer as tt
 
 LLAMA = tm.TinyModelSpec(arch="llama")
 GPT_OSS = tm.TinyModelSpec(arch="gpt_oss")

@@ -1,4 +1,4 @@
-"""Tests for orchestrator.tiny_tokenizer (offline tiny model directory for the Dynamo mocker)."""
+"""Tests for orchestrator.tiny.tokenizer (offline tiny model directory for the Dynamo mocker)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from tokenizers import Tokenizer
 
-from orchestrator import tiny_tokenizer as tt
+from orchestrator.tiny import tokenizer as tt
 
 
 @pytest.fixture(scope="module")

@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 
 from orchestrator.config.schema import RootConfig
-from orchestrator.errors import InvalidConfig, Issue
-from orchestrator.validate import check, validate
+from orchestrator.config.validate import check, validate
+from orchestrator.core.errors import InvalidConfig, Issue
 
 REPO = Path(__file__).resolve().parent.parent
 Compose = Callable[..., RootConfig]

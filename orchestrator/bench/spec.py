@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from orchestrator.config.schema import BenchmarkConfig, RootConfig
+from orchestrator.core.tools import AIPERF, tool_or_default
 from orchestrator.engines import get_engine
 from orchestrator.plan import groups
 from orchestrator.plan.model import (
@@ -27,7 +28,6 @@ from orchestrator.plan.model import (
 )
 from orchestrator.plan.placeholders import RUN_DIR
 from orchestrator.rundir.layout import RESULTS_DIR
-from orchestrator.tools import AIPERF, tool_or_default
 
 TOOLS = ("aiperf", "sglang_bench")
 BENCHMARK_KINDS = ("none", *TOOLS)

@@ -23,12 +23,12 @@ from orchestrator.bench.normalize import (
     read_bench_serving,
 )
 from orchestrator.bench.spec import RESULTS
-from orchestrator.errors import OrchestratorError
+from orchestrator.core.errors import OrchestratorError
+from orchestrator.observe.scrape import point_summary
 from orchestrator.plan.model import BenchmarkPlan, LoadPoint, Process
 from orchestrator.rundir import RunDir, write_json_atomic
 from orchestrator.runtime.hooks import DriverView, Stopped
 from orchestrator.runtime.processes import Running, log_tail, stop_tier
-from orchestrator.runtime.scrape import point_summary
 from orchestrator.runtime.state import now_iso
 
 POINTS_FILE = "points.jsonl"

@@ -1,4 +1,4 @@
-"""The domain of every scalar schema key that has one (pure; `orchestrator.validate` reports
+"""The domain of every scalar schema key that has one (pure; `orchestrator.config.validate` reports
 these with every other problem). Kinds with a registry (engine, frontend, benchmark, launcher)
 are checked in validate.py; cross-field rules there too."""
 
@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from orchestrator.config.schema import RootConfig
-from orchestrator.errors import Issue
+from orchestrator.core.errors import Issue
 
 # SGLang 0.5.21's --disaggregation-transfer-backend choices
 # (sglang/srt/arg_groups/choices.py DISAGG_TRANSFER_BACKEND_CHOICES; Dynamo 1.6.1 pins it).

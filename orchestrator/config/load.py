@@ -38,7 +38,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from orchestrator.config.schema import RootConfig
-from orchestrator.errors import InvalidConfig, Issue
+from orchestrator.core.errors import InvalidConfig, Issue
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 PATH_ENV = "ORCHESTRATOR_CONFIG_PATH"

@@ -1,6 +1,6 @@
 """Typed configuration schema. Hydra composes YAML into these dataclasses; core code sees only them.
 
-Kinds (engine, frontend, launcher, ...) are plain strings checked by `orchestrator.validate`, so an
+Kinds (engine, frontend, launcher, ...) are plain strings checked by `orchestrator.config.validate`, so an
 unknown kind is reported together with every other problem and lists the valid choices.
 """
 

@@ -1,6 +1,7 @@
 """The engine registry: one module per worker engine behind `orchestrator.engines.base.Engine`.
 
 Adding an engine = one module here with an `ENGINE`, one line below, and conf/engine/<kind>.yaml.
+Engine modules import core, config.schema and the plan model only.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from orchestrator.config.schema import RootConfig
-from orchestrator.errors import Issue
+from orchestrator.core.errors import Issue
 from orchestrator.plan.model import Plan
 from orchestrator.plan.placeholders import node_ip, port_ref
 from orchestrator.plan.placement import WorkerSlot

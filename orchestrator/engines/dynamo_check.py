@@ -35,7 +35,8 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from orchestrator.config.schema import RootConfig
-from orchestrator.effects import CommandRunner, SubprocessRunner
+from orchestrator.core.effects import CommandRunner, SubprocessRunner
+from orchestrator.core.errors import InvalidConfig, Issue
 from orchestrator.engines.sglang_check import (
     PYTHON_ENV,
     SUBPROCESS_TIMEOUT_S,
@@ -44,7 +45,6 @@ from orchestrator.engines.sglang_check import (
     sglang_argvs,
     sglang_python,
 )
-from orchestrator.errors import InvalidConfig, Issue
 from orchestrator.plan.model import Plan
 
 DYNAMO_SGLANG = ("-m", "dynamo.sglang")

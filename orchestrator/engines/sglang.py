@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from orchestrator.config.schema import RootConfig
+from orchestrator.core.errors import Issue
 from orchestrator.engines.base import (
     EngineDefaults,
     WorkerProcess,
@@ -17,7 +18,6 @@ from orchestrator.engines.base import (
     sglang_host_env,
     sglang_worker_ports,
 )
-from orchestrator.errors import Issue
 from orchestrator.plan.model import Plan
 
 PORT_LIMIT = 65535

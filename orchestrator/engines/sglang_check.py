@@ -10,7 +10,7 @@ The parser runs once per check, for all processes of all plans checked together 
 points; each distinct argv once), in a subprocess of the first of:
 1. this interpreter, when `sglang` is importable here;
 2. `$ORCHESTRATOR_SGLANG_PYTHON`, else `.venvs/sglang/bin/python` next to the checkout or the
-   running venv (orchestrator/tools.py), what `scripts/install.sh --with-sglang` creates: SGLang
+   running venv (orchestrator/core/tools.py), what `scripts/install.sh --with-sglang` creates: SGLang
    is installed there with --no-deps, which `pip check` would flag in the main venv.
 Neither: one line on stderr says the check was skipped. User flags come from the lists
 `prefill.extra_args`, `decode.extra_args` (`aggregated.extra_args`), `engine.extra_args` and
@@ -32,11 +32,11 @@ import textwrap
 from collections.abc import Mapping, Sequence
 
 from orchestrator.config.schema import RootConfig
-from orchestrator.effects import CommandRunner, SubprocessRunner
-from orchestrator.errors import InvalidConfig, Issue
+from orchestrator.core.effects import CommandRunner, SubprocessRunner
+from orchestrator.core.errors import InvalidConfig, Issue
+from orchestrator.core.tools import SGLANG_PYTHON, find_tool
 from orchestrator.plan.model import Plan
 from orchestrator.plan.placeholders import Bindings, bind_text
-from orchestrator.tools import SGLANG_PYTHON, find_tool
 
 LAUNCH_MODULE = ("-m", "sglang.launch_server")
 PYTHON_ENV = "ORCHESTRATOR_SGLANG_PYTHON"

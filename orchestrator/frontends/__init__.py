@@ -2,6 +2,8 @@
 
 Adding a frontend = one module here with a `FRONTEND`, one line below, and
 conf/frontend/<kind>.yaml; engines name the frontends they work with (`Engine.frontends`).
+Frontend modules import core, config.schema, the plan model, runtime.hooks and health (their
+plugins run in the driver) and the launcher facts.
 """
 
 from __future__ import annotations

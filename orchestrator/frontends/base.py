@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 from orchestrator.config.schema import RootConfig
-from orchestrator.effects import HttpClient
-from orchestrator.errors import Issue
+from orchestrator.core.effects import HttpClient
+from orchestrator.core.errors import Issue
 from orchestrator.plan.model import Plan, Process, Readiness
 from orchestrator.plan.placeholders import port_ref
 from orchestrator.plan.ports import PortAllocator

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from orchestrator.config.schema import RootConfig
-from orchestrator.effects import HttpClient, HttpResponse
-from orchestrator.errors import Issue
+from orchestrator.core.effects import HttpClient, HttpResponse
+from orchestrator.core.errors import Issue
 from orchestrator.frontends.base import Head, http_port
 from orchestrator.launchers import runs_on_one_machine
 from orchestrator.plan.model import TIER_FRONTEND, TIER_INFRA, HealthProbe, Plan, Process, Readiness

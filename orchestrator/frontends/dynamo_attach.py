@@ -14,8 +14,8 @@ from __future__ import annotations
 import uuid
 from typing import TYPE_CHECKING
 
-from orchestrator.effects import HttpClient, HttpError
-from orchestrator.errors import OrchestratorError
+from orchestrator.core.effects import HttpClient, HttpError
+from orchestrator.core.errors import OrchestratorError
 from orchestrator.plan.model import TIER_WORKER, Process
 
 if TYPE_CHECKING:

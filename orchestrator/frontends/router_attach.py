@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from orchestrator.errors import OrchestratorError
+from orchestrator.core.errors import OrchestratorError
 from orchestrator.plan.model import TIER_WORKER
 
 if TYPE_CHECKING:
@@ -18,8 +18,8 @@ LIST_POLL_S = 0.05
 
 def require_listed(d: DriverView) -> None:
     """Wait (supervising) until the router lists every worker of this job healthy."""
+    from orchestrator.frontends.worker_api import RouterClient, RouterError
     from orchestrator.runtime.hooks import Stopped
-    from orchestrator.runtime.router import RouterClient, RouterError
 
     r = d.plan.readiness
     client = RouterClient(d.http, d.clock, r.frontend_url)

@@ -1,5 +1,5 @@
 """sglang-router (`python -m sglang_router.launch_router`), started with no workers: the driver
-registers each worker over HTTP once it is healthy (orchestrator.runtime.router)."""
+registers each worker over HTTP once it is healthy (orchestrator.frontends.worker_api)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import json
 from typing import TYPE_CHECKING
 
 from orchestrator.config.schema import RootConfig
-from orchestrator.effects import HttpClient, HttpResponse
-from orchestrator.errors import Issue
+from orchestrator.core.effects import HttpClient, HttpResponse
+from orchestrator.core.errors import Issue
 from orchestrator.frontends.base import Head, http_port
 from orchestrator.plan.model import TIER_FRONTEND, HealthProbe, Plan, Process, Readiness
 from orchestrator.plan.placeholders import node_ip, port_ref
@@ -80,7 +80,7 @@ class SglangRouter:
 
     def registration_lines(self, plan: Plan) -> list[str]:
         """The POST /workers each worker gets once healthy, then the router's gate."""
-        from orchestrator.runtime.router import WORKER_TYPES, registration_payload
+        from orchestrator.frontends.worker_api import WORKER_TYPES, registration_payload
 
         r = plan.readiness
         want = ", ".join(f"{v} {WORKER_TYPES.get(k, k)}" for k, v in r.expected.items())
@@ -102,8 +102,8 @@ class SglangRouter:
     def ready(self, http: HttpClient, readiness: Readiness) -> Verdict:
         """Every expected worker listed healthy by `GET /workers` (registration is asynchronous
         and /readiness turns 200 with one prefill and one decode), then /readiness."""
+        from orchestrator.frontends.worker_api import workers_verdict
         from orchestrator.runtime.health import Verdict, frontend_gate
-        from orchestrator.runtime.router import workers_verdict
 
         if readiness.expected:
             ok, detail = workers_verdict(http, readiness.frontend_url, readiness.expected)
@@ -113,7 +113,7 @@ class SglangRouter:
 
     def attach(self, driver: DriverView) -> None:
         """Register each worker with the router when healthy; deregister all before stopping."""
-        from orchestrator.runtime.router import attach_router_registration
+        from orchestrator.frontends.worker_api import attach_router_registration
 
         attach_router_registration(driver)
         if driver.plan.job is not None:  # its workers join a router that serves others already

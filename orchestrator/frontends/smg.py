@@ -23,8 +23,8 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.config.schema import RootConfig
-from orchestrator.effects import HttpClient
-from orchestrator.errors import Issue
+from orchestrator.core.effects import HttpClient
+from orchestrator.core.errors import Issue
 from orchestrator.frontends.base import Head
 from orchestrator.plan.model import TIER_FRONTEND, HealthProbe, Plan, Process, Readiness
 from orchestrator.plan.placeholders import node_ip, port_ref
@@ -156,7 +156,7 @@ class Smg:
     def attach(self, driver: DriverView) -> None:
         """Register each worker when healthy, deregister all before stopping (sglang-router's
         hooks: the API is the same), with the admin key when one is configured."""
-        from orchestrator.runtime.router import attach_router_registration
+        from orchestrator.frontends.worker_api import attach_router_registration
 
         self._key_env = next((p.env[KEY_ENV_REF] for p in driver.plan.processes
                               if KEY_ENV_REF in p.env), "")  # fmt: skip

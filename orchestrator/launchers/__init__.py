@@ -6,6 +6,8 @@ Each launcher materializes its request; the request binds, saves, describes and 
 Launcher kinds are compared nowhere else: callers ask a launcher's facts (`driver_on_this_host`,
 `submits_job`, `slurm_job`, `one_machine`, ...). Adding a launcher = one module here with a
 `LAUNCHER`, one line below.
+Launcher modules import core, config, the plan model, slurm, rundir, render.shell, runtime.state
+and observe.reconcile; never the engines, frontends or api.
 """
 
 from __future__ import annotations

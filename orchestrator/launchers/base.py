@@ -2,7 +2,7 @@
 `orchestrator.launchers`).
 
 A `Launcher` materializes a plan into its `LaunchRequest`: pure data that the dry-run prints and
-that `orchestrator.launchers.launch` executes, the very same object. The request owns how it is
+that `orchestrator.launch` executes, the very same object. The request owns how it is
 bound to a run directory, saved (launch.json, a plan's `serve.request`), described and executed;
 executing asks a `Session` (the launch in progress) for the flow it needs.
 """
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from orchestrator.effects import CommandRunner
+from orchestrator.core.effects import CommandRunner
 from orchestrator.plan.model import Plan
 
 
@@ -30,7 +30,7 @@ class Materials:
 
 
 class Session(Protocol):
-    """A launch in progress (implemented by `orchestrator.launchers.launch`): the flows a
+    """A launch in progress (implemented by `orchestrator.launch`): the flows a
     request picks from when it is executed."""
 
     def submitted(self, submit: Callable[[Path, CommandRunner], str]) -> int:

@@ -6,12 +6,12 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from orchestrator.effects import Clock, SubprocessRunner, SystemClock
-from orchestrator.errors import OrchestratorError
+from orchestrator.core.effects import Clock, SubprocessRunner, SystemClock
+from orchestrator.core.errors import OrchestratorError
+from orchestrator.observe.reconcile import StateLike, as_state, driver_alive
 from orchestrator.rundir import FINAL, Phase, RunDir
 from orchestrator.rundir.phase import QUEUED, SETTLED
 from orchestrator.runtime import logscan
-from orchestrator.runtime.reconcile import StateLike, as_state, driver_alive
 from orchestrator.runtime.state import progress_line
 from orchestrator.slurm.client import JobState, SlurmClient
 

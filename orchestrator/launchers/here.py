@@ -43,7 +43,7 @@ class HereLauncher(LauncherFacts):
         return dataclasses.replace(plan, serve=serve, driver_on_this_host=True)
 
     def materialize(self, plan: Plan, materials: Materials) -> HereRequest:
-        """`python -m orchestrator.runtime.run {run_dir}`, detached."""
+        """`python -m orchestrator.run.entry {run_dir}`, detached."""
         return HereRequest(argv=driver_argv(materials.python))
 
     def request_from_dict(self, data: Mapping[str, Any]) -> HereRequest:

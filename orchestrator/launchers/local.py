@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from orchestrator.effects import CommandRunner
+from orchestrator.core.effects import CommandRunner
 from orchestrator.launchers.base import (
     LauncherFacts,
     Materials,
@@ -42,7 +42,7 @@ _Request = TypeVar("_Request", bound="DriverRequest")
 class DriverRequest:
     """A request that is the driver's command line (run on this host, never submitted)."""
 
-    argv: tuple[str, ...]  # python -m orchestrator.runtime.run {run_dir}
+    argv: tuple[str, ...]  # python -m orchestrator.run.entry {run_dir}
     kind: str = KIND
 
     def bind(self: _Request, run_dir: str) -> _Request:
@@ -87,7 +87,7 @@ class DriverLauncher(LauncherFacts):
     """A launcher whose request is the driver's command line."""
 
     def materialize(self, plan: Plan, materials: Materials) -> LocalRequest:
-        """`python -m orchestrator.runtime.run {run_dir}`."""
+        """`python -m orchestrator.run.entry {run_dir}`."""
         return LocalRequest(argv=driver_argv(materials.python), kind=self.kind)
 
     def request_from_dict(self, data: Mapping[str, Any]) -> LocalRequest:

@@ -10,11 +10,11 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.config.schema import RootConfig, config_to_dict
-from orchestrator.errors import OrchestratorError
+from orchestrator.core.errors import OrchestratorError
+from orchestrator.core.tools import CHECKOUT
 from orchestrator.plan.model import Plan
 from orchestrator.rundir import LaunchRecord, RunDir
 from orchestrator.runtime.state import StateFile
-from orchestrator.tools import CHECKOUT
 
 
 def git_sha() -> str:

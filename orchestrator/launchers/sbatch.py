@@ -1,6 +1,6 @@
 """launcher=sbatch: `sbatch --parsable --output=slurm-%j.out job.sbatch`, run in the run directory.
 
-Also how a driver submits worker jobs (frontend.placement=here, orchestrator.runtime.workerjobs):
+Also how a driver submits worker jobs (frontend.placement=here, orchestrator.elastic.workerjobs):
 this module knows nothing of submitit, so the driver side submits without importing it.
 """
 
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from orchestrator.effects import CommandRunner
+from orchestrator.core.effects import CommandRunner
 from orchestrator.launchers.base import LauncherFacts, Materials, Session
 from orchestrator.plan.model import Plan
 from orchestrator.plan.placeholders import RUN_DIR

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from orchestrator.effects import CommandRunner
-from orchestrator.errors import SubmissionError
+from orchestrator.core.effects import CommandRunner
+from orchestrator.core.errors import SubmissionError
 from orchestrator.launchers.base import LauncherFacts, Materials, Session
 from orchestrator.plan.model import Plan
 from orchestrator.plan.placeholders import RUN_DIR

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from orchestrator.config.schema import RootConfig
-from orchestrator.errors import Issue
+from orchestrator.core.errors import Issue
 from orchestrator.plan.model import Plan
 
 DEFAULT = "(engine default)"

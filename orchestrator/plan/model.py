@@ -161,7 +161,7 @@ class BenchmarkPlan:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class MetricsPlan:
     """Scraping of the frontend's and workers' Prometheus endpoints while serving
-    (orchestrator.runtime.scrape; the targets follow from the processes)."""
+    (orchestrator.observe.scrape; the targets follow from the processes)."""
 
     interval_s: float = 10.0
     max_bytes: int = 50_000_000  # results/metrics.jsonl rotates to metrics.1.jsonl past this
@@ -178,7 +178,7 @@ class WorkerJobPlan:
     # (orchestrator.runtime.heartbeat; launcher.heartbeat_timeout_s).
     heartbeat_timeout_s: float = 60.0
     # placement=here: on a stop signal that no stop request explains (time limit, preemption)
-    # it keeps serving this long for its replacement (runtime/hold.py; serve.signal_hold_s).
+    # it keeps serving this long for its replacement (elastic/hold.py; serve.signal_hold_s).
     hold_s: float = 0.0
 
 
@@ -186,7 +186,7 @@ class WorkerJobPlan:
 class ServePlan:
     """frontend.placement=here: the plan runs the frontend (and etcd) on this host, and its
     driver submits the workers as Slurm jobs attached to it, replacing them before their time
-    limit (`rollover`) or when they are lost (orchestrator.runtime.rollover)."""
+    limit (`rollover`) or when they are lost (orchestrator.elastic.rollover)."""
 
     host: str  # the address the frontend and etcd bind (this plan's node 0)
     workers: Plan  # one worker job; the run it joins and the run's files are set per job

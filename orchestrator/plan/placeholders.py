@@ -14,7 +14,7 @@ import dataclasses
 import re
 from collections.abc import Callable
 
-from orchestrator.errors import UnresolvedPlaceholder
+from orchestrator.core.errors import UnresolvedPlaceholder
 from orchestrator.plan.model import Plan, Process, Readiness
 from orchestrator.plan.ports import block_size
 

@@ -29,8 +29,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from orchestrator.config.schema import RootConfig
+from orchestrator.core.errors import Issue
 from orchestrator.engines import ENGINES, get_engine
-from orchestrator.errors import Issue
 from orchestrator.plan.groups import active_groups, gpus_per_worker, group_config
 from orchestrator.plan.placement import WorkerSlot
 

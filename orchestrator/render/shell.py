@@ -9,7 +9,7 @@ from orchestrator import __version__
 from orchestrator.plan.model import Plan
 from orchestrator.slurm.request import SAFE_DIRECTIVE, sbatch_directives
 
-DRIVER_MODULE = "orchestrator.runtime.run"
+DRIVER_MODULE = "orchestrator.run.entry"
 SUBMIT_DIR_LINE = 'run_dir="${SLURM_SUBMIT_DIR:?submit with sbatch from the run directory}"'
 
 

@@ -1,6 +1,6 @@
 """The run directory: its files (`RunDir`), their typed records (`RunState`, `LaunchRecord`) and
 the run's phases (`Phase` and its groups). The only place a run's file names and phases are
-spelled; imports nothing of the runtime, the launchers or the CLI (only the plan model)."""
+spelled; imports core and the plan model only, nothing of the runtime, the launchers or the CLI."""
 
 from orchestrator.rundir.layout import RunDir, RunDirError, read_state, write_json_atomic
 from orchestrator.rundir.phase import ACTIVE, FINAL, STARTED, Phase

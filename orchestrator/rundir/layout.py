@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from orchestrator.errors import OrchestratorError
+from orchestrator.core.errors import OrchestratorError
 from orchestrator.plan.model import Plan, plan_from_dict, plan_to_dict
 from orchestrator.rundir.records import LaunchRecord, RunState
 

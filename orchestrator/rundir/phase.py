@@ -18,7 +18,7 @@ class Phase(str, Enum):
     STOPPING = "stopping"  # teardown began
     DONE = "done"  # ended as asked (a benchmark finished, a stop request)
     FAILED = "failed"  # ended by a failure (`error` says which)
-    # Shown by readers (runtime/reconcile.py), never recorded: the driver is gone, or the job
+    # Shown by readers (observe/reconcile.py), never recorded: the driver is gone, or the job
     # is back in the queue.
     LOST = "lost"
     REQUEUED = "requeued"

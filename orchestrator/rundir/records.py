@@ -15,7 +15,7 @@ from typing import Any
 from orchestrator.rundir.phase import FINAL, Phase
 
 JsonDict = Mapping[str, Any]
-REMOVED = "removed"  # a process's state once a scale-down removed it (runtime/retire.py)
+REMOVED = "removed"  # a process's state once a scale-down removed it (elastic/retire.py)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -88,7 +88,7 @@ class RunState:
         return next((t.t for t in self.timeline if t.phase == phase), None)
 
     def removed(self) -> set[str]:
-        """The processes a scale-down removed (runtime/retire.py marks them `removed`)."""
+        """The processes a scale-down removed (elastic/retire.py marks them `removed`)."""
         return {n for n, p in self.processes.items() if p.get("state") == REMOVED}
 
 

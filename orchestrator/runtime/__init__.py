@@ -1,0 +1,5 @@
+"""Supervision inside the allocation, and only that: starting, watching and stopping the
+plan's processes (processes, reaper), restart policy (restarts, attempts), readiness and health
+(health, health_watch), the allocation's nodes and preflight checks (nodes, preflight), the
+driver's heartbeat, state.json's one writer (state), parsers of process logs (logscan), and the
+narrow view of the driver its plugins get (hooks). Imports core, plan, slurm and rundir."""

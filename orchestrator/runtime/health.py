@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from orchestrator.effects import HttpClient, HttpError, HttpResponse
+from orchestrator.core.effects import HttpClient, HttpError, HttpResponse
 from orchestrator.plan.model import Readiness
 
 CANARY_PROMPT = "Reply with one short sentence: is the service up?"

@@ -7,8 +7,8 @@ import signal
 import threading
 from collections.abc import Callable, Collection, Mapping
 
-from orchestrator.effects import HttpClient
-from orchestrator.errors import ProcessFailed
+from orchestrator.core.effects import HttpClient
+from orchestrator.core.errors import ProcessFailed
 from orchestrator.plan.model import Plan
 from orchestrator.runtime import health
 from orchestrator.runtime.health import Verdict

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
-from orchestrator.effects import Clock, HttpClient
+from orchestrator.core.effects import Clock, HttpClient
 from orchestrator.plan.model import Plan
 from orchestrator.runtime.processes import Backend, Running
 from orchestrator.runtime.state import StateFile

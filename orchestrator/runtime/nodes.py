@@ -13,8 +13,8 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from orchestrator.effects import CommandRunner
-from orchestrator.errors import OrchestratorError
+from orchestrator.core.effects import CommandRunner
+from orchestrator.core.errors import OrchestratorError
 from orchestrator.slurm.client import SlurmClient
 
 SIOCGIFADDR = 0x8915

@@ -17,8 +17,8 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
-from orchestrator.effects import CommandRunner
-from orchestrator.errors import OrchestratorError
+from orchestrator.core.effects import CommandRunner
+from orchestrator.core.errors import OrchestratorError
 from orchestrator.plan.preflight import WEIGHT_PATTERNS, PathCheck
 
 FIXES = {

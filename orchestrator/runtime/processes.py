@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from orchestrator.effects import Clock, CommandRunner
+from orchestrator.core.effects import Clock, CommandRunner
 from orchestrator.plan.model import Process, SlurmRequest
 from orchestrator.slurm.client import SlurmClient
 from orchestrator.slurm.parse import failed_nodes_in_log

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from orchestrator.effects import CommandResult, CommandRunner
-from orchestrator.errors import OrchestratorError, SubmissionError
+from orchestrator.core.effects import CommandResult, CommandRunner
+from orchestrator.core.errors import OrchestratorError, SubmissionError
 from orchestrator.slurm import parse
 from orchestrator.slurm.parse import SEP
 from orchestrator.slurm.request import SBATCH

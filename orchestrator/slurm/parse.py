@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 
-from orchestrator.errors import OrchestratorError
+from orchestrator.core.errors import OrchestratorError
 from orchestrator.slurm.states import JobState, job_state
 
 SEP = "\x1f"

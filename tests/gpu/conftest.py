@@ -30,7 +30,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture(scope="session")
 def tiny_llama(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """The tiny random-weight Llama (orchestrator.tiny_model), built once per session."""
-    from orchestrator.tiny_model import TinyModelSpec, ensure_tiny_model
+    """The tiny random-weight Llama (orchestrator.tiny.model), built once per session."""
+    from orchestrator.tiny.model import TinyModelSpec, ensure_tiny_model
 
     yield ensure_tiny_model(tmp_path_factory.mktemp("models") / "tiny-llama", TinyModelSpec())

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.effects import SubprocessRunner
+from orchestrator.core.effects import SubprocessRunner
 from orchestrator.slurm.client import SlurmClient
 from tests import e2e
 from tests.slurm.test_e2e_dynamo import BASE, MODEL, THREE_NODES, start

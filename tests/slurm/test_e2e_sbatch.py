@@ -40,7 +40,7 @@ def test_sbatch_launcher_renders_submits_and_serves(slurm_jobs: list[str], tmp_p
     job_id, _ = e2e.submit_output(res)
     script = (run_dir / "job.sbatch").read_text()
     assert (
-        "#SBATCH --nodes=1" in script and "exec " in script and "orchestrator.runtime.run" in script
+        "#SBATCH --nodes=1" in script and "exec " in script and "orchestrator.run.entry" in script
     )
     assert subprocess.run(["bash", "-n", str(run_dir / "job.sbatch")], check=False).returncode == 0
     st = e2e.state(run_dir)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.effects import SubprocessRunner
+from orchestrator.core.effects import SubprocessRunner
 from orchestrator.slurm.client import SlurmClient
 from tests import e2e
 

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.bench import sweepdir
 from orchestrator.config.load import quote_override_value
-from orchestrator.effects import SubprocessRunner
+from orchestrator.core.effects import SubprocessRunner
+from orchestrator.core.tools import AIPERF, find_tool
 from orchestrator.slurm.client import SlurmClient
-from orchestrator.tools import AIPERF, find_tool
+from orchestrator.sweep import sweepdir
 from tests import e2e
 
 pytestmark = [
