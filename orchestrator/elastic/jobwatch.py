@@ -159,7 +159,7 @@ class JobWatch:
         what still serves."""
         if look.asked:
             return
-        names = serving(d, looks)
+        names = [str(w["name"]) for w in self.workers(d, looks)]
         how = look.slurm.state or "not known to Slurm"
         reason = look.state.error or look.state.reason
         d.say(
@@ -186,17 +186,18 @@ class JobWatch:
         `ctl scale`); whether the list changed."""
         return False
 
+    def workers(self, d: DriverView, looks: Sequence[Look]) -> list[dict[str, Any]]:
+        """Every worker serving: the run's own and those of jobs neither ended nor removed."""
+        workers = own_workers(d.plan, d.state.data)
+        for k in looks:
+            if not k.ended and not k.removed:
+                gpus = self._gpus(k.job.run_dir)
+                workers += worker_entries(k.job.workers, k.job.job_id, k.state.processes, gpus)
+        return sorted(workers, key=worker_order)
+
     def _mirror(self, d: DriverView, looks: Sequence[Look]) -> None:
         """state.json's "attached" and "workers", written only when they change."""
-        jobs = [job_entry(k) for k in looks]
-        workers = own_workers(d.plan, d.state.data)
-        for look in looks:
-            if not look.ended and not look.removed:
-                gpus = self._gpus(look.job.run_dir)
-                workers += worker_entries(
-                    look.job.workers, look.job.job_id, look.state.processes, gpus
-                )
-        workers.sort(key=worker_order)
+        jobs, workers = [job_entry(k) for k in looks], self.workers(d, looks)
         changed = {
             k: v
             for k, v in (("attached", jobs), ("workers", workers))
@@ -265,13 +266,6 @@ def job_entry(look: Look) -> dict[str, Any]:
     if look.ended:
         out["reason"] = look.state.error or look.state.reason
     return out
-
-
-def serving(d: DriverView, looks: Sequence[Look]) -> list[str]:
-    """The workers still serving: the run's own and those of jobs neither ended nor removed."""
-    names = own_workers(d.plan, d.state.data)
-    names += [{"name": n} for k in looks if not k.ended and not k.removed for n in k.job.workers]
-    return [str(w["name"]) for w in sorted(names, key=worker_order)]
 
 
 def attach_job_watch(driver: DriverView, slurm: SlurmClient) -> None:

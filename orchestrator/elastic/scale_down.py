@@ -70,10 +70,10 @@ def holders(run_dir: Path) -> list[Holder]:
     return [*found, holder(run_dir, run.bound_plan(), run.state().job_id, False)]
 
 
-def current_counts(run_dir: Path) -> dict[str, int]:
-    """Workers per group now serving: the run's own and its attached jobs', less removed ones."""
+def current_counts(run_dir: Path, found: list[Holder] | None = None) -> dict[str, int]:
+    """Workers per group now serving: the run's own and its worker jobs', less removed ones."""
     counts: dict[str, int] = {}
-    for h in holders(run_dir):
+    for h in holders(run_dir) if found is None else found:
         for group, _, _ in h.units:
             counts[group] = counts.get(group, 0) + 1
     return counts
@@ -82,10 +82,7 @@ def current_counts(run_dir: Path) -> dict[str, int]:
 def plan_removal(run_dir: Path, counts: Mapping[str, int]) -> list[Removal]:
     """The workers a scale-down removes, newest first ([] when nothing shrinks)."""
     found = holders(run_dir)
-    have: dict[str, int] = {}
-    for h in found:
-        for group, _, _ in h.units:
-            have[group] = have.get(group, 0) + 1
+    have = current_counts(run_dir, found)
     if all(n >= have.get(g, 0) for g, n in counts.items()):
         return []
     if any(n > have.get(g, 0) for g, n in counts.items()):

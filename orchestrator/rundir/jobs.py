@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import fcntl
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -71,11 +71,6 @@ class WorkerJobs:
         """The jobs whose workers count now, oldest first: live, not being drained, and not
         being replaced (during a rollover a job and its copy hold the same workers: they count
         once, in the copy, whose workers are the newest)."""
-        return holding(self.live())
-
-
-def holding(live: Sequence[WorkerJob]) -> list[WorkerJob]:
-    """`WorkerJobs.holding` of the live jobs `live`."""
-    serving = [j for j in live if not j.drain_at]
-    replaced = {j.replaces for j in serving if j.replaces}
-    return [j for j in serving if j.job_id not in replaced]
+        serving = [j for j in self.live() if not j.drain_at]
+        replaced = {j.replaces for j in serving if j.replaces}
+        return [j for j in serving if j.job_id not in replaced]
