@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-CHECKOUT = Path(__file__).resolve().parent.parent  # the repo root in a checkout
+CHECKOUT = Path(__file__).resolve().parents[2]  # the repo root in a checkout (core/tools.py)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
