@@ -62,7 +62,7 @@ class Rollover(JobWatch):
 
     def __init__(self, serve: ServePlan, runner: CommandRunner) -> None:
         super().__init__(SlurmClient(runner))
-        self.serve, self.runner, self.client = serve, runner, self.slurm
+        self.serve, self.runner = serve, runner
         self.failures = 0  # replacements that failed in a row
         self.deadlines: dict[str, tuple[float, float]] = {}  # job -> (limit at, asked at), clock
 
@@ -129,7 +129,7 @@ class Rollover(JobWatch):
             self._drain(d, old)
 
     def _drain(self, d: DriverView, job: WorkerJob) -> None:
-        ask_to_stop(job, self.client, queued=False)
+        ask_to_stop(job, self.slurm, queued=False)
         WorkerJobs(d.run_dir).set(job.run_dir, drain_at=time.time())
         d.say(
             f"draining worker job {job.job_id}: its workers leave the frontend, finish their "
@@ -141,7 +141,7 @@ class Rollover(JobWatch):
         now = d.clock.now()
         limit_at, asked = self.deadlines.get(job.job_id, (0.0, -LEFT_REFRESH_S))
         if now - asked >= LEFT_REFRESH_S:
-            left = self.client.time_left([job.job_id]).get(job.job_id)
+            left = self.slurm.time_left([job.job_id]).get(job.job_id)
             limit_at = now + left if left is not None else float("inf")
             self.deadlines[job.job_id] = (limit_at, now)
         return limit_at - now
@@ -190,23 +190,23 @@ class Rollover(JobWatch):
         """Teardown: stop every worker job before the frontend and etcd stop (Dynamo workers
         deregister from etcd; the router must still answer their DELETE), and wait for them."""
         jobs = [j for j in WorkerJobs(d.run_dir).read() if not j.removed]
-        states = self.client.states([j.job_id for j in jobs])
+        states = self.slurm.states([j.job_id for j in jobs])
         store = WorkerJobs(d.run_dir)
         for job in jobs:
             ask_to_stop(
-                job, self.client, queued=(states.get(job.job_id) or JobState(job_id="")).queued
+                job, self.slurm, queued=(states.get(job.job_id) or JobState(job_id="")).queued
             )
             store.set(job.run_dir, drain_at=time.time())
         deadline = d.clock.now() + 2 * d.plan.stop_grace_s + 30
         waiting = list(jobs)
         while waiting and d.clock.now() < deadline:
-            states = self.client.states([j.job_id for j in waiting])
+            states = self.slurm.states([j.job_id for j in waiting])
             waiting = [j for j in waiting if not look_at(j, states).ended]
             d.clock.sleep(0.5)
         for job in jobs:
             store.set(job.run_dir, removed_at=time.time(), ended="stopped")
         if waiting:
-            self.client.cancel_jobs([j.job_id for j in waiting])
+            self.slurm.cancel_jobs([j.job_id for j in waiting])
             raise OrchestratorError(
                 "worker jobs did not stop in time, cancelled: "
                 + ", ".join(j.job_id for j in waiting)
