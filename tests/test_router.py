@@ -410,7 +410,9 @@ class AttachedView:
 
         self.http, self.clock, self.state = http, FakeClock(), FakeState()
         readiness = SimpleNamespace(frontend_url=R, timeout_s=5.0, interval_s=0.25)
-        self.plan = SimpleNamespace(readiness=readiness, processes=procs, job=SimpleNamespace(run_dir="/run"))
+        self.plan = SimpleNamespace(
+            readiness=readiness, processes=procs, job=SimpleNamespace(run_dir="/run")
+        )
         self.stop_event = threading.Event()
 
     def check_alive(self) -> None:
