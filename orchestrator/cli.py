@@ -20,6 +20,7 @@ USAGE = """usage: python -m orchestrator [-m] [KEY=VALUE ...]
   dry_run=true|json            print the plan and the Slurm request; start nothing
   wait=false                   return right after submission
   benchmark=aiperf|sglang_bench  run load points once ready (benchmark.points=[...])
+  benchmark=lm_eval            accuracy evals once ready (benchmark.tasks=[gsm8k] benchmark.limit=N)
   -m                           sweep: one job per combination of comma-separated values
                                (sweep_dir=DIR to resume; sweep.baseline=aggregated;
                                sweep.max_in_flight=N: at most N points queued or running)

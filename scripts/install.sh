@@ -1,20 +1,22 @@
 #!/usr/bin/env bash
 # Idempotent installer for the orchestrator and its pinned serving components.
 #
-#   scripts/install.sh [--with-aiperf] [--with-sglang]
+#   scripts/install.sh [--with-aiperf] [--with-lm-eval] [--with-sglang]
 #
 # Creates .venv in the repo root with the orchestrator (editable, extras test+plot+mocker),
 # Dynamo (frontend + mocker), sglang-router and smg, all at the versions pinned in
 # scripts/versions.env. Re-running skips every step that is already satisfied.
 # --with-aiperf also installs aiperf into its own venv .venvs/aiperf (its
 # transformers/pydantic pins must not fight Dynamo's).
+# --with-lm-eval installs EleutherAI's lm-evaluation-harness (API models only: no torch) into
+# .venvs/lm_eval for benchmark=lm_eval (~760 MB: datasets, pyarrow, scikit-learn; ~40 s).
 # --with-sglang installs a minimal CPU SGLang into .venvs/sglang, used only to check the
 # generated SGLang command lines with SGLang's own parser before submission (~2.3 GB), and
 # Dynamo's dynamo.sglang parser next to it (ai-dynamo + runtime --no-deps, ~260 MB more).
 #
 # Environment: PYTHON (interpreter used to create venvs, default python3),
 # VENV (default <repo>/.venv), AIPERF_VENV (default <repo>/.venvs/aiperf),
-# SGLANG_VENV (default <repo>/.venvs/sglang).
+# LM_EVAL_VENV (default <repo>/.venvs/lm_eval), SGLANG_VENV (default <repo>/.venvs/sglang).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -25,7 +27,9 @@ PYTHON="${PYTHON:-python3}"
 VENV="${VENV:-$ROOT/.venv}"
 AIPERF_VENV="${AIPERF_VENV:-$ROOT/.venvs/aiperf}"
 SGLANG_VENV="${SGLANG_VENV:-$ROOT/.venvs/sglang}"
+LM_EVAL_VENV="${LM_EVAL_VENV:-$ROOT/.venvs/lm_eval}"
 WITH_AIPERF=0
+WITH_LM_EVAL=0
 WITH_SGLANG=0
 
 # pip's self-update nag costs a network round trip on every call.
@@ -39,13 +43,14 @@ log() { printf '[install] %s\n' "$*" >&2; }
 die() { printf '[install] ERROR: %s\n' "$*" >&2; exit 1; }
 
 usage() {
-  sed -n '2,16s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"
+  sed -n '2,18s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"
 }
 
 parse_args() {
   while (($#)); do
     case "$1" in
       --with-aiperf) WITH_AIPERF=1 ;;
+      --with-lm-eval) WITH_LM_EVAL=1 ;;
       --with-sglang) WITH_SGLANG=1 ;;
       -h | --help) usage; exit 0 ;;
       *) usage >&2; die "unknown argument: $1" ;;
@@ -139,16 +144,18 @@ install_smg() {
   "$py" -m pip install --quiet "smg==$SMG_VERSION"
 }
 
-install_aiperf() {
-  local py="$AIPERF_VENV/bin/python"
-  ensure_venv "$AIPERF_VENV"
-  if satisfied "$py" "aiperf==$AIPERF_VERSION"; then
-    log "aiperf $AIPERF_VERSION: up to date ($AIPERF_VENV)"
+# install_tool VENV REQUIREMENT EXECUTABLE: a benchmark client in a venv of its own (its pins
+# must not fight Dynamo's), checked with `EXECUTABLE --help`.
+install_tool() {
+  local venv="$1" req="$2" exe="$3"
+  ensure_venv "$venv"
+  if satisfied "$venv/bin/python" "$req"; then
+    log "$req: up to date ($venv)"
   else
-    log "aiperf $AIPERF_VERSION: installing into $AIPERF_VENV"
-    "$py" -m pip install --quiet "aiperf==$AIPERF_VERSION"
+    log "$req: installing into $venv"
+    "$venv/bin/python" -m pip install --quiet "$req"
   fi
-  "$AIPERF_VENV/bin/aiperf" --help >/dev/null || die "aiperf --help failed"
+  "$venv/bin/$exe" --help >/dev/null || die "$exe --help failed"
 }
 
 # install_sglang: sglang --no-deps + the light deps its argument parser imports + CPU torch.
@@ -229,8 +236,12 @@ main() {
   check_pip "$VENV/bin/python"
   smoke_test
   if ((WITH_AIPERF)); then
-    install_aiperf
+    install_tool "$AIPERF_VENV" "aiperf==$AIPERF_VERSION" aiperf
     check_pip "$AIPERF_VENV/bin/python"
+  fi
+  if ((WITH_LM_EVAL)); then
+    install_tool "$LM_EVAL_VENV" "lm-eval[api]==$LM_EVAL_VERSION" lm_eval
+    check_pip "$LM_EVAL_VENV/bin/python"
   fi
   if ((WITH_SGLANG)); then
     install_sglang

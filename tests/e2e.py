@@ -249,6 +249,47 @@ def timed_loop(
             thread.join()
 
 
+def chat_outcome(url: str, model: str, stream: bool, timeout: float = 30) -> Outcome:
+    """One chat completion (streamed or not), timed. A stream counts as answered only when it
+    ends with [DONE] and carries no error event (Dynamo reports a failure inside a 200 stream)."""
+    body = {"model": model, "messages": [{"role": "user", "content": "Hello"}], "max_tokens": 16,
+            "stream": stream}  # fmt: skip
+    sent = time.time()
+    try:
+        resp = requests.post(
+            f"{url}/v1/chat/completions", json=body, timeout=timeout, stream=stream
+        )
+        text = resp.text
+    except requests.RequestException as exc:
+        return Outcome(sent, time.time() - sent, 0, str(exc)[:200])
+    broken = stream and resp.status_code == 200 and ('"error"' in text or "[DONE]" not in text)
+    status = 599 if broken else resp.status_code  # 599: an error inside a 200 stream
+    return Outcome(sent, time.time() - sent, status, "" if status == 200 else text[-200:])
+
+
+@contextmanager
+def client_loop(url: str, model: str, *, clients: int = 16) -> Iterator[list[Outcome]]:
+    """`clients` threads sending chats one after another (every other one streamed) until the
+    block ends; every request's send time and outcome."""
+    results: list[Outcome] = []
+    done = threading.Event()
+
+    def client(k: int) -> None:
+        while not done.is_set():
+            k += 1
+            results.append(chat_outcome(url, model, stream=k % 2 == 0))
+
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(clients)]
+    for thread in threads:
+        thread.start()
+    try:
+        yield results
+    finally:
+        done.set()
+        for thread in threads:
+            thread.join()
+
+
 @contextmanager
 def request_loop(url: str, model: str) -> Iterator[list[str]]:
     """Chats through `url`, one after another, until the block ends: 'ok' or why it failed."""

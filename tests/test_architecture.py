@@ -288,8 +288,9 @@ RUN_FILES = {
     if name.endswith(("_FILE", "_DIR", "_LOG", "_OUT")) and isinstance(value, str)
 } - {layout.SUBMITIT_DIR}  # also a launcher kind: the launcher registry owns that word
 # The same words meaning something else: a model directory's config.json (Hugging Face), the
-# `ctl logs` subcommand, state.json's "attached" key.
+# `ctl logs` subcommand, state.json's "attached" key, the "results" key of lm-eval's results JSON.
 OTHER_MEANINGS = {
+    ("bench/evals.py", "results"),
     ("tiny/tokenizer.py", "config.json"),
     ("tiny/model.py", "config.json"),
     ("runtime/preflight.py", "config.json"),

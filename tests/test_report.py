@@ -84,6 +84,33 @@ def test_run_report_renders(tmp_path: Path, compose: Callable[..., RootConfig]) 
 
 
 @needs_chromium
+def test_run_report_shows_the_accuracy_rows(
+    tmp_path: Path, compose: Callable[..., RootConfig]
+) -> None:
+    run_dir = finished_run(tmp_path / "run", compose)
+    row = {
+        "name": "x",
+        "point": 0,
+        "tool": "lm_eval",
+        "task": "arith",
+        "metric": "exact_match",
+        "filter": "last_number",
+        "value": 0.7,
+        "stderr": 0.1528,
+        "samples": 10,
+        "valid": False,
+        "invalid_reason": "arith exact_match (last_number) 0.7 below benchmark.min_accuracy.arith=0.9",
+    }
+    with (run_dir / "results" / "points.jsonl").open("a") as fh:
+        fh.write(json.dumps(row) + "\n")
+    dom = check_page(report(run_dir), tmp_path / "run.png")
+    assert "12.50" in dom  # the load table is still there
+    assert (
+        "exact_match" in dom and "0.15" in dom and "below benchmark.min_accuracy.arith=0.9" in dom
+    )
+
+
+@needs_chromium
 def test_sweep_report_embeds_the_pareto_plot(
     tmp_path: Path, compose: Callable[..., RootConfig]
 ) -> None:

@@ -75,6 +75,18 @@ def test_watch_screen_of_a_starting_run(tmp_path: Path, compose: Callable[..., R
     assert all(len(line) <= 80 for line in screen)
 
 
+def test_watch_shows_staging_progress(tmp_path: Path, compose: Callable[..., RootConfig]) -> None:
+    make_run(tmp_path / "r", compose, {})
+    run_dir = tmp_path / "r"
+    stage = {"method": "copy", "status": "running", "nodes": {"node1": "1.20/4.00 GB"}}
+    write_json_atomic(run_dir / "state.json", {**starting_state(run_dir), "stage": stage})
+    slurm = FakeSlurm()
+    slurm.add_job("42", "RUNNING")
+    (run,) = load_runs([run_dir], SlurmClient(slurm))
+    screen = lines(gather(run, {}, now=T0 + 95), now=T0 + 130)
+    assert "stage: copy running node1 1.20/4.00 GB" in screen
+
+
 def test_watch_shows_serving_numbers_and_the_error(
     tmp_path: Path, compose: Callable[..., RootConfig]
 ) -> None:

@@ -334,3 +334,10 @@ def test_cli_debug_true_shows_the_traceback(overrides: tuple[str, ...], why: str
 def test_no_model_selected(one: One) -> None:
     issue = one("model.path", {"model.path": ""})
     assert issue.found == "''" and "+model=gpt_oss_120b" in issue.fix
+
+
+def test_cli_unknown_dry_run_value_exits_2_and_prints_no_dry_run() -> None:
+    # dry_run=maybe once printed a dry-run and exited 0 (issue 23).
+    proc = run_cli("+model=gpt_oss_120b", "engine=mocker", "dry_run=maybe")
+    assert (proc.returncode, proc.stdout) == (2, "")
+    assert "dry_run='maybe': unknown value (use one of: false, true, json)" in proc.stderr

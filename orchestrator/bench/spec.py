@@ -14,6 +14,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from orchestrator.bench import evals
 from orchestrator.config.schema import BenchmarkConfig, RootConfig
 from orchestrator.core.tools import AIPERF, tool_or_default
 from orchestrator.engines import get_engine
@@ -29,11 +30,11 @@ from orchestrator.plan.model import (
 from orchestrator.plan.placeholders import RUN_DIR
 from orchestrator.rundir.layout import RESULTS_DIR
 
-TOOLS = ("aiperf", "sglang_bench")
+TOOLS = ("aiperf", "sglang_bench", "lm_eval")
 BENCHMARK_KINDS = ("none", *TOOLS)
 # Start-up estimate per point: aiperf spends ~10 s spawning its services and processing records
 # (measured 13 s for a 0.7 s run against the mocker); bench_serving imports torch.
-TOOL_OVERHEAD_S = {"aiperf": 20.0, "sglang_bench": 30.0}
+TOOL_OVERHEAD_S = {"aiperf": 20.0, "sglang_bench": 30.0}  # lm_eval: evals.estimate_s
 # Pessimistic serving speed for the time estimate when no benchmark.duration_estimate_min is set.
 ESTIMATE_TTFT_S = 2.0
 ESTIMATE_TOKENS_PER_S_PER_USER = 20.0
@@ -54,7 +55,10 @@ class Target:
 
 
 def load_points(b: BenchmarkConfig) -> tuple[LoadPoint, ...]:
-    """The configured points with request and warm-up counts filled in."""
+    """The configured points with request and warm-up counts filled in (benchmark=lm_eval: its
+    single accuracy point)."""
+    if b.kind == "lm_eval":
+        return (evals.eval_point(b),)
     return tuple(
         LoadPoint(
             index=i,
@@ -74,6 +78,8 @@ def estimate_s(b: BenchmarkConfig) -> float:
     (warm-up included)."""
     if b.duration_estimate_min > 0 or b.kind not in TOOLS:
         return b.duration_estimate_min * 60.0
+    if b.kind == "lm_eval":
+        return evals.estimate_s(b)
     total = 0.0
     for p in load_points(b):
         rounds = math.ceil((p.requests + p.warmup) / max(p.concurrency, 1))
@@ -148,8 +154,12 @@ def client_process(cfg: RootConfig, p: LoadPoint, t: Target, out_dir: str) -> Pr
     """The benchmark client of point `p` as a plan process on node 0 (no GPUs)."""
     b = cfg.benchmark
     env = {"CUDA_VISIBLE_DEVICES": "", "PYTHONUNBUFFERED": "1"}
+    if cfg.cluster.hf_home:  # lm-eval's datasets and the clients' tokenizers: the shared cache
+        env["HF_HOME"] = cfg.cluster.hf_home
     if b.kind == "aiperf":
         argv = aiperf_argv(b, p, t, out_dir)
+    elif b.kind == "lm_eval":
+        argv = evals.lm_eval_argv(b, url=t.url, model=t.model, out_dir=out_dir)
     else:
         argv = bench_serving_argv(b, b.python or cfg.engine.python, p, t, out_dir)
         # bench_serving looks the model name up on the Hub (5 retries, ~50 s without network)
@@ -223,4 +233,5 @@ def benchmark_plan(cfg: RootConfig, plan: Plan) -> BenchmarkPlan | None:
         point_timeout_s=b.point_timeout_s,
         allow_restarts=b.allow_restarts,
         context=run_context(cfg, plan),
+        min_accuracy=dict(b.min_accuracy),
     )

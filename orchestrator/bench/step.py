@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any, NoReturn
 
+from orchestrator.bench import evals
 from orchestrator.bench.normalize import (
     Measured,
     judge,
@@ -76,17 +77,19 @@ class BenchmarkStep:
         driver.say(f"benchmark: {b.tool}, {len(points)} load point(s) against {url}")
         for done, (point, proc) in enumerate(zip(points, b.clients, strict=True)):
             self._progress(driver, "running", point=point.label(), done=done, of=len(points))
-            row = self._point(driver, point, proc, context, results)
-            if row is None:  # stop requested while the client ran
+            rows = self._point(driver, point, proc, context, results)
+            if rows is None:  # stop requested while the client ran
                 self._summary(
                     results, valid=False, reason=driver.stop_reason or "stopped", done=done
                 )
                 return
             with (results / POINTS_FILE).open("a") as fh:
-                fh.write(json.dumps(row) + "\n")
-            driver.say(_row_line(row))
-            if not row["valid"]:
-                self._fail(driver, results, point, row, done=done + 1, of=len(points))
+                fh.writelines(json.dumps(row) + "\n" for row in rows)
+            for row in rows:
+                driver.say(_row_line(row))
+            invalid = next((row for row in rows if not row["valid"]), None)
+            if invalid is not None:
+                self._fail(driver, results, point, invalid, done=done + 1, of=len(points))
         self._summary(results, valid=True, reason="", done=len(points))
         self._progress(driver, "valid", done=len(points), of=len(points))
         if not b.keep_serving:
@@ -137,8 +140,9 @@ class BenchmarkStep:
         proc: Process,
         context: dict[str, Any],
         results: Path,
-    ) -> dict[str, Any] | None:
-        """Run one point's client; its normalized row, or None when a stop was requested."""
+    ) -> list[dict[str, Any]] | None:
+        """Run one point's client; its normalized rows (one per load point, one per task and
+        metric of an accuracy point), or None when a stop was requested."""
         out_dir = results / point.label()
         out_dir.mkdir(exist_ok=True)
         (out_dir / "command.txt").write_text(shlex.join(proc.argv) + "\n")
@@ -148,7 +152,6 @@ class BenchmarkStep:
         if code is None:
             return None
         restarts = driver.restarts_since(since)
-        measured = self._measure(out_dir, point)
         extra = {
             "exit_code": code,
             "artifacts": f"{RESULTS}/{point.label()}",
@@ -157,11 +160,33 @@ class BenchmarkStep:
             "run_dir": str(driver.run_dir),
             "engine_metrics": point_summary(driver.run_dir, started, time.time()),
         }
-        row = self._row(measured, point, {**context, **extra}, code=code, out_dir=out_dir, log=log)
-        if restarts and row["valid"] and not self.bench.allow_restarts:
-            row.update(valid=False, invalid_reason=f"worker restart during the point: "
-                       f"{'; '.join(restarts)} (benchmark.allow_restarts=true keeps it)")  # fmt: skip
-        return {**row, "restarts": restarts} if restarts else row
+        facts = {**context, **extra}
+        if point.tasks:
+            rows = self._eval_rows(out_dir, point, facts, code=code, log=log)
+        else:
+            measured = self._measure(out_dir, point)
+            rows = [self._row(measured, point, facts, code=code, out_dir=out_dir, log=log)]
+        if restarts and not self.bench.allow_restarts:
+            for row in rows:
+                if row["valid"]:
+                    row.update(valid=False, invalid_reason=f"worker restart during the point: "
+                               f"{'; '.join(restarts)} (benchmark.allow_restarts=true keeps it)")  # fmt: skip
+        return [{**row, "restarts": restarts} if restarts else row for row in rows]
+
+    def _eval_rows(
+        self, out_dir: Path, point: LoadPoint, context: dict[str, Any], *, code: int, log: Path
+    ) -> list[dict[str, Any]]:
+        """An accuracy point's rows from lm-eval's results file, judged (bench/evals.py)."""
+        data = evals.read_lm_eval(out_dir)
+        found = evals.scores(data) if data else []
+        reasons = evals.judge_scores(
+            found, tasks=point.tasks, gates=self.bench.min_accuracy, exit_code=code
+        )
+        if data is None:
+            why = (f"no lm-eval results in {out_dir} (client exit code {code}); last lines of "
+                   f"{log}:\n{log_tail(log, 15)}")  # fmt: skip
+            reasons = {(task, "", ""): why for task in point.tasks}
+        return evals.eval_rows(found, reasons, point, context)
 
     def _run_client(
         self, driver: DriverView, proc: Process, log: Path, point: LoadPoint
@@ -264,7 +289,9 @@ class BenchmarkStep:
 
 
 def _row_line(row: dict[str, Any]) -> str:
-    """One progress line per point."""
+    """One progress line per point (per task and metric of an accuracy point)."""
+    if "task" in row:
+        return evals.row_line(row)
     if not row["valid"]:
         head = f"benchmark point {row['point']} (c={row['concurrency']})"
         return f"{head}: INVALID: {row['invalid_reason']}"

@@ -38,6 +38,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from orchestrator.config.schema import RootConfig
+from orchestrator.config.sources import resolve_hf_path
 from orchestrator.core.errors import InvalidConfig, Issue
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
@@ -120,7 +121,8 @@ def compose_checked(
     except (HydraException, OmegaConfBaseException) as exc:
         raise InvalidConfig([_composition_issue(exc, overrides, [*dirs, conf_dir])]) from exc
     assert isinstance(obj, RootConfig)
-    return obj, unknown
+    obj, bad_source = resolve_hf_path(obj)
+    return obj, unknown + bad_source
 
 
 def unknown_keys(node: Any, prefix: str = "") -> list[Issue]:
@@ -222,7 +224,10 @@ class _CachedComposer:
             obj = OmegaConf.to_object(cfg)
         except (HydraException, OmegaConfBaseException, ValueError):
             return None
-        return (obj, unknown) if isinstance(obj, RootConfig) else None
+        if not isinstance(obj, RootConfig):
+            return None
+        obj, bad_source = resolve_hf_path(obj)
+        return obj, unknown + bad_source
 
     def _is_group(self, o: Override) -> bool:
         return bool(self._repo.group_exists(o.key_or_group)) and not isinstance(o.value(), dict)

@@ -38,6 +38,13 @@ class ModelConfig:
     # format: o200k_base); with cluster.tiktoken_dir it is read from a local copy (offline).
     tiktoken_encoding: str = ""
     revision: str = ""  # --revision: the model's HF revision (prefill and decode must agree)
+    # Download `path` (an HF id) into cluster.hf_home once, on one node, before any worker starts
+    # (orchestrator.plan.fetch); model.path=hf:ORG/NAME[@REVISION] sets it.
+    fetch: bool = False
+    # none | node_local: copy the model to cluster.local_dir on every worker node before the
+    # workers start, once per revision (orchestrator.plan.stage); method copy | sbcast.
+    stage: str = "none"
+    stage_method: str = "copy"
     # Engine flags for every worker of this model, by name without the leading dashes:
     # {mem-fraction-static: 0.8, disable-radix-cache: true}. Layered model -> engine -> role
     # (orchestrator.engines.base.layered_args); null removes an inherited flag.
@@ -76,6 +83,10 @@ class ClusterConfig:
     # Directory holding local tiktoken encodings (<dir>/o200k_base.tiktoken), exported as
     # TIKTOKEN_ENCODINGS_BASE and checked on every node before start; air-gapped clusters.
     tiktoken_dir: str = ""
+    # The shared Hugging Face cache (a directory every node sees), exported as HF_HOME to every
+    # process; model.fetch downloads into it.
+    hf_home: str = ""
+    local_dir: str = ""  # node-local disk for model.stage=node_local; "" = $TMPDIR or /tmp
     port_base: int = 20000  # first port of the per-job port blocks
     port_job_blocks: int = 16  # jobs sharing a node get different blocks: block = job_id % this
 
@@ -110,6 +121,10 @@ class FrontendConfig:
     # exported where you launch. The key itself is never written into plans, scripts or logs.
     admin_key_env: str = ""
     etcd_binary: str = "etcd"
+    # dynamo only: --migration-limit, how often a request whose worker stream broke is re-run on
+    # another worker. 0 by default: with Dynamo 1.6.1 migration after a worker's death can shut
+    # out every live prefill for seconds (frontends/dynamo.py, README).
+    migration_limit: int = 0
     # job: the frontend (and its discovery) runs on node 0 of the job | here: on the machine the
     # command runs on (a login or service node), under a detached driver, and every worker group
     # runs in Slurm jobs that attach to it (needed by serve.rollover).
@@ -241,7 +256,7 @@ class LoadPointConfig:
 class BenchmarkConfig:
     """Load sweep on node 0 once the deployment is ready (orchestrator/bench)."""
 
-    kind: str = "none"  # none | aiperf | sglang_bench
+    kind: str = "none"  # none | aiperf | sglang_bench | lm_eval
     points: list[LoadPointConfig] = field(default_factory=list)
     requests_per_concurrency: int = 10  # default request count of a point (recipe perf jobs)
     tokenizer: str = ""  # local dir or HF id; empty = the mocker's tiny tokenizer, else model.path
@@ -259,6 +274,17 @@ class BenchmarkConfig:
     # Counted against cluster.time_limit_min together with readiness.timeout_s; 0 = estimate it
     # from the points (orchestrator.bench.spec.estimate_s).
     duration_estimate_min: int = 0
+    # benchmark=lm_eval (orchestrator/bench/evals.py): lm-evaluation-harness tasks against the
+    # frontend, one accuracy point with a row per task and metric.
+    tasks: list[str] = field(default_factory=list)  # lm-eval task names, e.g. [gsm8k]
+    limit: int = 0  # documents per task; 0 = every document
+    num_fewshot: int = -1  # -1 = the task's own default
+    include_path: str = ""  # a directory of your own task YAMLs (local data files: offline)
+    # local-chat-completions (chat template applied by the server) | local-completions
+    lm_eval_model: str = "local-chat-completions"
+    num_concurrent: int = 8  # requests lm-eval keeps in flight
+    # {task: lowest acceptable value of the task's first metric}: below it the point is invalid
+    min_accuracy: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass

@@ -3,10 +3,12 @@ the value found and the fix (`validate` returns them; `check` raises one Invalid
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterable
 from pathlib import Path
 
+from orchestrator.bench.evals import eval_issues
 from orchestrator.bench.spec import BENCHMARK_KINDS, TOOLS, aiperf_binary, estimate_s
 from orchestrator.config.domains import domain_issues
 from orchestrator.config.schema import RootConfig
@@ -17,9 +19,11 @@ from orchestrator.frontends import FRONTENDS, get_frontend
 from orchestrator.launchers import CONFIG_KINDS, runs_on_one_machine
 from orchestrator.plan import build
 from orchestrator.plan.consistency import role_consistency
+from orchestrator.plan.fetch import fetch_issues
 from orchestrator.plan.model import RESTART_MODES
 from orchestrator.plan.ports import highest_port
 from orchestrator.plan.sharing import sharing_issues
+from orchestrator.plan.stage import stage_issues
 from orchestrator.slurm.request import SAFE_DIRECTIVE
 
 DEPLOYMENT_MODES = ("disaggregated", "aggregated")
@@ -40,7 +44,10 @@ def validate(cfg: RootConfig) -> list[Issue]:
     """Every problem of `cfg`. Checks that need a sane shape run only when the shape is sane."""
     issues = _kinds(cfg) + _model(cfg) + _groups(cfg) + _ports(cfg) + _timing(cfg) + _secrets(cfg)
     issues += _slurm_values(cfg) + _benchmark(cfg) + _restarts(cfg) + serve_issues(cfg)
-    issues += sharing_issues(cfg)
+    issues += sharing_issues(cfg) + fetch_issues(cfg, os.environ)
+    issues += stage_issues(
+        cfg, loads_model=cfg.engine.kind not in ENGINES or get_engine(cfg.engine.kind).loads_model
+    )
     named = {i.key for i in issues}  # a key a specific rule already reports once is enough
     issues += [i for i in domain_issues(cfg) if i.key not in named]
     if not issues:
@@ -280,6 +287,8 @@ def _benchmark(cfg: RootConfig) -> list[Issue]:
     b = cfg.benchmark
     if b.kind not in TOOLS:
         return []
+    if b.kind == "lm_eval":
+        return eval_issues(cfg)
     issues = []
     if not b.points:
         issues.append(Issue("benchmark.points", "[]", f"benchmark={b.kind} needs at least one load point",

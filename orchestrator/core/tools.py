@@ -1,4 +1,4 @@
-"""Where the helper tools live: aiperf (benchmark client) and the SGLang interpreter (argv check).
+"""Where the helper tools live: aiperf and lm_eval (benchmark clients) and the SGLang interpreter (argv check).
 
 One lookup order for every tool, first hit wins:
 1. an explicit value: a config key (`benchmark.binary`) or an environment variable
@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-CHECKOUT = Path(__file__).resolve().parents[2]  # the repo root in a checkout (core/tools.py)
+CHECKOUT = Path(__file__).resolve().parents[2]  # the repo root in a checkout (orchestrator/core/..)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -31,6 +31,7 @@ class Tool:
 
 
 AIPERF = Tool(command="aiperf", venv_path="aiperf/bin/aiperf")
+LM_EVAL = Tool(command="lm_eval", venv_path="lm_eval/bin/lm_eval")
 # Not `python` on PATH: that is any interpreter; only install.sh's sglang venv is meant.
 SGLANG_PYTHON = Tool(command="", venv_path="sglang/bin/python")
 

@@ -37,6 +37,10 @@ BENCH_COLUMNS = (("point", "point"), ("concurrency", "c"), ("isl", "ISL"), ("osl
                  ("tok_s_per_user", "tok/s/user"), ("ttft_p50_ms", "TTFT p50 ms"),
                  ("ttft_p99_ms", "TTFT p99 ms"), ("itl_p50_ms", "ITL p50 ms"),
                  ("error_rate", "errors"), ("valid", "valid"))  # fmt: skip
+# benchmark=lm_eval rows: one per task and metric.
+ACCURACY_COLUMNS = (("task", "task"), ("metric", "metric"), ("filter", "filter"),
+                    ("value", "value"), ("stderr", "stderr"), ("samples", "documents"),
+                    ("valid", "valid"), ("invalid_reason", "why invalid"))  # fmt: skip
 
 
 def _cell(value: Any) -> str:
@@ -72,6 +76,15 @@ def _points(run_dir: Path) -> list[dict[str, Any]]:
         except ValueError:
             continue
     return out
+
+
+def _bench_tables(points: list[dict[str, Any]]) -> str:
+    """The load points' table and the accuracy rows' table (each only when it has rows)."""
+    load = [p for p in points if "task" not in p]
+    accuracy = [p for p in points if "task" in p]
+    parts = [table(load, BENCH_COLUMNS)] if load else []
+    parts += [table(accuracy, ACCURACY_COLUMNS)] if accuracy else []
+    return "".join(parts) or "<p>no benchmark points</p>"
 
 
 def log_starts(run: Run) -> dict[str, float]:
@@ -184,7 +197,7 @@ def run_section(run: Run, now: float, *, level: int = 2) -> str:
                f"{escape(st.frontend_url or '-')}; reason "
                f"{escape(st.reason or '-')}</p>")  # fmt: skip
     points = _points(run.path)
-    bench = table(points, BENCH_COLUMNS) if points else "<p>no benchmark points</p>"
+    bench = _bench_tables(points)
     fp = fingerprint_html(_read_json(RunDir(run.path).fingerprint_file))
     title = f"{st.data.get('name') or run.path.name} ({run.path.name})"
     return (f'<section class="run"><{h}>{escape(title)}</{h}>{summary}'

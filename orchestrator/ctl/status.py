@@ -14,7 +14,7 @@ from orchestrator.launchers import facts_of
 from orchestrator.observe.reconcile import RunView, driver_alive, reconcile
 from orchestrator.rundir import Phase, RunDir, RunState
 from orchestrator.runtime.processes import log_tail
-from orchestrator.runtime.state import progress_line
+from orchestrator.runtime.state import cold_start_lines, progress_line
 from orchestrator.slurm.client import SlurmClient
 
 TAIL_LINES = 20
@@ -54,6 +54,7 @@ def status(run_dir: Path, client: SlurmClient | None = None) -> tuple[str, int]:
             lines.append(f"{key}: {value}")
     if state.degraded:
         lines.append(f"degraded: {', '.join(state.degraded)} restarting")
+    lines += cold_start_lines(state.data)
     if state.benchmark:
         b = state.benchmark
         lines.append(f"benchmark: {b.get('tool')} {b.get('status')} {b.get('done')}/{b.get('of')} "

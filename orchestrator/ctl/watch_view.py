@@ -19,6 +19,7 @@ from orchestrator.ctl.ls import Run, age
 from orchestrator.observe import prom
 from orchestrator.rundir import Phase, RunDir, RunState
 from orchestrator.runtime import logscan
+from orchestrator.runtime.state import cold_start_lines
 
 WIDTH = 80
 METRICS_TAIL_BYTES = 256 * 1024
@@ -53,6 +54,7 @@ class Snapshot:
     serving: dict[str, float | None] = field(default_factory=dict)
     metrics_age: float | None = None
     benchmark: str = ""
+    cold_start: list[str] = field(default_factory=list)  # fetch / stage (runtime.state)
     degraded: list[str] = field(default_factory=list)
     error: list[str] = field(default_factory=list)
 
@@ -148,6 +150,7 @@ def gather(run: Run, seen: dict[str, tuple[str, float]], now: float | None = Non
     if run.view.phase == Phase.READY:
         snap.serving, snap.metrics_age = serving_numbers(run.path)
     snap.benchmark = _benchmark(st)
+    snap.cold_start = cold_start_lines(st.data)
     snap.degraded = list(st.degraded)
     snap.error = error_lines(st)
     return snap
@@ -192,6 +195,7 @@ def lines(snap: Snapshot, now: float | None = None, *, times: bool = True) -> li
         out.append(f"serving: {_num(s.get('requests_per_s'), '.2f')} req/s  "
                    f"{_num(s.get('output_tok_s'), '.1f')} output tok/s  "
                    f"{_num(s.get('in_flight'), '.0f')} in flight  ({ago})"[:WIDTH])  # fmt: skip
+    out += [line[:WIDTH] for line in snap.cold_start]
     if snap.benchmark:
         out.append(f"benchmark: {snap.benchmark}"[:WIDTH])
     if snap.degraded:

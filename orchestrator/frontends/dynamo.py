@@ -18,7 +18,9 @@ if TYPE_CHECKING:
     from orchestrator.runtime.hooks import DriverView
 
 DISCOVERY_KINDS = ("auto", "etcd", "file")
-HERE_MIGRATION_LIMIT = 3  # dynamo.frontend --migration-limit (default 0) for placement=here
+MIGRATION_LIMIT = (
+    3  # dynamo.frontend --migration-limit (default 0: a broken stream fails the request)
+)
 
 
 def discovery_backend(cfg: RootConfig, num_nodes: int) -> str:
@@ -84,12 +86,21 @@ def frontend_process(cfg: RootConfig, ports: PortAllocator, env: dict[str, str])
     argv += ["--namespace", cfg.frontend.namespace]
     if cfg.frontend.router_mode:
         argv += ["--router-mode", cfg.frontend.router_mode]
-    if cfg.frontend.placed_here:
-        # Worker jobs come and go (rollover, scale-down): Dynamo cancels the streams of an
-        # instance that leaves discovery, failing a request in flight to it (seen on the
-        # testbed: "Cancelled stream registrations for removed instance", then 503 "migration
-        # retries exhausted"). Migration re-runs such a request on another worker.
-        argv += ["--migration-limit", str(HERE_MIGRATION_LIMIT)]
+    # The same in every placement (frontend.migration_limit, default 0). Migration re-runs a
+    # request whose stream to a worker broke on another worker. Measured with launcher=local and
+    # Dynamo 1.6.1 (2P2D mocker, etcd, 16 clients, a dead worker purged from discovery at once,
+    # frontends/dynamo_purge.py): with limit 1 or 3 a kill -9 failed 0-2 requests, but in 4 of 19
+    # kills every request then failed for 1.9-7 s ("No workers available for endpoint
+    # dynamo/prefill/generate": a retry sent with the same request id to a live prefill fails
+    # there with "request ... is already active", and the router then drops that prefill from its
+    # routable list until discovery changes); with limit 0 the 5-11 requests in flight on the dead
+    # worker failed and none sent 0.2 s or more after the kill, in 13 of 13 kills. What migration
+    # saves: a worker leaving (scale-down, rollover drain) unregisters first and the frontend
+    # cancels the streams in flight to it ("Cancelled stream registrations for removed instance",
+    # then 503 "migration retries exhausted"): 2 of 1935 requests in a scale-down with limit 0.
+    # 0 is Dynamo's own default: the flag only when set (the argv stays the guide's).
+    if cfg.frontend.migration_limit:
+        argv += ["--migration-limit", str(cfg.frontend.migration_limit)]
     argv += list(cfg.frontend.extra_args)
     full_env = {**env, "PYTHONUNBUFFERED": "1"}
     # Workers call back into the frontend for streamed responses: advertise the node address.
@@ -137,11 +148,15 @@ class Dynamo:
         return f"/v1/models/{cfg.model.served_name or cfg.model.path}/ready"
 
     def validate(self, cfg: RootConfig) -> list[Issue]:
-        """The discovery choice."""
-        if cfg.frontend.discovery in DISCOVERY_KINDS:
-            return []
-        return [Issue("frontend.discovery", repr(cfg.frontend.discovery), "unknown value",
-                      f"use one of: {', '.join(DISCOVERY_KINDS)}")]  # fmt: skip
+        """The discovery choice and the migration limit."""
+        issues = []
+        if cfg.frontend.discovery not in DISCOVERY_KINDS:
+            issues.append(Issue("frontend.discovery", repr(cfg.frontend.discovery), "unknown value",
+                                f"use one of: {', '.join(DISCOVERY_KINDS)}"))  # fmt: skip
+        if cfg.frontend.migration_limit < 0:
+            issues.append(Issue("frontend.migration_limit", str(cfg.frontend.migration_limit),
+                                "negative", "use 0 (no migration) or more"))  # fmt: skip
+        return issues
 
     def attach_issues(self, cfg: RootConfig) -> list[Issue]:
         """Workers of another job find the frontend through etcd only: the file backend is
@@ -163,8 +178,12 @@ class Dynamo:
         return frontend_gate(http, readiness, parse_ready)
 
     def attach(self, driver: DriverView) -> None:
-        """Dynamo workers (and restarted ones) join through discovery. An attached job's
-        workers must also take requests from the run's frontend before it is ready."""
+        """Dynamo workers (and restarted ones) join through discovery; a dead one is removed
+        from it at once. An attached job's workers must also take requests from the run's
+        frontend before it is ready."""
+        from orchestrator.frontends.dynamo_purge import attach_purge
+
+        attach_purge(driver)
         if driver.plan.job is not None:
             from orchestrator.frontends.dynamo_attach import require_traffic
 

@@ -12,6 +12,7 @@ from orchestrator.config.schema import RootConfig
 from orchestrator.engines import Engine, get_engine
 from orchestrator.engines.base import WorkerProcess
 from orchestrator.frontends import Head, get_frontend
+from orchestrator.plan.fetch import fetch_spec, hf_env
 from orchestrator.plan.groups import (
     active_groups,
     deployment_name,
@@ -38,6 +39,7 @@ from orchestrator.plan.ports import PortAllocator
 from orchestrator.plan.preflight import offline_env, preflight_checks
 from orchestrator.plan.restart import restart_policy
 from orchestrator.plan.sharing import GpuShare, plan_shares, slot_name
+from orchestrator.plan.stage import stage_spec
 
 __all__ = [
     "active_groups",
@@ -96,6 +98,8 @@ def deployment_plan(cfg: RootConfig) -> Plan:
         prepare=engine.prepare(cfg),
         preflight=preflight_checks(cfg, slots, num_nodes, loads_model=engine.loads_model),
         workers_per_gpu=cfg.deployment.workers_per_gpu,
+        fetch=fetch_spec(cfg),
+        stage=stage_spec(cfg, tuple(sorted({n for s in slots for n, _ in s.ranks}))),
     )
 
 
@@ -176,7 +180,7 @@ def here_plan(cfg: RootConfig) -> Plan:
 def _with_identity(cfg: RootConfig, proc: Process) -> Process:
     """Every process knows its run and its name (log prefixes, cleanup tools, tests); the
     frontend and the workers get the offline environment (orchestrator.plan.preflight)."""
-    offline = offline_env(cfg) if proc.role not in ("infra",) else {}
+    offline = {**offline_env(cfg), **hf_env(cfg)} if proc.role not in ("infra",) else {}
     env = {
         **offline,
         **proc.env,

@@ -10,7 +10,9 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+from orchestrator.plan.fetch import FetchSpec
 from orchestrator.plan.preflight import PathCheck
+from orchestrator.plan.stage import StageSpec
 
 Role = Literal["frontend", "prefill", "decode", "worker", "infra", "benchmark"]
 ROLES: tuple[str, ...] = ("frontend", "prefill", "decode", "worker", "infra", "benchmark")
@@ -137,9 +139,12 @@ class LoadPoint:
     osl: int
     requests: int
     warmup: int
+    tasks: tuple[str, ...] = ()  # an accuracy point (benchmark=lm_eval): its lm-eval tasks
 
     def label(self) -> str:
-        """Directory-friendly name, e.g. `00-c4-i1024-o128`."""
+        """Directory-friendly name, e.g. `00-c4-i1024-o128`, or `00-eval` for an accuracy point."""
+        if self.tasks:
+            return f"{self.index:02d}-eval"
         return f"{self.index:02d}-c{self.concurrency}-i{self.isl}-o{self.osl}"
 
 
@@ -147,13 +152,15 @@ class LoadPoint:
 class BenchmarkPlan:
     """The load points the driver runs once the deployment is ready, and their clients."""
 
-    tool: str  # aiperf | sglang_bench
+    tool: str  # aiperf | sglang_bench | lm_eval
     points: tuple[LoadPoint, ...]
     clients: tuple[Process, ...]  # one per point, role "benchmark", node 0
     max_error_rate: float
     keep_serving: bool
     point_timeout_s: float
     allow_restarts: bool = False  # a worker restart during a point keeps the point valid
+    # Accuracy points: {task: lowest acceptable value of its first metric} (bench/evals.py).
+    min_accuracy: Mapping[str, float] = field(default_factory=dict)
     # Facts every result row carries: name, plan_hash, gpus by role, topology.
     context: Mapping[str, Any] = field(default_factory=dict)
 
@@ -223,6 +230,8 @@ class Plan:
     benchmark: BenchmarkPlan | None = None
     metrics: MetricsPlan | None = None
     preflight: tuple[PathCheck, ...] = ()  # paths each node must hold before workers start
+    fetch: FetchSpec | None = None  # model.fetch: one download on node 0 before any worker
+    stage: StageSpec | None = None  # model.stage=node_local: a copy on each worker node first
     job: WorkerJobPlan | None = None  # a worker job's plan: the run it joins
     serve: ServePlan | None = None  # frontend.placement=here: the worker jobs
     # Workers sharing one GPU at most (deployment.workers_per_gpu): the port block has a slot
@@ -291,6 +300,8 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
         **({"serve": _serve_to_dict(plan.serve)} if plan.serve else {}),
         **({"workers_per_gpu": plan.workers_per_gpu} if plan.workers_per_gpu != 1 else {}),
         **({"driver_on_this_host": True} if plan.driver_on_this_host else {}),
+        **({"fetch": asdict(plan.fetch)} if plan.fetch else {}),
+        **({"stage": asdict(plan.stage)} if plan.stage else {}),
     }
 
 
@@ -324,7 +335,9 @@ def _benchmark_from_dict(raw: Mapping[str, Any] | None) -> BenchmarkPlan | None:
     return BenchmarkPlan(
         **{
             **raw,
-            "points": tuple(LoadPoint(**p) for p in raw["points"]),
+            "points": tuple(
+                LoadPoint(**{**p, "tasks": tuple(p.get("tasks", ()))}) for p in raw["points"]
+            ),
             "clients": tuple(process_from_dict(c) for c in raw["clients"]),
         }
     )
@@ -354,4 +367,10 @@ def plan_from_dict(data: Mapping[str, Any]) -> Plan:
         serve=_serve_from_dict(data.get("serve")),
         workers_per_gpu=data.get("workers_per_gpu", 1),
         driver_on_this_host=data.get("driver_on_this_host", False),
+        fetch=FetchSpec(**data["fetch"]) if data.get("fetch") else None,
+        stage=(
+            StageSpec(**{**data["stage"], "nodes": tuple(data["stage"]["nodes"])})
+            if data.get("stage")
+            else None
+        ),  # fmt: skip
     )

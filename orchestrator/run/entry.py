@@ -31,7 +31,7 @@ from orchestrator.plan.placeholders import Bindings, bind_plan, shift_port
 from orchestrator.plan.ports import port_offset_for_job
 from orchestrator.run.driver import Driver, default_say
 from orchestrator.rundir import Phase, RunDir
-from orchestrator.runtime import nodes, preflight
+from orchestrator.runtime import fetch, nodes, preflight, stage_step
 from orchestrator.runtime.attempts import begin_attempt
 from orchestrator.runtime.heartbeat import attach_heartbeat
 from orchestrator.runtime.processes import Backend, LocalBackend, SrunBackend
@@ -213,12 +213,25 @@ def _setup(plan: Plan, run_dir: Path, env: Mapping[str, str], state: StateFile,
     """Find the nodes, bind the plan, write plan.bound.json, create the backend."""
     local = plan.driver_on_this_host  # recorded by the launcher (orchestrator.launchers)
     alloc = local_allocation(plan) if local else slurm_allocation(plan, env, say)
+    job_id = "" if local else alloc.job_id
+    fetched = None
+    if plan.fetch is not None:  # one download on node 0, before anything else reads the model
+        fetched = fetch.before_workers(plan.fetch, hosts=alloc.hosts, job_id=job_id,
+                                       timeout_s=plan.readiness.timeout_s, say=say, runner=SubprocessRunner(),
+                                       record=lambda entry: state.update(fetch=entry))  # fmt: skip
     if local:
         preflight.run_local(plan.preflight)
     else:  # one srun step over every node, before any worker starts
         preflight.run_on_nodes(SubprocessRunner(), plan.preflight, job_id=alloc.job_id,
                                hosts=alloc.hosts, python=sys.executable)  # fmt: skip
     bound = bound_plan(plan, alloc, run_dir)
+    if plan.stage is not None:  # after the preflight checked the source on the nodes
+        source = plan.stage.source or (fetched or {}).get("path", "")
+        dest = stage_step.before_workers(plan.stage, source=source, hosts=alloc.hosts, job_id=job_id,
+                                         run_dir=run_dir, env=os.environ, timeout_s=plan.readiness.timeout_s,
+                                         runner=SubprocessRunner(), say=say,
+                                         record=lambda entry: state.update(stage=entry))  # fmt: skip
+        bound = stage_step.use_staged(bound, dest, alloc.hosts)
     RunDir(run_dir).write_bound_plan(bound)
     state.update(job_id=alloc.job_id or state.data.get("job_id", ""), nodes=list(alloc.hosts),
                  node_ips=list(alloc.ips), frontend_url=bound.readiness.frontend_url)  # fmt: skip

@@ -73,6 +73,7 @@ def progress_line(state: Mapping[str, Any] | RunState) -> str:
         have_want[1] += 1
         have_want[0] += entry.get("state") == "healthy"
     parts = [f"{role} {counts[role][0]}/{counts[role][1]}" for role in ROLE_ORDER if role in counts]
+    parts += [line for line in cold_start_lines(state.data) if "running" in line]
     bench = state.benchmark
     if "of" in bench:
         parts.append(
@@ -83,3 +84,24 @@ def progress_line(state: Mapping[str, Any] | RunState) -> str:
         f" DEGRADED ({', '.join(state.degraded)} restarting)" if state.degraded else ""
     )
     return f"{phase}: {' '.join(parts) or 'no processes yet'}"
+
+
+def cold_start_lines(data: Mapping[str, Any]) -> list[str]:
+    """state.json's fetch and stage entries, one line each (ctl status; while running also the
+    progress line): `fetch: ORG/NAME@REV done (downloaded on node1, 12.0 s)`, `stage: copy
+    running node1 1.20/4.00 GB node2 0.90/4.00 GB`."""
+    out = []
+    f = data.get("fetch")
+    if isinstance(f, Mapping):
+        how = "downloaded" if f.get("fetched") else "found complete in the cache"
+        detail = (
+            f" ({how} on {f.get('host')}, {f.get('seconds', 0):.1f} s)"
+            if f.get("status") == "done"
+            else ""
+        )
+        out.append(f"fetch: {f.get('repo')} {f.get('status')}{detail}")
+    st = data.get("stage")
+    if isinstance(st, Mapping):
+        nodes = " ".join(f"{h} {p}" for h, p in (st.get("nodes") or {}).items())
+        out.append(f"stage: {st.get('method')} {st.get('status')} {nodes}".rstrip())
+    return out

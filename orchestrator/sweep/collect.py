@@ -61,6 +61,12 @@ CSV_COLUMNS = (
     "itl_p50_ms",
     "itl_p99_ms",
     "request_throughput",
+    "task",
+    "metric",
+    "filter",
+    "value",
+    "stderr",
+    "samples",
     "plan_hash",
     "job_id",
     "run_dir",
@@ -129,7 +135,25 @@ def write_tables(out_dir: Path, rows: Sequence[dict[str, Any]]) -> tuple[Path, P
 DECISION_COLUMNS = ("need_tok_s_per_user_above", "need_tok_s_per_user_up_to", "name",
                     "sweep_point", "concurrency", "output_tok_s_per_gpu", "tok_s_per_user",
                     "output_tok_s", "ttft_p99_ms", "itl_p99_ms", "gpus_total", "nodes",
-                    "run_dir")  # fmt: skip
+                    "accuracy", "run_dir")  # fmt: skip
+
+
+def topology_key(row: dict[str, Any]) -> str:
+    """What a load row and an accuracy row of the same deployment share: the topology without
+    its name (a sweep names the aiperf and the lm_eval point of one deployment apart)."""
+    topology = {k: v for k, v in (row.get("topology") or {}).items() if k != "name"}
+    return json.dumps(topology, sort_keys=True)
+
+
+def accuracy_by_topology(rows: Sequence[dict[str, Any]]) -> dict[str, str]:
+    """'task value, task value' per topology from the valid accuracy rows: each task's first
+    metric (the one benchmark.min_accuracy gates)."""
+    seen: dict[str, dict[str, str]] = {}
+    for row in rows:
+        if row.get("task") and row.get("valid") and isinstance(row.get("value"), int | float):
+            tasks = seen.setdefault(topology_key(row), {})
+            tasks.setdefault(row["task"], f"{row['task']} {row['value']:.3f}")
+    return {key: ", ".join(tasks.values()) for key, tasks in seen.items()}
 
 
 def decision_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -139,12 +163,14 @@ def decision_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     any point giving more per GPU is slower per user)."""
     data = plottable(rows)
     front = [data[i] for i in pareto_front([(r[X_KEY], r[Y_KEY]) for r in data])]
+    accuracy = accuracy_by_topology(rows)
     out: list[dict[str, Any]] = []
     low = 0.0
     for row in front:
         if out and row[X_KEY] == low:
             continue  # a tie on both axes: one row per band
-        flat = {**flatten(row), "name": row.get("name", "")}
+        flat = {**flatten(row), "name": row.get("name", ""),
+                "accuracy": accuracy.get(topology_key(row), "-")}  # fmt: skip
         band = {"need_tok_s_per_user_above": low, "need_tok_s_per_user_up_to": row[X_KEY]}
         out.append({**{c: flat.get(c, "") for c in DECISION_COLUMNS}, **band})
         low = row[X_KEY]
@@ -160,13 +186,13 @@ def decision_markdown(table: Sequence[dict[str, Any]], failed: Sequence[str]) ->
     points without a result and why."""
     lines = ["# Best configuration per tokens/s per user", "",
              "Need per user (tok/s) | Pick | Concurrency | Output tok/s/GPU | tok/s/user | "
-             "TTFT p99 (ms) | ITL p99 (ms) | GPUs", "---|---|---|---|---|---|---|---"]  # fmt: skip
+             "TTFT p99 (ms) | ITL p99 (ms) | GPUs | Accuracy", "---|---|---|---|---|---|---|---|---"]  # fmt: skip
     for r in table:
         low, high = r["need_tok_s_per_user_above"], r["need_tok_s_per_user_up_to"]
         need = f"up to {_num(high)}" if not low else f"{_num(low)} - {_num(high)}"
         lines.append(f"{need} | {r['name']} | {r['concurrency']} | {_num(r['output_tok_s_per_gpu'])} | "
                      f"{_num(r['tok_s_per_user'])} | {_num(r['ttft_p99_ms'])} | "
-                     f"{_num(r['itl_p99_ms'])} | {r['gpus_total']}")  # fmt: skip
+                     f"{_num(r['itl_p99_ms'])} | {r['gpus_total']} | {r['accuracy']}")  # fmt: skip
     if not table:
         lines.append("(no valid results with tokens/s per user)")
     if table:
@@ -177,13 +203,27 @@ def decision_markdown(table: Sequence[dict[str, Any]], failed: Sequence[str]) ->
     return "\n".join(lines) + "\n"
 
 
+def accuracy_markdown(rows: Sequence[dict[str, Any]]) -> str:
+    """decision.md's accuracy section: every valid accuracy row ('' without any)."""
+    evals = [r for r in rows if r.get("task")]
+    if not evals:
+        return ""
+    lines = ["", "## Accuracy (benchmark=lm_eval)", "",
+             "Point | Task | Metric | Filter | Value | Stderr | Documents",
+             "---|---|---|---|---|---|---"]  # fmt: skip
+    for r in evals:
+        lines.append(f"{r.get('name', '')} | {r['task']} | {r['metric']} | {r['filter']} | "
+                     f"{_num(r['value'], 4)} | {_num(r['stderr'], 4)} | {r['samples']}")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
 def write_decision(
     out_dir: Path, rows: Sequence[dict[str, Any]], failed: Sequence[str]
 ) -> tuple[Path, Path]:
     """decision.md and decision.csv (the same table, machine-readable)."""
     table = decision_rows(rows)
     md, table_csv = out_dir / "decision.md", out_dir / "decision.csv"
-    md.write_text(decision_markdown(table, failed))
+    md.write_text(decision_markdown(table, failed) + accuracy_markdown(rows))
     with table_csv.open("w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(DECISION_COLUMNS))
         writer.writeheader()

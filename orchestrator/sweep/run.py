@@ -83,7 +83,7 @@ def _sweep_issues(cfg: RootConfig, launcher: str, site: Site) -> list[Issue]:
                 "benchmark.kind",
                 "none",
                 "a sweep point without a benchmark has no result and serves until its time limit",
-                "add benchmark=aiperf or benchmark=sglang_bench",
+                "add benchmark=aiperf, benchmark=sglang_bench or benchmark=lm_eval",
             )
         )
     if cfg.run_dir:

@@ -182,16 +182,7 @@ def status(sweep_dir: Path, runner: CommandRunner | None = None) -> str:
     lines = [f"sweep: {sweep_dir}  ({len(manifest['points'])} point(s))"]
     statuses = point_statuses(sweep_dir, manifest["points"], client)
     for entry, st in zip(manifest["points"], statuses, strict=True):
-        rows = point_rows(sweep_dir, entry)
-        best = max(rows, key=lambda r: r.get("output_tok_s_per_gpu") or 0.0, default=None)
-        if best is not None:
-            user = best.get("tok_s_per_user")
-            result = (
-                f"best {best['output_tok_s_per_gpu']:.1f} tok/s/GPU at "
-                f"{f'{user:.1f}' if user else 'n/a'} tok/s/user (c={best['concurrency']})"
-            )
-        else:
-            result = "-"
+        result = _result(point_rows(sweep_dir, entry))
         if st["status"] == "failed" and st["reason"]:
             result += f"; failed: {st['reason'].splitlines()[0][:160]}"
         bench = read_state(st["run_dir"]).get("benchmark", {}) if st["run_dir"] else {}
@@ -205,6 +196,21 @@ def status(sweep_dir: Path, runner: CommandRunner | None = None) -> str:
             f"{entry['nodes']}n/{entry['gpus']:>3} GPUs  {result}"
         )
     return "\n".join(lines)
+
+
+def _result(rows: list[dict[str, Any]]) -> str:
+    """A point's status result: its best load row, or its accuracy (each task's first metric)."""
+    load = [r for r in rows if "task" not in r]
+    best = max(load, key=lambda r: r.get("output_tok_s_per_gpu") or 0.0, default=None)
+    if best is not None:
+        user = best.get("tok_s_per_user")
+        return (
+            f"best {best['output_tok_s_per_gpu'] or 0.0:.1f} tok/s/GPU at "
+            f"{f'{user:.1f}' if user else 'n/a'} tok/s/user (c={best['concurrency']})"
+        )
+    from orchestrator.sweep.collect import accuracy_by_topology
+
+    return "; ".join(accuracy_by_topology(rows).values()) or "-"
 
 
 # --- stop --------------------------------------------------------------------------------------

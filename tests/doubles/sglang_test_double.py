@@ -13,6 +13,10 @@ HTTP API on --host:--port, shaped like SGLang 0.5.21's (see engines.md §1.6):
                                    SGLANG_ENABLE_HEALTH_ENDPOINT_GENERATION=false
   GET  /server_info, /get_server_info, /model_info, /get_model_info, /v1/models
   POST /generate, /v1/completions, /v1/chat/completions   (`"stream": true` gives SSE)
+Answers: "The service is up ..." (REPLY_WORDS), except to a prompt asking "What is A plus B?"
+(the lm-eval fixture task tests/fixtures/lm_eval/): "The answer is S." for its last such
+question, S = A + B without the hundreds digit -- a "model" that cannot carry into a third digit,
+so an accuracy eval of it has a known score below 1.
 No /get_load (SGLang 0.5.21 has none either). A prefill (`--disaggregation-mode prefill`)
 also serves its bootstrap server on --host:--disaggregation-bootstrap-port (GET /health -> OK,
 GET /route). A decode dials `bootstrap_host:bootstrap_port/health` of every request, as real
@@ -40,6 +44,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import signal
 import sys
 import threading
@@ -185,7 +190,7 @@ class Double:
             "own_bootstrap_port": self.args.disaggregation_bootstrap_port,
             "bootstrap_host": body.get("bootstrap_host"), "bootstrap_port": body.get("bootstrap_port"),
             "bootstrap_room": body.get("bootstrap_room"), "bootstrap_reachable": bootstrap_ok,
-            "stream": bool(body.get("stream")),
+            "stream": bool(body.get("stream")), "prompt": prompt_text(body),
         }  # fmt: skip
         data = (json.dumps(line) + "\n").encode()
         fd = os.open(self.record_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
@@ -212,12 +217,35 @@ class Double:
             return False
 
 
-def max_tokens(body: dict[str, Any]) -> int:
+QUESTION = re.compile(r"What is (\d+) plus (\d+)\?")
+
+
+def prompt_text(body: dict[str, Any]) -> str:
+    """The text of a request: its chat messages one per line, the completion prompt, or
+    /generate's text."""
+    messages = [m for m in body.get("messages") or [] if isinstance(m, dict)]
+    if messages:
+        contents = [m.get("content") for m in messages]
+        return "\n".join(c if isinstance(c, str) else json.dumps(c) for c in contents)
+    prompt = body.get("prompt", body.get("text", ""))
+    return prompt if isinstance(prompt, str) else json.dumps(prompt)
+
+
+def reply_words(body: dict[str, Any]) -> tuple[str, ...]:
+    """REPLY_WORDS, or the answer to the prompt's last arithmetic question (see the docstring)."""
+    found = QUESTION.findall(prompt_text(body))
+    if not found:
+        return REPLY_WORDS
+    a, b = found[-1]
+    return ("The", " answer", " is", f" {(int(a) + int(b)) % 100}", ".")
+
+
+def max_tokens(body: dict[str, Any], words: int) -> int:
     for key in ("max_completion_tokens", "max_tokens", "max_new_tokens"):
         if isinstance(body.get(key), int):
-            return max(1, min(int(body[key]), len(REPLY_WORDS)))
+            return max(1, min(int(body[key]), words))
     params = body.get("sampling_params") or {}
-    return max(1, min(int(params.get("max_new_tokens") or len(REPLY_WORDS)), len(REPLY_WORDS)))
+    return max(1, min(int(params.get("max_new_tokens") or words), words))
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -316,24 +344,25 @@ class Handler(BaseHTTPRequestHandler):
             self._send(500, {"error": {"message": f"KVTransferError(bootstrap_room={body.get('bootstrap_room')}): "
                                        "no decode within the bootstrap timeout", "code": 500}})  # fmt: skip
             return
-        n = max_tokens(body)
+        words = reply_words(body)
+        n = max_tokens(body, len(words))
         if path == "/generate":
-            self._generate(body, n)
+            self._generate(body, words[:n])
         else:
-            self._openai(path, body, n)
+            self._openai(path, body, words[:n])
 
-    def _generate(self, body: dict[str, Any], n: int) -> None:
+    def _generate(self, body: dict[str, Any], words: tuple[str, ...]) -> None:
+        n = len(words)
         meta = {"id": "double", "finish_reason": {"type": "length", "length": n}, "prompt_tokens": 4,
                 "completion_tokens": n, "cached_tokens": 0}  # fmt: skip
-        text = "".join(REPLY_WORDS[:n])
+        text = "".join(words)
         if body.get("stream"):
-            self._stream(
-                [{"text": "".join(REPLY_WORDS[: i + 1]), "meta_info": meta} for i in range(n)]
-            )
+            self._stream([{"text": "".join(words[: i + 1]), "meta_info": meta} for i in range(n)])
         else:
             self._send(200, {"text": text, "meta_info": meta})
 
-    def _openai(self, path: str, body: dict[str, Any], n: int) -> None:
+    def _openai(self, path: str, body: dict[str, Any], words: tuple[str, ...]) -> None:
+        n = len(words)
         chat = path.endswith("chat/completions")
         model = body.get("model") or self.double.args.served_model_name
         base = {"id": f"double-{time.monotonic_ns()}", "created": int(time.time()), "model": model}
@@ -341,7 +370,7 @@ class Handler(BaseHTTPRequestHandler):
         if body.get("stream"):
             kind = "chat.completion.chunk" if chat else "text_completion"
             events = []
-            for i, word in enumerate(REPLY_WORDS[:n]):
+            for i, word in enumerate(words):
                 last = i == n - 1
                 choice: dict[str, Any] = {"index": 0, "finish_reason": "length" if last else None}
                 choice.update(
@@ -351,7 +380,7 @@ class Handler(BaseHTTPRequestHandler):
             events.append({**base, "object": kind, "choices": [], "usage": usage})
             self._stream(events)
             return
-        text = "".join(REPLY_WORDS[:n])
+        text = "".join(words)
         if chat:
             choice = {"index": 0, "finish_reason": "length",
                       "message": {"role": "assistant", "content": text, "reasoning_content": None}}  # fmt: skip
