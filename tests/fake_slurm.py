@@ -73,7 +73,8 @@ class FakeSlurm:
 
     # --- CommandRunner ------------------------------------------------------------------------
     def run(self, argv: Sequence[str], *, timeout: float = 60.0,
-            env: Mapping[str, str] | None = None, cwd: str | None = None) -> CommandResult:  # fmt: skip
+            env: Mapping[str, str] | None = None, cwd: str | None = None,
+            stdin: str | None = None) -> CommandResult:  # fmt: skip
         self.calls.append(tuple(argv))
         handler = getattr(self, f"_{argv[0]}", None)
         if handler is None:

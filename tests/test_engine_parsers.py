@@ -180,11 +180,11 @@ class PrefillRejecter:
     """A parser run that rejects every prefill argv it is given (keys are chosen by the caller)."""
 
     def __init__(self) -> None:
-        self.calls: list[list[str]] = []
+        self.calls: list[dict[str, list[str]]] = []
 
-    def run(self, argv: Sequence[str], *, timeout: float = 60.0, **_: Any) -> CommandResult:
-        self.calls.append(list(argv))
-        argvs = json.loads(argv[-1])
+    def run(self, argv: Sequence[str], *, stdin: str = "", **_: Any) -> CommandResult:
+        argvs = json.loads(stdin)
+        self.calls.append(argvs)
         errors = {
             k: ["unrecognized arguments: --x"] if "prefill" in a else [] for k, a in argvs.items()
         }
@@ -200,6 +200,6 @@ def test_every_argv_of_every_plan_goes_in_one_subprocess(compose: Compose) -> No
         env={}, runner=runner,
     )  # fmt: skip
     (call,) = runner.calls  # one interpreter start for a whole sweep
-    assert len(json.loads(call[-1])) == 4  # distinct argvs only: two's are all among one's
+    assert len(call) == 2  # one prefill and one decode argv: the others differ only in ports
     assert [[i.key for i in issues] for issues in found] == [["engine argv"]] * 3
     assert "prefill-0, prefill-1" in found[0][0].problem and "prefill-0" in found[1][0].problem

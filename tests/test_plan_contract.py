@@ -31,7 +31,8 @@ class RecordingSbatch:
         self.calls: list[tuple[tuple[str, ...], str | None]] = []
 
     def run(self, argv: Sequence[str], *, timeout: float = 60.0,
-            env: Mapping[str, str] | None = None, cwd: str | None = None) -> CommandResult:  # fmt: skip
+            env: Mapping[str, str] | None = None, cwd: str | None = None,
+            stdin: str | None = None) -> CommandResult:  # fmt: skip
         self.calls.append((tuple(argv), cwd))
         return CommandResult(tuple(argv), 0, "4242\n", "")
 

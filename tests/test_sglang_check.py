@@ -150,8 +150,8 @@ class ParserStub:
     def __init__(self) -> None:
         self.batches: list[dict[str, list[str]]] = []
 
-    def run(self, argv: Sequence[str], **_: object) -> CommandResult:
-        batch = json.loads(argv[-1])
+    def run(self, argv: Sequence[str], *, stdin: str = "", **_: object) -> CommandResult:
+        batch = json.loads(stdin)
         self.batches.append(batch)
         errors = {
             k: ["unrecognized arguments: --bad"] if "--bad" in a else [] for k, a in batch.items()

@@ -89,6 +89,9 @@ class ClusterConfig:
     local_dir: str = ""  # node-local disk for model.stage=node_local; "" = $TMPDIR or /tmp
     port_base: int = 20000  # first port of the per-job port blocks
     port_job_blocks: int = 16  # jobs sharing a node get different blocks: block = job_id % this
+    # How processes become Slurm steps: node = one step per node running our node agent, which
+    # starts and supervises that node's processes; process = one srun step per process.
+    launch_per: str = "process"
 
 
 @dataclass

@@ -24,7 +24,7 @@ from orchestrator.plan.model import RESTART_MODES
 from orchestrator.plan.ports import highest_port
 from orchestrator.plan.sharing import sharing_issues
 from orchestrator.plan.stage import stage_issues
-from orchestrator.slurm.request import SAFE_DIRECTIVE
+from orchestrator.slurm.request import LAUNCH_PER, PER_NODE, SAFE_DIRECTIVE
 
 DEPLOYMENT_MODES = ("disaggregated", "aggregated")
 GPU_DIRECTIVES = ("gpus-per-node", "gres")
@@ -70,10 +70,21 @@ def _kinds(cfg: RootConfig) -> list[Issue]:
         + _choice("deployment.mode", cfg.deployment.mode, DEPLOYMENT_MODES)
         + _choice("cluster.gpu_directive", cfg.cluster.gpu_directive, GPU_DIRECTIVES)
         + _choice("cluster.ip_source", cfg.cluster.ip_source, IP_SOURCES)
+        + _choice("cluster.launch_per", cfg.cluster.launch_per, LAUNCH_PER)
+        + _agent_container(cfg)
         + _choice("dry_run", cfg.dry_run_mode(), DRY_RUN_VALUES)
         + _choice("benchmark.kind", cfg.benchmark.kind, BENCHMARK_KINDS)
         + _combination(cfg)
     )
+
+
+def _agent_container(cfg: RootConfig) -> list[Issue]:
+    """The node agent runs with the driver's interpreter, which a pyxis container lacks."""
+    if cfg.cluster.launch_per != PER_NODE or not cfg.cluster.container_image:
+        return []
+    return [Issue("cluster.launch_per", PER_NODE, "the node agent runs with the orchestrator's "
+                  "own interpreter, which the container of cluster.container_image does not "
+                  "have", "set cluster.launch_per=process with a container image")]  # fmt: skip
 
 
 def _combination(cfg: RootConfig) -> list[Issue]:

@@ -19,8 +19,8 @@ ai-dynamo and ai-dynamo-runtime with --no-deps); neither: skipped with a note.
 dynamo.mocker: `dynamo.mocker.args.parse_args(argv)` (argparse plus its own checks) in this
 interpreter when the mocker imports here (it is installed with the orchestrator's Dynamo).
 
-Every parser takes all argvs of a plan in one subprocess (`parse_*(argvs)`: name -> errors), so a
-sweep can check every point with one interpreter start.
+Every parser takes all argvs of a plan in one subprocess (`parse_*(argvs)`: name -> errors, on
+stdin), so a sweep can check every point with one interpreter start.
 """
 
 from __future__ import annotations
@@ -152,13 +152,13 @@ MOCKER_FUNCTIONS = (parse_with_mocker,)
 
 
 def subprocess_source(functions: Sequence[Callable[..., Any]]) -> str:
-    """A script running functions[0] on the JSON argvs in argv[1]; prints {"errors": ...}, or
+    """A script running functions[0] on the JSON argvs on stdin; prints {"errors": ...}, or
     {"missing": module} when an import fails (that interpreter lacks Dynamo or SGLang)."""
     body = "\n\n".join(textwrap.dedent(inspect.getsource(f)) for f in functions)
     main = (
         "import json, sys\n"
         "try:\n"
-        f"    result = {{'errors': {functions[0].__name__}(json.loads(sys.argv[1]))}}\n"
+        f"    result = {{'errors': {functions[0].__name__}(json.load(sys.stdin))}}\n"
         "except ImportError as exc:\n"
         "    result = {'missing': str(exc)}\n"
         "json.dump(result, sys.stdout)\n"
@@ -171,7 +171,7 @@ def run_parser(
     runner: CommandRunner,
 ) -> dict[str, list[str]] | str:  # fmt: skip
     """Errors per process name, or the import error when `python` cannot load the parser."""
-    res = runner.run([python, "-c", subprocess_source(functions), json.dumps(dict(argvs))],
+    res = runner.run([python, "-c", subprocess_source(functions)], stdin=json.dumps(dict(argvs)),
                      timeout=SUBPROCESS_TIMEOUT_S)  # fmt: skip
     try:
         data = json.loads(res.stdout) if res.returncode == 0 else None

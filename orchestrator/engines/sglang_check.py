@@ -36,7 +36,7 @@ from orchestrator.core.effects import CommandRunner, SubprocessRunner
 from orchestrator.core.errors import InvalidConfig, Issue
 from orchestrator.core.tools import SGLANG_PYTHON, find_tool
 from orchestrator.plan.model import Plan
-from orchestrator.plan.placeholders import Bindings, bind_text
+from orchestrator.plan.placeholders import Bindings, bind_text, renumbered
 
 LAUNCH_MODULE = ("-m", "sglang.launch_server")
 PYTHON_ENV = "ORCHESTRATOR_SGLANG_PYTHON"
@@ -45,8 +45,10 @@ _skip_reported = False  # "say once" per process (a sweep prepares many configs)
 
 
 def sglang_argvs(plan: Plan, module: tuple[str, str] = LAUNCH_MODULE) -> dict[str, list[str]]:
-    """Process name -> argv after `-m sglang.launch_server` (or `module`), placeholders bound
-    to stand-ins (addresses are plain strings to the parser; binding keeps typed flags such as
+    """Process name -> argv after `-m sglang.launch_server` (or `module`), placeholders
+    renumbered (`renumbered`: what the parser sees does not depend on which node or port block
+    a worker has, so a 1024-node plan has as many distinct argvs as a 1-node one) and bound to
+    stand-ins (addresses are plain strings to the parser; binding keeps typed flags such as
     ports parseable)."""
     stand_in = Bindings(node_ips=tuple(f"10.0.0.{i + 1}" for i in range(plan.num_nodes)),
                         node_hosts=tuple(f"node{i}" for i in range(plan.num_nodes)),
@@ -56,7 +58,7 @@ def sglang_argvs(plan: Plan, module: tuple[str, str] = LAUNCH_MODULE) -> dict[st
         argv = list(proc.argv)
         for i in range(len(argv) - 1):
             if (argv[i], argv[i + 1]) == module:
-                out[proc.name] = [bind_text(a, stand_in) for a in argv[i + 2 :]]
+                out[proc.name] = [bind_text(a, stand_in) for a in renumbered(argv[i + 2 :])]
                 break
     return out
 
@@ -121,17 +123,17 @@ _SUBPROCESS_FUNCTIONS = (parse_with_sglang, _sglang_flag_names, _argv_errors, _a
 
 def _subprocess_source() -> str:
     body = "\n\n".join(textwrap.dedent(inspect.getsource(f)) for f in _SUBPROCESS_FUNCTIONS)
-    main = "import json, sys\njson.dump(parse_with_sglang(json.loads(sys.argv[1])), sys.stdout)\n"
+    main = "import json, sys\njson.dump(parse_with_sglang(json.load(sys.stdin)), sys.stdout)\n"
     return f"{body}\n{main}"
 
 
 def parse_in_subprocess(
     python: str, argvs: dict[str, list[str]], runner: CommandRunner
 ) -> dict[str, list[str]]:
-    """`parse_with_sglang` in another interpreter (the sglang venv); name -> errors."""
-    res = runner.run(
-        [python, "-c", _subprocess_source(), json.dumps(argvs)], timeout=SUBPROCESS_TIMEOUT_S
-    )
+    """`parse_with_sglang` in another interpreter (the sglang venv); name -> errors. The argvs
+    go on stdin: on one command line a large plan's exceed the kernel's limit (E2BIG)."""
+    res = runner.run([python, "-c", _subprocess_source()], stdin=json.dumps(argvs),
+                     timeout=SUBPROCESS_TIMEOUT_S)  # fmt: skip
     try:
         result = json.loads(res.stdout) if res.returncode == 0 else None
     except ValueError:

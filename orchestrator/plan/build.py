@@ -314,4 +314,5 @@ def slurm_request(
         setup=tuple(c.setup),
         container_image=c.container_image,
         container_mounts=tuple(c.container_mounts),
+        launch_per=c.launch_per,
     )

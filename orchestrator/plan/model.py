@@ -127,6 +127,7 @@ class SlurmRequest:
     setup: tuple[str, ...] = ()
     container_image: str = ""
     container_mounts: tuple[str, ...] = ()
+    launch_per: str = "process"  # process | node (cluster.launch_per)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from orchestrator.core.errors import UnresolvedPlaceholder
 from orchestrator.plan.model import Plan, Process, Readiness
@@ -72,6 +72,26 @@ def bind_text(text: str, bindings: Bindings) -> str:
         return value
 
     return PLACEHOLDER.sub(replace, text)
+
+
+PORT_STAND_IN = 20000  # first port of a renumbered command line (any valid port would do)
+
+
+def renumbered(texts: Sequence[str]) -> list[str]:
+    """`texts` with node indices and ports renumbered in order of first appearance (node 0, 1,
+    ...; ports PORT_STAND_IN, +1, ...): two command lines equal up to which node and which port
+    block they use come out equal, and values equal inside one command line stay equal."""
+    numbers: dict[tuple[str, str], int] = {}
+
+    def renumber(match: re.Match[str]) -> str:
+        name, index = match.group(1), match.group(2)
+        if index is None:
+            return match.group(0)
+        kind = "port" if name == "port" else "node"
+        number = numbers.setdefault((kind, index), sum(k == kind for k, _ in numbers))
+        return f"{{{name}:{number + PORT_STAND_IN if kind == 'port' else number}}}"
+
+    return [PLACEHOLDER.sub(renumber, text) for text in texts]
 
 
 def _bind_process(proc: Process, bindings: Bindings, shift: Callable[[int], int]) -> Process:

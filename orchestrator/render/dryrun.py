@@ -8,6 +8,7 @@ run-time placeholders remain: {run_dir}, {job_id}, {node_ip:N}, {node_host:N} an
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -15,10 +16,18 @@ from orchestrator.frontends import get_frontend
 from orchestrator.launchers import LaunchRequest, get_launcher, request_from_dict
 from orchestrator.launchers.submitit import KIND as SUBMITIT
 from orchestrator.plan.model import Plan, Process, ServePlan, plan_to_dict, process_to_dict
-from orchestrator.plan.placeholders import node_host
+from orchestrator.plan.placeholders import RUN_DIR, node_host
 from orchestrator.plan.ports import block_size
 from orchestrator.render.shell import quote_argv
-from orchestrator.slurm.request import SBATCH, sbatch_directives, srun_argv, submitit_parameters
+from orchestrator.runtime.pernode import AGENT
+from orchestrator.slurm.request import (
+    PER_NODE,
+    SBATCH,
+    agent_srun_argv,
+    sbatch_directives,
+    srun_argv,
+    submitit_parameters,
+)
 
 JOB_ID_SHOWN = "{job_id}"
 
@@ -66,13 +75,32 @@ def slurm_section(plan: Plan, request: LaunchRequest) -> dict[str, Any]:
         "nodes": plan.num_nodes,
         SBATCH: sbatch_directives(plan.slurm),
         SUBMITIT: submitit_parameters(plan.slurm),
-        "srun": {
-            p.name: srun_argv(p, plan.slurm, hostname=node_host(p.node_index), job_id=JOB_ID_SHOWN)
-            for p in all_processes(plan)
-        },
+        "srun": srun_steps(plan),
     }
     section.update(request.slurm_view())  # the request's own parameters, its script
     return section
+
+
+def srun_steps(plan: Plan) -> dict[str, list[str]]:
+    """Step name -> srun argv: one per process, or one node agent per node
+    (cluster.launch_per=node; the agent then runs each process's env and argv)."""
+    if plan.slurm.launch_per == PER_NODE:
+        return {
+            f"agent-node{i}": agent_srun_argv(
+                i,
+                plan.slurm,
+                hostname=node_host(i),
+                job_id=JOB_ID_SHOWN,
+                python=sys.executable,
+                agent=str(AGENT),
+                run_dir=RUN_DIR,
+            )  # fmt: skip
+            for i in range(plan.num_nodes)
+        }
+    return {
+        p.name: srun_argv(p, plan.slurm, hostname=node_host(p.node_index), job_id=JOB_ID_SHOWN)
+        for p in all_processes(plan)
+    }
 
 
 def render_json(plan: Plan, request: LaunchRequest) -> str:

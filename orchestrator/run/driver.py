@@ -24,7 +24,13 @@ from orchestrator.rundir import Phase, RunDir
 from orchestrator.runtime import health, restarts
 from orchestrator.runtime.health_watch import HealthWatch
 from orchestrator.runtime.hooks import Hook, ProcessHook, Stopped
-from orchestrator.runtime.processes import Backend, Running, exit_detail, stop_tier
+from orchestrator.runtime.processes import (
+    Backend,
+    Running,
+    close_backend,
+    exit_detail,
+    stop_tier,
+)
 from orchestrator.runtime.restarts import RestartBook, unit_key
 from orchestrator.runtime.state import StateFile, progress_line
 
@@ -105,18 +111,20 @@ class Driver:
 
     def _start_all(self) -> None:
         infra = [p for p in self.plan.processes if p.tier == TIER_INFRA]
-        for proc in infra:
-            self._start(proc)
+        with self.state.batched():
+            for proc in infra:
+                self._start(proc)
         # Workers retry discovery for ~120 s, but waiting for etcd first costs ~0.1 s and
         # turns a broken etcd into a clear error instead of a worker timeout.
         self._wait(lambda: all(n in self.healthy for n in self._probed(infra)) or None, "infra")
         self.queued = [p for p in self.plan.processes if p.tier != TIER_INFRA]
-        for proc in self.queued:
-            if proc.start_after:
-                self.state.process(proc.name, node=proc.node_index, role=proc.role, state="queued",
-                                   probed=proc.health is not None,
-                                   last_check=f"starts once {', '.join(proc.start_after)} is healthy")  # fmt: skip
-        self._start_unblocked()
+        with self.state.batched():  # one state.json write for every start, not one each
+            for proc in self.queued:
+                if proc.start_after:
+                    self.state.process(proc.name, node=proc.node_index, role=proc.role, state="queued",
+                                       probed=proc.health is not None,
+                                       last_check=f"starts once {', '.join(proc.start_after)} is healthy")  # fmt: skip
+            self._start_unblocked()
 
     def _start_unblocked(self) -> None:
         """Start the queued processes whose `start_after` are healthy: workers sharing a GPU
@@ -178,11 +186,13 @@ class Driver:
             self.deadline = self.clock.now() + r.timeout_s
         self.last_detail = ""
         while True:
-            self._check_alive()
-            self._probe_health()
-            self._start_unblocked()
-            self._tick()
-            if check():
+            with self.state.batched():  # one state.json write per tick, not one per event
+                self._check_alive()
+                self._probe_health()
+                self._start_unblocked()
+                self._tick()
+                done = check()
+            if done:
                 return
             if self.clock.now() >= self.deadline:
                 raise WorkersNotReady(self._not_ready_message(what, r.timeout_s))
@@ -236,13 +246,14 @@ class Driver:
 
     def _supervise(self) -> None:
         """One serving tick: exits, due restarts, health of restarted processes, progress."""
-        self._check_alive()
-        if not self.serving:
-            return
-        self._start_due()
-        if self.degraded:
-            self._probe_health()
-        self._tick()
+        with self.state.batched():
+            self._check_alive()
+            if not self.serving:
+                return
+            self._start_due()
+            if self.degraded:
+                self._probe_health()
+            self._tick()
 
     def _tick(self) -> None:
         for hook in self.on_tick:
@@ -346,7 +357,8 @@ class Driver:
         while not self.clock.wait(self.stop_event, r.interval_s) and not self._stop_file_seen():
             self._supervise()
             if r.serve_failures and self.clock.now() >= next_check:
-                self.health_watch.check(self.running, self.degraded)
+                with self.state.batched():
+                    self.health_watch.check(self.running, self.degraded)
                 next_check = self.clock.now() + r.serve_check_s
         raise Stopped()
 
@@ -372,6 +384,7 @@ class Driver:
                 self.say(f"warning: {exc}")
         self._stop_tiers()
         leftovers = self.backend.leftovers(list(self.running.values()))
+        close_backend(self.backend)  # node agents end once their processes are gone
         if leftovers:
             failure = failure or f"processes still running after teardown: {', '.join(leftovers)}"
         if failure:
@@ -387,9 +400,10 @@ class Driver:
         for tiers in ((1, 2), (0,)):
             batch = [r for r in self.running.values() if r.proc.tier in tiers]
             killed = stop_tier(self.backend, batch, grace_s=grace, clock=self.clock)
-            for r in batch:
-                state = "killed" if r.proc.name in killed else "stopped"
-                self.state.process(r.proc.name, state=state, exit_code=r.exit_code)
+            with self.state.batched():
+                for r in batch:
+                    state = "killed" if r.proc.name in killed else "stopped"
+                    self.state.process(r.proc.name, state=state, exit_code=r.exit_code)
 
 
 def default_say(message: str) -> None:

@@ -34,9 +34,11 @@ from orchestrator.rundir import Phase, RunDir
 from orchestrator.runtime import fetch, nodes, preflight, stage_step
 from orchestrator.runtime.attempts import begin_attempt
 from orchestrator.runtime.heartbeat import attach_heartbeat
+from orchestrator.runtime.pernode import NodeBackend
 from orchestrator.runtime.processes import Backend, LocalBackend, SrunBackend
 from orchestrator.runtime.state import StateFile
 from orchestrator.slurm.client import SlurmClient
+from orchestrator.slurm.request import PER_NODE
 
 
 @dataclass(frozen=True)
@@ -238,6 +240,9 @@ def _setup(plan: Plan, run_dir: Path, env: Mapping[str, str], state: StateFile,
     prepare_files(bound)
     if local:
         return bound, LocalBackend(alloc.hosts[0])
+    if bound.slurm.launch_per == PER_NODE:
+        return bound, NodeBackend(bound.slurm, alloc.job_id, alloc.hosts, SubprocessRunner(),
+                                  python=sys.executable, log_dir=RunDir(run_dir).logs_dir)  # fmt: skip
     return bound, SrunBackend(bound.slurm, alloc.job_id, alloc.hosts, SubprocessRunner())
 
 

@@ -4,8 +4,8 @@ that hang without exiting (their own health check fails `serve_failures` times i
 from __future__ import annotations
 
 import signal
-import threading
 from collections.abc import Callable, Collection, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 
 from orchestrator.core.effects import HttpClient
 from orchestrator.core.errors import ProcessFailed
@@ -15,31 +15,41 @@ from orchestrator.runtime.health import Verdict
 from orchestrator.runtime.processes import Backend, Running, log_tail
 from orchestrator.runtime.state import StateFile
 
+PROBE_THREADS = 32  # probes in flight at once, whatever the number of processes
+
 
 class Round:
-    """One round of checks, every probe in its own thread: a deep check takes seconds (SGLang's
+    """Checks in flight on a bounded pool of threads: a deep check takes seconds (SGLang's
     /health_generate sleeps 1 s before it looks for its 1-token output) and must not hold up
-    the driver's loop, which sees exits and removes dead workers from the router."""
+    the driver's loop, which sees exits and removes dead workers from the router. A thread per
+    probe was 1,000 threads a round at 1,000 processes (issue 22)."""
 
-    def __init__(self, http: HttpClient, running: Mapping[str, Running], timeout: float) -> None:
-        self.probed = dict(running)
-        self.results: dict[str, Verdict] = {}
-        self.threads = [threading.Thread(target=self._one, args=(http, name, r, timeout),
-                                         daemon=True) for name, r in running.items()]  # fmt: skip
-        for thread in self.threads:
-            thread.start()
+    def __init__(self, pool: ThreadPoolExecutor) -> None:
+        self.pool = pool
+        self.inflight: dict[str, tuple[Running, Future[Verdict]]] = {}
 
-    def _one(self, http: HttpClient, name: str, running: Running, timeout: float) -> None:
-        probe = running.proc.health
-        assert probe is not None
-        url = probe.serve_url or probe.url
-        self.results[name] = health.probe(http, url, expect=probe.expect_status, timeout=timeout)
+    def submit(self, http: HttpClient, targets: Mapping[str, Running], timeout: float) -> None:
+        """Probe each target that has no probe in flight."""
+        for name, running in targets.items():
+            if name not in self.inflight:
+                self.inflight[name] = (running, self.pool.submit(_one, http, running, timeout))
 
-    def join(self) -> dict[str, Verdict]:
-        """The verdicts, once every probe answered or timed out."""
-        for thread in self.threads:
-            thread.join()
-        return self.results
+    def answered(self, wait_s: float) -> dict[str, tuple[Running, Verdict]]:
+        """The probes that have their verdict, after waiting up to `wait_s` (one probe's
+        timeout: bounded whatever the number of processes) for those still running; the others
+        stay in flight (a pool busy with many slow probes delays an answer: not a miss)."""
+        wait([f for _, f in self.inflight.values()], timeout=wait_s)
+        done = {n: (r, f.result()) for n, (r, f) in self.inflight.items() if f.done()}
+        for name in done:
+            del self.inflight[name]
+        return done
+
+
+def _one(http: HttpClient, running: Running, timeout: float) -> Verdict:
+    probe = running.proc.health
+    assert probe is not None
+    url = probe.serve_url or probe.url
+    return health.probe(http, url, expect=probe.expect_status, timeout=timeout)
 
 
 class HealthWatch:
@@ -49,27 +59,24 @@ class HealthWatch:
                  say: Callable[[str], None]) -> None:  # fmt: skip
         self.plan, self.http, self.backend, self.state, self.say = plan, http, backend, state, say
         self.misses: dict[str, int] = {}
-        self.round: Round | None = None
+        self.round = Round(ThreadPoolExecutor(PROBE_THREADS, thread_name_prefix="health"))
 
     def check(self, running: Mapping[str, Running], skip: Collection[str]) -> None:
-        """Judge the previous round (started one check interval ago; its probes time out
-        within that interval), then start the next one on every process not in `skip`
-        (restarting). A hung process that may restart is killed (the driver's next tick sees
-        the exit and restarts it), else ProcessFailed."""
-        if self.round is not None:
-            verdicts, probed = self.round.join(), self.round.probed
-            self.round = None
-            for name, verdict in verdicts.items():
-                # Only the very process probed: one restarted meanwhile is judged anew.
-                if name not in skip and running.get(name) is probed[name]:
-                    self._count(running[name], verdict)
+        """Judge the probes answered since the last check (started one check interval ago;
+        they time out within that interval), then probe every process not in `skip`
+        (restarting) with no probe in flight. A hung process that may restart is killed (the
+        driver's next tick sees the exit and restarts it), else ProcessFailed."""
         targets = {n: r for n, r in running.items() if r.proc.health is not None and n not in skip}
         # An answer must come within the check interval (capped: SGLang's own generating check
         # gives up after SGLANG_HEALTH_CHECK_TIMEOUT, 20 s), and at least 3 s for a deep check.
         timeout = max(1.0, min(10.0, self.plan.readiness.serve_check_s))
-        if any(r.proc.health and r.proc.health.serve_url for r in targets.values()):
+        if any(r.proc.health and r.proc.health.serve_url for r in running.values()):
             timeout = max(timeout, 3.0)
-        self.round = Round(self.http, targets, timeout)
+        for name, (probed, verdict) in self.round.answered(timeout).items():
+            # Only the very process probed: one restarted meanwhile is judged anew.
+            if name not in skip and running.get(name) is probed:
+                self._count(running[name], verdict)
+        self.round.submit(self.http, targets, timeout)
 
     def _count(self, running: Running, verdict: Verdict) -> None:
         name = running.proc.name

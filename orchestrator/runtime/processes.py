@@ -23,12 +23,24 @@ from orchestrator.slurm.stepwrap import scancel_signal
 NODE_OK = ("IDLE", "ALLOCATED", "MIXED", "COMPLETING", "PLANNED", "RESERVED")
 
 
+class Handle(Protocol):
+    """What the driver uses of a started process: a Popen (the process itself, or its srun
+    client), or a node agent's handle for it (runtime/pernode.py)."""
+
+    pid: int
+
+    def poll(self) -> int | None: ...
+    def wait(self, timeout: float | None = None) -> int: ...
+    def send_signal(self, sig: int) -> None: ...
+    def kill(self) -> None: ...
+
+
 @dataclass
 class Running:
     """A started process: the plan entry, its OS handle and its log."""
 
     proc: Process
-    popen: subprocess.Popen[bytes]
+    popen: Handle
     log: Path
     host: str
     exit_code: int | None = field(default=None)
@@ -46,7 +58,8 @@ class Backend(Protocol):
     def leftovers(self, running: Sequence[Running]) -> list[str]: ...
 
 
-def _open_log(log: Path) -> int:
+def open_log(log: Path) -> int:
+    """An append-only descriptor on `log` (its directory created)."""
     log.parent.mkdir(parents=True, exist_ok=True)
     return os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
 
@@ -95,7 +108,7 @@ class LocalBackend:
 
     def start(self, proc: Process, log: Path) -> Running:
         """Spawn `proc` with the plan's env added to ours (secrets stay in the inherited env)."""
-        fd = _open_log(log)
+        fd = open_log(log)
         try:
             popen = subprocess.Popen(
                 list(proc.argv), stdin=subprocess.DEVNULL, stdout=fd, stderr=subprocess.STDOUT,
@@ -154,7 +167,7 @@ class SrunBackend:
         """Run `srun ... env K=V argv` on the process's node, output into its log."""
         host = self._hosts[proc.node_index]
         argv = srun_argv(proc, self._req, hostname=host, job_id=self._job_id)
-        fd = _open_log(log)
+        fd = open_log(log)
         try:
             popen = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=fd, stderr=subprocess.STDOUT,
                                      start_new_session=True)  # fmt: skip
@@ -194,28 +207,42 @@ class SrunBackend:
         step on that node (srun prints "Node failure on node2") and drops the node from the
         allocation. The node may already be back (ReturnToService=2 returns it at once), so the
         log and the allocation are checked as well as the node's state."""
-        reported = failed_nodes_in_log(log_tail(running.log, 200))
-        held = set(self._slurm.job_nodes(self._job_id))
-        states = self._slurm.node_states(self._hosts)
-        unusable = [h for h in self._hosts if states.get(h, "IDLE").split("+")[0] not in NODE_OK]
-        dropped = [h for h in self._hosts if held and h not in held]
-        nodes = list(dict.fromkeys([*reported, *dropped, *unusable]))
-        if not nodes:
-            return ""
-        notes = []
-        for node in nodes:
-            why = ["srun reported a node failure"] if node in reported else []
-            if node in dropped:
-                why.append(f"removed from job {self._job_id}")
-            why.append(f"now {states.get(node, 'in an unknown state')}")
-            notes.append(f"{node} ({'; '.join(why)})")
-        return f"; node failure: {', '.join(notes)}"
+        return node_failure(self._slurm, self._job_id, self._hosts, running.log)
+
+
+def node_failure(slurm: SlurmClient, job_id: str, hosts: Sequence[str], log: Path) -> str:
+    """`; node failure: node2 (...)` for the nodes srun reported failed in `log`, dropped from
+    the job's allocation or in a state other than in use / idle; '' when every node looks fine."""
+    reported = failed_nodes_in_log(log_tail(log, 200))
+    held = set(slurm.job_nodes(job_id))
+    states = slurm.node_states(hosts)
+    unusable = [h for h in hosts if states.get(h, "IDLE").split("+")[0] not in NODE_OK]
+    dropped = [h for h in hosts if held and h not in held]
+    nodes = list(dict.fromkeys([*reported, *dropped, *unusable]))
+    if not nodes:
+        return ""
+    notes = []
+    for node in nodes:
+        why = ["srun reported a node failure"] if node in reported else []
+        if node in dropped:
+            why.append(f"removed from job {job_id}")
+        why.append(f"now {states.get(node, 'in an unknown state')}")
+        notes.append(f"{node} ({'; '.join(why)})")
+    return f"; node failure: {', '.join(notes)}"
 
 
 def exit_detail(backend: Backend, running: Running) -> str:
     """What the backend knows about why `running` ended (node failures under Slurm), to append
     to the exit message; '' for backends that know nothing more than the exit code."""
-    return backend.describe_exit(running) if isinstance(backend, SrunBackend) else ""
+    describe: Callable[[Running], str] | None = getattr(backend, "describe_exit", None)
+    return describe(running) if describe is not None else ""
+
+
+def close_backend(backend: Backend) -> None:
+    """End what the backend itself runs besides the processes (node agents), after teardown."""
+    close: Callable[[], None] | None = getattr(backend, "close", None)
+    if close is not None:
+        close()
 
 
 def stop_tier(

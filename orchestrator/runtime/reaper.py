@@ -1,7 +1,7 @@
 """Watchdog of the local launcher: kills every process group of a driver once the driver is gone.
 
-Run as a script (`python reaper.py LABEL`) by `LocalBackend`, in its own session (terminal
-signals do not reach it). It reads `+PGID` (started) / `-PGID` (gone) lines from the driver on
+Run as a script (`python reaper.py LABEL`) by `LocalBackend` and by the node agent
+(nodeagent.py), in its own session (terminal signals do not reach it). It reads `+PGID` (started) / `-PGID` (gone) lines from the driver on
 stdin; when stdin ends -- the driver exited, or died whatever killed it: SIGKILL, the OOM killer,
 a crash -- it SIGKILLs every group still listed (after a clean teardown, none is). Linux's parent-death signal set in each child
 kills only that child (it is not inherited by grandchildren, and engines spawn helpers such as

@@ -6,7 +6,8 @@ Written atomically (temp file + rename) so readers on other machines never see h
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +23,13 @@ def now_iso() -> str:
 
 class StateFile:
     """The driver's (or launcher's) view of state.json, its one writer: every change is written
-    at once."""
+    at once, or, inside `batched()`, once when the outermost batch ends (a supervision tick). A
+    whole-file rewrite per event costs O(processes) each: 768 processes starting and turning
+    healthy took 5.7 s of CPU in 1,536 rewrites of a 200 kB file (issue 22)."""
 
     def __init__(self, run_dir: Path) -> None:
+        self._depth = 0  # nesting of batched()
+        self._dirty = False
         self.path = RunDir(run_dir).state_file
         self.data: dict[str, Any] = read_state(run_dir) or {
             "phase": Phase.NEW.value,
@@ -55,7 +60,22 @@ class StateFile:
         self.data.setdefault("processes", {}).setdefault(name, {}).update(fields)
         self._write()
 
+    @contextmanager
+    def batched(self) -> Iterator[None]:
+        """Changes made inside are written once, at the end (also when it raises)."""
+        self._depth += 1
+        try:
+            yield
+        finally:
+            self._depth -= 1
+            if not self._depth and self._dirty:
+                self._write()
+
     def _write(self) -> None:
+        if self._depth:
+            self._dirty = True
+            return
+        self._dirty = False
         write_json_atomic(self.path, self.data)
 
 

@@ -96,6 +96,31 @@ def env_prefix(env: Mapping[str, str]) -> list[str]:
     return ["env", *(f"{k}={v}" for k, v in env.items())] if env else []
 
 
+LAUNCH_PER = ("process", "node")  # cluster.launch_per
+PER_NODE = "node"
+
+
+def agent_srun_argv(
+    index: int,
+    req: SlurmRequest,
+    *,
+    hostname: str,
+    job_id: str,
+    python: str,
+    agent: str,
+    run_dir: str,
+) -> list[str]:
+    """The srun step of node `index`'s agent (`cluster.launch_per=node`): it starts every
+    process of the node itself (runtime/nodeagent.py), so it needs no stop wrapper (it sends a
+    stop to each leader alone) and no GPUs of its own (each process's CUDA_VISIBLE_DEVICES comes
+    from the plan, as with per-process steps). `--overlap` as in `srun_argv`; `--input=0`: the
+    driver's commands go to the one task. The run dir is the agent's label (what `ps` and "nothing
+    left of the run" checks see)."""
+    argv = ["srun", f"--jobid={job_id}", "--overlap", "--nodes=1", "--ntasks=1", "--input=0"]
+    argv += [f"--nodelist={hostname}", f"--job-name=agent-node{index}", "--kill-on-bad-exit=1"]
+    return argv + list(req.srun_extra) + [python, agent, run_dir]
+
+
 def srun_argv(proc: Process, req: SlurmRequest, *, hostname: str, job_id: str) -> list[str]:
     """The srun step that runs `proc` on its node.
 

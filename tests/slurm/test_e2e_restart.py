@@ -149,17 +149,22 @@ def test_router_prefill_re_registered_then_restarts_exhausted(
     e2e.wait_for(lambda: e2e.job_state(job_id) == "FAILED", timeout=30, what="job FAILED")
 
 
+def start_multi_node(jobs: list[str], run_dir: Path, *extra: str) -> str:
+    """decode-0 spanning nodes 0 and 1 (TP16, ranks decode-0 and decode-0-rank1), prefill-0 on
+    node 2, behind sglang-router; returns the job id once ready."""
+    base = [a for a in ROUTER if not a.startswith(("prefill.workers", "decode.workers",
+                                                   "decode.tp", "prefill.tp"))]  # fmt: skip
+    proc = e2e.cli([*base, f"run_dir={run_dir}", "decode.tp=16", "prefill.tp=8", *FAST, *extra])
+    jobs.extend(proc.stdout.split()[:1])
+    assert proc.returncode == 0, proc.stderr
+    return e2e.submit_output(proc)[0]
+
+
 def test_a_killed_rank_restarts_the_whole_multi_node_worker(
     slurm_jobs: list[str], tmp_path: Path
 ) -> None:
-    # decode-0 spans nodes 0 and 1 (TP16); prefill-0 is on node 2.
     run_dir = tmp_path / "run"
-    base = [a for a in ROUTER if not a.startswith(("prefill.workers", "decode.workers",
-                                                   "decode.tp", "prefill.tp"))]  # fmt: skip
-    proc = e2e.cli([*base, f"run_dir={run_dir}", "decode.tp=16", "prefill.tp=8", *FAST])
-    slurm_jobs.extend(proc.stdout.split()[:1])
-    assert proc.returncode == 0, proc.stderr
-    job_id, _ = e2e.submit_output(proc)
+    job_id = start_multi_node(slurm_jobs, run_dir)
     doubles = e2e.engine_processes(run_dir, "sglang.launch_server")
     rank0, rank1 = named(doubles, "decode-0"), named(doubles, "decode-0-rank1")
     assert rank0 is not None and rank1 is not None
