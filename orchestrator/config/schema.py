@@ -139,6 +139,11 @@ class FrontendConfig:
     # another worker. 0 by default: with Dynamo 1.6.1 migration after a worker's death can shut
     # out every live prefill for seconds (frontends/dynamo.py, README).
     migration_limit: int = 0
+    # 1 | 2: two frontends (on nodes 0 and 1 where the job has several) behind one HAProxy
+    # (Debian's haproxy, a plan process on node 0 serving http_port) that health-checks both and
+    # sends a request refused by a dead replica to the other (frontends/pair.py). dynamo only.
+    replicas: int = 1
+    proxy_binary: str = "haproxy"
     # job: the frontend (and its discovery) runs on node 0 of the job | here: on the machine the
     # command runs on (a login or service node), under a detached driver, and every worker group
     # runs in Slurm jobs that attach to it (needed by serve.rollover).

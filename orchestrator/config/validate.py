@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from orchestrator.config.serve import serve_issues
 from orchestrator.core.errors import InvalidConfig, Issue
 from orchestrator.engines import ENGINES, get_engine
 from orchestrator.frontends import FRONTENDS, get_frontend
+from orchestrator.frontends.pair import pair_issues
 from orchestrator.launchers import CONFIG_KINDS, runs_on_one_machine
 from orchestrator.plan import build
 from orchestrator.plan.consistency import role_consistency
@@ -93,6 +95,7 @@ def _combination(cfg: RootConfig) -> list[Issue]:
     if cfg.engine.kind not in ENGINES or cfg.frontend.kind not in FRONTENDS:
         return []
     issues = get_frontend(cfg.frontend.kind).validate(cfg)
+    issues += pair_issues(cfg, lambda binary: shutil.which(binary) is not None)
     partners = get_engine(cfg.engine.kind).frontends
     if cfg.frontend.kind not in partners:
         issues.append(Issue("frontend.kind", cfg.frontend.kind,

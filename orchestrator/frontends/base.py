@@ -27,6 +27,7 @@ class Head:
     processes: list[Process]  # infrastructure and the frontend itself, in start order
     worker_env: dict[str, str] = field(default_factory=dict)  # e.g. Dynamo's discovery variables
     discovery: str = ""  # Dynamo discovery backend for worker argv ('' for none)
+    url: str = ""  # the URL users get when it is not the frontend's (a proxy's, frontends/pair.py)
 
 
 def http_port(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from typing import TYPE_CHECKING
 
@@ -9,6 +10,7 @@ from orchestrator.config.schema import RootConfig
 from orchestrator.core.effects import HttpClient, HttpResponse
 from orchestrator.core.errors import Issue
 from orchestrator.frontends.base import Head, http_port
+from orchestrator.frontends.pair import pair_processes
 from orchestrator.launchers import runs_on_one_machine
 from orchestrator.plan.model import TIER_FRONTEND, TIER_INFRA, HealthProbe, Plan, Process, Readiness
 from orchestrator.plan.placeholders import RUN_DIR, node_ip, port_ref
@@ -108,8 +110,17 @@ def stream_host(cfg: RootConfig, ip: str) -> str:
 
 def frontend_process(cfg: RootConfig, ports: PortAllocator, env: dict[str, str]) -> Process:
     """`python3 -m dynamo.frontend --http-port 8000` (the guide's command) bound to node 0."""
-    ip = node_ip(0)
     port, planned = http_port(cfg, ports)
+    return replica_process(cfg, env, "frontend", 0, 0, port, planned)
+
+
+def replica_process(
+    cfg: RootConfig, env: dict[str, str], name: str, index: int, node: int, port: str,
+    planned: dict[str, int],
+) -> Process:  # fmt: skip
+    """One Dynamo frontend named `name` on `node` serving `port` (one of a pair: index 0 or 1,
+    each restarted on its own)."""
+    ip = node_ip(node)
     argv = [cfg.frontend.python, "-m", "dynamo.frontend", "--http-port", port]
     # Bind to the job's address on node 0 rather than 0.0.0.0 (Dynamo's default).
     argv += ["--http-host", ip]
@@ -139,7 +150,7 @@ def frontend_process(cfg: RootConfig, ports: PortAllocator, env: dict[str, str])
     full_env["DYN_TCP_RESPONSE_STREAM_HOST"] = stream_host(cfg, ip)
     full_env.update(cfg.frontend.env)
     return Process(
-        name="frontend", role="frontend", group="frontend", worker_index=0, rank=0, node_index=0,
+        name=name, role="frontend", group="frontend", worker_index=index, rank=0, node_index=node,
         gpus=(), ports=planned, env=full_env, argv=tuple(argv), tier=TIER_FRONTEND,
         health=HealthProbe(url=f"http://{ip}:{port}/health"), url=f"http://{ip}:{port}",
     )  # fmt: skip
@@ -171,6 +182,11 @@ class Dynamo:
             procs.append(etcd)
             etcd_port = etcd.ports["client"]
         env = discovery_env(cfg, backend, etcd_port)
+        if cfg.frontend.replicas == 2:
+            # Both replicas read the same discovery: every worker registers once and serves both.
+            pair, url = pair_processes(cfg, ports, num_nodes, self.ready_path(cfg),
+                                       lambda *a: replica_process(cfg, env, *a))  # fmt: skip
+            return Head(processes=procs + pair, worker_env=env, discovery=backend, url=url)
         procs.append(frontend_process(cfg, ports, env))
         return Head(processes=procs, worker_env=env, discovery=backend)
 
@@ -236,7 +252,14 @@ class Dynamo:
         """The model's ready endpoint."""
         from orchestrator.runtime.health import frontend_gate
 
-        return frontend_gate(http, readiness, parse_ready)
+        # A pair: the proxy's URL and each replica's own (the proxy asks only one of them).
+        for url in (readiness.frontend_url, *readiness.replica_urls):
+            verdict = frontend_gate(
+                http, dataclasses.replace(readiness, frontend_url=url), parse_ready
+            )
+            if not verdict.ok:
+                return verdict
+        return verdict
 
     def attach(self, driver: DriverView) -> None:
         """Dynamo workers (and restarted ones) join through discovery; a dead one is removed

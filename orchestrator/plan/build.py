@@ -89,7 +89,7 @@ def deployment_plan(cfg: RootConfig) -> Plan:
             dataclasses.replace(_with_identity(cfg, p), restart=restart_policy(cfg, p.group))
             for p in head.processes + workers
         ),
-        readiness=_readiness(cfg, _frontend_url(head)),
+        readiness=_readiness(cfg, _frontend_url(head), _replica_urls(head)),
         slurm=slurm_request(cfg, num_nodes, gpus_per_node=gpus_requested(cfg, slots)),
         ip_source=cfg.cluster.ip_source,
         network_interface=cfg.cluster.network_interface,
@@ -167,7 +167,8 @@ def here_plan(cfg: RootConfig) -> Plan:
         port_offset=0,
         processes=tuple(dataclasses.replace(_with_identity(cfg, p), restart=restart_policy(cfg, p.group))
                         for p in head.processes),
-        readiness=_readiness(cfg, _frontend_url(head)), slurm=slurm_request(cfg, 1, gpus_per_node=0),
+        readiness=_readiness(cfg, _frontend_url(head), _replica_urls(head)),
+        slurm=slurm_request(cfg, 1, gpus_per_node=0),
         ip_source=cfg.cluster.ip_source, network_interface=cfg.cluster.network_interface,
         stop_grace_s=cfg.launcher.stop_grace_s, prepare=get_engine(cfg.engine.kind).prepare(cfg),
         serve=serve,
@@ -250,11 +251,17 @@ def _worker_process(
 
 
 def _frontend_url(head: Head) -> str:
-    """The frontend's base URL as planned (its port may be a `{port:N}` of the job's block)."""
-    return next(p.url for p in head.processes if p.role == "frontend")
+    """The URL users get as planned (its port may be a `{port:N}` of the job's block): the
+    proxy's in front of a frontend pair, else the frontend's."""
+    return head.url or next(p.url for p in head.processes if p.role == "frontend")
 
 
-def _readiness(cfg: RootConfig, frontend_url: str) -> Readiness:
+def _replica_urls(head: Head) -> tuple[str, ...]:
+    """Each frontend's own URL when a proxy serves them (the gate asks every one)."""
+    return tuple(p.url for p in head.processes if p.role == "frontend") if head.url else ()
+
+
+def _readiness(cfg: RootConfig, frontend_url: str, replica_urls: tuple[str, ...] = ()) -> Readiness:
     groups = active_groups(cfg)
     expected = {
         ("worker" if g == "aggregated" else g): group_config(cfg, g).workers for g in groups
@@ -272,6 +279,7 @@ def _readiness(cfg: RootConfig, frontend_url: str) -> Readiness:
         canary_max_tokens=r.canary_max_tokens,
         serve_failures=r.serve_failures,
         serve_check_s=r.serve_check_s,
+        replica_urls=replica_urls,
     )
 
 

@@ -106,6 +106,9 @@ class Readiness:
     canary_max_tokens: int
     serve_failures: int = 3
     serve_check_s: float = 30.0
+    # frontend.replicas=2: each replica's own base URL (frontend_url is then the proxy's); the
+    # gate waits for every one of them, not only the one the proxy happens to ask.
+    replica_urls: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -270,6 +273,14 @@ def _benchmark_to_dict(bench: BenchmarkPlan | None) -> dict[str, Any] | None:
     return data
 
 
+def _readiness_to_dict(readiness: Readiness) -> dict[str, Any]:
+    """The gate; replica_urls only for a frontend pair (a single frontend's plan.json as before)."""
+    out = asdict(readiness)
+    if not readiness.replica_urls:
+        del out["replica_urls"]
+    return out
+
+
 def plan_to_dict(plan: Plan) -> dict[str, Any]:
     """The plan as plain JSON-able data (what plan.json holds; `plan_from_dict` reads it back)."""
     return {
@@ -284,7 +295,7 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
         "stop_grace_s": plan.stop_grace_s,
         "prepare": dict(plan.prepare),
         "processes": [process_to_dict(p) for p in plan.processes],
-        "readiness": asdict(plan.readiness),
+        "readiness": _readiness_to_dict(plan.readiness),
         "slurm": asdict(plan.slurm),
         "benchmark": _benchmark_to_dict(plan.benchmark),
         "metrics": asdict(plan.metrics) if plan.metrics else None,
@@ -360,7 +371,12 @@ def plan_from_dict(data: Mapping[str, Any]) -> Plan:
         stop_grace_s=data["stop_grace_s"],
         prepare=dict(data.get("prepare", {})),
         processes=tuple(process_from_dict(p) for p in data["processes"]),
-        readiness=Readiness(**data["readiness"]),
+        readiness=Readiness(
+            **{
+                **data["readiness"],
+                "replica_urls": tuple(data["readiness"].get("replica_urls", ())),
+            }
+        ),
         slurm=SlurmRequest(**slurm),
         benchmark=_benchmark_from_dict(data.get("benchmark")),
         metrics=MetricsPlan(**data["metrics"]) if data.get("metrics") else None,
