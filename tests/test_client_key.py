@@ -163,13 +163,21 @@ def test_clients_need_the_key_and_the_run_sends_it(run_dir: Path, frontend: str)
     if importlib.util.find_spec("smg" if frontend == "smg" else "sglang_router") is None:
         pytest.skip(f"{frontend} not installed (scripts/install.sh)")
     proc = _start(run_dir, frontend)
+    leaks: set[int] = set()
+    seen_aiperf = False
 
     def benchmarked() -> dict | None:
+        # Every live process's command line, polled while the router serves and aiperf runs.
+        nonlocal seen_aiperf
         assert proc.poll() is None, proc.communicate()
+        for p in e2e.processes_mentioning(""):
+            leaks.update([p.pid] if any(KEY in a for a in p.argv) else [])
+            seen_aiperf |= "profile" in p.argv and API_KEY_ENV in p.argv
         st = e2e.state(run_dir)
         return st if (st.get("benchmark") or {}).get("status") == "valid" else None
 
     st = e2e.wait_for(benchmarked, timeout=150, what="the aiperf point done")  # canary passed
+    assert seen_aiperf and not leaks
     (row,) = [
         json.loads(r) for r in (run_dir / "results" / "points.jsonl").read_text().splitlines()
     ]
@@ -182,8 +190,8 @@ def test_clients_need_the_key_and_the_run_sends_it(run_dir: Path, frontend: str)
     good = requests.post(f"{url}/v1/chat/completions", json=body, timeout=30,
                          headers={"Authorization": f"Bearer {KEY}"})  # fmt: skip
     assert (bare.status_code, wrong.status_code, good.status_code) == (401, 401, 200)
-    leaks = [p.pid for p in e2e.processes_mentioning("") if any(KEY in a for a in p.argv)]
-    assert leaks == [] and e2e.processes_mentioning(str(run_dir))
+    benchmarked()  # the router's command line once more, after the requests
+    assert not leaks
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
