@@ -81,7 +81,7 @@ def test_every_driver_of_the_run_gets_the_same_secrets(tmp_path: Path) -> None:
         "ETCD_AUTH_PASSWORD", "ETCD_AUTH_USERNAME", ADMIN_KEY_ENV]  # fmt: skip
     assert own[ADMIN_KEY_ENV] == values["admin_key"]
     assert own["ETCD_AUTH_PASSWORD"] == values["etcd_password"]
-    attached = tmp_path / "attached" / "1"  # ctl scale's and rollover's jobs, plan.attach_to
+    attached = tmp_path / "attached" / "1"  # ctl scale's and rollover's jobs, plan.job.run_dir
     attached.mkdir(parents=True)
     theirs: dict[str, str] = {}
     export_secrets(attached, str(tmp_path), theirs)

@@ -327,7 +327,8 @@ class FakeDriver:
 
         self.http, self.clock, self.state = http, FakeClock(), FakeState()
         self.run_gone = ""  # runtime/heartbeat.py sets it when the run is gone
-        self.plan = SimpleNamespace(readiness=SimpleNamespace(frontend_url=R), attach_to=attach_to)
+        job = SimpleNamespace(run_dir=attach_to) if attach_to else None
+        self.plan = SimpleNamespace(readiness=SimpleNamespace(frontend_url=R), job=job)
         self.on_process_healthy: list[Any] = []
         self.on_process_lost: list[Any] = []
         self.on_process_retired: list[Any] = []
@@ -421,7 +422,9 @@ class AttachedView:
 
         self.http, self.clock, self.state = http, FakeClock(), FakeState()
         readiness = SimpleNamespace(frontend_url=R, timeout_s=5.0, interval_s=0.25)
-        self.plan = SimpleNamespace(readiness=readiness, processes=procs, attach_to="/run")
+        self.plan = SimpleNamespace(
+            readiness=readiness, processes=procs, job=SimpleNamespace(run_dir="/run")
+        )
         self.stop_event = threading.Event()
 
     def check_alive(self) -> None:

@@ -271,7 +271,7 @@ class Dynamo:
         if any(p.name == ETCD_PROCESS for p in driver.plan.processes):
             driver.on_process_healthy.append(lock_etcd)
         attach_purge(driver, etcd_client)  # revoking a dead worker's lease needs the run's token
-        if driver.plan.attach_to:
+        if driver.plan.job is not None:
             from orchestrator.frontends.dynamo_attach import require_traffic
 
             driver.on_workers_healthy.append(require_traffic)

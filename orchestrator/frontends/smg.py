@@ -142,7 +142,7 @@ class Smg:
         self._key_env = planned_key_env(driver.plan)
         view = AuthorizedView(driver, authorized(driver.http, self._key_env))
         attach_router_registration(view)
-        if driver.plan.attach_to:  # its workers join a gateway that serves others already
+        if driver.plan.job is not None:  # its workers join a gateway that serves others already
             from orchestrator.frontends.router_attach import require_listed
 
             driver.on_workers_healthy.append(lambda _d: require_listed(view))

@@ -257,7 +257,7 @@ class RouterHooks:
         self.pending: dict[str, Process] = {}
         # An attached plan (ctl scale) joins a router that already serves: no frontend process
         # of its own will pass a health check first.
-        self.router_up = bool(driver.plan.attach_to)
+        self.router_up = driver.plan.job is not None
 
     def _register_pending(self, d: DriverView) -> None:
         for name, proc in list(self.pending.items()):

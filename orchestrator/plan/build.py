@@ -31,6 +31,7 @@ from orchestrator.plan.model import (
     Readiness,
     ServePlan,
     SlurmRequest,
+    WorkerJobPlan,
 )
 from orchestrator.plan.placeholders import JOB_ID, RUN_DIR, Bindings, bind_text
 from orchestrator.plan.placement import GroupShape, WorkerSlot, nodes_used, place_workers
@@ -104,7 +105,7 @@ def deployment_plan(cfg: RootConfig) -> Plan:
 
 def attached_plan(
     cfg: RootConfig, first: Mapping[str, int], worker_env: Mapping[str, str], *,
-    frontend_url: str, attach_to: str,
+    frontend_url: str, job: WorkerJobPlan,
 ) -> Plan:  # fmt: skip
     """The plan of an attached job (`ctl scale`): only the workers of `cfg` from index
     `first[group]` on (named decode-1, decode-2, ... after the running ones), on nodes of their
@@ -139,7 +140,7 @@ def attached_plan(
         ip_source=cfg.cluster.ip_source, network_interface=cfg.cluster.network_interface,
         stop_grace_s=cfg.launcher.stop_grace_s, prepare=engine.prepare(cfg),
         preflight=preflight_checks(cfg, slots, num_nodes, loads_model=engine.loads_model),
-        attach_to=attach_to, heartbeat_timeout_s=cfg.launcher.heartbeat_timeout_s,
+        job=job,
         workers_per_gpu=cfg.deployment.workers_per_gpu,
     )  # fmt: skip
 
@@ -153,9 +154,11 @@ def here_plan(cfg: RootConfig) -> Plan:
     here = Bindings(node_ips=(cfg.frontend.host,), node_hosts=(cfg.frontend.host,),
                     job_id=JOB_ID, run_dir=RUN_DIR)  # fmt: skip
     url = bind_text(_frontend_url(head), here)
+    # The template of each worker job: the run it joins is set per job (runtime/workerjobs.py).
+    job = WorkerJobPlan(heartbeat_timeout_s=cfg.launcher.heartbeat_timeout_s,
+                        hold_s=cfg.serve.signal_hold_s)  # fmt: skip
     workers = attached_plan(cfg, {}, {k: bind_text(v, here) for k, v in head.worker_env.items()},
-                            frontend_url=url, attach_to="")  # fmt: skip
-    workers = dataclasses.replace(workers, hold_s=cfg.serve.signal_hold_s)
+                            frontend_url=url, job=job)  # fmt: skip
     s = cfg.serve
     serve = ServePlan(host=cfg.frontend.host, workers=workers, rollover=s.rollover,
                       lead_s=s.rollover_lead_min * 60, margin_s=s.rollover_margin_s,

@@ -5,7 +5,7 @@ only, nothing of the runtime, the launchers or the CLI."""
 
 from orchestrator.rundir.layout import RunDir, RunDirError, read_state, write_json_atomic
 from orchestrator.rundir.phase import ACTIVE, FINAL, STARTED, Phase
-from orchestrator.rundir.records import LaunchRecord, RunState, TimelineEntry
+from orchestrator.rundir.records import LaunchRecord, RunState, TimelineEntry, WorkerJob
 
 __all__ = [
     "ACTIVE",
@@ -17,6 +17,7 @@ __all__ = [
     "RunDirError",
     "RunState",
     "TimelineEntry",
+    "WorkerJob",
     "read_state",
     "write_json_atomic",
 ]

@@ -5,7 +5,7 @@ Never in config.json, plans, scripts, argv, logs or state.json: a plan names onl
 (`ADMIN_KEY_ENV`, `ETCD_AUTH_PASSWORD`), the dry-run shows `<secret:NAME>`. Every driver of the
 run (the run's own, an attached job's, a rollover copy's, the here-driver) reads the same files:
 attached and worker-job run directories live under the run directory, and their plans name it
-(`plan.attach_to`)."""
+(`plan.job.run_dir`)."""
 
 from __future__ import annotations
 
