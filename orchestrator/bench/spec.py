@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from orchestrator.bench import evals
+from orchestrator.bench.client_key import with_api_key_arg, with_openai_key
 from orchestrator.config.schema import BenchmarkConfig, RootConfig
 from orchestrator.core.tools import AIPERF, tool_or_default
 from orchestrator.engines import get_engine
@@ -108,22 +109,27 @@ def _is_local_path(tokenizer: str) -> bool:
     return tokenizer.startswith(("/", "./", "../", "~", RUN_DIR))
 
 
-def aiperf_argv(b: BenchmarkConfig, p: LoadPoint, t: Target, out_dir: str) -> list[str]:
-    """`aiperf profile` for one point; artifacts (and the completion marker) land in `out_dir`."""
+def aiperf_argv(
+    b: BenchmarkConfig, p: LoadPoint, t: Target, out_dir: str, *, api_key: bool = False
+) -> list[str]:
+    """`aiperf profile` for one point; artifacts (and the completion marker) land in `out_dir`.
+    With `api_key`, it sends the run's client key (added inside the process: client_key.py)."""
+    args = ["profile", "--model", t.model, "--url", t.url]
+    args += ["--endpoint-type", "chat", "--streaming", "--tokenizer", t.tokenizer]
+    args += ["--isl", str(p.isl), "--osl", str(p.osl)]
+    # Generate exactly osl tokens (the mocker and SGLang honour ignore_eos) and count with the
+    # server's usage numbers: the client tokenizer may differ from the server's.
+    args += ["--extra-inputs", "ignore_eos:true", "--use-server-token-count"]
+    args += ["--concurrency", str(p.concurrency), "--request-count", str(p.requests)]
+    if p.warmup:
+        args += ["--warmup-request-count", str(p.warmup)]
+    args += ["--random-seed", str(b.seed), "--output-artifact-dir", out_dir, "--ui-type", "none"]
+    args += list(b.extra_args)
+    binary = aiperf_binary(b)
     # With HF_HUB_OFFLINE=1 aiperf rejects a local tokenizer directory (it calls
     # snapshot_download(path)); `env -u` also works inside `srun ... env K=V`.
     argv = ["env", "-u", "HF_HUB_OFFLINE"] if _is_local_path(t.tokenizer) else []
-    argv += [aiperf_binary(b), "profile", "--model", t.model, "--url", t.url]
-    argv += ["--endpoint-type", "chat", "--streaming", "--tokenizer", t.tokenizer]
-    argv += ["--isl", str(p.isl), "--osl", str(p.osl)]
-    # Generate exactly osl tokens (the mocker and SGLang honour ignore_eos) and count with the
-    # server's usage numbers: the client tokenizer may differ from the server's.
-    argv += ["--extra-inputs", "ignore_eos:true", "--use-server-token-count"]
-    argv += ["--concurrency", str(p.concurrency), "--request-count", str(p.requests)]
-    if p.warmup:
-        argv += ["--warmup-request-count", str(p.warmup)]
-    argv += ["--random-seed", str(b.seed), "--output-artifact-dir", out_dir, "--ui-type", "none"]
-    return argv + list(b.extra_args)
+    return argv + (with_api_key_arg(binary, args) if api_key else [binary, *args])
 
 
 def bench_serving_argv(
@@ -156,8 +162,9 @@ def client_process(cfg: RootConfig, p: LoadPoint, t: Target, out_dir: str) -> Pr
     env = {"CUDA_VISIBLE_DEVICES": "", "PYTHONUNBUFFERED": "1"}
     if cfg.cluster.hf_home:  # lm-eval's datasets and the clients' tokenizers: the shared cache
         env["HF_HOME"] = cfg.cluster.hf_home
+    api_key = bool(cfg.frontend.api_key_env)  # the clients must send the run's client key
     if b.kind == "aiperf":
-        argv = aiperf_argv(b, p, t, out_dir)
+        argv = aiperf_argv(b, p, t, out_dir, api_key=api_key)
     elif b.kind == "lm_eval":
         argv = evals.lm_eval_argv(b, url=t.url, model=t.model, out_dir=out_dir)
     else:
@@ -165,6 +172,8 @@ def client_process(cfg: RootConfig, p: LoadPoint, t: Target, out_dir: str) -> Pr
         # bench_serving looks the model name up on the Hub (5 retries, ~50 s without network)
         # before it starts; offline mode skips that and still loads a local tokenizer directory.
         env["HF_HUB_OFFLINE"] = "1"
+    if api_key and b.kind != "aiperf":
+        argv = with_openai_key(argv)
     env.update(b.env)
     return Process(
         name=f"benchmark-{p.index}",

@@ -126,6 +126,10 @@ class FrontendConfig:
     # smg only: the NAME of an environment variable holding SMG's admin (control-plane) key,
     # exported where you launch. The key itself is never written into plans, scripts or logs.
     admin_key_env: str = ""
+    # sglang_router/smg: the NAME of an environment variable (set where you launch) holding the
+    # key clients must send on /v1/... (`Authorization: Bearer <key>`; the router's --api-key).
+    # Empty = the OpenAI endpoint is open to the cluster network. Dynamo 1.6.1 has no such key.
+    api_key_env: str = ""
     etcd_binary: str = "etcd"
     # dynamo only: mutual TLS on the TCP request plane (frontend <-> workers) with a per-run CA
     # made at launch (needs `openssl` where you launch); only the run's processes can talk to

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
@@ -56,6 +58,23 @@ def no_request_plane_tls(cfg: RootConfig) -> list[Issue]:
     return [Issue("frontend.request_plane_tls", "true", f"frontend={cfg.frontend.kind} has no "
                   "Dynamo request plane (it sends HTTP to the workers)",
                   "drop it, or use frontend=dynamo")]  # fmt: skip
+
+
+def client_key_issues(cfg: RootConfig, environ: Mapping[str, str] | None = None) -> list[Issue]:
+    """frontend.api_key_env names a variable that is set, non-empty, where you launch (the
+    key is read there and kept in RUN_DIR/secrets; the config holds only the name)."""
+    name = cfg.frontend.api_key_env
+    if not name:
+        return []
+    if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", name):
+        return [Issue("frontend.api_key_env", repr(name), "not an environment variable name (the "
+                      "key itself must not be in the config)", "export MY_API_KEY=... where you "
+                      "launch and set frontend.api_key_env=MY_API_KEY")]  # fmt: skip
+    if not (os.environ if environ is None else environ).get(name, "").strip():
+        return [Issue("frontend.api_key_env", name, f"${name} is not set or empty here",
+                      f"export {name}=<the key clients must send> before launching, or "
+                      "drop frontend.api_key_env (the endpoint stays open)")]  # fmt: skip
+    return []
 
 
 class Frontend(Protocol):

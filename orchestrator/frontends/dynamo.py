@@ -204,6 +204,15 @@ class Dynamo:
         if cfg.frontend.migration_limit < 0:
             issues.append(Issue("frontend.migration_limit", str(cfg.frontend.migration_limit),
                                 "negative", "use 0 (no migration) or more"))  # fmt: skip
+        if cfg.frontend.api_key_env:
+            # Dynamo 1.6.1's frontend (dynamo/frontend/frontend_args.py) has no API key: its
+            # HTTP endpoint takes only TLS with client certificates (--tls-cert-path,
+            # --tls-key-path, --tls-client-ca-cert-path; DYN_TLS_*).
+            issues.append(Issue("frontend.api_key_env", cfg.frontend.api_key_env, "Dynamo 1.6.1's "
+                                "frontend has no client API key (only HTTPS with client "
+                                "certificates: --tls-client-ca-cert-path, DYN_TLS_*)",
+                                "use frontend=sglang_router or frontend=smg, or drop "
+                                "frontend.api_key_env"))  # fmt: skip
         if cfg.frontend.request_plane_tls and not shutil.which("openssl"):
             issues.append(Issue("frontend.request_plane_tls", "true", "needs `openssl` on PATH "
                                 "where you launch (it makes the run's CA)", "install openssl, or "

@@ -9,14 +9,16 @@ from typing import TYPE_CHECKING
 from orchestrator.config.schema import RootConfig
 from orchestrator.core.effects import HttpClient, HttpResponse
 from orchestrator.core.errors import Issue
-from orchestrator.frontends.base import Head, http_port, no_request_plane_tls
+from orchestrator.frontends.base import Head, client_key_issues, http_port, no_request_plane_tls
 from orchestrator.frontends.control_key import (
     KEY_ENV_REF,
     AuthorizedView,
     authorized,
+    client_key_env,
     key_env_name,
     key_lines,
     keyed_launch,
+    planned_client_key,
     planned_key_env,
 )
 from orchestrator.plan.model import TIER_FRONTEND, HealthProbe, Plan, Process, Readiness
@@ -48,7 +50,9 @@ def router_process(cfg: RootConfig, ports: PortAllocator) -> Process:
     argv += list(cfg.frontend.extra_args)
     # The control plane is locked with the run's admin key, kept off the command line.
     key_env = key_env_name(cfg)
-    launch = keyed_launch(cfg.frontend.python, "sglang_router.launch_router", argv, key_env)
+    launch = keyed_launch(
+        cfg.frontend.python, "sglang_router.launch_router", argv, key_env, client_key_env(cfg)
+    )
     return Process(
         name="frontend", role="frontend", group="frontend", worker_index=0, rank=0, node_index=0,
         gpus=(), ports=planned, env={"PYTHONUNBUFFERED": "1", **cfg.frontend.env,
@@ -89,8 +93,8 @@ class SglangRouter:
         return "/readiness"
 
     def validate(self, cfg: RootConfig) -> list[Issue]:
-        """No request-plane TLS (it is Dynamo's)."""
-        return no_request_plane_tls(cfg)
+        """No request-plane TLS (it is Dynamo's); the clients' key set where you launch."""
+        return no_request_plane_tls(cfg) + client_key_issues(cfg)
 
     def attach_issues(self, cfg: RootConfig) -> list[Issue]:
         """None: the attached job registers its workers with the run's router URL."""
@@ -119,7 +123,7 @@ class SglangRouter:
 
     def lock_lines(self, plan: Plan) -> list[str]:
         """The control plane's admin key (workers reach the router over plain HTTP)."""
-        return key_lines(planned_key_env(plan))
+        return key_lines(planned_key_env(plan), planned_client_key(plan))
 
     def ready(self, http: HttpClient, readiness: Readiness) -> Verdict:
         """Every expected worker listed healthy by `GET /workers` (registration is asynchronous

@@ -23,14 +23,16 @@ from typing import TYPE_CHECKING
 from orchestrator.config.schema import RootConfig
 from orchestrator.core.effects import HttpClient
 from orchestrator.core.errors import Issue
-from orchestrator.frontends.base import Head, no_request_plane_tls
+from orchestrator.frontends.base import Head, client_key_issues, no_request_plane_tls
 from orchestrator.frontends.control_key import (
     KEY_ENV_REF,
     AuthorizedView,
     authorized,
+    client_key_env,
     key_env_name,
     key_lines,
     keyed_launch,
+    planned_client_key,
     planned_key_env,
 )
 from orchestrator.plan.model import TIER_FRONTEND, HealthProbe, Plan, Process, Readiness
@@ -64,7 +66,8 @@ def gateway_process(cfg: RootConfig, ports: PortAllocator) -> Process:
     # The control plane is locked with the run's admin key, kept off the command line.
     key_env = key_env_name(cfg)
     argv = keyed_launch(cfg.frontend.python, "smg.launch_router",
-                        gateway_argv(cfg, ip, extra["metrics"]), key_env)  # fmt: skip
+                        gateway_argv(cfg, ip, extra["metrics"]), key_env,
+                        client_key_env(cfg))  # fmt: skip
     env = {"PYTHONUNBUFFERED": "1", **cfg.frontend.env, KEY_ENV_REF: key_env}
     return Process(
         name="frontend", role="frontend", group="frontend", worker_index=0, rank=0, node_index=0,
@@ -95,10 +98,13 @@ class Smg:
 
     def validate(self, cfg: RootConfig) -> list[Issue]:
         """Your own admin key is named by an environment variable, never given itself."""
-        name = cfg.frontend.admin_key_env
+        name, issues = (
+            cfg.frontend.admin_key_env,
+            no_request_plane_tls(cfg) + client_key_issues(cfg),
+        )
         if not name or ENV_NAME.match(name):
-            return no_request_plane_tls(cfg)
-        return no_request_plane_tls(cfg) + [Issue("frontend.admin_key_env", repr(name), "not an environment variable name "
+            return issues
+        return issues + [Issue("frontend.admin_key_env", repr(name), "not an environment variable name "
                       "(the key itself must not be in the config)",
                       "export SMG_ADMIN_KEY=... where you launch and set "
                       "frontend.admin_key_env=SMG_ADMIN_KEY")]  # fmt: skip
@@ -116,7 +122,10 @@ class Smg:
 
     def lock_lines(self, plan: Plan) -> list[str]:
         """The control plane's admin key, as for sglang-router."""
-        return [line.replace("router", "SMG") for line in key_lines(planned_key_env(plan))]
+        return [
+            line.replace("router", "SMG")
+            for line in key_lines(planned_key_env(plan), planned_client_key(plan))
+        ]
 
     def ready(self, http: HttpClient, readiness: Readiness) -> Verdict:
         """Every expected worker healthy in `GET /workers`, then `/readiness` (as for the router,

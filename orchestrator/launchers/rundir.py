@@ -37,7 +37,9 @@ def create_run_dir(cfg: RootConfig, name: str, runner: CommandRunner | None = No
     `cluster.run_dir_mode` and the run's secrets (orchestrator.rundir.secrets)."""
     path = _new_run_dir(cfg, name)
     path.chmod(int(cfg.cluster.run_dir_mode, 8))  # mkdir's mode is masked by the umask
-    create_secrets(path)
+    # The clients' key is read where you launch (validated set) and kept with the run's secrets.
+    api_key_env = cfg.frontend.api_key_env
+    create_secrets(path, os.environ.get(api_key_env, "") if api_key_env else "")
     if cfg.frontend.request_plane_tls:
         create_tls(path, runner or SubprocessRunner())
     return path

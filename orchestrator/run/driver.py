@@ -19,8 +19,10 @@ from types import FrameType
 from orchestrator.core.effects import Clock, HttpClient
 from orchestrator.core.errors import OrchestratorError, ProcessFailed, WorkersNotReady
 from orchestrator.frontends import get_frontend
+from orchestrator.frontends.control_key import authorized
 from orchestrator.plan.model import TIER_INFRA, Plan, Process
 from orchestrator.rundir import Phase, RunDir
+from orchestrator.rundir.secrets import API_KEY_ENV
 from orchestrator.runtime import health, restarts
 from orchestrator.runtime.health_watch import HealthWatch
 from orchestrator.runtime.hooks import Hook, ProcessHook, Stopped
@@ -171,7 +173,9 @@ class Driver:
             return None
         if r.canary:
             started = time.time()
-            verdict = health.canary(self.http, r.frontend_url, r.model, r.canary_max_tokens)
+            # With frontend.api_key_env the canary is a client like any other: it sends the key.
+            http = authorized(self.http, API_KEY_ENV)
+            verdict = health.canary(http, r.frontend_url, r.model, r.canary_max_tokens)
             if not verdict.ok:
                 self.last_detail = verdict.detail
                 return None

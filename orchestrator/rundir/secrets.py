@@ -23,6 +23,10 @@ ADMIN_KEY = "admin_key"  # the router's / SMG's control-plane admin key
 ETCD_PASSWORD = "etcd_password"  # the password of etcd's root user
 NAMES = (ADMIN_KEY, ETCD_PASSWORD)
 ADMIN_KEY_ENV = "ORCHESTRATOR_ADMIN_KEY"
+# The clients' key (frontend.api_key_env): yours, not generated; copied here at launch so that
+# every driver of the run (attached jobs, rollover copies) hands it over like the others.
+API_KEY = "api_key"
+API_KEY_ENV = "ORCHESTRATOR_API_KEY"
 # The variables Dynamo 1.6.1's runtime reads for etcd (lib/runtime/src/transports/etcd.rs:
 # ClientOptions::default() logs in with both set).
 ETCD_USER_ENV, ETCD_PASSWORD_ENV = "ETCD_AUTH_USERNAME", "ETCD_AUTH_PASSWORD"
@@ -52,15 +56,22 @@ def placeholder(name: str) -> str:
     return f"<secret:{name}>"
 
 
-def create_secrets(run_dir: Path) -> Path:
-    """Generate every secret of a new run (files created 0600 with O_EXCL: never an old one)."""
+def _write_secret(path: Path, value: str) -> None:
+    """A new 0600 file (O_EXCL: never an old one)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(value)
+
+
+def create_secrets(run_dir: Path, api_key: str = "") -> Path:
+    """Generate every secret of a new run, and keep the clients' key when one is given."""
     folder = run_dir / SECRETS_DIR
     folder.mkdir(mode=0o700)
     folder.chmod(0o700)  # mkdir's mode is masked by the umask; 0700 exactly
     for name in NAMES:
-        fd = os.open(folder / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(random.token_urlsafe(TOKEN_BYTES))
+        _write_secret(folder / name, random.token_urlsafe(TOKEN_BYTES))
+    if api_key:
+        _write_secret(folder / API_KEY, api_key)
     return folder
 
 
@@ -80,6 +91,8 @@ def read_secrets(folder: Path) -> dict[str, str]:
             raise SecretsError(
                 f"cannot read the run's secret {folder / name}: {exc.strerror}"
             ) from exc
+    if (folder / API_KEY).is_file():  # only with frontend.api_key_env
+        out[API_KEY] = (folder / API_KEY).read_text().strip()
     return out
 
 
@@ -90,6 +103,8 @@ def secret_env(values: dict[str, str]) -> dict[str, str]:
         env[ADMIN_KEY_ENV] = values[ADMIN_KEY]
     if values.get(ETCD_PASSWORD):
         env[ETCD_USER_ENV], env[ETCD_PASSWORD_ENV] = ETCD_USER, values[ETCD_PASSWORD]
+    if values.get(API_KEY):
+        env[API_KEY_ENV] = values[API_KEY]
     return env
 
 
