@@ -13,6 +13,7 @@ PACKAGES=(
   slurmctld slurmd slurm-client munge
   slurmdbd mariadb-server
   etcd-server
+  haproxy  # the proxy in front of a frontend pair (frontend.replicas=2)
   iproute2 util-linux
   chromium tmux  # ctl report rendered in headless Chromium; ctl watch in a real terminal
 )
@@ -58,7 +59,7 @@ apt-get install -y -qq --no-install-recommends \
 # policy-rc.d honoured) and that would hold a testbed port. Only processes that
 # listen on those ports *and* are the distro binaries are touched; the testbed's
 # own daemons (which run with configs under its lab directory) are left alone.
-for svc in slurmctld slurmd slurmdbd munge mariadb etcd; do
+for svc in slurmctld slurmd slurmdbd munge mariadb etcd haproxy; do
   if command -v systemctl >/dev/null && [[ -d /run/systemd/system ]]; then
     systemctl stop "$svc" >/dev/null 2>&1 || true
     systemctl disable "$svc" >/dev/null 2>&1 || true
@@ -73,7 +74,7 @@ for port in 6817 6818 6819 3306 2379; do
       *orchestrator-slurm-lab* | *"${LAB:-/nonexistent-lab}"*) continue ;;
     esac
     case $(cat "/proc/$pid/comm" 2>/dev/null) in
-      slurmctld | slurmd | slurmdbd | mariadbd | mysqld | etcd)
+      slurmctld | slurmd | slurmdbd | mariadbd | mysqld | etcd | haproxy)
         log "stopping distro daemon pid $pid on port $port: $cmd"
         kill "$pid" 2>/dev/null || true
         ;;

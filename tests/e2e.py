@@ -140,6 +140,12 @@ def netns_of(pid: int) -> str:
     return res.stdout.strip()
 
 
+def admin_auth(run_dir: Path) -> dict[str, str]:
+    """The header the run's router/SMG control plane wants: its own key, RUN_DIR/secrets/."""
+    key = (run_dir / "secrets" / "admin_key").read_text().strip()
+    return {"Authorization": f"Bearer {key}"}
+
+
 def nothing_left(run_dir: Path) -> bool:
     """True when no process mentions the run directory any more."""
     return not processes_mentioning(str(run_dir))

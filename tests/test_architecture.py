@@ -295,7 +295,7 @@ OTHER_MEANINGS = {
     ("tiny/model.py", "config.json"),
     ("runtime/preflight.py", "config.json"),
     ("ctl/cli.py", "logs"),
-    ("elastic/attached_watch.py", "attached"),
+    ("elastic/jobwatch.py", "attached"),
 }
 
 

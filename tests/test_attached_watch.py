@@ -1,21 +1,22 @@
-"""The run's driver watches its attached jobs (orchestrator.elastic.attached_watch): an attached
+"""The run's driver watches its attached jobs (orchestrator.elastic.jobwatch): an attached
 job that ended without a scale-down (scancel, its node lost) is reported once with how it ended
 and what still serves; state.json lists the attached jobs and every worker; Slurm is asked in
 one call, and only when needed."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 from orchestrator.ctl import status
-from orchestrator.elastic.attached import load_bound, mark_removed
-from orchestrator.elastic.attached_watch import SLURM_EVERY_S, WATCH_EVERY_S, AttachedWatch
+from orchestrator.elastic.jobwatch import SLURM_EVERY_S, WATCH_EVERY_S, JobWatch
 from orchestrator.plan.model import plan_to_dict
 from orchestrator.plan.placeholders import Bindings, bind_plan
 from orchestrator.run.entry import load_plan
-from orchestrator.rundir import write_json_atomic
+from orchestrator.rundir import RunDir, write_json_atomic
+from orchestrator.rundir.jobs import WorkerJobs
 from orchestrator.runtime.state import StateFile
 from orchestrator.slurm.client import SlurmClient
 from tests.fake_slurm import FakeSlurm
@@ -29,7 +30,7 @@ def run_driver_view(run_dir: Path) -> Any:
     for name, host in (("prefill-0", "node1"), ("decode-0", "node1")):
         state.process(name, host=host, role=name.split("-")[0], state="healthy", probed=True)
     said: list[str] = []
-    return SimpleNamespace(run_dir=run_dir, clock=FakeClock(), plan=load_bound(run_dir),
+    return SimpleNamespace(run_dir=run_dir, clock=FakeClock(), plan=RunDir(run_dir).bound_plan(),
                            state=state, say=said.append, said=said)  # fmt: skip
 
 
@@ -48,13 +49,13 @@ def started_attached(adir: Path, slurm: FakeSlurm, job_id: str, node: str) -> No
         state.process(p.name, host=node, role=p.role, state="healthy", probed=True)
 
 
-def watched_run(tmp_path: Path) -> tuple[FakeSlurm, Path, str, Path, Any, AttachedWatch]:
+def watched_run(tmp_path: Path) -> tuple[FakeSlurm, Path, str, Path, Any, JobWatch]:
     """A ready 1P1D run with one attached decode job (ready on node2), watched once."""
     slurm = FakeSlurm()
     run_dir = started_run(tmp_path, slurm, ETCD)
     job_id, adir = scale_up(run_dir, slurm, "decode.workers=2")
     started_attached(adir, slurm, job_id, "node2")
-    d, watch = run_driver_view(run_dir), AttachedWatch(SlurmClient(slurm))
+    d, watch = run_driver_view(run_dir), JobWatch(SlurmClient(slurm))
     watch.on_tick(d)
     return slurm, run_dir, job_id, adir, d, watch
 
@@ -87,7 +88,7 @@ def test_slurm_is_asked_once_per_period_for_live_jobs(tmp_path: Path) -> None:
     for n in (2, 3):
         job_id, adir = scale_up(run_dir, slurm, f"decode.workers={n}")
         started_attached(adir, slurm, job_id, "node2")
-    d, watch = run_driver_view(run_dir), AttachedWatch(SlurmClient(slurm))
+    d, watch = run_driver_view(run_dir), JobWatch(SlurmClient(slurm))
     before = squeues(slurm)
     for _ in range(int(SLURM_EVERY_S / WATCH_EVERY_S) * 2):
         watch.on_tick(d)
@@ -134,7 +135,7 @@ def test_an_attached_job_lost_with_its_driver_is_found_through_slurm(tmp_path: P
 
 def test_a_job_removed_by_scale_down_is_not_reported_as_lost(tmp_path: Path) -> None:
     slurm, run_dir, job_id, adir, d, watch = watched_run(tmp_path)
-    mark_removed(run_dir, job_id)
+    WorkerJobs(run_dir).set(str(adir), removed_at=time.time())  # what ctl scale down records
     StateFile(adir).phase("done", reason="stop requested (ctl stop)")
     slurm.set_state(job_id, "COMPLETED")
     d.clock.sleep(SLURM_EVERY_S)

@@ -11,6 +11,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+from orchestrator.plan.model import WorkerJobPlan
 from orchestrator.rundir.layout import HEARTBEAT_FILE
 from orchestrator.runtime.heartbeat import (
     BEAT_EVERY_S,
@@ -85,7 +86,7 @@ def test_an_attached_driver_stops_when_its_run_has_ended(plan_of: Any, tmp_path:
     run_dir, own = tmp_path / "run", tmp_path / "attached"
     run_dir.mkdir(), own.mkdir()
     driver, backend = make_driver(plan_of, own, FakeHttp(dict(READY)))
-    driver.plan = dataclasses.replace(driver.plan, attach_to=str(run_dir))
+    driver.plan = dataclasses.replace(driver.plan, job=WorkerJobPlan(run_dir=str(run_dir)))
     attach_heartbeat(driver)
     StateFile(run_dir).phase("ready")
 
@@ -106,7 +107,8 @@ def test_an_attached_driver_whose_run_stopped_beating_stops_itself(
     run_dir, own = tmp_path / "run", tmp_path / "attached"
     run_dir.mkdir(), own.mkdir()
     driver, backend = make_driver(plan_of, own, FakeHttp(dict(READY)))
-    driver.plan = dataclasses.replace(driver.plan, attach_to=str(run_dir), heartbeat_timeout_s=30)
+    job = WorkerJobPlan(run_dir=str(run_dir), heartbeat_timeout_s=30)
+    driver.plan = dataclasses.replace(driver.plan, job=job)
     attach_heartbeat(driver)
     StateFile(run_dir).phase("ready")  # never ends: its driver was SIGKILLed
     set_mtime(run_dir, 1)
@@ -120,6 +122,9 @@ def test_an_attached_driver_whose_run_stopped_beating_stops_itself(
 def test_the_attached_plan_carries_the_timeout(plan_of: Any) -> None:
     from orchestrator.plan.model import plan_from_dict, plan_to_dict
 
-    plan = dataclasses.replace(plan_of(), attach_to="/runs/r1", heartbeat_timeout_s=15)
-    assert plan_from_dict(json.loads(json.dumps(plan_to_dict(plan)))).heartbeat_timeout_s == 15
-    assert "heartbeat_timeout_s" not in plan_to_dict(plan_of())  # a run's plan.json is unchanged
+    plan = dataclasses.replace(
+        plan_of(), job=WorkerJobPlan(run_dir="/runs/r1", heartbeat_timeout_s=15)
+    )
+    again = plan_from_dict(json.loads(json.dumps(plan_to_dict(plan))))
+    assert again.job is not None and again.job.heartbeat_timeout_s == 15
+    assert "job" not in plan_to_dict(plan_of())  # a run's plan.json is unchanged

@@ -70,7 +70,7 @@ def test_bind_plan_replaces_every_placeholder(plan_of: PlanOf) -> None:
     prefill = bound.process("prefill-1")
     assert prefill.node_index == 1 and prefill.env["DYN_TCP_RPC_HOST"] == "10.0.0.2"
     assert bound.process("etcd").argv[bound.process("etcd").argv.index("--data-dir") + 1] == (
-        "/scratch/run 1/infra/etcd"
+        "/scratch/run 1/secrets/etcd"
     )
     assert bound.prepare["tiny_model_dir"] == "/scratch/run 1/tiny-model"
     assert bound.readiness.frontend_url == "http://10.0.0.1:8000"

@@ -18,6 +18,7 @@ from orchestrator.api import dry_run, prepare
 from orchestrator.core.effects import CommandResult
 from orchestrator.launch import launch
 from orchestrator.launchers.select import Site
+from orchestrator.plan.model import plan_from_dict, plan_to_dict
 from tests import e2e
 
 SLURM_SITE = Site(has_sbatch=True, allocation_job_id="")
@@ -133,3 +134,42 @@ def test_driver_runs_plan_json_without_hydra_or_the_config(tmp_path: Path) -> No
             driver.kill()
     assert e2e.state(made)["phase"] == "done"
     assert e2e.nothing_left(made)
+
+
+READ_BLOCKED = (
+    "import json, sys\n"
+    "sys.modules['hydra'] = None; sys.modules['omegaconf'] = None  # any import of them fails\n"
+    "from orchestrator.plan.model import plan_from_dict\n"
+    "plan = plan_from_dict(json.load(open(sys.argv[1])))\n"
+    "print(json.dumps([plan.job is None, plan.serve.workers.job.hold_s]))\n"
+)
+
+
+def test_a_worker_jobs_plan_says_what_it_joins_in_one_record(tmp_path: Path) -> None:
+    """frontend.placement=here: the worker-job template carries the `job` record (the run it
+    joins is set per job); the head's own plan has none; the driver reads both without Hydra."""
+    here = [
+        "+model=gpt_oss_120b",
+        "engine=mocker",
+        "cluster=testbed",
+        "frontend.placement=here",
+        "frontend.host=10.77.0.1",
+        "serve.signal_hold_s=20",
+        "launcher=sbatch",
+        "readiness.timeout_s=60",
+    ]
+    plan = prepare(here, SLURM_SITE).plan
+    data = json.loads(json.dumps(plan_to_dict(plan)))
+    workers = data["serve"]["workers"]
+    assert workers["job"] == {"run_dir": "", "heartbeat_timeout_s": 60.0, "hold_s": 20.0}
+    assert not {"attach_to", "hold_s", "heartbeat_timeout_s"} & set(workers)
+    assert "job" not in data and plan_from_dict(data) == plan
+    (tmp_path / "plan.json").write_text(json.dumps(data))
+    done = subprocess.run(
+        [sys.executable, "-c", READ_BLOCKED, str(tmp_path / "plan.json")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == [True, 20.0]

@@ -14,14 +14,16 @@ from typing import Any
 
 import pytest
 
-from orchestrator.core.errors import InvalidConfig
+from orchestrator.core.errors import InvalidConfig, OrchestratorError
 from orchestrator.elastic import scale_down
 from orchestrator.elastic.retire import attach_retire, request_retire
+from orchestrator.plan.model import WorkerJobPlan
 from orchestrator.run.driver import Driver
+from orchestrator.rundir.jobs import WorkerJobs
 from orchestrator.rundir.layout import RETIRE_FILE
 from orchestrator.runtime.state import StateFile, progress_line
 from tests.fake_slurm import FakeSlurm
-from tests.fakes import FakeHttp
+from tests.fakes import FakeClock, FakeHttp
 from tests.test_runtime_units import READY, make_driver
 from tests.test_scale import ETCD, scale_up, started_run
 
@@ -68,7 +70,7 @@ def test_an_attached_job_with_no_workers_left_ends(plan_of: Any, tmp_path: Path)
     run_dir.mkdir(), own.mkdir()
     StateFile(run_dir).phase("ready")
     driver, _ = make_driver(plan_of, own, FakeHttp(dict(READY)))
-    driver.plan = dataclasses.replace(driver.plan, attach_to=str(run_dir))
+    driver.plan = dataclasses.replace(driver.plan, job=WorkerJobPlan(run_dir=str(run_dir)))
     attach_retire(driver)
     serve_until(driver, 600, at=10, names=["decode-0", "prefill-0"])
     assert driver.run() == 0
@@ -144,6 +146,33 @@ def test_ctl_waits_for_the_removal_and_says_what_was_removed(tmp_path: Path) -> 
     driver.join()
     assert line.startswith(f"removed decode-1 (attached job {job_id}) in ")
     assert line.endswith("; the job ended: done")
-    assert scale_down.live_attached(run_dir) == []  # marked removed: not reported as lost
+    assert WorkerJobs(run_dir).live() == []  # marked removed: not reported as lost
     _, again = scale_up(run_dir, slurm, "decode.workers=2")
     assert again.name == "2"
+
+
+class DriverAt(FakeClock):
+    """ctl's clock; the job's driver records the removal once it reads `at` seconds."""
+
+    def __init__(self, adir: Path, at: float) -> None:
+        super().__init__()
+        self.adir, self.at = adir, at
+
+    def sleep(self, seconds: float) -> None:
+        super().sleep(seconds)
+        if self.t >= self.at and (self.adir / RETIRE_FILE).exists():
+            for name in json.loads((self.adir / RETIRE_FILE).read_text())["workers"]:
+                StateFile(self.adir).process(name, state="removed")
+
+
+def test_ctl_waits_for_the_removal_on_its_clock(tmp_path: Path) -> None:
+    slurm = FakeSlurm()
+    run_dir = started_run(tmp_path, slurm, ETCD, "decode.workers=2")
+    removals = scale_down.plan_removal(run_dir, {"decode": 1})  # the run's own decode-1
+    (line,) = scale_down.remove(run_dir, removals, DriverAt(run_dir, 3.0))
+    assert line == "removed decode-1 (the run's own job) in 3.0 s"
+    (removal,) = scale_down.plan_removal(run_dir, {"decode": 0})
+    clock = FakeClock()  # its driver never answers: ctl gives up after the grace and a margin
+    with pytest.raises(OrchestratorError, match=r"not removed within 80 s: decode-0 \(see "):
+        scale_down.remove(run_dir, [removal], clock)
+    assert removal.holder.grace_s + scale_down.WAIT_MARGIN_S == 80 <= clock.t < 80.5

@@ -14,15 +14,16 @@ import pytest
 
 from orchestrator.api import prepare
 from orchestrator.core.errors import OrchestratorError
-from orchestrator.elastic.attached import read_attached
 from orchestrator.elastic.rollover import LEFT_REFRESH_S, SLURM_TICK_S, Rollover, lead_s
 from orchestrator.launchers.select import Site
 from orchestrator.plan.model import Plan, ServePlan
 from orchestrator.plan.placeholders import Bindings, bind_plan
+from orchestrator.rundir import WorkerJob
 from orchestrator.rundir.layout import STOP_FILE
 from orchestrator.runtime.state import StateFile
 from tests.fake_slurm import FakeSlurm
 from tests.fakes import FakeClock
+from tests.test_scale import read_attached
 
 HERE = ["+model=gpt_oss_120b", "engine=mocker", "cluster=testbed", "frontend.placement=here",
         "frontend.host=10.77.0.1", "serve.rollover=true", "cluster.time_limit_min=2",
@@ -69,7 +70,7 @@ def set_phase(view: View, n: int, phase: str, **fields: Any) -> None:
 
 def tick(view: View, rollover: Rollover, seconds: float = SLURM_TICK_S) -> None:
     view.clock.t += seconds
-    rollover.tick(view)  # type: ignore[arg-type]
+    rollover.on_tick(view)  # type: ignore[arg-type]
 
 
 def serving(view: View, slurm: FakeSlurm, rollover: Rollover) -> str:
@@ -93,7 +94,7 @@ def test_the_first_worker_job_is_attached_to_this_runs_frontend(
     (sbatch,) = slurm.calls_to("sbatch")
     assert slurm.jobs[entry["job_id"]].cwd == str(job_dir(view, 1))
     plan = json.loads((job_dir(view, 1) / "plan.json").read_text())
-    assert plan["attach_to"] == str(view.run_dir)
+    assert plan["job"]["run_dir"] == str(view.run_dir)
     decode = next(p for p in plan["processes"] if p["name"] == "decode-0")
     assert decode["env"]["ETCD_ENDPOINTS"] == "http://10.77.0.1:20000"  # this host's etcd
     # The run's own tiny model: Dynamo rejects later workers whose model card path differs.
@@ -196,11 +197,10 @@ def test_teardown_stops_every_worker_job_and_waits_for_it(here_plan: Plan, tmp_p
 
 def test_the_lead_is_measured_time_to_ready_plus_the_margin() -> None:
     serve = ServePlan(host="h", workers=None, margin_s=60.0, signal_before_limit_s=15.0)  # type: ignore[arg-type]
-    entry = {"submitted_at": 100.0, "ready_at": 130.0}
+    entry = WorkerJob(job_id="1", run_dir="", workers=(), submitted_at=100.0, ready_at=130.0)
     assert lead_s(serve, entry, limit_s=3600) == 90.0  # 30 s to ready + 60 s
-    assert (
-        lead_s(serve, {"submitted_at": 100.0, "ready_at": 105.0}, limit_s=3600) == 75.0
-    )  # >= signal
+    quick = WorkerJob(job_id="1", run_dir="", workers=(), submitted_at=100.0, ready_at=105.0)
+    assert lead_s(serve, quick, limit_s=3600) == 75.0  # >= signal
     assert lead_s(serve, entry, limit_s=120) == 60.0  # at most half the limit
     explicit = ServePlan(host="h", workers=None, lead_s=300.0)  # type: ignore[arg-type]
     assert lead_s(explicit, entry, limit_s=3600) == 300.0
@@ -235,7 +235,8 @@ def test_a_worker_job_holds_slurms_stop_signal_but_not_ours(
 ) -> None:
     from orchestrator.elastic.hold import Hold
 
-    assert here_plan.serve is not None and here_plan.serve.workers.hold_s == 20.0
+    assert here_plan.serve is not None and here_plan.serve.workers.job is not None
+    assert here_plan.serve.workers.job.hold_s == 20.0
     job = tmp_path / "job"
     job.mkdir()
     view = HoldView(here_plan, job)
@@ -288,17 +289,25 @@ def test_a_copy_leaves_out_workers_a_scale_down_removed(here_plan: Plan, tmp_pat
     assert copy["readiness"]["expected"] == {"prefill": 1}  # it counts its own workers
 
 
-def test_scaling_waits_for_a_rollover_in_progress(here_plan: Plan, tmp_path: Path) -> None:
+def test_scaling_during_a_rollover_counts_each_worker_once(here_plan: Plan, tmp_path: Path) -> None:
+    """A job and its copy hold the same workers: they count once, in the copy (the newest), so
+    a scale-down waits until the copy serves rather than removing a worker it would bring back."""
     from orchestrator.core.errors import InvalidConfig
-    from orchestrator.elastic.scale_up import check_ready
+    from orchestrator.elastic.scale_down import current_counts, plan_removal
+    from orchestrator.rundir import RunDir
 
     view, slurm, rollover = setup(here_plan, tmp_path)
+    RunDir(view.run_dir).write_bound_plan(view.plan)  # the head: no workers of its own
     old = serving(view, slurm, rollover)
-    check_ready(view.run_dir, "ready")  # one job: fine
+    assert current_counts(view.run_dir) == {"decode": 1, "prefill": 1}
     slurm.jobs[old].time_left_s = 60
     tick(view, rollover, LEFT_REFRESH_S)
     new = read_attached(view.run_dir)[1]["job_id"]
-    with pytest.raises(
-        InvalidConfig, match=f"a rollover is in progress .job {new} replaces job {old}"
-    ):
-        check_ready(view.run_dir, "ready")
+    assert current_counts(view.run_dir) == {"decode": 1, "prefill": 1}  # not doubled
+    with pytest.raises(InvalidConfig, match=rf"attached job {new} \(submitted\)"):
+        plan_removal(view.run_dir, {"decode": 0})  # below ctl's own limit: the choice alone
+    slurm.set_state(new, "RUNNING", nodes=["node3"])
+    set_phase(view, 2, "ready")
+    tick(view, rollover)  # the copy serves: the old job drains
+    (removal,) = plan_removal(view.run_dir, {"decode": 0})
+    assert removal.holder.job_id == new and removal.workers == ("decode-0",)

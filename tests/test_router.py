@@ -190,6 +190,18 @@ def test_register_skips_a_worker_the_router_already_lists() -> None:
     assert http.posts() == []
 
 
+def test_a_restarted_worker_registers_once_its_deleted_entry_is_gone() -> None:
+    # SMG 1.13 answers DELETE with 202, lists the old entry a while longer and refuses the same
+    # URL meanwhile (409 WORKER_ALREADY_EXISTS): the new registration waits for it to go.
+    reg, http, clock = make({("GET", f"{R}/workers"): [ok(200, WORKERS_1P1D), ok(200, WORKERS_1P1D),
+                                                       ok(200, WORKERS_EMPTY)],
+                             ("POST", f"{R}/workers"): [ok(202, POST_ACCEPTED)]})  # fmt: skip
+    reg.removed.add("577fb827-08ff-4e2d-a3e2-328b76cfbdbc")  # decode-0's entry, deleted (forget)
+    assert reg.register(DECODE_PROC)[1] is True
+    assert [c.method for c in http.calls] == ["GET", "GET", "GET", "POST"]
+    assert 0.3 < clock.t < 1
+
+
 def test_register_retries_connection_errors_with_the_clock() -> None:
     reg, http, clock = make({("GET", f"{R}/workers"): [REFUSED, REFUSED, ok(200, WORKERS_EMPTY)],
                              ("POST", f"{R}/workers"): [REFUSED, ok(202, POST_ACCEPTED)]})  # fmt: skip
@@ -315,7 +327,8 @@ class FakeDriver:
 
         self.http, self.clock, self.state = http, FakeClock(), FakeState()
         self.run_gone = ""  # runtime/heartbeat.py sets it when the run is gone
-        self.plan = SimpleNamespace(readiness=SimpleNamespace(frontend_url=R), attach_to=attach_to)
+        job = SimpleNamespace(run_dir=attach_to) if attach_to else None
+        self.plan = SimpleNamespace(readiness=SimpleNamespace(frontend_url=R), job=job)
         self.on_process_healthy: list[Any] = []
         self.on_process_lost: list[Any] = []
         self.on_process_retired: list[Any] = []
@@ -410,7 +423,9 @@ class AttachedView:
 
         self.http, self.clock, self.state = http, FakeClock(), FakeState()
         readiness = SimpleNamespace(frontend_url=R, timeout_s=5.0, interval_s=0.25)
-        self.plan = SimpleNamespace(readiness=readiness, processes=procs, attach_to="/run")
+        self.plan = SimpleNamespace(
+            readiness=readiness, processes=procs, job=SimpleNamespace(run_dir="/run")
+        )
         self.stop_event = threading.Event()
 
     def check_alive(self) -> None:

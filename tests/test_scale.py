@@ -15,7 +15,6 @@ from orchestrator.core.effects import HttpResponse
 from orchestrator.core.errors import InvalidConfig, OrchestratorError
 from orchestrator.ctl import status, stop
 from orchestrator.elastic import scale_up as scaling
-from orchestrator.elastic.attached import live_attached, read_attached
 from orchestrator.frontends.dynamo_attach import CANARIES_PER_WORKER, require_traffic
 from orchestrator.launch import launch
 from orchestrator.launchers.select import Site
@@ -23,6 +22,7 @@ from orchestrator.plan.model import plan_to_dict
 from orchestrator.plan.placeholders import Bindings, bind_plan
 from orchestrator.run.entry import load_plan
 from orchestrator.rundir import write_json_atomic
+from orchestrator.rundir.jobs import WorkerJobs
 from orchestrator.runtime.state import StateFile
 from orchestrator.slurm.client import SlurmClient
 from tests.fake_slurm import FakeSlurm
@@ -60,9 +60,13 @@ def started_run(tmp_path: Path, slurm: FakeSlurm, *extra: str) -> Path:
 def scale_up(run_dir: Path, slurm: FakeSlurm, *items: str) -> tuple[str, Path]:
     request = scaling.parse_request(items)
     scaling.check_ready(run_dir, status.run_view(run_dir, SlurmClient(slurm))[0].phase)
-    prepared = scaling.prepare_scale(run_dir, request, SITE)
-    plan = scaling.plan_scale_up(run_dir, request.counts, prepared)
-    return scaling.submit_attached(run_dir, prepared, plan, slurm)
+    job = scaling.scale_up(run_dir, request, slurm)
+    return job.job_id, Path(job.run_dir)
+
+
+def read_attached(run_dir: Path) -> list[dict[str, Any]]:
+    """attached.json's entries, as written."""
+    return [job.to_dict() for job in WorkerJobs(run_dir).read()]
 
 
 def test_scale_up_submits_only_the_new_workers_joined_to_the_runs_frontend(tmp_path: Path) -> None:
@@ -80,7 +84,7 @@ def test_scale_up_submits_only_the_new_workers_joined_to_the_runs_frontend(tmp_p
     assert plan.readiness.frontend_url == run_bound["readiness"]["frontend_url"]
     assert plan.readiness.expected == {"decode": 2, "prefill": 1}  # the frontend's totals
     assert plan.num_nodes == 1 and plan.slurm.gpus_per_node == 4
-    assert plan.attach_to == str(run_dir)
+    assert plan.job is not None and plan.job.run_dir == str(run_dir)
     # The run's tiny model, not a copy: Dynamo rejects workers whose model card differs.
     assert str(run_dir / "tiny-model") in decode.argv
     assert plan.prepare == {"tiny_model_dir": str(run_dir / "tiny-model")}
@@ -141,7 +145,7 @@ def test_an_attached_job_that_ended_holds_no_workers(tmp_path: Path) -> None:
     run_dir = started_run(tmp_path, slurm, ETCD)
     _, adir = scale_up(run_dir, slurm, "decode.workers=2")
     StateFile(adir).phase("failed", error="decode-1: healthy, but ...")
-    assert live_attached(run_dir) == []
+    assert WorkerJobs(run_dir).live() == []
     _, again = scale_up(run_dir, slurm, "decode.workers=2")
     assert [p.name for p in load_plan(again).processes] == ["decode-1"]
 

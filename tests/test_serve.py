@@ -85,7 +85,8 @@ def test_the_plan_runs_the_head_here_and_points_the_worker_job_at_it() -> None:
     )  # plan.json round trip
     short = prepare([*MOCKER, "launcher.heartbeat_timeout_s=8"], SLURM).plan
     again = plan_from_dict(json.loads(json.dumps(plan_to_dict(short))))
-    assert again.serve is not None and again.serve.workers.heartbeat_timeout_s == 8.0
+    assert again.serve is not None and again.serve.workers.job is not None
+    assert again.serve.workers.job.heartbeat_timeout_s == 8.0
 
 
 def test_router_worker_jobs_register_with_this_hosts_router() -> None:

@@ -202,6 +202,16 @@ def test_stop_while_starting_asks_the_driver(tmp_path: Path) -> None:
     assert slurm.signals == [(job, "TERM", True)] and (run_dir / "stop-requested").exists()
 
 
+def test_stop_waits_on_its_clock_for_the_driver_and_names_its_log(tmp_path: Path) -> None:
+    slurm = FakeSlurm()
+    run_dir, job = submitted(tmp_path, slurm, phase="ready")
+    slurm.set_state(job, "RUNNING", nodes=["node1"])
+    clock = FakeClock()  # the driver never records its end: ctl gives up at its deadline
+    with pytest.raises(OrchestratorError, match=r"did not finish within 30 s; see .*driver.log"):
+        stop.stop(run_dir, timeout_s=30, client=SlurmClient(slurm), clock=clock)
+    assert 30 <= clock.t < 30.5
+
+
 def test_stop_of_a_requeued_or_lost_run(tmp_path: Path) -> None:
     slurm = FakeSlurm()
     run_dir, job = submitted(tmp_path, slurm, phase="ready")  # its driver was killed; requeued

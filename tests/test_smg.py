@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import subprocess
 from collections.abc import Callable
 
 import pytest
@@ -14,10 +13,11 @@ import pytest
 from orchestrator.config.schema import RootConfig
 from orchestrator.config.validate import validate
 from orchestrator.core.effects import RequestsHttp
-from orchestrator.frontends import smg
+from orchestrator.frontends.control_key import KEY_ENV_REF, authorized
 from orchestrator.launchers import materialize
 from orchestrator.plan.build import build_plan
 from orchestrator.render.dryrun import render_text
+from orchestrator.rundir.secrets import ADMIN_KEY_ENV
 from tests.fakes import FakeHttp
 
 Compose = Callable[..., RootConfig]
@@ -28,7 +28,8 @@ def test_gateway_starts_with_no_workers_on_its_own_ports(compose: Compose) -> No
     plan = build_plan(compose(*SMG))
     front = plan.process("frontend")
     argv = list(front.argv)
-    assert argv[:4] == ["python3", "-m", "smg.launch_router", "--pd-disaggregation"]
+    assert argv[:2] == ["python3", "-c"]  # the admin key is added inside (control_key)
+    assert argv[3:6] == [ADMIN_KEY_ENV, "smg.launch_router", "--pd-disaggregation"]
     assert argv[argv.index("--host") + 1] == "{node_ip:0}" and "--port" in argv
     metrics = front.ports["metrics"]
     assert argv[argv.index("--prometheus-port") + 1] == f"{{port:{metrics}}}"
@@ -42,17 +43,14 @@ def test_regular_mode_when_aggregated(compose: Compose) -> None:
 
 
 def test_admin_key_travels_by_name_only(compose: Compose) -> None:
-    cfg = compose(*SMG, "frontend.admin_key_env=SMG_KEY")
-    front = build_plan(cfg).process("frontend")
-    assert front.argv[:2] == ("bash", "-c")
-    assert '--control-plane-api-keys "orchestrator:orchestrator:admin:${SMG_KEY}"' in front.argv[2]
-    assert front.argv[3:6] == ("smg", "python3", "-m")
-    assert front.env[smg.KEY_ENV_REF] == "SMG_KEY"
-    # The wrapper passes the gateway's argv through unchanged and is valid shell.
-    script = front.argv[2].replace('exec "$@"', 'printf "%s\\n" "$@"')
-    out = subprocess.run(["bash", "-c", script, "smg", "a b", "c"], capture_output=True, text=True,
-                         env={"SMG_KEY": "k"}, check=True).stdout.splitlines()  # fmt: skip
-    assert out == ["a b", "c", "--control-plane-api-keys", "orchestrator:orchestrator:admin:k"]
+    front = build_plan(compose(*SMG, "frontend.admin_key_env=SMG_KEY")).process("frontend")
+    assert front.argv[:2] == ("python3", "-c") and front.argv[3:5] == (
+        "SMG_KEY",
+        "smg.launch_router",
+    )
+    assert front.env[KEY_ENV_REF] == "SMG_KEY"
+    default = build_plan(compose(*SMG)).process("frontend")  # the run's own key by default
+    assert default.argv[3] == default.env[KEY_ENV_REF] == ADMIN_KEY_ENV
 
 
 @pytest.mark.parametrize("value", ["my secret", "sk-abc=1", "$X"])
@@ -76,15 +74,15 @@ def test_dry_run_lists_the_registration_plan(compose: Compose) -> None:
                           cwd="/work")  # fmt: skip
     text = render_text(plan, request, config_yaml="", overrides=())
     assert "POST http://{node_ip:0}:8000/workers" in text and "SMG gate" in text
-    assert "admin key: Authorization: Bearer $SMG_KEY" in text
+    assert "/workers needs Authorization: Bearer $SMG_KEY (401 without)" in text
     prefill = json.loads(text.split("prefill-0: ", 1)[1].splitlines()[0])
     assert prefill["worker_type"] == "prefill" and prefill["bootstrap_port"]
 
 
 def test_authorized_client_sends_the_bearer_key() -> None:
-    http = smg.authorized(RequestsHttp(), "K", {"K": "s3"})
+    http = authorized(RequestsHttp(), "K", {"K": "s3"})
     assert isinstance(http, RequestsHttp)
     assert http._session.headers["Authorization"] == "Bearer s3"
     fake = FakeHttp({})
-    assert smg.authorized(fake, "K", {"K": "s3"}) is fake  # fakes take no headers
-    assert smg.authorized(RequestsHttp(), "", {}) is not None
+    assert authorized(fake, "K", {"K": "s3"}) is fake  # fakes take no headers
+    assert authorized(RequestsHttp(), "", {}) is not None

@@ -89,6 +89,9 @@ class ClusterConfig:
     local_dir: str = ""  # node-local disk for model.stage=node_local; "" = $TMPDIR or /tmp
     port_base: int = 20000  # first port of the per-job port blocks
     port_job_blocks: int = 16  # jobs sharing a node get different blocks: block = job_id % this
+    # Octal mode of the run directory: 0700 (only you), e.g. 0750 for a group that should read
+    # results and logs. RUN_DIR/secrets stays 0700 whatever this says.
+    run_dir_mode: str = "0700"
     # How processes become Slurm steps: node = one step per node running our node agent, which
     # starts and supervises that node's processes; process = one srun step per process.
     launch_per: str = "process"
@@ -124,10 +127,19 @@ class FrontendConfig:
     # exported where you launch. The key itself is never written into plans, scripts or logs.
     admin_key_env: str = ""
     etcd_binary: str = "etcd"
+    # dynamo only: mutual TLS on the TCP request plane (frontend <-> workers) with a per-run CA
+    # made at launch (needs `openssl` where you launch); only the run's processes can talk to
+    # its workers.
+    request_plane_tls: bool = False
     # dynamo only: --migration-limit, how often a request whose worker stream broke is re-run on
     # another worker. 0 by default: with Dynamo 1.6.1 migration after a worker's death can shut
     # out every live prefill for seconds (frontends/dynamo.py, README).
     migration_limit: int = 0
+    # 1 | 2: two frontends (on nodes 0 and 1 where the job has several) behind one HAProxy
+    # (Debian's haproxy, a plan process on node 0 serving http_port) that health-checks both and
+    # sends a request refused by a dead replica to the other (frontends/pair.py). dynamo only.
+    replicas: int = 1
+    proxy_binary: str = "haproxy"
     # job: the frontend (and its discovery) runs on node 0 of the job | here: on the machine the
     # command runs on (a login or service node), under a detached driver, and every worker group
     # runs in Slurm jobs that attach to it (needed by serve.rollover).

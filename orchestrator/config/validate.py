@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from orchestrator.config.serve import serve_issues
 from orchestrator.core.errors import InvalidConfig, Issue
 from orchestrator.engines import ENGINES, get_engine
 from orchestrator.frontends import FRONTENDS, get_frontend
+from orchestrator.frontends.pair import pair_issues
 from orchestrator.launchers import CONFIG_KINDS, runs_on_one_machine
 from orchestrator.plan import build
 from orchestrator.plan.consistency import role_consistency
@@ -43,6 +45,7 @@ def check(cfg: RootConfig) -> None:
 def validate(cfg: RootConfig) -> list[Issue]:
     """Every problem of `cfg`. Checks that need a sane shape run only when the shape is sane."""
     issues = _kinds(cfg) + _model(cfg) + _groups(cfg) + _ports(cfg) + _timing(cfg) + _secrets(cfg)
+    issues += _run_dir_mode(cfg.cluster.run_dir_mode)
     issues += _slurm_values(cfg) + _benchmark(cfg) + _restarts(cfg) + serve_issues(cfg)
     issues += sharing_issues(cfg) + fetch_issues(cfg, os.environ)
     issues += stage_issues(
@@ -92,6 +95,7 @@ def _combination(cfg: RootConfig) -> list[Issue]:
     if cfg.engine.kind not in ENGINES or cfg.frontend.kind not in FRONTENDS:
         return []
     issues = get_frontend(cfg.frontend.kind).validate(cfg)
+    issues += pair_issues(cfg, lambda binary: shutil.which(binary) is not None)
     partners = get_engine(cfg.engine.kind).frontends
     if cfg.frontend.kind not in partners:
         issues.append(Issue("frontend.kind", cfg.frontend.kind,
@@ -260,6 +264,19 @@ def _secrets(cfg: RootConfig) -> list[Issue]:
               "every process inherits it")
         for where, env in envs for key in env if SECRET_KEY.search(key)
     ]  # fmt: skip
+
+
+def _run_dir_mode(value: str) -> list[Issue]:
+    """An octal mode that keeps the run the owner's: full access for the owner, no write for
+    anyone else (who could then stop, scale or steer it through its control files)."""
+    try:
+        mode = int(value, 8)
+    except ValueError:
+        mode = -1
+    if 0 <= mode <= 0o777 and mode & 0o700 == 0o700 and not mode & 0o022:
+        return []
+    return [Issue("cluster.run_dir_mode", repr(value), "not an octal mode with rwx for you and no "
+                  "write for group or others", "use 0700 (only you) or 0750 (your group reads)")]  # fmt: skip
 
 
 def _slurm_values(cfg: RootConfig) -> list[Issue]:

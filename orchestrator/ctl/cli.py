@@ -14,7 +14,7 @@ from orchestrator.ctl import see
 from orchestrator.ctl.logs import logs
 from orchestrator.ctl.scale import scale
 from orchestrator.ctl.status import status
-from orchestrator.ctl.stop import stop
+from orchestrator.ctl.stop import check_control, stop
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -35,6 +35,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.cmd in see.COMMANDS:
             return see.run(args)
+        if args.cmd in ("stop", "scale"):
+            check_control(args.run_dir)
         if args.cmd == "scale":
             return scale(args.run_dir, args.counts)
         if args.cmd in ("status", "collect", "stop") and (args.run_dir / "manifest.json").exists():

@@ -130,14 +130,21 @@ def errors_html(run: Run) -> str:
 
 def serving_charts(records: Sequence[dict[str, Any]]) -> str:
     """Output tokens/s and requests in flight over time, from the frontend's scrapes."""
-    front = [r for r in records if r.get("role") == "frontend" and r.get("ok")]
-    rates = [
-        (float(b["t"]) - float(front[0]["t"]), prom.frontend_rates(a, b))
-        for a, b in zip(front, front[1:], strict=False)
-    ]
-    tok = [(t, r["output_tok_s"]) for t, r in rates if r["output_tok_s"] is not None]
-    flight = [(t, r["in_flight"]) for t, r in rates if r["in_flight"] is not None]
-    return series_svg(tok, "output tok/s") + series_svg(flight, "in flight", "#d9534f")
+    by_target = prom.per_target([r for r in records if r.get("role") == "frontend" and r.get("ok")])
+    charts = []
+    for name, front in by_target.items():
+        rates = [
+            (float(b["t"]) - float(front[0]["t"]), prom.frontend_rates(a, b))
+            for a, b in zip(front, front[1:], strict=False)
+        ]
+        tok = [(t, r["output_tok_s"]) for t, r in rates if r["output_tok_s"] is not None]
+        flight = [(t, r["in_flight"]) for t, r in rates if r["in_flight"] is not None]
+        # A frontend pair: one pair of charts per replica, named.
+        of = f" ({name})" if len(by_target) > 1 else ""
+        charts.append(
+            series_svg(tok, f"output tok/s{of}") + series_svg(flight, f"in flight{of}", "#d9534f")
+        )
+    return "".join(charts)
 
 
 def metrics_html(run_dir: Path) -> str:

@@ -13,11 +13,10 @@ from orchestrator.slurm.client import SlurmClient
 def scale(run_dir: Path, items: Sequence[str], client: SlurmClient | None = None) -> int:
     """Validate a scale request (exit 2 before anything is submitted), submit the attached job,
     wait for its workers to serve through the run's frontend."""
-    # Scaling composes and plans (Hydra): imported only for this command, not for status/stop.
+    # Scaling plans (OmegaConf, the engines): imported only for this command, not status/stop.
     from orchestrator.elastic import scale_down
     from orchestrator.elastic import scale_up as scaling
     from orchestrator.launchers.follow import follow
-    from orchestrator.launchers.select import Site
 
     request = scaling.parse_request(items)
     view, _ = run_view(run_dir, client)
@@ -26,9 +25,7 @@ def scale(run_dir: Path, items: Sequence[str], client: SlurmClient | None = None
     if removals:  # single workers, newest first; their drivers deregister and stop them
         print("\n".join(scale_down.remove(run_dir, removals)), flush=True)
         return 0
-    prepared = scaling.prepare_scale(run_dir, request, Site.detect())  # composed, validated
-    plan = scaling.plan_scale_up(run_dir, request.counts, prepared)
-    job_id, adir = scaling.submit_attached(run_dir, prepared, plan)
-    print(job_id, flush=True)
-    print(adir, flush=True)
-    return follow(adir, job_id, until_done=False)
+    job = scaling.scale_up(run_dir, request)
+    print(job.job_id, flush=True)
+    print(job.run_dir, flush=True)
+    return follow(Path(job.run_dir), job.job_id, until_done=False)

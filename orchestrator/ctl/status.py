@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.core.effects import SubprocessRunner
+from orchestrator.ctl import locks
 from orchestrator.elastic import attached as attachments
 from orchestrator.launchers import facts_of
 from orchestrator.observe.reconcile import RunView, driver_alive, reconcile
@@ -60,6 +61,7 @@ def status(run_dir: Path, client: SlurmClient | None = None) -> tuple[str, int]:
         lines.append(f"benchmark: {b.get('tool')} {b.get('status')} {b.get('done')}/{b.get('of')} "
                      f"point(s) (results/points.jsonl)")  # fmt: skip
     lines += [_process_line(name, entry) for name, entry in state.processes.items()]
+    lines += locks.status_lines(run_dir)
     lines += attachments.attached_lines(run_dir, client)
     if view.phase == Phase.LOST:
         lines += _lost_tail(run_dir, state.job_id)

@@ -111,9 +111,9 @@ def serving_numbers(run_dir: Path) -> tuple[dict[str, float | None], float | Non
             continue  # the cut first line, or one being written
         if rec.get("role") == "frontend" and rec.get("ok"):
             frontend.append(rec)
-    if len(frontend) < 2:
+    if all(len(recs) < 2 for recs in prom.per_target(frontend).values()):
         return {}, None
-    return prom.frontend_rates(frontend[-2], frontend[-1]), float(frontend[-1]["t"])
+    return prom.summed_rates(frontend), float(frontend[-1]["t"])
 
 
 def error_lines(state: RunState) -> list[str]:

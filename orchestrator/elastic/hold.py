@@ -1,5 +1,5 @@
 """A worker job of a frontend.placement=here run, told to stop by Slurm rather than by us,
-keeps serving a while (Plan.hold_s) so that the run can replace it first.
+keeps serving a while (WorkerJobPlan.hold_s) so that the run can replace it first.
 
 Slurm sends the batch shell -- this driver -- SIGTERM `launcher.signal_before_limit_s` before
 the time limit (`--signal=B:TERM@N`: the workers' steps get nothing yet). A preempting Slurm
@@ -70,9 +70,9 @@ class Hold:
 def attach_hold(driver: DriverView) -> None:
     """Hold stop signals in a worker job of a placement=here run (after the driver's own
     handlers are installed: these replace them for the signals Slurm sends)."""
-    if not driver.plan.attach_to or driver.plan.hold_s <= 0:
+    if driver.plan.job is None or driver.plan.job.hold_s <= 0:
         return
-    hold = Hold(driver.plan.hold_s)
+    hold = Hold(driver.plan.job.hold_s)
     for sig in HELD:
         signal.signal(sig, hold.handler(driver))  # type: ignore[arg-type]
     driver.on_tick.append(hold.tick)

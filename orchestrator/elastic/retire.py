@@ -77,7 +77,7 @@ def retire(d: DriverView, names: list[str]) -> None:
         d.say(f"removed {', '.join(r.proc.name for r in running)} (scale-down): deregistered in "
               f"{deregistered - started:.1f} s, stopped in {d.clock.now() - deregistered:.1f} s"
               + (f" (killed after {d.plan.stop_grace_s:g} s: {', '.join(killed)})" if killed else ""))  # fmt: skip
-    if d.plan.attach_to and all_removed(d):
+    if d.plan.job is not None and all_removed(d):
         d.request_stop("every worker removed by scale-down")
 
 

@@ -13,11 +13,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from orchestrator.core.effects import Clock, SystemClock
 from orchestrator.core.errors import InvalidConfig, Issue, OrchestratorError
-from orchestrator.elastic.attached import live_attached, load_bound, mark_removed
 from orchestrator.elastic.retire import request_retire
 from orchestrator.plan.model import TIER_WORKER, Plan
 from orchestrator.rundir import Phase, RunDir, RunState
+from orchestrator.rundir.jobs import WorkerJobs
 
 WAIT_MARGIN_S = 60.0  # beyond the plan's stop grace: deregistration, the driver's next tick
 
@@ -46,24 +47,33 @@ class Removal:
 def holder(run_dir: Path, plan: Plan, job_id: str, attached: bool) -> Holder:
     """The worker units of one driver that are not removed yet."""
     removed = RunDir(run_dir).state().removed()
-    units = sorted(((p.group, p.worker_index, p.name) for p in plan.processes
-                    if p.tier == TIER_WORKER and p.rank == 0 and p.name not in removed),
-                   key=lambda u: -u[1])  # fmt: skip
+    units = sorted(
+        (
+            (p.group, p.worker_index, p.name)
+            for p in plan.processes
+            if p.tier == TIER_WORKER and p.rank == 0 and p.name not in removed
+        ),
+        key=lambda u: -u[1],
+    )
     return Holder(run_dir, job_id, attached, tuple(units), plan.stop_grace_s)
 
 
 def holders(run_dir: Path) -> list[Holder]:
-    """Every driver holding workers of the run, newest first (the run's own last)."""
-    found = [holder(Path(e["run_dir"]), RunDir(e["run_dir"]).plan(), e["job_id"], True)
-             for e in reversed(live_attached(run_dir))]  # fmt: skip
-    job_id = RunDir(run_dir).state().job_id
-    return [*found, holder(run_dir, load_bound(run_dir), job_id, False)]
+    """Every driver holding workers of the run, newest first: its worker jobs that hold workers
+    now (a job being replaced counts through its copy, WorkerJobs.holding), then its own job
+    (generation 0)."""
+    found = [
+        holder(Path(j.run_dir), RunDir(j.run_dir).plan(), j.job_id, True)
+        for j in reversed(WorkerJobs(run_dir).holding())
+    ]
+    run = RunDir(run_dir)
+    return [*found, holder(run_dir, run.bound_plan(), run.state().job_id, False)]
 
 
-def current_counts(run_dir: Path) -> dict[str, int]:
-    """Workers per group now serving: the run's own and its attached jobs', less removed ones."""
+def current_counts(run_dir: Path, found: list[Holder] | None = None) -> dict[str, int]:
+    """Workers per group now serving: the run's own and its worker jobs', less removed ones."""
     counts: dict[str, int] = {}
-    for h in holders(run_dir):
+    for h in holders(run_dir) if found is None else found:
         for group, _, _ in h.units:
             counts[group] = counts.get(group, 0) + 1
     return counts
@@ -72,17 +82,22 @@ def current_counts(run_dir: Path) -> dict[str, int]:
 def plan_removal(run_dir: Path, counts: Mapping[str, int]) -> list[Removal]:
     """The workers a scale-down removes, newest first ([] when nothing shrinks)."""
     found = holders(run_dir)
-    have: dict[str, int] = {}
-    for h in found:
-        for group, _, _ in h.units:
-            have[group] = have.get(group, 0) + 1
+    have = current_counts(run_dir, found)
     if all(n >= have.get(g, 0) for g, n in counts.items()):
         return []
     if any(n > have.get(g, 0) for g, n in counts.items()):
         keys = keys_of(counts)
         said = ", ".join(f"{n} (running {have.get(g, 0)})" for g, n in counts.items())
-        raise InvalidConfig([Issue(keys, said, "one request both adds and removes workers",
-                                   "scale up and down in separate commands")])  # fmt: skip
+        raise InvalidConfig(
+            [
+                Issue(
+                    keys,
+                    said,
+                    "one request both adds and removes workers",
+                    "scale up and down in separate commands",
+                )
+            ]
+        )
     excess = {g: have.get(g, 0) - n for g, n in counts.items()}
     removals = []
     for h in found:
@@ -107,10 +122,16 @@ def check_serving(h: Holder, keys: str) -> None:
     count every worker of its plan while it starts."""
     phase = RunDir(h.run_dir).state().phase
     if phase != Phase.READY:
-        raise InvalidConfig([Issue(keys, f"attached job {h.job_id} ({phase or 'not started'})",
-                                   "its newest workers are in a job that is not serving yet",
-                                   "scale down once `ctl status` says it is ready, or "
-                                   "`ctl stop` it")])  # fmt: skip
+        raise InvalidConfig(
+            [
+                Issue(
+                    keys,
+                    f"attached job {h.job_id} ({phase or 'not started'})",
+                    "its newest workers are in a job that is not serving yet",
+                    "scale down once `ctl status` says it is ready, or `ctl stop` it",
+                )
+            ]
+        )
 
 
 def _done(removal: Removal) -> RunState | None:
@@ -122,15 +143,18 @@ def _done(removal: Removal) -> RunState | None:
     if set(removal.workers) <= state.removed():
         return state
     if state.ended:  # its driver ended before removing them
-        raise OrchestratorError(f"{', '.join(removal.workers)}: the driver of "
-                                f"{holder.path} ended ({state.phase}) first; "
-                                f"see {holder.driver_log}")  # fmt: skip
+        raise OrchestratorError(
+            f"{', '.join(removal.workers)}: the driver of "
+            f"{holder.path} ended ({state.phase}) first; "
+            f"see {holder.driver_log}"
+        )
     return None
 
 
-def remove(run_dir: Path, removals: list[Removal]) -> list[str]:
+def remove(run_dir: Path, removals: list[Removal], clock: Clock | None = None) -> list[str]:
     """Ask each holder's driver, wait until every removal is over; one line per holder."""
-    started = time.monotonic()
+    clock = clock or SystemClock()
+    started = clock.now()
     for r in removals:
         request_retire(r.holder.run_dir, list(r.workers))
     deadline = started + max(r.holder.grace_s for r in removals) + WAIT_MARGIN_S
@@ -141,14 +165,18 @@ def remove(run_dir: Path, removals: list[Removal]) -> list[str]:
             if state is not None:
                 waiting.remove(r)
                 if r.whole:  # listed as removed (the run's driver saw its workers removed)
-                    mark_removed(run_dir, r.holder.job_id)
-                lines.append(removal_line(r, state, time.monotonic() - started))
-        if waiting and time.monotonic() >= deadline:
+                    WorkerJobs(run_dir).set(str(r.holder.run_dir), removed_at=time.time())
+                lines.append(removal_line(r, state, clock.now() - started))
+        if waiting and clock.now() >= deadline:
             raise OrchestratorError(
                 f"not removed within {deadline - started:.0f} s: "
-                + "; ".join(f"{', '.join(r.workers)} (see {RunDir(r.holder.run_dir).driver_log})" for r in waiting)
-            )  # fmt: skip
-        time.sleep(0.2)
+                + "; ".join(
+                    f"{', '.join(r.workers)} (see {RunDir(r.holder.run_dir).driver_log})"
+                    for r in waiting
+                )
+            )
+        if waiting:
+            clock.sleep(0.2)
     return lines
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from orchestrator.frontends import dynamo, sglang_router, smg
 from orchestrator.frontends.base import Frontend, Head
+from orchestrator.plan.model import Plan
+from orchestrator.rundir.secrets import NAMES, SECRETS_DIR, placeholder
 
 FRONTENDS: dict[str, Frontend] = {
     f.kind: f for f in (dynamo.FRONTEND, sglang_router.FRONTEND, smg.FRONTEND)
@@ -24,4 +26,12 @@ def get_frontend(kind: str) -> Frontend:
         raise KeyError(f"unknown frontend {kind!r}; known: {', '.join(FRONTENDS)}") from None
 
 
-__all__ = ["FRONTENDS", "Frontend", "Head", "get_frontend"]
+def lock_lines(plan: Plan) -> list[str]:
+    """Every lock of a run of `plan`, secrets as placeholders."""
+    shared = (f"secrets: generated at launch into RUN_DIR/{SECRETS_DIR}/ (0700, files 0600: "
+              f"{', '.join(placeholder(n) for n in NAMES)}); handed to processes through the "
+              "driver's environment, never in plans, scripts, argv or logs")  # fmt: skip
+    return [shared, *get_frontend(plan.readiness.frontend_kind).lock_lines(plan)]
+
+
+__all__ = ["FRONTENDS", "Frontend", "Head", "get_frontend", "lock_lines"]

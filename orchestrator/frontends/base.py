@@ -25,6 +25,7 @@ class Head:
     processes: list[Process]  # infrastructure and the frontend itself, in start order
     worker_env: dict[str, str] = field(default_factory=dict)  # e.g. Dynamo's discovery variables
     discovery: str = ""  # Dynamo discovery backend for worker argv ('' for none)
+    url: str = ""  # the URL users get when it is not the frontend's (a proxy's, frontends/pair.py)
 
 
 def http_port(
@@ -46,6 +47,15 @@ def http_port(
     if fixed:
         return str(cfg.frontend.http_port), {"http": cfg.frontend.http_port, **own}
     return port_ref(own["http"]), own
+
+
+def no_request_plane_tls(cfg: RootConfig) -> list[Issue]:
+    """frontend.request_plane_tls is Dynamo's (its TCP request plane); a router talks HTTP."""
+    if not cfg.frontend.request_plane_tls:
+        return []
+    return [Issue("frontend.request_plane_tls", "true", f"frontend={cfg.frontend.kind} has no "
+                  "Dynamo request plane (it sends HTTP to the workers)",
+                  "drop it, or use frontend=dynamo")]  # fmt: skip
 
 
 class Frontend(Protocol):
@@ -71,6 +81,11 @@ class Frontend(Protocol):
 
     def registration_lines(self, plan: Plan) -> list[str]:
         """Dry-run lines saying how workers join (empty when they join by themselves)."""
+        ...
+
+    def lock_lines(self, plan: Plan) -> list[str]:
+        """Which locks the run's control plane has (dry-run and `ctl status`; secrets shown as
+        placeholders)."""
         ...
 
     def ready(self, http: HttpClient, readiness: Readiness) -> Verdict:

@@ -2,16 +2,30 @@
 
 from __future__ import annotations
 
+import dataclasses
+import shutil
 from typing import TYPE_CHECKING
 
 from orchestrator.config.schema import RootConfig
 from orchestrator.core.effects import HttpClient, HttpResponse
 from orchestrator.core.errors import Issue
 from orchestrator.frontends.base import Head, http_port
+from orchestrator.frontends.pair import pair_processes
 from orchestrator.launchers import runs_on_one_machine
 from orchestrator.plan.model import TIER_FRONTEND, TIER_INFRA, HealthProbe, Plan, Process, Readiness
 from orchestrator.plan.placeholders import RUN_DIR, node_ip, port_ref
 from orchestrator.plan.ports import PortAllocator
+from orchestrator.rundir.secrets import (
+    ETCD_PASSWORD,
+    ETCD_PASSWORD_ENV,
+    ETCD_USER,
+    ETCD_USER_ENV,
+    SECRETS_DIR,
+    TLS_DIR,
+    TLS_FILES,
+    TLS_SERVER_NAME,
+    placeholder,
+)
 
 if TYPE_CHECKING:
     from orchestrator.runtime.health import Verdict
@@ -39,7 +53,23 @@ def discovery_env(cfg: RootConfig, backend: str, etcd_port: int) -> dict[str, st
         env["ETCD_ENDPOINTS"] = f"http://{node_ip(0)}:{port_ref(etcd_port)}"
     else:
         env["DYN_FILE_KV"] = f"{RUN_DIR}/dynamo-discovery"
-    return env
+    return {**env, **(request_plane_tls_env() if cfg.frontend.request_plane_tls else {})}
+
+
+def request_plane_tls_env() -> dict[str, str]:
+    """Mutual TLS on Dynamo 1.6.1's TCP request plane (dynamo_runtime::tls_utils: "TLS enabled
+    with mutual authentication (client certificates required)"), for every Dynamo process: the
+    workers' request servers and the frontend's response-stream server require a certificate
+    of the run's CA, and each process presents the run's certificate as a client. Paths only
+    (RUN_DIR/secrets/tls, made at launch); the server name is the certificate's, not a node's."""
+    tls = f"{RUN_DIR}/{SECRETS_DIR}/{TLS_DIR}"
+    ca, cert, key = (f"{tls}/{name}" for name in TLS_FILES)
+    return {
+        "DYN_TCP_TLS_CERT_PATH": cert, "DYN_TCP_TLS_KEY_PATH": key,
+        "DYN_TCP_TLS_CLIENT_CA_CERT_PATH": ca, "DYN_TCP_TLS_CA_CERT_PATH": ca,
+        "DYN_TCP_TLS_CLIENT_CERT_PATH": cert, "DYN_TCP_TLS_CLIENT_KEY_PATH": key,
+        "DYN_TCP_TLS_SERVER_NAME": TLS_SERVER_NAME,
+    }  # fmt: skip
 
 
 def etcd_process(cfg: RootConfig, ports: PortAllocator) -> Process:
@@ -48,10 +78,14 @@ def etcd_process(cfg: RootConfig, ports: PortAllocator) -> Process:
     ip = node_ip(0)
     client = f"http://{ip}:{port_ref(p['client'])}"
     peer = f"http://{ip}:{port_ref(p['peer'])}"
+    # etcd reads every ETCD_* variable as a flag and logs the ones it does not know *with their
+    # values* ("unrecognized environment variable ETCD_AUTH_PASSWORD=...", etcd 3.4 pkg/flags):
+    # the clients' credentials the driver exports must not reach it. Its data directory is under
+    # RUN_DIR/secrets (0700): its WAL records the root user's password as it was added.
     argv = (
-        cfg.frontend.etcd_binary,
+        "env", "-u", ETCD_USER_ENV, "-u", ETCD_PASSWORD_ENV, cfg.frontend.etcd_binary,
         "--name", "orchestrator",
-        "--data-dir", f"{RUN_DIR}/infra/etcd",
+        "--data-dir", f"{RUN_DIR}/{SECRETS_DIR}/etcd",
         "--listen-client-urls", client,
         "--advertise-client-urls", client,
         "--listen-peer-urls", peer,
@@ -76,8 +110,17 @@ def stream_host(cfg: RootConfig, ip: str) -> str:
 
 def frontend_process(cfg: RootConfig, ports: PortAllocator, env: dict[str, str]) -> Process:
     """`python3 -m dynamo.frontend --http-port 8000` (the guide's command) bound to node 0."""
-    ip = node_ip(0)
     port, planned = http_port(cfg, ports)
+    return replica_process(cfg, env, "frontend", 0, 0, port, planned)
+
+
+def replica_process(
+    cfg: RootConfig, env: dict[str, str], name: str, index: int, node: int, port: str,
+    planned: dict[str, int],
+) -> Process:  # fmt: skip
+    """One Dynamo frontend named `name` on `node` serving `port` (one of a pair: index 0 or 1,
+    each restarted on its own)."""
+    ip = node_ip(node)
     argv = [cfg.frontend.python, "-m", "dynamo.frontend", "--http-port", port]
     # Bind to the job's address on node 0 rather than 0.0.0.0 (Dynamo's default).
     argv += ["--http-host", ip]
@@ -107,7 +150,7 @@ def frontend_process(cfg: RootConfig, ports: PortAllocator, env: dict[str, str])
     full_env["DYN_TCP_RESPONSE_STREAM_HOST"] = stream_host(cfg, ip)
     full_env.update(cfg.frontend.env)
     return Process(
-        name="frontend", role="frontend", group="frontend", worker_index=0, rank=0, node_index=0,
+        name=name, role="frontend", group="frontend", worker_index=index, rank=0, node_index=node,
         gpus=(), ports=planned, env=full_env, argv=tuple(argv), tier=TIER_FRONTEND,
         health=HealthProbe(url=f"http://{ip}:{port}/health"), url=f"http://{ip}:{port}",
     )  # fmt: skip
@@ -139,6 +182,11 @@ class Dynamo:
             procs.append(etcd)
             etcd_port = etcd.ports["client"]
         env = discovery_env(cfg, backend, etcd_port)
+        if cfg.frontend.replicas == 2:
+            # Both replicas read the same discovery: every worker registers once and serves both.
+            pair, url = pair_processes(cfg, ports, num_nodes, self.ready_path(cfg),
+                                       lambda *a: replica_process(cfg, env, *a))  # fmt: skip
+            return Head(processes=procs + pair, worker_env=env, discovery=backend, url=url)
         procs.append(frontend_process(cfg, ports, env))
         return Head(processes=procs, worker_env=env, discovery=backend)
 
@@ -148,7 +196,7 @@ class Dynamo:
         return f"/v1/models/{cfg.model.served_name or cfg.model.path}/ready"
 
     def validate(self, cfg: RootConfig) -> list[Issue]:
-        """The discovery choice and the migration limit."""
+        """The discovery choice, the migration limit; openssl for request_plane_tls."""
         issues = []
         if cfg.frontend.discovery not in DISCOVERY_KINDS:
             issues.append(Issue("frontend.discovery", repr(cfg.frontend.discovery), "unknown value",
@@ -156,6 +204,10 @@ class Dynamo:
         if cfg.frontend.migration_limit < 0:
             issues.append(Issue("frontend.migration_limit", str(cfg.frontend.migration_limit),
                                 "negative", "use 0 (no migration) or more"))  # fmt: skip
+        if cfg.frontend.request_plane_tls and not shutil.which("openssl"):
+            issues.append(Issue("frontend.request_plane_tls", "true", "needs `openssl` on PATH "
+                                "where you launch (it makes the run's CA)", "install openssl, or "
+                                "set frontend.request_plane_tls=false"))  # fmt: skip
         return issues
 
     def attach_issues(self, cfg: RootConfig) -> list[Issue]:
@@ -171,20 +223,46 @@ class Dynamo:
         """None: workers register through discovery."""
         return []
 
+    def lock_lines(self, plan: Plan) -> list[str]:
+        """etcd's authentication, or the file discovery's place; the request plane."""
+        from orchestrator.frontends.etcd_lock import ETCD_PROCESS
+
+        if any(p.name == ETCD_PROCESS for p in plan.processes):
+            out = [f"etcd: authentication on before any worker starts: user {ETCD_USER}, password "
+                   f"{placeholder(ETCD_PASSWORD)} (every Dynamo process gets {ETCD_USER_ENV} and "
+                   f"{ETCD_PASSWORD_ENV}); reads and writes without them refused"]  # fmt: skip
+        else:
+            out = ["discovery: files in RUN_DIR/dynamo-discovery (the run directory's mode)"]
+        if any("DYN_TCP_TLS_CLIENT_CA_CERT_PATH" in p.env for p in plan.processes):
+            return out + ["request plane: mutual TLS (per-run CA in RUN_DIR/secrets/tls): only "
+                          "the run's processes can send requests to its workers"]  # fmt: skip
+        return out + ["request plane: TCP from the frontend to the workers, not authenticated "
+                      "(frontend.request_plane_tls=true: mutual TLS)"]  # fmt: skip
+
     def ready(self, http: HttpClient, readiness: Readiness) -> Verdict:
         """The model's ready endpoint."""
         from orchestrator.runtime.health import frontend_gate
 
-        return frontend_gate(http, readiness, parse_ready)
+        # A pair: the proxy's URL and each replica's own (the proxy asks only one of them).
+        for url in (readiness.frontend_url, *readiness.replica_urls):
+            verdict = frontend_gate(
+                http, dataclasses.replace(readiness, frontend_url=url), parse_ready
+            )
+            if not verdict.ok:
+                return verdict
+        return verdict
 
     def attach(self, driver: DriverView) -> None:
         """Dynamo workers (and restarted ones) join through discovery; a dead one is removed
-        from it at once. An attached job's workers must also take requests from the run's
-        frontend before it is ready."""
+        from it at once. The run's etcd is locked the moment it is healthy. An attached job's
+        workers must also take requests from the run's frontend before it is ready."""
         from orchestrator.frontends.dynamo_purge import attach_purge
+        from orchestrator.frontends.etcd_lock import ETCD_PROCESS, etcd_client, lock_etcd
 
-        attach_purge(driver)
-        if driver.plan.attach_to:
+        if any(p.name == ETCD_PROCESS for p in driver.plan.processes):
+            driver.on_process_healthy.append(lock_etcd)
+        attach_purge(driver, etcd_client)  # revoking a dead worker's lease needs the run's token
+        if driver.plan.job is not None:
             from orchestrator.frontends.dynamo_attach import require_traffic
 
             driver.on_workers_healthy.append(require_traffic)

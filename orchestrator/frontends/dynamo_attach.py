@@ -63,5 +63,5 @@ def require_traffic(d: DriverView) -> None:
         raise OrchestratorError(
             f"{names}: healthy, but the run's frontend {r.frontend_url} sent them none of "
             f"{CANARIES_PER_WORKER * len(workers)} canaries (a Dynamo frontend rejects workers "
-            f"whose model card differs from the first ones: see {d.plan.attach_to}/logs/frontend.log)"
+            f"whose model card differs from the first ones: see {d.plan.job.run_dir if d.plan.job else '?'}/logs/frontend.log)"
         )

@@ -23,8 +23,8 @@ Requests in flight on the dead worker fail (or are migrated with frontend.migrat
 see frontends/dynamo.py for why it is 0 by default). A purge that fails is said in driver.log;
 the lease then expires as before.
 
-etcd credentials: the HTTP client used for etcd comes from `etcd_http(driver)`; it is the
-driver's plain client today. A locked etcd plugs its authenticated client in there.
+etcd credentials: the HTTP client used for etcd comes from `etcd_http(driver)`: the run's locked
+etcd's authenticated client (frontends/etcd_lock.py `etcd_client`), else the driver's own.
 """
 
 from __future__ import annotations
@@ -136,10 +136,12 @@ class Purge:
         return delete_files(Path(proc.env["DYN_FILE_KV"]), instance)
 
 
-def attach_purge(driver: DriverView) -> Purge:
+def attach_purge(
+    driver: DriverView, etcd_http: Callable[[DriverView], HttpClient] | None = None
+) -> Purge:
     """Every driver of a Dynamo deployment (the run's own, an attached job's) purges its dead
     workers from the discovery they registered in (their own environment names it)."""
-    purge = Purge()
+    purge = Purge(etcd_http)
     driver.on_process_healthy.append(purge.record)
     driver.on_process_lost.append(purge.purge)
     return purge

@@ -9,7 +9,16 @@ from typing import TYPE_CHECKING
 from orchestrator.config.schema import RootConfig
 from orchestrator.core.effects import HttpClient, HttpResponse
 from orchestrator.core.errors import Issue
-from orchestrator.frontends.base import Head, http_port
+from orchestrator.frontends.base import Head, http_port, no_request_plane_tls
+from orchestrator.frontends.control_key import (
+    KEY_ENV_REF,
+    AuthorizedView,
+    authorized,
+    key_env_name,
+    key_lines,
+    keyed_launch,
+    planned_key_env,
+)
 from orchestrator.plan.model import TIER_FRONTEND, HealthProbe, Plan, Process, Readiness
 from orchestrator.plan.placeholders import node_ip, port_ref
 from orchestrator.plan.ports import PortAllocator
@@ -24,8 +33,7 @@ def router_process(cfg: RootConfig, ports: PortAllocator) -> Process:
     --decode lists would lose late or restarted workers)."""
     ip = node_ip(0)
     port, planned = http_port(cfg, ports, ["metrics"])
-    argv = [cfg.frontend.python, "-m", "sglang_router.launch_router"]
-    argv += ["--pd-disaggregation"] if cfg.deployment.mode == "disaggregated" else []
+    argv = ["--pd-disaggregation"] if cfg.deployment.mode == "disaggregated" else []
     argv += ["--host", ip, "--port", port]
     # 0.3.2 panics at start when its Prometheus port (default 0.0.0.0:29000) is taken.
     argv += ["--prometheus-host", ip, "--prometheus-port", port_ref(planned["metrics"])]
@@ -38,10 +46,14 @@ def router_process(cfg: RootConfig, ports: PortAllocator) -> Process:
     if cfg.frontend.router_mode:
         argv += ["--policy", cfg.frontend.router_mode]
     argv += list(cfg.frontend.extra_args)
+    # The control plane is locked with the run's admin key, kept off the command line.
+    key_env = key_env_name(cfg)
+    launch = keyed_launch(cfg.frontend.python, "sglang_router.launch_router", argv, key_env)
     return Process(
         name="frontend", role="frontend", group="frontend", worker_index=0, rank=0, node_index=0,
-        gpus=(), ports=planned, env={"PYTHONUNBUFFERED": "1", **cfg.frontend.env},
-        argv=tuple(argv), tier=TIER_FRONTEND,
+        gpus=(), ports=planned, env={"PYTHONUNBUFFERED": "1", **cfg.frontend.env,
+                                     KEY_ENV_REF: key_env},
+        argv=tuple(launch), tier=TIER_FRONTEND,
         health=HealthProbe(url=f"http://{ip}:{port}/health"), url=f"http://{ip}:{port}",
     )  # fmt: skip
 
@@ -62,17 +74,23 @@ class SglangRouter:
 
     kind = "sglang_router"
 
+    def __init__(self) -> None:
+        self._key_env = ""  # set by attach() from the plan (the driver runs one plan)
+
     def head(self, cfg: RootConfig, ports: PortAllocator, num_nodes: int) -> Head:
-        """Only the router: no discovery service."""
-        return Head(processes=[router_process(cfg, ports)])
+        """Only the router: no discovery service. The admin key's variable name travels in
+        the workers' environment too, so that the driver of an attached job (ctl scale,
+        placement=here), which has no router process, finds it."""
+        return Head(processes=[router_process(cfg, ports)],
+                    worker_env={KEY_ENV_REF: key_env_name(cfg)})  # fmt: skip
 
     def ready_path(self, cfg: RootConfig) -> str:
         """The router's own gate."""
         return "/readiness"
 
     def validate(self, cfg: RootConfig) -> list[Issue]:
-        """No rules beyond the shared ones."""
-        return []
+        """No request-plane TLS (it is Dynamo's)."""
+        return no_request_plane_tls(cfg)
 
     def attach_issues(self, cfg: RootConfig) -> list[Issue]:
         """None: the attached job registers its workers with the run's router URL."""
@@ -99,12 +117,17 @@ class SglangRouter:
         )
         return out
 
+    def lock_lines(self, plan: Plan) -> list[str]:
+        """The control plane's admin key (workers reach the router over plain HTTP)."""
+        return key_lines(planned_key_env(plan))
+
     def ready(self, http: HttpClient, readiness: Readiness) -> Verdict:
         """Every expected worker listed healthy by `GET /workers` (registration is asynchronous
         and /readiness turns 200 with one prefill and one decode), then /readiness."""
         from orchestrator.frontends.worker_api import workers_verdict
         from orchestrator.runtime.health import Verdict, frontend_gate
 
+        http = authorized(http, self._key_env)
         if readiness.expected:
             ok, detail = workers_verdict(http, readiness.frontend_url, readiness.expected)
             if not ok:
@@ -112,14 +135,17 @@ class SglangRouter:
         return frontend_gate(http, readiness, parse_readiness)
 
     def attach(self, driver: DriverView) -> None:
-        """Register each worker with the router when healthy; deregister all before stopping."""
+        """Register each worker with the router when healthy; deregister all before stopping
+        (with the admin key)."""
         from orchestrator.frontends.worker_api import attach_router_registration
 
-        attach_router_registration(driver)
-        if driver.plan.attach_to:  # its workers join a router that serves others already
+        self._key_env = planned_key_env(driver.plan)
+        view = AuthorizedView(driver, authorized(driver.http, self._key_env))
+        attach_router_registration(view)
+        if driver.plan.job is not None:  # its workers join a router that serves others already
             from orchestrator.frontends.router_attach import require_listed
 
-            driver.on_workers_healthy.append(require_listed)
+            driver.on_workers_healthy.append(lambda _d: require_listed(view))
 
 
 FRONTEND = SglangRouter()

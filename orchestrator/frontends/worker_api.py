@@ -208,9 +208,23 @@ class Registrar:
         if known is not None and known.id not in self.removed:
             self.ids[proc.name] = known.id
             return known.id, False
+        if known is not None:
+            self._wait_removed(known.id)
         worker_id = self.client.add_worker(registration_payload(proc))
         self.ids[proc.name] = worker_id
         return worker_id, True
+
+    def _wait_removed(self, stale: str) -> None:
+        """Wait (up to DEREGISTER_WAIT_S) until the router no longer lists the entry we deleted:
+        SMG 1.13 removes it in the background after answering 202, and until then refuses the
+        restarted worker's URL with 409 WORKER_ALREADY_EXISTS (seen on the testbed 2 s after
+        the DELETE); sglang-router 0.3.2 drops it within a second."""
+        clock = self.client.clock
+        deadline = clock.now() + DEREGISTER_WAIT_S
+        while clock.now() < deadline:
+            clock.sleep(0.2)
+            if all(w.id != stale for w in self.client.list_workers()):
+                return
 
     def deregister_all(self) -> list[str]:
         """DELETE every worker we registered; returns one problem line per failure."""
@@ -252,7 +266,7 @@ class RouterHooks:
         self.pending: dict[str, Process] = {}
         # An attached plan (ctl scale) joins a router that already serves: no frontend process
         # of its own will pass a health check first.
-        self.router_up = bool(driver.plan.attach_to)
+        self.router_up = driver.plan.job is not None
 
     def _register_pending(self, d: DriverView) -> None:
         for name, proc in list(self.pending.items()):

@@ -10,10 +10,12 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.config.schema import RootConfig, config_to_dict
+from orchestrator.core.effects import CommandRunner, SubprocessRunner
 from orchestrator.core.errors import OrchestratorError
 from orchestrator.core.tools import CHECKOUT
 from orchestrator.plan.model import Plan
 from orchestrator.rundir import LaunchRecord, RunDir
+from orchestrator.rundir.secrets import create_secrets, create_tls
 from orchestrator.runtime.state import StateFile
 
 
@@ -30,8 +32,18 @@ def git_sha() -> str:
     return done.stdout.strip() if done.returncode == 0 else ""
 
 
-def create_run_dir(cfg: RootConfig, name: str) -> Path:
-    """`run_dir` if given (it must not exist yet), else outputs/<UTC time>-<name>[-N]."""
+def create_run_dir(cfg: RootConfig, name: str, runner: CommandRunner | None = None) -> Path:
+    """`run_dir` if given (it must not exist yet), else outputs/<UTC time>-<name>[-N]; with
+    `cluster.run_dir_mode` and the run's secrets (orchestrator.rundir.secrets)."""
+    path = _new_run_dir(cfg, name)
+    path.chmod(int(cfg.cluster.run_dir_mode, 8))  # mkdir's mode is masked by the umask
+    create_secrets(path)
+    if cfg.frontend.request_plane_tls:
+        create_tls(path, runner or SubprocessRunner())
+    return path
+
+
+def _new_run_dir(cfg: RootConfig, name: str) -> Path:
     if cfg.run_dir:
         path = Path(cfg.run_dir).expanduser()
         try:

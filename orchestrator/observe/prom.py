@@ -89,6 +89,25 @@ def frontend_rates(earlier: Mapping[str, Any], later: Mapping[str, Any]) -> dict
     }
 
 
+def per_target(records: Sequence[Mapping[str, Any]]) -> dict[str, list[Mapping[str, Any]]]:
+    """Records by target, in order: rates come from two records of one process (a frontend
+    pair's replicas count their own requests)."""
+    out: dict[str, list[Mapping[str, Any]]] = {}
+    for rec in records:
+        out.setdefault(str(rec.get("target", "")), []).append(rec)
+    return out
+
+
+def summed_rates(records: Sequence[Mapping[str, Any]]) -> dict[str, float | None]:
+    """`frontend_rates` of the last two records of every frontend in `records`, summed (the
+    whole deployment's rate behind a frontend pair); None where no frontend has the series."""
+    parts = [frontend_rates(recs[-2], recs[-1]) for recs in per_target(records).values()
+             if len(recs) >= 2]  # fmt: skip
+    keys = ("requests_per_s", "output_tok_s", "in_flight")
+    return {k: (sum(v for p in parts if (v := p[k]) is not None)
+                if any(p[k] is not None for p in parts) else None) for k in keys}  # fmt: skip
+
+
 def engine_gauges(values: Mapping[str, float]) -> dict[str, float]:
     """The engine summaries a record has (KV-cache usage, queue depth, running requests)."""
     out = {}

@@ -31,6 +31,7 @@ from orchestrator.plan.model import (
     Readiness,
     ServePlan,
     SlurmRequest,
+    WorkerJobPlan,
 )
 from orchestrator.plan.placeholders import JOB_ID, RUN_DIR, Bindings, bind_text
 from orchestrator.plan.placement import GroupShape, WorkerSlot, nodes_used, place_workers
@@ -89,7 +90,7 @@ def deployment_plan(cfg: RootConfig) -> Plan:
             dataclasses.replace(_with_identity(cfg, p), restart=restart_policy(cfg, p.group))
             for p in head.processes + workers
         ),
-        readiness=_readiness(cfg, _frontend_url(head)),
+        readiness=_readiness(cfg, _frontend_url(head), _replica_urls(head)),
         slurm=slurm_request(cfg, num_nodes, gpus_per_node=gpus_requested(cfg, slots)),
         ip_source=cfg.cluster.ip_source,
         network_interface=cfg.cluster.network_interface,
@@ -104,7 +105,7 @@ def deployment_plan(cfg: RootConfig) -> Plan:
 
 def attached_plan(
     cfg: RootConfig, first: Mapping[str, int], worker_env: Mapping[str, str], *,
-    frontend_url: str, attach_to: str,
+    frontend_url: str, job: WorkerJobPlan,
 ) -> Plan:  # fmt: skip
     """The plan of an attached job (`ctl scale`): only the workers of `cfg` from index
     `first[group]` on (named decode-1, decode-2, ... after the running ones), on nodes of their
@@ -139,7 +140,7 @@ def attached_plan(
         ip_source=cfg.cluster.ip_source, network_interface=cfg.cluster.network_interface,
         stop_grace_s=cfg.launcher.stop_grace_s, prepare=engine.prepare(cfg),
         preflight=preflight_checks(cfg, slots, num_nodes, loads_model=engine.loads_model),
-        attach_to=attach_to, heartbeat_timeout_s=cfg.launcher.heartbeat_timeout_s,
+        job=job,
         workers_per_gpu=cfg.deployment.workers_per_gpu,
     )  # fmt: skip
 
@@ -153,9 +154,11 @@ def here_plan(cfg: RootConfig) -> Plan:
     here = Bindings(node_ips=(cfg.frontend.host,), node_hosts=(cfg.frontend.host,),
                     job_id=JOB_ID, run_dir=RUN_DIR)  # fmt: skip
     url = bind_text(_frontend_url(head), here)
+    # The template of each worker job: the run it joins is set per job (runtime/workerjobs.py).
+    job = WorkerJobPlan(heartbeat_timeout_s=cfg.launcher.heartbeat_timeout_s,
+                        hold_s=cfg.serve.signal_hold_s)  # fmt: skip
     workers = attached_plan(cfg, {}, {k: bind_text(v, here) for k, v in head.worker_env.items()},
-                            frontend_url=url, attach_to="")  # fmt: skip
-    workers = dataclasses.replace(workers, hold_s=cfg.serve.signal_hold_s)
+                            frontend_url=url, job=job)  # fmt: skip
     s = cfg.serve
     serve = ServePlan(host=cfg.frontend.host, workers=workers, rollover=s.rollover,
                       lead_s=s.rollover_lead_min * 60, margin_s=s.rollover_margin_s,
@@ -167,7 +170,8 @@ def here_plan(cfg: RootConfig) -> Plan:
         port_offset=0,
         processes=tuple(dataclasses.replace(_with_identity(cfg, p), restart=restart_policy(cfg, p.group))
                         for p in head.processes),
-        readiness=_readiness(cfg, _frontend_url(head)), slurm=slurm_request(cfg, 1, gpus_per_node=0),
+        readiness=_readiness(cfg, _frontend_url(head), _replica_urls(head)),
+        slurm=slurm_request(cfg, 1, gpus_per_node=0),
         ip_source=cfg.cluster.ip_source, network_interface=cfg.cluster.network_interface,
         stop_grace_s=cfg.launcher.stop_grace_s, prepare=get_engine(cfg.engine.kind).prepare(cfg),
         serve=serve,
@@ -250,11 +254,17 @@ def _worker_process(
 
 
 def _frontend_url(head: Head) -> str:
-    """The frontend's base URL as planned (its port may be a `{port:N}` of the job's block)."""
-    return next(p.url for p in head.processes if p.role == "frontend")
+    """The URL users get as planned (its port may be a `{port:N}` of the job's block): the
+    proxy's in front of a frontend pair, else the frontend's."""
+    return head.url or next(p.url for p in head.processes if p.role == "frontend")
 
 
-def _readiness(cfg: RootConfig, frontend_url: str) -> Readiness:
+def _replica_urls(head: Head) -> tuple[str, ...]:
+    """Each frontend's own URL when a proxy serves them (the gate asks every one)."""
+    return tuple(p.url for p in head.processes if p.role == "frontend") if head.url else ()
+
+
+def _readiness(cfg: RootConfig, frontend_url: str, replica_urls: tuple[str, ...] = ()) -> Readiness:
     groups = active_groups(cfg)
     expected = {
         ("worker" if g == "aggregated" else g): group_config(cfg, g).workers for g in groups
@@ -272,6 +282,7 @@ def _readiness(cfg: RootConfig, frontend_url: str) -> Readiness:
         canary_max_tokens=r.canary_max_tokens,
         serve_failures=r.serve_failures,
         serve_check_s=r.serve_check_s,
+        replica_urls=replica_urls,
     )
 
 

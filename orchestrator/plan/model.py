@@ -106,6 +106,9 @@ class Readiness:
     canary_max_tokens: int
     serve_failures: int = 3
     serve_check_s: float = 30.0
+    # frontend.replicas=2: each replica's own base URL (frontend_url is then the proxy's); the
+    # gate waits for every one of them, not only the one the proxy happens to ask.
+    replica_urls: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -176,13 +179,28 @@ class MetricsPlan:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class WorkerJobPlan:
+    """What makes a plan a worker job's (orchestrator.rundir.jobs: `ctl scale`'s, or one of a
+    frontend.placement=here run's): workers only, joining the frontend and discovery of the run
+    in `run_dir` (readiness.frontend_url and the discovery env are that run's real addresses)."""
+
+    run_dir: str = ""  # the run it joins ('' in a placement=here run's template: set per job)
+    # It stops itself when the run's heartbeat is this long unchanged
+    # (orchestrator.runtime.heartbeat; launcher.heartbeat_timeout_s).
+    heartbeat_timeout_s: float = 60.0
+    # placement=here: on a stop signal that no stop request explains (time limit, preemption)
+    # it keeps serving this long for its replacement (elastic/hold.py; serve.signal_hold_s).
+    hold_s: float = 0.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ServePlan:
     """frontend.placement=here: the plan runs the frontend (and etcd) on this host, and its
     driver submits the workers as Slurm jobs attached to it, replacing them before their time
     limit (`rollover`) or when they are lost (orchestrator.elastic.rollover)."""
 
     host: str  # the address the frontend and etcd bind (this plan's node 0)
-    workers: Plan  # one worker job; its attach_to and the run's files are set per job
+    workers: Plan  # one worker job; the run it joins and the run's files are set per job
     launcher: str = ""  # sbatch | submitit: how the worker jobs are submitted
     request: Mapping[str, Any] = field(default_factory=dict)  # its request, with {run_dir}
     rollover: bool = False
@@ -218,16 +236,8 @@ class Plan:
     preflight: tuple[PathCheck, ...] = ()  # paths each node must hold before workers start
     fetch: FetchSpec | None = None  # model.fetch: one download on node 0 before any worker
     stage: StageSpec | None = None  # model.stage=node_local: a copy on each worker node first
-    # An attached plan (`ctl scale`): workers only, joining the frontend of the run in this
-    # directory (readiness.frontend_url and the discovery env are that run's real addresses).
-    attach_to: str = ""
+    job: WorkerJobPlan | None = None  # a worker job's plan: the run it joins
     serve: ServePlan | None = None  # frontend.placement=here: the worker jobs
-    # A worker job of a placement=here run: on a stop signal that no stop request explains
-    # (time limit, preemption) it keeps serving this long for its replacement (elastic/hold.py).
-    hold_s: float = 0.0
-    # An attached job stops itself when the run's heartbeat is this long unchanged
-    # (orchestrator.runtime.heartbeat; launcher.heartbeat_timeout_s).
-    heartbeat_timeout_s: float = 60.0
     # Workers sharing one GPU at most (deployment.workers_per_gpu): the port block has a slot
     # per worker process a node can hold.
     workers_per_gpu: int = 1
@@ -270,6 +280,14 @@ def _benchmark_to_dict(bench: BenchmarkPlan | None) -> dict[str, Any] | None:
     return data
 
 
+def _readiness_to_dict(readiness: Readiness) -> dict[str, Any]:
+    """The gate; replica_urls only for a frontend pair (a single frontend's plan.json as before)."""
+    out = asdict(readiness)
+    if not readiness.replica_urls:
+        del out["replica_urls"]
+    return out
+
+
 def plan_to_dict(plan: Plan) -> dict[str, Any]:
     """The plan as plain JSON-able data (what plan.json holds; `plan_from_dict` reads it back)."""
     return {
@@ -284,19 +302,14 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
         "stop_grace_s": plan.stop_grace_s,
         "prepare": dict(plan.prepare),
         "processes": [process_to_dict(p) for p in plan.processes],
-        "readiness": asdict(plan.readiness),
+        "readiness": _readiness_to_dict(plan.readiness),
         "slurm": asdict(plan.slurm),
         "benchmark": _benchmark_to_dict(plan.benchmark),
         "metrics": asdict(plan.metrics) if plan.metrics else None,
         "preflight": [asdict(c) for c in plan.preflight],
-        # Only in attached plans: every other plan.json stays as it was.
-        **(
-            {"attach_to": plan.attach_to, "heartbeat_timeout_s": plan.heartbeat_timeout_s}
-            if plan.attach_to
-            else {}
-        ),
+        # Only in worker jobs' plans: every other plan.json stays as it was.
+        **({"job": asdict(plan.job)} if plan.job else {}),
         **({"serve": _serve_to_dict(plan.serve)} if plan.serve else {}),
-        **({"hold_s": plan.hold_s} if plan.hold_s else {}),
         **({"workers_per_gpu": plan.workers_per_gpu} if plan.workers_per_gpu != 1 else {}),
         **({"driver_on_this_host": True} if plan.driver_on_this_host else {}),
         **({"fetch": asdict(plan.fetch)} if plan.fetch else {}),
@@ -305,12 +318,7 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
 
 
 def _serve_to_dict(serve: ServePlan) -> dict[str, Any]:
-    # The worker plan is attached only per job (attach_to set then): keep its heartbeat here.
-    workers = {
-        **plan_to_dict(serve.workers),
-        "heartbeat_timeout_s": serve.workers.heartbeat_timeout_s,
-    }
-    return {**asdict(serve), "workers": workers, "request": dict(serve.request)}
+    return {**asdict(serve), "workers": plan_to_dict(serve.workers), "request": dict(serve.request)}
 
 
 def _serve_from_dict(raw: Mapping[str, Any] | None) -> ServePlan | None:
@@ -360,17 +368,20 @@ def plan_from_dict(data: Mapping[str, Any]) -> Plan:
         stop_grace_s=data["stop_grace_s"],
         prepare=dict(data.get("prepare", {})),
         processes=tuple(process_from_dict(p) for p in data["processes"]),
-        readiness=Readiness(**data["readiness"]),
+        readiness=Readiness(
+            **{
+                **data["readiness"],
+                "replica_urls": tuple(data["readiness"].get("replica_urls", ())),
+            }
+        ),
         slurm=SlurmRequest(**slurm),
         benchmark=_benchmark_from_dict(data.get("benchmark")),
         metrics=MetricsPlan(**data["metrics"]) if data.get("metrics") else None,
         preflight=tuple(
             PathCheck(**{**c, "nodes": tuple(c["nodes"])}) for c in data.get("preflight", ())
         ),  # fmt: skip
-        attach_to=data.get("attach_to", ""),
+        job=WorkerJobPlan(**data["job"]) if data.get("job") else None,
         serve=_serve_from_dict(data.get("serve")),
-        hold_s=data.get("hold_s", 0.0),
-        heartbeat_timeout_s=data.get("heartbeat_timeout_s", 60.0),
         workers_per_gpu=data.get("workers_per_gpu", 1),
         driver_on_this_host=data.get("driver_on_this_host", False),
         fetch=FetchSpec(**data["fetch"]) if data.get("fetch") else None,

@@ -128,7 +128,9 @@ def bind_plan(plan: Plan, bindings: Bindings) -> Plan:
         return shift_port(plan, port, bindings.port_offset)
 
     readiness: Readiness = dataclasses.replace(
-        plan.readiness, frontend_url=bind_text(plan.readiness.frontend_url, bindings)
+        plan.readiness,
+        frontend_url=bind_text(plan.readiness.frontend_url, bindings),
+        replica_urls=tuple(bind_text(u, bindings) for u in plan.readiness.replica_urls),
     )
     bench = plan.benchmark
     if bench is not None:

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from orchestrator.frontends import get_frontend
+from orchestrator.frontends import get_frontend, lock_lines
 from orchestrator.launchers import LaunchRequest, get_launcher, request_from_dict
 from orchestrator.launchers.submitit import KIND as SUBMITIT
 from orchestrator.plan.model import Plan, Process, ServePlan, plan_to_dict, process_to_dict
@@ -184,6 +184,7 @@ def render_text(
                f"{'canary chat completion' if r.canary else 'no canary'}; deadline {r.timeout_s:g} s")  # fmt: skip
     out += get_frontend(r.frontend_kind).registration_lines(plan)
     out += [f"frontend URL: {r.frontend_url}", ""]
+    out += ["=== LOCKS ===", *lock_lines(plan), ""]
     out += _slurm_text(plan, request) if plan.serve is None else _serve_text(plan.serve, request)
     return "\n".join(out) + "\n"
 

@@ -19,8 +19,8 @@ from pathlib import Path
 from orchestrator.bench.step import attach_benchmark
 from orchestrator.core.effects import RequestsHttp, SubprocessRunner, SystemClock
 from orchestrator.core.errors import OrchestratorError
-from orchestrator.elastic.attached_watch import attach_attached_watch
 from orchestrator.elastic.hold import attach_hold
+from orchestrator.elastic.jobwatch import attach_job_watch
 from orchestrator.elastic.retire import attach_retire
 from orchestrator.elastic.rollover import attach_rollover
 from orchestrator.frontends import get_frontend
@@ -31,6 +31,7 @@ from orchestrator.plan.placeholders import Bindings, bind_plan, shift_port
 from orchestrator.plan.ports import port_offset_for_job
 from orchestrator.run.driver import Driver, default_say
 from orchestrator.rundir import Phase, RunDir
+from orchestrator.rundir.secrets import export_secrets
 from orchestrator.runtime import fetch, nodes, preflight, stage_step
 from orchestrator.runtime.attempts import begin_attempt
 from orchestrator.runtime.heartbeat import attach_heartbeat
@@ -255,6 +256,8 @@ def run_driver(run_dir: Path, env: Mapping[str, str] | None = None) -> int:
     state.update(driver_pid=os.getpid(), driver_host=socket.gethostname())
     try:
         plan = load_plan(run_dir)
+        # Handed to every process through the environment, never through the plan or argv.
+        export_secrets(run_dir, plan.job.run_dir if plan.job else "", os.environ)
         use_our_interpreter_first(plan)
         bound, backend = _setup(plan, run_dir, env, state, say)
         start_fingerprint(run_dir, bound, backend)  # per node, in a thread, bounded to seconds
@@ -267,13 +270,14 @@ def run_driver(run_dir: Path, env: Mapping[str, str] | None = None) -> int:
     driver.install_signal_handlers()
     attach_hold(driver)  # a worker job of a placement=here run: Slurm's stop signals are held
     attach_heartbeat(driver)  # an attached job stops itself when its run's driver is gone
-    attach_attached_watch(driver, SlurmClient(SubprocessRunner()))  # ctl scale's jobs
     attach_retire(driver)  # ctl scale down: single workers
     get_frontend(bound.readiness.frontend_kind).attach(driver)
     attach_metrics(driver, bound.metrics)  # before the benchmark: it scrapes the benchmark too
     attach_benchmark(driver, bound.benchmark)
-    if bound.serve is not None:
+    if bound.serve is not None:  # placement=here: every worker is in a worker job
         attach_rollover(driver, bound.serve)
+    else:  # ctl scale's worker jobs
+        attach_job_watch(driver, SlurmClient(SubprocessRunner()))
     return driver.run()
 
 

@@ -130,3 +130,45 @@ class LaunchRecord:
             "created": self.created,
             "request": dict(self.request),
         }
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WorkerJob:
+    """A Slurm job holding some of a run's workers (RUN_DIR/attached.json; orchestrator.rundir.
+    jobs). Generation 0: the run's own job and those `ctl scale` adds; a placement=here run's
+    first worker job is generation 1, each replacement one more than the job it replaces."""
+
+    job_id: str  # '' while sbatch has not answered (listed first: a record of the directory)
+    run_dir: str
+    workers: tuple[str, ...]  # process names, ranks included
+    groups: Mapping[str, int] = field(default_factory=dict)  # worker units per group
+    submitted_at: float = 0.0
+    generation: int = 0
+    replaces: str = ""  # the job id this one replaces (rollover, loss)
+    reason: str = ""  # why it was submitted (start, time limit, lost: ...)
+    ready_at: float = 0.0  # its workers serve (placement=here: seen by the run's driver)
+    drain_at: float = 0.0  # asked to stop by the run's driver (a drain, or the run's teardown)
+    removed_at: float = 0.0  # holds no workers any more (scale-down, drained, lost, stopped)
+    ended: str = ""  # how it ended, once seen (Slurm's state, or its driver's phase)
+    error: str = ""  # why it could not be submitted
+
+    @classmethod
+    def from_dict(cls, data: JsonDict) -> WorkerJob:
+        """An entry of attached.json (as `to_dict` writes it; missing keys get defaults)."""
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__ and v is not None}
+        known.update(workers=tuple(known.get("workers", ())), groups=dict(known.get("groups", {})))
+        return cls(**known)
+
+    def to_dict(self) -> dict[str, Any]:
+        """attached.json's entry: what every job has, the facts of a generation, what is set."""
+        keys = ["job_id", "run_dir", "workers", "groups", "submitted_at"]
+        keys += ["generation", "replaces", "reason"] if self.generation else []
+        data = {k: getattr(self, k) for k in keys}
+        later = ("ready_at", "drain_at", "removed_at", "ended", "error")
+        data.update({k: getattr(self, k) for k in later if getattr(self, k)})
+        return {**data, "workers": list(self.workers), "groups": dict(self.groups)}
+
+    @property
+    def removed(self) -> bool:
+        """Recorded as holding no workers (removed by a scale-down, drained, seen ending)."""
+        return bool(self.removed_at)

@@ -1,9 +1,9 @@
 """The driver's heartbeat, and an attached job's watch over the run it attaches to.
 
 Every driver touches RUN_DIR/heartbeat every few seconds while it supervises (on_tick). An
-attached job (`ctl scale`, plan.attach_to) stops itself when the run it attaches to recorded its
+attached job (`ctl scale`, plan.job) stops itself when the run it attaches to recorded its
 end (done or failed in state.json), or when that run's heartbeat has not changed for
-`plan.heartbeat_timeout_s`: a driver killed with SIGKILL (or lost with its node) writes no final
+`plan.job.heartbeat_timeout_s`: a driver killed with SIGKILL (or lost with its node) writes no final
 phase, and Slurm then ends its job and with it the run's frontend, so the attached workers would
 serve nobody until their time limit.
 
@@ -80,6 +80,6 @@ class RunWatch:
 def attach_heartbeat(driver: DriverView) -> None:
     """Every driver beats; an attached one also watches the run it attaches to."""
     driver.on_tick.append(Beat().on_tick)
-    if driver.plan.attach_to:
-        watch = RunWatch(Path(driver.plan.attach_to), driver.plan.heartbeat_timeout_s)
+    if driver.plan.job is not None:
+        watch = RunWatch(Path(driver.plan.job.run_dir), driver.plan.job.heartbeat_timeout_s)
         driver.on_tick.append(watch.on_tick)

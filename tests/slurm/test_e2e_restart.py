@@ -131,7 +131,7 @@ def test_router_prefill_re_registered_then_restarts_exhausted(
     assert new_id != old_id and st["processes"]["prefill-1"]["registered"] is True
 
     def listed_healthy() -> bool:
-        workers = {w["id"]: w for w in router_workers(url)}
+        workers = {w["id"]: w for w in router_workers(url, run_dir)}
         return old_id not in workers and bool(workers.get(new_id, {}).get("is_healthy"))
 
     e2e.wait_for(listed_healthy, timeout=20, what="GET /workers: the new prefill-1 id healthy")

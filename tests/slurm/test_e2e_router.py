@@ -67,8 +67,9 @@ def complete_rooms(
     return rooms if len(rooms) == count and all(len(v) == 2 for v in rooms.values()) else None
 
 
-def router_workers(url: str) -> list[dict[str, Any]]:
-    return list(requests.get(f"{url}/workers", timeout=5).json()["workers"])
+def router_workers(url: str, run_dir: Path) -> list[dict[str, Any]]:
+    auth = e2e.admin_auth(run_dir)
+    return list(requests.get(f"{url}/workers", headers=auth, timeout=5).json()["workers"])
 
 
 def in_squeue(job_id: str) -> bool:
@@ -92,7 +93,7 @@ def test_2p2d_router_ready_late_decode_fan_out_and_clean_stop(
     workers = {n: p for n, p in st["processes"].items() if n != "frontend"}
     assert set(workers) == {"prefill-0", "prefill-1", "decode-0", "decode-1"}
     # Every worker registered once, with the UUID the router lists it under, all healthy.
-    listed = {w["url"]: w for w in router_workers(url)}
+    listed = {w["url"]: w for w in router_workers(url, run_dir)}
     bound = {
         p["name"]: p for p in json.loads((run_dir / "plan.bound.json").read_text())["processes"]
     }

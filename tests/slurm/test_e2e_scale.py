@@ -121,9 +121,9 @@ ROUTER = ["+model=gpt_oss_120b", "frontend=sglang_router", "engine=sglang", "clu
           "launcher=submitit", "readiness.timeout_s=120", "cluster.time_limit_min=10"]  # fmt: skip
 
 
-def decodes_listed(url: str) -> int:
+def decodes_listed(url: str, run_dir: Path) -> int:
     """Decode workers the router lists."""
-    listed = requests.get(f"{url}/workers", timeout=5).json()
+    listed = requests.get(f"{url}/workers", headers=e2e.admin_auth(run_dir), timeout=5).json()
     return sum(w.get("worker_type") == "decode" for w in listed["workers"])
 
 
@@ -144,7 +144,7 @@ def test_router_scale_up_registers_the_attached_decode(
     ast = e2e.state(Path(attached_dir))
     assert ast["phase"] == "ready"
     assert all(ast["processes"][n]["registered"] is True for n in ("decode-1", "decode-2"))
-    assert decodes_listed(url) == 3
+    assert decodes_listed(url, run_dir) == 3
 
     def decode_served() -> set[str]:
         assert e2e.chat(url, MODEL).strip()
@@ -162,7 +162,7 @@ def test_router_scale_up_registers_the_attached_decode(
     assert len(lines) == 1 and lines[0].startswith(
         f"removed decode-2 (attached job {attached_job}) in "
     )
-    assert decodes_listed(url) == 2  # deregistered from the router
+    assert decodes_listed(url, run_dir) == 2  # deregistered from the router
     assert e2e.state(Path(attached_dir))["processes"]["decode-2"]["state"] == "removed"
     serving = {"prefill-0", "decode-0", "decode-1"}
     e2e.wait_for(lambda: {w["name"] for w in e2e.state(run_dir)["workers"]} == serving,
@@ -196,7 +196,7 @@ def test_scale_down_removes_the_runs_own_newest_worker(
     )
     st = e2e.state(run_dir)
     assert st["phase"] == "ready" and st["processes"]["decode-1"]["state"] == "removed"
-    assert decodes_listed(url) == 1
+    assert decodes_listed(url, run_dir) == 1
     served = len(record.read_text().splitlines())
     for _ in range(3):
         assert e2e.chat(url, MODEL).strip()
