@@ -135,3 +135,23 @@ def test_scraper_thread_writes_until_stopped(tmp_path: Path, plan_of: Callable[.
     lines = (tmp_path / "results" / "metrics.jsonl").read_text().splitlines()
     assert {json.loads(x)["target"] for x in lines} == {"frontend", "decode-0", "prefill-0"}
     assert len(lines) % 3 == 0  # whole scrapes only
+
+
+def test_a_large_fleet_is_scraped_in_turns_with_the_frontend_every_round() -> None:
+    """768 workers scraped every interval cost most of the driver's CPU while serving (issue
+    22): past WORKERS_PER_ROUND, each round takes the next workers; none is left out."""
+    from orchestrator.observe.scrape import WORKERS_PER_ROUND, Target, next_round
+
+    n = WORKERS_PER_ROUND * 2 + 5
+    found = [Target("frontend", "frontend", "f")] + [
+        Target(f"w{i}", "worker", str(i)) for i in range(n)
+    ]
+    seen: list[str] = []
+    cursor = 0
+    for _ in range(3):
+        batch, cursor = next_round(found, cursor)
+        assert batch[0].name == "frontend" and len(batch) == WORKERS_PER_ROUND + 1
+        seen += [t.name for t in batch[1:]]
+    assert {f"w{i}" for i in range(n)} <= set(seen)  # every worker within ceil(n / per round)
+    small = found[: WORKERS_PER_ROUND + 1]
+    assert next_round(small, 0) == (small, 0)  # a small fleet: everything every round

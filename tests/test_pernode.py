@@ -130,6 +130,7 @@ def test_a_killed_agent_step_reports_its_processes_lost_and_leaves_nothing(
     r = backend.start(proc("x", 'sleep 1000 & echo "child $!"; wait'), logs / "x.log")
     other = backend.start(proc("y", "sleep 1000", node=1), logs / "y.log")
     child = child_pid(logs / "x.log")
+    wait_until(lambda: r.popen.pid, "x started")  # its pid comes with the agent's event
     agent = backend.agent(0)
     agent.popen.send_signal(signal.SIGKILL)  # the fake srun exec'ed the agent: its step dies
     assert r.popen.wait(timeout=10) == -9  # the step's exit code (srun's: 137 on the testbed)
@@ -177,3 +178,69 @@ def test_the_agent_refuses_nothing_silently(backend: NodeBackend, tmp_path: Path
     assert r.popen.wait(timeout=10) == 127
     assert "cannot start ['/no/such']" in (logs / "n.log").read_text()
     wait_until(lambda: not backend.leftovers([r]), "nothing to wait for")
+
+
+def http_server(tmp_path: Path) -> tuple[str, int]:
+    """A shell command serving `tmp_path/www/health` on a free port, and the port."""
+    import socket
+
+    www = tmp_path / "www"
+    www.mkdir(exist_ok=True)
+    (www / "health").write_text("ok")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"exec python3 -m http.server {port} --bind 127.0.0.1 --directory {www}", port
+
+
+def test_the_agent_checks_health_and_reports_misses_only_when_they_change(
+    backend: NodeBackend, tmp_path: Path
+) -> None:
+    from orchestrator.runtime.nodeagent import probe
+
+    script, port = http_server(tmp_path)
+    r = backend.start(proc("w", script), tmp_path / "run" / "logs" / "w.log")
+    url = f"http://127.0.0.1:{port}/health"
+    wait_until(lambda: probe(url, 200, 1.0) == "", "the server answers")
+    handle = r.popen
+    assert isinstance(handle, AgentProcess)
+    handle.watch_health(url, 200, every_s=0.05, timeout_s=0.3)
+    time.sleep(0.5)  # ~10 checks, all passing: no event, no miss
+    assert handle.misses == 0 and handle.health_detail == ""
+    os.kill(handle.pid, signal.SIGSTOP)  # hung: the kernel accepts, nobody answers
+    wait_until(lambda: handle.misses >= 2, "misses reported")
+    assert "timed out" in handle.health_detail
+    os.kill(handle.pid, signal.SIGCONT)
+    wait_until(lambda: handle.misses == 0, "back to no misses")
+
+
+def test_the_serving_watch_kills_a_hung_process_from_its_agents_misses(
+    backend: NodeBackend, tmp_path: Path
+) -> None:
+    """launch_per=node: the driver probes nothing itself (its HTTP client is never called)."""
+    from types import SimpleNamespace
+
+    from orchestrator.plan.model import HealthProbe, RestartPolicy
+    from orchestrator.runtime.health_watch import HealthWatch
+    from orchestrator.runtime.nodeagent import probe
+    from tests.fakes import FakeHttp
+
+    script, port = http_server(tmp_path)
+    health = HealthProbe(url=f"http://127.0.0.1:{port}/health")
+    p = dataclasses.replace(proc("w", script), health=health,
+                            restart=RestartPolicy(mode="on_failure"))  # fmt: skip
+    r = backend.start(p, tmp_path / "run" / "logs" / "w.log")
+    wait_until(lambda: probe(health.url, 200, 1.0) == "", "the server answers")
+    readiness = SimpleNamespace(serve_check_s=0.05, serve_failures=3)
+    http, said = FakeHttp({}), []
+    watch = HealthWatch(SimpleNamespace(readiness=readiness), http, backend, None, said.append)  # type: ignore[arg-type]
+    watch.check({"w": r}, skip=())  # hands the check to the agent
+    os.kill(r.popen.pid, signal.SIGSTOP)
+
+    def checked() -> bool:
+        watch.check({"w": r}, skip=())
+        return r.popen.poll() is not None
+
+    wait_until(checked, "the hung process killed")
+    assert r.popen.poll() == -9 and http.calls == []
+    assert said and "failed 3 health checks in a row" in said[0]

@@ -333,6 +333,7 @@ class FakeDriver:
         self.on_process_lost: list[Any] = []
         self.on_process_retired: list[Any] = []
         self.before_stop: list[Any] = []
+        self.on_tick: list[Any] = []
         self.said: list[str] = []
 
     def say(self, message: str) -> None:
@@ -488,3 +489,23 @@ def test_the_last_decode_lost_aborts_what_the_prefills_hold(other_decode: bool) 
     driver.on_process_lost[0](driver, SimpleNamespace(proc=DECODE_PROC))
     aborts = [c for c in http.calls if c.url.endswith("/abort_request")]
     assert [c.payload for c in aborts] == ([] if other_decode else [{"abort_all": True}])
+
+
+def test_registrations_of_one_tick_list_the_router_once() -> None:
+    """768 workers turning healthy were 768 GETs of a list growing to 768 (issue 22): one GET
+    per tick, while a worker listed before is still taken as registered."""
+    from types import SimpleNamespace
+
+    http = FakeHttp({("GET", f"{R}/workers"): [ok(200, WORKERS_EMPTY)],
+                     ("POST", f"{R}/workers"): [ok(202, POST_ACCEPTED)]})  # fmt: skip
+    driver = FakeDriver(http, attach_to="/runs/r1")
+    router.attach_router_registration(driver)  # type: ignore[arg-type]
+    (on_healthy,), (on_tick,) = driver.on_process_healthy, driver.on_tick
+    for i in (1, 2, 3):
+        on_healthy(driver, SimpleNamespace(proc=worker(f"decode-{i}", "decode", 31010 + i)))
+    assert [m for m, _, _ in http.calls] == ["GET", "POST", "POST", "POST"]
+    on_tick(driver)
+    http.script[("GET", f"{R}/workers")] = [ok(200, WORKERS_1P1D)]
+    on_healthy(driver, SimpleNamespace(proc=DECODE_PROC))  # listed since: not posted again
+    assert [m for m, _, _ in http.calls][4:] == ["GET"]
+    assert driver.state.processes["decode-0"]["router_id"] == "577fb827-08ff-4e2d-a3e2-328b76cfbdbc"

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import signal
 import socket
+import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -294,3 +296,34 @@ def test_serving_health_watch_can_be_disabled(plan_of: Any, tmp_path: Path) -> N
     driver.on_ready.append(hang)
     assert driver.run() == 0  # served 120 fake seconds, then the (patched) wait said stop
     assert hung_url not in http.urls()[calls_at_ready[0] :]  # never probed while serving
+
+
+class SlowHealth(FakeHttp):
+    """/health answers after `delay` s; records how many probes were in flight at once."""
+
+    def __init__(self, script: dict[Any, Any], delay: float) -> None:
+        super().__init__(script)
+        self.delay, self.inflight, self.most = delay, 0, 0
+        self.lock = threading.Lock()
+
+    def get(self, url: str, *, timeout: float) -> HttpResponse:
+        if not url.endswith("/health"):
+            return super().get(url, timeout=timeout)
+        with self.lock:
+            self.inflight += 1
+            self.most = max(self.most, self.inflight)
+        time.sleep(self.delay)
+        with self.lock:
+            self.inflight -= 1
+        return super().get(url, timeout=timeout)
+
+
+def test_startup_health_checks_run_at_once_not_one_after_another(
+    plan_of: Any, tmp_path: Path
+) -> None:
+    """768 starting processes took 19 s to turn healthy with one probe at a time (issue 22)."""
+    http = SlowHealth(dict(READY), delay=0.2)
+    driver, _ = make_driver(plan_of, tmp_path, http, "prefill.workers=2", "decode.workers=2")
+    driver.on_ready.append(lambda d: d.request_stop("test over"))
+    assert driver.run() == 0
+    assert http.most == 5  # every worker and the frontend probed in the same tick

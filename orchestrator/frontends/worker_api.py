@@ -173,6 +173,14 @@ class Registrar:
         self.client = client
         self.ids: dict[str, str] = {}  # process name -> router worker id
         self.removed: set[str] = set()  # ids we deleted (stale entries of restarted workers)
+        # The router's list, fetched once per batch of registrations (`new_batch`): fetched per
+        # registration, 768 workers turning healthy cost 768 GETs of a list growing to 768
+        # entries, most of the 30 s it took to register them on the testbed (issue 22).
+        self.listed: dict[str, RouterWorker] | None = None
+
+    def new_batch(self) -> None:
+        """The next registration lists the router's workers anew (called once per tick)."""
+        self.listed = None
 
     def forget(self, name: str) -> str:
         """DELETE the router entry of a worker that died (its restart registers anew); returns
@@ -194,8 +202,9 @@ class Registrar:
         removes workers asynchronously (DELETE answers 202), so it may still be listed."""
         if proc.name in self.ids:
             return self.ids[proc.name], False
-        listed = {w.url.rstrip("/"): w for w in self.client.list_workers()}
-        known = listed.get(proc.url.rstrip("/"))
+        if self.listed is None:
+            self.listed = {w.url.rstrip("/"): w for w in self.client.list_workers()}
+        known = self.listed.get(proc.url.rstrip("/"))
         if known is not None and known.id not in self.removed:
             self.ids[proc.name] = known.id
             return known.id, False
@@ -277,6 +286,10 @@ class RouterHooks:
         if self.router_up:
             self._register_pending(d)
 
+    def on_tick(self, _d: DriverView) -> None:
+        """Registrations of the next tick see the router's list as it is then."""
+        self.registrar.new_batch()
+
     def on_lost(self, d: DriverView, running: Running) -> None:
         """A process died (it will be restarted): drop its router entry."""
         proc = running.proc
@@ -288,6 +301,7 @@ class RouterHooks:
                 self.pending[name] = d.plan.process(name)
                 self.registrar.removed.add(worker_id)
             self.registrar.ids.clear()
+            self.registrar.new_batch()
             return
         self.pending.pop(proc.name, None)
         problem = self.registrar.forget(proc.name)
@@ -366,3 +380,4 @@ def attach_router_registration(driver: DriverView) -> None:
     driver.on_process_lost.append(hooks.on_lost)
     driver.on_process_retired.append(hooks.on_retired)
     driver.before_stop.append(hooks.before_stop)
+    driver.on_tick.append(hooks.on_tick)

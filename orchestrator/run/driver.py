@@ -24,7 +24,7 @@ from orchestrator.plan.model import TIER_INFRA, Plan, Process
 from orchestrator.rundir import Phase, RunDir
 from orchestrator.rundir.secrets import API_KEY_ENV
 from orchestrator.runtime import health, restarts
-from orchestrator.runtime.health_watch import HealthWatch
+from orchestrator.runtime.health_watch import HealthWatch, probe_starting
 from orchestrator.runtime.hooks import Hook, ProcessHook, Stopped
 from orchestrator.runtime.processes import (
     Backend,
@@ -65,6 +65,7 @@ class Driver:
         self.book = RestartBook()
         self.degraded: list[str] = []  # processes restarting or not healthy again yet
         self.last_progress = ""
+        self.progress_at = -1  # state.changes when the progress line was last derived
         self.on_process_healthy: list[ProcessHook] = []  # e.g. register a worker with the router
         self.on_process_lost: list[ProcessHook] = []  # exited, to be restarted (router: DELETE)
         self.on_process_retired: list[ProcessHook] = []  # scale-down: deregister before the stop
@@ -204,12 +205,11 @@ class Driver:
                 raise Stopped()
 
     def _probe_health(self) -> None:
-        waiting = self._waiting()
-        for name, running in self.running.items():
-            probe = running.proc.health
-            if probe is None or name in self.healthy or name in waiting:
-                continue
-            verdict = health.probe(self.http, probe.url, expect=probe.expect_status, timeout=1.0)
+        waiting = self._waiting() | self.healthy
+        targets = {n: r for n, r in self.running.items() if r.proc.health and n not in waiting}
+        verdicts = probe_starting(self.health_watch.startup_pool, self.http, targets)
+        for name, verdict in verdicts.items():  # hooks in the driver's thread, in plan order
+            running = targets[name]
             if verdict.ok:
                 self.healthy.add(name)
                 self.state.process(name, state="healthy", healthy_at=time.time())
@@ -262,6 +262,9 @@ class Driver:
     def _tick(self) -> None:
         for hook in self.on_tick:
             hook(self)
+        if self.state.changes == self.progress_at:  # a walk over every process: not per tick
+            return
+        self.progress_at = self.state.changes
         line = progress_line(self.state.data)
         if line != self.last_progress:  # progress, only when it changed
             self.say(line)

@@ -42,6 +42,15 @@ class AgentProcess:
         self.code: int | None = None
         self.gone = False  # its process group is empty (or its agent ended)
         self.lost = ""  # why it ended with its agent, not by itself
+        self.watched = False  # its agent runs its serving health checks
+        self.misses = 0  # consecutive failed checks the agent reported
+        self.health_detail = ""  # the last failed check's reason
+
+    def watch_health(self, url: str, expect: int, every_s: float, timeout_s: float) -> None:
+        """Have its agent check `url` every `every_s` s and report changed misses."""
+        self.watched = True
+        self.agent.send({"op": "watch", "name": self.name, "url": url, "expect": expect,
+                         "every": every_s, "timeout": timeout_s})  # fmt: skip
 
     def poll(self) -> int | None:
         """Its exit code once the agent reported the exit (or ended)."""
@@ -116,6 +125,8 @@ class NodeAgent:
             proc.code = int(event["code"])
         elif event["ev"] == "gone":
             proc.gone = True
+        elif event["ev"] == "health":
+            proc.misses, proc.health_detail = int(event["misses"]), str(event["detail"])
 
     def _end(self) -> None:
         """The step ended: what had not exited is lost with it (said in its log, where the

@@ -30,6 +30,7 @@ class StateFile:
     def __init__(self, run_dir: Path) -> None:
         self._depth = 0  # nesting of batched()
         self._dirty = False
+        self.changes = 0  # bumped by every change: readers recompute what they derive only then
         self.path = RunDir(run_dir).state_file
         self.data: dict[str, Any] = read_state(run_dir) or {
             "phase": Phase.NEW.value,
@@ -72,6 +73,7 @@ class StateFile:
                 self._write()
 
     def _write(self) -> None:
+        self.changes += 1
         if self._depth:
             self._dirty = True
             return
