@@ -50,13 +50,25 @@ TICK = os.sysconf("SC_CLK_TCK")
 
 def overrides(per_node: int, launch_per: str, run_dir: Path) -> list[str]:
     """3 nodes x `per_node` aggregated stub workers behind sglang-router."""
-    return ["+model=gpt_oss_120b", "frontend=sglang_router", "engine=sglang",
-            f"engine.python={STUB}", "deployment=aggregated", f"aggregated.workers={3 * per_node}",
-            "aggregated.tp=1", f"deployment.workers_per_gpu={max(1, per_node // GPUS)}",
-            "cluster=testbed", "launcher=submitit", f"cluster.launch_per={launch_per}",
-            "readiness.timeout_s=600", "cluster.time_limit_min=30", f"run_dir={run_dir}",
-            # 256 workers x 10 ports a node: below the ephemeral range and other jobs' blocks.
-            "cluster.port_base=10000", "cluster.port_job_blocks=2"]  # fmt: skip
+    return [
+        "+model=gpt_oss_120b",
+        "frontend=sglang_router",
+        "engine=sglang",
+        f"engine.python={STUB}",
+        "deployment=aggregated",
+        f"aggregated.workers={3 * per_node}",
+        "aggregated.tp=1",
+        f"deployment.workers_per_gpu={max(1, per_node // GPUS)}",
+        "cluster=testbed",
+        "launcher=submitit",
+        f"cluster.launch_per={launch_per}",
+        "readiness.timeout_s=600",
+        "cluster.time_limit_min=30",
+        f"run_dir={run_dir}",
+        # 256 workers x 10 ports a node: below the ephemeral range and other jobs' blocks.
+        "cluster.port_base=10000",
+        "cluster.port_job_blocks=2",
+    ]
 
 
 def unchained(prepared: Prepared) -> Prepared:
@@ -97,8 +109,9 @@ def parent(pid: int) -> int:
 
 
 def node_pids(node: str) -> set[int]:
-    out = subprocess.run(["ip", "netns", "pids", f"slurm-{node}"], capture_output=True,
-                         text=True, check=False).stdout  # fmt: skip
+    out = subprocess.run(
+        ["ip", "netns", "pids", f"slurm-{node}"], capture_output=True, text=True, check=False
+    ).stdout
     return {int(p) for p in out.split()}
 
 
@@ -131,15 +144,25 @@ def one_fleet(per_node: int, launch_per: str, serve_s: float) -> dict[str, Any]:
     time.sleep(serve_s)
     cpu1, s1, rpc_serve = cpu_s(driver), time.time(), rpc_count()
     mem, clients = node0_view(run_dir, driver, node0)
-    row = {"processes": 3 * per_node, "launch_per": launch_per,
-           "submit_to_ready_s": at["ready"] - t0, "start_to_ready_s": at["ready"] - at["starting"],
-           "driver_cpu_pct": 100 * (cpu1 - cpu0) / (s1 - s0), "driver_rss_mib": rss_mib(driver),
-           "node0_rss_mib": mem, "srun_clients_node0": clients,
-           "rpcs_submit_to_ready": rpc_ready - rpc0,
-           "rpcs_per_min_serving": (rpc_serve - rpc_ready) * 60 / (s1 - s0)}  # fmt: skip
+    row = {
+        "processes": 3 * per_node,
+        "launch_per": launch_per,
+        "submit_to_ready_s": at["ready"] - t0,
+        "start_to_ready_s": at["ready"] - at["starting"],
+        "driver_cpu_pct": 100 * (cpu1 - cpu0) / (s1 - s0),
+        "driver_rss_mib": rss_mib(driver),
+        "node0_rss_mib": mem,
+        "srun_clients_node0": clients,
+        "rpcs_submit_to_ready": rpc_ready - rpc0,
+        "rpcs_per_min_serving": (rpc_serve - rpc_ready) * 60 / (s1 - s0),
+    }
     t_stop = time.time()
-    subprocess.run([sys.executable, "-m", "orchestrator.ctl", "stop", str(run_dir)], check=True,
-                   capture_output=True, cwd=REPO)  # fmt: skip
+    subprocess.run(
+        [sys.executable, "-m", "orchestrator.ctl", "stop", str(run_dir)],
+        check=True,
+        capture_output=True,
+        cwd=REPO,
+    )
     while not nothing_left(run_dir):
         time.sleep(0.05)
     row["stop_to_nothing_left_s"] = time.time() - t_stop
@@ -156,8 +179,12 @@ def main() -> int:
         row = one_fleet(n, args.launch_per, args.serve_s)
         if not i:
             print("| " + " | ".join(row) + " |\n|" + "---|" * len(row), flush=True)
-        print("| " + " | ".join(f"{v:.2f}" if isinstance(v, float) else str(v)
-                                for v in row.values()) + " |", flush=True)  # fmt: skip
+        print(
+            "| "
+            + " | ".join(f"{v:.2f}" if isinstance(v, float) else str(v) for v in row.values())
+            + " |",
+            flush=True,
+        )
     return 0
 
 

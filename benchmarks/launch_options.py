@@ -66,9 +66,19 @@ def _comm(pid: int) -> str:
 
 
 def sleeper(name: str, node: int, marker: str) -> Process:
-    return Process(name=name, role="worker", group="aggregated", worker_index=0, rank=0,
-                   node_index=node, gpus=(), ports={}, env={}, tier=2,
-                   argv=("sleep", f"{marker}"))  # fmt: skip
+    return Process(
+        name=name,
+        role="worker",
+        group="aggregated",
+        worker_index=0,
+        rank=0,
+        node_index=node,
+        gpus=(),
+        ports={},
+        env={},
+        tier=2,
+        argv=("sleep", f"{marker}"),
+    )
 
 
 def wait_for(check: Callable[[], bool], timeout: float = 300) -> float:
@@ -84,9 +94,11 @@ def with_backend(kind: str, job: str, hosts: list[str], per_node: int) -> dict[s
     marker = f"100{per_node}{os.getpid() % 1000}"  # a sleep length nobody else uses
     req = SlurmRequest(job_name="x", nodes=NODES, gpus_per_node=8, time_limit_min=10)
     log_dir = Path(tempfile.mkdtemp(prefix="orch-launch-"))
-    backend: Backend = (NodeBackend(req, job, hosts, SubprocessRunner(), python=sys.executable,
-                                    log_dir=log_dir) if kind == "node"
-                        else SrunBackend(req, job, hosts, SubprocessRunner()))  # fmt: skip
+    backend: Backend = (
+        NodeBackend(req, job, hosts, SubprocessRunner(), python=sys.executable, log_dir=log_dir)
+        if kind == "node"
+        else SrunBackend(req, job, hosts, SubprocessRunner())
+    )
     procs = [sleeper(f"p{n}-{i}", n, marker) for n in range(NODES) for i in range(per_node)]
     rpc0, t0 = rpc_count(), time.time()
     running = [backend.start(p, log_dir / f"{p.name}.log") for p in procs]
@@ -106,9 +118,18 @@ def multi_prog(job: str, per_node: int) -> dict[str, float]:
     conf = Path(tempfile.mkstemp(suffix=".conf")[1])
     conf.write_text(f"0-{NODES * per_node - 1} sleep {marker}\n")
     rpc0, t0 = rpc_count(), time.time()
-    srun = subprocess.Popen(["srun", f"--jobid={job}", "--overlap", f"--nodes={NODES}",
-                             f"--ntasks-per-node={per_node}", "--multi-prog", str(conf)],
-                            start_new_session=True)  # fmt: skip
+    srun = subprocess.Popen(
+        [
+            "srun",
+            f"--jobid={job}",
+            "--overlap",
+            f"--nodes={NODES}",
+            f"--ntasks-per-node={per_node}",
+            "--multi-prog",
+            str(conf),
+        ],
+        start_new_session=True,
+    )
     wait_for(lambda: sleepers(marker) == NODES * per_node or srun.poll() is not None)
     if srun.poll() is not None:  # e.g. more tasks than CPUs: "More processors requested"
         return {"start_s": float("nan"), "srun_clients": 0, "rpcs": 0, "stop_s": 0.0}
@@ -121,13 +142,19 @@ def multi_prog(job: str, per_node: int) -> dict[str, float]:
 
 
 def allocate() -> tuple[str, list[str]]:
-    out = subprocess.run(["salloc", f"-N{NODES}", "--no-shell", "--exclusive", "-t", "10"],
-                         capture_output=True, text=True, check=True).stderr  # fmt: skip
+    out = subprocess.run(
+        ["salloc", f"-N{NODES}", "--no-shell", "--exclusive", "-t", "10"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stderr
     job = out.split("Granted job allocation ")[1].split()[0]
-    nodes = subprocess.run(["squeue", "-h", "-j", job, "-o", "%N"], capture_output=True,
-                           text=True, check=True).stdout.strip()  # fmt: skip
-    hosts = subprocess.run(["scontrol", "show", "hostnames", nodes], capture_output=True,
-                           text=True, check=True).stdout.split()  # fmt: skip
+    nodes = subprocess.run(
+        ["squeue", "-h", "-j", job, "-o", "%N"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    hosts = subprocess.run(
+        ["scontrol", "show", "hostnames", nodes], capture_output=True, text=True, check=True
+    ).stdout.split()
     return job, hosts
 
 

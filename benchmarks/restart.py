@@ -41,15 +41,28 @@ from benchmarks.loadgen import Load, wait  # noqa: E402  (after the sys.path ins
 from tests.e2e import engine_processes, nothing_left, state  # noqa: E402
 
 MODEL = "openai/gpt-oss-120b"
-COMMON = ["+model=gpt_oss_120b", "cluster=testbed", "readiness.timeout_s=120", "readiness.interval_s=0.1",
-          "cluster.time_limit_min=10", "launcher=submitit", "prefill.workers=2", "decode.workers=2",
-          "decode.tp=8", "prefill.tp=4", "model.requires_equal_pd_tp=false"]  # fmt: skip
+COMMON = [
+    "+model=gpt_oss_120b",
+    "cluster=testbed",
+    "readiness.timeout_s=120",
+    "readiness.interval_s=0.1",
+    "cluster.time_limit_min=10",
+    "launcher=submitit",
+    "prefill.workers=2",
+    "decode.workers=2",
+    "decode.tp=8",
+    "prefill.tp=4",
+    "model.requires_equal_pd_tp=false",
+]
 DOUBLE = REPO / "tests" / "doubles" / "sglang_test_double.py"
 SETUPS = {  # overrides, engine module to find the victim, victim
     "dynamo": (["engine=mocker"], "dynamo.mocker", "decode-0"),
-    "router": (["engine=sglang", "frontend=sglang_router", f"engine.python={DOUBLE}"],
-               "sglang.launch_server", "prefill-1"),
-}  # fmt: skip
+    "router": (
+        ["engine=sglang", "frontend=sglang_router", f"engine.python={DOUBLE}"],
+        "sglang.launch_server",
+        "prefill-1",
+    ),
+}
 
 
 def iso_to_epoch(text: str) -> float:
@@ -59,8 +72,13 @@ def iso_to_epoch(text: str) -> float:
 
 
 def launch(frontend: str, run_dir: Path) -> None:
-    res = subprocess.run([sys.executable, "-m", "orchestrator", *COMMON, *SETUPS[frontend][0],
-                          f"run_dir={run_dir}"], capture_output=True, text=True, cwd=REPO, check=False)  # fmt: skip
+    res = subprocess.run(
+        [sys.executable, "-m", "orchestrator", *COMMON, *SETUPS[frontend][0], f"run_dir={run_dir}"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        check=False,
+    )
     if res.returncode != 0:
         raise SystemExit(f"launch failed: {res.stderr[-2000:]}")
 
@@ -76,8 +94,11 @@ def one_run(frontend: str, clients: int) -> dict[str, Any]:
     _, module, victim = SETUPS[frontend]
     try:
         url, probe = state(run_dir)["frontend_url"], health_url(run_dir, victim)
-        pid = next(p.pid for p in engine_processes(run_dir, module)
-                   if p.env["ORCHESTRATOR_PROCESS"] == victim)  # fmt: skip
+        pid = next(
+            p.pid
+            for p in engine_processes(run_dir, module)
+            if p.env["ORCHESTRATOR_PROCESS"] == victim
+        )
         with Load(url, clients) as load:
             wait(lambda: len(load.done) >= 20, 30, "20 requests before the kill")
             killed = time.time()
@@ -109,8 +130,12 @@ def one_run(frontend: str, clients: int) -> dict[str, Any]:
             "healthy_at_s": healthy - killed,
         }
     finally:
-        subprocess.run([sys.executable, "-m", "orchestrator.ctl", "stop", str(run_dir)],
-                       capture_output=True, cwd=REPO, check=False)  # fmt: skip
+        subprocess.run(
+            [sys.executable, "-m", "orchestrator.ctl", "stop", str(run_dir)],
+            capture_output=True,
+            cwd=REPO,
+            check=False,
+        )
         wait(lambda: nothing_left(run_dir), 60, "teardown", interval=0.2)
 
 
@@ -151,10 +176,21 @@ def main() -> None:
     for i in range(args.runs):
         r = one_run(args.frontend, args.clients)
         results.append(r)
-        print(f"run {i + 1}: " + ", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}"
-                                         for k, v in r.items()), flush=True)  # fmt: skip
-    print("median: " + ", ".join(f"{k}={statistics.median(r[k] for r in results):.3f}"
-                                 for k in results[0] if not isinstance(results[0][k], str)))  # fmt: skip
+        print(
+            f"run {i + 1}: "
+            + ", ".join(
+                f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in r.items()
+            ),
+            flush=True,
+        )
+    print(
+        "median: "
+        + ", ".join(
+            f"{k}={statistics.median(r[k] for r in results):.3f}"
+            for k in results[0]
+            if not isinstance(results[0][k], str)
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -46,10 +46,19 @@ from benchmarks.loadgen import Load, wait  # noqa: E402  (after the sys.path ins
 from tests.e2e import nothing_left, state  # noqa: E402  (after the sys.path insert)
 
 HOST = "10.77.0.1"  # the testbed bridge: the address the compute nodes reach this host on
-COMMON = ["+model=gpt_oss_120b", "cluster=testbed", "frontend.placement=here", f"frontend.host={HOST}",
-          "serve.rollover=true", "cluster.time_limit_min=2", "serve.rollover_lead_min=1.5",
-          "launcher.signal_before_limit_s=30", "serve.signal_hold_s=20", "readiness.timeout_s=60",
-          "launcher=submitit"]  # fmt: skip
+COMMON = [
+    "+model=gpt_oss_120b",
+    "cluster=testbed",
+    "frontend.placement=here",
+    f"frontend.host={HOST}",
+    "serve.rollover=true",
+    "cluster.time_limit_min=2",
+    "serve.rollover_lead_min=1.5",
+    "launcher.signal_before_limit_s=30",
+    "serve.signal_hold_s=20",
+    "readiness.timeout_s=60",
+    "launcher=submitit",
+]
 DOUBLE = REPO / "tests" / "doubles" / "sglang_test_double.py"
 SETUPS = {
     "dynamo": ["engine=mocker", "frontend.discovery=etcd"],
@@ -69,8 +78,9 @@ def attached(run_dir: Path) -> list[dict[str, Any]]:
 
 def phase_t(job_dir: str, phase: str) -> float | None:
     """When the job's own driver entered `phase` (its state.json timeline), or None."""
-    return next((t["t"] for t in state(Path(job_dir)).get("timeline", [])
-                 if t["phase"] == phase), None)  # fmt: skip
+    return next(
+        (t["t"] for t in state(Path(job_dir)).get("timeline", []) if t["phase"] == phase), None
+    )
 
 
 def driver_started(job_dir: str) -> float | None:
@@ -121,9 +131,12 @@ class MockerCounts:
             text = SESSION.get(health_url.replace("/health", "/metrics"), timeout=1).text
         except requests.RequestException:
             return None
-        return sum(int(float(line.rsplit(" ", 1)[1])) for line in text.splitlines()
-                   if line.startswith("dynamo_component_requests_total{")
-                   and 'dynamo_endpoint="generate"' in line)  # fmt: skip
+        return sum(
+            int(float(line.rsplit(" ", 1)[1]))
+            for line in text.splitlines()
+            if line.startswith("dynamo_component_requests_total{")
+            and 'dynamo_endpoint="generate"' in line
+        )
 
     def per_generation(self) -> dict[int, dict[str, int]]:
         """Requests served per generation and role (canaries included)."""
@@ -160,8 +173,13 @@ def rollovers_done(run_dir: Path, n: int) -> bool:
     """Whether `n` replacements are ready and the jobs they replaced have ended."""
     entries = attached(run_dir)
     by_id = {e["job_id"]: e for e in entries}
-    done = [e for e in entries if e.get("replaces") and e.get("ready_at")
-            and by_id.get(e["replaces"], {}).get("removed_at")]  # fmt: skip
+    done = [
+        e
+        for e in entries
+        if e.get("replaces")
+        and e.get("ready_at")
+        and by_id.get(e["replaces"], {}).get("removed_at")
+    ]
     return len(done) >= n
 
 
@@ -175,17 +193,22 @@ def rollover_rows(run_dir: Path, load: Load) -> list[dict[str, Any]]:
         ready = phase_t(new["run_dir"], "ready")
         old_done = phase_t(old["run_dir"], "done") if old else None
         sent, failed = load.window(new["submitted_at"], old_done or time.time())
-        rows.append({
-            "generation": new.get("generation"), "job": new["job_id"], "replaces": new["replaces"],
-            "reason": new.get("reason", ""),
-            "submit_to_ready_s": between(new["submitted_at"], ready),
-            "queue_s": between(new["submitted_at"], driver_started(new["run_dir"])),
-            "ready_to_old_ended_s": between(ready, old_done),
-            "ready_seen_after_s": between(ready, new.get("ready_at")),
-            "ready_to_drain_asked_s": between(ready, drain_at(old)),
-            "ready_to_removed_s": between(ready, old.get("removed_at")),
-            "requests": sent, "failed": len(failed),
-        })  # fmt: skip
+        rows.append(
+            {
+                "generation": new.get("generation"),
+                "job": new["job_id"],
+                "replaces": new["replaces"],
+                "reason": new.get("reason", ""),
+                "submit_to_ready_s": between(new["submitted_at"], ready),
+                "queue_s": between(new["submitted_at"], driver_started(new["run_dir"])),
+                "ready_to_old_ended_s": between(ready, old_done),
+                "ready_seen_after_s": between(ready, new.get("ready_at")),
+                "ready_to_drain_asked_s": between(ready, drain_at(old)),
+                "ready_to_removed_s": between(ready, old.get("removed_at")),
+                "requests": sent,
+                "failed": len(failed),
+            }
+        )
     return rows
 
 
@@ -198,9 +221,22 @@ def launch(frontend: str, run_dir: Path, record: Path, overrides: list[str]) -> 
     """Start the run; the CLI returns once the frontend serves with the first worker job."""
     extra = [f"+engine.env.SGLANG_DOUBLE_RECORD={record}"] if frontend == "router" else []
     extra += overrides
-    res = subprocess.run([sys.executable, "-m", "orchestrator", *COMMON, *SETUPS[frontend], *extra,
-                          f"run_dir={run_dir}"], capture_output=True, text=True, cwd=REPO,
-                         check=False, timeout=300)  # fmt: skip
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "orchestrator",
+            *COMMON,
+            *SETUPS[frontend],
+            *extra,
+            f"run_dir={run_dir}",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        check=False,
+        timeout=300,
+    )
     if res.returncode != 0:
         raise SystemExit(f"launch failed ({res.returncode}): {res.stderr[-3000:]}")
 
@@ -208,14 +244,24 @@ def launch(frontend: str, run_dir: Path, record: Path, overrides: list[str]) -> 
 def stop(run_dir: Path) -> None:
     """`ctl stop` (the detached driver stops its worker jobs first), then nothing left: no
     process mentions the run directory and no worker job is still in Slurm's queue."""
-    res = subprocess.run([sys.executable, "-m", "orchestrator.ctl", "stop", str(run_dir)],
-                         capture_output=True, text=True, cwd=REPO, check=False, timeout=300)  # fmt: skip
+    res = subprocess.run(
+        [sys.executable, "-m", "orchestrator.ctl", "stop", str(run_dir)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        check=False,
+        timeout=300,
+    )
     print(f"ctl stop -> {res.returncode}: {res.stdout.strip()} {res.stderr.strip()[-500:]}")
     jobs = [e["job_id"] for e in attached(run_dir) if e.get("job_id")]
 
     def gone() -> bool:
-        listed = subprocess.run(["squeue", "-h", "-o", "%i", "-j", ",".join(jobs)],
-                                capture_output=True, text=True, check=False).stdout.split()  # fmt: skip
+        listed = subprocess.run(
+            ["squeue", "-h", "-o", "%i", "-j", ",".join(jobs)],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout.split()
         return nothing_left(run_dir) and not (set(listed) & set(jobs))
 
     wait(gone, 120, f"no process of {run_dir} and none of jobs {jobs} left")
@@ -237,9 +283,19 @@ def report(
         )
     decode = sum(per.get("decode", 0) for per in served.values())
     print(f"  decode sum: {decode}  (loop requests answered ok: {total - len(failed)})")
-    keys = ["generation", "job", "replaces", "submit_to_ready_s", "queue_s", "ready_to_old_ended_s",
-            "ready_seen_after_s", "ready_to_drain_asked_s", "ready_to_removed_s", "requests",
-            "failed"]  # fmt: skip
+    keys = [
+        "generation",
+        "job",
+        "replaces",
+        "submit_to_ready_s",
+        "queue_s",
+        "ready_to_old_ended_s",
+        "ready_seen_after_s",
+        "ready_to_drain_asked_s",
+        "ready_to_removed_s",
+        "requests",
+        "failed",
+    ]
     print("\nrollovers (times in s; *_seen/_asked/_removed: as the run's driver recorded them)")
     print("  ".join(f"{k:>{len(k)}}" for k in keys))
     for r in rows:
@@ -259,8 +315,12 @@ def main() -> None:
     ap.add_argument("--rollovers", type=int, default=2)
     ap.add_argument("--clients", type=int, default=2, help="request-loop threads")
     ap.add_argument("--timeout-s", type=float, default=600, help="for all the rollovers")
-    ap.add_argument("overrides", nargs="*", help="more overrides, e.g. frontend.http_port=8100 "
-                    "(the frontend binds this host's ports: another run here may hold 8000)")  # fmt: skip
+    ap.add_argument(
+        "overrides",
+        nargs="*",
+        help="more overrides, e.g. frontend.http_port=8100 "
+        "(the frontend binds this host's ports: another run here may hold 8000)",
+    )
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="orch-soak-"))
     run_dir, record = tmp / "run", tmp / "requests.jsonl"
@@ -271,8 +331,12 @@ def main() -> None:
         if args.frontend == "dynamo":
             counts.thread.start()
         with Load(state(run_dir)["frontend_url"], args.clients) as load:
-            wait(lambda: rollovers_done(run_dir, args.rollovers), args.timeout_s,
-                 f"{args.rollovers} rollovers", interval=1.0)  # fmt: skip
+            wait(
+                lambda: rollovers_done(run_dir, args.rollovers),
+                args.timeout_s,
+                f"{args.rollovers} rollovers",
+                interval=1.0,
+            )
             t_end = time.time()
         rows = rollover_rows(run_dir, load)
     finally:

@@ -51,15 +51,29 @@ from orchestrator.core.effects import SubprocessRunner  # noqa: E402  (after the
 from orchestrator.slurm.client import SlurmClient  # noqa: E402
 from tests.e2e import engine_processes, nothing_left, state  # noqa: E402
 
-COMMON = ["+model=gpt_oss_120b", "cluster=testbed", "readiness.timeout_s=120",
-          "cluster.time_limit_min=15", "launcher=submitit"]  # fmt: skip
+COMMON = [
+    "+model=gpt_oss_120b",
+    "cluster=testbed",
+    "readiness.timeout_s=120",
+    "cluster.time_limit_min=15",
+    "launcher=submitit",
+]
 DOUBLE = REPO / "tests" / "doubles" / "sglang_test_double.py"
 SETUPS = {
     "dynamo": ["engine=mocker", "frontend.discovery=etcd"],
     "router": ["engine=sglang", "frontend=sglang_router", f"engine.python={DOUBLE}"],
 }
-UP = ("prepare_s", "queue_s", "slurm_queue_s", "start_s", "setup_s", "ours_s", "ours_driver_s",
-      "return_s", "e2e_s")  # fmt: skip
+UP = (
+    "prepare_s",
+    "queue_s",
+    "slurm_queue_s",
+    "start_s",
+    "setup_s",
+    "ours_s",
+    "ours_driver_s",
+    "return_s",
+    "e2e_s",
+)
 DOWN = ("down_prepare_s", "down_drain_s", "down_cmd_s", "down_ended_s")
 COUNTS = (
     "up_requests",
@@ -77,16 +91,35 @@ SLURM = SlurmClient(SubprocessRunner())
 
 def ctl(*args: str) -> subprocess.CompletedProcess[str]:
     """`python -m orchestrator.ctl ARGS` to completion."""
-    return subprocess.run([sys.executable, "-m", "orchestrator.ctl", *args], capture_output=True,
-                          text=True, cwd=REPO, check=False, timeout=300)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "orchestrator.ctl", *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        check=False,
+        timeout=300,
+    )
 
 
 def launch(frontend: str, run_dir: Path, record: Path) -> None:
     """Start the 1P1D run and wait until it serves (the CLI returns at `ready`)."""
     extra = [f"+engine.env.SGLANG_DOUBLE_RECORD={record}"] if frontend == "router" else []
-    res = subprocess.run([sys.executable, "-m", "orchestrator", *COMMON, *SETUPS[frontend], *extra,
-                          f"run_dir={run_dir}"], capture_output=True, text=True, cwd=REPO,
-                         check=False, timeout=300)  # fmt: skip
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "orchestrator",
+            *COMMON,
+            *SETUPS[frontend],
+            *extra,
+            f"run_dir={run_dir}",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        check=False,
+        timeout=300,
+    )
     if res.returncode != 0:
         raise SystemExit(f"launch failed: {res.stderr[-2000:]}")
 
@@ -118,9 +151,13 @@ def scale_up(run_dir: Path) -> tuple[dict[str, float], str, Path]:
     """`ctl scale RUN_DIR decode.workers=2`, timed; (measures, attached job id, its directory)."""
     stop, healthy_at = threading.Event(), dict[str, float]()
     t0 = time.time()
-    proc = subprocess.Popen([sys.executable, "-m", "orchestrator.ctl", "scale", str(run_dir),
-                             "decode.workers=2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, cwd=REPO)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "orchestrator.ctl", "scale", str(run_dir), "decode.workers=2"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+    )
     assert proc.stdout is not None
     job_id, adir = proc.stdout.readline().strip(), Path(proc.stdout.readline().strip())
     watcher = threading.Thread(target=watch_health, args=(adir, stop, healthy_at), daemon=True)
@@ -144,21 +181,27 @@ def up_measures(
     # The watcher sees every worker the driver saw unless it lost the race to read the plan.
     seen = len(healthy_at) == len(st["processes"])
     healthy = max(healthy_at.values()) if seen else driver_healthy
-    return {"prepare_s": phases["submitted"] - t0,
-            "queue_s": driver_started - phases["submitted"],
-            "slurm_queue_s": slurm_queue(job_id),
-            "start_s": healthy - driver_started,
-            "setup_s": phases["starting"] - driver_started,
-            "ours_s": phases["ready"] - healthy,
-            "ours_driver_s": phases["ready"] - driver_healthy,
-            "return_s": t_end - phases["ready"],
-            "e2e_s": t_end - t0}  # fmt: skip
+    return {
+        "prepare_s": phases["submitted"] - t0,
+        "queue_s": driver_started - phases["submitted"],
+        "slurm_queue_s": slurm_queue(job_id),
+        "start_s": healthy - driver_started,
+        "setup_s": phases["starting"] - driver_started,
+        "ours_s": phases["ready"] - healthy,
+        "ours_driver_s": phases["ready"] - driver_healthy,
+        "return_s": t_end - phases["ready"],
+        "e2e_s": t_end - t0,
+    }
 
 
 def slurm_queue(job_id: str) -> float:
     """Slurm's own Submit -> Start of the job (sacct: whole seconds, the controller's clock)."""
-    res = subprocess.run(["sacct", "-X", "-n", "-P", "-o", "Submit,Start", "-j", job_id],
-                         capture_output=True, text=True, check=False)  # fmt: skip
+    res = subprocess.run(
+        ["sacct", "-X", "-n", "-P", "-o", "Submit,Start", "-j", job_id],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     submit, _, start = res.stdout.strip().splitlines()[0].partition("|")
     fmt = "%Y-%m-%dT%H:%M:%S"
     return time.mktime(time.strptime(start, fmt)) - time.mktime(time.strptime(submit, fmt))
@@ -174,14 +217,18 @@ def served_by(frontend: str, adir: Path, record: Path) -> int:
         names = {p["name"] for p in workers}
         # Names come back with a later attached job (decode-1 again): count this job's pids.
         pids = {p.pid for p in engine_processes(adir, "sglang.launch_server")}
-        return sum(1 for line in lines
-                   if (r := json.loads(line))["name"] in names and r["pid"] in pids)  # fmt: skip
+        return sum(
+            1 for line in lines if (r := json.loads(line))["name"] in names and r["pid"] in pids
+        )
     total = 0
     for p in workers:
         text = SESSION.get(p["health"]["url"].replace("/health", "/metrics"), timeout=5).text
-        total += sum(int(float(line.rsplit(" ", 1)[1])) for line in text.splitlines()
-                     if line.startswith("dynamo_component_requests_total{")
-                     and 'dynamo_endpoint="generate"' in line)  # fmt: skip
+        total += sum(
+            int(float(line.rsplit(" ", 1)[1]))
+            for line in text.splitlines()
+            if line.startswith("dynamo_component_requests_total{")
+            and 'dynamo_endpoint="generate"' in line
+        )
     return total
 
 
@@ -194,14 +241,21 @@ def scale_down(run_dir: Path, job_id: str, adir: Path) -> dict[str, float]:
         raise SystemExit(f"ctl scale down failed ({res.returncode}): {res.stdout}{res.stderr}")
 
     def ended() -> bool:
-        return (state(adir).get("phase") == "done" and nothing_left(adir)
-                and not SLURM.state(job_id).live)  # fmt: skip
+        return (
+            state(adir).get("phase") == "done"
+            and nothing_left(adir)
+            and not SLURM.state(job_id).live
+        )
 
     wait(ended, 60, f"attached job {job_id} ended", interval=0.05)
     t_ended = time.time()
     phases = {t["phase"]: t["t"] for t in state(adir)["timeline"]}
-    return {"down_prepare_s": phases["stopping"] - t0, "down_drain_s": phases["done"] - phases["stopping"],
-            "down_cmd_s": t_cmd - t0, "down_ended_s": t_ended - t0}  # fmt: skip
+    return {
+        "down_prepare_s": phases["stopping"] - t0,
+        "down_drain_s": phases["done"] - phases["stopping"],
+        "down_cmd_s": t_cmd - t0,
+        "down_ended_s": t_ended - t0,
+    }
 
 
 def one_cycle(frontend: str, run_dir: Path, record: Path, load: Load) -> dict[str, Any]:
@@ -212,8 +266,10 @@ def one_cycle(frontend: str, run_dir: Path, record: Path, load: Load) -> dict[st
     before = served_by(frontend, adir, record)  # the attached job's own canaries included
 
     def serving() -> bool:
-        return (load.window(t_served, time.time())[0] >= SERVE_REQUESTS
-                and served_by(frontend, adir, record) > before)  # fmt: skip
+        return (
+            load.window(t_served, time.time())[0] >= SERVE_REQUESTS
+            and served_by(frontend, adir, record) > before
+        )
 
     wait(serving, 60, "requests of the loop on the new decode worker", interval=0.2)
     served = served_by(frontend, adir, record) - before
@@ -223,10 +279,17 @@ def one_cycle(frontend: str, run_dir: Path, record: Path, load: Load) -> dict[st
     t_ended = t_down + down["down_ended_s"]
     up_n, up_failed = load.window(t_up, t_served)
     down_n, down_failed = load.window(t_down, t_ended)
-    return {**up, **down, "up_requests": up_n, "up_failed": len(up_failed),
-            "down_requests": down_n, "down_failed": len(down_failed), "serve_requests": serve_n,
-            "new_worker_served": served,
-            "failures": [*up_failed, *down_failed]}  # fmt: skip
+    return {
+        **up,
+        **down,
+        "up_requests": up_n,
+        "up_failed": len(up_failed),
+        "down_requests": down_n,
+        "down_failed": len(down_failed),
+        "serve_requests": serve_n,
+        "new_worker_served": served,
+        "failures": [*up_failed, *down_failed],
+    }
 
 
 def one_frontend(frontend: str, repeat: int, clients: int) -> list[dict[str, Any]]:
@@ -241,9 +304,14 @@ def one_frontend(frontend: str, repeat: int, clients: int) -> list[dict[str, Any
             wait(lambda: len(load.done) >= 5, 30, "5 requests before the first scale-up")
             for i in range(repeat):
                 rows.append(one_cycle(frontend, run_dir, record, load))
-                print(f"{frontend} cycle {i + 1}: " + ", ".join(
-                    f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}"
-                    for k, v in rows[-1].items()), flush=True)  # fmt: skip
+                print(
+                    f"{frontend} cycle {i + 1}: "
+                    + ", ".join(
+                        f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}"
+                        for k, v in rows[-1].items()
+                    ),
+                    flush=True,
+                )
             t_end = time.time()
         total, failed = load.window(0.0, t_end + 60)
         print(f"{frontend}: loop requests {total}, failed {len(failed)} {failed[:5]}", flush=True)
@@ -269,13 +337,17 @@ def summary(results: dict[str, list[dict[str, Any]]]) -> None:
     print("\nsummary (median; failed and requests: sums over all cycles)")
     print(f"{'measure':<20}" + "".join(f"{n:>10}" for n in names))
     for key in (*UP, *DOWN):
-        print(f"{key:<20}" + "".join(f"{statistics.median(r[key] for r in results[n]):10.3f}"
-                                     for n in names))  # fmt: skip
+        print(
+            f"{key:<20}"
+            + "".join(f"{statistics.median(r[key] for r in results[n]):10.3f}" for n in names)
+        )
     for key in ("up_requests", "up_failed", "down_requests", "down_failed"):
         print(f"{key:<20}" + "".join(f"{sum(r[key] for r in results[n]):10d}" for n in names))
     ours = {n: max(r["ours_s"] for r in results[n]) for n in names}
-    print("ours_s <= 0.5 s (worst cycle): "
-          + ", ".join(f"{n} {'yes' if v <= 0.5 else 'NO'} ({v:.3f})" for n, v in ours.items()))  # fmt: skip
+    print(
+        "ours_s <= 0.5 s (worst cycle): "
+        + ", ".join(f"{n} {'yes' if v <= 0.5 else 'NO'} ({v:.3f})" for n, v in ours.items())
+    )
 
 
 def main() -> None:

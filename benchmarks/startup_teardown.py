@@ -31,8 +31,14 @@ sys.path.insert(0, str(REPO))
 
 from tests.e2e import nothing_left  # noqa: E402  (after the sys.path insert)
 
-BASE = ["+model=gpt_oss_120b", "engine=mocker", "cluster=testbed", "readiness.timeout_s=120",
-        "cluster.time_limit_min=10", "launcher=submitit"]  # fmt: skip
+BASE = [
+    "+model=gpt_oss_120b",
+    "engine=mocker",
+    "cluster=testbed",
+    "readiness.timeout_s=120",
+    "cluster.time_limit_min=10",
+    "launcher=submitit",
+]
 TOPOLOGIES = {
     "reference": [],
     "three-nodes": [
@@ -41,7 +47,7 @@ TOPOLOGIES = {
         "decode.tp=8",
         "prefill.tp=4",
         "model.requires_equal_pd_tp=false",
-    ],  # fmt: skip
+    ],
 }
 
 
@@ -53,8 +59,11 @@ def watch_health(run_dir: Path, stop: threading.Event, healthy_at: dict[str, flo
     while not stop.is_set():
         if not urls and (run_dir / "plan.bound.json").exists():
             plan = json.loads((run_dir / "plan.bound.json").read_text())
-            urls = {p["name"]: p["health"]["url"] for p in plan["processes"]
-                    if p["health"] and p["role"] in ("prefill", "decode", "worker")}  # fmt: skip
+            urls = {
+                p["name"]: p["health"]["url"]
+                for p in plan["processes"]
+                if p["health"] and p["role"] in ("prefill", "decode", "worker")
+            }
         for name, url in urls.items():
             if name in healthy_at:
                 continue
@@ -72,8 +81,13 @@ def one_run(topology: list[str]) -> dict[str, float]:
     watcher = threading.Thread(target=watch_health, args=(run_dir, stop, healthy_at), daemon=True)
     watcher.start()
     t0 = time.time()
-    res = subprocess.run([sys.executable, "-m", "orchestrator", *BASE, *topology, f"run_dir={run_dir}"],
-                         capture_output=True, text=True, cwd=REPO, check=False)  # fmt: skip
+    res = subprocess.run(
+        [sys.executable, "-m", "orchestrator", *BASE, *topology, f"run_dir={run_dir}"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        check=False,
+    )
     stop.set()
     watcher.join()
     if res.returncode != 0:
@@ -83,8 +97,12 @@ def one_run(topology: list[str]) -> dict[str, float]:
     submitted = next(t["t"] for t in state["timeline"] if t["phase"] == "submitted")
     starting = next(t["t"] for t in state["timeline"] if t["phase"] == "starting")
     t_stop = time.time()
-    subprocess.run([sys.executable, "-m", "orchestrator.ctl", "stop", str(run_dir)], check=True,
-                   capture_output=True, cwd=REPO)  # fmt: skip
+    subprocess.run(
+        [sys.executable, "-m", "orchestrator.ctl", "stop", str(run_dir)],
+        check=True,
+        capture_output=True,
+        cwd=REPO,
+    )
     while not nothing_left(run_dir):
         time.sleep(0.02)
     gone = time.time()

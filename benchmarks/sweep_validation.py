@@ -32,12 +32,18 @@ def overrides(points: int, engine: str) -> list[str]:
         raise SystemExit("--points must be a multiple of 16")
     frontend = ["frontend=sglang_router"] if engine == "sglang" else []
     return [
-        "+model=gpt_oss_120b", f"engine={engine}", *frontend, "benchmark=aiperf",
-        "benchmark.binary=aiperf", "benchmark.points=[{concurrency:2,isl:64,osl:16}]",
-        "readiness.timeout_s=120", "cluster.time_limit_min=30",
-        "prefill.workers=1,2,3,4", "decode.workers=1,2,3,4",
+        "+model=gpt_oss_120b",
+        f"engine={engine}",
+        *frontend,
+        "benchmark=aiperf",
+        "benchmark.binary=aiperf",
+        "benchmark.points=[{concurrency:2,isl:64,osl:16}]",
+        "readiness.timeout_s=120",
+        "cluster.time_limit_min=30",
+        "prefill.workers=1,2,3,4",
+        "decode.workers=1,2,3,4",
         f"benchmark.seed=range(0,{points // 16})",
-    ]  # fmt: skip
+    ]
 
 
 def one_run(args: list[str]) -> tuple[int, float]:
@@ -63,8 +69,10 @@ def main() -> int:
             f"run {run + 1}: {count} points in {seconds:.2f} s = {1000 * seconds / count:.1f} ms/point"
         )
     median = statistics.median(times)
-    print(f"median: {median:.2f} s for {ns.points} points = {1000 * median / ns.points:.1f} ms/point "
-          f"(engine={ns.engine})")  # fmt: skip
+    print(
+        f"median: {median:.2f} s for {ns.points} points = {1000 * median / ns.points:.1f} ms/point "
+        f"(engine={ns.engine})"
+    )
     return 0
 
 

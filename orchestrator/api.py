@@ -117,8 +117,9 @@ def check_argvs(planned: Sequence[Planned]) -> list[list[Issue]]:
     for kind in dict.fromkeys(p.cfg.engine.kind for p in planned):
         same = [p for p in planned if p.cfg.engine.kind == kind]
         # frontend.placement=here: the engine argvs are those of the worker jobs.
-        found = get_engine(kind).check_argvs([(p.cfg, p.plan.serve.workers if p.plan.serve else p.plan)
-                                              for p in same])  # fmt: skip
+        found = get_engine(kind).check_argvs(
+            [(p.cfg, p.plan.serve.workers if p.plan.serve else p.plan) for p in same]
+        )
         issues.update(zip(map(id, same), found, strict=True))
     return [issues[id(p)] for p in planned]
 
@@ -127,11 +128,20 @@ def materialized(planned: Planned, site: Site, sha: str) -> Prepared:
     """The launch request of a planned, checked config for this site."""
     here = planned.cfg.frontend.placed_here
     launcher = get_launcher(placed_launcher(planned.launcher, site, frontend_here=here))
-    materials = Materials(python=sys.executable, git_sha=sha, cwd=os.getcwd(),
-                          overrides=launched_overrides(planned.overrides))  # fmt: skip
+    materials = Materials(
+        python=sys.executable,
+        git_sha=sha,
+        cwd=os.getcwd(),
+        overrides=launched_overrides(planned.overrides),
+    )
     plan = launcher.place(planned.plan, materials)  # where its driver runs (and its worker jobs)
-    return Prepared(cfg=planned.cfg, launcher=launcher.kind, plan=plan,
-                    request=launcher.materialize(plan, materials), overrides=planned.overrides)  # fmt: skip
+    return Prepared(
+        cfg=planned.cfg,
+        launcher=launcher.kind,
+        plan=plan,
+        request=launcher.materialize(plan, materials),
+        overrides=planned.overrides,
+    )
 
 
 def dry_run(prepared: Prepared) -> str:
@@ -139,5 +149,6 @@ def dry_run(prepared: Prepared) -> str:
     if prepared.cfg.dry_run_mode() == "json":
         return render_json(prepared.plan, prepared.request)
     yaml = OmegaConf.to_yaml(OmegaConf.create(config_to_dict(prepared.cfg)))
-    return render_text(prepared.plan, prepared.request, overrides=prepared.overrides,
-                       config_yaml=yaml)  # fmt: skip
+    return render_text(
+        prepared.plan, prepared.request, overrides=prepared.overrides, config_yaml=yaml
+    )

@@ -28,12 +28,23 @@ def launch(prepared: Prepared, runner: CommandRunner | None = None) -> int:
         _check_allocation(prepared)
     run_dir = create_run_dir(cfg, plan.name)
     request = prepared.request.bind(str(run_dir))
-    state = write_run_files(run_dir, cfg, plan, launcher=prepared.launcher,
-                            overrides=prepared.overrides, request=request.to_dict())  # fmt: skip
+    state = write_run_files(
+        run_dir,
+        cfg,
+        plan,
+        launcher=prepared.launcher,
+        overrides=prepared.overrides,
+        request=request.to_dict(),
+    )
     # A benchmark that ends the job is what the user waits for; a serving deployment is ready.
     until_done = plan.benchmark is not None and not plan.benchmark.keep_serving
-    session = Launch(run_dir=run_dir, state=state, wait=cfg.wait, until_done=until_done,
-                     runner=runner or SubprocessRunner())  # fmt: skip
+    session = Launch(
+        run_dir=run_dir,
+        state=state,
+        wait=cfg.wait,
+        until_done=until_done,
+        runner=runner or SubprocessRunner(),
+    )
     return request.execute(session)
 
 
@@ -81,8 +92,9 @@ class Launch:
 def detach(argv: Sequence[str], run_dir: Path) -> int:
     """Start the driver in its own session (wait=false without Slurm); its pid."""
     log = open(RunDir(run_dir).driver_out, "ab")  # noqa: SIM115 - handed to the child
-    proc = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                            start_new_session=True)  # fmt: skip
+    proc = subprocess.Popen(
+        list(argv), stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True
+    )
     log.close()
     return proc.pid
 
@@ -90,12 +102,20 @@ def detach(argv: Sequence[str], run_dir: Path) -> int:
 def _check_allocation(prepared: Prepared) -> None:
     """Inside salloc/sbatch the allocation is given: check it fits before creating anything."""
     job = os.environ.get("SLURM_JOB_ID", "")
-    issues = [Issue("allocation", job, problem, "adjust the allocation or the topology")
-              for problem in allocation_issues(prepared.plan, os.environ)]  # fmt: skip
+    issues = [
+        Issue("allocation", job, problem, "adjust the allocation or the topology")
+        for problem in allocation_issues(prepared.plan, os.environ)
+    ]
     if not prepared.cfg.wait:
-        issues.append(Issue("wait", "false", "inside an allocation the driver runs in the foreground "
-                            "(the allocation ends with this command)", "drop wait=false, or submit "
-                            "from a login node"))  # fmt: skip
+        issues.append(
+            Issue(
+                "wait",
+                "false",
+                "inside an allocation the driver runs in the foreground "
+                "(the allocation ends with this command)",
+                "drop wait=false, or submit from a login node",
+            )
+        )
     if issues:
         raise InvalidConfig(issues)
 

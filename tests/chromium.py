@@ -10,8 +10,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 # Headless Chromium as root in a container: no sandbox, no GPU, no first-run or network extras.
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-         "--disable-background-networking", "--disable-sync", "--enable-logging=stderr", "--v=0"]  # fmt: skip
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-sync",
+    "--enable-logging=stderr",
+    "--v=0",
+]
 CONSOLE = re.compile(r":CONSOLE(?::\d+|\(\d+\))\] (.*)")
 
 
@@ -31,9 +39,15 @@ def render(page: Path, screenshot: Path | None = None, size: str = "1100,1600") 
     exe = binary()
     assert exe, "chromium is not installed (scripts/install-system-deps.sh)"
     url = page.resolve().as_uri()
-    done = subprocess.run([exe, *FLAGS, "--dump-dom", url], capture_output=True, text=True,
-                          timeout=60, check=True)  # fmt: skip
+    done = subprocess.run(
+        [exe, *FLAGS, "--dump-dom", url], capture_output=True, text=True, timeout=60, check=True
+    )
     if screenshot is not None:
-        subprocess.run([exe, *FLAGS, f"--screenshot={screenshot}", f"--window-size={size}", url],
-                       capture_output=True, text=True, timeout=60, check=True)  # fmt: skip
+        subprocess.run(
+            [exe, *FLAGS, f"--screenshot={screenshot}", f"--window-size={size}", url],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
     return Rendered(done.stdout, CONSOLE.findall(done.stderr))

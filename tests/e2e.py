@@ -68,14 +68,26 @@ def cli(
     args: Sequence[str], *, timeout: float = 240, cwd: Path = REPO
 ) -> subprocess.CompletedProcess[str]:
     """Run `python -m orchestrator ARGS` to completion."""
-    return subprocess.run([sys.executable, "-m", "orchestrator", *args], capture_output=True, text=True,
-                          timeout=timeout, cwd=cwd, check=False)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "orchestrator", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=cwd,
+        check=False,
+    )
 
 
 def ctl(*args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
     """Run `python -m orchestrator.ctl ARGS`."""
-    return subprocess.run([sys.executable, "-m", "orchestrator.ctl", *args], capture_output=True,
-                          text=True, timeout=timeout, cwd=REPO, check=False)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "orchestrator.ctl", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=REPO,
+        check=False,
+    )
 
 
 def state(run_dir: Path) -> dict[str, Any]:
@@ -152,14 +164,26 @@ def nothing_left(run_dir: Path) -> bool:
 
 
 def chat(
-    base_url: str, model: str, *, stream: bool = False, max_tokens: int = 12,
-    prompt: str = "Hello there", timeout: float = 60, **sampling: Any,
-) -> str:  # fmt: skip
+    base_url: str,
+    model: str,
+    *,
+    stream: bool = False,
+    max_tokens: int = 12,
+    prompt: str = "Hello there",
+    timeout: float = 60,
+    **sampling: Any,
+) -> str:
     """One chat completion; returns the generated text (joined deltas when streaming)."""
-    body = {"model": model, "messages": [{"role": "user", "content": prompt}],
-            "max_tokens": max_tokens, "stream": stream, **sampling}  # fmt: skip
-    resp = requests.post(f"{base_url}/v1/chat/completions", json=body, timeout=timeout,
-                         stream=stream)  # fmt: skip
+    body = {
+        "model": model,
+        "messages": [{"role": "user", "content": prompt}],
+        "max_tokens": max_tokens,
+        "stream": stream,
+        **sampling,
+    }
+    resp = requests.post(
+        f"{base_url}/v1/chat/completions", json=body, timeout=timeout, stream=stream
+    )
     assert resp.status_code == 200, resp.text
     if not stream:
         return str(resp.json()["choices"][0]["message"]["content"])
@@ -181,8 +205,12 @@ def frontend_port(run_dir: Path) -> int:
 
 def job_state(job_id: str) -> str:
     """The job's state from sacct ('' when not known yet)."""
-    res = subprocess.run(["sacct", "-X", "-n", "-P", "-o", "State", "-j", job_id], capture_output=True,
-                         text=True, check=False)  # fmt: skip
+    res = subprocess.run(
+        ["sacct", "-X", "-n", "-P", "-o", "State", "-j", job_id],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     return res.stdout.strip().split(" ")[0] if res.returncode == 0 else ""
 
 
@@ -258,8 +286,12 @@ def timed_loop(
 def chat_outcome(url: str, model: str, stream: bool, timeout: float = 30) -> Outcome:
     """One chat completion (streamed or not), timed. A stream counts as answered only when it
     ends with [DONE] and carries no error event (Dynamo reports a failure inside a 200 stream)."""
-    body = {"model": model, "messages": [{"role": "user", "content": "Hello"}], "max_tokens": 16,
-            "stream": stream}  # fmt: skip
+    body = {
+        "model": model,
+        "messages": [{"role": "user", "content": "Hello"}],
+        "max_tokens": 16,
+        "stream": stream,
+    }
     sent = time.time()
     try:
         resp = requests.post(

@@ -72,9 +72,15 @@ class FakeSlurm:
         return [c for c in self.calls if c[0] == command]
 
     # --- CommandRunner ------------------------------------------------------------------------
-    def run(self, argv: Sequence[str], *, timeout: float = 60.0,
-            env: Mapping[str, str] | None = None, cwd: str | None = None,
-            stdin: str | None = None) -> CommandResult:  # fmt: skip
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        timeout: float = 60.0,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+        stdin: str | None = None,
+    ) -> CommandResult:
         self.calls.append(tuple(argv))
         handler = getattr(self, f"_{argv[0]}", None)
         if handler is None:

@@ -94,8 +94,17 @@ def test_no_import_cycles() -> None:
 LAYERS: list[tuple[str, ...]] = [
     ("core", "tiny"),
     ("config", "config.schema", "config.load", "config.domains"),
-    ("plan", "plan.model", "plan.placeholders", "plan.ports", "plan.placement", "plan.groups",
-     "plan.restart", "plan.preflight", "plan.consistency"),
+    (
+        "plan",
+        "plan.model",
+        "plan.placeholders",
+        "plan.ports",
+        "plan.placement",
+        "plan.groups",
+        "plan.restart",
+        "plan.preflight",
+        "plan.consistency",
+    ),
     ("slurm", "rundir"),
     ("runtime",),
     ("observe",),
@@ -105,14 +114,14 @@ LAYERS: list[tuple[str, ...]] = [
     ("render.dryrun",),
     ("bench",),
     ("plan.build", "plan.sharing"),
-    ("config.validate", "config.serve"),
+    ("config.validate", "config.validate_groups", "config.serve"),
     ("api",),
     ("elastic",),
     ("run",),
     ("launch",),
     ("sweep",),
     ("ctl", "cli", "__main__"),
-]  # fmt: skip
+]
 
 
 def layer_of(module: str) -> int:
@@ -199,8 +208,9 @@ def compared(path: Path) -> Iterator[tuple[int, object]]:
 
 
 def offenders(found: Iterator[tuple[int, object]], path: Path, banned: set[str]) -> list[str]:
-    return [f"{path.relative_to(PACKAGE)}:{line}: {value!r}" for line, value in found
-            if value in banned]  # fmt: skip
+    return [
+        f"{path.relative_to(PACKAGE)}:{line}: {value!r}" for line, value in found if value in banned
+    ]
 
 
 def outside(*homes: Path) -> Iterator[Path]:

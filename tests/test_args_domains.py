@@ -30,8 +30,12 @@ def keys(issues: list[Issue]) -> list[str]:
 
 
 def test_one_flag_override_per_role(compose: Compose) -> None:
-    cfg = compose("+model=gpt_oss_120b", "+decode.args.mem-fraction-static=0.8",
-                  "+prefill.args.disable-radix-cache=true", "+prefill.args.deepep-mode=normal")  # fmt: skip
+    cfg = compose(
+        "+model=gpt_oss_120b",
+        "+decode.args.mem-fraction-static=0.8",
+        "+prefill.args.disable-radix-cache=true",
+        "+prefill.args.deepep-mode=normal",
+    )
     decode, prefill = argv_of(cfg, "decode-0"), argv_of(cfg, "prefill-0")
     assert decode[decode.index("--mem-fraction-static") + 1] == "0.8"
     assert "--mem-fraction-static" not in prefill
@@ -40,8 +44,13 @@ def test_one_flag_override_per_role(compose: Compose) -> None:
 
 
 def test_layers_model_then_engine_then_role_and_null_removes(compose: Compose) -> None:
-    cfg = compose("+model=gpt_oss_120b", "+model.args.page-size=16", "+engine.args.page-size=32",
-                  "+decode.args.page-size=64", "+prefill.args.page-size=null")  # fmt: skip
+    cfg = compose(
+        "+model=gpt_oss_120b",
+        "+model.args.page-size=16",
+        "+engine.args.page-size=32",
+        "+decode.args.page-size=64",
+        "+prefill.args.page-size=null",
+    )
     decode, prefill = argv_of(cfg, "decode-0"), argv_of(cfg, "prefill-0")
     assert decode[decode.index("--page-size") + 1] == "64"
     assert "--page-size" not in prefill  # null removes what the model and engine set
@@ -53,15 +62,23 @@ def test_args_argv_formats_values() -> None:
 
 
 def test_args_come_before_the_verbatim_lists(compose: Compose) -> None:
-    cfg = compose("+model=gpt_oss_120b", "+decode.args.max-running-requests=8",
-                  "decode.extra_args=[--max-running-requests,16]")  # fmt: skip
+    cfg = compose(
+        "+model=gpt_oss_120b",
+        "+decode.args.max-running-requests=8",
+        "decode.extra_args=[--max-running-requests,16]",
+    )
     argv = argv_of(cfg, "decode-0")
     assert argv[-4:] == ["--max-running-requests", "8", "--max-running-requests", "16"]
 
 
 def test_mocker_takes_no_sglang_server_args(compose: Compose) -> None:
-    cfg = compose("+model=gpt_oss_120b", "engine=mocker", "+model.args.page-size=16",
-                  "+decode.args.mem-fraction-static=0.8", "+engine.args.num-gpu-blocks=64")  # fmt: skip
+    cfg = compose(
+        "+model=gpt_oss_120b",
+        "engine=mocker",
+        "+model.args.page-size=16",
+        "+decode.args.mem-fraction-static=0.8",
+        "+engine.args.num-gpu-blocks=64",
+    )
     argv = argv_of(cfg, "decode-0")
     assert "--page-size" not in argv and "--mem-fraction-static" not in argv
     assert argv[argv.index("--num-gpu-blocks") + 1] == "64"
@@ -82,8 +99,9 @@ def test_unknown_keys_added_with_plus_are_reported(override: str, key: str) -> N
 
 
 def test_env_and_args_mappings_take_any_key() -> None:
-    _, unknown = compose_checked(["+model=gpt_oss_120b", "+decode.env.NCCL_DEBUG=INFO",
-                                  "+decode.args.anything=1"])  # fmt: skip
+    _, unknown = compose_checked(
+        ["+model=gpt_oss_120b", "+decode.env.NCCL_DEBUG=INFO", "+decode.args.anything=1"]
+    )
     assert unknown == []
 
 
@@ -159,12 +177,15 @@ def test_dp_attention_keeps_the_gpus_of_the_tp_group(compose: Compose) -> None:
     [
         (("decode.dp_attention=true", "decode.dp=3"), "decode.dp", "must divide decode.tp=4"),
         (("decode.gpus_per_worker=8",), "decode.gpus_per_worker", "decode.tp=4 x decode.dp=1"),
-        (("decode.dp_attention=true", "decode.dp=2", "decode.gpus_per_worker=8"),
-         "decode.gpus_per_worker", "dp_attention=true = 4 GPUs"),
+        (
+            ("decode.dp_attention=true", "decode.dp=2", "decode.gpus_per_worker=8"),
+            "decode.gpus_per_worker",
+            "dp_attention=true = 4 GPUs",
+        ),
         (("decode.ep=8",), "decode.ep", "must divide the worker's 4 GPUs"),
         (("decode.ep=3",), "decode.ep", "must divide the worker's 4 GPUs"),
     ],
-)  # fmt: skip
+)
 def test_dp_and_ep_rules(
     compose: Compose, overrides: tuple[str, ...], key: str, problem: str
 ) -> None:
@@ -176,10 +197,22 @@ def test_dp_and_ep_rules(
 def test_cli_reports_unknown_keys_with_the_other_problems(tmp_path: os.PathLike[str]) -> None:
     env = {**os.environ, "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
     proc = subprocess.run(
-        [sys.executable, "-m", "orchestrator", "+model=gpt_oss_120b", "+prefill.foo=1",
-         "engine.transfer_backend=bogus", "dry_run=true"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False, env=env,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "orchestrator",
+            "+model=gpt_oss_120b",
+            "+prefill.foo=1",
+            "engine.transfer_backend=bogus",
+            "dry_run=true",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env=env,
+    )
     assert proc.returncode == 2, proc.stderr
     assert "(2 problem(s))" in proc.stderr
     assert "prefill.foo=1: not a key of WorkerGroupConfig" in proc.stderr

@@ -30,8 +30,14 @@ def run_driver_view(run_dir: Path) -> Any:
     for name, host in (("prefill-0", "node1"), ("decode-0", "node1")):
         state.process(name, host=host, role=name.split("-")[0], state="healthy", probed=True)
     said: list[str] = []
-    return SimpleNamespace(run_dir=run_dir, clock=FakeClock(), plan=RunDir(run_dir).bound_plan(),
-                           state=state, say=said.append, said=said)  # fmt: skip
+    return SimpleNamespace(
+        run_dir=run_dir,
+        clock=FakeClock(),
+        plan=RunDir(run_dir).bound_plan(),
+        state=state,
+        say=said.append,
+        said=said,
+    )
 
 
 def started_attached(adir: Path, slurm: FakeSlurm, job_id: str, node: str) -> None:
@@ -108,11 +114,19 @@ def test_a_scancelled_attached_job_is_reported_once_with_what_still_serves(tmp_p
     for _ in range(3):
         d.clock.sleep(WATCH_EVERY_S)
         watch.on_tick(d)
-    assert d.said == [f"attached job {job_id} ended (CANCELLED; its driver: done, received "
-                      "SIGTERM): decode-1 gone; still serving: prefill-0, decode-0"]  # fmt: skip
+    assert d.said == [
+        f"attached job {job_id} ended (CANCELLED; its driver: done, received "
+        "SIGTERM): decode-1 gone; still serving: prefill-0, decode-0"
+    ]
     st = StateFile(run_dir).data
-    assert st["attached_lost"] == [{"job_id": job_id, "slurm_state": "CANCELLED",
-                                    "workers": ["decode-1"], "serving": ["prefill-0", "decode-0"]}]  # fmt: skip
+    assert st["attached_lost"] == [
+        {
+            "job_id": job_id,
+            "slurm_state": "CANCELLED",
+            "workers": ["decode-1"],
+            "serving": ["prefill-0", "decode-0"],
+        }
+    ]
     assert [w["name"] for w in st["workers"]] == ["prefill-0", "decode-0"]
     assert st["attached"][0]["ended"] and st["attached"][0]["slurm_state"] == "CANCELLED"
     text, _ = status.status(run_dir, SlurmClient(slurm))

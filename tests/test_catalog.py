@@ -28,15 +28,26 @@ EXPERIMENTS = {
 
 
 def rendered(plan: Plan, overrides: tuple[str, ...]) -> str:
-    request = materialize(plan, "submitit", python="python3", overrides=list(overrides),
-                          git_sha="abc1234", cwd="/work")  # fmt: skip
+    request = materialize(
+        plan,
+        "submitit",
+        python="python3",
+        overrides=list(overrides),
+        git_sha="abc1234",
+        cwd="/work",
+    )
     return render_json(plan, request)
 
 
 def test_every_experiment_names_its_model() -> None:
     assert set(EXPERIMENTS) == {p.stem for p in (CONF_DIR / "experiment").glob("*.yaml")}
-    assert {"gpt_oss_120b", "gpt_oss_20b", "deepseek_r1", "qwen3_235b_a22b",
-            "llama_3_3_70b"} <= set(MODELS)  # fmt: skip
+    assert {
+        "gpt_oss_120b",
+        "gpt_oss_20b",
+        "deepseek_r1",
+        "qwen3_235b_a22b",
+        "llama_3_3_70b",
+    } <= set(MODELS)
 
 
 @pytest.mark.parametrize("model", MODELS)

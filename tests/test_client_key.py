@@ -32,14 +32,21 @@ Compose = Callable[..., RootConfig]
 KEY = "client-s3cret-0123456789"
 VAR = "TEST_CLIENT_KEY"
 ROUTERS = ("sglang_router", "smg")
-SHOW = "import os, sys; print(sys.argv[1:]); print(open('/proc/self/cmdline').read()); " \
-    "print(os.environ.get('K', 'gone'), os.environ.get('C', 'gone'), " \
-    "os.environ.get('OPENAI_API_KEY', 'none'))"  # fmt: skip
+SHOW = (
+    "import os, sys; print(sys.argv[1:]); print(open('/proc/self/cmdline').read()); "
+    "print(os.environ.get('K', 'gone'), os.environ.get('C', 'gone'), "
+    "os.environ.get('OPENAI_API_KEY', 'none'))"
+)
 
 
 def keyed(compose: Compose, frontend: str, *extra: str) -> RootConfig:
-    return compose("+model=gpt_oss_120b", "engine=sglang", f"frontend={frontend}",
-                   f"frontend.api_key_env={VAR}", *extra)  # fmt: skip
+    return compose(
+        "+model=gpt_oss_120b",
+        "engine=sglang",
+        f"frontend={frontend}",
+        f"frontend.api_key_env={VAR}",
+        *extra,
+    )
 
 
 @pytest.mark.parametrize("frontend", ROUTERS)
@@ -71,8 +78,13 @@ def test_router_and_client_keys_are_added_inside_the_process(tmp_path: Path) -> 
     args, cmdline, left = out.stdout.splitlines()
     assert args.endswith("'--api-key', 'client-s3cret-0123456789']")
     assert KEY not in cmdline and "adm1n" not in cmdline and left == "gone gone none"
-    missing = subprocess.run(argv, env={"K": "adm1n", "PYTHONPATH": str(tmp_path)},
-                             capture_output=True, text=True, check=False)  # fmt: skip
+    missing = subprocess.run(
+        argv,
+        env={"K": "adm1n", "PYTHONPATH": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert missing.returncode == 1 and "no client API key in $C" in missing.stderr
 
 
@@ -80,12 +92,22 @@ def test_benchmark_clients_get_the_key_outside_argv(tmp_path: Path) -> None:
     script = tmp_path / "showargs"
     script.write_text(f"#!{sys.executable}\n{SHOW}\n")
     env = {API_KEY_ENV: KEY}
-    out = subprocess.run(with_api_key_arg(str(script), ["profile"]), env=env,
-                         capture_output=True, text=True, check=True)  # fmt: skip
+    out = subprocess.run(
+        with_api_key_arg(str(script), ["profile"]),
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     args, cmdline, _ = out.stdout.splitlines()
     assert args == f"['profile', '--api-key', '{KEY}']" and KEY not in cmdline
-    out = subprocess.run(with_openai_key([sys.executable, "-c", SHOW]), env=env,
-                         capture_output=True, text=True, check=True)  # fmt: skip
+    out = subprocess.run(
+        with_openai_key([sys.executable, "-c", SHOW]),
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert out.stdout.splitlines()[-1].endswith(KEY)  # lm-eval, bench_serving: $OPENAI_API_KEY
     assert KEY not in " ".join(with_openai_key(["lm_eval"]))
 
@@ -139,21 +161,40 @@ def run_dir(tmp_path: Path) -> Iterator[Path]:
 
 def _start(run_dir: Path, frontend: str) -> subprocess.Popen[str]:
     tokenizer = ensure_tiny_model_dir(run_dir.parent / "tokenizer")  # aiperf's, offline
-    args = [f"benchmark.tokenizer={quote_override_value(str(tokenizer))}", "+model=gpt_oss_120b", "engine=sglang", f"frontend={frontend}", "launcher=local",
-            f"engine.python={DOUBLE}", f"run_dir={quote_override_value(str(run_dir))}",
-            f"frontend.http_port={e2e.free_port()}", f"frontend.api_key_env={VAR}",
-            f"cluster.port_base={22000 + e2e.free_port() % 80 * 100}", "readiness.timeout_s=60",
-            "model.requires_equal_pd_tp=false", "benchmark=aiperf", "benchmark.keep_serving=true",
-            "benchmark.points=[{concurrency:2,isl:64,osl:8,requests:6}]"]  # fmt: skip
-    return subprocess.Popen([sys.executable, "-m", "orchestrator", *args], text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=e2e.REPO,
-                            env={**os.environ, VAR: KEY})  # fmt: skip
+    args = [
+        f"benchmark.tokenizer={quote_override_value(str(tokenizer))}",
+        "+model=gpt_oss_120b",
+        "engine=sglang",
+        f"frontend={frontend}",
+        "launcher=local",
+        f"engine.python={DOUBLE}",
+        f"run_dir={quote_override_value(str(run_dir))}",
+        f"frontend.http_port={e2e.free_port()}",
+        f"frontend.api_key_env={VAR}",
+        f"cluster.port_base={22000 + e2e.free_port() % 80 * 100}",
+        "readiness.timeout_s=60",
+        "model.requires_equal_pd_tp=false",
+        "benchmark=aiperf",
+        "benchmark.keep_serving=true",
+        "benchmark.points=[{concurrency:2,isl:64,osl:8,requests:6}]",
+    ]
+    return subprocess.Popen(
+        [sys.executable, "-m", "orchestrator", *args],
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=e2e.REPO,
+        env={**os.environ, VAR: KEY},
+    )
 
 
 def _files_with_key(run_dir: Path) -> list[Path]:
     secrets = run_dir / "secrets"
-    return [p for p in run_dir.rglob("*") if p.is_file() and secrets not in p.parents
-            and KEY.encode() in p.read_bytes()]  # fmt: skip
+    return [
+        p
+        for p in run_dir.rglob("*")
+        if p.is_file() and secrets not in p.parents and KEY.encode() in p.read_bytes()
+    ]
 
 
 @pytest.mark.engines
@@ -182,13 +223,23 @@ def test_clients_need_the_key_and_the_run_sends_it(run_dir: Path, frontend: str)
         json.loads(r) for r in (run_dir / "results" / "points.jsonl").read_text().splitlines()
     ]
     assert row["valid"] and row["completed"] == 6, row
-    url, body = st["frontend_url"], {"model": MODEL, "max_tokens": 4,
-                                     "messages": [{"role": "user", "content": "hi"}]}  # fmt: skip
+    url, body = (
+        st["frontend_url"],
+        {"model": MODEL, "max_tokens": 4, "messages": [{"role": "user", "content": "hi"}]},
+    )
     bare = requests.post(f"{url}/v1/chat/completions", json=body, timeout=30)
-    wrong = requests.post(f"{url}/v1/chat/completions", json=body, timeout=30,
-                          headers={"Authorization": "Bearer nope"})  # fmt: skip
-    good = requests.post(f"{url}/v1/chat/completions", json=body, timeout=30,
-                         headers={"Authorization": f"Bearer {KEY}"})  # fmt: skip
+    wrong = requests.post(
+        f"{url}/v1/chat/completions",
+        json=body,
+        timeout=30,
+        headers={"Authorization": "Bearer nope"},
+    )
+    good = requests.post(
+        f"{url}/v1/chat/completions",
+        json=body,
+        timeout=30,
+        headers={"Authorization": f"Bearer {KEY}"},
+    )
     assert (bare.status_code, wrong.status_code, good.status_code) == (401, 401, 200)
     benchmarked()  # the router's command line once more, after the requests
     assert not leaks

@@ -13,8 +13,12 @@ from orchestrator.core.errors import InvalidConfig
 CASES = [
     ["+model=gpt_oss_120b"],
     ["+model=gpt_oss_120b", "prefill.workers=2", "decode.tp=8", "prefill.tp=8"],
-    ["+model=gpt_oss_120b", "engine=mocker", "benchmark=aiperf",
-     "benchmark.points=[{concurrency:2,isl:64,osl:16},{concurrency:4}]"],
+    [
+        "+model=gpt_oss_120b",
+        "engine=mocker",
+        "benchmark=aiperf",
+        "benchmark.points=[{concurrency:2,isl:64,osl:16},{concurrency:4}]",
+    ],
     ["deployment=aggregated", "+model=gpt_oss_120b", "aggregated.workers=3"],
     ["+model=gpt_oss_120b", "+decode.env.NCCL_DEBUG=INFO", "++cluster.partition=gpu"],
     ["+model=gpt_oss_120b", "~cluster.sbatch_extra", "frontend=sglang_router", "engine=sglang"],
@@ -28,7 +32,7 @@ CASES = [
     ["+model=gpt_oss_120b", "+prefill.workers=2"],
     ["+model=nosuchmodel"],
     ["+model=gpt_oss_120b", "+prefill.foo=1"],  # composes, with the unknown key reported
-]  # fmt: skip
+]
 
 
 def alone(overrides: list[str]) -> object:

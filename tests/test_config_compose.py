@@ -89,8 +89,14 @@ def test_option_composes_validates_plans_and_renders(compose: Compose, option: s
             continue
         assert problems == []
         planned = build_plan(variant)
-        request = materialize(planned, launcher, python=cfg.engine.python, overrides=overrides,
-                              git_sha="abc1234", cwd="/work")  # fmt: skip
+        request = materialize(
+            planned,
+            launcher,
+            python=cfg.engine.python,
+            overrides=overrides,
+            git_sha="abc1234",
+            cwd="/work",
+        )
         data = json.loads(render_json(planned, request))
         assert [p["name"] for p in data["processes"]] == [p.name for p in all_processes(plan)]
         assert data["slurm"]["launcher"] == launcher
@@ -100,8 +106,9 @@ def test_option_composes_validates_plans_and_renders(compose: Compose, option: s
         if launcher == "sbatch":
             script = data["slurm"]["script"]
             assert script in text
-            syntax = subprocess.run(["bash", "-n"], input=script, text=True, capture_output=True,
-                                    check=False)  # fmt: skip
+            syntax = subprocess.run(
+                ["bash", "-n"], input=script, text=True, capture_output=True, check=False
+            )
             assert syntax.returncode == 0, syntax.stderr
 
 

@@ -22,22 +22,50 @@ def mismatches(issues: list[Issue]) -> list[Issue]:
 @pytest.mark.parametrize(
     ("overrides", "key", "found", "flag"),
     [
-        (("+prefill.args.page-size=1", "+decode.args.page-size=64"),
-         "prefill.args.page-size", "prefill 1, decode 64", "--page-size"),
-        (("+decode.args.page-size=16",), "decode.args.page-size",
-         f"prefill {DEFAULT}, decode 16", "--page-size"),
-        (("+prefill.args.kv-cache-dtype=fp8_e4m3",), "prefill.args.kv-cache-dtype",
-         f"prefill fp8_e4m3, decode {DEFAULT}", "--kv-cache-dtype"),
-        (("decode.extra_args=[--revision,abc123]",), "decode.extra_args",
-         f"prefill {DEFAULT}, decode abc123", "--revision"),
-        (("prefill.extra_args=['--served-model-name=other']",), "prefill.extra_args",
-         "prefill other, decode openai/gpt-oss-120b", "--served-model-name"),
-        (("decode.extra_args=[--disaggregation-transfer-backend,mooncake]",), "decode.extra_args",
-         "prefill nixl, decode mooncake", "--disaggregation-transfer-backend"),
-        (("prefill.extra_args=[--model-path,/models/other]",), "prefill.extra_args",
-         "prefill /models/other, decode openai/gpt-oss-120b", "--model-path"),
+        (
+            ("+prefill.args.page-size=1", "+decode.args.page-size=64"),
+            "prefill.args.page-size",
+            "prefill 1, decode 64",
+            "--page-size",
+        ),
+        (
+            ("+decode.args.page-size=16",),
+            "decode.args.page-size",
+            f"prefill {DEFAULT}, decode 16",
+            "--page-size",
+        ),
+        (
+            ("+prefill.args.kv-cache-dtype=fp8_e4m3",),
+            "prefill.args.kv-cache-dtype",
+            f"prefill fp8_e4m3, decode {DEFAULT}",
+            "--kv-cache-dtype",
+        ),
+        (
+            ("decode.extra_args=[--revision,abc123]",),
+            "decode.extra_args",
+            f"prefill {DEFAULT}, decode abc123",
+            "--revision",
+        ),
+        (
+            ("prefill.extra_args=['--served-model-name=other']",),
+            "prefill.extra_args",
+            "prefill other, decode openai/gpt-oss-120b",
+            "--served-model-name",
+        ),
+        (
+            ("decode.extra_args=[--disaggregation-transfer-backend,mooncake]",),
+            "decode.extra_args",
+            "prefill nixl, decode mooncake",
+            "--disaggregation-transfer-backend",
+        ),
+        (
+            ("prefill.extra_args=[--model-path,/models/other]",),
+            "prefill.extra_args",
+            "prefill /models/other, decode openai/gpt-oss-120b",
+            "--model-path",
+        ),
     ],
-)  # fmt: skip
+)
 def test_a_mismatch_names_both_values(
     compose: Compose, overrides: tuple[str, ...], key: str, found: str, flag: str
 ) -> None:
@@ -47,8 +75,13 @@ def test_a_mismatch_names_both_values(
 
 
 def test_the_same_value_from_different_layers_agrees(compose: Compose) -> None:
-    cfg = compose("+model=gpt_oss_120b", "+model.args.page-size=16", "+decode.args.page-size=16",
-                  "engine=sglang", "frontend=sglang_router")  # fmt: skip
+    cfg = compose(
+        "+model=gpt_oss_120b",
+        "+model.args.page-size=16",
+        "+decode.args.page-size=16",
+        "engine=sglang",
+        "frontend=sglang_router",
+    )
     assert mismatches(validate(cfg)) == []
 
 

@@ -31,8 +31,10 @@ CONTRACT_KEYS = ("name", "role", "node_index", "gpus", "ports", "env", "argv")
 Golden = Callable[[str, str], None]
 
 if any((CONF_DIR / "local").glob("*.yaml")):
-    pytest.skip("orchestrator/conf/local/*.yaml (site overrides) change the dry-run output",
-                allow_module_level=True)  # fmt: skip
+    pytest.skip(
+        "orchestrator/conf/local/*.yaml (site overrides) change the dry-run output",
+        allow_module_level=True,
+    )
 
 
 # A checkout that is not the installed one (a worktree) is run as itself.
@@ -43,9 +45,13 @@ def dry_run(cwd: Path, *args: str) -> str:
     """`python -m orchestrator +model=gpt_oss_120b ARGS` in an empty `cwd` (it must stay empty)."""
     proc = subprocess.run(
         [sys.executable, "-m", "orchestrator", "+model=gpt_oss_120b", *args],
-        cwd=cwd, capture_output=True, text=True, timeout=60, check=False,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
         env={"PATH": "/usr/bin:/bin", "HOME": str(cwd), **PYTHONPATH},  # no Slurm, no site settings
-    )  # fmt: skip
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr == ""
     assert list(cwd.iterdir()) == [], "dry-run wrote files"

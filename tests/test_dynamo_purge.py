@@ -16,9 +16,11 @@ from tests.fakes import FakeHttp
 from tests.test_runtime_units import READY, make_driver, resp
 
 # One line of a mocker's /metrics (its system port), labelled with its instance id = lease id.
-METRICS = ('dynamo_component_requests_total{dynamo_component="backend",dynamo_endpoint="generate",'
-           'dynamo_namespace="dynamo",worker_id="%s"} 3\ndynamo_component_uptime_seconds'
-           '{worker_id="%s"} 29.3\n')  # fmt: skip
+METRICS = (
+    'dynamo_component_requests_total{dynamo_component="backend",dynamo_endpoint="generate",'
+    'dynamo_namespace="dynamo",worker_id="%s"} 3\ndynamo_component_uptime_seconds'
+    '{worker_id="%s"} 29.3\n'
+)
 LEASE = "24f9a2507bfbdf15"
 
 
@@ -38,9 +40,14 @@ def test_instance_ids_are_the_worker_id_labels() -> None:
 
 
 def test_revoke_posts_the_lease_in_decimal_and_accepts_an_expired_one() -> None:
-    http = FakeHttp({("POST", "http://10.0.0.1:20000/v3/lease/revoke"): [
-        resp(200, {"header": {"revision": "32"}}),
-        resp(404, {"error": "etcdserver: requested lease not found", "code": 5})]})  # fmt: skip
+    http = FakeHttp(
+        {
+            ("POST", "http://10.0.0.1:20000/v3/lease/revoke"): [
+                resp(200, {"header": {"revision": "32"}}),
+                resp(404, {"error": "etcdserver: requested lease not found", "code": 5}),
+            ]
+        }
+    )
     endpoints = "http://10.0.0.1:20000,http://10.0.0.2:20000"
     assert revoke(http, endpoints, LEASE) == f"etcd lease {LEASE} revoked"
     assert http.posts() == [{"ID": "2664339121127546645"}]
@@ -54,11 +61,15 @@ def test_delete_files_removes_only_that_instances_keys(tmp_path: Path) -> None:
         file.write_text("{}")
         return file
 
-    mine = [key("instances", "dynamo/backend/generate/88b604b026edf04"),
-            key("mdc", "dynamo/backend/generate/88b604b026edf04"),
-            key("mdc", "dynamo/backend/generate/88b604b026edf04/lora-a")]  # fmt: skip
-    others = [key("instances", "dynamo/backend/generate/1d1d174874040c44"),
-              key("event_channels", "namespace/dynamo/component/backend/topic/kv/88b604b026edf04")]  # fmt: skip
+    mine = [
+        key("instances", "dynamo/backend/generate/88b604b026edf04"),
+        key("mdc", "dynamo/backend/generate/88b604b026edf04"),
+        key("mdc", "dynamo/backend/generate/88b604b026edf04/lora-a"),
+    ]
+    others = [
+        key("instances", "dynamo/backend/generate/1d1d174874040c44"),
+        key("event_channels", "namespace/dynamo/component/backend/topic/kv/88b604b026edf04"),
+    ]
     assert (
         delete_files(tmp_path, "88b604b026edf04")
         == "3 discovery file(s) of 88b604b026edf04 deleted"
@@ -98,8 +109,10 @@ def test_a_dead_worker_s_lease_is_revoked_before_its_restart(plan_of: Any, tmp_p
         {"ID": str(int(LEASE[:-1] + "0", 16))}
     ]
     assert driver.state.data["processes"]["decode-1"]["discovery_ids"] == [f"{LEASE[:-1]}1"]
-    assert any(m.startswith(f"decode-0 removed from Dynamo's discovery: etcd lease {LEASE[:-1]}0 revoked")
-               for m in messages), messages  # fmt: skip
+    assert any(
+        m.startswith(f"decode-0 removed from Dynamo's discovery: etcd lease {LEASE[:-1]}0 revoked")
+        for m in messages
+    ), messages
 
 
 def test_a_failed_purge_is_said_and_the_restart_goes_on(plan_of: Any, tmp_path: Path) -> None:

@@ -45,8 +45,9 @@ def test_the_frontend_names_loopback_by_interface(
 
 
 def test_frontend_env_still_overrides_the_stream_host(compose: Compose) -> None:
-    cfg = compose("+model=gpt_oss_120b", "launcher=sbatch",
-                  "+frontend.env.DYN_TCP_RESPONSE_STREAM_HOST=ib0")  # fmt: skip
+    cfg = compose(
+        "+model=gpt_oss_120b", "launcher=sbatch", "+frontend.env.DYN_TCP_RESPONSE_STREAM_HOST=ib0"
+    )
     assert frontend_env(cfg)["DYN_TCP_RESPONSE_STREAM_HOST"] == "ib0"
 
 
@@ -119,19 +120,40 @@ def fake_python(root: Path, files: dict[str, str]) -> str:
     ("version", "files", "errors"),
     [
         # 1.4.x: stage 1 and SGLang's plain parser; a 1.6 flag is unknown there.
-        ("1.4", FAKE, {"ok": [], "bad": ["unrecognized arguments: --nope"],
-                       "new-only": ["unrecognized arguments: --router-temperature 1"]}),
-        ("1.6", {**FAKE, **NEW}, {"ok": [], "bad": ["unrecognized arguments: --nope"],
-                                  "new-only": []}),
+        (
+            "1.4",
+            FAKE,
+            {
+                "ok": [],
+                "bad": ["unrecognized arguments: --nope"],
+                "new-only": ["unrecognized arguments: --router-temperature 1"],
+            },
+        ),
+        (
+            "1.6",
+            {**FAKE, **NEW},
+            {"ok": [], "bad": ["unrecognized arguments: --nope"], "new-only": []},
+        ),
     ],
-)  # fmt: skip
+)
 def test_the_dynamo_sglang_check_runs_on_both_dynamo_lines(
     tmp_path: Path, version: str, files: dict[str, str], errors: dict[str, list[str]]
 ) -> None:
     python = fake_python(tmp_path / version, files)
-    ok = ["--model-path", "m", "--tp-size", "1", "--discovery-backend", "file",
-          "--dyn-tool-call-parser", "harmony", "--load-format", "gms"]  # fmt: skip
+    ok = [
+        "--model-path",
+        "m",
+        "--tp-size",
+        "1",
+        "--discovery-backend",
+        "file",
+        "--dyn-tool-call-parser",
+        "harmony",
+        "--load-format",
+        "gms",
+    ]
     argvs = {"ok": ok, "bad": [*ok, "--nope"], "new-only": [*ok, "--router-temperature", "1"]}
-    found = dynamo_check.run_parser(python, dynamo_check.DYNAMO_SGLANG_FUNCTIONS, argvs,
-                                    SubprocessRunner())  # fmt: skip
+    found = dynamo_check.run_parser(
+        python, dynamo_check.DYNAMO_SGLANG_FUNCTIONS, argvs, SubprocessRunner()
+    )
     assert found == errors

@@ -47,8 +47,12 @@ def cases() -> list[tuple[str, tuple[str, ...]]]:
     for experiment, model in EXPERIMENTS.items():
         for engine, extra in ENGINES.items():
             if engine != "mocker":  # the mocker is one process: it cannot span nodes
-                found.append((f"{experiment}/{engine}",
-                              (f"+model={model}", f"+experiment={experiment}", *extra)))  # fmt: skip
+                found.append(
+                    (
+                        f"{experiment}/{engine}",
+                        (f"+model={model}", f"+experiment={experiment}", *extra),
+                    )
+                )
     return found
 
 
@@ -65,9 +69,13 @@ def argvs(compose: Compose) -> dict[str, dict[str, list[str]]]:
 
 
 def python_with(kind: str) -> str:
-    found = (dynamo_check.dynamo_sglang_python(os.environ) if kind == "dynamo_sglang"
-             else sglang_check.sglang_python(os.environ) if kind == "sglang"
-             else sys.executable)  # fmt: skip
+    found = (
+        dynamo_check.dynamo_sglang_python(os.environ)
+        if kind == "dynamo_sglang"
+        else sglang_check.sglang_python(os.environ)
+        if kind == "sglang"
+        else sys.executable
+    )
     if found is None:
         pytest.skip(f"no interpreter for the {kind} parser (scripts/install.sh --with-sglang)")
     return str(found)
@@ -77,8 +85,11 @@ def parse(kind: str, argvs: dict[str, list[str]]) -> dict[str, list[str]]:
     python = python_with(kind)
     if kind == "sglang":
         return sglang_check.parse_in_subprocess(python, argvs, SubprocessRunner())
-    functions = (dynamo_check.DYNAMO_SGLANG_FUNCTIONS if kind == "dynamo_sglang"
-                 else dynamo_check.MOCKER_FUNCTIONS)  # fmt: skip
+    functions = (
+        dynamo_check.DYNAMO_SGLANG_FUNCTIONS
+        if kind == "dynamo_sglang"
+        else dynamo_check.MOCKER_FUNCTIONS
+    )
     found = dynamo_check.run_parser(python, functions, argvs, SubprocessRunner())
     if isinstance(found, str):
         pytest.skip(f"the {kind} parser does not load in {python}: {found}")
@@ -132,10 +143,22 @@ def test_cli_refuses_a_bad_flag_before_submitting(
     python_with("mocker" if engine else "dynamo_sglang")
     run_dir = tmp_path / "run"
     proc = subprocess.run(
-        [sys.executable, "-m", "orchestrator", "+model=gpt_oss_120b", *engine, "launcher=local",
-         override, f"run_dir={run_dir}"],
-        cwd=REPO, capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "orchestrator",
+            "+model=gpt_oss_120b",
+            *engine,
+            "launcher=local",
+            override,
+            f"run_dir={run_dir}",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert (proc.returncode, proc.stdout) == (2, ""), proc.stderr
     assert f"{key}=--no-such-flag" in proc.stderr
     assert "rejects the argv of" in proc.stderr and "unrecognized arguments" in proc.stderr
@@ -197,8 +220,9 @@ def test_every_argv_of_every_plan_goes_in_one_subprocess(compose: Compose) -> No
     runner = PrefillRejecter()
     found = dynamo_check.dynamo_sglang_argv_issues_many(
         [(one, build_plan(one)), (two, build_plan(two)), (one, build_plan(one))],
-        env={}, runner=runner,
-    )  # fmt: skip
+        env={},
+        runner=runner,
+    )
     (call,) = runner.calls  # one interpreter start for a whole sweep
     assert len(call) == 2  # one prefill and one decode argv: the others differ only in ports
     assert [[i.key for i in issues] for issues in found] == [["engine argv"]] * 3

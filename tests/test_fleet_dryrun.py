@@ -21,14 +21,39 @@ FLEET = ("prefill.workers=512", "decode.workers=512", "prefill.tp=8", "decode.tp
 
 
 def test_renumbering_keeps_equal_values_equal_and_forgets_which_node() -> None:
-    argv = ["--host", "{node_ip:7}", "--nccl-port", "{port:20031}",
-            "--dist", "{node_ip:7}:{port:20032}", "--peer", "{node_host:9}", "{run_dir}/x"]  # fmt: skip
+    argv = [
+        "--host",
+        "{node_ip:7}",
+        "--nccl-port",
+        "{port:20031}",
+        "--dist",
+        "{node_ip:7}:{port:20032}",
+        "--peer",
+        "{node_host:9}",
+        "{run_dir}/x",
+    ]
     assert renumbered(argv) == [
-        "--host", "{node_ip:0}", "--nccl-port", "{port:20000}",
-        "--dist", "{node_ip:0}:{port:20001}", "--peer", "{node_host:1}", "{run_dir}/x",
-    ]  # fmt: skip
-    other = ["--host", "{node_ip:3}", "--nccl-port", "{port:20011}",
-             "--dist", "{node_ip:3}:{port:20012}", "--peer", "{node_host:4}", "{run_dir}/x"]  # fmt: skip
+        "--host",
+        "{node_ip:0}",
+        "--nccl-port",
+        "{port:20000}",
+        "--dist",
+        "{node_ip:0}:{port:20001}",
+        "--peer",
+        "{node_host:1}",
+        "{run_dir}/x",
+    ]
+    other = [
+        "--host",
+        "{node_ip:3}",
+        "--nccl-port",
+        "{port:20011}",
+        "--dist",
+        "{node_ip:3}:{port:20012}",
+        "--peer",
+        "{node_host:4}",
+        "{run_dir}/x",
+    ]
     assert renumbered(other) == renumbered(argv)
 
 
@@ -43,9 +68,15 @@ def test_a_thousand_nodes_have_as_many_distinct_argvs_as_one(plan_of: Callable[.
 def dry_run(*overrides: str) -> tuple[float, subprocess.CompletedProcess[str]]:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     start = time.monotonic()
-    proc = subprocess.run([sys.executable, "-m", "orchestrator", "+model=gpt_oss_120b",
-                           *overrides, "dry_run=json"], capture_output=True, text=True,
-                          timeout=120, check=False, cwd=REPO, env=env)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-m", "orchestrator", "+model=gpt_oss_120b", *overrides, "dry_run=json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd=REPO,
+        env=env,
+    )
     return time.monotonic() - start, proc
 
 

@@ -54,9 +54,16 @@ def test_starting_many_workers_writes_state_per_tick_not_per_process(
     plan_of: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     writes = count_writes(monkeypatch)
-    driver, backend = make_driver(plan_of, tmp_path, FakeHttp(dict(READY)),
-                                  "prefill.workers=8", "decode.workers=8", "prefill.tp=1",
-                                  "decode.tp=1", "deployment.workers_per_gpu=1")  # fmt: skip
+    driver, backend = make_driver(
+        plan_of,
+        tmp_path,
+        FakeHttp(dict(READY)),
+        "prefill.workers=8",
+        "decode.workers=8",
+        "prefill.tp=1",
+        "decode.tp=1",
+        "deployment.workers_per_gpu=1",
+    )
     driver.on_ready.append(lambda d: d.request_stop("test"))
     assert driver.run() == 0
     assert len(backend.started) == 18  # etcd, frontend, 16 workers
@@ -89,8 +96,15 @@ def test_the_health_watch_probes_a_thousand_processes_on_a_bounded_pool(
 ) -> None:
     driver, _ = make_driver(plan_of, tmp_path, FakeHttp(dict(READY)))
     proc = driver.plan.process("decode-0")
-    running = {f"w{i}": Running(proc=dataclasses.replace(proc, name=f"w{i}"), popen=FakePopen(),
-                                log=tmp_path / "x.log", host="n") for i in range(1000)}  # fmt: skip
+    running = {
+        f"w{i}": Running(
+            proc=dataclasses.replace(proc, name=f"w{i}"),
+            popen=FakePopen(),
+            log=tmp_path / "x.log",
+            host="n",
+        )
+        for i in range(1000)
+    }
     http = SlowHttp(0.002)
     watch = HealthWatch(driver.plan, http, driver.backend, driver.state, lambda _m: None)
     before = threading.active_count()

@@ -26,8 +26,14 @@ from tests.test_runtime_units import READY, make_driver
 
 def view(run_dir: Path, clock: FakeClock) -> Any:
     stops: list[str] = []
-    return SimpleNamespace(run_dir=run_dir, clock=clock, stops=stops, say=lambda _m: None,
-                           request_stop=stops.append, state=StateFile(run_dir))  # fmt: skip
+    return SimpleNamespace(
+        run_dir=run_dir,
+        clock=clock,
+        stops=stops,
+        say=lambda _m: None,
+        request_stop=stops.append,
+        state=StateFile(run_dir),
+    )
 
 
 def set_mtime(run_dir: Path, seconds: float) -> None:

@@ -27,9 +27,17 @@ SILENT = Path(__file__).parent / "doubles" / "silent_worker.py"
 
 
 def overrides(run_dir: Path, port: int, *extra: str) -> list[str]:
-    return ["+model=gpt_oss_120b", "engine=mocker", "launcher=local", f"run_dir={quote_override_value(str(run_dir))}",
-            f"frontend.http_port={port}", f"cluster.port_base={22000 + e2e.free_port() % 80 * 100}",
-            "readiness.timeout_s=60", "readiness.interval_s=0.2", *extra]  # fmt: skip
+    return [
+        "+model=gpt_oss_120b",
+        "engine=mocker",
+        "launcher=local",
+        f"run_dir={quote_override_value(str(run_dir))}",
+        f"frontend.http_port={port}",
+        f"cluster.port_base={22000 + e2e.free_port() % 80 * 100}",
+        "readiness.timeout_s=60",
+        "readiness.interval_s=0.2",
+        *extra,
+    ]
 
 
 @pytest.fixture
@@ -41,8 +49,13 @@ def run_dir(tmp_path: Path) -> Iterator[Path]:
 
 def start(run_dir: Path, *extra: str) -> tuple[subprocess.Popen[str], int]:
     port = e2e.free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "orchestrator", *overrides(run_dir, port, *extra)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=e2e.REPO)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "orchestrator", *overrides(run_dir, port, *extra)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=e2e.REPO,
+    )
     return proc, port
 
 
@@ -75,8 +88,11 @@ def test_serves_on_loopback_and_stops_on_signal(run_dir: Path, sig: signal.Signa
 def test_crashed_worker_fails_fast_with_its_log(run_dir: Path) -> None:
     proc, _ = start(run_dir, "prefill.restart=never")
     wait_ready(proc, run_dir)
-    prefill = [p for p in e2e.engine_processes(run_dir, "dynamo.mocker")
-               if p.env["ORCHESTRATOR_PROCESS"] == "prefill-0"]  # fmt: skip
+    prefill = [
+        p
+        for p in e2e.engine_processes(run_dir, "dynamo.mocker")
+        if p.env["ORCHESTRATOR_PROCESS"] == "prefill-0"
+    ]
     assert len(prefill) == 1
     os.kill(prefill[0].pid, signal.SIGKILL)
     _, err = proc.communicate(timeout=30)
@@ -110,11 +126,15 @@ def test_run_dirs_are_never_reused(run_dir: Path) -> None:
 def test_hung_worker_is_caught_and_killed(run_dir: Path) -> None:
     # SIGSTOP: the prefill neither exits nor answers. Its health checks fail, the run fails, and
     # teardown has to escalate to SIGKILL (a stopped process ignores SIGTERM until continued).
-    proc, _ = start(run_dir, "readiness.serve_check_s=1", "launcher.stop_grace_s=2",
-                    "prefill.restart=never")  # fmt: skip
+    proc, _ = start(
+        run_dir, "readiness.serve_check_s=1", "launcher.stop_grace_s=2", "prefill.restart=never"
+    )
     wait_ready(proc, run_dir)
-    prefill = [p for p in e2e.engine_processes(run_dir, "dynamo.mocker")
-               if p.env["ORCHESTRATOR_PROCESS"] == "prefill-0"]  # fmt: skip
+    prefill = [
+        p
+        for p in e2e.engine_processes(run_dir, "dynamo.mocker")
+        if p.env["ORCHESTRATOR_PROCESS"] == "prefill-0"
+    ]
     os.kill(prefill[0].pid, signal.SIGSTOP)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 1
@@ -128,8 +148,11 @@ def test_hung_worker_is_caught_and_killed(run_dir: Path) -> None:
 
 
 def mocker(run_dir: Path, name: str) -> e2e.OsProcess | None:
-    found = [p for p in e2e.engine_processes(run_dir, "dynamo.mocker")
-             if p.env["ORCHESTRATOR_PROCESS"] == name]  # fmt: skip
+    found = [
+        p
+        for p in e2e.engine_processes(run_dir, "dynamo.mocker")
+        if p.env["ORCHESTRATOR_PROCESS"] == name
+    ]
     return found[0] if len(found) == 1 else None
 
 
@@ -139,13 +162,17 @@ def test_killed_decode_restarts_in_place_and_serves_again(run_dir: Path) -> None
     old = mocker(run_dir, "decode-0")
     assert old is not None
     os.kill(old.pid, signal.SIGKILL)
-    degraded = e2e.wait_for(lambda: (s := e2e.state(run_dir)).get("degraded") and s, timeout=10,
-                            what="decode-0 restarting")  # fmt: skip
+    degraded = e2e.wait_for(
+        lambda: (s := e2e.state(run_dir)).get("degraded") and s,
+        timeout=10,
+        what="decode-0 restarting",
+    )
     assert degraded["phase"] == "ready" and degraded["degraded"] == ["decode-0"]
     back = e2e.wait_for(
         lambda: (s := e2e.state(run_dir))["processes"]["decode-0"]["state"] == "healthy" and s,
-        timeout=30, what="decode-0 healthy again",
-    )  # fmt: skip
+        timeout=30,
+        what="decode-0 healthy again",
+    )
     assert back["phase"] == "ready" and back["degraded"] == []
     (entry,) = back["processes"]["decode-0"]["restarts"]
     assert entry["exit_code"] == -9 and entry["tail"]
@@ -155,8 +182,11 @@ def test_killed_decode_restarts_in_place_and_serves_again(run_dir: Path) -> None
     assert new.argv == old.argv  # same ports
     # The frontend routes to the new decode (the only one): chats succeed again. Dynamo may fail
     # a request routed while the stale instance is still listed, so ask for 3 in a row.
-    e2e.wait_for(lambda: all(_chat_ok(url) for _ in range(3)), timeout=30,
-                 what="3 chats in a row through the restarted decode")  # fmt: skip
+    e2e.wait_for(
+        lambda: all(_chat_ok(url) for _ in range(3)),
+        timeout=30,
+        what="3 chats in a row through the restarted decode",
+    )
     proc.send_signal(signal.SIGTERM)
     proc.communicate(timeout=60)
     assert proc.returncode == 0 and e2e.state(run_dir)["phase"] == "done"

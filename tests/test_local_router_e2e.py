@@ -23,19 +23,30 @@ from tests import e2e
 
 pytestmark = [
     pytest.mark.engines,
-    pytest.mark.skipif(importlib.util.find_spec("sglang_router") is None,
-                       reason="sglang-router not installed (scripts/install.sh)"),
-]  # fmt: skip
+    pytest.mark.skipif(
+        importlib.util.find_spec("sglang_router") is None,
+        reason="sglang-router not installed (scripts/install.sh)",
+    ),
+]
 MODEL = "openai/gpt-oss-120b"
 DOUBLE = e2e.REPO / "tests" / "doubles" / "sglang_test_double.py"
 READY_AT = re.compile(r"ready to roll! at (\d+\.\d+)")
 
 
 def overrides(run_dir: Path, port: int, *extra: str) -> list[str]:
-    return ["+model=gpt_oss_120b", "engine=sglang", "frontend=sglang_router", "launcher=local",
-            f"engine.python={DOUBLE}", f"run_dir={quote_override_value(str(run_dir))}",
-            f"frontend.http_port={port}", f"cluster.port_base={22000 + e2e.free_port() % 80 * 100}",
-            "readiness.timeout_s=60", "model.requires_equal_pd_tp=false", *extra]  # fmt: skip
+    return [
+        "+model=gpt_oss_120b",
+        "engine=sglang",
+        "frontend=sglang_router",
+        "launcher=local",
+        f"engine.python={DOUBLE}",
+        f"run_dir={quote_override_value(str(run_dir))}",
+        f"frontend.http_port={port}",
+        f"cluster.port_base={22000 + e2e.free_port() % 80 * 100}",
+        "readiness.timeout_s=60",
+        "model.requires_equal_pd_tp=false",
+        *extra,
+    ]
 
 
 @pytest.fixture
@@ -47,8 +58,9 @@ def run_dir(tmp_path: Path) -> Iterator[Path]:
 
 def start(run_dir: Path, *extra: str) -> subprocess.Popen[str]:
     argv = [sys.executable, "-m", "orchestrator", *overrides(run_dir, e2e.free_port(), *extra)]
-    return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            cwd=e2e.REPO)  # fmt: skip
+    return subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=e2e.REPO
+    )
 
 
 def wait_ready(proc: subprocess.Popen[str], run_dir: Path) -> dict:
@@ -77,8 +89,10 @@ def test_ready_right_after_the_last_worker_and_a_clean_stop(run_dir: Path) -> No
     ready_t = next(t["t"] for t in st["timeline"] if t["phase"] == "ready")
     last = max(worker_ready_times(run_dir).values())
     overhead = ready_t - last - st["canary_s"]
-    print(f"last worker ready -> ready: {ready_t - last:.3f} s, canary {st['canary_s']:.3f} s, "
-          f"driver overhead {overhead:.3f} s")  # fmt: skip
+    print(
+        f"last worker ready -> ready: {ready_t - last:.3f} s, canary {st['canary_s']:.3f} s, "
+        f"driver overhead {overhead:.3f} s"
+    )
     # Goal 0.5 s (issue 26); 1 s here: two shared cores. A generating /health (1 s each, then
     # the router's own 1-s check at registration) would take > 2 s.
     assert overhead <= 1.0
@@ -102,21 +116,37 @@ def test_a_killed_decode_leaves_the_router_at_once_and_nothing_hangs(run_dir: Pa
     # The restarted decode keeps its port closed 3 s ("loading weights"): with one decode the
     # router has none meanwhile. A prefill whose decode never dials would hold a request 20 s.
     # A decode that dials its prefill 1 s late keeps ~10 requests in flight at the kill.
-    proc = start(run_dir, "+decode.env.SGLANG_DOUBLE_LOAD_S=3", "+decode.env.SGLANG_DOUBLE_DIAL_S=1",
-                 "+engine.env.SGLANG_DISAGGREGATION_BOOTSTRAP_TIMEOUT=20")  # fmt: skip
+    proc = start(
+        run_dir,
+        "+decode.env.SGLANG_DOUBLE_LOAD_S=3",
+        "+decode.env.SGLANG_DOUBLE_DIAL_S=1",
+        "+engine.env.SGLANG_DISAGGREGATION_BOOTSTRAP_TIMEOUT=20",
+    )
     url = wait_ready(proc, run_dir)["frontend_url"]
-    (decode,) = [p for p in e2e.engine_processes(run_dir, "sglang.launch_server")
-                 if p.env["ORCHESTRATOR_PROCESS"] == "decode-0"]  # fmt: skip
+    (decode,) = [
+        p
+        for p in e2e.engine_processes(run_dir, "sglang.launch_server")
+        if p.env["ORCHESTRATOR_PROCESS"] == "decode-0"
+    ]
     with e2e.timed_loop(url, MODEL, every=0.1, timeout=30) as outcomes:
-        e2e.wait_for(lambda: sum(o.status == 200 for o in outcomes) >= 8, timeout=20,
-                     what="requests served before the kill")  # fmt: skip
+        e2e.wait_for(
+            lambda: sum(o.status == 200 for o in outcomes) >= 8,
+            timeout=20,
+            what="requests served before the kill",
+        )
         killed_at = time.time()
         os.kill(decode.pid, signal.SIGKILL)
-        e2e.wait_for(lambda: e2e.state(run_dir)["processes"]["decode-0"]["state"] == "healthy",
-                     timeout=30, what="decode-0 healthy again")  # fmt: skip
+        e2e.wait_for(
+            lambda: e2e.state(run_dir)["processes"]["decode-0"]["state"] == "healthy",
+            timeout=30,
+            what="decode-0 healthy again",
+        )
         back = len(outcomes)
-        e2e.wait_for(lambda: sum(o.status == 200 for o in outcomes[back:]) >= 8, timeout=40,
-                     what="requests served by the restarted decode")  # fmt: skip
+        e2e.wait_for(
+            lambda: sum(o.status == 200 for o in outcomes[back:]) >= 8,
+            timeout=40,
+            what="requests served by the restarted decode",
+        )
     # Requests in flight at the kill end at once too: the prefill would hold them for
     # SGLANG_DISAGGREGATION_BOOTSTRAP_TIMEOUT (20 s here), but the last decode's death aborts
     # them (POST /abort_request abort_all on the prefill).
@@ -125,8 +155,10 @@ def test_a_killed_decode_leaves_the_router_at_once_and_nothing_hangs(run_dir: Pa
     late = [o for o in outcomes if o.sent >= killed_at + 1.0]
     slowest = max(o.latency for o in late)
     failed = [o for o in late if o.status != 200]
-    print(f"{len(outcomes)} requests, {len(late)} sent >= 1 s after the kill: {len(failed)} "
-          f"failed ({sorted({o.status for o in failed})}), slowest {slowest:.3f} s")  # fmt: skip
+    print(
+        f"{len(outcomes)} requests, {len(late)} sent >= 1 s after the kill: {len(failed)} "
+        f"failed ({sorted({o.status for o in failed})}), slowest {slowest:.3f} s"
+    )
     assert slowest < 2.0, [o for o in late if o.latency >= 2.0][:3]  # none waits on the dead one
     assert failed and all(o.status == 503 and "No decode workers" in o.detail for o in failed)
     proc.send_signal(signal.SIGTERM)

@@ -21,8 +21,11 @@ __all__ = ["pytestmark", "run_dir"]  # the module's marks and fixture, from test
 
 def listening_ports(pid: int) -> list[int]:
     out = subprocess.run(["ss", "-Hltnp"], capture_output=True, text=True, check=True).stdout
-    return [int(line.split()[3].rsplit(":", 1)[1]) for line in out.splitlines()
-            if re.search(rf"pid={pid},", line)]  # fmt: skip
+    return [
+        int(line.split()[3].rsplit(":", 1)[1])
+        for line in out.splitlines()
+        if re.search(rf"pid={pid},", line)
+    ]
 
 
 def answer(port: int, tls: Path, *, with_cert: bool) -> str:
@@ -56,8 +59,11 @@ def test_request_plane_mutual_tls_serves_and_refuses_strangers(run_dir: Path) ->
             "TLS enabled with mutual authentication"
             in (run_dir / "logs" / f"{name}.log").read_text()
         )
-    decode = next(p for p in e2e.engine_processes(run_dir, "dynamo.mocker")
-                  if p.env["ORCHESTRATOR_PROCESS"] == "decode-0")  # fmt: skip
+    decode = next(
+        p
+        for p in e2e.engine_processes(run_dir, "dynamo.mocker")
+        if p.env["ORCHESTRATOR_PROCESS"] == "decode-0"
+    )
     found = {port: answer(port, tls, with_cert=True) for port in listening_ports(decode.pid)}
     print(f"decode-0 listening ports: {found}")
     request_ports = [port for port, how in found.items() if how == "open"]

@@ -44,8 +44,19 @@ from tests.fakes import FakeHttp
 Compose = Callable[..., RootConfig]
 REPO = Path(__file__).resolve().parent.parent
 ETCD = "http://10.0.0.1:2379"
-PLAIN_WORKER = Process(name="decode-0", role="decode", group="decode", worker_index=0, rank=0,
-                       node_index=0, gpus=(), ports={}, env={}, argv=("x",), tier=TIER_WORKER)  # fmt: skip
+PLAIN_WORKER = Process(
+    name="decode-0",
+    role="decode",
+    group="decode",
+    worker_index=0,
+    rank=0,
+    node_index=0,
+    gpus=(),
+    ports={},
+    env={},
+    argv=("x",),
+    tier=TIER_WORKER,
+)
 
 
 def mode(path: Path) -> int:
@@ -78,7 +89,10 @@ def test_every_driver_of_the_run_gets_the_same_secrets(tmp_path: Path) -> None:
     values = read_secrets(create_secrets(tmp_path))
     own: dict[str, str] = {}
     assert export_secrets(tmp_path, "", own) == [
-        "ETCD_AUTH_PASSWORD", "ETCD_AUTH_USERNAME", ADMIN_KEY_ENV]  # fmt: skip
+        "ETCD_AUTH_PASSWORD",
+        "ETCD_AUTH_USERNAME",
+        ADMIN_KEY_ENV,
+    ]
     assert own[ADMIN_KEY_ENV] == values["admin_key"]
     assert own["ETCD_AUTH_PASSWORD"] == values["etcd_password"]
     attached = tmp_path / "attached" / "1"  # ctl scale's and rollover's jobs, plan.job.run_dir
@@ -105,8 +119,10 @@ def test_run_dir_mode_must_keep_the_run_yours(compose: Compose, value: str) -> N
     assert "0750" in issue.fix
 
 
-SHOW = "import os, sys; print(sys.argv[1:]); print(open('/proc/self/cmdline').read()); " \
-    "print(os.environ.get('K', 'gone'))"  # fmt: skip
+SHOW = (
+    "import os, sys; print(sys.argv[1:]); print(open('/proc/self/cmdline').read()); "
+    "print(os.environ.get('K', 'gone'))"
+)
 
 
 def test_router_key_is_added_inside_the_process_not_on_its_command_line(tmp_path: Path) -> None:
@@ -133,27 +149,44 @@ NOT_ON = HttpResponse(400, '{"error": "etcdserver: authentication is not enabled
 
 
 def test_etcd_auth_is_turned_on_with_the_runs_password() -> None:
-    http = FakeHttp({"/v3/auth/authenticate": NOT_ON, "/v3/auth/user/add": OK,
-                     "/v3/auth/user/grant": OK, "/v3/auth/enable": OK, "/v3/kv/range": REFUSED})  # fmt: skip
+    http = FakeHttp(
+        {
+            "/v3/auth/authenticate": NOT_ON,
+            "/v3/auth/user/add": OK,
+            "/v3/auth/user/grant": OK,
+            "/v3/auth/enable": OK,
+            "/v3/kv/range": REFUSED,
+        }
+    )
     assert enable_auth(http, ETCD, "pw") == "enabled"
     assert [u.removeprefix(ETCD) for u in http.urls()] == [
-        "/v3/auth/authenticate", "/v3/auth/user/add", "/v3/auth/user/grant", "/v3/auth/enable",
-        "/v3/kv/range"]  # fmt: skip
+        "/v3/auth/authenticate",
+        "/v3/auth/user/add",
+        "/v3/auth/user/grant",
+        "/v3/auth/enable",
+        "/v3/kv/range",
+    ]
     assert http.posts()[1] == {"name": "root", "password": "pw"}
     assert http.posts()[2] == {"user": "root", "role": "root"}
 
 
 def test_a_restarted_etcd_is_locked_already() -> None:
-    http = FakeHttp({"/v3/auth/authenticate": HttpResponse(200, '{"token": "t.1"}'),
-                     "/v3/kv/range": REFUSED})  # fmt: skip
+    http = FakeHttp(
+        {"/v3/auth/authenticate": HttpResponse(200, '{"token": "t.1"}'), "/v3/kv/range": REFUSED}
+    )
     assert enable_auth(http, ETCD, "pw") == "already on"
     assert not any("user/add" in u for u in http.urls())
 
 
 @pytest.mark.parametrize("failing", ["/v3/auth/user/add", "/v3/auth/enable", "/v3/kv/range"])
 def test_an_etcd_that_stays_open_fails_the_run(failing: str) -> None:
-    script = {"/v3/auth/authenticate": NOT_ON, "/v3/auth/user/add": OK, "/v3/auth/user/grant": OK,
-              "/v3/auth/enable": OK, "/v3/kv/range": REFUSED}  # fmt: skip
+    script = {
+        "/v3/auth/authenticate": NOT_ON,
+        "/v3/auth/user/add": OK,
+        "/v3/auth/user/grant": OK,
+        "/v3/auth/enable": OK,
+        "/v3/kv/range": REFUSED,
+    }
     script[failing] = OK if failing == "/v3/kv/range" else REFUSED
     with pytest.raises(EtcdLockError):
         enable_auth(FakeHttp(script), ETCD, "pw")
@@ -169,9 +202,13 @@ def test_stop_and_scale_of_someone_elses_run_exit_2(cmd: list[str]) -> None:
         run.mkdir(mode=0o755)  # readable, not writable by others: someone else's results
         (run / "state.json").write_text("{}")
         nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
-        res = subprocess.run([*nobody, sys.executable, "-m", "orchestrator.ctl", cmd[0], str(run),
-                              *cmd[1:]], capture_output=True, text=True, check=False,
-                             env={**os.environ, "PYTHONPATH": str(REPO)})  # fmt: skip
+        res = subprocess.run(
+            [*nobody, sys.executable, "-m", "orchestrator.ctl", cmd[0], str(run), *cmd[1:]],
+            capture_output=True,
+            text=True,
+            check=False,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+        )
         assert res.returncode == 2, res.stderr
         assert f"{run} is not writable by you (owner uid 0, mode 0755)" in res.stderr
         assert not (run / "stop-requested").exists()
@@ -183,8 +220,9 @@ def test_status_lists_the_locks(compose: Compose, tmp_path: Path) -> None:
     run = tmp_path / "run"
     run.mkdir(mode=0o700)
     create_secrets(run)
-    RunDir(run).write_plan(build_plan(compose("+model=gpt_oss_120b", "frontend=sglang_router",
-                                              "engine=sglang")))  # fmt: skip
+    RunDir(run).write_plan(
+        build_plan(compose("+model=gpt_oss_120b", "frontend=sglang_router", "engine=sglang"))
+    )
     lines = status_lines(run)
     assert lines[0] == "locks: run directory 0700, secrets 0700"
     assert "/workers needs Authorization: Bearer <secret:admin_key> (401 without)" in lines[1]
@@ -196,11 +234,19 @@ def test_request_plane_tls_material_is_made_at_launch(tmp_path: Path) -> None:
     folder = create_tls(tmp_path, SubprocessRunner())
     assert sorted(p.name for p in folder.iterdir()) == sorted(TLS_FILES)  # no CA key kept
     assert all(mode(p) == 0o600 for p in folder.iterdir()) and mode(folder) == 0o700
-    verify = subprocess.run(["openssl", "verify", "-CAfile", str(folder / "ca.crt"),
-                             str(folder / "node.crt")], capture_output=True, text=True, check=False)  # fmt: skip
+    verify = subprocess.run(
+        ["openssl", "verify", "-CAfile", str(folder / "ca.crt"), str(folder / "node.crt")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert verify.returncode == 0, verify.stderr
-    text = subprocess.run(["openssl", "x509", "-noout", "-text", "-in", str(folder / "node.crt")],
-                          capture_output=True, text=True, check=True).stdout  # fmt: skip
+    text = subprocess.run(
+        ["openssl", "x509", "-noout", "-text", "-in", str(folder / "node.crt")],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert f"DNS:{TLS_SERVER_NAME}" in text and "TLS Web Client Authentication" in text
 
 
@@ -212,8 +258,12 @@ def test_request_plane_tls_hands_every_dynamo_process_paths_only(compose: Compos
         assert env["DYN_TCP_TLS_KEY_PATH"] == "{run_dir}/secrets/tls/node.key"
         assert env["DYN_TCP_TLS_SERVER_NAME"] == TLS_SERVER_NAME
     assert any("mutual TLS" in line for line in lock_lines(plan))
-    routed = compose("+model=gpt_oss_120b", "frontend=sglang_router", "engine=sglang",
-                     "frontend.request_plane_tls=true")  # fmt: skip
+    routed = compose(
+        "+model=gpt_oss_120b",
+        "frontend=sglang_router",
+        "engine=sglang",
+        "frontend.request_plane_tls=true",
+    )
     assert [i.key for i in validate(routed)] == ["frontend.request_plane_tls"]
 
 

@@ -31,9 +31,12 @@ def test_compact_sums_label_sets_and_drops_buckets() -> None:
 
 def test_frontend_rates_between_two_scrapes() -> None:
     earlier = {"t": 100.0, "values": prom.compact(FRONTEND)}
-    later_values = {**earlier["values"], "dynamo_frontend_requests_total": 24.0,
-                    "dynamo_frontend_output_tokens_total": 1104.0,
-                    "dynamo_frontend_inflight_requests": 7.0}  # fmt: skip
+    later_values = {
+        **earlier["values"],
+        "dynamo_frontend_requests_total": 24.0,
+        "dynamo_frontend_output_tokens_total": 1104.0,
+        "dynamo_frontend_inflight_requests": 7.0,
+    }
     rates = prom.frontend_rates(earlier, {"t": 110.0, "values": later_values})
     assert rates == {"requests_per_s": 2.0, "output_tok_s": 100.0, "in_flight": 7.0}
     # A restarted frontend's counters start again at 0: no negative rate.
@@ -49,17 +52,29 @@ def test_engine_gauges_of_a_mocker_worker() -> None:
 
 
 def bound(plan: Plan) -> Plan:
-    return bind_plan(plan, Bindings(node_ips=("10.0.0.1",), node_hosts=("n1",), job_id="7",
-                                    run_dir="/r", port_offset=0))  # fmt: skip
+    return bind_plan(
+        plan,
+        Bindings(
+            node_ips=("10.0.0.1",), node_hosts=("n1",), job_id="7", run_dir="/r", port_offset=0
+        ),
+    )
 
 
 def test_targets_follow_each_component(plan_of: Callable[..., Plan]) -> None:
     plan = bound(plan_of())
     assert [(t.name, t.role, t.url) for t in targets(plan)] == [
         ("frontend", "frontend", "http://10.0.0.1:8000/metrics"),  # Dynamo frontend: HTTP port
-        ("decode-0", "decode", f"http://10.0.0.1:{plan.process('decode-0').ports['system']}/metrics"),
-        ("prefill-0", "prefill", f"http://10.0.0.1:{plan.process('prefill-0').ports['system']}/metrics"),
-    ]  # fmt: skip
+        (
+            "decode-0",
+            "decode",
+            f"http://10.0.0.1:{plan.process('decode-0').ports['system']}/metrics",
+        ),
+        (
+            "prefill-0",
+            "prefill",
+            f"http://10.0.0.1:{plan.process('prefill-0').ports['system']}/metrics",
+        ),
+    ]
     router = bound(plan_of("frontend=sglang_router", "engine=sglang"))
     front = targets(router)[0]
     # sglang-router: its own --prometheus-port, not its HTTP port.
@@ -97,11 +112,23 @@ def test_point_summary_over_the_window(tmp_path: Path) -> None:
     out = MetricsFile(tmp_path / "results" / "metrics.jsonl", max_bytes=10**6)
 
     def rec(t: float, role: str, running: float, ok: bool = True) -> dict[str, Any]:
-        return {"t": t, "role": role, "ok": ok, "values": {"sglang:num_running_reqs": running,
-                                                           "sglang:token_usage": running / 10}}  # fmt: skip
+        return {
+            "t": t,
+            "role": role,
+            "ok": ok,
+            "values": {"sglang:num_running_reqs": running, "sglang:token_usage": running / 10},
+        }
 
-    out.append([rec(1, "decode", 99), rec(10, "decode", 2), rec(11, "decode", 4), rec(12, "prefill", 1),
-                rec(13, "decode", 50, ok=False), rec(30, "decode", 99)])  # fmt: skip
+    out.append(
+        [
+            rec(1, "decode", 99),
+            rec(10, "decode", 2),
+            rec(11, "decode", 4),
+            rec(12, "prefill", 1),
+            rec(13, "decode", 50, ok=False),
+            rec(30, "decode", 99),
+        ]
+    )
     summary = point_summary(tmp_path, 10, 20)
     assert summary["samples"] == 3
     assert summary["decode"]["running_requests"] == {"mean": 3.0, "max": 4}

@@ -52,8 +52,12 @@ def test_follow_prints_one_line_per_readiness_change(tmp_path: Path) -> None:
         log.write_text("".join(text[:n]))
         now += 2.0
         printed += lines.changes(state, now)
-    assert printed[:4] == ["decode-0: torch.distributed init", "decode-0: loading weights",
-                           "decode-0: loading weights 0%", "decode-0: loading weights 100%"]  # fmt: skip
+    assert printed[:4] == [
+        "decode-0: torch.distributed init",
+        "decode-0: loading weights",
+        "decode-0: loading weights 0%",
+        "decode-0: loading weights 100%",
+    ]
     assert printed[-1] == "decode-0: ready (fired up)"
     assert len(printed) == len(set(printed))  # a line per change, never repeated
     assert lines.changes(state, now + 0.5) == []  # logs are read at most every 2 s

@@ -24,8 +24,11 @@ pytestmark = [
 def frontend_requests(run_dir: Path) -> float:
     path = run_dir / "results" / "metrics.jsonl"
     records = [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
-    counts = [r["values"].get("dynamo_frontend_requests_total", 0) for r in records
-              if r["target"] == "frontend" and r["ok"]]  # fmt: skip
+    counts = [
+        r["values"].get("dynamo_frontend_requests_total", 0)
+        for r in records
+        if r["target"] == "frontend" and r["ok"]
+    ]
     return counts[-1] if counts else -1
 
 
@@ -38,8 +41,11 @@ def test_metrics_fingerprint_and_report_of_a_local_run(tmp_path: Path) -> None:
         for _ in range(3):
             assert e2e.chat(st["frontend_url"], "openai/gpt-oss-120b").strip()
         # The canary (and anything before) plus our 3 requests show up in the next scrapes.
-        e2e.wait_for(lambda: frontend_requests(run_dir) >= max(served_before, 0) + 3, timeout=20,
-                     what="the frontend's request counter in results/metrics.jsonl")  # fmt: skip
+        e2e.wait_for(
+            lambda: frontend_requests(run_dir) >= max(served_before, 0) + 3,
+            timeout=20,
+            what="the frontend's request counter in results/metrics.jsonl",
+        )
         records = [
             json.loads(x) for x in (run_dir / "results" / "metrics.jsonl").read_text().splitlines()
         ]
@@ -48,9 +54,15 @@ def test_metrics_fingerprint_and_report_of_a_local_run(tmp_path: Path) -> None:
         assert any(
             "sglang:num_running_reqs" in r["values"] for r in records if r["target"] == "decode-0"
         )
-        fp = e2e.wait_for(lambda: e2e.state(run_dir) and (run_dir / "fingerprint.json").exists()
-                          and json.loads((run_dir / "fingerprint.json").read_text()),
-                          timeout=20, what="fingerprint.json")  # fmt: skip
+        fp = e2e.wait_for(
+            lambda: (
+                e2e.state(run_dir)
+                and (run_dir / "fingerprint.json").exists()
+                and json.loads((run_dir / "fingerprint.json").read_text())
+            ),
+            timeout=20,
+            what="fingerprint.json",
+        )
         (node,) = fp["nodes"]
         assert node["packages"]["ai-dynamo"] == "1.6.1" and fp["config_hash"]
         ls = e2e.ctl("ls", str(tmp_path))

@@ -177,8 +177,11 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str,
 
 def test_wheel_ships_every_packaged_yaml(installed: tuple[Path, dict[str, str]]) -> None:
     bindir, env = installed
-    where = run([str(bindir / "python"), "-c", "import orchestrator; print(orchestrator.__file__)"],
-                bindir, env)  # fmt: skip
+    where = run(
+        [str(bindir / "python"), "-c", "import orchestrator; print(orchestrator.__file__)"],
+        bindir,
+        env,
+    )
     package = Path(where.strip()).parent
     assert str(package).startswith(str(bindir.parent))  # the installed copy, not the checkout
     shipped = sorted(p.relative_to(package / "conf") for p in (package / "conf").rglob("*.yaml"))
@@ -230,6 +233,9 @@ def test_no_tracked_text_names_a_path_of_one_machine() -> None:
         pytest.skip("not a git checkout")
     found = subprocess.run(
         ["git", "grep", "-nE", r"(^|[^A-Za-z0-9_.<{-])/(work|root)/", "--", "."],
-        cwd=REPO, capture_output=True, text=True, check=False,
-    ).stdout.splitlines()  # fmt: skip
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.splitlines()
     assert [line for line in found if not line.startswith(MACHINE_PATH_EXEMPT)] == []

@@ -28,8 +28,13 @@ def proxy_config(plan: Plan) -> str:
 def test_pair_plan_puts_replicas_on_two_nodes_behind_the_proxy(
     plan_of: Callable[..., Plan],
 ) -> None:
-    plan = plan_of(*PAIR, "prefill.workers=2", "decode.workers=2", "decode.tp=8",
-                   "model.requires_equal_pd_tp=false")  # fmt: skip
+    plan = plan_of(
+        *PAIR,
+        "prefill.workers=2",
+        "decode.workers=2",
+        "decode.tp=8",
+        "model.requires_equal_pd_tp=false",
+    )
     names = [p.name for p in plan.processes]
     assert names[:4] == ["etcd", "proxy", "frontend-0", "frontend-1"]
     f0, f1 = plan.process("frontend-0"), plan.process("frontend-1")
@@ -49,8 +54,15 @@ def test_pair_plan_puts_replicas_on_two_nodes_behind_the_proxy(
     )
     # The plan survives plan.json and binding.
     assert plan_from_dict(plan_to_dict(plan)) == plan
-    bound = bind_plan(plan, Bindings(node_ips=("10.0.0.1", "10.0.0.2", "10.0.0.3"),
-                                     node_hosts=("a", "b", "c"), job_id="7", run_dir="/r"))  # fmt: skip
+    bound = bind_plan(
+        plan,
+        Bindings(
+            node_ips=("10.0.0.1", "10.0.0.2", "10.0.0.3"),
+            node_hosts=("a", "b", "c"),
+            job_id="7",
+            run_dir="/r",
+        ),
+    )
     assert bound.readiness.replica_urls[1].startswith("http://10.0.0.2:")
 
 
@@ -68,8 +80,10 @@ def test_proxy_config_golden_and_accepted_by_haproxy(
     haproxy = shutil.which("haproxy")
     if haproxy is None:
         pytest.skip("haproxy not installed (scripts/install-system-deps.sh)")
-    bound = bind_plan(plan, Bindings(node_ips=("127.0.0.1",), node_hosts=("h",), job_id="7",
-                                     run_dir=str(tmp_path)))  # fmt: skip
+    bound = bind_plan(
+        plan,
+        Bindings(node_ips=("127.0.0.1",), node_hosts=("h",), job_id="7", run_dir=str(tmp_path)),
+    )
     cfg = tmp_path / "haproxy.cfg"
     cfg.write_text(proxy_config(bound))
     done = subprocess.run(
@@ -92,8 +106,12 @@ def test_start_script_writes_the_config_then_runs_the_proxy(tmp_path: Path) -> N
     fake.chmod(0o755)
     text = "global\n    log \"$HOME\" 'x'\n"
     path = tmp_path / "infra" / "haproxy.cfg"
-    done = subprocess.run(["bash", "-c", START_SCRIPT, "proxy", text, str(path), str(fake)],
-                          capture_output=True, text=True, check=False)  # fmt: skip
+    done = subprocess.run(
+        ["bash", "-c", START_SCRIPT, "proxy", text, str(path), str(fake)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     assert path.read_text() == text
     assert done.stdout == f"-db -f {path}\n"
@@ -124,7 +142,11 @@ def test_validation_refuses_what_a_pair_cannot_run(compose: Callable[..., RootCo
 def test_placement_here_puts_both_replicas_on_this_host(plan_of: Callable[..., Plan]) -> None:
     plan = plan_of(*PAIR, "frontend.placement=here", "frontend.host=10.1.2.3")
     assert [(p.name, p.node_index) for p in plan.processes] == [
-        ("etcd", 0), ("proxy", 0), ("frontend-0", 0), ("frontend-1", 0)]  # fmt: skip
+        ("etcd", 0),
+        ("proxy", 0),
+        ("frontend-0", 0),
+        ("frontend-1", 0),
+    ]
     f0, f1 = plan.process("frontend-0"), plan.process("frontend-1")
     assert f0.url != f1.url  # two ports of this host
     assert plan.serve is not None
@@ -137,10 +159,19 @@ def test_metrics_of_a_pair_are_summed_per_replica() -> None:
     add up (interleaved records of two counters would read as resets)."""
 
     def rec(target: str, t: float, total: float) -> dict[str, object]:
-        return {"target": target, "role": "frontend", "ok": True, "t": t,
-                "values": {"dynamo_frontend_requests_total": total}}  # fmt: skip
+        return {
+            "target": target,
+            "role": "frontend",
+            "ok": True,
+            "t": t,
+            "values": {"dynamo_frontend_requests_total": total},
+        }
 
-    records = [rec("frontend-0", 0, 100), rec("frontend-1", 0, 5000),
-               rec("frontend-0", 10, 200), rec("frontend-1", 10, 5500)]  # fmt: skip
+    records = [
+        rec("frontend-0", 0, 100),
+        rec("frontend-1", 0, 5000),
+        rec("frontend-0", 10, 200),
+        rec("frontend-1", 10, 5500),
+    ]
     assert prom.summed_rates(records)["requests_per_s"] == 10.0 + 50.0
     assert prom.summed_rates(records)["output_tok_s"] is None

@@ -33,10 +33,19 @@ def wait_until(check: Callable[[], object], what: str, timeout: float = 10.0) ->
 
 
 def proc(name: str, script: str, node: int = 0, gpus: str = "0") -> Process:
-    return Process(name=name, role="decode", group="decode", worker_index=0, rank=0,
-                   node_index=node, gpus=(0,), ports={}, tier=2,
-                   env={"CUDA_VISIBLE_DEVICES": gpus, "ORCHESTRATOR_PROCESS": name},
-                   argv=("sh", "-c", script))  # fmt: skip
+    return Process(
+        name=name,
+        role="decode",
+        group="decode",
+        worker_index=0,
+        rank=0,
+        node_index=node,
+        gpus=(0,),
+        ports={},
+        tier=2,
+        env={"CUDA_VISIBLE_DEVICES": gpus, "ORCHESTRATOR_PROCESS": name},
+        argv=("sh", "-c", script),
+    )
 
 
 @pytest.fixture
@@ -47,8 +56,9 @@ def backend(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[NodeBac
     (bindir / "srun").chmod(stat.S_IRWXU)
     monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ['PATH']}")
     slurm = FakeSlurm()
-    nodes = NodeBackend(REQ, "7", ["nodeA", "nodeB"], slurm, python="python3",
-                        log_dir=tmp_path / "run" / "logs")  # fmt: skip
+    nodes = NodeBackend(
+        REQ, "7", ["nodeA", "nodeB"], slurm, python="python3", log_dir=tmp_path / "run" / "logs"
+    )
     yield nodes
     nodes.close()
 
@@ -162,7 +172,7 @@ def test_closing_stops_every_process_and_agent(backend: NodeBackend, tmp_path: P
     running: list[Running] = [
         backend.start(
             proc(f"w{i}", 'sleep 1000 & echo "child $!"; wait', node=i % 2), logs / f"w{i}.log"
-        )  # fmt: skip
+        )
         for i in range(4)
     ]
     children = [child_pid(r.log) for r in running]
@@ -227,8 +237,9 @@ def test_the_serving_watch_kills_a_hung_process_from_its_agents_misses(
 
     script, port = http_server(tmp_path)
     health = HealthProbe(url=f"http://127.0.0.1:{port}/health")
-    p = dataclasses.replace(proc("w", script), health=health,
-                            restart=RestartPolicy(mode="on_failure"))  # fmt: skip
+    p = dataclasses.replace(
+        proc("w", script), health=health, restart=RestartPolicy(mode="on_failure")
+    )
     r = backend.start(p, tmp_path / "run" / "logs" / "w.log")
     wait_until(lambda: probe(health.url, 200, 1.0) == "", "the server answers")
     readiness = SimpleNamespace(serve_check_s=0.05, serve_failures=3)

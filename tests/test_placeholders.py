@@ -14,8 +14,12 @@ from orchestrator.plan.placeholders import PLACEHOLDER, Bindings, bind_plan, bin
 from tests.topologies import TOPOLOGIES
 
 PlanOf = Callable[..., Plan]
-TWO_NODES = Bindings(node_ips=("10.0.0.1", "10.0.0.2"), node_hosts=("gpu01", "gpu02"),
-                     job_id="4242", run_dir="/scratch/run 1")  # fmt: skip
+TWO_NODES = Bindings(
+    node_ips=("10.0.0.1", "10.0.0.2"),
+    node_hosts=("gpu01", "gpu02"),
+    job_id="4242",
+    run_dir="/scratch/run 1",
+)
 
 
 def all_text(plan: Plan) -> list[str]:
@@ -33,13 +37,15 @@ def all_text(plan: Plan) -> list[str]:
         ("--nodelist={node_host:0}", "--nodelist=gpu01"),
         ("job-{job_id}.log", "job-4242.log"),
         ("{run_dir}/etcd", "/scratch/run 1/etcd"),
-        ('{"publisher":"zmq","endpoint":"tcp://{node_ip:0}:1"}',
-         '{"publisher":"zmq","endpoint":"tcp://10.0.0.1:1"}'),
+        (
+            '{"publisher":"zmq","endpoint":"tcp://{node_ip:0}:1"}',
+            '{"publisher":"zmq","endpoint":"tcp://10.0.0.1:1"}',
+        ),
         ('{"publisher":"zmq"}', '{"publisher":"zmq"}'),
         ("{other}{node_ip}x", None),
         ("{}", "{}"),
     ],
-)  # fmt: skip
+)
 def test_bind_text(text: str, bound: str | None) -> None:
     if bound is None:
         with pytest.raises(UnresolvedPlaceholder, match=r"\{node_ip\}"):
@@ -60,8 +66,13 @@ def test_bound_values_are_not_rescanned() -> None:
 
 
 def test_bind_plan_replaces_every_placeholder(plan_of: PlanOf) -> None:
-    mocker = ("engine=mocker", "prefill.tp=1", "decode.tp=1", "prefill.workers=7",
-              "decode.workers=9")  # fmt: skip
+    mocker = (
+        "engine=mocker",
+        "prefill.tp=1",
+        "decode.tp=1",
+        "prefill.workers=7",
+        "decode.workers=9",
+    )
     assert mocker in TOPOLOGIES  # composed once for the session
     plan = plan_of(*mocker)
     assert any(PLACEHOLDER.search(t) for t in all_text(plan))

@@ -116,8 +116,12 @@ def test_mixed_group_sizes(plan_of: PlanOf) -> None:
         "model.requires_equal_pd_tp=false", "decode.tp=2", "decode.workers=5", "prefill.workers=3"
     )
     assert [where(plan, f"decode-{i}") for i in range(5)] == [
-        (0, (0, 1)), (0, (2, 3)), (0, (4, 5)), (0, (6, 7)), (1, (0, 1))
-    ]  # fmt: skip
+        (0, (0, 1)),
+        (0, (2, 3)),
+        (0, (4, 5)),
+        (0, (6, 7)),
+        (1, (0, 1)),
+    ]
     # A TP4 prefill packs after the TP2 decode on node 1; the next one does not fit in the
     # 2 GPUs left there and starts node 2.
     assert where(plan, "prefill-0") == (1, (2, 3, 4, 5))
@@ -136,8 +140,10 @@ def test_separate_nodes_keeps_groups_apart(plan_of: PlanOf) -> None:
     plan = plan_of("deployment.separate_nodes=true", "prefill.workers=3")
     assert where(plan, "decode-0") == (0, (0, 1, 2, 3))
     assert [where(plan, f"prefill-{i}") for i in range(3)] == [
-        (1, (0, 1, 2, 3)), (1, (4, 5, 6, 7)), (2, (0, 1, 2, 3))
-    ]  # fmt: skip
+        (1, (0, 1, 2, 3)),
+        (1, (4, 5, 6, 7)),
+        (2, (0, 1, 2, 3)),
+    ]
     assert plan.num_nodes == 3 and plan.slurm.nodes == 3
     assert plan_of("prefill.workers=3").num_nodes == 2  # packed, without the flag
 
@@ -154,8 +160,10 @@ def test_aggregated_mode(plan_of: PlanOf) -> None:
     aggs = workers(plan, "aggregated")
     assert [(p.name, p.role) for p in aggs] == [(f"aggregated-{i}", "worker") for i in range(3)]
     assert [where(plan, p.name) for p in aggs] == [
-        (0, (0, 1, 2, 3)), (0, (4, 5, 6, 7)), (1, (0, 1, 2, 3))
-    ]  # fmt: skip
+        (0, (0, 1, 2, 3)),
+        (0, (4, 5, 6, 7)),
+        (1, (0, 1, 2, 3)),
+    ]
     assert not workers(plan, "prefill") and not workers(plan, "decode")
     assert all("--disaggregation-mode" not in p.argv for p in aggs)
     assert plan.readiness.expected == {"worker": 3}

@@ -30,9 +30,15 @@ class RecordingSbatch:
     def __init__(self) -> None:
         self.calls: list[tuple[tuple[str, ...], str | None]] = []
 
-    def run(self, argv: Sequence[str], *, timeout: float = 60.0,
-            env: Mapping[str, str] | None = None, cwd: str | None = None,
-            stdin: str | None = None) -> CommandResult:  # fmt: skip
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        timeout: float = 60.0,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+        stdin: str | None = None,
+    ) -> CommandResult:
         self.calls.append((tuple(argv), cwd))
         return CommandResult(tuple(argv), 0, "4242\n", "")
 
@@ -109,22 +115,42 @@ def test_driver_runs_plan_json_without_hydra_or_the_config(tmp_path: Path) -> No
     OmegaConf unimportable and config.json gone: it must serve from plan.json alone."""
     run_dir = tmp_path / "run"
     port = e2e.free_port()
-    overrides = ["+model=gpt_oss_120b", "engine=mocker", "launcher=local", f"run_dir={run_dir}",
-                 f"frontend.http_port={port}", f"cluster.port_base={22000 + e2e.free_port() % 80 * 100}",
-                 "readiness.timeout_s=120"]  # fmt: skip
+    overrides = [
+        "+model=gpt_oss_120b",
+        "engine=mocker",
+        "launcher=local",
+        f"run_dir={run_dir}",
+        f"frontend.http_port={port}",
+        f"cluster.port_base={22000 + e2e.free_port() % 80 * 100}",
+        "readiness.timeout_s=120",
+    ]
     prepared = prepare(overrides, Site(has_sbatch=False, allocation_job_id=""))
     from orchestrator.launchers import bind
     from orchestrator.launchers.rundir import create_run_dir, write_run_files
 
     made = create_run_dir(prepared.cfg, prepared.plan.name)
-    write_run_files(made, prepared.cfg, prepared.plan, launcher="local", overrides=overrides,
-                    request={"kind": "local", "argv": list(bind(prepared.request, str(made)).argv)})  # fmt: skip
+    write_run_files(
+        made,
+        prepared.cfg,
+        prepared.plan,
+        launcher="local",
+        overrides=overrides,
+        request={"kind": "local", "argv": list(bind(prepared.request, str(made)).argv)},
+    )
     (made / "config.json").unlink()  # the driver must not need it
-    driver = subprocess.Popen([sys.executable, "-c", HYDRA_BLOCKED, str(made)], cwd=tmp_path,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    driver = subprocess.Popen(
+        [sys.executable, "-c", HYDRA_BLOCKED, str(made)],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
-        st = e2e.wait_for(lambda: (s := e2e.state(made)).get("phase") in ("ready", "failed") and s,
-                          timeout=120, what="ready")  # fmt: skip
+        st = e2e.wait_for(
+            lambda: (s := e2e.state(made)).get("phase") in ("ready", "failed") and s,
+            timeout=120,
+            what="ready",
+        )
         assert st["phase"] == "ready", st.get("error")
         assert e2e.chat(f"http://127.0.0.1:{port}", "openai/gpt-oss-120b")  # generated text
         os.kill(driver.pid, signal.SIGTERM)

@@ -108,8 +108,9 @@ def test_two_jobs_get_disjoint_port_ranges(
 ) -> None:
     cfg = compose("+model=gpt_oss_120b", *TP1_8P8D)
     c = cfg.cluster
-    offsets = [port_offset_for_job(j, gpus_per_node=8, job_blocks=c.port_job_blocks)
-               for j in (a, b)]  # fmt: skip
+    offsets = [
+        port_offset_for_job(j, gpus_per_node=8, job_blocks=c.port_job_blocks) for j in (a, b)
+    ]
     assert offsets[0] != offsets[1]
     sets = [set(worker_ports(planned(cfg, o))) for o in offsets]
     assert sets[0] and sets[1] and not sets[0] & sets[1]

@@ -46,8 +46,11 @@ def test_hub_ids_stay_online(compose: Compose) -> None:
 
 
 def test_offline_gpt_oss_needs_a_local_tiktoken(compose: Compose) -> None:
-    (issue,) = [i for i in validate(compose("+model=gpt_oss_120b", "model.path=/m/gpt"))
-                if i.key == "cluster.tiktoken_dir"]  # fmt: skip
+    (issue,) = [
+        i
+        for i in validate(compose("+model=gpt_oss_120b", "model.path=/m/gpt"))
+        if i.key == "cluster.tiktoken_dir"
+    ]
     assert "o200k_base" in issue.problem and "o200k_base.tiktoken" in issue.fix
     cfg = compose("+model=gpt_oss_120b", "model.path=/m/gpt", "cluster.tiktoken_dir=/shared/tk")
     assert validate(cfg) == []
@@ -64,8 +67,12 @@ def test_relative_tiktoken_dir_is_refused(compose: Compose) -> None:
 
 
 def test_container_paths_are_checked_at_their_host_source(compose: Compose) -> None:
-    cfg = compose("+model=llama_3_3_70b", "model.path=/model/llama", "cluster.container_image=/i/d.sqsh",
-                  "cluster.container_mounts=[/lustre/models:/model]")  # fmt: skip
+    cfg = compose(
+        "+model=llama_3_3_70b",
+        "model.path=/model/llama",
+        "cluster.container_image=/i/d.sqsh",
+        "cluster.container_mounts=[/lustre/models:/model]",
+    )
     assert host_path(cfg, "/model/llama") == "/lustre/models/llama"
     kinds = {c.kind: c.path for c in build_plan(cfg).preflight}
     assert kinds == {"model_dir": "/lustre/models/llama", "container_image": "/i/d.sqsh"}
@@ -82,15 +89,22 @@ def test_the_mocker_does_not_load_the_model(compose: Compose) -> None:
 )
 def test_model_dir_check(tmp_path: Path, config: bool, weights: bool, problem: str) -> None:
     root = model_dir(tmp_path / "m", config=config, weights=weights)
-    found = preflight.check_path(PathCheck(kind="model_dir", path=str(root), nodes=(0,),
-                                           key="model.path"))  # fmt: skip
+    found = preflight.check_path(
+        PathCheck(kind="model_dir", path=str(root), nodes=(0,), key="model.path")
+    )
     assert (problem in found) if problem else found == ""
 
 
 def test_local_failures_name_node_and_path(tmp_path: Path) -> None:
-    checks = [PathCheck(kind="model_dir", path=str(tmp_path / "no"), nodes=(0,), key="model.path"),
-              PathCheck(kind="tiktoken", path=str(tmp_path / "o.tiktoken"), nodes=(0, 1),
-                        key="cluster.tiktoken_dir")]  # fmt: skip
+    checks = [
+        PathCheck(kind="model_dir", path=str(tmp_path / "no"), nodes=(0,), key="model.path"),
+        PathCheck(
+            kind="tiktoken",
+            path=str(tmp_path / "o.tiktoken"),
+            nodes=(0, 1),
+            key="cluster.tiktoken_dir",
+        ),
+    ]
     with pytest.raises(OrchestratorError) as err:
         preflight.run_local(checks)
     text = str(err.value)

@@ -20,8 +20,13 @@ from tests import chromium
 from tests.test_see import T0, make_run, starting_state
 
 needs_chromium = pytest.mark.skipif(chromium.binary() is None, reason="chromium not installed")
-SECTIONS = ("section-timeline", "section-benchmark", "section-metrics", "section-errors",
-            "section-fingerprint")  # fmt: skip
+SECTIONS = (
+    "section-timeline",
+    "section-benchmark",
+    "section-metrics",
+    "section-errors",
+    "section-fingerprint",
+)
 
 
 def finished_run(
@@ -35,15 +40,32 @@ def finished_run(
         "prefill-0 (prefill) on node1 (node 0) exited with code 1; last 50 lines of x:\n"
         "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB"
     )
-    st.update(phase="failed", error=error, timeline=[
-        {"phase": "starting", "t": T0}, {"phase": "ready", "t": T0 + 45},
-        {"phase": "stopping", "t": T0 + 300}, {"phase": "failed", "t": T0 + 310}])  # fmt: skip
+    st.update(
+        phase="failed",
+        error=error,
+        timeline=[
+            {"phase": "starting", "t": T0},
+            {"phase": "ready", "t": T0 + 45},
+            {"phase": "stopping", "t": T0 + 300},
+            {"phase": "failed", "t": T0 + 310},
+        ],
+    )
     write_json_atomic(run_dir / "state.json", st)
     (run_dir / "logs" / "prefill-0.log").write_text(error + "\n")
     (run_dir / "results").mkdir()
-    row = {"name": st["name"], "point": "00-c4", "concurrency": 4, "isl": 64, "osl": 16, "valid": True,
-           "output_tok_s": tput, "output_tok_s_per_gpu": tput / 8, "tok_s_per_user": 20.0,
-           "ttft_p50_ms": 12.5, "error_rate": 0.0}  # fmt: skip
+    row = {
+        "name": st["name"],
+        "point": "00-c4",
+        "concurrency": 4,
+        "isl": 64,
+        "osl": 16,
+        "valid": True,
+        "output_tok_s": tput,
+        "output_tok_s_per_gpu": tput / 8,
+        "tok_s_per_user": 20.0,
+        "ttft_p50_ms": 12.5,
+        "error_rate": 0.0,
+    }
     (run_dir / "results" / "points.jsonl").write_text(json.dumps(row) + "\n")
     (run_dir / "results" / "summary.json").write_text(json.dumps({"valid": True}))
     write_json_atomic(
@@ -118,8 +140,15 @@ def test_sweep_report_embeds_the_pareto_plot(
     points = []
     for i, workers in enumerate((1, 2)):
         finished_run(sweep / f"p{i}", compose, f"decode.workers={workers}", tput=100.0 * (i + 1))
-        points.append({"label": f"d{workers}", "name": f"d{workers}", "nodes": 1, "gpus": 8,
-                       "runs": [{"run_dir": f"p{i}", "job_id": str(i)}]})  # fmt: skip
+        points.append(
+            {
+                "label": f"d{workers}",
+                "name": f"d{workers}",
+                "nodes": 1,
+                "gpus": 8,
+                "runs": [{"run_dir": f"p{i}", "job_id": str(i)}],
+            }
+        )
     (sweep / "manifest.json").write_text(json.dumps({"version": 1, "points": points}))
     dom = check_page(report(sweep), tmp_path / "sweep.png")
     data = re.search(r'id="pareto" alt="Pareto plot" src="data:image/png;base64,([^"]+)"', dom)
@@ -128,12 +157,28 @@ def test_sweep_report_embeds_the_pareto_plot(
 
 
 def test_timeline_rows_from_state() -> None:
-    st = {"timeline": [{"phase": "starting", "t": 0}, {"phase": "ready", "t": 50},
-                       {"phase": "stopping", "t": 100}, {"phase": "done", "t": 110}],
-          "processes": {"decode-0": {"role": "decode", "healthy_at": 40, "state": "stopped",
-                                     "restarts": [{"at": "1970-01-01T00:00:20.500Z", "exit_code": 137}]}}}  # fmt: skip
+    st = {
+        "timeline": [
+            {"phase": "starting", "t": 0},
+            {"phase": "ready", "t": 50},
+            {"phase": "stopping", "t": 100},
+            {"phase": "done", "t": 110},
+        ],
+        "processes": {
+            "decode-0": {
+                "role": "decode",
+                "healthy_at": 40,
+                "state": "stopped",
+                "restarts": [{"at": "1970-01-01T00:00:20.500Z", "exit_code": 137}],
+            }
+        },
+    }
     (row,) = rows(st, {"decode-0": 2.0}, now=500)
-    assert row.segments == [(2.0, 40, "starting"), (40, 50, "healthy"), (50, 100, "serving"),
-                            (100, 110, "stopping")]  # fmt: skip
+    assert row.segments == [
+        (2.0, 40, "starting"),
+        (40, 50, "healthy"),
+        (50, 100, "serving"),
+        (100, 110, "stopping"),
+    ]
     assert row.marks == [(20.5, "restart (exit 137)")]
     assert parse_time("[2025-05-02 16:13:41] Load weight begin") == 1746202421.0

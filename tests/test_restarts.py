@@ -28,9 +28,16 @@ IPS = ("10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4")
 # --- policy, backoff, window (pure) ----------------------------------------------------------
 @pytest.mark.parametrize(
     ("mode", "code", "restarts"),
-    [("never", 137, False), ("never", 0, False), ("on_failure", 137, True),
-     ("on_failure", -9, True), ("on_failure", 0, False), ("always", 0, True), ("always", 1, True)],
-)  # fmt: skip
+    [
+        ("never", 137, False),
+        ("never", 0, False),
+        ("on_failure", 137, True),
+        ("on_failure", -9, True),
+        ("on_failure", 0, False),
+        ("always", 0, True),
+        ("always", 1, True),
+    ],
+)
 def test_policy_modes(mode: Any, code: int, restarts: bool) -> None:
     assert RestartPolicy(mode=mode).applies(code) is restarts
 
@@ -55,8 +62,13 @@ def test_window_bounds_the_restarts(plan_of: Any) -> None:
 
 
 def test_plan_carries_the_policies(plan_of: Any) -> None:
-    plan = plan_of("decode.restart=always", "frontend.restart=never", "deployment.max_restarts=5",
-                   "prefill.workers=2", "decode.workers=2")  # fmt: skip
+    plan = plan_of(
+        "decode.restart=always",
+        "frontend.restart=never",
+        "deployment.max_restarts=5",
+        "prefill.workers=2",
+        "decode.workers=2",
+    )
     assert plan.process("decode-1").restart == RestartPolicy(mode="always", max_restarts=5)
     assert plan.process("prefill-0").restart.mode == "on_failure"  # the default
     assert plan.process("frontend").restart.mode == "never"
@@ -65,8 +77,12 @@ def test_plan_carries_the_policies(plan_of: Any) -> None:
 
 
 def test_etcd_restarts_in_place_well_within_dynamo_s_reconnection_deadline(plan_of: Any) -> None:
-    plan = plan_of("deployment.restart_backoff_s=10", "deployment.restart_backoff_max_s=120",
-                   "prefill.workers=2", "decode.workers=2")  # fmt: skip
+    plan = plan_of(
+        "deployment.restart_backoff_s=10",
+        "deployment.restart_backoff_max_s=120",
+        "prefill.workers=2",
+        "decode.workers=2",
+    )
     etcd = plan.process("etcd").restart
     assert etcd.mode == "on_failure" and etcd.backoff_max_s == 5.0  # Dynamo waits ~30 s for it
     assert [etcd.backoff(n) for n in range(3)] == [5.0, 5.0, 5.0]
@@ -123,8 +139,13 @@ def test_a_killed_worker_restarts_in_place_and_the_run_stays_ready(
 
 
 def test_restarts_exhausted_fail_the_run_with_every_tail(plan_of: Any, tmp_path: Path) -> None:
-    driver, backend = make_driver(plan_of, tmp_path, FakeHttp(dict(READY)),
-                                  "deployment.max_restarts=2", "readiness.interval_s=0.1")  # fmt: skip
+    driver, backend = make_driver(
+        plan_of,
+        tmp_path,
+        FakeHttp(dict(READY)),
+        "deployment.max_restarts=2",
+        "readiness.interval_s=0.1",
+    )
     crashes = itertools.count(1)
 
     def crash_loop(d: Driver) -> None:
@@ -137,8 +158,10 @@ def test_restarts_exhausted_fail_the_run_with_every_tail(plan_of: Any, tmp_path:
     assert driver.run() == 1
     st = json.loads((tmp_path / "state.json").read_text())
     assert backend.started.count("prefill-0") == 3  # the first start and two restarts
-    assert "prefill-0 (prefill) on nodeA (node 0) exited with code 103 (restarts exhausted: " \
-        "2 restart(s) within 3600 s, max_restarts=2)" in st["error"]  # fmt: skip
+    assert (
+        "prefill-0 (prefill) on nodeA (node 0) exited with code 103 (restarts exhausted: "
+        "2 restart(s) within 3600 s, max_restarts=2)" in st["error"]
+    )
     assert "exit 1 at " in st["error"] and "(code 101)" in st["error"]
     assert "exit 2 at " in st["error"] and "(code 102)" in st["error"]
     assert st["error"].count("prefill-0 last line") == 3  # the final tail and both earlier ones
@@ -160,8 +183,9 @@ def test_an_exit_before_ready_fails_at_once(plan_of: Any, tmp_path: Path) -> Non
 
 def test_a_hung_worker_is_killed_and_restarted(plan_of: Any, tmp_path: Path) -> None:
     http = FakeHttp(dict(READY))
-    driver, backend = make_driver(plan_of, tmp_path, http, "readiness.serve_check_s=1",
-                                  "readiness.interval_s=0.5")  # fmt: skip
+    driver, backend = make_driver(
+        plan_of, tmp_path, http, "readiness.serve_check_s=1", "readiness.interval_s=0.5"
+    )
     url = driver.plan.process("prefill-0").health.url  # type: ignore[union-attr]
 
     def hang(d: Driver) -> None:
@@ -181,12 +205,24 @@ def test_a_hung_worker_is_killed_and_restarted(plan_of: Any, tmp_path: Path) -> 
 
 
 def test_a_multi_node_worker_restarts_as_one_unit(plan_of: Any, tmp_path: Path) -> None:
-    plan = plan_of("engine=dynamo_sglang", "decode.tp=16", "prefill.tp=8",
-                   "model.requires_equal_pd_tp=false", "readiness.interval_s=0.1")  # fmt: skip
+    plan = plan_of(
+        "engine=dynamo_sglang",
+        "decode.tp=16",
+        "prefill.tp=8",
+        "model.requires_equal_pd_tp=false",
+        "readiness.interval_s=0.1",
+    )
     bound = bind_plan(plan, Bindings(IPS, ("nodeA", "nodeB", "nodeC", "nodeD"), "7", str(tmp_path)))
     backend = FakeBackend()
-    driver = Driver(bound, run_dir=tmp_path, backend=backend, http=FakeHttp(dict(READY)),  # type: ignore[arg-type]
-                    clock=FakeClock(), state=StateFile(tmp_path), say=lambda _m: None)  # fmt: skip
+    driver = Driver(
+        bound,
+        run_dir=tmp_path,
+        backend=backend,
+        http=FakeHttp(dict(READY)),  # type: ignore[arg-type]
+        clock=FakeClock(),
+        state=StateFile(tmp_path),
+        say=lambda _m: None,
+    )
     assert {p.name for p in bound.processes} >= {"decode-0", "decode-0-rank1"}
 
     def kill_rank1(d: Driver) -> None:
@@ -212,8 +248,10 @@ class FakeRouter:
 
     def get(self, url: str, *, timeout: float) -> HttpResponse:
         if url == f"{self.base}/workers":
-            listed = [{"id": i, "url": u, "worker_type": t, "is_healthy": True}
-                      for i, (u, t) in self.workers.items()]  # fmt: skip
+            listed = [
+                {"id": i, "url": u, "worker_type": t, "is_healthy": True}
+                for i, (u, t) in self.workers.items()
+            ]
             return HttpResponse(200, json.dumps({"workers": listed}))
         if url.endswith(("/health", "/readiness")):
             return HttpResponse(200, "{}")
@@ -238,8 +276,15 @@ def test_router_re_registration(plan_of: Any, tmp_path: Path, victim: str) -> No
     plan = plan_of("engine=sglang", "frontend=sglang_router", "readiness.interval_s=0.1")
     bound = bind_plan(plan, Bindings(IPS[:1], ("nodeA",), "7", str(tmp_path)))
     http, backend = FakeRouter("http://10.0.0.1:8000"), FakeBackend()
-    driver = Driver(bound, run_dir=tmp_path, backend=backend, http=http, clock=FakeClock(),  # type: ignore[arg-type]
-                    state=StateFile(tmp_path), say=lambda _m: None)  # fmt: skip
+    driver = Driver(
+        bound,
+        run_dir=tmp_path,
+        backend=backend,
+        http=http,
+        clock=FakeClock(),  # type: ignore[arg-type]
+        state=StateFile(tmp_path),
+        say=lambda _m: None,
+    )
     attach_router_registration(driver)
     before: dict[str, Any] = {}
 
@@ -282,9 +327,15 @@ def test_a_restart_during_a_point_invalidates_it(compose: Any, tmp_path: Path, a
 def test_restart_settings_are_validated(compose: Any) -> None:
     from orchestrator.config.validate import validate
 
-    cfg = compose("+model=gpt_oss_120b", "decode.restart=sometimes", "frontend.restart=nope",
-                  "deployment.max_restarts=-1", "deployment.restart_window_s=0",
-                  "deployment.restart_backoff_s=10", "deployment.restart_backoff_max_s=5")  # fmt: skip
+    cfg = compose(
+        "+model=gpt_oss_120b",
+        "decode.restart=sometimes",
+        "frontend.restart=nope",
+        "deployment.max_restarts=-1",
+        "deployment.restart_window_s=0",
+        "deployment.restart_backoff_s=10",
+        "deployment.restart_backoff_max_s=5",
+    )
     found = {i.key: i for i in validate(cfg)}
     assert found["decode.restart"].found == "'sometimes'"
     assert "never, on_failure, always" in found["decode.restart"].fix

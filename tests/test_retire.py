@@ -60,8 +60,10 @@ def test_a_removed_worker_is_deregistered_stopped_and_never_restarted(
     assert backend.started.count("decode-1") == 1  # its exit was no crash: no restart
     assert st["processes"]["decode-0"]["state"] == "stopped"
     assert not (tmp_path / RETIRE_FILE).exists()
-    removed = {"decode-0": {"probed": True, "role": "decode", "state": "healthy"},
-               "decode-1": {"probed": True, "role": "decode", "state": "removed"}}  # fmt: skip
+    removed = {
+        "decode-0": {"probed": True, "role": "decode", "state": "healthy"},
+        "decode-1": {"probed": True, "role": "decode", "state": "removed"},
+    }
     assert progress_line({"phase": "ready", "processes": removed}) == "ready: decode 1/1"
 
 
@@ -80,8 +82,7 @@ def test_an_attached_job_with_no_workers_left_ends(plan_of: Any, tmp_path: Path)
 
 
 def removal(run_dir: Path, **counts: int) -> list[tuple[str, tuple[str, ...], bool]]:
-    return [(r.holder.job_id, r.workers, r.whole)
-            for r in scale_down.plan_removal(run_dir, counts)]  # fmt: skip
+    return [(r.holder.job_id, r.workers, r.whole) for r in scale_down.plan_removal(run_dir, counts)]
 
 
 def test_scale_down_removes_single_workers_newest_first(tmp_path: Path) -> None:
@@ -98,8 +99,10 @@ def test_scale_down_removes_single_workers_newest_first(tmp_path: Path) -> None:
     assert removal(run_dir, decode=2, prefill=1) == [
         (second, ("decode-3", "decode-2", "prefill-1"), True)
     ]
-    assert removal(run_dir, decode=1) == [(second, ("decode-3", "decode-2"), False),
-                                          (first, ("decode-1",), True)]  # fmt: skip
+    assert removal(run_dir, decode=1) == [
+        (second, ("decode-3", "decode-2"), False),
+        (first, ("decode-1",), True),
+    ]
     assert removal(run_dir, decode=4) == []  # nothing shrinks: a scale-up (or no-op)
     with pytest.raises(InvalidConfig, match="separate commands"):
         removal(run_dir, decode=2, prefill=3)

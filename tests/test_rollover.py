@@ -25,10 +25,20 @@ from tests.fake_slurm import FakeSlurm
 from tests.fakes import FakeClock
 from tests.test_scale import read_attached
 
-HERE = ["+model=gpt_oss_120b", "engine=mocker", "cluster=testbed", "frontend.placement=here",
-        "frontend.host=10.77.0.1", "serve.rollover=true", "cluster.time_limit_min=2",
-        "serve.rollover_lead_min=1.5", "launcher.signal_before_limit_s=30", "serve.signal_hold_s=20",
-        "readiness.timeout_s=60", "launcher=sbatch"]  # fmt: skip
+HERE = [
+    "+model=gpt_oss_120b",
+    "engine=mocker",
+    "cluster=testbed",
+    "frontend.placement=here",
+    "frontend.host=10.77.0.1",
+    "serve.rollover=true",
+    "cluster.time_limit_min=2",
+    "serve.rollover_lead_min=1.5",
+    "launcher.signal_before_limit_s=30",
+    "serve.signal_hold_s=20",
+    "readiness.timeout_s=60",
+    "launcher=sbatch",
+]
 
 
 @pytest.fixture(scope="module")
@@ -41,8 +51,12 @@ class View:
 
     def __init__(self, plan: Plan, run_dir: Path) -> None:
         self.run_dir = run_dir
-        self.plan = bind_plan(plan, Bindings(node_ips=("10.77.0.1",), node_hosts=("login",),
-                                             job_id="", run_dir=str(run_dir)))  # fmt: skip
+        self.plan = bind_plan(
+            plan,
+            Bindings(
+                node_ips=("10.77.0.1",), node_hosts=("login",), job_id="", run_dir=str(run_dir)
+            ),
+        )
         self.clock = FakeClock()
         self.state = StateFile(run_dir)
         self.said: list[str] = []
@@ -144,8 +158,9 @@ def test_a_lost_job_is_replaced_at_once(here_plan: Plan, tmp_path: Path) -> None
     entries = read_attached(view.run_dir)
     assert entries[0]["ended"] == "PREEMPTED" and entries[0]["removed_at"]
     assert entries[1]["replaces"] == old and entries[1]["reason"] == "lost: PREEMPTED"
-    assert any("ended unexpectedly (PREEMPTED)" in s and "decode-0, prefill-0 gone" in s
-               for s in view.said)  # fmt: skip
+    assert any(
+        "ended unexpectedly (PREEMPTED)" in s and "decode-0, prefill-0 gone" in s for s in view.said
+    )
 
 
 def test_failed_replacements_are_retried_a_bounded_number_of_times(

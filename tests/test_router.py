@@ -47,8 +47,9 @@ DECODE = (
 )
 WORKERS_1P1D = f'{{"workers":[{PREFILL},{DECODE}],"total":2,"stats":{{"prefill_count":1,"decode_count":1,"regular_count":0}}}}'
 # The decode was SIGKILLed; router started with --health-check-interval-secs 1 --health-failure-threshold 1.
-WORKERS_DECODE_UNHEALTHY = WORKERS_1P1D.replace('"worker_type":"decode","is_healthy":true',
-                                                '"worker_type":"decode","is_healthy":false')  # fmt: skip
+WORKERS_DECODE_UNHEALTHY = WORKERS_1P1D.replace(
+    '"worker_type":"decode","is_healthy":true', '"worker_type":"decode","is_healthy":false'
+)
 # POST without worker_type in PD mode: 0.3.2 registers it as "regular".
 WORKERS_REGULAR_IN_PD = (
     '{"workers":[{"id":"41b53c25-60f5-4e57-90b9-d9b368aaa311","url":"http://127.0.0.1:31002","model_id":'
@@ -62,14 +63,18 @@ WORKERS_REGULAR = (
     '"connection_mode":"HTTP","metadata":{"disaggregation_mode":"null","tp_size":"1"},"disable_health_check":false}],'
     '"total":1,"stats":{"prefill_count":0,"decode_count":0,"regular_count":1}}'
 )
-DELETE_ACCEPTED = ('{"status":"accepted","worker_id":"577fb827-08ff-4e2d-a3e2-328b76cfbdbc","message":'
-                   '"Worker removal queued for background processing"}')  # fmt: skip
+DELETE_ACCEPTED = (
+    '{"status":"accepted","worker_id":"577fb827-08ff-4e2d-a3e2-328b76cfbdbc","message":'
+    '"Worker removal queued for background processing"}'
+)
 DELETE_MISSING = (
     '{"error":"Worker 577fb827-08ff-4e2d-a3e2-328b76cfbdbc not found","code":"WORKER_NOT_FOUND"}'
 )
-DELETE_BY_URL = ('{"error":"Invalid worker_id \'http://127.0.0.1:31002\' (expected UUID). Error: invalid character: '
-                 'expected an optional prefix of `urn:uuid:` followed by [0-9a-fA-F-], found `h` at 1",'
-                 '"code":"BAD_REQUEST"}')  # fmt: skip
+DELETE_BY_URL = (
+    '{"error":"Invalid worker_id \'http://127.0.0.1:31002\' (expected UUID). Error: invalid character: '
+    'expected an optional prefix of `urn:uuid:` followed by [0-9a-fA-F-], found `h` at 1",'
+    '"code":"BAD_REQUEST"}'
+)
 READINESS_OK = '{"status":"ready","healthy_workers":2,"total_workers":2}'
 READINESS_503 = '{"status":"not ready","reason":"insufficient healthy workers"}'
 POST_MISSING_URL = "Failed to deserialize the JSON body into the target type: missing field `url` at line 1 column 24"
@@ -86,9 +91,21 @@ REFUSED = HttpError(f"ConnectionError on {R}/workers")
 
 
 def worker(name: str, role: str, port: int, bootstrap: int = 0) -> Process:
-    return Process(name=name, role=role, group=role, worker_index=0, rank=0, node_index=0, gpus=(0,),  # type: ignore[arg-type]
-                   ports={"http": port}, env={}, argv=("x",), tier=TIER_WORKER,
-                   url=f"http://127.0.0.1:{port}", bootstrap_port=bootstrap)  # fmt: skip
+    return Process(
+        name=name,
+        role=role,
+        group=role,
+        worker_index=0,
+        rank=0,
+        node_index=0,
+        gpus=(0,),  # type: ignore[arg-type]
+        ports={"http": port},
+        env={},
+        argv=("x",),
+        tier=TIER_WORKER,
+        url=f"http://127.0.0.1:{port}",
+        bootstrap_port=bootstrap,
+    )
 
 
 PREFILL_PROC = worker("prefill-0", "prefill", 31001, bootstrap=31901)
@@ -117,7 +134,11 @@ def test_parse_router_workers_counts_per_type(
 def test_parse_worker_list_keeps_ids_and_bootstrap_port() -> None:
     prefill, decode = router.parse_worker_list(json.loads(WORKERS_1P1D))
     assert (prefill.id, prefill.url, prefill.worker_type, prefill.bootstrap_port) == (
-        "11f7c252-1de5-4b2e-9c8b-f1d2b385fdda", "http://127.0.0.1:31001", "prefill", 31901)  # fmt: skip
+        "11f7c252-1de5-4b2e-9c8b-f1d2b385fdda",
+        "http://127.0.0.1:31001",
+        "prefill",
+        31901,
+    )
     assert decode.bootstrap_port is None and decode.healthy
 
 
@@ -131,15 +152,26 @@ def test_parse_worker_list_rejects_other_shapes(body: Any) -> None:
     ("body", "expected", "missing"),
     [
         (WORKERS_1P1D, {"prefill": 1, "decode": 1}, ""),
-        (WORKERS_1P1D, {"prefill": 2, "decode": 1}, "router has 1/2 healthy prefill, 1/1 healthy decode"),
-        (WORKERS_DECODE_UNHEALTHY, {"prefill": 1, "decode": 1},
-         "router has 1/1 healthy prefill, 0/1 healthy decode (1 listed)"),
+        (
+            WORKERS_1P1D,
+            {"prefill": 2, "decode": 1},
+            "router has 1/2 healthy prefill, 1/1 healthy decode",
+        ),
+        (
+            WORKERS_DECODE_UNHEALTHY,
+            {"prefill": 1, "decode": 1},
+            "router has 1/1 healthy prefill, 0/1 healthy decode (1 listed)",
+        ),
         # A decode registered without worker_type counts as regular, not as the decode we wait for.
-        (WORKERS_REGULAR_IN_PD, {"prefill": 1, "decode": 1}, "router has 1/1 healthy prefill, 0/1 healthy decode"),
+        (
+            WORKERS_REGULAR_IN_PD,
+            {"prefill": 1, "decode": 1},
+            "router has 1/1 healthy prefill, 0/1 healthy decode",
+        ),
         (WORKERS_REGULAR, {"worker": 1}, ""),
         (WORKERS_EMPTY, {"worker": 2}, "router has 0/2 healthy regular"),
     ],
-)  # fmt: skip
+)
 def test_missing_workers(body: str, expected: dict[str, int], missing: str) -> None:
     assert (
         router.missing_workers(router.parse_router_workers(json.loads(body)), expected) == missing
@@ -148,7 +180,10 @@ def test_missing_workers(body: str, expected: dict[str, int], missing: str) -> N
 
 def test_registration_payloads() -> None:
     assert router.registration_payload(PREFILL_PROC) == {
-        "url": "http://127.0.0.1:31001", "worker_type": "prefill", "bootstrap_port": 31901}  # fmt: skip
+        "url": "http://127.0.0.1:31001",
+        "worker_type": "prefill",
+        "bootstrap_port": 31901,
+    }
     assert router.registration_payload(DECODE_PROC) == {
         "url": "http://127.0.0.1:31002",
         "worker_type": "decode",
@@ -172,8 +207,12 @@ def make(
 
 
 def test_register_posts_once_and_keeps_the_uuid() -> None:
-    reg, http, _ = make({("GET", f"{R}/workers"): [ok(200, WORKERS_EMPTY)],
-                         ("POST", f"{R}/workers"): [ok(202, POST_ACCEPTED)]})  # fmt: skip
+    reg, http, _ = make(
+        {
+            ("GET", f"{R}/workers"): [ok(200, WORKERS_EMPTY)],
+            ("POST", f"{R}/workers"): [ok(202, POST_ACCEPTED)],
+        }
+    )
     assert reg.register(PREFILL_PROC) == ("11f7c252-1de5-4b2e-9c8b-f1d2b385fdda", True)
     assert reg.register(PREFILL_PROC) == (
         "11f7c252-1de5-4b2e-9c8b-f1d2b385fdda",
@@ -193,9 +232,16 @@ def test_register_skips_a_worker_the_router_already_lists() -> None:
 def test_a_restarted_worker_registers_once_its_deleted_entry_is_gone() -> None:
     # SMG 1.13 answers DELETE with 202, lists the old entry a while longer and refuses the same
     # URL meanwhile (409 WORKER_ALREADY_EXISTS): the new registration waits for it to go.
-    reg, http, clock = make({("GET", f"{R}/workers"): [ok(200, WORKERS_1P1D), ok(200, WORKERS_1P1D),
-                                                       ok(200, WORKERS_EMPTY)],
-                             ("POST", f"{R}/workers"): [ok(202, POST_ACCEPTED)]})  # fmt: skip
+    reg, http, clock = make(
+        {
+            ("GET", f"{R}/workers"): [
+                ok(200, WORKERS_1P1D),
+                ok(200, WORKERS_1P1D),
+                ok(200, WORKERS_EMPTY),
+            ],
+            ("POST", f"{R}/workers"): [ok(202, POST_ACCEPTED)],
+        }
+    )
     reg.removed.add("577fb827-08ff-4e2d-a3e2-328b76cfbdbc")  # decode-0's entry, deleted (forget)
     assert reg.register(DECODE_PROC)[1] is True
     assert [c.method for c in http.calls] == ["GET", "GET", "GET", "POST"]
@@ -203,8 +249,12 @@ def test_a_restarted_worker_registers_once_its_deleted_entry_is_gone() -> None:
 
 
 def test_register_retries_connection_errors_with_the_clock() -> None:
-    reg, http, clock = make({("GET", f"{R}/workers"): [REFUSED, REFUSED, ok(200, WORKERS_EMPTY)],
-                             ("POST", f"{R}/workers"): [REFUSED, ok(202, POST_ACCEPTED)]})  # fmt: skip
+    reg, http, clock = make(
+        {
+            ("GET", f"{R}/workers"): [REFUSED, REFUSED, ok(200, WORKERS_EMPTY)],
+            ("POST", f"{R}/workers"): [REFUSED, ok(202, POST_ACCEPTED)],
+        }
+    )
     assert reg.register(PREFILL_PROC)[1] is True
     assert len(http.posts()) == 2
     assert 0 < clock.t < 5
@@ -219,8 +269,12 @@ def test_register_gives_up_after_the_budget() -> None:
 
 
 def test_register_does_not_retry_http_errors() -> None:
-    reg, http, _ = make({("GET", f"{R}/workers"): [ok(200, WORKERS_EMPTY)],
-                         ("POST", f"{R}/workers"): [ok(422, POST_MISSING_URL)]})  # fmt: skip
+    reg, http, _ = make(
+        {
+            ("GET", f"{R}/workers"): [ok(200, WORKERS_EMPTY)],
+            ("POST", f"{R}/workers"): [ok(422, POST_MISSING_URL)],
+        }
+    )
     with pytest.raises(router.RouterError, match="refused the registration"):
         reg.register(DECODE_PROC)
     assert len(http.posts()) == 1
@@ -234,9 +288,13 @@ def test_deregister_deletes_by_uuid_and_tolerates_gone_workers() -> None:
         "11f7c252-1de5-4b2e-9c8b-f1d2b385fdda",
         "577fb827-08ff-4e2d-a3e2-328b76cfbdbc",
     )
-    reg, http, _ = make({("GET", f"{R}/workers"): [ok(200, WORKERS_1P1D)],
-                         ("DELETE", f"{R}/workers/{prefill_id}"): [ok(202, DELETE_ACCEPTED)],
-                         ("DELETE", f"{R}/workers/{decode_id}"): [ok(404, DELETE_MISSING)]})  # fmt: skip
+    reg, http, _ = make(
+        {
+            ("GET", f"{R}/workers"): [ok(200, WORKERS_1P1D)],
+            ("DELETE", f"{R}/workers/{prefill_id}"): [ok(202, DELETE_ACCEPTED)],
+            ("DELETE", f"{R}/workers/{decode_id}"): [ok(404, DELETE_MISSING)],
+        }
+    )
     reg.register(PREFILL_PROC)
     reg.register(DECODE_PROC)
     assert reg.deregister_all() == []
@@ -248,8 +306,14 @@ def test_deregister_deletes_by_uuid_and_tolerates_gone_workers() -> None:
 
 
 def test_deregister_reports_problems() -> None:
-    reg, _, _ = make({("GET", f"{R}/workers"): [ok(200, WORKERS_1P1D)],
-                      ("DELETE", f"{R}/workers/577fb827-08ff-4e2d-a3e2-328b76cfbdbc"): [ok(400, DELETE_BY_URL)]})  # fmt: skip
+    reg, _, _ = make(
+        {
+            ("GET", f"{R}/workers"): [ok(200, WORKERS_1P1D)],
+            ("DELETE", f"{R}/workers/577fb827-08ff-4e2d-a3e2-328b76cfbdbc"): [
+                ok(400, DELETE_BY_URL)
+            ],
+        }
+    )
     reg.register(DECODE_PROC)
     (problem,) = reg.deregister_all()
     assert problem.startswith("decode-0:") and "HTTP 400" in problem
@@ -266,9 +330,17 @@ ROUTER = get_frontend("sglang_router")
 
 def gate(expected: dict[str, int]) -> Readiness:
     """The plan's readiness section for a router at R."""
-    return Readiness(frontend_kind="sglang_router", frontend_url=R, ready_path="/readiness",
-                     model="m", expected=expected, timeout_s=60, interval_s=1, canary=False,
-                     canary_max_tokens=1)  # fmt: skip
+    return Readiness(
+        frontend_kind="sglang_router",
+        frontend_url=R,
+        ready_path="/readiness",
+        model="m",
+        expected=expected,
+        timeout_s=60,
+        interval_s=1,
+        canary=False,
+        canary_max_tokens=1,
+    )
 
 
 @pytest.mark.parametrize(
@@ -343,14 +415,32 @@ class FakeDriver:
 def test_hooks_register_workers_only_and_deregister_at_stop() -> None:
     from types import SimpleNamespace
 
-    http = FakeHttp({("GET", f"{R}/workers"): [ok(200, WORKERS_EMPTY)],
-                     ("POST", f"{R}/workers"): [ok(202, POST_ACCEPTED)],
-                     ("DELETE", f"{R}/workers/11f7c252-1de5-4b2e-9c8b-f1d2b385fdda"): [ok(202, DELETE_ACCEPTED)]})  # fmt: skip
+    http = FakeHttp(
+        {
+            ("GET", f"{R}/workers"): [ok(200, WORKERS_EMPTY)],
+            ("POST", f"{R}/workers"): [ok(202, POST_ACCEPTED)],
+            ("DELETE", f"{R}/workers/11f7c252-1de5-4b2e-9c8b-f1d2b385fdda"): [
+                ok(202, DELETE_ACCEPTED)
+            ],
+        }
+    )
     driver = FakeDriver(http)
     router.attach_router_registration(driver)  # type: ignore[arg-type]
     (on_healthy,), (before_stop,) = driver.on_process_healthy, driver.before_stop
-    frontend = Process(name="frontend", role="frontend", group="frontend", worker_index=0, rank=0, node_index=0,
-                       gpus=(), ports={}, env={}, argv=("r",), tier=1, url=R)  # fmt: skip
+    frontend = Process(
+        name="frontend",
+        role="frontend",
+        group="frontend",
+        worker_index=0,
+        rank=0,
+        node_index=0,
+        gpus=(),
+        ports={},
+        env={},
+        argv=("r",),
+        tier=1,
+        url=R,
+    )
     rank1 = dataclasses.replace(worker("prefill-0-rank1", "prefill", 0), url="")  # serves no HTTP
     for proc in (rank1, PREFILL_PROC):
         on_healthy(driver, SimpleNamespace(proc=proc))
@@ -373,8 +463,12 @@ def test_an_attached_job_registers_with_the_running_router_at_once() -> None:
     """ctl scale: the plan has no router of its own to wait for; the run's already serves."""
     from types import SimpleNamespace
 
-    http = FakeHttp({("GET", f"{R}/workers"): [ok(200, WORKERS_EMPTY)],
-                     ("POST", f"{R}/workers"): [ok(202, POST_ACCEPTED)]})  # fmt: skip
+    http = FakeHttp(
+        {
+            ("GET", f"{R}/workers"): [ok(200, WORKERS_EMPTY)],
+            ("POST", f"{R}/workers"): [ok(202, POST_ACCEPTED)],
+        }
+    )
     driver = FakeDriver(http, attach_to="/runs/r1")
     router.attach_router_registration(driver)  # type: ignore[arg-type]
     driver.on_process_healthy[0](driver, SimpleNamespace(proc=PREFILL_PROC))
@@ -386,10 +480,18 @@ def test_a_worker_removed_by_scale_down_is_deleted_and_gone_from_the_list_before
     from types import SimpleNamespace
 
     prefill_id = "11f7c252-1de5-4b2e-9c8b-f1d2b385fdda"
-    http = FakeHttp({("GET", f"{R}/workers"): [ok(200, WORKERS_EMPTY), ok(200, WORKERS_1P1D),
-                                               ok(200, WORKERS_1P1D), ok(200, WORKERS_EMPTY)],
-                     ("POST", f"{R}/workers"): [ok(202, POST_ACCEPTED)],
-                     ("DELETE", f"{R}/workers/{prefill_id}"): [ok(202, DELETE_ACCEPTED)]})  # fmt: skip
+    http = FakeHttp(
+        {
+            ("GET", f"{R}/workers"): [
+                ok(200, WORKERS_EMPTY),
+                ok(200, WORKERS_1P1D),
+                ok(200, WORKERS_1P1D),
+                ok(200, WORKERS_EMPTY),
+            ],
+            ("POST", f"{R}/workers"): [ok(202, POST_ACCEPTED)],
+            ("DELETE", f"{R}/workers/{prefill_id}"): [ok(202, DELETE_ACCEPTED)],
+        }
+    )
     driver = FakeDriver(http, attach_to="/runs/r1")
     router.attach_router_registration(driver)  # type: ignore[arg-type]
     driver.on_process_healthy[0](driver, SimpleNamespace(proc=PREFILL_PROC))
@@ -404,9 +506,13 @@ def test_a_worker_the_router_keeps_listing_after_delete_is_an_error() -> None:
     from types import SimpleNamespace
 
     prefill_id = "11f7c252-1de5-4b2e-9c8b-f1d2b385fdda"
-    http = FakeHttp({("GET", f"{R}/workers"): [ok(200, WORKERS_EMPTY), ok(200, WORKERS_1P1D)],
-                     ("POST", f"{R}/workers"): [ok(202, POST_ACCEPTED)],
-                     ("DELETE", f"{R}/workers/{prefill_id}"): [ok(202, DELETE_ACCEPTED)]})  # fmt: skip
+    http = FakeHttp(
+        {
+            ("GET", f"{R}/workers"): [ok(200, WORKERS_EMPTY), ok(200, WORKERS_1P1D)],
+            ("POST", f"{R}/workers"): [ok(202, POST_ACCEPTED)],
+            ("DELETE", f"{R}/workers/{prefill_id}"): [ok(202, DELETE_ACCEPTED)],
+        }
+    )
     driver = FakeDriver(http, attach_to="/runs/r1")
     router.attach_router_registration(driver)  # type: ignore[arg-type]
     driver.on_process_healthy[0](driver, SimpleNamespace(proc=PREFILL_PROC))
@@ -436,8 +542,15 @@ def test_an_attached_job_waits_until_the_router_lists_its_own_workers_healthy() 
     from orchestrator.frontends.router_attach import require_listed
 
     decode = worker("decode-1", "decode", 31002)  # the attached job's worker (DECODE's URL)
-    http = FakeHttp({("GET", f"{R}/workers"): [ok(200, WORKERS_EMPTY), ok(200, WORKERS_DECODE_UNHEALTHY),
-                                               ok(200, WORKERS_1P1D)]})  # fmt: skip
+    http = FakeHttp(
+        {
+            ("GET", f"{R}/workers"): [
+                ok(200, WORKERS_EMPTY),
+                ok(200, WORKERS_DECODE_UNHEALTHY),
+                ok(200, WORKERS_1P1D),
+            ]
+        }
+    )
     view = AttachedView(http, [decode])
     require_listed(view)  # type: ignore[arg-type]
     assert len(http.calls) == 3  # not listed, listed unhealthy, listed healthy
@@ -455,8 +568,12 @@ def test_no_deregistration_once_the_runs_router_is_gone() -> None:
     RETRY_BUDGET_S per worker on a router that no longer answers."""
     from types import SimpleNamespace
 
-    http = FakeHttp({("GET", f"{R}/workers"): [ok(200, WORKERS_EMPTY)],
-                     ("POST", f"{R}/workers"): [ok(202, POST_ACCEPTED)]})  # fmt: skip
+    http = FakeHttp(
+        {
+            ("GET", f"{R}/workers"): [ok(200, WORKERS_EMPTY)],
+            ("POST", f"{R}/workers"): [ok(202, POST_ACCEPTED)],
+        }
+    )
     driver = FakeDriver(http, attach_to="/run")
     router.attach_router_registration(driver)  # type: ignore[arg-type]
     driver.on_process_healthy[0](driver, SimpleNamespace(proc=PREFILL_PROC))
@@ -476,10 +593,16 @@ def test_the_last_decode_lost_aborts_what_the_prefills_hold(other_decode: bool) 
     decode_id = "577fb827-08ff-4e2d-a3e2-328b76cfbdbc"
     another = DECODE.replace(decode_id, "aaaaaaaa-0000-0000-0000-000000000000")
     listed = [PREFILL, DECODE, another] if other_decode else [PREFILL, DECODE]
-    http = FakeHttp({("GET", f"{R}/workers"): [ok(200, WORKERS_1P1D),
-                                               ok(200, f'{{"workers":[{",".join(listed)}]}}')],
-                     ("DELETE", f"{R}/workers/{decode_id}"): [ok(202, DELETE_ACCEPTED)],
-                     ("POST", f"{PREFILL_PROC.url}/abort_request"): [ok(200, "")]})  # fmt: skip
+    http = FakeHttp(
+        {
+            ("GET", f"{R}/workers"): [
+                ok(200, WORKERS_1P1D),
+                ok(200, f'{{"workers":[{",".join(listed)}]}}'),
+            ],
+            ("DELETE", f"{R}/workers/{decode_id}"): [ok(202, DELETE_ACCEPTED)],
+            ("POST", f"{PREFILL_PROC.url}/abort_request"): [ok(200, "")],
+        }
+    )
     driver = FakeDriver(http, attach_to="/runs/r1")  # registers at once
     procs = {p.name: p for p in (PREFILL_PROC, DECODE_PROC)}
     driver.plan.process = procs.__getitem__
@@ -496,8 +619,12 @@ def test_registrations_of_one_tick_list_the_router_once() -> None:
     per tick, while a worker listed before is still taken as registered."""
     from types import SimpleNamespace
 
-    http = FakeHttp({("GET", f"{R}/workers"): [ok(200, WORKERS_EMPTY)],
-                     ("POST", f"{R}/workers"): [ok(202, POST_ACCEPTED)]})  # fmt: skip
+    http = FakeHttp(
+        {
+            ("GET", f"{R}/workers"): [ok(200, WORKERS_EMPTY)],
+            ("POST", f"{R}/workers"): [ok(202, POST_ACCEPTED)],
+        }
+    )
     driver = FakeDriver(http, attach_to="/runs/r1")
     router.attach_router_registration(driver)  # type: ignore[arg-type]
     (on_healthy,), (on_tick,) = driver.on_process_healthy, driver.on_tick

@@ -78,8 +78,10 @@ def test_canary_http_error_is_reported() -> None:
 
 # --- node discovery: stderr chatter must never become an address (srt-slurm #250) -------------
 def test_node_lines_ignore_non_json_chatter() -> None:
-    out = ('srun: Step created for StepId=5.1\n{"host": "node1", "ip": "10.77.0.11", "busy": [20010]}\n'
-           '{"host": "node2", "ip": "10.77.0.12", "busy": []}\n')  # fmt: skip
+    out = (
+        'srun: Step created for StepId=5.1\n{"host": "node1", "ip": "10.77.0.11", "busy": [20010]}\n'
+        '{"host": "node2", "ip": "10.77.0.12", "busy": []}\n'
+    )
     assert parse_node_lines(out) == {
         "node1": NodeInfo("10.77.0.11", (20010,)),
         "node2": NodeInfo("10.77.0.12"),
@@ -187,8 +189,15 @@ def make_driver(
         plan, Bindings(("10.0.0.1", "10.0.0.2"), ("nodeA", "nodeB"), "77", str(tmp_path))
     )
     backend = FakeBackend()
-    driver = Driver(bound, run_dir=tmp_path, backend=backend, http=http, clock=FakeClock(),  # type: ignore[arg-type]
-                    state=StateFile(tmp_path), say=lambda _m: None)  # fmt: skip
+    driver = Driver(
+        bound,
+        run_dir=tmp_path,
+        backend=backend,
+        http=http,
+        clock=FakeClock(),  # type: ignore[arg-type]
+        state=StateFile(tmp_path),
+        say=lambda _m: None,
+    )
     return driver, backend
 
 
@@ -262,9 +271,13 @@ def test_driver_canary_without_tokens_is_not_ready(plan_of: Any, tmp_path: Path)
 def test_driver_fails_a_process_that_hangs_while_serving(plan_of: Any, tmp_path: Path) -> None:
     http = FakeHttp(dict(READY))
     driver, _ = make_driver(
-        plan_of, tmp_path, http, "readiness.serve_check_s=30", "readiness.interval_s=1",
+        plan_of,
+        tmp_path,
+        http,
+        "readiness.serve_check_s=30",
+        "readiness.interval_s=1",
         "prefill.restart=never",
-    )  # fmt: skip
+    )
 
     def hang_prefill(d: Driver) -> None:
         # The prefill stops answering (a stuck engine) but its process does not exit.
@@ -283,8 +296,14 @@ def test_driver_fails_a_process_that_hangs_while_serving(plan_of: Any, tmp_path:
 
 def test_serving_health_watch_can_be_disabled(plan_of: Any, tmp_path: Path) -> None:
     http = FakeHttp(dict(READY))
-    driver, _ = make_driver(plan_of, tmp_path, http, "readiness.serve_failures=0", "readiness.interval_s=1",
-                            "readiness.serve_check_s=1")  # fmt: skip
+    driver, _ = make_driver(
+        plan_of,
+        tmp_path,
+        http,
+        "readiness.serve_failures=0",
+        "readiness.interval_s=1",
+        "readiness.serve_check_s=1",
+    )
     hung_url = driver.plan.process("prefill-0").health.url  # type: ignore[union-attr]
     calls_at_ready: list[int] = []
 

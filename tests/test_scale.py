@@ -47,9 +47,13 @@ def started_run(tmp_path: Path, slurm: FakeSlurm, *extra: str) -> Path:
     job_id = StateFile(run_dir).data["job_id"]
     slurm.set_state(job_id, "RUNNING", nodes=["node1"])
     n = load_plan(run_dir).num_nodes
-    bindings = Bindings(node_ips=tuple(f"10.77.0.{11 + i}" for i in range(n)),
-                        node_hosts=tuple(f"node{1 + i}" for i in range(n)), job_id=job_id,
-                        run_dir=str(run_dir), port_offset=0)  # fmt: skip
+    bindings = Bindings(
+        node_ips=tuple(f"10.77.0.{11 + i}" for i in range(n)),
+        node_hosts=tuple(f"node{1 + i}" for i in range(n)),
+        job_id=job_id,
+        run_dir=str(run_dir),
+        port_offset=0,
+    )
     write_json_atomic(
         run_dir / "plan.bound.json", plan_to_dict(bind_plan(load_plan(run_dir), bindings))
     )
@@ -203,8 +207,12 @@ def attached_view(tmp_path: Path, metrics: list[int]) -> AttachedView:
     slurm = FakeSlurm()
     run_dir = started_run(tmp_path, slurm, ETCD)
     _, adir = scale_up(run_dir, slurm, "decode.workers=2")
-    http = FakeHttp({"/metrics": [resp(200, METRICS.format(n=n)) for n in metrics],
-                     "/v1/chat/completions": resp(200, CANARY_OK)})  # fmt: skip
+    http = FakeHttp(
+        {
+            "/metrics": [resp(200, METRICS.format(n=n)) for n in metrics],
+            "/v1/chat/completions": resp(200, CANARY_OK),
+        }
+    )
     return AttachedView(load_plan(adir), http)
 
 

@@ -26,12 +26,14 @@ LOGS = Path(__file__).parent / "fixtures" / "logs"
 T0 = 1_800_000_000.0
 
 
-def make_run(run_dir: Path, compose: Callable[..., RootConfig], state: dict[str, Any],
-             *overrides: str) -> Path:  # fmt: skip
+def make_run(
+    run_dir: Path, compose: Callable[..., RootConfig], state: dict[str, Any], *overrides: str
+) -> Path:
     cfg = compose("+model=gpt_oss_120b", *overrides)
     run_dir.mkdir(parents=True)
-    write_run_files(run_dir, cfg, build_plan(cfg), launcher="submitit", overrides=list(overrides),
-                    request={})  # fmt: skip
+    write_run_files(
+        run_dir, cfg, build_plan(cfg), launcher="submitit", overrides=list(overrides), request={}
+    )
     write_json_atomic(run_dir / "state.json", state)
     return run_dir
 
@@ -47,11 +49,22 @@ def starting_state(run_dir: Path) -> dict[str, Any]:
     for name, (role, state, log) in procs.items():
         logs.mkdir(parents=True, exist_ok=True)
         shutil.copy(LOGS / log, logs / f"{name}.log")
-        entries[name] = {"node": 0, "host": "node1", "role": role, "state": state, "probed": True,
-                         "log": str(logs / f"{name}.log")}  # fmt: skip
+        entries[name] = {
+            "node": 0,
+            "host": "node1",
+            "role": role,
+            "state": state,
+            "probed": True,
+            "log": str(logs / f"{name}.log"),
+        }
     entries["decode-0"]["restarts"] = [{"at": T0 + 5, "exit_code": 1, "tail": "boom"}]
-    return {"phase": "starting", "name": "gpt-oss-120b-p1d1", "job_id": "42",
-            "timeline": [{"phase": "starting", "t": T0}], "processes": entries}  # fmt: skip
+    return {
+        "phase": "starting",
+        "name": "gpt-oss-120b-p1d1",
+        "job_id": "42",
+        "timeline": [{"phase": "starting", "t": T0}],
+        "processes": entries,
+    }
 
 
 def test_watch_screen_of_a_starting_run(tmp_path: Path, compose: Callable[..., RootConfig]) -> None:
@@ -92,15 +105,27 @@ def test_watch_shows_serving_numbers_and_the_error(
 ) -> None:
     run_dir = make_run(tmp_path / "r", compose, {})
     state = starting_state(run_dir)
-    error = ("decode-0 (decode) on node1 (node 0) exited with code 1; last 50 lines of x:\n"
-             + "\n".join(f"line {i}" for i in range(20))
-             + "\nknown failure markers in decode-0:\n  - CUDA out of memory: torch.OutOfMemoryError")  # fmt: skip
+    error = (
+        "decode-0 (decode) on node1 (node 0) exited with code 1; last 50 lines of x:\n"
+        + "\n".join(f"line {i}" for i in range(20))
+        + "\nknown failure markers in decode-0:\n  - CUDA out of memory: torch.OutOfMemoryError"
+    )
     write_json_atomic(run_dir / "state.json", {**state, "phase": "ready", "error": error})
     (run_dir / "results").mkdir()
-    records = [{"t": T0 + t, "role": "frontend", "target": "frontend", "ok": True,
-                "values": {"dynamo_frontend_requests_total": 10.0 * t,
-                           "dynamo_frontend_output_tokens_total": 500.0 * t,
-                           "dynamo_frontend_inflight_requests": 3.0}} for t in (10, 20)]  # fmt: skip
+    records = [
+        {
+            "t": T0 + t,
+            "role": "frontend",
+            "target": "frontend",
+            "ok": True,
+            "values": {
+                "dynamo_frontend_requests_total": 10.0 * t,
+                "dynamo_frontend_output_tokens_total": 500.0 * t,
+                "dynamo_frontend_inflight_requests": 3.0,
+            },
+        }
+        for t in (10, 20)
+    ]
     (run_dir / "results" / "metrics.jsonl").write_text(
         "".join(json.dumps(r) + "\n" for r in records)
     )

@@ -18,8 +18,12 @@ from orchestrator.plan.model import plan_from_dict, plan_to_dict
 from tests.test_dryrun import Golden, dry_run
 
 SLURM = Site(has_sbatch=True, allocation_job_id="")
-HERE = ["+model=gpt_oss_120b", "frontend.placement=here", "frontend.host=10.77.0.1",
-        "launcher=sbatch"]  # fmt: skip
+HERE = [
+    "+model=gpt_oss_120b",
+    "frontend.placement=here",
+    "frontend.host=10.77.0.1",
+    "launcher=sbatch",
+]
 MOCKER = [*HERE, "engine=mocker", "cluster=testbed", "readiness.timeout_s=600"]
 
 
@@ -36,11 +40,23 @@ def test_rollover_needs_the_frontend_outside_the_job() -> None:
 
 
 def test_every_placement_problem_is_reported_at_once() -> None:
-    found = problems(*MOCKER, "launcher=local", "frontend.host=127.0.0.1", "benchmark=aiperf",
-                     "frontend.discovery=file", "serve.rollover=true",
-                     "serve.rollover_lead_min=0.1", "cluster.time_limit_min=30")  # fmt: skip
-    assert set(found) >= {"launcher.kind", "frontend.host", "benchmark.kind", "frontend.discovery",
-                          "serve.rollover_lead_min"}  # fmt: skip
+    found = problems(
+        *MOCKER,
+        "launcher=local",
+        "frontend.host=127.0.0.1",
+        "benchmark=aiperf",
+        "frontend.discovery=file",
+        "serve.rollover=true",
+        "serve.rollover_lead_min=0.1",
+        "cluster.time_limit_min=30",
+    )
+    assert set(found) >= {
+        "launcher.kind",
+        "frontend.host",
+        "benchmark.kind",
+        "frontend.discovery",
+        "serve.rollover_lead_min",
+    }
     assert "launcher=sbatch" in found["launcher.kind"]
     assert "10.77.0.1" in found["frontend.host"]  # the fix names the testbed's bridge
     assert "etcd" in found["frontend.discovery"]
@@ -90,8 +106,16 @@ def test_the_plan_runs_the_head_here_and_points_the_worker_job_at_it() -> None:
 
 
 def test_router_worker_jobs_register_with_this_hosts_router() -> None:
-    plan = prepare([*HERE, "frontend=sglang_router", "engine=sglang", "cluster=testbed", "readiness.timeout_s=600"],
-                   SLURM).plan  # fmt: skip
+    plan = prepare(
+        [
+            *HERE,
+            "frontend=sglang_router",
+            "engine=sglang",
+            "cluster=testbed",
+            "readiness.timeout_s=600",
+        ],
+        SLURM,
+    ).plan
     assert [p.name for p in plan.processes] == ["frontend"]
     assert plan.serve is not None
     assert plan.serve.workers.readiness.frontend_url == "http://10.77.0.1:8000"

@@ -25,8 +25,14 @@ REPO = Path(__file__).resolve().parent.parent
 DOUBLE = REPO / "tests" / "doubles" / "sglang_test_double.py"
 SGLANG = ("engine=sglang", "frontend=sglang_router")
 MULTINODE = (*SGLANG, "prefill.tp=16", "decode.tp=16")
-TWO_TWO = (*SGLANG, "prefill.workers=2", "decode.workers=2", "decode.tp=8", "prefill.tp=4",
-           "model.requires_equal_pd_tp=false")  # fmt: skip
+TWO_TWO = (
+    *SGLANG,
+    "prefill.workers=2",
+    "decode.workers=2",
+    "decode.tp=8",
+    "prefill.tp=4",
+    "model.requires_equal_pd_tp=false",
+)
 
 
 def flag(argv: tuple[str, ...], name: str) -> str | None:
@@ -77,8 +83,11 @@ def test_multinode_workers_share_a_rendezvous(plan_of: Callable[..., Plan]) -> N
         leader = ranks[0]
         addr = f"{{node_ip:{leader.node_index}}}:{{port:{leader.ports['dist_init']}}}"
         for p in ranks:
-            assert (flag(p.argv, "--dist-init-addr"), flag(p.argv, "--nnodes"), flag(p.argv, "--node-rank")) == (
-                addr, "2", str(p.rank))  # fmt: skip
+            assert (
+                flag(p.argv, "--dist-init-addr"),
+                flag(p.argv, "--nnodes"),
+                flag(p.argv, "--node-rank"),
+            ) == (addr, "2", str(p.rank))
         assert not ranks[1].url and ranks[1].health is None  # ranks >= 1 serve no HTTP
 
 
@@ -94,13 +103,17 @@ def test_sglang_argvs_takes_the_tail_after_the_module(plan_of: Callable[..., Pla
 
 @pytest.mark.parametrize(
     ("error", "flag_"),
-    [("unrecognized arguments: --no-such-flag", "--no-such-flag"),
-     ("unrecognized arguments: --a --b", "--a"),
-     ("argument --tp-size/--tensor-parallel-size: invalid int value: 'four'", "--tp-size"),
-     ("argument --disaggregation-mode: invalid choice: 'x' (choose from 'null', 'prefill', 'decode')",
-      "--disaggregation-mode"),
-     ("ValueError: something", "")],
-)  # fmt: skip
+    [
+        ("unrecognized arguments: --no-such-flag", "--no-such-flag"),
+        ("unrecognized arguments: --a --b", "--a"),
+        ("argument --tp-size/--tensor-parallel-size: invalid int value: 'four'", "--tp-size"),
+        (
+            "argument --disaggregation-mode: invalid choice: 'x' (choose from 'null', 'prefill', 'decode')",
+            "--disaggregation-mode",
+        ),
+        ("ValueError: something", ""),
+    ],
+)
 def test_offending_flag(error: str, flag_: str) -> None:
     assert sglang_check.offending_flag(error) == flag_
 
@@ -121,8 +134,11 @@ def test_issues_name_the_processes_the_flag_and_its_config_key(
     assert "prefill-0, prefill-1" in issue.problem and "unrecognized arguments" in issue.problem
 
 
-def test_skipped_check_is_announced_once(compose: Callable[..., RootConfig], monkeypatch: pytest.MonkeyPatch,
-                                         capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+def test_skipped_check_is_announced_once(
+    compose: Callable[..., RootConfig],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     monkeypatch.setattr(sglang_check, "_skip_reported", False)
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     monkeypatch.setattr(tools, "install_locations", lambda tool: [Path("/nonexistent/python")])
@@ -140,8 +156,9 @@ def test_skipped_check_is_announced_once(compose: Callable[..., RootConfig], mon
 def test_broken_sglang_interpreter_is_a_config_error(compose: Callable[..., RootConfig]) -> None:
     cfg = compose("+model=gpt_oss_120b", *SGLANG)
     with pytest.raises(InvalidConfig, match="SGLang's parser did not run"):
-        sglang_check.parse_in_subprocess(sys.executable, sglang_check.sglang_argvs(build_plan(cfg)),
-                                         SubprocessRunner())  # fmt: skip
+        sglang_check.parse_in_subprocess(
+            sys.executable, sglang_check.sglang_argvs(build_plan(cfg)), SubprocessRunner()
+        )
 
 
 class ParserStub:
@@ -191,8 +208,12 @@ def parsed(plan_of: Callable[..., Plan]) -> dict[str, list[str]]:
     """One run of SGLang's parser over every case below (starting SGLang costs ~2 s)."""
     python = sglang_python()
     cases: dict[str, list[str]] = {}
-    for label, overrides in (("p1d1", SGLANG), ("multinode", MULTINODE), ("2p2d", TWO_TWO),
-                             ("agg", (*SGLANG, "deployment=aggregated"))):  # fmt: skip
+    for label, overrides in (
+        ("p1d1", SGLANG),
+        ("multinode", MULTINODE),
+        ("2p2d", TWO_TWO),
+        ("agg", (*SGLANG, "deployment=aggregated")),
+    ):
         for name, argv in sglang_check.sglang_argvs(plan_of(*overrides)).items():
             cases[f"{label}/{name}"] = argv
     base = cases["p1d1/prefill-0"]
@@ -211,11 +232,19 @@ def test_real_parser_accepts_every_generated_argv(parsed: dict[str, list[str]]) 
 
 @pytest.mark.parametrize(
     ("case", "message"),
-    [("bad/unknown", "unrecognized arguments: --no-such-flag"),
-     ("bad/int", "argument --tp-size/--tensor-parallel-size: invalid int value: 'four'"),
-     ("bad/choice", "argument --disaggregation-transfer-backend: invalid choice: 'carrier-pigeon'"),
-     ("bad/abbrev", "argument --context-len: abbreviated flag name (full names: --context-length)")],
-)  # fmt: skip
+    [
+        ("bad/unknown", "unrecognized arguments: --no-such-flag"),
+        ("bad/int", "argument --tp-size/--tensor-parallel-size: invalid int value: 'four'"),
+        (
+            "bad/choice",
+            "argument --disaggregation-transfer-backend: invalid choice: 'carrier-pigeon'",
+        ),
+        (
+            "bad/abbrev",
+            "argument --context-len: abbreviated flag name (full names: --context-length)",
+        ),
+    ],
+)
 def test_real_parser_rejects(parsed: dict[str, list[str]], case: str, message: str) -> None:
     (error,) = parsed[case]
     assert error.startswith(message)
@@ -225,10 +254,22 @@ def test_cli_rejects_a_bad_extra_flag_before_submitting(tmp_path: Path) -> None:
     sglang_python()
     run_dir = tmp_path / "run"
     proc = subprocess.run(
-        [sys.executable, "-m", "orchestrator", "+model=gpt_oss_120b", *SGLANG, "launcher=local",
-         "prefill.extra_args=[--no-such-flag]", f"run_dir={run_dir}"],
-        cwd=REPO, capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "orchestrator",
+            "+model=gpt_oss_120b",
+            *SGLANG,
+            "launcher=local",
+            "prefill.extra_args=[--no-such-flag]",
+            f"run_dir={run_dir}",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert (proc.returncode, proc.stdout) == (2, "")
     assert "prefill.extra_args=--no-such-flag" in proc.stderr and "prefill-0" in proc.stderr
     assert (

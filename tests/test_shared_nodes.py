@@ -22,8 +22,16 @@ FOUR_GPUS = ("deployment=aggregated", "aggregated.workers=1")  # one TP4 worker
 def bound(plan: Plan, job_id: str) -> Plan:
     ips = ("10.0.0.1",) * plan.num_nodes
     offset = job_port_offset(plan, job_id)
-    return bind_plan(plan, Bindings(node_ips=ips, node_hosts=("node1",) * plan.num_nodes,
-                                    job_id=job_id, run_dir="/r", port_offset=offset))  # fmt: skip
+    return bind_plan(
+        plan,
+        Bindings(
+            node_ips=ips,
+            node_hosts=("node1",) * plan.num_nodes,
+            job_id=job_id,
+            run_dir="/r",
+            port_offset=offset,
+        ),
+    )
 
 
 def test_a_shared_cluster_asks_only_for_the_gpus_the_plan_uses(

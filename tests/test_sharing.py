@@ -27,8 +27,14 @@ from orchestrator.runtime.restarts import gpu_neighbours, shared_restart
 REPO = Path(__file__).resolve().parent.parent
 Compose = Callable[..., RootConfig]
 SGLANG = ("engine=sglang", "frontend=sglang_router")
-ONE_GPU = ("+model=llama_3_3_70b", "launcher=local", "cluster.gpus_per_node=1", "prefill.tp=1",
-           "decode.tp=1", "deployment.workers_per_gpu=2")  # fmt: skip
+ONE_GPU = (
+    "+model=llama_3_3_70b",
+    "launcher=local",
+    "cluster.gpus_per_node=1",
+    "prefill.tp=1",
+    "decode.tp=1",
+    "deployment.workers_per_gpu=2",
+)
 
 
 def flag(argv: tuple[str, ...], name: str) -> str:
@@ -54,21 +60,36 @@ def test_one_gpu_holds_prefill_and_decode_with_cuda_visible_devices_from_the_pla
 
 
 def test_shared_placement_fills_each_gpu_before_the_next() -> None:
-    shapes = [GroupShape(group="decode", workers=3, gpus_per_worker=2),
-              GroupShape(group="prefill", workers=3, gpus_per_worker=2)]  # fmt: skip
+    shapes = [
+        GroupShape(group="decode", workers=3, gpus_per_worker=2),
+        GroupShape(group="prefill", workers=3, gpus_per_worker=2),
+    ]
     slots = place_shared(shapes, gpus_per_node=4, separate_groups=False, seats=2)
     got = [(s.group, s.worker_index, s.ranks) for s in slots]
-    assert got == [("decode", 0, ((0, (0, 1)),)), ("decode", 1, ((0, (0, 1)),)),
-                   ("decode", 2, ((0, (2, 3)),)), ("prefill", 0, ((0, (2, 3)),)),
-                   ("prefill", 1, ((1, (0, 1)),)), ("prefill", 2, ((1, (0, 1)),))]  # fmt: skip
+    assert got == [
+        ("decode", 0, ((0, (0, 1)),)),
+        ("decode", 1, ((0, (0, 1)),)),
+        ("decode", 2, ((0, (2, 3)),)),
+        ("prefill", 0, ((0, (2, 3)),)),
+        ("prefill", 1, ((1, (0, 1)),)),
+        ("prefill", 2, ((1, (0, 1)),)),
+    ]
     apart = place_shared(shapes, gpus_per_node=4, separate_groups=True, seats=2)
-    assert [s.ranks for s in apart if s.group == "prefill"] == [((1, (0, 1)),), ((1, (0, 1)),),
-                                                                ((1, (2, 3)),)]  # fmt: skip
+    assert [s.ranks for s in apart if s.group == "prefill"] == [
+        ((1, (0, 1)),),
+        ((1, (0, 1)),),
+        ((1, (2, 3)),),
+    ]
 
 
 def test_default_layout_is_unchanged(compose: Compose) -> None:
-    cfg = compose("+model=gpt_oss_120b", "prefill.workers=3", "decode.workers=2", "decode.tp=2",
-                  "prefill.tp=2")  # fmt: skip
+    cfg = compose(
+        "+model=gpt_oss_120b",
+        "prefill.workers=3",
+        "decode.workers=2",
+        "decode.tp=2",
+        "prefill.tp=2",
+    )
     shared_off = dataclasses.replace(cfg.deployment, workers_per_gpu=1, shared_memory_fraction=0.5)
     assert place(cfg) == place(dataclasses.replace(cfg, deployment=shared_off))
     data = plan_to_dict(build_plan(cfg))
@@ -100,16 +121,25 @@ def test_memory_weights_split_the_gpu(compose: Compose) -> None:
 
 
 def test_small_aggregated_workers_start_one_after_another(compose: Compose) -> None:
-    p = plan(compose, *SGLANG, "deployment=aggregated", "aggregated.workers=4",
-             "aggregated.tp=1", "deployment.workers_per_gpu=4")  # fmt: skip
+    p = plan(
+        compose,
+        *SGLANG,
+        "deployment=aggregated",
+        "aggregated.workers=4",
+        "aggregated.tp=1",
+        "deployment.workers_per_gpu=4",
+    )
     workers = [p.process(f"aggregated-{i}") for i in range(4)]
     assert {w.gpus for w in workers} == {(0,)}
     assert [w.gpu_share for w in workers] == [0.2] * 4
     fractions = [flag(w.argv, "--mem-fraction-static") for w in workers]
     assert fractions == ["0.2", "0.25", "0.333", "0.5"]
     assert [w.start_after for w in workers] == [
-        (), ("aggregated-0",), ("aggregated-0", "aggregated-1"),
-        ("aggregated-0", "aggregated-1", "aggregated-2")]  # fmt: skip
+        (),
+        ("aggregated-0",),
+        ("aggregated-0", "aggregated-1"),
+        ("aggregated-0", "aggregated-1", "aggregated-2"),
+    ]
 
 
 def test_a_worker_alone_on_its_gpu_keeps_the_engines_default() -> None:
@@ -154,30 +184,51 @@ def test_restarts_wait_for_the_workers_planned_before_and_size_from_what_runs(
 
 # --- validation, ports, Slurm request ------------------------------------------------------------
 def test_every_sharing_problem_at_once(compose: Compose) -> None:
-    cfg = compose(*ONE_GPU, *SGLANG, "model.path=/m", "decode.tp=2", "prefill.memory_weight=0",
-                  "deployment.shared_memory_fraction=1.5", "+engine.args.mem-fraction-static=0.3",
-                  "prefill.extra_args=['--mem-fraction-static=0.2']")  # fmt: skip
+    cfg = compose(
+        *ONE_GPU,
+        *SGLANG,
+        "model.path=/m",
+        "decode.tp=2",
+        "prefill.memory_weight=0",
+        "deployment.shared_memory_fraction=1.5",
+        "+engine.args.mem-fraction-static=0.3",
+        "prefill.extra_args=['--mem-fraction-static=0.2']",
+    )
     found = {i.key: i for i in validate(cfg)}
-    assert {"deployment.shared_memory_fraction", "prefill.memory_weight", "decode.tp",
-            "deployment.workers_per_gpu", "engine.args.mem-fraction-static",
-            "prefill.extra_args"} <= set(found)  # fmt: skip
+    assert {
+        "deployment.shared_memory_fraction",
+        "prefill.memory_weight",
+        "decode.tp",
+        "deployment.workers_per_gpu",
+        "engine.args.mem-fraction-static",
+        "prefill.extra_args",
+    } <= set(found)
     assert "multi-node workers do not share" in found["decode.tp"].problem
     assert "decode=2" in found["deployment.workers_per_gpu"].found
     assert found["engine.args.mem-fraction-static"].found == "0.3"
     zero = dataclasses.replace(cfg.deployment, workers_per_gpu=0)
-    assert any(i.key == "deployment.workers_per_gpu" and i.found == "0"
-               for i in validate(dataclasses.replace(cfg, deployment=zero)))  # fmt: skip
+    assert any(
+        i.key == "deployment.workers_per_gpu" and i.found == "0"
+        for i in validate(dataclasses.replace(cfg, deployment=zero))
+    )
 
 
 def test_the_mocker_accepts_the_key_and_any_memory_args(compose: Compose) -> None:
-    cfg = compose(*ONE_GPU, "engine=mocker", "model.path=/m",
-                  "+engine.args.mem-fraction-static=0.3")  # fmt: skip
+    cfg = compose(
+        *ONE_GPU, "engine=mocker", "model.path=/m", "+engine.args.mem-fraction-static=0.3"
+    )
     assert [i for i in validate(cfg) if "mem-fraction" in i.key] == []
 
 
 def test_the_port_block_holds_every_shared_worker(compose: Compose) -> None:
-    p = plan(compose, *SGLANG, "deployment=aggregated", "aggregated.workers=8",
-             "aggregated.tp=1", "deployment.workers_per_gpu=8")  # fmt: skip
+    p = plan(
+        compose,
+        *SGLANG,
+        "deployment=aggregated",
+        "aggregated.workers=8",
+        "aggregated.tp=1",
+        "deployment.workers_per_gpu=8",
+    )
     ports = [port for proc in p.processes for port in proc.ports.values() if port >= p.port_base]
     assert len(ports) == len(set(ports))
     block = 10 * (1 * 8 + 3)  # a slot per worker a node can hold, plus the infra slots
@@ -194,8 +245,15 @@ def test_a_shared_gpu_is_requested_once(compose: Compose) -> None:
 # --- dry-run and the CLI -------------------------------------------------------------------------
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.run([sys.executable, "-m", "orchestrator", *args], capture_output=True,
-                          text=True, timeout=120, check=False, cwd=REPO, env=env)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "orchestrator", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd=REPO,
+        env=env,
+    )
 
 
 def test_dry_run_shows_each_workers_gpu_and_memory_share() -> None:
@@ -211,8 +269,14 @@ def test_dry_run_shows_each_workers_gpu_and_memory_share() -> None:
 
 
 def test_cli_refuses_what_cannot_share_with_exit_2() -> None:
-    proc = run_cli(*ONE_GPU, *SGLANG, "model.path=/m", "decode.tp=2",
-                   "+decode.args.mem-fraction-static=0.5", "dry_run=true")  # fmt: skip
+    proc = run_cli(
+        *ONE_GPU,
+        *SGLANG,
+        "model.path=/m",
+        "decode.tp=2",
+        "+decode.args.mem-fraction-static=0.5",
+        "dry_run=true",
+    )
     assert proc.returncode == 2 and proc.stdout == ""
     assert "decode.tp=2: a worker sharing GPUs must fit on one node" in proc.stderr
     assert "decode.args.mem-fraction-static=0.5: conflicts with deployment.workers_per_gpu=2" in (
@@ -228,15 +292,19 @@ def test_the_engines_own_parser_accepts_the_shared_argv(compose: Compose, kind: 
     argvs = sglang_check.sglang_argvs(p, module)
     decode = p.process("decode-0")
     argvs["decode-0 restarted"] = [*argvs["decode-0"], *decode.restart_args]
-    python = (sglang_check.sglang_python(os.environ) if kind == "sglang"
-              else dynamo_check.dynamo_sglang_python(os.environ))  # fmt: skip
+    python = (
+        sglang_check.sglang_python(os.environ)
+        if kind == "sglang"
+        else dynamo_check.dynamo_sglang_python(os.environ)
+    )
     if python is None:
         pytest.skip(f"no interpreter for the {kind} parser (scripts/install.sh --with-sglang)")
     if kind == "sglang":
         errors = sglang_check.parse_in_subprocess(str(python), argvs, SubprocessRunner())
     else:
-        found = dynamo_check.run_parser(str(python), dynamo_check.DYNAMO_SGLANG_FUNCTIONS, argvs,
-                                        SubprocessRunner())  # fmt: skip
+        found = dynamo_check.run_parser(
+            str(python), dynamo_check.DYNAMO_SGLANG_FUNCTIONS, argvs, SubprocessRunner()
+        )
         if isinstance(found, str):
             pytest.skip(f"the {kind} parser does not load in {python}: {found}")
         errors = found

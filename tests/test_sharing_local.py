@@ -23,7 +23,7 @@ pytestmark = [
     pytest.mark.skipif(
         importlib.util.find_spec("sglang_router") is None,
         reason="sglang-router not installed (scripts/install.sh)",
-    ),  # fmt: skip
+    ),
 ]
 DOUBLE = e2e.REPO / "tests" / "doubles" / "sglang_test_double.py"
 MODEL = "meta-llama/Llama-3.3-70B-Instruct"
@@ -39,14 +39,31 @@ def run_dir(tmp_path: Path) -> Iterator[Path]:
 
 def test_prefill_and_decode_share_one_gpu_and_serve(run_dir: Path, tmp_path: Path) -> None:
     record, port = tmp_path / "requests.jsonl", e2e.free_port()
-    args = ["+model=llama_3_3_70b", "engine=sglang", "frontend=sglang_router", "launcher=local",
-            "cluster.gpus_per_node=1", "prefill.tp=1", "decode.tp=1", "deployment.workers_per_gpu=2",
-            f"engine.python={DOUBLE}", f"run_dir={quote_override_value(str(run_dir))}",
-            f"frontend.http_port={port}", f"cluster.port_base={22000 + e2e.free_port() % 80 * 100}",
-            "readiness.timeout_s=60", "readiness.interval_s=0.2",
-            f"+engine.env.SGLANG_DOUBLE_RECORD={record}", f"+decode.env.SGLANG_DOUBLE_LOAD_S={LOAD_S}"]  # fmt: skip
-    proc = subprocess.Popen([sys.executable, "-m", "orchestrator", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, cwd=e2e.REPO)  # fmt: skip
+    args = [
+        "+model=llama_3_3_70b",
+        "engine=sglang",
+        "frontend=sglang_router",
+        "launcher=local",
+        "cluster.gpus_per_node=1",
+        "prefill.tp=1",
+        "decode.tp=1",
+        "deployment.workers_per_gpu=2",
+        f"engine.python={DOUBLE}",
+        f"run_dir={quote_override_value(str(run_dir))}",
+        f"frontend.http_port={port}",
+        f"cluster.port_base={22000 + e2e.free_port() % 80 * 100}",
+        "readiness.timeout_s=60",
+        "readiness.interval_s=0.2",
+        f"+engine.env.SGLANG_DOUBLE_RECORD={record}",
+        f"+decode.env.SGLANG_DOUBLE_LOAD_S={LOAD_S}",
+    ]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "orchestrator", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=e2e.REPO,
+    )
 
     def ready() -> dict | None:
         assert proc.poll() is None, proc.communicate()[1]
@@ -54,8 +71,10 @@ def test_prefill_and_decode_share_one_gpu_and_serve(run_dir: Path, tmp_path: Pat
         return st if st.get("phase") == "ready" else None
 
     st = e2e.wait_for(ready, timeout=60, what="phase ready")
-    workers = {p.env["ORCHESTRATOR_PROCESS"]: p
-               for p in e2e.engine_processes(run_dir, "sglang.launch_server")}  # fmt: skip
+    workers = {
+        p.env["ORCHESTRATOR_PROCESS"]: p
+        for p in e2e.engine_processes(run_dir, "sglang.launch_server")
+    }
     assert set(workers) == {"decode-0", "prefill-0"}
     for name, fraction in (("decode-0", "0.4"), ("prefill-0", "0.666")):
         argv = workers[name].argv

@@ -21,8 +21,18 @@ from orchestrator.slurm.request import srun_argv
 
 PlanOf = Callable[..., Plan]
 
-HOSTILE = ["a 0", 'a"=0"', "a'; echo foo", r"a\=0", "a\n0", "$HOME/x", "a$(touch pwned)b",
-           "`touch pwned`", "-x", "a\t0 *"]  # fmt: skip
+HOSTILE = [
+    "a 0",
+    'a"=0"',
+    "a'; echo foo",
+    r"a\=0",
+    "a\n0",
+    "$HOME/x",
+    "a$(touch pwned)b",
+    "`touch pwned`",
+    "-x",
+    "a\t0 *",
+]
 ENV_VALUES = {
     "DOLLAR": "$HOME and ${PATH} and $(touch pwned) and `touch pwned`",
     "SPACES": "  two  spaces  ",
@@ -42,11 +52,13 @@ def shellcheck() -> str:
 
 
 def lint(script: Path) -> None:
-    syntax = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True,
-                            check=False)  # fmt: skip
+    syntax = subprocess.run(
+        ["bash", "-n", str(script)], capture_output=True, text=True, check=False
+    )
     assert syntax.returncode == 0, syntax.stderr
-    check = subprocess.run([shellcheck(), "-S", "warning", str(script)], capture_output=True,
-                           text=True, check=False)  # fmt: skip
+    check = subprocess.run(
+        [shellcheck(), "-S", "warning", str(script)], capture_output=True, text=True, check=False
+    )
     assert check.returncode == 0, check.stdout + check.stderr
 
 
@@ -65,14 +77,22 @@ def stub(tmp_path: Path) -> Path:
 def run_script(script: Path, submit_dir: Path) -> subprocess.CompletedProcess[str]:
     """Run `script` as sbatch would: from the run directory, SLURM_SUBMIT_DIR set to it."""
     env = {"PATH": os.environ["PATH"], "HOME": str(submit_dir), "SLURM_SUBMIT_DIR": str(submit_dir)}
-    return subprocess.run(["bash", str(script)], cwd=submit_dir, env=env, capture_output=True,
-                          text=True, timeout=30, check=False)  # fmt: skip
+    return subprocess.run(
+        ["bash", str(script)],
+        cwd=submit_dir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
 
 
 def script_of(plan: Plan, *, python: str, overrides: list[str], run_dir: str, cwd: str) -> str:
     """job.sbatch as the sbatch launcher writes it for `run_dir` (materialize, then bind)."""
-    request = materialize(plan, "sbatch", python=python, overrides=overrides, git_sha="abc1234",
-                          cwd=cwd)  # fmt: skip
+    request = materialize(
+        plan, "sbatch", python=python, overrides=overrides, git_sha="abc1234", cwd=cwd
+    )
     bound = bind(request, run_dir)
     assert isinstance(bound, SbatchRequest)
     return bound.script
@@ -80,21 +100,37 @@ def script_of(plan: Plan, *, python: str, overrides: list[str], run_dir: str, cw
 
 @pytest.mark.parametrize(
     "overrides",
-    [(), ("+experiment=gpt_oss_2p2d", "cluster=gres", "cluster.partition=gpu",
-          "cluster.account=a1", "cluster.qos=high", "cluster.sbatch_extra=['--constraint=a100&ib']",
-          "cluster.exclusive=false",
-          "cluster.setup=['module load cuda/12.4','source /opt/venv/bin/activate']",
-          "cluster.container_image=nvcr.io/nvidia/dynamo:1.0",
-          "cluster.container_mounts=['/a:/a']")],
+    [
+        (),
+        (
+            "+experiment=gpt_oss_2p2d",
+            "cluster=gres",
+            "cluster.partition=gpu",
+            "cluster.account=a1",
+            "cluster.qos=high",
+            "cluster.sbatch_extra=['--constraint=a100&ib']",
+            "cluster.exclusive=false",
+            "cluster.setup=['module load cuda/12.4','source /opt/venv/bin/activate']",
+            "cluster.container_image=nvcr.io/nvidia/dynamo:1.0",
+            "cluster.container_mounts=['/a:/a']",
+        ),
+    ],
     ids=["reference", "site"],
-)  # fmt: skip
+)
 def test_sbatch_script_passes_bash_n_and_shellcheck(
     plan_of: PlanOf, tmp_path: Path, overrides: tuple[str, ...]
 ) -> None:
     plan = plan_of(*overrides)
     script = tmp_path / "job.sbatch"
-    script.write_text(script_of(plan, run_dir="/scratch/runs/r1", python="python3",
-                                overrides=["+model=gpt_oss_120b", *overrides], cwd="/work"))  # fmt: skip
+    script.write_text(
+        script_of(
+            plan,
+            run_dir="/scratch/runs/r1",
+            python="python3",
+            overrides=["+model=gpt_oss_120b", *overrides],
+            cwd="/work",
+        )
+    )
     lint(script)
     text = script.read_text()
     assert text.startswith("#!/bin/bash\n")
@@ -113,8 +149,9 @@ def test_driver_receives_run_dir_and_cwd_byte_for_byte(
     run_dir.mkdir(parents=True)
     work.mkdir(parents=True)
     overrides = ["+model=gpt_oss_120b", f"name={name}", "x=\n touch pwned"]
-    text = script_of(plan_of(), run_dir=str(run_dir), python=str(stub), overrides=overrides,
-                     cwd=str(work))  # fmt: skip
+    text = script_of(
+        plan_of(), run_dir=str(run_dir), python=str(stub), overrides=overrides, cwd=str(work)
+    )
     script = run_dir / "job.sbatch"
     script.write_text(text)
     lint(script)
@@ -148,8 +185,9 @@ def env_process(plan: Plan) -> Process:
     code = (
         f"import json, os; print(json.dumps({{k: os.environ[k] for k in {sorted(ENV_VALUES)!r}}}))"
     )
-    return dataclasses.replace(plan.process("decode-0"), env=dict(ENV_VALUES),
-                               argv=(sys.executable, "-c", code))  # fmt: skip
+    return dataclasses.replace(
+        plan.process("decode-0"), env=dict(ENV_VALUES), argv=(sys.executable, "-c", code)
+    )
 
 
 @pytest.mark.parametrize("container", ["", "nvcr.io/nvidia/dynamo:1.0"])
@@ -166,8 +204,14 @@ def test_env_values_survive_srun_argv_and_shell_quoting(
     # Run what srun would run on the node (the stop wrapper, `env`, the program) through a shell.
     tail = argv[argv.index("bash") :]
     assert tail[4] == "env" and tail[3] == "decode-0"
-    proc = subprocess.run(["bash", "-c", shlex.join(tail)], cwd=tmp_path, capture_output=True,
-                          text=True, timeout=30, check=False)  # fmt: skip
+    proc = subprocess.run(
+        ["bash", "-c", shlex.join(tail)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout) == ENV_VALUES
     assert list(tmp_path.iterdir()) == []

@@ -32,9 +32,15 @@ def test_sbatch_parsable() -> None:
 def test_sacct_jobs_skip_steps_fold_het_and_drop_reasons() -> None:
     jobs = parse.parse_job_lines(fixture("sacct_jobs.txt"))
     assert {j: s.state for j, s in jobs.items()} == {
-        "26": "COMPLETED", "27": "FAILED", "28": "CANCELLED", "29": "TIMEOUT", "30": "CANCELLED",
-        "31": "CANCELLED", "32": "NODE_FAIL", "33": "PENDING",
-    }  # fmt: skip
+        "26": "COMPLETED",
+        "27": "FAILED",
+        "28": "CANCELLED",
+        "29": "TIMEOUT",
+        "30": "CANCELLED",
+        "31": "CANCELLED",
+        "32": "NODE_FAIL",
+        "33": "PENDING",
+    }
     assert jobs["28"].name == "with space|pipe"  # the separator is \x1f, not |
     with_steps = parse.parse_job_lines(fixture("sacct_with_steps.txt"))
     assert set(with_steps) == {"26", "27", "28"} and with_steps["28"].state == "RUNNING"
@@ -47,8 +53,12 @@ def test_sacct_resized_job_takes_the_last_record() -> None:
 def test_squeue_jobs() -> None:
     jobs = parse.parse_job_lines(fixture("squeue_jobs.txt"))
     assert {j: s.category for j, s in jobs.items()} == {
-        "28": "active", "29": "active", "30": "queued", "31": "queued", "33": "queued",
-    }  # fmt: skip
+        "28": "active",
+        "29": "active",
+        "30": "queued",
+        "31": "queued",
+        "33": "queued",
+    }
 
 
 def test_het_components_fold_into_one_state() -> None:
@@ -60,11 +70,18 @@ def test_het_components_fold_into_one_state() -> None:
 
 def test_steps_and_hostnames() -> None:
     assert parse.parse_step_lines(fixture("squeue_steps.txt") + "squeue: warning\n") == [
-        ("30.0", "stepA"), ("30.1", "stepB"), ("30.batch", "batch"),
-    ]  # fmt: skip
+        ("30.0", "stepA"),
+        ("30.1", "stepB"),
+        ("30.batch", "batch"),
+    ]
     assert parse.parse_hostnames(fixture("scontrol_hostnames.txt")) == [
-        "node1", "node2", "node3", "gpu01", "gpu02", "gpu07",
-    ]  # fmt: skip
+        "node1",
+        "node2",
+        "node3",
+        "gpu01",
+        "gpu02",
+        "gpu07",
+    ]
     assert expand("node[1-3],gpu[01-02,07]") == parse.parse_hostnames(
         fixture("scontrol_hostnames.txt")
     )  # the fake expands lists as scontrol does
@@ -90,14 +107,37 @@ def test_node_failure_is_found_in_a_step_log() -> None:
 
 
 # --- the state table ---------------------------------------------------------------------------
-ENDED_FAILED = ("CANCELLED", "FAILED", "TIMEOUT", "PREEMPTED", "DEADLINE", "NODE_FAIL",
-                "OUT_OF_MEMORY", "BOOT_FAIL", "REVOKED")  # fmt: skip
+ENDED_FAILED = (
+    "CANCELLED",
+    "FAILED",
+    "TIMEOUT",
+    "PREEMPTED",
+    "DEADLINE",
+    "NODE_FAIL",
+    "OUT_OF_MEMORY",
+    "BOOT_FAIL",
+    "REVOKED",
+)
 
 
 def test_every_slurm_job_state_has_a_category() -> None:
-    documented = {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED", "REQUEUED",
-                  "REQUEUE_HOLD", "REQUEUE_FED", "RESIZING", "STOPPED", "SIGNALING", "STAGE_OUT",
-                  "COMPLETED", "SPECIAL_EXIT", *ENDED_FAILED}  # fmt: skip
+    documented = {
+        "PENDING",
+        "CONFIGURING",
+        "RUNNING",
+        "COMPLETING",
+        "SUSPENDED",
+        "REQUEUED",
+        "REQUEUE_HOLD",
+        "REQUEUE_FED",
+        "RESIZING",
+        "STOPPED",
+        "SIGNALING",
+        "STAGE_OUT",
+        "COMPLETED",
+        "SPECIAL_EXIT",
+        *ENDED_FAILED,
+    }
     assert set(JOB_STATES) == documented
     assert all(JOB_STATES[s] == "ended_failed" for s in ENDED_FAILED)
     assert category_of("CANCELLED by 1000") == "ended_failed"
@@ -137,9 +177,13 @@ def test_states_are_batched_one_squeue_one_sacct() -> None:
     assert [c[0] for c in slurm.calls[5:]] == ["squeue", "sacct"]
     assert slurm.calls[-1][-1] == f"{ids[2]},{ids[3]},999"  # sacct only for what squeue lacks
     assert {j: s.category for j, s in states.items()} == {
-        ids[0]: "queued", ids[1]: "active", ids[2]: "ended_ok", ids[3]: "ended_failed",
-        ids[4]: "queued", "999": "unknown",
-    }  # fmt: skip
+        ids[0]: "queued",
+        ids[1]: "active",
+        ids[2]: "ended_ok",
+        ids[3]: "ended_failed",
+        ids[4]: "queued",
+        "999": "unknown",
+    }
 
 
 def test_states_of_live_jobs_need_no_sacct() -> None:
@@ -163,9 +207,10 @@ def test_cancel_argv() -> None:
     assert slurm.signals == [(step, "TERM", False), (job, "TERM", True)]
     client.cancel(job)
     assert slurm.calls_to("scancel") == [
-        ("scancel", "--signal=TERM", step), ("scancel", "--signal=TERM", "--batch", job),
+        ("scancel", "--signal=TERM", step),
+        ("scancel", "--signal=TERM", "--batch", job),
         ("scancel", job),
-    ]  # fmt: skip
+    ]
     assert client.state(job).state == "CANCELLED" and client.steps(job) == []
 
 

@@ -31,8 +31,9 @@ def make_run(run_dir: Path, *, launcher: str = "submitit", job_id: str = "", **s
     """A run directory as launch() leaves it (launch.json, state.json)."""
     run_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(run_dir / "launch.json", {"launcher": launcher})
-    write_json_atomic(run_dir / "state.json", {"timeline": [], "processes": {},
-                                               "job_id": job_id, **state})  # fmt: skip
+    write_json_atomic(
+        run_dir / "state.json", {"timeline": [], "processes": {}, "job_id": job_id, **state}
+    )
     return run_dir
 
 
@@ -172,9 +173,12 @@ def test_status_shows_restarts_and_degraded(tmp_path: Path) -> None:
     slurm = FakeSlurm()
     restarts = [{"at": "t", "exit_code": -9, "tail": "x"}] * 2
     run_dir, job = submitted(
-        tmp_path, slurm, phase="ready", degraded=["decode-0"],
+        tmp_path,
+        slurm,
+        phase="ready",
+        degraded=["decode-0"],
         processes={"decode-0": {"role": "decode", "state": "starting", "restarts": restarts}},
-    )  # fmt: skip
+    )
     slurm.set_state(job, "RUNNING")
     text, code = status.status(run_dir, SlurmClient(slurm))
     assert code == 0 and "degraded: decode-0" in text and "restarts=2" in text
@@ -233,8 +237,15 @@ def test_sweep_status_asks_slurm_once_for_all_points(tmp_path: Path) -> None:
         job = client.sbatch(["x"])
         slurm.set_state(job, final)
         make_run(tmp_path / f"runs/p{i}", job_id=job, phase="submitted")
-        points.append({"label": f"p{i}", "name": f"p{i}", "nodes": 1, "gpus": 8,
-                       "runs": [{"run_dir": f"runs/p{i}", "job_id": job}]})  # fmt: skip
+        points.append(
+            {
+                "label": f"p{i}",
+                "name": f"p{i}",
+                "nodes": 1,
+                "gpus": 8,
+                "runs": [{"run_dir": f"runs/p{i}", "job_id": job}],
+            }
+        )
     write_json_atomic(tmp_path / "manifest.json", {"points": points})
     slurm.calls.clear()
     lines = sweepdir.status(tmp_path, slurm).splitlines()[1:]
@@ -255,8 +266,9 @@ def test_a_requeued_job_is_a_new_attempt_of_the_same_run(tmp_path: Path) -> None
     assert begin_attempt(again, {"SLURM_JOB_ID": "42", "SLURM_RESTART_COUNT": "1"}) == 2
     data = json.loads((run_dir / "state.json").read_text())
     assert [(a["attempt"], a["job_id"], a["restart_count"]) for a in data["attempts"]] == [
-        (1, "42", 0), (2, "42", 1),
-    ]  # fmt: skip
+        (1, "42", 0),
+        (2, "42", 1),
+    ]
     assert data["attempts"][0]["outcome"]["reason"] == "received SIGTERM"
     assert data["attempts"][0]["outcome"]["processes"]["decode-0"]["state"] == "healthy"
     assert data["processes"] == {} and "reason" not in data and data["attempt"] == 2

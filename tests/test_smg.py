@@ -70,8 +70,9 @@ def test_sglang_engine_lists_smg_and_dynamo_does_not(compose: Compose) -> None:
 def test_dry_run_lists_the_registration_plan(compose: Compose) -> None:
     cfg = compose(*SMG, "frontend.admin_key_env=SMG_KEY")
     plan = build_plan(cfg)
-    request = materialize(plan, "submitit", python="python3", overrides=[], git_sha="abc1234",
-                          cwd="/work")  # fmt: skip
+    request = materialize(
+        plan, "submitit", python="python3", overrides=[], git_sha="abc1234", cwd="/work"
+    )
     text = render_text(plan, request, config_yaml="", overrides=())
     assert "POST http://{node_ip:0}:8000/workers" in text and "SMG gate" in text
     assert "/workers needs Authorization: Bearer $SMG_KEY (401 without)" in text

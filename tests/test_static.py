@@ -26,8 +26,13 @@ def test_orchestrator_is_strictly_typed() -> None:
 )
 def test_scripts_are_shellcheck_clean(script: str) -> None:
     shellcheck = shutil.which("shellcheck") or str(Path(sys.executable).parent / "shellcheck")
-    res = subprocess.run([shellcheck, "-S", "warning", "-x", str(REPO / "scripts" / script)], cwd=REPO / "scripts",
-                         capture_output=True, text=True, check=False)  # fmt: skip
+    res = subprocess.run(
+        [shellcheck, "-S", "warning", "-x", str(REPO / "scripts" / script)],
+        cwd=REPO / "scripts",
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert res.returncode == 0, res.stdout + res.stderr
 
 
@@ -37,6 +42,11 @@ def test_ruff_is_clean(args: list[str]) -> None:
     ruff = shutil.which("ruff", path=str(Path(sys.executable).parent)) or shutil.which("ruff")
     if ruff is None:
         pytest.fail("ruff is not installed (it is in the test extra: pip install -e .[test])")
-    res = subprocess.run([ruff, *args, "orchestrator", "tests", "benchmarks"], cwd=REPO,
-                         capture_output=True, text=True, check=False)  # fmt: skip
+    res = subprocess.run(
+        [ruff, *args, "orchestrator", "tests", "benchmarks"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert res.returncode == 0, res.stdout + res.stderr

@@ -26,17 +26,33 @@ SHELLCHECK = shutil.which("shellcheck") or str(Path(sys.executable).with_name("s
 def start(argv: list[str], log: Path, **env: str) -> subprocess.Popen[bytes]:
     """`argv` in a new session (the step's process group), output into `log`."""
     with log.open("ab") as out:
-        return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True, env={**os.environ, **env})  # fmt: skip
+        return subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env={**os.environ, **env},
+        )
 
 
 def start_double(log: Path, *, wrapped: bool) -> subprocess.Popen[bytes]:
     """The double on a free port with its scheduler child; returns once it is ready. Its drain
     polls every 2 s, its child watchdog every 1 s (SGLang: 5 s and 1 s), and a crash-exit
     sleeps 0.5 s (SGLang: 5 s)."""
-    argv = [sys.executable, str(DOUBLE), "-m", "sglang.launch_server", "--host", "127.0.0.1",
-            "--port", str(e2e.free_port())]  # fmt: skip
-    proc = start(wrap(argv, "decode-0") if wrapped else argv, log, SGLANG_DOUBLE_CRASH_SLEEP_S="0.5")  # fmt: skip
+    argv = [
+        sys.executable,
+        str(DOUBLE),
+        "-m",
+        "sglang.launch_server",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(e2e.free_port()),
+    ]
+    proc = start(
+        wrap(argv, "decode-0") if wrapped else argv, log, SGLANG_DOUBLE_CRASH_SLEEP_S="0.5"
+    )
     e2e.wait_for(lambda: "ready to roll" in log.read_text(), timeout=20, what="double ready")
     return proc
 
@@ -54,15 +70,23 @@ def test_the_wrapper_is_valid_shellcheck_clean_bash(tmp_path: Path) -> None:
     for text in ("\n".join(WRAPPER_LINES) + "\n", WRAPPER + "\n"):
         script.write_text(text)
         assert subprocess.run(["bash", "-n", str(script)], check=False).returncode == 0
-        res = subprocess.run([SHELLCHECK, "-s", "bash", "-S", "warning", str(script)],
-                             capture_output=True, text=True, check=False)  # fmt: skip
+        res = subprocess.run(
+            [SHELLCHECK, "-s", "bash", "-S", "warning", str(script)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         assert res.returncode == 0, res.stdout
 
 
 @pytest.mark.parametrize(
-    ("code", "want"), [("pass", 0), ("raise SystemExit(3)", 3),
-                       ("import os, signal; os.kill(os.getpid(), signal.SIGKILL)", 128 + 9)],
-)  # fmt: skip
+    ("code", "want"),
+    [
+        ("pass", 0),
+        ("raise SystemExit(3)", 3),
+        ("import os, signal; os.kill(os.getpid(), signal.SIGKILL)", 128 + 9),
+    ],
+)
 def test_exit_status_and_output_are_the_commands(tmp_path: Path, code: str, want: int) -> None:
     log = tmp_path / "step.log"
     proc = start(wrap([sys.executable, "-c", f"print('out'); {code}"], "x"), log)
@@ -73,8 +97,9 @@ def test_exit_status_and_output_are_the_commands(tmp_path: Path, code: str, want
 def test_awkward_arguments_reach_the_command_unchanged(tmp_path: Path) -> None:
     args = ["a 0", 'a"=0"', "a'; echo foo", r"a\=0", "a\n0", "$HOME", "*", ""]
     line = shlex.join(wrap([sys.executable, "-c", "import sys; print(sys.argv[1:])", *args], "x"))
-    res = subprocess.run(["bash", "-c", line], capture_output=True, text=True, timeout=20,
-                         cwd=tmp_path, check=False)  # fmt: skip
+    res = subprocess.run(
+        ["bash", "-c", line], capture_output=True, text=True, timeout=20, cwd=tmp_path, check=False
+    )
     assert (res.returncode, res.stdout) == (0, f"{args}\n")
 
 
@@ -114,8 +139,10 @@ def test_sigint_and_sigquit_keep_their_default_action_and_sigint_is_passed_on(
     tmp_path: Path,
 ) -> None:
     log = tmp_path / "step.log"
-    code = ("import signal, sys, time; print(open('/proc/self/status').read().split('SigIgn:')[1]"
-            ".split()[0], flush=True); time.sleep(30)")  # fmt: skip
+    code = (
+        "import signal, sys, time; print(open('/proc/self/status').read().split('SigIgn:')[1]"
+        ".split()[0], flush=True); time.sleep(30)"
+    )
     proc = start(wrap([sys.executable, "-c", code], "x"), log)
     e2e.wait_for(lambda: log.read_text().strip(), timeout=20, what="the command's SigIgn line")
     ignored = int(log.read_text().split()[0], 16)

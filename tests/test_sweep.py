@@ -274,8 +274,14 @@ def test_engine_parser_runs_once_for_every_point(
 
     monkeypatch.setattr(sglang_check, "sglang_python", lambda env: sys.executable)
     monkeypatch.setattr(sglang_check, "parse_in_subprocess", parse)
-    args = [*BASE, "engine=sglang", "frontend=sglang_router", "prefill.workers=1,2",
-            "decode.workers=1,2", "decode.extra_args=[],[--bad]"]  # fmt: skip
+    args = [
+        *BASE,
+        "engine=sglang",
+        "frontend=sglang_router",
+        "prefill.workers=1,2",
+        "decode.workers=1,2",
+        "decode.extra_args=[],[--bad]",
+    ]
     with pytest.raises(InvalidConfig) as info:
         sweep.run_sweep(args, SLURM, slurm_with())
     assert len(batches) == 1  # 8 points, one parser subprocess
@@ -296,8 +302,14 @@ def sbatch_dependencies(slurm: FakeSlurm) -> list[str]:
 
 def test_max_in_flight_chains_each_job_to_the_one_n_places_before(tmp_path: Path) -> None:
     slurm = slurm_with()
-    args = [*BASE, "launcher=sbatch", "prefill.workers=1,2,3", "decode.workers=1,2",
-            "sweep.max_in_flight=2", f"sweep_dir={tmp_path / 'sw'}"]  # fmt: skip
+    args = [
+        *BASE,
+        "launcher=sbatch",
+        "prefill.workers=1,2,3",
+        "decode.workers=1,2",
+        "sweep.max_in_flight=2",
+        f"sweep_dir={tmp_path / 'sw'}",
+    ]
     assert sweep.run_sweep(args, SLURM, slurm) == 0
     # Jobs 100..105: two chains, 100 -> 102 -> 104 and 101 -> 103 -> 105.
     assert sbatch_dependencies(slurm) == ["", "", "100", "101", "102", "103"]
@@ -311,8 +323,13 @@ def test_max_in_flight_chains_each_job_to_the_one_n_places_before(tmp_path: Path
 
 def test_resume_counts_points_still_in_flight(tmp_path: Path) -> None:
     slurm = slurm_with()
-    args = [*BASE, "launcher=sbatch", "prefill.workers=1,2,3", "sweep.max_in_flight=2",
-            f"sweep_dir={tmp_path / 'sw'}"]  # fmt: skip
+    args = [
+        *BASE,
+        "launcher=sbatch",
+        "prefill.workers=1,2,3",
+        "sweep.max_in_flight=2",
+        f"sweep_dir={tmp_path / 'sw'}",
+    ]
     sweep.run_sweep(args, SLURM, slurm)  # 100, 101, 102 (after 100)
     slurm.set_state("100", "COMPLETED")  # ended without a result: failed, resubmitted
     slurm.set_state("101", "RUNNING", nodes=["node1"])
@@ -324,15 +341,21 @@ def test_resume_counts_points_still_in_flight(tmp_path: Path) -> None:
 
 def test_max_in_flight_must_be_a_number(recorder: Recorder) -> None:
     with pytest.raises(InvalidConfig) as info:
-        sweep.run_sweep([*BASE, "sweep.max_in_flight=two", "cluster.time_limit_min=1"], SLURM,
-                        slurm_with())  # fmt: skip
+        sweep.run_sweep(
+            [*BASE, "sweep.max_in_flight=two", "cluster.time_limit_min=1"], SLURM, slurm_with()
+        )
     keys = [i.key for i in info.value.issues]
     assert keys[0] == "sweep.max_in_flight" and any("time_limit_min" in k for k in keys)
 
 
 def test_dry_run_shows_what_waits(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    args = [*BASE, "prefill.workers=1,2,3", "sweep.max_in_flight=1", "dry_run=true",
-            f"sweep_dir={tmp_path / 'd'}"]  # fmt: skip
+    args = [
+        *BASE,
+        "prefill.workers=1,2,3",
+        "sweep.max_in_flight=1",
+        "dry_run=true",
+        f"sweep_dir={tmp_path / 'd'}",
+    ]
     assert sweep.run_sweep(args, SLURM, slurm_with()) == 0
     out = capsys.readouterr().out
     assert "3 to submit, at most 1 in flight" in out
@@ -343,8 +366,14 @@ def test_dry_run_shows_what_waits(tmp_path: Path, capsys: pytest.CaptureFixture[
 # --- names that tell points apart ----------------------------------------------------------------
 def test_names_are_unique_across_a_tp_sweep(recorder: Recorder, tmp_path: Path) -> None:
     sw = tmp_path / "sw"
-    args = [*BASE, "model.requires_equal_pd_tp=false", "prefill.tp=4,8", "decode.tp=4,8",
-            "decode.workers=1,2", f"sweep_dir={sw}"]  # fmt: skip
+    args = [
+        *BASE,
+        "model.requires_equal_pd_tp=false",
+        "prefill.tp=4,8",
+        "decode.tp=4,8",
+        "decode.workers=1,2",
+        f"sweep_dir={sw}",
+    ]
     sweep.run_sweep(args, SLURM, slurm_with())
     entries = json.loads((sw / "manifest.json").read_text())["points"]
     names = [e["name"] for e in entries]
@@ -366,8 +395,14 @@ def test_names_are_unique_across_a_tp_sweep(recorder: Recorder, tmp_path: Path) 
 
 
 def test_generic_names_for_any_swept_key() -> None:
-    points, _ = sweep.expand(["benchmark.seed=1,2", "prefill.extra_args=[],[--x,1]",
-                              "decode.extra_args=[],[--y]", "engine=mocker,sglang"])  # fmt: skip
+    points, _ = sweep.expand(
+        [
+            "benchmark.seed=1,2",
+            "prefill.extra_args=[],[--x,1]",
+            "decode.extra_args=[],[--y]",
+            "engine=mocker,sglang",
+        ]
+    )
     names = point_names(["m-p1d1"] * len(points), points)
     first = names[0].split("-")
     assert first[:4] == ["m", "p1d1", "seed1", "pextra_args"] and len(first[4]) == 4
@@ -405,8 +440,11 @@ def test_stop_cancels_queued_points_first_then_stops_running_ones(
         st = json.loads((d / "state.json").read_text())
         assert st["phase"] == "done" and st["reason"].startswith("cancelled before start")
     assert {s: j.state for s, j in slurm.jobs.items()} == {
-        "101": "COMPLETED", "102": "CANCELLED", "103": "CANCELLED", "104": "COMPLETED"
-    }  # fmt: skip
+        "101": "COMPLETED",
+        "102": "CANCELLED",
+        "103": "CANCELLED",
+        "104": "COMPLETED",
+    }
     assert "cancelled 0 queued point(s), stopped 0" in sweepdir.stop(sw, slurm, clock=FakeClock())
 
 
@@ -417,27 +455,52 @@ def test_status_reads_every_job_with_one_batched_query(recorder: Recorder, tmp_p
     lines = sweepdir.status(sw, slurm).splitlines()[1:]
     assert [c[0] for c in slurm.calls] == ["squeue", "sacct"]  # 4 points, 2 calls
     assert [line.split()[1:3] for line in lines] == [
-        ["active", "submitted"], ["active", "PENDING"], ["failed", "submitted"],
-        ["failed", "submitted"]]  # fmt: skip
+        ["active", "submitted"],
+        ["active", "PENDING"],
+        ["failed", "submitted"],
+        ["failed", "submitted"],
+    ]
     assert "job 103 ended (FAILED)" in lines[2]
 
 
 # --- what to pick: the decision table ---------------------------------------------------------------
 def row(name: str, user: float, per_gpu: float, concurrency: int) -> dict[str, Any]:
-    return {"name": name, "tok_s_per_user": user, "output_tok_s_per_gpu": per_gpu,
-            "concurrency": concurrency, "ttft_p99_ms": 50.0, "itl_p99_ms": 5.0,
-            "gpus": {"total": 8}, "topology": {"nodes": 1}}  # fmt: skip
+    return {
+        "name": name,
+        "tok_s_per_user": user,
+        "output_tok_s_per_gpu": per_gpu,
+        "concurrency": concurrency,
+        "ttft_p99_ms": 50.0,
+        "itl_p99_ms": 5.0,
+        "gpus": {"total": 8},
+        "topology": {"nodes": 1},
+    }
 
 
 def test_decision_table_is_the_front_by_tokens_per_user() -> None:
-    rows = [row("big", 10.0, 300.0, 64), row("big", 40.0, 120.0, 8), row("small", 25.0, 200.0, 16),
-            row("small", 30.0, 100.0, 4), row("tiny", 80.0, 20.0, 1)]  # fmt: skip
+    rows = [
+        row("big", 10.0, 300.0, 64),
+        row("big", 40.0, 120.0, 8),
+        row("small", 25.0, 200.0, 16),
+        row("small", 30.0, 100.0, 4),
+        row("tiny", 80.0, 20.0, 1),
+    ]
     table = collect.decision_rows(rows)
     # (small, 30 tok/s/user, 100/GPU) is beaten by (big, 40, 120): not a choice.
-    assert [(r["name"], r["need_tok_s_per_user_above"], r["need_tok_s_per_user_up_to"],
-             r["output_tok_s_per_gpu"]) for r in table] == [
-        ("big", 0.0, 10.0, 300.0), ("small", 10.0, 25.0, 200.0), ("big", 25.0, 40.0, 120.0),
-        ("tiny", 40.0, 80.0, 20.0)]  # fmt: skip
+    assert [
+        (
+            r["name"],
+            r["need_tok_s_per_user_above"],
+            r["need_tok_s_per_user_up_to"],
+            r["output_tok_s_per_gpu"],
+        )
+        for r in table
+    ] == [
+        ("big", 0.0, 10.0, 300.0),
+        ("small", 10.0, 25.0, 200.0),
+        ("big", 25.0, 40.0, 120.0),
+        ("tiny", 40.0, 80.0, 20.0),
+    ]
     md = collect.decision_markdown(table, ["x (prefill.workers=3): zero output tokens"])
     assert "up to 10.0 | big | 64 | 300.0 | 10.0 | 50.0 | 5.0 | 8" in md
     assert "10.0 - 25.0 | small | 16 | 200.0" in md and "Above 80.0 tok/s per user" in md
@@ -463,5 +526,7 @@ def test_collect_writes_the_decision_table_and_lists_failed_points(
     decision = list(csv.DictReader((sw / "decision.csv").open()))
     # p1d1: 20/GPU at 50 tok/s/user, 10/GPU at 100 (p2d1's valid first point ties it).
     assert [(d["name"], d["need_tok_s_per_user_up_to"]) for d in decision] == [
-        ("gpt-oss-120b-p1d1", "50.0"), ("gpt-oss-120b-p1d1", "100.0")]  # fmt: skip
+        ("gpt-oss-120b-p1d1", "50.0"),
+        ("gpt-oss-120b-p1d1", "100.0"),
+    ]
     assert "zero output tokens" in (sw / "decision.md").read_text()

@@ -94,7 +94,11 @@ def test_header_parses_and_matches_the_spec(built: dict[str, Path], arch: str) -
     )
     length = int.from_bytes(path.read_bytes()[:8], "little")
     assert length % 8 == 0
-    assert path.stat().st_size == 8 + length + spans[-1][1] == 8 + length + 2 * tm.parameter_count(spec)  # fmt: skip
+    assert (
+        path.stat().st_size
+        == 8 + length + spans[-1][1]
+        == 8 + length + 2 * tm.parameter_count(spec)
+    )
 
 
 def test_the_safetensors_package_reads_our_file(built: dict[str, Path]) -> None:
@@ -164,7 +168,9 @@ def test_seed_changes_weights_and_growth_keeps_existing_tensors() -> None:
 def test_config_matches_tokenizer_and_spec(built: dict[str, Path], arch: str) -> None:
     config = read_json(built[arch] / "config.json")
     tokenizer = Tokenizer.from_file(str(built[arch] / "tokenizer.json"))
-    assert config["architectures"] == ["LlamaForCausalLM" if arch == "llama" else "GptOssForCausalLM"]  # fmt: skip
+    assert config["architectures"] == [
+        "LlamaForCausalLM" if arch == "llama" else "GptOssForCausalLM"
+    ]
     assert config["torch_dtype"] == "bfloat16"
     assert config["vocab_size"] == tokenizer.get_vocab_size() == 2048
     assert config["bos_token_id"] == tokenizer.token_to_id("<s>")

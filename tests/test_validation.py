@@ -74,7 +74,7 @@ One = Callable[..., Issue]
         (
             {"cluster.sbatch_extra": ["--constraint=a100&ib"], "cluster.partition": "gpu"},
             ("cluster=gres",),
-        ),  # fmt: skip
+        ),
         ({"prefill.tp": 0, "decode.tp": 0}, ()),  # 0 = the model's TP
     ],
 )
@@ -110,9 +110,14 @@ def test_negative_gpus_per_worker_is_refused(one: One) -> None:
     assert issue.found == "-4" and "prefill.gpus_per_worker=0" in issue.fix
 
 
-@pytest.mark.parametrize(("key", "values"), [("prefill.dp", {"prefill.dp": 0}),
-                                             ("decode.ep", {"decode.ep": 0}),
-                                             ("decode.tp", {"model.tp": 0})])  # fmt: skip
+@pytest.mark.parametrize(
+    ("key", "values"),
+    [
+        ("prefill.dp", {"prefill.dp": 0}),
+        ("decode.ep", {"decode.ep": 0}),
+        ("decode.tp", {"model.tp": 0}),
+    ],
+)
 def test_parallel_sizes_must_be_positive(one: One, key: str, values: dict[str, int]) -> None:
     issue = one(key, values)
     assert issue.found == "0" and f"{key}=1" in issue.fix
@@ -129,9 +134,12 @@ def test_gpt_oss_needs_equal_prefill_and_decode_tp(one: One, issues: Issues) -> 
 
 @pytest.mark.parametrize(
     ("engine", "frontend", "needed"),
-    [("sglang", "dynamo", "sglang_router"), ("dynamo_sglang", "sglang_router", "dynamo"),
-     ("mocker", "sglang_router", "dynamo")],
-)  # fmt: skip
+    [
+        ("sglang", "dynamo", "sglang_router"),
+        ("dynamo_sglang", "sglang_router", "dynamo"),
+        ("mocker", "sglang_router", "dynamo"),
+    ],
+)
 def test_engine_frontend_combinations_that_cannot_work(
     one: One, engine: str, frontend: str, needed: str
 ) -> None:
@@ -279,17 +287,26 @@ def test_values_unsafe_in_sbatch_lines_are_refused(one: One, key: str, value: An
 def test_every_problem_is_reported_at_once(compose: Compose) -> None:
     cfg = compose("+model=gpt_oss_120b", "engine=sglang", "frontend=dynamo")
     for key, value in {
-        "prefill.workers": 0, "decode.tp": 8, "frontend.http_port": 70000,
-        "cluster.time_limit_min": 10, "decode.env": {"API_KEY": "x"}, "launcher.kind": "k8s",
-    }.items():  # fmt: skip
+        "prefill.workers": 0,
+        "decode.tp": 8,
+        "frontend.http_port": 70000,
+        "cluster.time_limit_min": 10,
+        "decode.env": {"API_KEY": "x"},
+        "launcher.kind": "k8s",
+    }.items():
         cfg = replaced(cfg, key, value)
     with pytest.raises(InvalidConfig) as info:
         check(cfg)
     keys = {i.key for i in info.value.issues}
     assert keys == {
-        "frontend.kind", "prefill.workers", "prefill.tp", "frontend.http_port",
-        "cluster.time_limit_min", "decode.env.API_KEY", "launcher.kind",
-    }  # fmt: skip
+        "frontend.kind",
+        "prefill.workers",
+        "prefill.tp",
+        "frontend.http_port",
+        "cluster.time_limit_min",
+        "decode.env.API_KEY",
+        "launcher.kind",
+    }
     message = str(info.value)
     assert f"({len(info.value.issues)} problem(s))" in message
     assert all(str(i) in message for i in info.value.issues)
@@ -298,13 +315,22 @@ def test_every_problem_is_reported_at_once(compose: Compose) -> None:
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "orchestrator", *args],
-        cwd=REPO, capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
 
 def test_cli_exits_2_with_every_problem_on_stderr_and_nothing_on_stdout() -> None:
-    proc = run_cli("+model=gpt_oss_120b", "dry_run=json", "prefill.tp=8",
-                   "cluster.time_limit_min=5", "name=a b")  # fmt: skip
+    proc = run_cli(
+        "+model=gpt_oss_120b",
+        "dry_run=json",
+        "prefill.tp=8",
+        "cluster.time_limit_min=5",
+        "name=a b",
+    )
     assert (proc.returncode, proc.stdout) == (2, "")
     assert proc.stderr.startswith("error: invalid configuration (3 problem(s)):")
     assert "prefill.tp=8 (decode.tp=4)" in proc.stderr

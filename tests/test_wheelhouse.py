@@ -70,10 +70,21 @@ def test_trim_drops_patterns_and_other_architectures_and_pip_installs_the_result
     assert {r[0] for r in record} == names
     site = tmp_path / "site"
     res = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--no-index", "--no-deps", "--target", str(site),
-         str(tmp_path / "out" / src.name)],
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--no-index",
+            "--no-deps",
+            "--target",
+            str(site),
+            str(tmp_path / "out" / src.name),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert res.returncode == 0 and "RECORD" not in res.stderr, res.stderr
     assert (site / "demo/configs/N=7168,K=2048,device_name=H100.json").exists()
 

@@ -47,11 +47,21 @@ class Measured:
     ) -> Measured:
         """A point whose tool did not finish: counts only, no rates or latencies."""
         return cls(
-            requests=completed + errors, completed=completed, errors=errors, output_tokens=output_tokens,
-            duration_s=None, output_tok_s=0.0, tok_s_per_user=None, request_throughput=0.0,
-            ttft_p50_ms=None, ttft_p99_ms=None, itl_p50_ms=None, itl_p99_ms=None,
-            first_error=first_error, complete=False,
-        )  # fmt: skip
+            requests=completed + errors,
+            completed=completed,
+            errors=errors,
+            output_tokens=output_tokens,
+            duration_s=None,
+            output_tok_s=0.0,
+            tok_s_per_user=None,
+            request_throughput=0.0,
+            ttft_p50_ms=None,
+            ttft_p99_ms=None,
+            itl_p50_ms=None,
+            itl_p99_ms=None,
+            first_error=first_error,
+            complete=False,
+        )
 
 
 def _num(value: Any) -> float | None:

@@ -169,8 +169,11 @@ class BenchmarkStep:
         if restarts and not self.bench.allow_restarts:
             for row in rows:
                 if row["valid"]:
-                    row.update(valid=False, invalid_reason=f"worker restart during the point: "
-                               f"{'; '.join(restarts)} (benchmark.allow_restarts=true keeps it)")  # fmt: skip
+                    row.update(
+                        valid=False,
+                        invalid_reason=f"worker restart during the point: "
+                        f"{'; '.join(restarts)} (benchmark.allow_restarts=true keeps it)",
+                    )
         return [{**row, "restarts": restarts} if restarts else row for row in rows]
 
     def _eval_rows(
@@ -183,8 +186,10 @@ class BenchmarkStep:
             found, tasks=point.tasks, gates=self.bench.min_accuracy, exit_code=code
         )
         if data is None:
-            why = (f"no lm-eval results in {out_dir} (client exit code {code}); last lines of "
-                   f"{log}:\n{log_tail(log, 15)}")  # fmt: skip
+            why = (
+                f"no lm-eval results in {out_dir} (client exit code {code}); last lines of "
+                f"{log}:\n{log_tail(log, 15)}"
+            )
             reasons = {(task, "", ""): why for task in point.tasks}
         return evals.eval_rows(found, reasons, point, context)
 

@@ -22,17 +22,26 @@ ARG_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 # the command line would silently win or lose depending on its position: argparse keeps the
 # last one).
 MANAGED_FLAGS: Mapping[str, str] = {
-    "model-path": "model.path", "served-model-name": "model.served_name",
-    "revision": "model.revision", "tp": "<group>.tp", "tp-size": "<group>.tp",
-    "dp-size": "<group>.dp", "ep-size": "<group>.ep",
+    "model-path": "model.path",
+    "served-model-name": "model.served_name",
+    "revision": "model.revision",
+    "tp": "<group>.tp",
+    "tp-size": "<group>.tp",
+    "dp-size": "<group>.dp",
+    "ep-size": "<group>.ep",
     "enable-dp-attention": "<group>.dp_attention",
     "disaggregation-mode": "deployment.mode",
     "disaggregation-transfer-backend": "engine.transfer_backend",
     "trust-remote-code": "model.trust_remote_code",
-    "skip-tokenizer-init": "model.skip_tokenizer_init", "host": "(planned: the node address)",
-    "port": "(planned)", "nccl-port": "(planned)", "disaggregation-bootstrap-port": "(planned)",
-    "dist-init-addr": "(planned)", "nnodes": "(placement)", "node-rank": "(placement)",
-}  # fmt: skip
+    "skip-tokenizer-init": "model.skip_tokenizer_init",
+    "host": "(planned: the node address)",
+    "port": "(planned)",
+    "nccl-port": "(planned)",
+    "disaggregation-bootstrap-port": "(planned)",
+    "dist-init-addr": "(planned)",
+    "nnodes": "(placement)",
+    "node-rank": "(placement)",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,8 +102,14 @@ def transfer_backend_issues(cfg: RootConfig) -> list[Issue]:
     backend = cfg.engine.transfer_backend
     if backend in TRANSFER_BACKENDS:
         return []
-    return [Issue("engine.transfer_backend", repr(backend), "unknown KV transfer backend",
-                  f"use one of: {', '.join(TRANSFER_BACKENDS)}")]  # fmt: skip
+    return [
+        Issue(
+            "engine.transfer_backend",
+            repr(backend),
+            "unknown KV transfer backend",
+            f"use one of: {', '.join(TRANSFER_BACKENDS)}",
+        )
+    ]
 
 
 def _owner(where: str, name: str) -> str:
@@ -109,15 +124,33 @@ def args_issues(where: str, args: Mapping[str, Any]) -> list[Issue]:
     for name, value in args.items():
         key = f"{where}.{name}"
         if not ARG_NAME.match(name):
-            issues.append(Issue(key, repr(name), "not a flag name",
-                                "name the flag without dashes: "
-                                f"{where}.{name.lstrip('-') or 'mem-fraction-static'}=VALUE"))  # fmt: skip
+            issues.append(
+                Issue(
+                    key,
+                    repr(name),
+                    "not a flag name",
+                    "name the flag without dashes: "
+                    f"{where}.{name.lstrip('-') or 'mem-fraction-static'}=VALUE",
+                )
+            )
         elif name in MANAGED_FLAGS and value is not None:
-            issues.append(Issue(key, str(value), f"--{name} is set by the orchestrator",
-                                f"set {_owner(where, name)} instead"))  # fmt: skip
+            issues.append(
+                Issue(
+                    key,
+                    str(value),
+                    f"--{name} is set by the orchestrator",
+                    f"set {_owner(where, name)} instead",
+                )
+            )
         elif isinstance(value, dict):
-            issues.append(Issue(key, str(value), "a flag value cannot be a mapping",
-                                "use a scalar, true for a bare flag, or a list"))  # fmt: skip
+            issues.append(
+                Issue(
+                    key,
+                    str(value),
+                    "a flag value cannot be a mapping",
+                    "use a scalar, true for a bare flag, or a list",
+                )
+            )
     return issues
 
 
@@ -126,16 +159,28 @@ def offline_issues(cfg: RootConfig) -> list[Issue]:
     of it; the directory must be absolute (it is looked at on every node)."""
     t = cfg.cluster.tiktoken_dir
     if t and not t.startswith("/"):
-        return [Issue("cluster.tiktoken_dir", repr(t), "must be an absolute path (every node "
-                      "checks it)", "give the shared directory's absolute path")]  # fmt: skip
+        return [
+            Issue(
+                "cluster.tiktoken_dir",
+                repr(t),
+                "must be an absolute path (every node checks it)",
+                "give the shared directory's absolute path",
+            )
+        ]
     if cfg.model.tiktoken_encoding and cfg.model.path.startswith("/") and not t:
         enc = cfg.model.tiktoken_encoding
-        return [Issue("cluster.tiktoken_dir", "''", f"model.path is a local directory (offline: "
-                      f"HF_HUB_OFFLINE=1) and {cfg.model.name or 'the model'} needs the {enc} "
-                      "tiktoken encoding to parse reasoning and tool calls, which would be "
-                      "downloaded (and parsing silently breaks without network)",
-                      f"download {enc}.tiktoken into a shared directory and set "
-                      "cluster.tiktoken_dir to it")]  # fmt: skip
+        return [
+            Issue(
+                "cluster.tiktoken_dir",
+                "''",
+                f"model.path is a local directory (offline: "
+                f"HF_HUB_OFFLINE=1) and {cfg.model.name or 'the model'} needs the {enc} "
+                "tiktoken encoding to parse reasoning and tool calls, which would be "
+                "downloaded (and parsing silently breaks without network)",
+                f"download {enc}.tiktoken into a shared directory and set "
+                "cluster.tiktoken_dir to it",
+            )
+        ]
     return []
 
 

@@ -143,8 +143,11 @@ def unknown_keys(node: Any, prefix: str = "") -> list[Issue]:
         path = prefix + str(key)
         if key not in known:
             valid = ", ".join(sorted(known))
-            issues.append(Issue(path, str(node[key]), f"not a key of {schema.__name__}",
-                                f"use one of: {valid}"))  # fmt: skip
+            issues.append(
+                Issue(
+                    path, str(node[key]), f"not a key of {schema.__name__}", f"use one of: {valid}"
+                )
+            )
         else:
             issues += unknown_keys(node[key], f"{path}.")
     return issues
@@ -154,9 +157,10 @@ Composed = tuple[RootConfig, list[Issue]]  # the config and its unknown keys (co
 
 
 def compose_configs(
-    override_lists: Sequence[Sequence[str]], conf_dir: Path = CONF_DIR,
+    override_lists: Sequence[Sequence[str]],
+    conf_dir: Path = CONF_DIR,
     user_dirs: Sequence[Path] | None = None,
-) -> list[Composed | InvalidConfig]:  # fmt: skip
+) -> list[Composed | InvalidConfig]:
     """`compose_checked` of each override list (a config with its unknown keys, or the
     InvalidConfig it would raise), with one Hydra initialization for all of them.
 

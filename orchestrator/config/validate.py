@@ -14,13 +14,13 @@ from orchestrator.bench.spec import BENCHMARK_KINDS, TOOLS, aiperf_binary, estim
 from orchestrator.config.domains import domain_issues
 from orchestrator.config.schema import RootConfig
 from orchestrator.config.serve import serve_issues
+from orchestrator.config.validate_groups import DEPLOYMENT_MODES, group_issues, topology_issues
 from orchestrator.core.errors import InvalidConfig, Issue
 from orchestrator.engines import ENGINES, get_engine
 from orchestrator.frontends import FRONTENDS, get_frontend
 from orchestrator.frontends.pair import pair_issues
-from orchestrator.launchers import CONFIG_KINDS, runs_on_one_machine
+from orchestrator.launchers import CONFIG_KINDS
 from orchestrator.plan import build
-from orchestrator.plan.consistency import role_consistency
 from orchestrator.plan.fetch import fetch_issues
 from orchestrator.plan.model import RESTART_MODES
 from orchestrator.plan.ports import highest_port
@@ -28,7 +28,6 @@ from orchestrator.plan.sharing import sharing_issues
 from orchestrator.plan.stage import stage_issues
 from orchestrator.slurm.request import LAUNCH_PER, PER_NODE, SAFE_DIRECTIVE
 
-DEPLOYMENT_MODES = ("disaggregated", "aggregated")
 GPU_DIRECTIVES = ("gpus-per-node", "gres")
 IP_SOURCES = ("hostname", "interface")
 DRY_RUN_VALUES = ("false", "true", "json")
@@ -44,7 +43,9 @@ def check(cfg: RootConfig) -> None:
 
 def validate(cfg: RootConfig) -> list[Issue]:
     """Every problem of `cfg`. Checks that need a sane shape run only when the shape is sane."""
-    issues = _kinds(cfg) + _model(cfg) + _groups(cfg) + _ports(cfg) + _timing(cfg) + _secrets(cfg)
+    issues = (
+        _kinds(cfg) + _model(cfg) + group_issues(cfg) + _ports(cfg) + _timing(cfg) + _secrets(cfg)
+    )
     issues += _run_dir_mode(cfg.cluster.run_dir_mode)
     issues += _slurm_values(cfg) + _benchmark(cfg) + _restarts(cfg) + serve_issues(cfg)
     issues += sharing_issues(cfg) + fetch_issues(cfg, os.environ)
@@ -54,7 +55,7 @@ def validate(cfg: RootConfig) -> list[Issue]:
     named = {i.key for i in issues}  # a key a specific rule already reports once is enough
     issues += [i for i in domain_issues(cfg) if i.key not in named]
     if not issues:
-        issues += _topology(cfg)
+        issues += topology_issues(cfg)
     return issues
 
 
@@ -85,9 +86,16 @@ def _agent_container(cfg: RootConfig) -> list[Issue]:
     """The node agent runs with the driver's interpreter, which a pyxis container lacks."""
     if cfg.cluster.launch_per != PER_NODE or not cfg.cluster.container_image:
         return []
-    return [Issue("cluster.launch_per", PER_NODE, "the node agent runs with the orchestrator's "
-                  "own interpreter, which the container of cluster.container_image does not "
-                  "have", "set cluster.launch_per=process with a container image")]  # fmt: skip
+    return [
+        Issue(
+            "cluster.launch_per",
+            PER_NODE,
+            "the node agent runs with the orchestrator's "
+            "own interpreter, which the container of cluster.container_image does not "
+            "have",
+            "set cluster.launch_per=process with a container image",
+        )
+    ]
 
 
 def _combination(cfg: RootConfig) -> list[Issue]:
@@ -98,109 +106,48 @@ def _combination(cfg: RootConfig) -> list[Issue]:
     issues += pair_issues(cfg, lambda binary: shutil.which(binary) is not None)
     partners = get_engine(cfg.engine.kind).frontends
     if cfg.frontend.kind not in partners:
-        issues.append(Issue("frontend.kind", cfg.frontend.kind,
-                            f"cannot front engine={cfg.engine.kind}: its workers register only "
-                            f"with {' or '.join(partners)}", f"set frontend={partners[0]}"))  # fmt: skip
+        issues.append(
+            Issue(
+                "frontend.kind",
+                cfg.frontend.kind,
+                f"cannot front engine={cfg.engine.kind}: its workers register only "
+                f"with {' or '.join(partners)}",
+                f"set frontend={partners[0]}",
+            )
+        )
     return issues
 
 
 def _model(cfg: RootConfig) -> list[Issue]:
     issues = []
     if not cfg.model.path:
-        issues.append(Issue("model.path", "''", "no model selected",
-                            "choose one with +model=gpt_oss_120b or set model.path"))  # fmt: skip
-    if cfg.cluster.ip_source == "interface" and not cfg.cluster.network_interface:
-        issues.append(Issue("cluster.network_interface", "''", "ip_source=interface needs an interface",
-                            "set cluster.network_interface, e.g. ib0"))  # fmt: skip
-    if cfg.cluster.gpus_per_node < 1:
-        issues.append(Issue("cluster.gpus_per_node", str(cfg.cluster.gpus_per_node),
-                            "must be at least 1", "set the GPUs each node has, e.g. 8"))  # fmt: skip
-    return issues
-
-
-def _groups(cfg: RootConfig) -> list[Issue]:
-    active = build.active_groups(cfg) if cfg.deployment.mode in DEPLOYMENT_MODES else ()
-    issues: list[Issue] = []
-    for group in ("prefill", "decode", "aggregated"):
-        g = build.group_config(cfg, group)
-        if group not in active:
-            if g.workers and cfg.deployment.mode in DEPLOYMENT_MODES:
-                issues.append(Issue(f"{group}.workers", str(g.workers),
-                                    f"not used in deployment.mode={cfg.deployment.mode}",
-                                    f"set {group}.workers=0 or pick the other deployment"))  # fmt: skip
-            continue
-        issues += _group_shape(cfg, group)
-    if cfg.deployment.mode == "disaggregated" and min(build.tp_of(cfg, g) for g in active) >= 1:
-        issues += _equal_tp(cfg)
-    return issues
-
-
-def _group_shape(cfg: RootConfig, group: str) -> list[Issue]:
-    g = build.group_config(cfg, group)
-    issues = []
-    if g.workers < 1:
-        issues.append(Issue(f"{group}.workers", str(g.workers), f"a {cfg.deployment.mode} deployment "
-                            f"needs at least one {group} worker", f"set {group}.workers=1 or more"))  # fmt: skip
-    for key, value in (("tp", build.tp_of(cfg, group)), ("dp", g.dp), ("ep", g.ep)):
-        if value < 1:
-            issues.append(
-                Issue(f"{group}.{key}", str(value), "must be at least 1", f"set {group}.{key}=1")
+        issues.append(
+            Issue(
+                "model.path",
+                "''",
+                "no model selected",
+                "choose one with +model=gpt_oss_120b or set model.path",
             )
-    if g.gpus_per_worker < 0:
-        issues.append(Issue(f"{group}.gpus_per_worker", str(g.gpus_per_worker), "must not be negative",
-                            f"set {group}.gpus_per_worker=0 to derive it from tp x dp"))  # fmt: skip
-    if issues or cfg.cluster.gpus_per_node < 1:
-        return issues
-    return _gpu_fit(cfg, group)
-
-
-def _gpu_fit(cfg: RootConfig, group: str) -> list[Issue]:
-    parallel = _parallel_mode(cfg, group)
-    if parallel:
-        return parallel
-    gpus, per_node = build.gpus_per_worker(cfg, group), cfg.cluster.gpus_per_node
-    key = f"{group}.gpus_per_worker"
-    if gpus < per_node and per_node % gpus:
-        divisors = ", ".join(str(d) for d in range(1, per_node + 1) if per_node % d == 0)
-        return [Issue(key, str(gpus), f"must divide cluster.gpus_per_node={per_node}",
-                      f"use {divisors} GPUs per worker (via {group}.tp / {group}.dp)")]  # fmt: skip
-    if gpus > per_node and gpus % per_node:
-        return [Issue(key, str(gpus), f"spans nodes but is not a multiple of "
-                      f"cluster.gpus_per_node={per_node}", f"use {per_node * (gpus // per_node + 1)} "
-                      f"or {per_node * (gpus // per_node)}")]  # fmt: skip
-    return []
-
-
-def _parallel_mode(cfg: RootConfig, group: str) -> list[Issue]:
-    """DP attention splits the TP group (dp divides tp; GPUs = tp), DP replicas multiply it
-    (GPUs = tp x dp); EP shards the experts over the worker's GPUs (ep divides them)."""
-    g, tp = build.group_config(cfg, group), build.tp_of(cfg, group)
-    need = build.mode_gpus(cfg, group)
-    mode = (f"{group}.tp={tp} with {group}.dp_attention=true" if g.dp_attention
-            else f"{group}.tp={tp} x {group}.dp={g.dp}")  # fmt: skip
-    if g.dp_attention and tp % g.dp:
-        return [Issue(f"{group}.dp", str(g.dp), f"with {group}.dp_attention=true dp must divide "
-                      f"{group}.tp={tp} (SGLang splits the TP group into dp attention ranks)",
-                      f"set {group}.dp to a divisor of {tp}, or {group}.dp_attention=false "
-                      "for dp replicas")]  # fmt: skip
-    if g.gpus_per_worker and g.gpus_per_worker != need:
-        return [Issue(f"{group}.gpus_per_worker", str(g.gpus_per_worker),
-                      f"does not match the parallel mode: {mode} = {need} GPUs",
-                      f"set {group}.gpus_per_worker=0 (derived) or {need}")]  # fmt: skip
-    if need % g.ep:
-        return [Issue(f"{group}.ep", str(g.ep), f"must divide the worker's {need} GPUs ({mode})",
-                      f"set {group}.ep to a divisor of {need}, e.g. {need}")]  # fmt: skip
-    return []
-
-
-def _equal_tp(cfg: RootConfig) -> list[Issue]:
-    p, d = build.tp_of(cfg, "prefill"), build.tp_of(cfg, "decode")
-    if not cfg.model.requires_equal_pd_tp or p == d:
-        return []
-    return [Issue("prefill.tp", f"{p} (decode.tp={d})",
-                  f"{cfg.model.name or cfg.model.path} needs equal prefill and decode TP: SGLang "
-                  "rejects different P/D TP sizes for non-MLA SWA hybrid models (sglang #38552)",
-                  f"set prefill.tp={d} or decode.tp={p}")]  # fmt: skip
+        )
+    if cfg.cluster.ip_source == "interface" and not cfg.cluster.network_interface:
+        issues.append(
+            Issue(
+                "cluster.network_interface",
+                "''",
+                "ip_source=interface needs an interface",
+                "set cluster.network_interface, e.g. ib0",
+            )
+        )
+    if cfg.cluster.gpus_per_node < 1:
+        issues.append(
+            Issue(
+                "cluster.gpus_per_node",
+                str(cfg.cluster.gpus_per_node),
+                "must be at least 1",
+                "set the GPUs each node has, e.g. 8",
+            )
+        )
+    return issues
 
 
 def _ports(cfg: RootConfig) -> list[Issue]:
@@ -211,23 +158,43 @@ def _ports(cfg: RootConfig) -> list[Issue]:
             Issue("frontend.http_port", str(http), "out of range", "use a port in 1-65535")
         )
     if c.port_job_blocks < 1:
-        issues.append(Issue("cluster.port_job_blocks", str(c.port_job_blocks), "must be at least 1",
-                            "set cluster.port_job_blocks=16"))  # fmt: skip
+        issues.append(
+            Issue(
+                "cluster.port_job_blocks",
+                str(c.port_job_blocks),
+                "must be at least 1",
+                "set cluster.port_job_blocks=16",
+            )
+        )
         return issues
-    top = highest_port(c.port_base, gpus_per_node=max(c.gpus_per_node, 1),
-                       job_blocks=c.port_job_blocks,
-                       workers_per_gpu=cfg.deployment.workers_per_gpu)  # fmt: skip
+    top = highest_port(
+        c.port_base,
+        gpus_per_node=max(c.gpus_per_node, 1),
+        job_blocks=c.port_job_blocks,
+        workers_per_gpu=cfg.deployment.workers_per_gpu,
+    )
     # Engines may accept less than 65535 (Dynamo reads DYN_SYSTEM_PORT as a signed 16-bit int).
     engine = get_engine(cfg.engine.kind) if cfg.engine.kind in ENGINES else None
     limit, why = (engine.max_port, engine.max_port_reason) if engine else (65535, "")
     if c.port_base < 1024 or top > limit:
-        issues.append(Issue("cluster.port_base", str(c.port_base), f"planned ports would span "
-                            f"{c.port_base}-{top}, outside 1024-{limit}"
-                            + (f" ({why})" if why else ""),
-                            "lower cluster.port_base or cluster.port_job_blocks"))  # fmt: skip
+        issues.append(
+            Issue(
+                "cluster.port_base",
+                str(c.port_base),
+                f"planned ports would span "
+                f"{c.port_base}-{top}, outside 1024-{limit}" + (f" ({why})" if why else ""),
+                "lower cluster.port_base or cluster.port_job_blocks",
+            )
+        )
     elif c.exclusive and c.port_base <= http <= top:  # shared nodes: a port of the block instead
-        issues.append(Issue("frontend.http_port", str(http), f"inside the worker port range "
-                            f"{c.port_base}-{top}", "use a port outside it, or move cluster.port_base"))  # fmt: skip
+        issues.append(
+            Issue(
+                "frontend.http_port",
+                str(http),
+                f"inside the worker port range {c.port_base}-{top}",
+                "use a port outside it, or move cluster.port_base",
+            )
+        )
     return issues
 
 
@@ -235,35 +202,53 @@ def _timing(cfg: RootConfig) -> list[Issue]:
     r, limit_s = cfg.readiness, cfg.cluster.time_limit_min * 60
     issues = []
     if r.timeout_s <= 0 or r.interval_s <= 0:
-        issues.append(Issue("readiness.timeout_s", f"{r.timeout_s:g} (interval_s={r.interval_s:g})",
-                            "must be positive", "set readiness.timeout_s=3600 readiness.interval_s=1"))  # fmt: skip
+        issues.append(
+            Issue(
+                "readiness.timeout_s",
+                f"{r.timeout_s:g} (interval_s={r.interval_s:g})",
+                "must be positive",
+                "set readiness.timeout_s=3600 readiness.interval_s=1",
+            )
+        )
     bench_s = estimate_s(cfg.benchmark)
     # The driver is told to stop signal_before_limit_s before the limit (--signal=B:TERM@...).
     early = cfg.launcher.signal_before_limit_s
     needed = r.timeout_s + bench_s + early
     if limit_s < needed:
         how = "" if cfg.benchmark.duration_estimate_min else ", from the load points"
-        issues.append(Issue("cluster.time_limit_min", str(cfg.cluster.time_limit_min),
-                            f"shorter than the readiness deadline ({r.timeout_s:g} s) plus the "
-                            f"benchmark estimate ({bench_s / 60:.0f} min{how}) plus the stop signal "
-                            f"{early} s before the limit",
-                            f"set cluster.time_limit_min>={int(needed // 60) + 1} or lower "
-                            "readiness.timeout_s"))  # fmt: skip
+        issues.append(
+            Issue(
+                "cluster.time_limit_min",
+                str(cfg.cluster.time_limit_min),
+                f"shorter than the readiness deadline ({r.timeout_s:g} s) plus the "
+                f"benchmark estimate ({bench_s / 60:.0f} min{how}) plus the stop signal "
+                f"{early} s before the limit",
+                f"set cluster.time_limit_min>={int(needed // 60) + 1} or lower readiness.timeout_s",
+            )
+        )
     return issues
 
 
 def _secrets(cfg: RootConfig) -> list[Issue]:
     envs: list[tuple[str, dict[str, str]]] = [
-        ("model.env", cfg.model.env), ("engine.env", cfg.engine.env), ("frontend.env", cfg.frontend.env),
-        ("prefill.env", cfg.prefill.env), ("decode.env", cfg.decode.env),
+        ("model.env", cfg.model.env),
+        ("engine.env", cfg.engine.env),
+        ("frontend.env", cfg.frontend.env),
+        ("prefill.env", cfg.prefill.env),
+        ("decode.env", cfg.decode.env),
         ("aggregated.env", cfg.aggregated.env),
-    ]  # fmt: skip
+    ]
     return [
-        Issue(f"{where}.{key}", "<hidden>", "looks like a secret; it would be written into the "
-              "plan, scripts and logs", f"remove it and export {key} in the shell you launch from: "
-              "every process inherits it")
-        for where, env in envs for key in env if SECRET_KEY.search(key)
-    ]  # fmt: skip
+        Issue(
+            f"{where}.{key}",
+            "<hidden>",
+            "looks like a secret; it would be written into the plan, scripts and logs",
+            f"remove it and export {key} in the shell you launch from: every process inherits it",
+        )
+        for where, env in envs
+        for key in env
+        if SECRET_KEY.search(key)
+    ]
 
 
 def _run_dir_mode(value: str) -> list[Issue]:
@@ -275,8 +260,14 @@ def _run_dir_mode(value: str) -> list[Issue]:
         mode = -1
     if 0 <= mode <= 0o777 and mode & 0o700 == 0o700 and not mode & 0o022:
         return []
-    return [Issue("cluster.run_dir_mode", repr(value), "not an octal mode with rwx for you and no "
-                  "write for group or others", "use 0700 (only you) or 0750 (your group reads)")]  # fmt: skip
+    return [
+        Issue(
+            "cluster.run_dir_mode",
+            repr(value),
+            "not an octal mode with rwx for you and no write for group or others",
+            "use 0700 (only you) or 0750 (your group reads)",
+        )
+    ]
 
 
 def _slurm_values(cfg: RootConfig) -> list[Issue]:
@@ -284,30 +275,30 @@ def _slurm_values(cfg: RootConfig) -> list[Issue]:
     shell-parse: a space or quote there would silently change or split the option."""
     req = build.slurm_request(cfg, num_nodes=1)
     # The job name comes from the first of these that is set.
-    sources = [("launcher.job_name", cfg.launcher.job_name), ("name", cfg.name),
-               ("model.name", cfg.model.name), ("model.path", cfg.model.path)]  # fmt: skip
+    sources = [
+        ("launcher.job_name", cfg.launcher.job_name),
+        ("name", cfg.name),
+        ("model.name", cfg.model.name),
+        ("model.path", cfg.model.path),
+    ]
     job_key, job_value = next(((k, v) for k, v in sources if v), sources[0])
     checks = [(job_key, job_value, f"--job-name={req.job_name}")]
-    checks += [(f"cluster.{k}", getattr(req, k), f"--{k}={getattr(req, k)}")
-               for k in ("partition", "account", "qos") if getattr(req, k)]  # fmt: skip
+    checks += [
+        (f"cluster.{k}", getattr(req, k), f"--{k}={getattr(req, k)}")
+        for k in ("partition", "account", "qos")
+        if getattr(req, k)
+    ]
     checks += [("cluster.sbatch_extra", opt, opt) for opt in req.sbatch_extra]
     return [
-        Issue(key, repr(value), f"cannot be written as the #SBATCH option {opt!r}",
-              "use --long-option=value with no spaces, quotes, backslashes, $ or backticks")
-        for key, value, opt in checks if not SAFE_DIRECTIVE.match(opt)
-    ]  # fmt: skip
-
-
-def _topology(cfg: RootConfig) -> list[Issue]:
-    slots = build.place(cfg)
-    issues = get_engine(cfg.engine.kind).validate(cfg, slots)
-    issues += role_consistency(cfg, build.deployment_plan(cfg))
-    nodes = max(n for s in slots for n, _ in s.ranks) + 1 if slots else 1
-    if runs_on_one_machine(cfg.launcher.kind) and nodes > 1:
-        issues.append(Issue("launcher.kind", cfg.launcher.kind, f"the plan needs {nodes} nodes and the local "
-                            "launcher runs on this machine only",
-                            "use launcher=submitit or launcher=sbatch, or a smaller topology"))  # fmt: skip
-    return issues
+        Issue(
+            key,
+            repr(value),
+            f"cannot be written as the #SBATCH option {opt!r}",
+            "use --long-option=value with no spaces, quotes, backslashes, $ or backticks",
+        )
+        for key, value, opt in checks
+        if not SAFE_DIRECTIVE.match(opt)
+    ]
 
 
 def _benchmark(cfg: RootConfig) -> list[Issue]:
@@ -319,48 +310,101 @@ def _benchmark(cfg: RootConfig) -> list[Issue]:
         return eval_issues(cfg)
     issues = []
     if not b.points:
-        issues.append(Issue("benchmark.points", "[]", f"benchmark={b.kind} needs at least one load point",
-                            "set benchmark.points=[{concurrency:8,isl:1024,osl:1024}]"))  # fmt: skip
+        issues.append(
+            Issue(
+                "benchmark.points",
+                "[]",
+                f"benchmark={b.kind} needs at least one load point",
+                "set benchmark.points=[{concurrency:8,isl:1024,osl:1024}]",
+            )
+        )
     for i, p in enumerate(b.points):
-        for key, value, low in (("concurrency", p.concurrency, 1), ("isl", p.isl, 1), ("osl", p.osl, 1),
-                                ("requests", p.requests, 0), ("warmup", p.warmup, -1)):  # fmt: skip
+        for key, value, low in (
+            ("concurrency", p.concurrency, 1),
+            ("isl", p.isl, 1),
+            ("osl", p.osl, 1),
+            ("requests", p.requests, 0),
+            ("warmup", p.warmup, -1),
+        ):
             if value < low:
-                issues.append(Issue(f"benchmark.points[{i}].{key}", str(value), f"must be at least {low}",
-                                    f"set {key} to {low} or more"))  # fmt: skip
+                issues.append(
+                    Issue(
+                        f"benchmark.points[{i}].{key}",
+                        str(value),
+                        f"must be at least {low}",
+                        f"set {key} to {low} or more",
+                    )
+                )
     if not 0 <= b.max_error_rate <= 1:
-        issues.append(Issue("benchmark.max_error_rate", f"{b.max_error_rate:g}", "is a fraction",
-                            "use a value in 0-1, e.g. 0.05 for 5 %"))  # fmt: skip
+        issues.append(
+            Issue(
+                "benchmark.max_error_rate",
+                f"{b.max_error_rate:g}",
+                "is a fraction",
+                "use a value in 0-1, e.g. 0.05 for 5 %",
+            )
+        )
     if b.requests_per_concurrency < 1 or b.point_timeout_s <= 0:
-        issues.append(Issue("benchmark.requests_per_concurrency", f"{b.requests_per_concurrency} "
-                            f"(point_timeout_s={b.point_timeout_s:g})", "must be positive",
-                            "set benchmark.requests_per_concurrency=10 benchmark.point_timeout_s=3600"))  # fmt: skip
+        issues.append(
+            Issue(
+                "benchmark.requests_per_concurrency",
+                f"{b.requests_per_concurrency} (point_timeout_s={b.point_timeout_s:g})",
+                "must be positive",
+                "set benchmark.requests_per_concurrency=10 benchmark.point_timeout_s=3600",
+            )
+        )
     binary = aiperf_binary(b)
     # Checked only for a path on the shared filesystem (inside a container it may differ).
     on_host = b.kind == "aiperf" and not cfg.cluster.container_image and binary.startswith("/")
     if on_host and not Path(binary).exists():
-        issues.append(Issue("benchmark.binary", binary, "does not exist",
-                            "run scripts/install.sh --with-aiperf, or set benchmark.binary"))  # fmt: skip
+        issues.append(
+            Issue(
+                "benchmark.binary",
+                binary,
+                "does not exist",
+                "run scripts/install.sh --with-aiperf, or set benchmark.binary",
+            )
+        )
     return issues
 
 
 def _restarts(cfg: RootConfig) -> list[Issue]:
     """Restart modes per group and the shared limits (deployment.*)."""
-    modes = [(f"{g}.restart", build.group_config(cfg, g).restart)
-             for g in ("prefill", "decode", "aggregated")] + [("frontend.restart", cfg.frontend.restart)]  # fmt: skip
+    modes = [
+        (f"{g}.restart", build.group_config(cfg, g).restart)
+        for g in ("prefill", "decode", "aggregated")
+    ] + [("frontend.restart", cfg.frontend.restart)]
     issues = [i for key, mode in modes for i in _choice(key, mode, RESTART_MODES)]
     d = cfg.deployment
     if d.max_restarts < 0:
-        issues.append(Issue("deployment.max_restarts", str(d.max_restarts), "must not be negative",
-                            "set deployment.max_restarts=3 (0 = never restart)"))  # fmt: skip
+        issues.append(
+            Issue(
+                "deployment.max_restarts",
+                str(d.max_restarts),
+                "must not be negative",
+                "set deployment.max_restarts=3 (0 = never restart)",
+            )
+        )
     for key, value in (
         ("restart_window_s", d.restart_window_s),
         ("restart_backoff_s", d.restart_backoff_s),
     ):
         if value <= 0:
-            issues.append(Issue(f"deployment.{key}", f"{value:g}", "must be positive",
-                                f"set deployment.{key} to a number of seconds above 0"))  # fmt: skip
+            issues.append(
+                Issue(
+                    f"deployment.{key}",
+                    f"{value:g}",
+                    "must be positive",
+                    f"set deployment.{key} to a number of seconds above 0",
+                )
+            )
     if d.restart_backoff_max_s < d.restart_backoff_s:
-        issues.append(Issue("deployment.restart_backoff_max_s", f"{d.restart_backoff_max_s:g}",
-                            f"below deployment.restart_backoff_s={d.restart_backoff_s:g}",
-                            f"set it to {d.restart_backoff_s:g} or more (default 60)"))  # fmt: skip
+        issues.append(
+            Issue(
+                "deployment.restart_backoff_max_s",
+                f"{d.restart_backoff_max_s:g}",
+                f"below deployment.restart_backoff_s={d.restart_backoff_s:g}",
+                f"set it to {d.restart_backoff_s:g} or more (default 60)",
+            )
+        )
     return issues

@@ -21,24 +21,43 @@ class CommandResult:
 
 
 class CommandRunner(Protocol):
-    def run(self, argv: Sequence[str], *, timeout: float = 60.0,
-            env: Mapping[str, str] | None = None, cwd: str | None = None,
-            stdin: str | None = None) -> CommandResult: ...  # fmt: skip
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        timeout: float = 60.0,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+        stdin: str | None = None,
+    ) -> CommandResult: ...
 
 
 class SubprocessRunner:
     """Runs argv lists (never a shell string); stdout and stderr are captured separately, so
     nothing a command prints on stderr can end up in a value parsed from stdout."""
 
-    def run(self, argv: Sequence[str], *, timeout: float = 60.0,
-            env: Mapping[str, str] | None = None, cwd: str | None = None,
-            stdin: str | None = None) -> CommandResult:  # fmt: skip
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        timeout: float = 60.0,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+        stdin: str | None = None,
+    ) -> CommandResult:
         """Run `argv` to completion (in `cwd`, `stdin` as its input: large data goes there, since
         argv and environment share one kernel limit, E2BIG); a timeout is return code 124."""
         try:
-            done = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout,
-                                  env=dict(env) if env is not None else None, cwd=cwd,
-                                  input=stdin, check=False)  # fmt: skip
+            done = subprocess.run(
+                list(argv),
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                env=dict(env) if env is not None else None,
+                cwd=cwd,
+                input=stdin,
+                check=False,
+            )
         except subprocess.TimeoutExpired as exc:
             return CommandResult(
                 tuple(argv), 124, _text(exc.stdout), _text(exc.stderr) + "\ntimeout"

@@ -34,8 +34,10 @@ def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
 def _fingerprint_nodes(fp: dict[str, Any]) -> dict[str, Any]:
     """Per-node facts keyed by node index, host left out (it differs run to run)."""
     nodes = fp.pop("nodes", []) if isinstance(fp.get("nodes"), list) else []
-    return {f"node{n.get('node', i)}": {k: v for k, v in n.items() if k not in ("host", "node")}
-            for i, n in enumerate(nodes)}  # fmt: skip
+    return {
+        f"node{n.get('node', i)}": {k: v for k, v in n.items() if k not in ("host", "node")}
+        for i, n in enumerate(nodes)
+    }
 
 
 def differences(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str]:

@@ -87,6 +87,8 @@ def ls_lines(root: Path, client: SlurmClient | None, now: float | None = None) -
     for run, name in zip(runs, names, strict=True):
         created = run.launch.created or now
         url = run.state.frontend_url if run.view.phase == Phase.READY else ""
-        lines.append(f"{name[-width:]:<{width}}  {run.view.phase:<9} {run.state.job_id or '-':<8} "
-                     f"{_gpus(run):<10} {age(now - created):>4}  {url}".rstrip())  # fmt: skip
+        lines.append(
+            f"{name[-width:]:<{width}}  {run.view.phase:<9} {run.state.job_id or '-':<8} "
+            f"{_gpus(run):<10} {age(now - created):>4}  {url}".rstrip()
+        )
     return lines

@@ -32,15 +32,31 @@ td.l,th.l{text-align:left}pre{background:#f7f7f7;padding:8px;overflow-x:auto;fon
 svg.timeline text,svg.series text{font:11px sans-serif}svg.timeline .phase{stroke:#555;stroke-dasharray:3 3;fill:#555}
 svg.timeline text.phase{stroke:none}.hint{color:#b52b27}img{max-width:100%}
 """
-BENCH_COLUMNS = (("point", "point"), ("concurrency", "c"), ("isl", "ISL"), ("osl", "OSL"),
-                 ("output_tok_s", "tok/s"), ("output_tok_s_per_gpu", "tok/s/GPU"),
-                 ("tok_s_per_user", "tok/s/user"), ("ttft_p50_ms", "TTFT p50 ms"),
-                 ("ttft_p99_ms", "TTFT p99 ms"), ("itl_p50_ms", "ITL p50 ms"),
-                 ("error_rate", "errors"), ("valid", "valid"))  # fmt: skip
+BENCH_COLUMNS = (
+    ("point", "point"),
+    ("concurrency", "c"),
+    ("isl", "ISL"),
+    ("osl", "OSL"),
+    ("output_tok_s", "tok/s"),
+    ("output_tok_s_per_gpu", "tok/s/GPU"),
+    ("tok_s_per_user", "tok/s/user"),
+    ("ttft_p50_ms", "TTFT p50 ms"),
+    ("ttft_p99_ms", "TTFT p99 ms"),
+    ("itl_p50_ms", "ITL p50 ms"),
+    ("error_rate", "errors"),
+    ("valid", "valid"),
+)
 # benchmark=lm_eval rows: one per task and metric.
-ACCURACY_COLUMNS = (("task", "task"), ("metric", "metric"), ("filter", "filter"),
-                    ("value", "value"), ("stderr", "stderr"), ("samples", "documents"),
-                    ("valid", "valid"), ("invalid_reason", "why invalid"))  # fmt: skip
+ACCURACY_COLUMNS = (
+    ("task", "task"),
+    ("metric", "metric"),
+    ("filter", "filter"),
+    ("value", "value"),
+    ("stderr", "stderr"),
+    ("samples", "documents"),
+    ("valid", "valid"),
+    ("invalid_reason", "why invalid"),
+)
 
 
 def _cell(value: Any) -> str:
@@ -106,15 +122,19 @@ def errors_html(run: Run) -> str:
     """The run's error with its tail, and known failure markers in every process log."""
     parts = []
     if run.state.error:
-        parts.append(f'<p class="bad">{escape(run.state.error.splitlines()[0])}</p>'
-                     f"<pre>{escape(run.state.error)}</pre>")  # fmt: skip
+        parts.append(
+            f'<p class="bad">{escape(run.state.error.splitlines()[0])}</p>'
+            f"<pre>{escape(run.state.error)}</pre>"
+        )
     for name, entry in run.state.processes.items():
         log = Path(entry.get("log") or RunDir(run.path).log(name))
         found = logscan.hints(logscan.read_tail(log))
         if found:
             items = "".join(f"<li>{escape(h)}</li>" for h in found)
-            parts.append(f'<p class="hint">known failure markers in {escape(name)} '
-                         f"({escape(str(log))}):</p><ul>{items}</ul>")  # fmt: skip
+            parts.append(
+                f'<p class="hint">known failure markers in {escape(name)} '
+                f"({escape(str(log))}):</p><ul>{items}</ul>"
+            )
         for restart in entry.get("restarts") or []:
             at = restart.get("at")
             when = (
@@ -122,9 +142,11 @@ def errors_html(run: Run) -> str:
                 if isinstance(at, (int, float))
                 else at
             )
-            parts.append(f"<p>{escape(name)} restarted at {escape(str(when))} (exit "
-                         f"{escape(str(restart.get('exit_code')))})</p>"
-                         f"<pre>{escape(str(restart.get('tail', '')))}</pre>")  # fmt: skip
+            parts.append(
+                f"<p>{escape(name)} restarted at {escape(str(when))} (exit "
+                f"{escape(str(restart.get('exit_code')))})</p>"
+                f"<pre>{escape(str(restart.get('tail', '')))}</pre>"
+            )
     return "".join(parts) or '<p class="ok">no errors</p>'
 
 
@@ -160,13 +182,36 @@ def metrics_html(run_dir: Path) -> str:
     for target, recs in by_target.items():
         ok = [r for r in recs if r.get("ok")]
         last = ok[-1]["values"] if ok else {}
-        headline = {k: v for k, v in last.items() if k.endswith(("requests_total", "_reqs",
-                    "token_usage", "inflight_requests", "output_tokens_total"))}  # fmt: skip
-        rows.append({"target": target, "url": recs[-1].get("url"), "scrapes": len(recs),
-                     "ok": len(ok), "last": ", ".join(f"{k}={v:g}" for k, v in headline.items())
-                     or (recs[-1].get("error") or "-")})  # fmt: skip
-    cols = (("target", "target"), ("url", "url"), ("scrapes", "scrapes"), ("ok", "ok"),
-            ("last", "last values"))  # fmt: skip
+        headline = {
+            k: v
+            for k, v in last.items()
+            if k.endswith(
+                (
+                    "requests_total",
+                    "_reqs",
+                    "token_usage",
+                    "inflight_requests",
+                    "output_tokens_total",
+                )
+            )
+        }
+        rows.append(
+            {
+                "target": target,
+                "url": recs[-1].get("url"),
+                "scrapes": len(recs),
+                "ok": len(ok),
+                "last": ", ".join(f"{k}={v:g}" for k, v in headline.items())
+                or (recs[-1].get("error") or "-"),
+            }
+        )
+    cols = (
+        ("target", "target"),
+        ("url", "url"),
+        ("scrapes", "scrapes"),
+        ("ok", "ok"),
+        ("last", "last values"),
+    )
     return serving_charts(records) + table(rows, cols)
 
 
@@ -175,8 +220,10 @@ def fingerprint_html(fingerprint: dict[str, Any]) -> str:
     if not fingerprint:
         return "<p>none (fingerprint.json is written once the driver has the nodes)</p>"
     flat = flatten(fingerprint)
-    rows = [{"key": k, "value": v if not isinstance(v, list) else " ".join(map(str, v))}
-            for k, v in flat.items()]  # fmt: skip
+    rows = [
+        {"key": k, "value": v if not isinstance(v, list) else " ".join(map(str, v))}
+        for k, v in flat.items()
+    ]
     return table(rows, (("key", "key"), ("value", "value")))
 
 
@@ -196,23 +243,27 @@ def run_section(run: Run, now: float, *, level: int = 2) -> str:
     """Summary, timeline, benchmark, metrics, errors and fingerprint of one run."""
     st, h = run.state, f"h{level}"
     phase_class = "ok" if run.view.phase in (Phase.DONE, Phase.READY) else "bad"
-    summary = (f'<p>phase <span class="{phase_class}">{escape(run.view.phase)}</span>'
-               f"{' (' + escape(run.view.why) + ')' if run.view.why else ''}; job "
-               f"{escape(st.job_id or '-')}; launcher "
-               f"{escape(run.launch.launcher or '-')}; nodes "
-               f"{escape(', '.join(st.data.get('nodes', [])) or '-')}; frontend "
-               f"{escape(st.frontend_url or '-')}; reason "
-               f"{escape(st.reason or '-')}</p>")  # fmt: skip
+    summary = (
+        f'<p>phase <span class="{phase_class}">{escape(run.view.phase)}</span>'
+        f"{' (' + escape(run.view.why) + ')' if run.view.why else ''}; job "
+        f"{escape(st.job_id or '-')}; launcher "
+        f"{escape(run.launch.launcher or '-')}; nodes "
+        f"{escape(', '.join(st.data.get('nodes', [])) or '-')}; frontend "
+        f"{escape(st.frontend_url or '-')}; reason "
+        f"{escape(st.reason or '-')}</p>"
+    )
     points = _points(run.path)
     bench = _bench_tables(points)
     fp = fingerprint_html(_read_json(RunDir(run.path).fingerprint_file))
     title = f"{st.data.get('name') or run.path.name} ({run.path.name})"
-    return (f'<section class="run"><{h}>{escape(title)}</{h}>{summary}'
-            f'<h3 class="section-timeline">Timeline</h3>{timeline_html(run, now)}'
-            f'<h3 class="section-benchmark">Benchmark</h3>{bench}'
-            f'<h3 class="section-metrics">Metrics</h3>{metrics_html(run.path)}'
-            f'<h3 class="section-errors">Errors</h3>{errors_html(run)}'
-            f'<h3 class="section-fingerprint">Fingerprint</h3>{fp}</section>')  # fmt: skip
+    return (
+        f'<section class="run"><{h}>{escape(title)}</{h}>{summary}'
+        f'<h3 class="section-timeline">Timeline</h3>{timeline_html(run, now)}'
+        f'<h3 class="section-benchmark">Benchmark</h3>{bench}'
+        f'<h3 class="section-metrics">Metrics</h3>{metrics_html(run.path)}'
+        f'<h3 class="section-errors">Errors</h3>{errors_html(run)}'
+        f'<h3 class="section-fingerprint">Fingerprint</h3>{fp}</section>'
+    )
 
 
 def pareto_img(sweep_dir: Path) -> str:
@@ -232,9 +283,11 @@ def pareto_img(sweep_dir: Path) -> str:
 def page(title: str, body: str) -> str:
     """The HTML document."""
     generated = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
-    return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{escape(title)}'
-            f"</title><style>{CSS}</style></head><body><h1>{escape(title)}</h1>"
-            f"<p>generated {generated} by orchestrator ctl report</p>{body}</body></html>")  # fmt: skip
+    return (
+        f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{escape(title)}'
+        f"</title><style>{CSS}</style></head><body><h1>{escape(title)}</h1>"
+        f"<p>generated {generated} by orchestrator ctl report</p>{body}</body></html>"
+    )
 
 
 def report(path: Path, out: Path | None = None) -> Path:
@@ -242,19 +295,29 @@ def report(path: Path, out: Path | None = None) -> Path:
     now = time.time()
     if (path / "manifest.json").exists():
         runs = load_runs(find_runs(path), None)
-        sweep_rows = [{"run": r.path.name, "phase": r.view.phase, "job": r.state.data.get("job_id"),
-                       "points": len(_points(r.path))} for r in runs]  # fmt: skip
+        sweep_rows = [
+            {
+                "run": r.path.name,
+                "phase": r.view.phase,
+                "job": r.state.data.get("job_id"),
+                "points": len(_points(r.path)),
+            }
+            for r in runs
+        ]
         cols = (("run", "run"), ("phase", "phase"), ("job", "job"), ("points", "points"))
-        body = (f'<h2 id="pareto-plot">Pareto plot</h2>{pareto_img(path)}'
-                f'<h2 id="points">Points</h2>{table(sweep_rows, cols)}'
-                + "".join(run_section(r, now, level=2) for r in runs))  # fmt: skip
+        body = (
+            f'<h2 id="pareto-plot">Pareto plot</h2>{pareto_img(path)}'
+            f'<h2 id="points">Points</h2>{table(sweep_rows, cols)}'
+            + "".join(run_section(r, now, level=2) for r in runs)
+        )
         title = f"Sweep {path.name}"
     elif RunDir(path).is_run():
         run = load_runs([path], None)[0]
         body, title = run_section(run, now), f"Run {path.name}"
     else:
-        raise OrchestratorError(f"{path} is neither a run directory (launch.json) nor a sweep "
-                                "directory (manifest.json)")  # fmt: skip
+        raise OrchestratorError(
+            f"{path} is neither a run directory (launch.json) nor a sweep directory (manifest.json)"
+        )
     target = out or RunDir(path).report_file
     target.write_text(page(title, body))
     return target

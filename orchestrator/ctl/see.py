@@ -35,8 +35,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def _is_run_or_sweep(path: Path) -> None:
     if not RunDir(path).is_run() and not (path / "manifest.json").exists():
-        raise NotARunDir(f"{path} is neither a run directory (no launch.json) nor a sweep "
-                                "directory (no manifest.json)")  # fmt: skip
+        raise NotARunDir(
+            f"{path} is neither a run directory (no launch.json) nor a sweep "
+            "directory (no manifest.json)"
+        )
 
 
 def run(args: argparse.Namespace) -> int:

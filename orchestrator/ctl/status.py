@@ -42,8 +42,10 @@ def status(run_dir: Path, client: SlurmClient | None = None) -> tuple[str, int]:
     view, state = run_view(run_dir, client)
     job = f"{state.job_id or '-'}" + (f" ({view.job_state})" if view.job_state else "")
     progress = progress_line(dataclasses.replace(state, phase=Phase.of(view.phase)))
-    lines = [f"run: {run_dir}", f"launcher: {RunDir(run_dir).launch().launcher}  job: {job}  "
-             f"{progress}"]  # fmt: skip
+    lines = [
+        f"run: {run_dir}",
+        f"launcher: {RunDir(run_dir).launch().launcher}  job: {job}  {progress}",
+    ]
     if view.phase != view.recorded:
         lines.append(f"{view.phase}: {view.why} (state.json says {view.recorded or 'nothing yet'})")
     if state.data.get("attempt", 1) > 1:
@@ -58,8 +60,10 @@ def status(run_dir: Path, client: SlurmClient | None = None) -> tuple[str, int]:
     lines += cold_start_lines(state.data)
     if state.benchmark:
         b = state.benchmark
-        lines.append(f"benchmark: {b.get('tool')} {b.get('status')} {b.get('done')}/{b.get('of')} "
-                     f"point(s) (results/points.jsonl)")  # fmt: skip
+        lines.append(
+            f"benchmark: {b.get('tool')} {b.get('status')} {b.get('done')}/{b.get('of')} "
+            f"point(s) (results/points.jsonl)"
+        )
     lines += [_process_line(name, entry) for name, entry in state.processes.items()]
     lines += locks.status_lines(run_dir)
     lines += attachments.attached_lines(run_dir, client)
@@ -71,8 +75,10 @@ def status(run_dir: Path, client: SlurmClient | None = None) -> tuple[str, int]:
 def _process_line(name: str, entry: Mapping[str, Any]) -> str:
     code = f" exit={entry['exit_code']}" if entry.get("exit_code") is not None else ""
     restarts = f" restarts={len(entry['restarts'])}" if entry.get("restarts") else ""
-    return (f"  {name:<18} {entry.get('role', ''):<9} {entry.get('host', '')}:"
-            f"node{entry.get('node', '?')}  {entry.get('state', '')}{code}{restarts}")  # fmt: skip
+    return (
+        f"  {name:<18} {entry.get('role', ''):<9} {entry.get('host', '')}:"
+        f"node{entry.get('node', '?')}  {entry.get('state', '')}{code}{restarts}"
+    )
 
 
 def _lost_tail(run_dir: Path, job_id: str) -> list[str]:

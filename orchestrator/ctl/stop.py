@@ -32,14 +32,18 @@ def check_control(run_dir: Path) -> None:
     try:
         st = run_dir.stat()
     except PermissionError as exc:
-        raise NotYourRun(f"{run_dir} cannot be reached by you ({exc.strerror}): only the run's "
-                         "owner can stop or scale it") from exc  # fmt: skip
+        raise NotYourRun(
+            f"{run_dir} cannot be reached by you ({exc.strerror}): only the run's "
+            "owner can stop or scale it"
+        ) from exc
     except FileNotFoundError:
         return  # said by the command itself
     if not os.access(run_dir, os.W_OK | os.X_OK):
-        raise NotYourRun(f"{run_dir} is not writable by you (owner uid {st.st_uid}, mode "
-                         f"{stat.S_IMODE(st.st_mode):04o}): only the run's owner can stop or "
-                         "scale it")  # fmt: skip
+        raise NotYourRun(
+            f"{run_dir} is not writable by you (owner uid {st.st_uid}, mode "
+            f"{stat.S_IMODE(st.st_mode):04o}): only the run's owner can stop or "
+            "scale it"
+        )
 
 
 def stop(

@@ -27,9 +27,17 @@ from orchestrator.slurm.client import SlurmClient
 
 REFRESH_S = 1.0
 SLURM_EVERY_S = 5.0  # polite to slurmctld: one batched squeue/sacct every 5 s
-STYLES = (("healthy", "green"), ("ready", "green"), ("done", "green"), ("starting", "yellow"),
-          ("exited", "red"), ("unhealthy", "red"), ("failed", "red"), ("lost", "red"),
-          ("restarting", "red"))  # fmt: skip
+STYLES = (
+    ("healthy", "green"),
+    ("ready", "green"),
+    ("done", "green"),
+    ("starting", "yellow"),
+    ("exited", "red"),
+    ("unhealthy", "red"),
+    ("failed", "red"),
+    ("lost", "red"),
+    ("restarting", "red"),
+)
 
 
 class Screen:
@@ -70,8 +78,13 @@ class Screen:
         return bool(self.runs) and all(r.view.phase in OVER for r in self.runs.values())
 
 
-def plain(screen: Screen, out: IO[str], *, interval_s: float = REFRESH_S,
-          stop: threading.Event | None = None) -> int:  # fmt: skip
+def plain(
+    screen: Screen,
+    out: IO[str],
+    *,
+    interval_s: float = REFRESH_S,
+    stop: threading.Event | None = None,
+) -> int:
     """Print the screen's lines when they change, until every run has ended (or `stop`)."""
     stop = stop or threading.Event()
     last: list[str] = []
@@ -122,8 +135,10 @@ def live(screen: Screen) -> int:
         return text
 
     try:
-        with _cbreak(sys.stdin) as read_key, Live(render(), console=console, screen=False,
-                                                   auto_refresh=False) as view:  # fmt: skip
+        with (
+            _cbreak(sys.stdin) as read_key,
+            Live(render(), console=console, screen=False, auto_refresh=False) as view,
+        ):
             while True:
                 deadline = time.monotonic() + REFRESH_S
                 while time.monotonic() < deadline:

@@ -72,8 +72,12 @@ def _plan(run_dir: Path) -> dict[str, Any]:
     return files.plan_data_or_none(bound=True) or files.plan_data_or_none() or {}
 
 
-def process_rows(run: Run, seen: dict[str, tuple[str, float]], now: float,
-                 progress: dict[str, logscan.Progress | None]) -> list[ProcessRow]:  # fmt: skip
+def process_rows(
+    run: Run,
+    seen: dict[str, tuple[str, float]],
+    now: float,
+    progress: dict[str, logscan.Progress | None],
+) -> list[ProcessRow]:
     """The process table; `seen` remembers when each process entered its state, `progress` the
     last readiness stage found in its log (both updated)."""
     gpus = _gpus(_plan(run.path))
@@ -94,9 +98,18 @@ def process_rows(run: Run, seen: dict[str, tuple[str, float]], now: float,
         progress[name] = found
         node = str(entry.get("node", "?"))
         where = f"{str(entry.get('host', '?'))[: 9 - len(node)]}:{node}"  # 10 columns at most
-        rows.append(ProcessRow(name, str(entry.get("role", "")), where, gpus.get(name) or "-",
-                               state, seen[name][1], len(entry.get("restarts") or []),
-                               found))  # fmt: skip
+        rows.append(
+            ProcessRow(
+                name,
+                str(entry.get("role", "")),
+                where,
+                gpus.get(name) or "-",
+                state,
+                seen[name][1],
+                len(entry.get("restarts") or []),
+                found,
+            )
+        )
     return rows
 
 
@@ -137,15 +150,24 @@ def _benchmark(state: RunState) -> str:
     )
 
 
-def gather(run: Run, seen: dict[str, tuple[str, float]], now: float | None = None,
-           progress: dict[str, logscan.Progress | None] | None = None) -> Snapshot:  # fmt: skip
+def gather(
+    run: Run,
+    seen: dict[str, tuple[str, float]],
+    now: float | None = None,
+    progress: dict[str, logscan.Progress | None] | None = None,
+) -> Snapshot:
     """One screen's worth of a run (`seen`, `progress`: what earlier screens found)."""
     now = time.time() if now is None else now
     st = run.state
     started = st.reached(Phase.STARTING)
-    snap = Snapshot(name=str(st.data.get("name") or run.path.name), phase=run.view.phase,
-                    why=run.view.why, elapsed=(now - started) if started else None,
-                    job=st.job_id or "-", url=st.frontend_url)  # fmt: skip
+    snap = Snapshot(
+        name=str(st.data.get("name") or run.path.name),
+        phase=run.view.phase,
+        why=run.view.why,
+        elapsed=(now - started) if started else None,
+        job=st.job_id or "-",
+        url=st.frontend_url,
+    )
     snap.processes = process_rows(run, seen, now, {} if progress is None else progress)
     if run.view.phase == Phase.READY:
         snap.serving, snap.metrics_age = serving_numbers(run.path)
@@ -176,8 +198,16 @@ def process_lines(snap: Snapshot, now: float, *, times: bool = True) -> list[str
     for p in snap.processes:
         since = age(now - p.since) if p.since is not None and times else ""
         progress = "" if p.progress is None else p.progress.text() if times else p.progress.coarse()
-        line = TABLE.format(p.name[:10], p.role[:8], p.where[:10], p.gpus[:5], p.state[:9],
-                            since, p.restarts if p.restarts < 10 else "+", progress)  # fmt: skip
+        line = TABLE.format(
+            p.name[:10],
+            p.role[:8],
+            p.where[:10],
+            p.gpus[:5],
+            p.state[:9],
+            since,
+            p.restarts if p.restarts < 10 else "+",
+            progress,
+        )
         out.append(line[:WIDTH])
     return out
 
@@ -192,9 +222,11 @@ def lines(snap: Snapshot, now: float | None = None, *, times: bool = True) -> li
     if snap.serving and times:
         s = snap.serving
         ago = f"{age(now - snap.metrics_age)} ago" if snap.metrics_age else ""
-        out.append(f"serving: {_num(s.get('requests_per_s'), '.2f')} req/s  "
-                   f"{_num(s.get('output_tok_s'), '.1f')} output tok/s  "
-                   f"{_num(s.get('in_flight'), '.0f')} in flight  ({ago})"[:WIDTH])  # fmt: skip
+        out.append(
+            f"serving: {_num(s.get('requests_per_s'), '.2f')} req/s  "
+            f"{_num(s.get('output_tok_s'), '.1f')} output tok/s  "
+            f"{_num(s.get('in_flight'), '.0f')} in flight  ({ago})"[:WIDTH]
+        )
     out += [line[:WIDTH] for line in snap.cold_start]
     if snap.benchmark:
         out.append(f"benchmark: {snap.benchmark}"[:WIDTH])
@@ -218,6 +250,5 @@ def sweep_lines(sweep_dir: Path, runs: dict[str, Run]) -> list[str]:
             out.append(f"{entry['label'][:30]:<30} new"[:WIDTH])
             continue
         progress = progress_line(dataclasses.replace(run.state, phase=Phase.of(run.view.phase)))
-        out.append(f"{entry['label'][:30]:<30} job {run.state.job_id or '-':<6} "
-                   f"{progress}"[:WIDTH])  # fmt: skip
+        out.append(f"{entry['label'][:30]:<30} job {run.state.job_id or '-':<6} {progress}"[:WIDTH])
     return out

@@ -54,8 +54,10 @@ class Hold:
         if self.until is None:
             self.until = d.clock.now() + self.hold_s
             d.state.update(stop_signal=self.signalled, stop_signal_at=time.time())
-            d.say(f"received {self.signalled} without a stop request (time limit or preemption): "
-                  f"serving up to {self.hold_s:g} s more while the run replaces this job")  # fmt: skip
+            d.say(
+                f"received {self.signalled} without a stop request (time limit or preemption): "
+                f"serving up to {self.hold_s:g} s more while the run replaces this job"
+            )
         elif d.clock.now() >= self.until:
             d.request_stop(f"received {self.signalled}; held {self.hold_s:g} s for a replacement")
 
@@ -63,8 +65,10 @@ class Hold:
         """A worker exiting during the hold got the signal too (scancel, or a preemption that
         signals every step): the job is ending anyway, so stop now rather than restart it."""
         if self.signalled:
-            d.request_stop(f"received {self.signalled} and {running.proc.name} exited: the whole "
-                           "job is being stopped by Slurm")  # fmt: skip
+            d.request_stop(
+                f"received {self.signalled} and {running.proc.name} exited: the whole "
+                "job is being stopped by Slurm"
+            )
 
 
 def attach_hold(driver: DriverView) -> None:

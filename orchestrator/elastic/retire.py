@@ -74,9 +74,11 @@ def retire(d: DriverView, names: list[str]) -> None:
     for r in running:
         d.state.process(r.proc.name, state=REMOVED, removed_at=time.time(), exit_code=r.exit_code)
     if running:
-        d.say(f"removed {', '.join(r.proc.name for r in running)} (scale-down): deregistered in "
-              f"{deregistered - started:.1f} s, stopped in {d.clock.now() - deregistered:.1f} s"
-              + (f" (killed after {d.plan.stop_grace_s:g} s: {', '.join(killed)})" if killed else ""))  # fmt: skip
+        d.say(
+            f"removed {', '.join(r.proc.name for r in running)} (scale-down): deregistered in "
+            f"{deregistered - started:.1f} s, stopped in {d.clock.now() - deregistered:.1f} s"
+            + (f" (killed after {d.plan.stop_grace_s:g} s: {', '.join(killed)})" if killed else "")
+        )
     if d.plan.job is not None and all_removed(d):
         d.request_stop("every worker removed by scale-down")
 

@@ -120,9 +120,12 @@ def _dynamo_sglang_errors(argv: list[str], parsers: tuple) -> list[str]:  # type
     # argparse accepts unique prefixes, which break once a flag with the same prefix appears.
     # `--tp` is exempt: Dynamo's own guides spell --tp-size so and the engine keeps it.
     short = [a.split("=")[0] for a in argv if a.startswith("--") and a.split("=")[0] not in names]
-    return [f"argument {f}: abbreviated flag name (full names: "
-            f"{', '.join(sorted(n for n in names if n.startswith(f)))})"
-            for f in short if f != "--tp"]  # fmt: skip
+    return [
+        f"argument {f}: abbreviated flag name (full names: "
+        f"{', '.join(sorted(n for n in names if n.startswith(f)))})"
+        for f in short
+        if f != "--tp"
+    ]
 
 
 def parse_with_mocker(argvs: dict[str, list[str]]) -> dict[str, list[str]]:
@@ -167,12 +170,17 @@ def subprocess_source(functions: Sequence[Callable[..., Any]]) -> str:
 
 
 def run_parser(
-    python: str, functions: Sequence[Callable[..., Any]], argvs: Mapping[str, list[str]],
+    python: str,
+    functions: Sequence[Callable[..., Any]],
+    argvs: Mapping[str, list[str]],
     runner: CommandRunner,
-) -> dict[str, list[str]] | str:  # fmt: skip
+) -> dict[str, list[str]] | str:
     """Errors per process name, or the import error when `python` cannot load the parser."""
-    res = runner.run([python, "-c", subprocess_source(functions)], stdin=json.dumps(dict(argvs)),
-                     timeout=SUBPROCESS_TIMEOUT_S)  # fmt: skip
+    res = runner.run(
+        [python, "-c", subprocess_source(functions)],
+        stdin=json.dumps(dict(argvs)),
+        timeout=SUBPROCESS_TIMEOUT_S,
+    )
     try:
         data = json.loads(res.stdout) if res.returncode == 0 else None
     except ValueError:
@@ -181,8 +189,16 @@ def run_parser(
         return str(data["missing"])
     if not isinstance(data, dict) or not isinstance(data.get("errors"), dict):
         tail = " / ".join(res.stderr.strip().splitlines()[-3:]) or f"exit code {res.returncode}"
-        raise InvalidConfig([Issue("engine argv", python, f"the parser did not run: {tail}",
-                                   "reinstall with scripts/install.sh --with-sglang")])  # fmt: skip
+        raise InvalidConfig(
+            [
+                Issue(
+                    "engine argv",
+                    python,
+                    f"the parser did not run: {tail}",
+                    "reinstall with scripts/install.sh --with-sglang",
+                )
+            ]
+        )
     return {str(k): [str(e) for e in v] for k, v in data["errors"].items()}
 
 
@@ -190,8 +206,10 @@ def _note_skip(what: str, count: int, why: str) -> None:
     if what in _skipped:
         return
     _skipped.add(what)
-    sys.stderr.write(f"note: skipped checking {count} {what} command line(s) with its parser: "
-                     f"{why} (scripts/install.sh --with-sglang, or set ${PYTHON_ENV})\n")  # fmt: skip
+    sys.stderr.write(
+        f"note: skipped checking {count} {what} command line(s) with its parser: "
+        f"{why} (scripts/install.sh --with-sglang, or set ${PYTHON_ENV})\n"
+    )
 
 
 def dynamo_sglang_python(env: Mapping[str, str]) -> str | None:
@@ -201,17 +219,26 @@ def dynamo_sglang_python(env: Mapping[str, str]) -> str | None:
 
 
 def _batched(
-    items: Sequence[tuple[RootConfig, Plan]], module: tuple[str, str], python: str | None,
-    functions: Sequence[Callable[..., Any]], *, parser: str, fix: str, runner: CommandRunner,
-) -> list[list[Issue]]:  # fmt: skip
+    items: Sequence[tuple[RootConfig, Plan]],
+    module: tuple[str, str],
+    python: str | None,
+    functions: Sequence[Callable[..., Any]],
+    *,
+    parser: str,
+    fix: str,
+    runner: CommandRunner,
+) -> list[list[Issue]]:
     """Per (cfg, plan): issues for every `module` argv `functions` reject. One subprocess for all
     items, each distinct argv parsed once (sweep points mostly repeat the same command lines)."""
     per_item = [sglang_argvs(plan, module) for _, plan in items]
     unique = distinct_argvs(per_item)
     if not unique:
         return [[] for _ in items]
-    found = (run_parser(python, functions, {k: list(a) for a, k in unique.items()}, runner)
-             if python else "no interpreter with Dynamo and SGLang")  # fmt: skip
+    found = (
+        run_parser(python, functions, {k: list(a) for a, k in unique.items()}, runner)
+        if python
+        else "no interpreter with Dynamo and SGLang"
+    )
     if isinstance(found, str):
         _note_skip(module[1], len(unique), found)
         return [[] for _ in items]
@@ -222,22 +249,30 @@ def _batched(
             {n: found.get(unique[tuple(a)], []) for n, a in argvs.items()},
             parser=parser,
             fix=fix,
-        )  # fmt: skip
+        )
         for (cfg, plan), argvs in zip(items, per_item, strict=True)
     ]
 
 
 def dynamo_sglang_argv_issues_many(
-    items: Sequence[tuple[RootConfig, Plan]], *, env: Mapping[str, str] | None = None,
+    items: Sequence[tuple[RootConfig, Plan]],
+    *,
+    env: Mapping[str, str] | None = None,
     runner: CommandRunner | None = None,
-) -> list[list[Issue]]:  # fmt: skip
+) -> list[list[Issue]]:
     """Issues for every `dynamo.sglang` argv Dynamo's parsing rejects (skipped with a note when
     no interpreter has both Dynamo and SGLang)."""
     python = dynamo_sglang_python(os.environ if env is None else env)
-    return _batched(items, DYNAMO_SGLANG, python, DYNAMO_SGLANG_FUNCTIONS,
-                    parser="Dynamo's dynamo.sglang parser",
-                    fix="fix or remove the flag; `python -m dynamo.sglang --help` lists "
-                    "Dynamo's and SGLang's flags", runner=runner or SubprocessRunner())  # fmt: skip
+    return _batched(
+        items,
+        DYNAMO_SGLANG,
+        python,
+        DYNAMO_SGLANG_FUNCTIONS,
+        parser="Dynamo's dynamo.sglang parser",
+        fix="fix or remove the flag; `python -m dynamo.sglang --help` lists "
+        "Dynamo's and SGLang's flags",
+        runner=runner or SubprocessRunner(),
+    )
 
 
 def mocker_argv_issues_many(
@@ -246,6 +281,12 @@ def mocker_argv_issues_many(
     """Issues for every `dynamo.mocker` argv the mocker's parser rejects (in this interpreter,
     which has the orchestrator's Dynamo)."""
     python = sys.executable if importlib.util.find_spec("dynamo") is not None else None
-    return _batched(items, MOCKER, python, MOCKER_FUNCTIONS, parser="Dynamo's mocker parser",
-                    fix="fix or remove the flag; `python -m dynamo.mocker --help` lists the "
-                    "valid ones", runner=runner or SubprocessRunner())  # fmt: skip
+    return _batched(
+        items,
+        MOCKER,
+        python,
+        MOCKER_FUNCTIONS,
+        parser="Dynamo's mocker parser",
+        fix="fix or remove the flag; `python -m dynamo.mocker --help` lists the valid ones",
+        runner=runner or SubprocessRunner(),
+    )

@@ -82,9 +82,13 @@ class Mocker(EngineDefaults):
         group = spanning[0].group
         tp = getattr(cfg, group).tp or cfg.model.tp
         return [
-            Issue(f"{group}.tp", str(tp), "the mocker is one process and cannot span nodes",
-                  "use a TP that fits in cluster.gpus_per_node with engine=mocker")
-        ]  # fmt: skip
+            Issue(
+                f"{group}.tp",
+                str(tp),
+                "the mocker is one process and cannot span nodes",
+                "use a TP that fits in cluster.gpus_per_node with engine=mocker",
+            )
+        ]
 
     def check_argvs(self, items: Sequence[tuple[RootConfig, Plan]]) -> list[list[Issue]]:
         """The mocker's own parser on every worker argv, one subprocess for all items

@@ -50,9 +50,12 @@ def sglang_argvs(plan: Plan, module: tuple[str, str] = LAUNCH_MODULE) -> dict[st
     a worker has, so a 1024-node plan has as many distinct argvs as a 1-node one) and bound to
     stand-ins (addresses are plain strings to the parser; binding keeps typed flags such as
     ports parseable)."""
-    stand_in = Bindings(node_ips=tuple(f"10.0.0.{i + 1}" for i in range(plan.num_nodes)),
-                        node_hosts=tuple(f"node{i}" for i in range(plan.num_nodes)),
-                        job_id="0", run_dir="/tmp/run")  # fmt: skip
+    stand_in = Bindings(
+        node_ips=tuple(f"10.0.0.{i + 1}" for i in range(plan.num_nodes)),
+        node_hosts=tuple(f"node{i}" for i in range(plan.num_nodes)),
+        job_id="0",
+        run_dir="/tmp/run",
+    )
     out = {}
     for proc in plan.processes:
         argv = list(proc.argv)
@@ -132,8 +135,9 @@ def parse_in_subprocess(
 ) -> dict[str, list[str]]:
     """`parse_with_sglang` in another interpreter (the sglang venv); name -> errors. The argvs
     go on stdin: on one command line a large plan's exceed the kernel's limit (E2BIG)."""
-    res = runner.run([python, "-c", _subprocess_source()], stdin=json.dumps(argvs),
-                     timeout=SUBPROCESS_TIMEOUT_S)  # fmt: skip
+    res = runner.run(
+        [python, "-c", _subprocess_source()], stdin=json.dumps(argvs), timeout=SUBPROCESS_TIMEOUT_S
+    )
     try:
         result = json.loads(res.stdout) if res.returncode == 0 else None
     except ValueError:
@@ -169,8 +173,11 @@ def config_key_of(cfg: RootConfig, group: str, flag: str) -> str:
     """The config key a flag most likely came from (user extra args first)."""
     groups = {"prefill": cfg.prefill, "decode": cfg.decode, "aggregated": cfg.aggregated}
     name = flag.lstrip("-")
-    layers = [(f"{group}.args", groups[group].args if group in groups else {}),
-              ("engine.args", cfg.engine.args), ("model.args", cfg.model.args)]  # fmt: skip
+    layers = [
+        (f"{group}.args", groups[group].args if group in groups else {}),
+        ("engine.args", cfg.engine.args),
+        ("model.args", cfg.model.args),
+    ]
     for where, mapping in layers:
         if name and mapping.get(name) not in (None, False):
             return f"{where}.{name}"
@@ -189,9 +196,13 @@ SGLANG_FIX = "fix or remove the flag; `python -m sglang.launch_server --help` li
 
 
 def issues_from(
-    cfg: RootConfig, plan: Plan, errors: Mapping[str, list[str]], *,
-    parser: str = "SGLang's parser", fix: str = SGLANG_FIX,
-) -> list[Issue]:  # fmt: skip
+    cfg: RootConfig,
+    plan: Plan,
+    errors: Mapping[str, list[str]],
+    *,
+    parser: str = "SGLang's parser",
+    fix: str = SGLANG_FIX,
+) -> list[Issue]:
     """One Issue per distinct (flag source, message), naming every process it hit."""
     grouped: dict[tuple[str, str, str], list[str]] = {}
     for name, found in errors.items():
@@ -221,17 +232,22 @@ def distinct_argvs(per_item: Sequence[Mapping[str, list[str]]]) -> dict[tuple[st
 
 
 def sglang_argv_issues(
-    cfg: RootConfig, plan: Plan, *, env: Mapping[str, str] | None = None,
+    cfg: RootConfig,
+    plan: Plan,
+    *,
+    env: Mapping[str, str] | None = None,
     runner: CommandRunner | None = None,
-) -> list[Issue]:  # fmt: skip
+) -> list[Issue]:
     """Issues for every SGLang process argv of one plan SGLang's parser rejects."""
     return sglang_argv_issues_many([(cfg, plan)], env=env, runner=runner)[0]
 
 
 def sglang_argv_issues_many(
-    items: Sequence[tuple[RootConfig, Plan]], *, env: Mapping[str, str] | None = None,
+    items: Sequence[tuple[RootConfig, Plan]],
+    *,
+    env: Mapping[str, str] | None = None,
     runner: CommandRunner | None = None,
-) -> list[list[Issue]]:  # fmt: skip
+) -> list[list[Issue]]:
     """Per (cfg, plan): issues for every SGLang argv SGLang's parser rejects. One subprocess
     for all items, each distinct argv parsed once (sweep points mostly repeat the same worker
     command lines). Says once on stderr when SGLang is not installed; items without SGLang
@@ -262,9 +278,12 @@ def sglang_argv_issues_many(
 
 
 def check_sglang_argv(
-    cfg: RootConfig, plan: Plan, *, env: Mapping[str, str] | None = None,
+    cfg: RootConfig,
+    plan: Plan,
+    *,
+    env: Mapping[str, str] | None = None,
     runner: CommandRunner | None = None,
-) -> None:  # fmt: skip
+) -> None:
     """Raise InvalidConfig when SGLang's parser rejects any SGLang process's argv."""
     issues = sglang_argv_issues(cfg, plan, env=env, runner=runner)
     if issues:

@@ -28,9 +28,11 @@ def get_frontend(kind: str) -> Frontend:
 
 def lock_lines(plan: Plan) -> list[str]:
     """Every lock of a run of `plan`, secrets as placeholders."""
-    shared = (f"secrets: generated at launch into RUN_DIR/{SECRETS_DIR}/ (0700, files 0600: "
-              f"{', '.join(placeholder(n) for n in NAMES)}); handed to processes through the "
-              "driver's environment, never in plans, scripts, argv or logs")  # fmt: skip
+    shared = (
+        f"secrets: generated at launch into RUN_DIR/{SECRETS_DIR}/ (0700, files 0600: "
+        f"{', '.join(placeholder(n) for n in NAMES)}); handed to processes through the "
+        "driver's environment, never in plans, scripts, argv or logs"
+    )
     return [shared, *get_frontend(plan.readiness.frontend_kind).lock_lines(plan)]
 
 

@@ -55,9 +55,15 @@ def no_request_plane_tls(cfg: RootConfig) -> list[Issue]:
     """frontend.request_plane_tls is Dynamo's (its TCP request plane); a router talks HTTP."""
     if not cfg.frontend.request_plane_tls:
         return []
-    return [Issue("frontend.request_plane_tls", "true", f"frontend={cfg.frontend.kind} has no "
-                  "Dynamo request plane (it sends HTTP to the workers)",
-                  "drop it, or use frontend=dynamo")]  # fmt: skip
+    return [
+        Issue(
+            "frontend.request_plane_tls",
+            "true",
+            f"frontend={cfg.frontend.kind} has no "
+            "Dynamo request plane (it sends HTTP to the workers)",
+            "drop it, or use frontend=dynamo",
+        )
+    ]
 
 
 def client_key_issues(cfg: RootConfig, environ: Mapping[str, str] | None = None) -> list[Issue]:
@@ -67,13 +73,24 @@ def client_key_issues(cfg: RootConfig, environ: Mapping[str, str] | None = None)
     if not name:
         return []
     if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", name):
-        return [Issue("frontend.api_key_env", repr(name), "not an environment variable name (the "
-                      "key itself must not be in the config)", "export MY_API_KEY=... where you "
-                      "launch and set frontend.api_key_env=MY_API_KEY")]  # fmt: skip
+        return [
+            Issue(
+                "frontend.api_key_env",
+                repr(name),
+                "not an environment variable name (the key itself must not be in the config)",
+                "export MY_API_KEY=... where you launch and set frontend.api_key_env=MY_API_KEY",
+            )
+        ]
     if not (os.environ if environ is None else environ).get(name, "").strip():
-        return [Issue("frontend.api_key_env", name, f"${name} is not set or empty here",
-                      f"export {name}=<the key clients must send> before launching, or "
-                      "drop frontend.api_key_env (the endpoint stays open)")]  # fmt: skip
+        return [
+            Issue(
+                "frontend.api_key_env",
+                name,
+                f"${name} is not set or empty here",
+                f"export {name}=<the key clients must send> before launching, or "
+                "drop frontend.api_key_env (the endpoint stays open)",
+            )
+        ]
     return []
 
 

@@ -109,12 +109,17 @@ def planned_client_key(plan: Plan) -> bool:
 
 def key_lines(env_name: str, client_key: bool = False) -> list[str]:
     """Dry-run and status lines saying how the control plane and the client endpoint are locked."""
-    clients = (f"clients: /v1/... needs Authorization: Bearer {placeholder('api_key')} (401 "
-               f"without; yours, from frontend.api_key_env)" if client_key
-               else "clients: open to the cluster network (no frontend.api_key_env)")  # fmt: skip
+    clients = (
+        f"clients: /v1/... needs Authorization: Bearer {placeholder('api_key')} (401 "
+        f"without; yours, from frontend.api_key_env)"
+        if client_key
+        else "clients: open to the cluster network (no frontend.api_key_env)"
+    )
     if not env_name:
         return ["control plane: open (no admin key)", clients]
     shown = placeholder("admin_key") if env_name == ADMIN_KEY_ENV else f"${env_name}"
-    return [f"control plane: /workers needs Authorization: Bearer {shown} (401 without); the "
-            f"key reaches the router from ${env_name}, added to its argv inside the process",
-            clients]  # fmt: skip
+    return [
+        f"control plane: /workers needs Authorization: Bearer {shown} (401 without); the "
+        f"key reaches the router from ${env_name}, added to its argv inside the process",
+        clients,
+    ]

@@ -65,11 +65,14 @@ def request_plane_tls_env() -> dict[str, str]:
     tls = f"{RUN_DIR}/{SECRETS_DIR}/{TLS_DIR}"
     ca, cert, key = (f"{tls}/{name}" for name in TLS_FILES)
     return {
-        "DYN_TCP_TLS_CERT_PATH": cert, "DYN_TCP_TLS_KEY_PATH": key,
-        "DYN_TCP_TLS_CLIENT_CA_CERT_PATH": ca, "DYN_TCP_TLS_CA_CERT_PATH": ca,
-        "DYN_TCP_TLS_CLIENT_CERT_PATH": cert, "DYN_TCP_TLS_CLIENT_KEY_PATH": key,
+        "DYN_TCP_TLS_CERT_PATH": cert,
+        "DYN_TCP_TLS_KEY_PATH": key,
+        "DYN_TCP_TLS_CLIENT_CA_CERT_PATH": ca,
+        "DYN_TCP_TLS_CA_CERT_PATH": ca,
+        "DYN_TCP_TLS_CLIENT_CERT_PATH": cert,
+        "DYN_TCP_TLS_CLIENT_KEY_PATH": key,
         "DYN_TCP_TLS_SERVER_NAME": TLS_SERVER_NAME,
-    }  # fmt: skip
+    }
 
 
 def etcd_process(cfg: RootConfig, ports: PortAllocator) -> Process:
@@ -83,20 +86,43 @@ def etcd_process(cfg: RootConfig, ports: PortAllocator) -> Process:
     # the clients' credentials the driver exports must not reach it. Its data directory is under
     # RUN_DIR/secrets (0700): its WAL records the root user's password as it was added.
     argv = (
-        "env", "-u", ETCD_USER_ENV, "-u", ETCD_PASSWORD_ENV, cfg.frontend.etcd_binary,
-        "--name", "orchestrator",
-        "--data-dir", f"{RUN_DIR}/{SECRETS_DIR}/etcd",
-        "--listen-client-urls", client,
-        "--advertise-client-urls", client,
-        "--listen-peer-urls", peer,
-        "--initial-advertise-peer-urls", peer,
-        "--initial-cluster", f"orchestrator={peer}",
-        "--initial-cluster-state", "new",
-    )  # fmt: skip
+        "env",
+        "-u",
+        ETCD_USER_ENV,
+        "-u",
+        ETCD_PASSWORD_ENV,
+        cfg.frontend.etcd_binary,
+        "--name",
+        "orchestrator",
+        "--data-dir",
+        f"{RUN_DIR}/{SECRETS_DIR}/etcd",
+        "--listen-client-urls",
+        client,
+        "--advertise-client-urls",
+        client,
+        "--listen-peer-urls",
+        peer,
+        "--initial-advertise-peer-urls",
+        peer,
+        "--initial-cluster",
+        f"orchestrator={peer}",
+        "--initial-cluster-state",
+        "new",
+    )
     return Process(
-        name="etcd", role="infra", group="discovery", worker_index=0, rank=0, node_index=0, gpus=(),
-        ports=p, env={}, argv=argv, tier=TIER_INFRA, health=HealthProbe(url=f"{client}/health"),
-    )  # fmt: skip
+        name="etcd",
+        role="infra",
+        group="discovery",
+        worker_index=0,
+        rank=0,
+        node_index=0,
+        gpus=(),
+        ports=p,
+        env={},
+        argv=argv,
+        tier=TIER_INFRA,
+        health=HealthProbe(url=f"{client}/health"),
+    )
 
 
 def stream_host(cfg: RootConfig, ip: str) -> str:
@@ -115,9 +141,14 @@ def frontend_process(cfg: RootConfig, ports: PortAllocator, env: dict[str, str])
 
 
 def replica_process(
-    cfg: RootConfig, env: dict[str, str], name: str, index: int, node: int, port: str,
+    cfg: RootConfig,
+    env: dict[str, str],
+    name: str,
+    index: int,
+    node: int,
+    port: str,
     planned: dict[str, int],
-) -> Process:  # fmt: skip
+) -> Process:
     """One Dynamo frontend named `name` on `node` serving `port` (one of a pair: index 0 or 1,
     each restarted on its own)."""
     ip = node_ip(node)
@@ -150,10 +181,20 @@ def replica_process(
     full_env["DYN_TCP_RESPONSE_STREAM_HOST"] = stream_host(cfg, ip)
     full_env.update(cfg.frontend.env)
     return Process(
-        name=name, role="frontend", group="frontend", worker_index=index, rank=0, node_index=node,
-        gpus=(), ports=planned, env=full_env, argv=tuple(argv), tier=TIER_FRONTEND,
-        health=HealthProbe(url=f"http://{ip}:{port}/health"), url=f"http://{ip}:{port}",
-    )  # fmt: skip
+        name=name,
+        role="frontend",
+        group="frontend",
+        worker_index=index,
+        rank=0,
+        node_index=node,
+        gpus=(),
+        ports=planned,
+        env=full_env,
+        argv=tuple(argv),
+        tier=TIER_FRONTEND,
+        health=HealthProbe(url=f"http://{ip}:{port}/health"),
+        url=f"http://{ip}:{port}",
+    )
 
 
 def parse_ready(resp: HttpResponse) -> Verdict:
@@ -184,8 +225,13 @@ class Dynamo:
         env = discovery_env(cfg, backend, etcd_port)
         if cfg.frontend.replicas == 2:
             # Both replicas read the same discovery: every worker registers once and serves both.
-            pair, url = pair_processes(cfg, ports, num_nodes, self.ready_path(cfg),
-                                       lambda *a: replica_process(cfg, env, *a))  # fmt: skip
+            pair, url = pair_processes(
+                cfg,
+                ports,
+                num_nodes,
+                self.ready_path(cfg),
+                lambda *a: replica_process(cfg, env, *a),
+            )
             return Head(processes=procs + pair, worker_env=env, discovery=backend, url=url)
         procs.append(frontend_process(cfg, ports, env))
         return Head(processes=procs, worker_env=env, discovery=backend)
@@ -199,24 +245,46 @@ class Dynamo:
         """The discovery choice, the migration limit; openssl for request_plane_tls."""
         issues = []
         if cfg.frontend.discovery not in DISCOVERY_KINDS:
-            issues.append(Issue("frontend.discovery", repr(cfg.frontend.discovery), "unknown value",
-                                f"use one of: {', '.join(DISCOVERY_KINDS)}"))  # fmt: skip
+            issues.append(
+                Issue(
+                    "frontend.discovery",
+                    repr(cfg.frontend.discovery),
+                    "unknown value",
+                    f"use one of: {', '.join(DISCOVERY_KINDS)}",
+                )
+            )
         if cfg.frontend.migration_limit < 0:
-            issues.append(Issue("frontend.migration_limit", str(cfg.frontend.migration_limit),
-                                "negative", "use 0 (no migration) or more"))  # fmt: skip
+            issues.append(
+                Issue(
+                    "frontend.migration_limit",
+                    str(cfg.frontend.migration_limit),
+                    "negative",
+                    "use 0 (no migration) or more",
+                )
+            )
         if cfg.frontend.api_key_env:
             # Dynamo 1.6.1's frontend (dynamo/frontend/frontend_args.py) has no API key: its
             # HTTP endpoint takes only TLS with client certificates (--tls-cert-path,
             # --tls-key-path, --tls-client-ca-cert-path; DYN_TLS_*).
-            issues.append(Issue("frontend.api_key_env", cfg.frontend.api_key_env, "Dynamo 1.6.1's "
-                                "frontend has no client API key (only HTTPS with client "
-                                "certificates: --tls-client-ca-cert-path, DYN_TLS_*)",
-                                "use frontend=sglang_router or frontend=smg, or drop "
-                                "frontend.api_key_env"))  # fmt: skip
+            issues.append(
+                Issue(
+                    "frontend.api_key_env",
+                    cfg.frontend.api_key_env,
+                    "Dynamo 1.6.1's "
+                    "frontend has no client API key (only HTTPS with client "
+                    "certificates: --tls-client-ca-cert-path, DYN_TLS_*)",
+                    "use frontend=sglang_router or frontend=smg, or drop frontend.api_key_env",
+                )
+            )
         if cfg.frontend.request_plane_tls and not shutil.which("openssl"):
-            issues.append(Issue("frontend.request_plane_tls", "true", "needs `openssl` on PATH "
-                                "where you launch (it makes the run's CA)", "install openssl, or "
-                                "set frontend.request_plane_tls=false"))  # fmt: skip
+            issues.append(
+                Issue(
+                    "frontend.request_plane_tls",
+                    "true",
+                    "needs `openssl` on PATH where you launch (it makes the run's CA)",
+                    "install openssl, or set frontend.request_plane_tls=false",
+                )
+            )
         return issues
 
     def attach_issues(self, cfg: RootConfig) -> list[Issue]:
@@ -224,9 +292,14 @@ class Dynamo:
         local to the run's node (inotify and mtime leases do not cross hosts)."""
         if discovery_backend(cfg, 1) == "etcd":
             return []
-        return [Issue("frontend.discovery", repr(cfg.frontend.discovery),
-                      "workers of an attached job find a Dynamo frontend through etcd only",
-                      "start runs that may scale with frontend.discovery=etcd")]  # fmt: skip
+        return [
+            Issue(
+                "frontend.discovery",
+                repr(cfg.frontend.discovery),
+                "workers of an attached job find a Dynamo frontend through etcd only",
+                "start runs that may scale with frontend.discovery=etcd",
+            )
+        ]
 
     def registration_lines(self, plan: Plan) -> list[str]:
         """None: workers register through discovery."""
@@ -237,16 +310,22 @@ class Dynamo:
         from orchestrator.frontends.etcd_lock import ETCD_PROCESS
 
         if any(p.name == ETCD_PROCESS for p in plan.processes):
-            out = [f"etcd: authentication on before any worker starts: user {ETCD_USER}, password "
-                   f"{placeholder(ETCD_PASSWORD)} (every Dynamo process gets {ETCD_USER_ENV} and "
-                   f"{ETCD_PASSWORD_ENV}); reads and writes without them refused"]  # fmt: skip
+            out = [
+                f"etcd: authentication on before any worker starts: user {ETCD_USER}, password "
+                f"{placeholder(ETCD_PASSWORD)} (every Dynamo process gets {ETCD_USER_ENV} and "
+                f"{ETCD_PASSWORD_ENV}); reads and writes without them refused"
+            ]
         else:
             out = ["discovery: files in RUN_DIR/dynamo-discovery (the run directory's mode)"]
         if any("DYN_TCP_TLS_CLIENT_CA_CERT_PATH" in p.env for p in plan.processes):
-            return out + ["request plane: mutual TLS (per-run CA in RUN_DIR/secrets/tls): only "
-                          "the run's processes can send requests to its workers"]  # fmt: skip
-        return out + ["request plane: TCP from the frontend to the workers, not authenticated "
-                      "(frontend.request_plane_tls=true: mutual TLS)"]  # fmt: skip
+            return out + [
+                "request plane: mutual TLS (per-run CA in RUN_DIR/secrets/tls): only "
+                "the run's processes can send requests to its workers"
+            ]
+        return out + [
+            "request plane: TCP from the frontend to the workers, not authenticated "
+            "(frontend.request_plane_tls=true: mutual TLS)"
+        ]
 
     def ready(self, http: HttpClient, readiness: Readiness) -> Verdict:
         """The model's ready endpoint."""

@@ -54,8 +54,9 @@ def require_traffic(d: DriverView) -> None:
         payload = canary_payload(r.model, r.canary_max_tokens)
         payload["messages"][0]["content"] += f" ({uuid.uuid4().hex[:8]})"
         try:
-            parse_canary(d.http.post(f"{r.frontend_url}/v1/chat/completions", payload,
-                                     timeout=120.0))  # fmt: skip
+            parse_canary(
+                d.http.post(f"{r.frontend_url}/v1/chat/completions", payload, timeout=120.0)
+            )
         except HttpError as exc:
             d.say(f"canary through {r.frontend_url} failed: {exc}")
     names = ", ".join(p.name for p in waiting if not served(d.http, p))

@@ -75,8 +75,9 @@ def revoke(http: HttpClient, endpoints: str, instance: str) -> str:
     """Revoke the etcd lease `instance` (hex): every key of that process goes. Returns what
     happened; raises HttpError when etcd refused."""
     url = endpoints.split(",")[0].rstrip("/")
-    resp = http.post(f"{url}/v3/lease/revoke", {"ID": str(int(instance, 16))},
-                     timeout=ETCD_TIMEOUT_S)  # fmt: skip
+    resp = http.post(
+        f"{url}/v3/lease/revoke", {"ID": str(int(instance, 16))}, timeout=ETCD_TIMEOUT_S
+    )
     if resp.status == 200:
         return f"etcd lease {instance} revoked"
     if "lease not found" in resp.body:  # expired meanwhile (etcd: 404, code 5)
@@ -111,8 +112,10 @@ class Purge:
             return
         ids = read_ids(d.http, proc)
         if not ids:
-            d.say(f"warning: {proc.name}: no worker_id in its /metrics; if it dies, it stays "
-                  "in Dynamo's discovery until its lease expires")  # fmt: skip
+            d.say(
+                f"warning: {proc.name}: no worker_id in its /metrics; if it dies, it stays "
+                "in Dynamo's discovery until its lease expires"
+            )
         self.ids[proc.name] = ids
         d.state.process(proc.name, discovery_ids=ids)
 
@@ -124,11 +127,15 @@ class Purge:
                 try:
                     done = self._remove(d, proc, instance)
                 except (HttpError, OSError, ValueError) as exc:
-                    d.say(f"warning: {proc.name}: could not remove it from discovery ({exc}); "
-                          "it stays there until its lease expires")  # fmt: skip
+                    d.say(
+                        f"warning: {proc.name}: could not remove it from discovery ({exc}); "
+                        "it stays there until its lease expires"
+                    )
                     continue
-                d.say(f"{proc.name} removed from Dynamo's discovery: {done} in "
-                      f"{time.monotonic() - started:.3f} s")  # fmt: skip
+                d.say(
+                    f"{proc.name} removed from Dynamo's discovery: {done} in "
+                    f"{time.monotonic() - started:.3f} s"
+                )
 
     def _remove(self, d: DriverView, proc: Process, instance: str) -> str:
         if proc.env["DYN_DISCOVERY_BACKEND"] == "etcd":

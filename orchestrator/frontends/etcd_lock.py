@@ -84,8 +84,10 @@ def lock_etcd(driver: DriverView, running: Running) -> None:
         return
     password = os.environ.get(ETCD_PASSWORD_ENV, "")
     if os.environ.get(ETCD_USER_ENV) != ETCD_USER or not password:
-        raise EtcdLockError("no etcd password in the driver's environment (RUN_DIR/secrets/"
-                            "etcd_password missing: a run directory made before locks existed?)")  # fmt: skip
+        raise EtcdLockError(
+            "no etcd password in the driver's environment (RUN_DIR/secrets/"
+            "etcd_password missing: a run directory made before locks existed?)"
+        )
     base = running.proc.health.url.rsplit("/health", 1)[0]
     steps = enable_auth(driver.http, base, password)
     driver.say(f"etcd: authentication {steps} (user {ETCD_USER}); anonymous reads refused")
@@ -98,14 +100,18 @@ def etcd_client(driver: DriverView) -> HttpClient:
     before locks, file discovery). A token per use: etcd's simple tokens expire after 5 idle
     minutes (--auth-token-ttl 300), and a purge is rare."""
     password = os.environ.get(ETCD_PASSWORD_ENV, "")
-    endpoints = next((p.env["ETCD_ENDPOINTS"] for p in driver.plan.processes
-                      if "ETCD_ENDPOINTS" in p.env), "")  # fmt: skip
+    endpoints = next(
+        (p.env["ETCD_ENDPOINTS"] for p in driver.plan.processes if "ETCD_ENDPOINTS" in p.env), ""
+    )
     with_headers: Any = getattr(driver.http, "with_headers", None)
     if not password or not endpoints or with_headers is None:
         return driver.http
     base = endpoints.split(",")[0].rstrip("/")
-    answer = _post(driver.http, f"{base}/v3/auth/authenticate",
-                   {"name": os.environ.get(ETCD_USER_ENV, ETCD_USER), "password": password})  # fmt: skip
+    answer = _post(
+        driver.http,
+        f"{base}/v3/auth/authenticate",
+        {"name": os.environ.get(ETCD_USER_ENV, ETCD_USER), "password": password},
+    )
     if "token" not in answer:
         return driver.http  # the revoke then fails and says so; the lease expires as before
     client: HttpClient = with_headers({"Authorization": answer["token"]})

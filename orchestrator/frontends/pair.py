@@ -83,14 +83,31 @@ def pair_processes(
     ip = node_ip(0)
     servers = [(r.name, r.url.removeprefix("http://")) for r in replicas]
     text = haproxy_config(f"{ip}:{public}", f"{ip}:{port_ref(planned['metrics'])}", servers, check)
-    argv = ("bash", "-c", START_SCRIPT, "orchestrator-proxy", text, CONFIG_PATH,
-            cfg.frontend.proxy_binary)  # fmt: skip
+    argv = (
+        "bash",
+        "-c",
+        START_SCRIPT,
+        "orchestrator-proxy",
+        text,
+        CONFIG_PATH,
+        cfg.frontend.proxy_binary,
+    )
     url = f"http://{ip}:{public}"
     proxy = Process(
-        name="proxy", role="infra", group="infra", worker_index=0, rank=0, node_index=0, gpus=(),
-        ports=planned, env={}, argv=argv, tier=TIER_INFRA,
-        health=HealthProbe(url=f"{url}{MONITOR_URI}"), url=url,
-    )  # fmt: skip
+        name="proxy",
+        role="infra",
+        group="infra",
+        worker_index=0,
+        rank=0,
+        node_index=0,
+        gpus=(),
+        ports=planned,
+        env={},
+        argv=argv,
+        tier=TIER_INFRA,
+        health=HealthProbe(url=f"{url}{MONITOR_URI}"),
+        url=url,
+    )
     return [proxy, *replicas], url
 
 
@@ -104,13 +121,24 @@ def pair_issues(cfg: RootConfig, proxy_found: Callable[[str], bool]) -> list[Iss
         return []
     issues = []
     if f.kind not in PAIR_FRONTENDS:
-        issues.append(Issue("frontend.replicas", "2", f"frontend={f.kind} runs alone: each router "
-                            "replica would need every worker registered with it",
-                            f"use frontend={' or '.join(PAIR_FRONTENDS)}, or frontend.replicas=1"))  # fmt: skip
+        issues.append(
+            Issue(
+                "frontend.replicas",
+                "2",
+                f"frontend={f.kind} runs alone: each router "
+                "replica would need every worker registered with it",
+                f"use frontend={' or '.join(PAIR_FRONTENDS)}, or frontend.replicas=1",
+            )
+        )
     here = f.placed_here or runs_on_one_machine(cfg.launcher.kind)
     if here and not proxy_found(f.proxy_binary):
-        issues.append(Issue("frontend.proxy_binary", repr(f.proxy_binary),
-                            "not found on this machine (the pair's proxy runs here)",
-                            "apt-get install haproxy (scripts/install-system-deps.sh), "
-                            "or set frontend.proxy_binary"))  # fmt: skip
+        issues.append(
+            Issue(
+                "frontend.proxy_binary",
+                repr(f.proxy_binary),
+                "not found on this machine (the pair's proxy runs here)",
+                "apt-get install haproxy (scripts/install-system-deps.sh), "
+                "or set frontend.proxy_binary",
+            )
+        )
     return issues

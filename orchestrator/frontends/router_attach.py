@@ -37,8 +37,10 @@ def require_listed(d: DriverView) -> None:
             d.state.update(attached_listed=sorted(urls))
             return
         if d.clock.now() >= deadline:
-            raise OrchestratorError(f"the router {r.frontend_url} does not list "
-                                    f"{', '.join(sorted(missing))} healthy after {r.timeout_s:g} s ({why})")  # fmt: skip
+            raise OrchestratorError(
+                f"the router {r.frontend_url} does not list "
+                f"{', '.join(sorted(missing))} healthy after {r.timeout_s:g} s ({why})"
+            )
         # A GET to the router, which lists a worker within ~0.1 s of its health check: polled
         # faster than readiness.interval_s, since this is the share ctl scale waits for.
         if d.clock.wait(d.stop_event, min(r.interval_s, LIST_POLL_S)):

@@ -54,12 +54,20 @@ def router_process(cfg: RootConfig, ports: PortAllocator) -> Process:
         cfg.frontend.python, "sglang_router.launch_router", argv, key_env, client_key_env(cfg)
     )
     return Process(
-        name="frontend", role="frontend", group="frontend", worker_index=0, rank=0, node_index=0,
-        gpus=(), ports=planned, env={"PYTHONUNBUFFERED": "1", **cfg.frontend.env,
-                                     KEY_ENV_REF: key_env},
-        argv=tuple(launch), tier=TIER_FRONTEND,
-        health=HealthProbe(url=f"http://{ip}:{port}/health"), url=f"http://{ip}:{port}",
-    )  # fmt: skip
+        name="frontend",
+        role="frontend",
+        group="frontend",
+        worker_index=0,
+        rank=0,
+        node_index=0,
+        gpus=(),
+        ports=planned,
+        env={"PYTHONUNBUFFERED": "1", **cfg.frontend.env, KEY_ENV_REF: key_env},
+        argv=tuple(launch),
+        tier=TIER_FRONTEND,
+        health=HealthProbe(url=f"http://{ip}:{port}/health"),
+        url=f"http://{ip}:{port}",
+    )
 
 
 def parse_readiness(resp: HttpResponse) -> Verdict:
@@ -85,8 +93,9 @@ class SglangRouter:
         """Only the router: no discovery service. The admin key's variable name travels in
         the workers' environment too, so that the driver of an attached job (ctl scale,
         placement=here), which has no router process, finds it."""
-        return Head(processes=[router_process(cfg, ports)],
-                    worker_env={KEY_ENV_REF: key_env_name(cfg)})  # fmt: skip
+        return Head(
+            processes=[router_process(cfg, ports)], worker_env={KEY_ENV_REF: key_env_name(cfg)}
+        )
 
     def ready_path(self, cfg: RootConfig) -> str:
         """The router's own gate."""

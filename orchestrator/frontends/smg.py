@@ -65,15 +65,29 @@ def gateway_process(cfg: RootConfig, ports: PortAllocator) -> Process:
     extra = ports.allocate(0, ["metrics"])
     # The control plane is locked with the run's admin key, kept off the command line.
     key_env = key_env_name(cfg)
-    argv = keyed_launch(cfg.frontend.python, "smg.launch_router",
-                        gateway_argv(cfg, ip, extra["metrics"]), key_env,
-                        client_key_env(cfg))  # fmt: skip
+    argv = keyed_launch(
+        cfg.frontend.python,
+        "smg.launch_router",
+        gateway_argv(cfg, ip, extra["metrics"]),
+        key_env,
+        client_key_env(cfg),
+    )
     env = {"PYTHONUNBUFFERED": "1", **cfg.frontend.env, KEY_ENV_REF: key_env}
     return Process(
-        name="frontend", role="frontend", group="frontend", worker_index=0, rank=0, node_index=0,
-        gpus=(), ports={"http": port, **extra}, env=env, argv=tuple(argv), tier=TIER_FRONTEND,
-        health=HealthProbe(url=f"http://{ip}:{port}/health"), url=f"http://{ip}:{port}",
-    )  # fmt: skip
+        name="frontend",
+        role="frontend",
+        group="frontend",
+        worker_index=0,
+        rank=0,
+        node_index=0,
+        gpus=(),
+        ports={"http": port, **extra},
+        env=env,
+        argv=tuple(argv),
+        tier=TIER_FRONTEND,
+        health=HealthProbe(url=f"http://{ip}:{port}/health"),
+        url=f"http://{ip}:{port}",
+    )
 
 
 class Smg:
@@ -89,8 +103,9 @@ class Smg:
         """Only the gateway: no discovery service. The admin key's variable name travels in
         the workers' environment too, so that the driver of an attached job (ctl scale,
         placement=here), which has no gateway process, finds it."""
-        return Head(processes=[gateway_process(cfg, ports)],
-                    worker_env={KEY_ENV_REF: key_env_name(cfg)})  # fmt: skip
+        return Head(
+            processes=[gateway_process(cfg, ports)], worker_env={KEY_ENV_REF: key_env_name(cfg)}
+        )
 
     def ready_path(self, cfg: RootConfig) -> str:
         """SMG's own gate (200 once a healthy worker of each needed type is registered)."""
@@ -104,10 +119,15 @@ class Smg:
         )
         if not name or ENV_NAME.match(name):
             return issues
-        return issues + [Issue("frontend.admin_key_env", repr(name), "not an environment variable name "
-                      "(the key itself must not be in the config)",
-                      "export SMG_ADMIN_KEY=... where you launch and set "
-                      "frontend.admin_key_env=SMG_ADMIN_KEY")]  # fmt: skip
+        return issues + [
+            Issue(
+                "frontend.admin_key_env",
+                repr(name),
+                "not an environment variable name (the key itself must not be in the config)",
+                "export SMG_ADMIN_KEY=... where you launch and set "
+                "frontend.admin_key_env=SMG_ADMIN_KEY",
+            )
+        ]
 
     def attach_issues(self, cfg: RootConfig) -> list[Issue]:
         """None: the attached job registers its workers with the run's router URL."""

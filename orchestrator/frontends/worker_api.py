@@ -65,10 +65,15 @@ def parse_worker_list(body: Any) -> list[RouterWorker]:
     for w in body["workers"]:
         if not isinstance(w, dict) or "url" not in w:
             raise ValueError(f"worker entry without url: {str(w)[:200]}")
-        out.append(RouterWorker(id=str(w.get("id") or w["url"]), url=str(w["url"]),
-                                worker_type=str(w.get("worker_type") or "regular"),
-                                healthy=w.get("is_healthy") is True,
-                                bootstrap_port=w.get("bootstrap_port")))  # fmt: skip
+        out.append(
+            RouterWorker(
+                id=str(w.get("id") or w["url"]),
+                url=str(w["url"]),
+                worker_type=str(w.get("worker_type") or "regular"),
+                healthy=w.get("is_healthy") is True,
+                bootstrap_port=w.get("bootstrap_port"),
+            )
+        )
     return out
 
 
@@ -133,8 +138,10 @@ class RouterClient:
                 return call()
             except HttpError as exc:
                 if self.clock.now() + delay > deadline:
-                    raise RouterError(f"{what}: router at {self.base_url} unreachable for "
-                                      f"{self.budget_s:g} s: {exc}") from exc  # fmt: skip
+                    raise RouterError(
+                        f"{what}: router at {self.base_url} unreachable for "
+                        f"{self.budget_s:g} s: {exc}"
+                    ) from exc
             self.clock.sleep(delay)
             delay = min(delay * 2, 2.0)
 
@@ -273,8 +280,10 @@ class RouterHooks:
             worker_id, added = self.registrar.register(proc)
             del self.pending[name]
             d.state.process(name, registered=True, router_id=worker_id, registered_at=time.time())
-            d.say(f"registered {name} ({WORKER_TYPES[proc.role]}) {proc.url} with the router"
-                  + ("" if added else " (already listed)"))  # fmt: skip
+            d.say(
+                f"registered {name} ({WORKER_TYPES[proc.role]}) {proc.url} with the router"
+                + ("" if added else " (already listed)")
+            )
 
     def on_healthy(self, d: DriverView, running: Running) -> None:
         """A process passed its health check: the router, or a worker to register."""
@@ -355,8 +364,10 @@ class RouterHooks:
         deadline = d.clock.now() + DEREGISTER_WAIT_S
         while worker_id and any(w.id == worker_id for w in self.registrar.client.list_workers()):
             if d.clock.now() >= deadline:
-                raise RouterError(f"the router still lists {proc.url} {DEREGISTER_WAIT_S:g} s "
-                                  f"after DELETE /workers/{worker_id}")  # fmt: skip
+                raise RouterError(
+                    f"the router still lists {proc.url} {DEREGISTER_WAIT_S:g} s "
+                    f"after DELETE /workers/{worker_id}"
+                )
             d.clock.sleep(0.1)
 
     def before_stop(self, d: DriverView) -> None:

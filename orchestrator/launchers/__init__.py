@@ -28,7 +28,7 @@ LAUNCHERS: dict[str, Launcher] = {
         local.LAUNCHER,
         allocation.LAUNCHER,
         here.LAUNCHER,
-    )  # fmt: skip
+    )
 }
 # What launcher.kind may say (validation lists them in this order).
 CONFIG_KINDS = (AUTO, *(kind for kind, launcher in LAUNCHERS.items() if launcher.selectable))

@@ -46,9 +46,14 @@ class ReadinessLines:
 
 
 def follow(
-    run_dir: Path, job_id: str, *, until_done: bool = False, interval_s: float = 0.5,
-    client: SlurmClient | None = None, clock: Clock | None = None,
-) -> int:  # fmt: skip
+    run_dir: Path,
+    job_id: str,
+    *,
+    until_done: bool = False,
+    interval_s: float = 0.5,
+    client: SlurmClient | None = None,
+    clock: Clock | None = None,
+) -> int:
     """Print progress (stderr) until the deployment is ready (0) or failed (1); with
     `until_done` (a benchmark that ends the job) until it is done (0) or failed (1). Raises
     when the job ends before its driver reached that phase (killed, failed to start)."""
@@ -67,8 +72,10 @@ def follow(
         for change in readiness.changes(state, clock.now()):
             _say(change)
         if phase == Phase.READY and not announced:
-            _say(f"ready: {state.frontend_url} (stop with: python -m orchestrator.ctl stop "
-                 f"{run_dir})")  # fmt: skip
+            _say(
+                f"ready: {state.frontend_url} (stop with: python -m orchestrator.ctl stop "
+                f"{run_dir})"
+            )
             announced = True
             if not until_done:
                 return 0
@@ -98,16 +105,20 @@ def _check_job_alive(
         files = RunDir(run_dir)
         here = files.state()
         if driver_alive(here) is False and here.phase not in settled:
-            raise OrchestratorError(f"the driver (pid {here.driver_pid}) ended in phase "
-                                    f"{here.phase or 'none'}; see {files.driver_out} "
-                                    f"and {files.driver_log}")  # fmt: skip
+            raise OrchestratorError(
+                f"the driver (pid {here.driver_pid}) ended in phase "
+                f"{here.phase or 'none'}; see {files.driver_out} "
+                f"and {files.driver_log}"
+            )
         return JobState(job_id="")
     job = client.state(job_id)
     if job.ended:
         files = RunDir(run_dir)
         phase = files.state().phase
         if phase not in settled:
-            raise OrchestratorError(f"job {job_id} ended ({job.state}) in phase {phase or 'none'}; "
-                                    f"see {files.driver_log}, {files.submitit_dir} or "
-                                    f"{files.slurm_output(job_id)}")  # fmt: skip
+            raise OrchestratorError(
+                f"job {job_id} ended ({job.state}) in phase {phase or 'none'}; "
+                f"see {files.driver_log}, {files.submitit_dir} or "
+                f"{files.slurm_output(job_id)}"
+            )
     return job

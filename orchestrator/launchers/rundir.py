@@ -25,8 +25,13 @@ def git_sha() -> str:
     if not (CHECKOUT / ".git").exists():
         return ""
     try:
-        done = subprocess.run(["git", "-C", str(CHECKOUT), "rev-parse", "--short", "HEAD"],
-                              capture_output=True, text=True, timeout=5, check=False)  # fmt: skip
+        done = subprocess.run(
+            ["git", "-C", str(CHECKOUT), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
     except (OSError, subprocess.TimeoutExpired):
         return ""
     return done.stdout.strip() if done.returncode == 0 else ""
@@ -51,8 +56,10 @@ def _new_run_dir(cfg: RootConfig, name: str) -> Path:
         try:
             path.mkdir(parents=True, exist_ok=False)
         except FileExistsError as exc:
-            raise OrchestratorError(f"run_dir {path} already exists; runs are never overwritten "
-                                    "(choose a new run_dir or leave it unset)") from exc  # fmt: skip
+            raise OrchestratorError(
+                f"run_dir {path} already exists; runs are never overwritten "
+                "(choose a new run_dir or leave it unset)"
+            ) from exc
         return path.resolve()
     base = Path("outputs") / f"{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{name}"
     for n in range(1000):
@@ -66,26 +73,45 @@ def _new_run_dir(cfg: RootConfig, name: str) -> Path:
 
 
 def write_run_files(
-    run_dir: Path, cfg: RootConfig, plan: Plan, *, launcher: str, overrides: Sequence[str],
+    run_dir: Path,
+    cfg: RootConfig,
+    plan: Plan,
+    *,
+    launcher: str,
+    overrides: Sequence[str],
     request: dict[str, Any],
-) -> StateFile:  # fmt: skip
+) -> StateFile:
     """config.json, plan.json (what the driver runs), launch.json (with the executed request)
     and the initial state.json."""
-    return write_run_record(run_dir, config_to_dict(cfg), plan, launcher=launcher,
-                            overrides=overrides, request=request)  # fmt: skip
+    return write_run_record(
+        run_dir, config_to_dict(cfg), plan, launcher=launcher, overrides=overrides, request=request
+    )
 
 
 def write_run_record(
-    run_dir: Path, config: Mapping[str, Any], plan: Plan, *, launcher: str,
-    overrides: Sequence[str], request: dict[str, Any],
-) -> StateFile:  # fmt: skip
+    run_dir: Path,
+    config: Mapping[str, Any],
+    plan: Plan,
+    *,
+    launcher: str,
+    overrides: Sequence[str],
+    request: dict[str, Any],
+) -> StateFile:
     """`write_run_files` with the config as saved (config.json's content): what a driver
     writing the run directory of a worker job it submits has (it never composes a config)."""
     files = RunDir(run_dir)
     files.write_config(dict(config))
     files.write_plan(plan)
-    files.write_launch(LaunchRecord(launcher=launcher, overrides=tuple(overrides), git_sha=git_sha(),
-                                    cwd=os.getcwd(), created=time.time(), request=request))  # fmt: skip
+    files.write_launch(
+        LaunchRecord(
+            launcher=launcher,
+            overrides=tuple(overrides),
+            git_sha=git_sha(),
+            cwd=os.getcwd(),
+            created=time.time(),
+            request=request,
+        )
+    )
     files.logs_dir.mkdir(exist_ok=True)
     state = StateFile(run_dir)
     state.update(launcher=launcher, run_dir=str(run_dir), name=plan.name, job_id="")

@@ -60,8 +60,11 @@ class SbatchRequest:
 
     def describe(self) -> list[str]:
         """The sbatch command and the script."""
-        return [f"submitted from {{run_dir}} with: {quote_argv(self.argv)}",
-                "--- sbatch script ---", self.script.rstrip()]  # fmt: skip
+        return [
+            f"submitted from {{run_dir}} with: {quote_argv(self.argv)}",
+            "--- sbatch script ---",
+            self.script.rstrip(),
+        ]
 
     def slurm_view(self) -> dict[str, Any]:
         """The script."""
@@ -94,9 +97,14 @@ class SbatchLauncher(LauncherFacts):
 
     def materialize(self, plan: Plan, materials: Materials) -> SbatchRequest:
         """The script for `plan`."""
-        script = sbatch_script(plan, python=materials.python, overrides=materials.overrides,
-                               git_sha=materials.git_sha, cwd=materials.cwd,
-                               run_with=run_with_line())  # fmt: skip
+        script = sbatch_script(
+            plan,
+            python=materials.python,
+            overrides=materials.overrides,
+            git_sha=materials.git_sha,
+            cwd=materials.cwd,
+            run_with=run_with_line(),
+        )
         return SbatchRequest(script=script)
 
     def request_from_dict(self, data: Mapping[str, Any]) -> SbatchRequest:

@@ -25,8 +25,10 @@ class Site:
     @classmethod
     def detect(cls) -> Site:
         """Look at PATH and the environment (the only side effect of launcher selection)."""
-        return cls(has_sbatch=shutil.which("sbatch") is not None,
-                   allocation_job_id=os.environ.get("SLURM_JOB_ID", ""))  # fmt: skip
+        return cls(
+            has_sbatch=shutil.which("sbatch") is not None,
+            allocation_job_id=os.environ.get("SLURM_JOB_ID", ""),
+        )
 
 
 def resolve_launcher(kind: str, site: Site) -> str:

@@ -41,21 +41,30 @@ class SubmititRequest:
         """`dependency=afterany:<id>` among the additional parameters ('' = unchanged)."""
         if not job_id:
             return self
-        extra = {**self.parameters.get("additional_parameters", {}),
-                 "dependency": f"afterany:{job_id}"}  # fmt: skip
+        extra = {
+            **self.parameters.get("additional_parameters", {}),
+            "dependency": f"afterany:{job_id}",
+        }
         return dataclasses.replace(
             self, parameters={**self.parameters, "additional_parameters": extra}
         )
 
     def to_dict(self) -> dict[str, Any]:
         """{"kind", "folder", "python", "function", "parameters"}."""
-        return {"kind": self.kind, "folder": self.folder, "python": self.python,
-                "function": self.function, "parameters": dict(self.parameters)}  # fmt: skip
+        return {
+            "kind": self.kind,
+            "folder": self.folder,
+            "python": self.python,
+            "function": self.function,
+            "parameters": dict(self.parameters),
+        }
 
     def describe(self) -> list[str]:
         """The executor call."""
-        return [f"submitit: SlurmExecutor(folder={self.folder}, python={self.python!r})"
-                f".submit({self.function}, {{run_dir}})"]  # fmt: skip
+        return [
+            f"submitit: SlurmExecutor(folder={self.folder}, python={self.python!r})"
+            f".submit({self.function}, {{run_dir}})"
+        ]
 
     def slurm_view(self) -> dict[str, Any]:
         """The parameters as handed to submitit."""
@@ -93,13 +102,20 @@ class SubmititLauncher(LauncherFacts):
 
     def materialize(self, plan: Plan, materials: Materials) -> SubmititRequest:
         """The parameters for `plan`; the driver runs under `exec <python>`."""
-        return SubmititRequest(parameters=submitit_parameters(plan.slurm),
-                               folder=f"{RUN_DIR}/{FOLDER}", python=f"exec {materials.python}")  # fmt: skip
+        return SubmititRequest(
+            parameters=submitit_parameters(plan.slurm),
+            folder=f"{RUN_DIR}/{FOLDER}",
+            python=f"exec {materials.python}",
+        )
 
     def request_from_dict(self, data: Mapping[str, Any]) -> SubmititRequest:
         """Inverse of `SubmititRequest.to_dict`."""
-        return SubmititRequest(parameters=dict(data["parameters"]), folder=data["folder"],
-                               python=data["python"], function=data["function"])  # fmt: skip
+        return SubmititRequest(
+            parameters=dict(data["parameters"]),
+            folder=data["folder"],
+            python=data["python"],
+            function=data["function"],
+        )
 
 
 LAUNCHER = SubmititLauncher(kind=KIND, submits_job=True)

@@ -74,9 +74,19 @@ def _interpreter(plan: Plan, node: int) -> str:
 
 def probe_process(plan: Plan, node: int) -> Process:
     """The probe of node `node`, shaped like any other process of the plan."""
-    return Process(name=f"fingerprint-{node}", role="infra", group="infra", worker_index=0,
-                   rank=0, node_index=node, gpus=(), ports={}, env={},
-                   argv=(_interpreter(plan, node), "-c", PROBE), tier=TIER_INFRA)  # fmt: skip
+    return Process(
+        name=f"fingerprint-{node}",
+        role="infra",
+        group="infra",
+        worker_index=0,
+        rank=0,
+        node_index=node,
+        gpus=(),
+        ports={},
+        env={},
+        argv=(_interpreter(plan, node), "-c", PROBE),
+        tier=TIER_INFRA,
+    )
 
 
 def parse_probe(output: str) -> dict[str, Any] | None:
@@ -130,8 +140,11 @@ def fingerprint(run_dir: Path, plan: Plan, backend: Backend) -> dict[str, Any]:
     state = RunDir(run_dir).state()
     return {
         "written_at": now_iso(),
-        "orchestrator": {"version": orchestrator.__version__, "git_sha": launch.git_sha,
-                         "python": sys.version.split()[0]},
+        "orchestrator": {
+            "version": orchestrator.__version__,
+            "git_sha": launch.git_sha,
+            "python": sys.version.split()[0],
+        },
         "config_hash": config_hash(run_dir),
         "overrides": list(launch.overrides),
         "launcher": launch.launcher,
@@ -140,7 +153,7 @@ def fingerprint(run_dir: Path, plan: Plan, backend: Backend) -> dict[str, Any]:
         "node_list": state.data.get("nodes", []),
         "container_image": plan.slurm.container_image,
         "nodes": probe_nodes(plan, backend, run_dir / "fingerprint"),
-    }  # fmt: skip
+    }
 
 
 def write_fingerprint(run_dir: Path, plan: Plan, backend: Backend) -> None:
@@ -154,7 +167,8 @@ def write_fingerprint(run_dir: Path, plan: Plan, backend: Backend) -> None:
 
 def start_fingerprint(run_dir: Path, plan: Plan, backend: Backend) -> threading.Thread:
     """`write_fingerprint` in a daemon thread, so that readiness does not wait for it."""
-    thread = threading.Thread(target=write_fingerprint, args=(run_dir, plan, backend),
-                              daemon=True, name="fingerprint")  # fmt: skip
+    thread = threading.Thread(
+        target=write_fingerprint, args=(run_dir, plan, backend), daemon=True, name="fingerprint"
+    )
     thread.start()
     return thread

@@ -101,11 +101,20 @@ def per_target(records: Sequence[Mapping[str, Any]]) -> dict[str, list[Mapping[s
 def summed_rates(records: Sequence[Mapping[str, Any]]) -> dict[str, float | None]:
     """`frontend_rates` of the last two records of every frontend in `records`, summed (the
     whole deployment's rate behind a frontend pair); None where no frontend has the series."""
-    parts = [frontend_rates(recs[-2], recs[-1]) for recs in per_target(records).values()
-             if len(recs) >= 2]  # fmt: skip
+    parts = [
+        frontend_rates(recs[-2], recs[-1])
+        for recs in per_target(records).values()
+        if len(recs) >= 2
+    ]
     keys = ("requests_per_s", "output_tok_s", "in_flight")
-    return {k: (sum(v for p in parts if (v := p[k]) is not None)
-                if any(p[k] is not None for p in parts) else None) for k in keys}  # fmt: skip
+    return {
+        k: (
+            sum(v for p in parts if (v := p[k]) is not None)
+            if any(p[k] is not None for p in parts)
+            else None
+        )
+        for k in keys
+    }
 
 
 def engine_gauges(values: Mapping[str, float]) -> dict[str, float]:

@@ -61,9 +61,13 @@ def reconcile(state: StateLike, job: JobState | None, driver_alive: bool | None)
         # The driver is the batch script: once it ends, a running driver has written its end.
         return _lost(view, f"job {job.job_id} is ending ({slurm}) in phase {recorded or '-'}")
     if job is not None and job.queued and (recorded in STARTED or _after_start(state)):
-        return RunView(phase=Phase.REQUEUED.value, recorded=recorded, job_state=slurm,
-                       why=f"job {job.job_id} is {slurm} again: Slurm requeued it; the driver "
-                       "starts a new attempt in this run directory")  # fmt: skip
+        return RunView(
+            phase=Phase.REQUEUED.value,
+            recorded=recorded,
+            job_state=slurm,
+            why=f"job {job.job_id} is {slurm} again: Slurm requeued it; the driver "
+            "starts a new attempt in this run directory",
+        )
     if driver_alive is False and recorded in ACTIVE:
         pid, host = state.data.get("driver_pid", "?"), state.data.get("driver_host", "?")
         return _lost(view, f"the driver (pid {pid} on {host}) is gone in phase {recorded or '-'}")

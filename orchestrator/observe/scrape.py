@@ -78,8 +78,13 @@ def next_round(found: Sequence[Target], cursor: int) -> tuple[list[Target], int]
 
 def scrape(http: HttpClient, target: Target) -> dict[str, Any]:
     """One record of `target` (ok with its compacted values, or the error)."""
-    record: dict[str, Any] = {"t": time.time(), "at": now_iso(), "target": target.name,
-                              "role": target.role, "url": target.url}  # fmt: skip
+    record: dict[str, Any] = {
+        "t": time.time(),
+        "at": now_iso(),
+        "target": target.name,
+        "role": target.role,
+        "url": target.url,
+    }
     try:
         resp = http.get(target.url, timeout=SCRAPE_TIMEOUT_S)
     except HttpError as exc:
@@ -121,8 +126,9 @@ class Scraper:
         out = MetricsFile(RunDir(driver.run_dir).metrics_file, self.metrics.max_bytes)
         # Its own HTTP session: requests' Session is not meant to be shared across threads.
         http = self.http or RequestsHttp()
-        self.thread = threading.Thread(target=self._loop, args=(http, found, out), daemon=True,
-                                       name="metrics-scraper")  # fmt: skip
+        self.thread = threading.Thread(
+            target=self._loop, args=(http, found, out), daemon=True, name="metrics-scraper"
+        )
         self.thread.start()
 
     def stop(self, _driver: DriverView) -> None:

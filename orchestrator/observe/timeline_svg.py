@@ -15,8 +15,14 @@ from dataclasses import dataclass, field
 from html import escape
 from typing import Any
 
-COLOURS = {"starting": "#f0ad4e", "healthy": "#5bc0de", "serving": "#5cb85c",
-           "benchmark": "#9b59b6", "stopping": "#999999", "failed": "#d9534f"}  # fmt: skip
+COLOURS = {
+    "starting": "#f0ad4e",
+    "healthy": "#5bc0de",
+    "serving": "#5cb85c",
+    "benchmark": "#9b59b6",
+    "stopping": "#999999",
+    "failed": "#d9534f",
+}
 ISO = re.compile(r"(\d{4}-\d\d-\d\d)[T ](\d\d:\d\d:\d\d)(\.\d+)?")
 ROW_H, LABEL_W, WIDTH = 22, 120, 900
 
@@ -81,8 +87,12 @@ def rows(state: Mapping[str, Any], started: dict[str, float], now: float) -> lis
             continue
         begin = _plausible(started.get(name), phases.get("starting"), end) or end
         healthy = _when(entry.get("healthy_at"))
-        marks: list[tuple[str, float | None]] = [("starting", begin), ("healthy", healthy),
-                                                 ("serving", ready), ("stopping", stopping)]  # fmt: skip
+        marks: list[tuple[str, float | None]] = [
+            ("starting", begin),
+            ("healthy", healthy),
+            ("serving", ready),
+            ("stopping", stopping),
+        ]
         points = [(kind, t) for kind, t in marks if t is not None and t >= begin]
         points.sort(key=lambda p: p[1])
         for (kind, t), nxt in zip(points, [p[1] for p in points[1:]] + [end], strict=True):
@@ -110,35 +120,47 @@ def svg(timeline: Sequence[Row], phases: dict[str, float], t0: float, t1: float)
     def x(t: float) -> float:
         return LABEL_W + (t - t0) * scale
 
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height}" '
-             f'role="img" aria-label="process timeline" class="timeline">']  # fmt: skip
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height}" '
+        f'role="img" aria-label="process timeline" class="timeline">'
+    ]
     for i, row in enumerate(timeline):
         y = top + ROW_H * (i + 1)
         parts.append(f'<text x="4" y="{y + 14}" class="label">{escape(row.name)}</text>')
         for start, end, kind in row.segments:
             w = max((end - start) * scale, 1.0)
-            parts.append(f'<rect x="{x(start):.1f}" y="{y + 3}" width="{w:.1f}" height="{ROW_H - 6}" '
-                         f'fill="{COLOURS.get(kind, "#ccc")}"><title>{escape(row.name)}: {kind} '
-                         f'{end - start:.1f} s</title></rect>')  # fmt: skip
+            parts.append(
+                f'<rect x="{x(start):.1f}" y="{y + 3}" width="{w:.1f}" height="{ROW_H - 6}" '
+                f'fill="{COLOURS.get(kind, "#ccc")}"><title>{escape(row.name)}: {kind} '
+                f"{end - start:.1f} s</title></rect>"
+            )
         for t, label in row.marks:
             colour = COLOURS["failed"]
-            parts.append(f'<circle cx="{x(t):.1f}" cy="{y + ROW_H / 2}" r="5" fill="{colour}">'
-                         f"<title>{escape(row.name)}: {escape(label)}</title></circle>")  # fmt: skip
+            parts.append(
+                f'<circle cx="{x(t):.1f}" cy="{y + ROW_H / 2}" r="5" fill="{colour}">'
+                f"<title>{escape(row.name)}: {escape(label)}</title></circle>"
+            )
     bottom = top + ROW_H * (len(timeline) + 1)
     for i, (phase, t) in enumerate(phases.items()):
         # Phases often come seconds apart on a long axis: alternate label heights.
         label_y = top + ROW_H - 8 - (i % 3) * 10
         anchor = ' text-anchor="end"' if x(t) > WIDTH - 80 else ""  # keep it inside the picture
-        parts.append(f'<line x1="{x(t):.1f}" y1="{top + ROW_H - 4}" x2="{x(t):.1f}" y2="{bottom}" '
-                     f'class="phase"/><text x="{x(t) + 2:.1f}" y="{label_y}" class="phase"{anchor}>'
-                     f"{escape(phase)}</text>")  # fmt: skip
-    parts.append(f'<text x="{LABEL_W}" y="{bottom + 16}" class="axis">0 s</text>'
-                 f'<text x="{WIDTH - 20}" y="{bottom + 16}" text-anchor="end" class="axis">'
-                 f"{span:.1f} s</text>")  # fmt: skip
+        parts.append(
+            f'<line x1="{x(t):.1f}" y1="{top + ROW_H - 4}" x2="{x(t):.1f}" y2="{bottom}" '
+            f'class="phase"/><text x="{x(t) + 2:.1f}" y="{label_y}" class="phase"{anchor}>'
+            f"{escape(phase)}</text>"
+        )
+    parts.append(
+        f'<text x="{LABEL_W}" y="{bottom + 16}" class="axis">0 s</text>'
+        f'<text x="{WIDTH - 20}" y="{bottom + 16}" text-anchor="end" class="axis">'
+        f"{span:.1f} s</text>"
+    )
     legend_x = LABEL_W + 60
     for kind, colour in COLOURS.items():
-        parts.append(f'<rect x="{legend_x}" y="{bottom + 6}" width="10" height="10" fill="{colour}"/>'
-                     f'<text x="{legend_x + 14}" y="{bottom + 15}" class="axis">{kind}</text>')  # fmt: skip
+        parts.append(
+            f'<rect x="{legend_x}" y="{bottom + 6}" width="10" height="10" fill="{colour}"/>'
+            f'<text x="{legend_x + 14}" y="{bottom + 15}" class="axis">{kind}</text>'
+        )
         legend_x += 85
     parts.append("</svg>")
     return "".join(parts)
@@ -153,8 +175,9 @@ def clip(timeline: Sequence[Row], until: float) -> list[Row]:
     return out
 
 
-def run_svg(state: Mapping[str, Any], started: dict[str, float], now: float,
-            until: float | None = None) -> str:  # fmt: skip
+def run_svg(
+    state: Mapping[str, Any], started: dict[str, float], now: float, until: float | None = None
+) -> str:
     """The timeline picture of one run's state.json (cut at `until` when given)."""
     timeline = rows(state, started, now)
     phases = _phase_times(state)
@@ -177,10 +200,12 @@ def series_svg(points: Sequence[tuple[float, float]], label: str, colour: str = 
     xs = [LABEL_W + (t - t0) / max(t1 - t0, 1e-9) * (w - LABEL_W - 20) for t, _ in points]
     ys = [h - pad - v / top * (h - 2 * pad) for _, v in points]
     path = " ".join(f"{x:.1f},{y:.1f}" for x, y in zip(xs, ys, strict=True))
-    return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" role="img" '
-            f'aria-label="{escape(label)}" class="series"><text x="4" y="{pad}" class="label">'
-            f'{escape(label)}</text><text x="4" y="{pad + 14}" class="axis">max {top:.1f}</text>'
-            f'<polyline fill="none" stroke="{colour}" stroke-width="2" points="{path}"/>'
-            f'<line x1="{LABEL_W}" y1="{h - pad}" x2="{w - 20}" y2="{h - pad}" stroke="#999"/>'
-            f'<text x="{LABEL_W}" y="{h - 10}" class="axis">0 s</text><text x="{w - 20}" '
-            f'y="{h - 10}" text-anchor="end" class="axis">{t1 - t0:.1f} s</text></svg>')  # fmt: skip
+    return (
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" role="img" '
+        f'aria-label="{escape(label)}" class="series"><text x="4" y="{pad}" class="label">'
+        f'{escape(label)}</text><text x="4" y="{pad + 14}" class="axis">max {top:.1f}</text>'
+        f'<polyline fill="none" stroke="{colour}" stroke-width="2" points="{path}"/>'
+        f'<line x1="{LABEL_W}" y1="{h - pad}" x2="{w - 20}" y2="{h - pad}" stroke="#999"/>'
+        f'<text x="{LABEL_W}" y="{h - 10}" class="axis">0 s</text><text x="{w - 20}" '
+        f'y="{h - 10}" text-anchor="end" class="axis">{t1 - t0:.1f} s</text></svg>'
+    )

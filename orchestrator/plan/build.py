@@ -104,45 +104,71 @@ def deployment_plan(cfg: RootConfig) -> Plan:
 
 
 def attached_plan(
-    cfg: RootConfig, first: Mapping[str, int], worker_env: Mapping[str, str], *,
-    frontend_url: str, job: WorkerJobPlan,
-) -> Plan:  # fmt: skip
+    cfg: RootConfig,
+    first: Mapping[str, int],
+    worker_env: Mapping[str, str],
+    *,
+    frontend_url: str,
+    job: WorkerJobPlan,
+) -> Plan:
     """The plan of an attached job (`ctl scale`): only the workers of `cfg` from index
     `first[group]` on (named decode-1, decode-2, ... after the running ones), on nodes of their
     own, with no frontend or discovery service: they join the running run's frontend through
     `worker_env` (its real discovery addresses) and `frontend_url`."""
-    shapes = [GroupShape(group=g, workers=group_config(cfg, g).workers - first.get(g, 0),
-                         gpus_per_worker=gpus_per_worker(cfg, g))
-              for g in active_groups(cfg) if group_config(cfg, g).workers > first.get(g, 0)]  # fmt: skip
-    placed = place_workers(shapes, gpus_per_node=cfg.cluster.gpus_per_node,
-                           separate_groups=cfg.deployment.separate_nodes,
-                           workers_per_gpu=cfg.deployment.workers_per_gpu)  # fmt: skip
-    slots = [dataclasses.replace(s, worker_index=s.worker_index + first.get(s.group, 0))
-             for s in placed]  # fmt: skip
+    shapes = [
+        GroupShape(
+            group=g,
+            workers=group_config(cfg, g).workers - first.get(g, 0),
+            gpus_per_worker=gpus_per_worker(cfg, g),
+        )
+        for g in active_groups(cfg)
+        if group_config(cfg, g).workers > first.get(g, 0)
+    ]
+    placed = place_workers(
+        shapes,
+        gpus_per_node=cfg.cluster.gpus_per_node,
+        separate_groups=cfg.deployment.separate_nodes,
+        workers_per_gpu=cfg.deployment.workers_per_gpu,
+    )
+    slots = [
+        dataclasses.replace(s, worker_index=s.worker_index + first.get(s.group, 0)) for s in placed
+    ]
     num_nodes = nodes_used(slots)
     ports = PortAllocator(cfg.cluster.port_base, 0)
     # The head is planned only for its discovery kind and env keys; its processes run elsewhere.
     planned = get_frontend(cfg.frontend.kind).head(cfg, PortAllocator(cfg.cluster.port_base, 0), 1)
-    head = Head(processes=[], worker_env={k: worker_env[k] for k in planned.worker_env
-                                          if k in worker_env}, discovery=planned.discovery)  # fmt: skip
+    head = Head(
+        processes=[],
+        worker_env={k: worker_env[k] for k in planned.worker_env if k in worker_env},
+        discovery=planned.discovery,
+    )
     engine = get_engine(cfg.engine.kind)
     workers = _placed_workers(cfg, engine, slots, ports, head)
     return Plan(
-        name=f"{deployment_name(cfg)}-attached", num_nodes=num_nodes,
-        gpus_per_node=cfg.cluster.gpus_per_node, port_base=cfg.cluster.port_base,
-        port_job_blocks=cfg.cluster.port_job_blocks, port_offset=0,
-        processes=tuple(dataclasses.replace(_with_identity(cfg, p), restart=restart_policy(cfg, p.group))
-                        for p in workers),
+        name=f"{deployment_name(cfg)}-attached",
+        num_nodes=num_nodes,
+        gpus_per_node=cfg.cluster.gpus_per_node,
+        port_base=cfg.cluster.port_base,
+        port_job_blocks=cfg.cluster.port_job_blocks,
+        port_offset=0,
+        processes=tuple(
+            dataclasses.replace(_with_identity(cfg, p), restart=restart_policy(cfg, p.group))
+            for p in workers
+        ),
         # The frontend's gate counts every worker it serves with: the run's and these (cfg's totals).
         readiness=_readiness(cfg, frontend_url),
-        slurm=dataclasses.replace(slurm_request(cfg, num_nodes, gpus_per_node=gpus_requested(cfg, slots)),
-                                  job_name=f"{slurm_request(cfg, 1).job_name}-attached"),
-        ip_source=cfg.cluster.ip_source, network_interface=cfg.cluster.network_interface,
-        stop_grace_s=cfg.launcher.stop_grace_s, prepare=engine.prepare(cfg),
+        slurm=dataclasses.replace(
+            slurm_request(cfg, num_nodes, gpus_per_node=gpus_requested(cfg, slots)),
+            job_name=f"{slurm_request(cfg, 1).job_name}-attached",
+        ),
+        ip_source=cfg.cluster.ip_source,
+        network_interface=cfg.cluster.network_interface,
+        stop_grace_s=cfg.launcher.stop_grace_s,
+        prepare=engine.prepare(cfg),
         preflight=preflight_checks(cfg, slots, num_nodes, loads_model=engine.loads_model),
         job=job,
         workers_per_gpu=cfg.deployment.workers_per_gpu,
-    )  # fmt: skip
+    )
 
 
 def here_plan(cfg: RootConfig) -> Plan:
@@ -151,31 +177,53 @@ def here_plan(cfg: RootConfig) -> Plan:
     worker plan is made with the head's real addresses: its own {node_ip:N} are its nodes."""
     ports = PortAllocator(cfg.cluster.port_base, 0)
     head = get_frontend(cfg.frontend.kind).head(cfg, ports, 1)
-    here = Bindings(node_ips=(cfg.frontend.host,), node_hosts=(cfg.frontend.host,),
-                    job_id=JOB_ID, run_dir=RUN_DIR)  # fmt: skip
+    here = Bindings(
+        node_ips=(cfg.frontend.host,),
+        node_hosts=(cfg.frontend.host,),
+        job_id=JOB_ID,
+        run_dir=RUN_DIR,
+    )
     url = bind_text(_frontend_url(head), here)
     # The template of each worker job: the run it joins is set per job (runtime/workerjobs.py).
-    job = WorkerJobPlan(heartbeat_timeout_s=cfg.launcher.heartbeat_timeout_s,
-                        hold_s=cfg.serve.signal_hold_s)  # fmt: skip
-    workers = attached_plan(cfg, {}, {k: bind_text(v, here) for k, v in head.worker_env.items()},
-                            frontend_url=url, job=job)  # fmt: skip
+    job = WorkerJobPlan(
+        heartbeat_timeout_s=cfg.launcher.heartbeat_timeout_s, hold_s=cfg.serve.signal_hold_s
+    )
+    workers = attached_plan(
+        cfg,
+        {},
+        {k: bind_text(v, here) for k, v in head.worker_env.items()},
+        frontend_url=url,
+        job=job,
+    )
     s = cfg.serve
-    serve = ServePlan(host=cfg.frontend.host, workers=workers, rollover=s.rollover,
-                      lead_s=s.rollover_lead_min * 60, margin_s=s.rollover_margin_s,
-                      attempts=s.rollover_attempts,
-                      signal_before_limit_s=cfg.launcher.signal_before_limit_s)  # fmt: skip
+    serve = ServePlan(
+        host=cfg.frontend.host,
+        workers=workers,
+        rollover=s.rollover,
+        lead_s=s.rollover_lead_min * 60,
+        margin_s=s.rollover_margin_s,
+        attempts=s.rollover_attempts,
+        signal_before_limit_s=cfg.launcher.signal_before_limit_s,
+    )
     return Plan(
-        name=deployment_name(cfg), num_nodes=1, gpus_per_node=cfg.cluster.gpus_per_node,
-        port_base=cfg.cluster.port_base, port_job_blocks=cfg.cluster.port_job_blocks,
+        name=deployment_name(cfg),
+        num_nodes=1,
+        gpus_per_node=cfg.cluster.gpus_per_node,
+        port_base=cfg.cluster.port_base,
+        port_job_blocks=cfg.cluster.port_job_blocks,
         port_offset=0,
-        processes=tuple(dataclasses.replace(_with_identity(cfg, p), restart=restart_policy(cfg, p.group))
-                        for p in head.processes),
+        processes=tuple(
+            dataclasses.replace(_with_identity(cfg, p), restart=restart_policy(cfg, p.group))
+            for p in head.processes
+        ),
         readiness=_readiness(cfg, _frontend_url(head), _replica_urls(head)),
         slurm=slurm_request(cfg, 1, gpus_per_node=0),
-        ip_source=cfg.cluster.ip_source, network_interface=cfg.cluster.network_interface,
-        stop_grace_s=cfg.launcher.stop_grace_s, prepare=get_engine(cfg.engine.kind).prepare(cfg),
+        ip_source=cfg.cluster.ip_source,
+        network_interface=cfg.cluster.network_interface,
+        stop_grace_s=cfg.launcher.stop_grace_s,
+        prepare=get_engine(cfg.engine.kind).prepare(cfg),
         serve=serve,
-    )  # fmt: skip
+    )
 
 
 def _with_identity(cfg: RootConfig, proc: Process) -> Process:
@@ -208,10 +256,12 @@ def _shared(proc: Process, share: GpuShare | None, flag: str) -> Process:
         return proc
     restart = share.restart_fraction
     return dataclasses.replace(
-        proc, argv=(*proc.argv, f"--{flag}", f"{share.start_fraction:g}"),
-        gpu_share=share.share, start_after=tuple(slot_name(k) for k in share.start_after),
+        proc,
+        argv=(*proc.argv, f"--{flag}", f"{share.start_fraction:g}"),
+        gpu_share=share.share,
+        start_after=tuple(slot_name(k) for k in share.start_after),
         restart_args=(f"--{flag}", f"{restart:g}") if restart != share.start_fraction else (),
-    )  # fmt: skip
+    )
 
 
 def _worker_processes(
@@ -225,19 +275,31 @@ def _worker_processes(
         own = ports.allocate(node, engine.worker_ports(slot.group, rank, nnodes))
         leader_ports = own if rank == 0 else leader_ports
         w = WorkerProcess(
-            group=slot.group, tp=tp_of(cfg, slot.group), dp=g.dp, ep=g.ep,
-            dp_attention=g.dp_attention, node_index=node,
-            rank=rank, nnodes=nnodes, leader_node=slot.ranks[0][0], ports=own,
-            leader_ports=leader_ports, group_extra_args=tuple(g.extra_args),
-        )  # fmt: skip
+            group=slot.group,
+            tp=tp_of(cfg, slot.group),
+            dp=g.dp,
+            ep=g.ep,
+            dp_attention=g.dp_attention,
+            node_index=node,
+            rank=rank,
+            nnodes=nnodes,
+            leader_node=slot.ranks[0][0],
+            ports=own,
+            leader_ports=leader_ports,
+            group_extra_args=tuple(g.extra_args),
+        )
         procs.append(_worker_process(cfg, engine, slot, w, gpus, head))
     return procs
 
 
 def _worker_process(
-    cfg: RootConfig, engine: Engine, slot: WorkerSlot, w: WorkerProcess, gpus: tuple[int, ...],
+    cfg: RootConfig,
+    engine: Engine,
+    slot: WorkerSlot,
+    w: WorkerProcess,
+    gpus: tuple[int, ...],
     head: Head,
-) -> Process:  # fmt: skip
+) -> Process:
     env = {**head.worker_env, "CUDA_VISIBLE_DEVICES": ",".join(str(g) for g in gpus)}
     env.update(engine.env(cfg, w))
     env.update({**cfg.model.env, **cfg.engine.env, **group_config(cfg, slot.group).env})
@@ -245,12 +307,21 @@ def _worker_process(
     health = engine.health_url(w)
     probe = HealthProbe(url=health, serve_url=engine.serve_health_url(w)) if health else None
     return Process(
-        name=name, role="worker" if slot.group == "aggregated" else slot.group,  # type: ignore[arg-type]
-        group=slot.group, worker_index=slot.worker_index, rank=w.rank, node_index=w.node_index,
-        gpus=gpus, ports=dict(w.ports), env=env, argv=tuple(engine.argv(cfg, w, head.discovery)),
-        tier=TIER_WORKER, health=probe,
-        url=engine.worker_url(w), bootstrap_port=w.ports.get("bootstrap", 0),
-    )  # fmt: skip
+        name=name,
+        role="worker" if slot.group == "aggregated" else slot.group,  # type: ignore[arg-type]
+        group=slot.group,
+        worker_index=slot.worker_index,
+        rank=w.rank,
+        node_index=w.node_index,
+        gpus=gpus,
+        ports=dict(w.ports),
+        env=env,
+        argv=tuple(engine.argv(cfg, w, head.discovery)),
+        tier=TIER_WORKER,
+        health=probe,
+        url=engine.worker_url(w),
+        bootstrap_port=w.ports.get("bootstrap", 0),
+    )
 
 
 def _frontend_url(head: Head) -> str:

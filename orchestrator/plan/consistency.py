@@ -46,9 +46,11 @@ def source_key(cfg: RootConfig, group: str, flag: str, fallback: str) -> str:
     """The config key that most likely set `flag` for `group` (its own layers first)."""
     name = flag.lstrip("-")
     role = getattr(cfg, group)
-    layers = ((f"{group}.args", role.args, role.extra_args),
-              ("engine.args", cfg.engine.args, cfg.engine.extra_args),
-              ("model.args", cfg.model.args, cfg.model.extra_args))  # fmt: skip
+    layers = (
+        (f"{group}.args", role.args, role.extra_args),
+        ("engine.args", cfg.engine.args, cfg.engine.extra_args),
+        ("model.args", cfg.model.args, cfg.model.extra_args),
+    )
     for where, args, extra in layers:
         if args.get(name) not in (None, False):
             return f"{where}.{name}"
@@ -69,10 +71,15 @@ def role_consistency(cfg: RootConfig, plan: Plan) -> list[Issue]:
             continue
         keys = {role: source_key(cfg, role, names[0], fallback) for role in values}
         key = keys["prefill"] if keys["prefill"] != fallback else keys["decode"]
-        issues.append(Issue(key, f"prefill {values['prefill']}, decode {values['decode']}",
-                            f"prefill and decode must use the same {what} ({names[0]}): the KV "
-                            "cache moves between them as is (SGLang fails at the first transfer, "
-                            "e.g. 'Page size mismatch')",
-                            f"set it once for both roles ({fallback}) or give "
-                            f"{keys['prefill']} and {keys['decode']} the same value"))  # fmt: skip
+        issues.append(
+            Issue(
+                key,
+                f"prefill {values['prefill']}, decode {values['decode']}",
+                f"prefill and decode must use the same {what} ({names[0]}): the KV "
+                "cache moves between them as is (SGLang fails at the first transfer, "
+                "e.g. 'Page size mismatch')",
+                f"set it once for both roles ({fallback}) or give "
+                f"{keys['prefill']} and {keys['decode']} the same value",
+            )
+        )
     return issues

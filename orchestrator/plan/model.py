@@ -379,7 +379,7 @@ def plan_from_dict(data: Mapping[str, Any]) -> Plan:
         metrics=MetricsPlan(**data["metrics"]) if data.get("metrics") else None,
         preflight=tuple(
             PathCheck(**{**c, "nodes": tuple(c["nodes"])}) for c in data.get("preflight", ())
-        ),  # fmt: skip
+        ),
         job=WorkerJobPlan(**data["job"]) if data.get("job") else None,
         serve=_serve_from_dict(data.get("serve")),
         workers_per_gpu=data.get("workers_per_gpu", 1),
@@ -389,5 +389,5 @@ def plan_from_dict(data: Mapping[str, Any]) -> Plan:
             StageSpec(**{**data["stage"], "nodes": tuple(data["stage"]["nodes"])})
             if data.get("stage")
             else None
-        ),  # fmt: skip
+        ),
     )

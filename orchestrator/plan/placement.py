@@ -35,9 +35,12 @@ class _Cursor:
 
 
 def place_workers(
-    shapes: list[GroupShape], *, gpus_per_node: int, separate_groups: bool,
+    shapes: list[GroupShape],
+    *,
+    gpus_per_node: int,
+    separate_groups: bool,
     workers_per_gpu: int = 1,
-) -> list[WorkerSlot]:  # fmt: skip
+) -> list[WorkerSlot]:
     """Place the groups in order on nodes 0, 1, ...
 
     Workers smaller than a node are packed on contiguous GPU ranges and groups may share a node
@@ -48,8 +51,12 @@ def place_workers(
     (`place_shared`).
     """
     if workers_per_gpu > 1:
-        return place_shared(shapes, gpus_per_node=gpus_per_node,
-                            separate_groups=separate_groups, seats=workers_per_gpu)  # fmt: skip
+        return place_shared(
+            shapes,
+            gpus_per_node=gpus_per_node,
+            separate_groups=separate_groups,
+            seats=workers_per_gpu,
+        )
     cursor = _Cursor()
     slots: list[WorkerSlot] = []
     for shape in shapes:

@@ -77,12 +77,30 @@ def preflight_checks(
     worker_nodes = tuple(sorted({n for s in slots for n, _ in s.ranks}))
     checks = []
     if loads_model and is_local_path(cfg.model.path):
-        checks.append(PathCheck(kind="model_dir", path=host_path(cfg, cfg.model.path),
-                                nodes=worker_nodes, key="model.path"))  # fmt: skip
+        checks.append(
+            PathCheck(
+                kind="model_dir",
+                path=host_path(cfg, cfg.model.path),
+                nodes=worker_nodes,
+                key="model.path",
+            )
+        )
     if is_local_path(cfg.cluster.container_image):
-        checks.append(PathCheck(kind="container_image", path=cfg.cluster.container_image,
-                                nodes=everywhere, key="cluster.container_image"))  # fmt: skip
+        checks.append(
+            PathCheck(
+                kind="container_image",
+                path=cfg.cluster.container_image,
+                nodes=everywhere,
+                key="cluster.container_image",
+            )
+        )
     if tiktoken_file(cfg):
-        checks.append(PathCheck(kind="tiktoken", path=host_path(cfg, tiktoken_file(cfg)),
-                                nodes=everywhere, key="cluster.tiktoken_dir"))  # fmt: skip
+        checks.append(
+            PathCheck(
+                kind="tiktoken",
+                path=host_path(cfg, tiktoken_file(cfg)),
+                nodes=everywhere,
+                key="cluster.tiktoken_dir",
+            )
+        )
     return tuple(checks)

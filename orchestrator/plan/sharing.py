@@ -115,15 +115,27 @@ def sharing_issues(cfg: RootConfig) -> list[Issue]:
     """What GPU sharing cannot do: every problem, each with its key, value and fix."""
     d = cfg.deployment
     if d.workers_per_gpu < 1:
-        return [Issue("deployment.workers_per_gpu", str(d.workers_per_gpu), "must be at least 1",
-                      "set deployment.workers_per_gpu=1 (a GPU per worker) or 2 and more")]  # fmt: skip
+        return [
+            Issue(
+                "deployment.workers_per_gpu",
+                str(d.workers_per_gpu),
+                "must be at least 1",
+                "set deployment.workers_per_gpu=1 (a GPU per worker) or 2 and more",
+            )
+        ]
     if d.workers_per_gpu == 1:
         return []
     issues = []
     if not 0 < d.shared_memory_fraction < 1:
-        issues.append(Issue("deployment.shared_memory_fraction", f"{d.shared_memory_fraction:g}",
-                            "is the fraction of a shared GPU's memory for all its workers' weights "
-                            "and KV caches together", "use a value in (0, 1), e.g. 0.8"))  # fmt: skip
+        issues.append(
+            Issue(
+                "deployment.shared_memory_fraction",
+                f"{d.shared_memory_fraction:g}",
+                "is the fraction of a shared GPU's memory for all its workers' weights "
+                "and KV caches together",
+                "use a value in (0, 1), e.g. 0.8",
+            )
+        )
     groups = active_groups(cfg) if d.mode in ("disaggregated", "aggregated") else ()
     for group in groups:
         issues += _group_issues(cfg, group)
@@ -131,11 +143,15 @@ def sharing_issues(cfg: RootConfig) -> list[Issue]:
     sizes = {g: gpus_per_worker(cfg, g) for g in groups if group_config(cfg, g).workers}
     if len(set(sizes.values())) > 1:
         found = ", ".join(f"{g}={n}" for g, n in sizes.items())
-        issues.append(Issue("deployment.workers_per_gpu", f"{d.workers_per_gpu} (GPUs per worker: "
-                            f"{found})", "workers sharing GPUs must all use the same number of GPUs "
-                            "(each GPU's memory is split between the same workers)",
-                            "give prefill and decode the same tp x dp, or "
-                            "deployment.workers_per_gpu=1"))  # fmt: skip
+        issues.append(
+            Issue(
+                "deployment.workers_per_gpu",
+                f"{d.workers_per_gpu} (GPUs per worker: {found})",
+                "workers sharing GPUs must all use the same number of GPUs "
+                "(each GPU's memory is split between the same workers)",
+                "give prefill and decode the same tp x dp, or deployment.workers_per_gpu=1",
+            )
+        )
     return issues
 
 
@@ -143,14 +159,24 @@ def _group_issues(cfg: RootConfig, group: str) -> list[Issue]:
     g, per_node = group_config(cfg, group), max(cfg.cluster.gpus_per_node, 1)
     issues = []
     if g.memory_weight <= 0:
-        issues.append(Issue(f"{group}.memory_weight", f"{g.memory_weight:g}", "must be positive",
-                            f"set {group}.memory_weight=1 (an equal part of a shared GPU)"))  # fmt: skip
+        issues.append(
+            Issue(
+                f"{group}.memory_weight",
+                f"{g.memory_weight:g}",
+                "must be positive",
+                f"set {group}.memory_weight=1 (an equal part of a shared GPU)",
+            )
+        )
     if gpus_per_worker(cfg, group) > per_node:
-        issues.append(Issue(f"{group}.tp", str(gpus_per_worker(cfg, group)),
-                            f"a worker sharing GPUs must fit on one node (cluster.gpus_per_node="
-                            f"{cfg.cluster.gpus_per_node}): multi-node workers do not share",
-                            f"use at most {per_node} GPUs per {group} worker, or "
-                            "deployment.workers_per_gpu=1"))  # fmt: skip
+        issues.append(
+            Issue(
+                f"{group}.tp",
+                str(gpus_per_worker(cfg, group)),
+                f"a worker sharing GPUs must fit on one node (cluster.gpus_per_node="
+                f"{cfg.cluster.gpus_per_node}): multi-node workers do not share",
+                f"use at most {per_node} GPUs per {group} worker, or deployment.workers_per_gpu=1",
+            )
+        )
     return issues
 
 
@@ -160,15 +186,31 @@ def _memory_flag_conflicts(cfg: RootConfig, groups: Sequence[str]) -> list[Issue
     flag = get_engine(cfg.engine.kind).memory_flag if cfg.engine.kind in ENGINES else ""
     if not flag:
         return []  # an engine that holds no GPU memory (the mocker)
-    layers = [("model", cfg.model.args, cfg.model.extra_args),
-              ("engine", cfg.engine.args, cfg.engine.extra_args)]  # fmt: skip
+    layers = [
+        ("model", cfg.model.args, cfg.model.extra_args),
+        ("engine", cfg.engine.args, cfg.engine.extra_args),
+    ]
     layers += [(g, group_config(cfg, g).args, group_config(cfg, g).extra_args) for g in groups]
-    found = [(f"{where}.args.{flag}", str(args[flag])) for where, args, _ in layers
-             if args.get(flag) not in (None, False)]  # fmt: skip
-    found += [(f"{where}.extra_args", arg) for where, _, extra in layers for arg in extra
-              if arg.split("=")[0] == f"--{flag}"]  # fmt: skip
-    return [Issue(key, value, f"conflicts with deployment.workers_per_gpu="
-                  f"{cfg.deployment.workers_per_gpu}: the plan sets each shared worker's --{flag} "
-                  "from its part of the GPU", "remove it; split the GPU with <group>.memory_weight "
-                  "and deployment.shared_memory_fraction")
-            for key, value in found]  # fmt: skip
+    found = [
+        (f"{where}.args.{flag}", str(args[flag]))
+        for where, args, _ in layers
+        if args.get(flag) not in (None, False)
+    ]
+    found += [
+        (f"{where}.extra_args", arg)
+        for where, _, extra in layers
+        for arg in extra
+        if arg.split("=")[0] == f"--{flag}"
+    ]
+    return [
+        Issue(
+            key,
+            value,
+            f"conflicts with deployment.workers_per_gpu="
+            f"{cfg.deployment.workers_per_gpu}: the plan sets each shared worker's --{flag} "
+            "from its part of the GPU",
+            "remove it; split the GPU with <group>.memory_weight "
+            "and deployment.shared_memory_fraction",
+        )
+        for key, value in found
+    ]

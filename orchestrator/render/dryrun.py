@@ -58,7 +58,7 @@ def port_shift(plan: Plan) -> dict[str, Any]:
             f"ports below {plan.port_base} (the frontend's) are fixed"
             if _fixed_ports(plan)
             else "every port shifts (nodes may be shared: the frontend's too)"
-        ),  # fmt: skip
+        ),
     }
 
 
@@ -94,7 +94,7 @@ def srun_steps(plan: Plan) -> dict[str, list[str]]:
                 python=sys.executable,
                 agent=str(AGENT),
                 run_dir=RUN_DIR,
-            )  # fmt: skip
+            )
             for i in range(plan.num_nodes)
         }
     return {
@@ -137,8 +137,10 @@ def _sharing_lines(p: Process) -> list[str]:
     if not p.gpu_share:
         return []
     after = f"once {', '.join(p.start_after)} is healthy" if p.start_after else "first"
-    lines = [f"gpu share: {p.gpu_share:g} of GPU {gpu_ranges(p.gpus)}'s memory (weights + KV "
-             f"cache); starts {after}"]  # fmt: skip
+    lines = [
+        f"gpu share: {p.gpu_share:g} of GPU {gpu_ranges(p.gpus)}'s memory (weights + KV "
+        f"cache); starts {after}"
+    ]
     if p.restart_args:
         lines.append(f"on a restart (the others running) appends: {quote_argv(p.restart_args)}")
     return lines
@@ -178,10 +180,15 @@ def render_text(
         out += _process_block(p) + [""]
     expected = ", ".join(f"{k} {v}" for k, v in r.expected.items())
     out.append("=== READINESS ===")
-    out += [f"preflight (one srun step, before any worker): {c.kind} {c.path} ({c.key}) on "
-            f"node(s) {','.join(str(n) for n in c.nodes)}" for c in plan.preflight]  # fmt: skip
-    out.append(f"workers healthy ({expected}) -> GET {r.frontend_url}{r.ready_path} -> "
-               f"{'canary chat completion' if r.canary else 'no canary'}; deadline {r.timeout_s:g} s")  # fmt: skip
+    out += [
+        f"preflight (one srun step, before any worker): {c.kind} {c.path} ({c.key}) on "
+        f"node(s) {','.join(str(n) for n in c.nodes)}"
+        for c in plan.preflight
+    ]
+    out.append(
+        f"workers healthy ({expected}) -> GET {r.frontend_url}{r.ready_path} -> "
+        f"{'canary chat completion' if r.canary else 'no canary'}; deadline {r.timeout_s:g} s"
+    )
     out += get_frontend(r.frontend_kind).registration_lines(plan)
     out += [f"frontend URL: {r.frontend_url}", ""]
     out += ["=== LOCKS ===", *lock_lines(plan), ""]
@@ -192,17 +199,32 @@ def render_text(
 def _serve_text(serve: ServePlan, request: LaunchRequest) -> list[str]:
     """frontend.placement=here: the driver on this host, then the worker job it submits."""
     workers = serve.workers
-    out = [f"=== DRIVER ON THIS HOST (detached; frontend and discovery bind {serve.host}) ===",
-           request.describe()[0], ""]  # fmt: skip
+    out = [
+        f"=== DRIVER ON THIS HOST (detached; frontend and discovery bind {serve.host}) ===",
+        request.describe()[0],
+        "",
+    ]
     if serve.rollover:
-        lead = f"{serve.lead_s:g} s" if serve.lead_s else (
-            f"measured submit -> ready (at least {serve.signal_before_limit_s:g} s) + "
-            f"{serve.margin_s:g} s, at most half the limit")  # fmt: skip
-        out.append(f"rollover: a copy of each worker job is submitted {lead} before its time limit "
-                   f"({workers.slurm.time_limit_min} min); the old one is drained once the copy "
-                   "serves. A worker job that ends unasked is replaced at once.")  # fmt: skip
-    out += [f"=== WORKER JOB {workers.name}: {workers.num_nodes} node(s), attached to this "
-            "host's frontend ===", *_table(workers), f"ports: {port_shift(workers)['rule']}", ""]  # fmt: skip
+        lead = (
+            f"{serve.lead_s:g} s"
+            if serve.lead_s
+            else (
+                f"measured submit -> ready (at least {serve.signal_before_limit_s:g} s) + "
+                f"{serve.margin_s:g} s, at most half the limit"
+            )
+        )
+        out.append(
+            f"rollover: a copy of each worker job is submitted {lead} before its time limit "
+            f"({workers.slurm.time_limit_min} min); the old one is drained once the copy "
+            "serves. A worker job that ends unasked is replaced at once."
+        )
+    out += [
+        f"=== WORKER JOB {workers.name}: {workers.num_nodes} node(s), attached to this "
+        "host's frontend ===",
+        *_table(workers),
+        f"ports: {port_shift(workers)['rule']}",
+        "",
+    ]
     for p in all_processes(workers):
         out += _process_block(p) + [""]
     return out + _slurm_text(workers, request_from_dict(serve.request))
@@ -212,8 +234,9 @@ def _slurm_text(plan: Plan, request: LaunchRequest) -> list[str]:
     section = slurm_section(plan, request)
     out = [f"=== SLURM REQUEST (launcher={request.kind}) ==="]
     if get_launcher(request.kind).one_machine:
-        out.append(f"{request.kind} launcher: processes start on this machine; on a cluster this "
-                   "would be:")  # fmt: skip
+        out.append(
+            f"{request.kind} launcher: processes start on this machine; on a cluster this would be:"
+        )
     out.append(quote_argv([SBATCH, *section[SBATCH]]))
     out.append(f"{SUBMITIT} parameters: " + json.dumps(section[SUBMITIT], sort_keys=True))
     out.append("srun steps issued by the driver on node 0:")

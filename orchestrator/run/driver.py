@@ -47,9 +47,16 @@ class Driver:
     """Runs one bound plan (every placeholder resolved) to completion."""
 
     def __init__(
-        self, plan: Plan, *, run_dir: Path, backend: Backend, http: HttpClient, clock: Clock,
-        state: StateFile, say: Callable[[str], None],
-    ) -> None:  # fmt: skip
+        self,
+        plan: Plan,
+        *,
+        run_dir: Path,
+        backend: Backend,
+        http: HttpClient,
+        clock: Clock,
+        state: StateFile,
+        say: Callable[[str], None],
+    ) -> None:
         self.plan, self.run_dir, self.backend = plan, run_dir, backend
         self.http, self.clock, self.state, self.say = http, clock, state, say
         self.running: dict[str, Running] = {}
@@ -124,9 +131,14 @@ class Driver:
         with self.state.batched():  # one state.json write for every start, not one each
             for proc in self.queued:
                 if proc.start_after:
-                    self.state.process(proc.name, node=proc.node_index, role=proc.role, state="queued",
-                                       probed=proc.health is not None,
-                                       last_check=f"starts once {', '.join(proc.start_after)} is healthy")  # fmt: skip
+                    self.state.process(
+                        proc.name,
+                        node=proc.node_index,
+                        role=proc.role,
+                        state="queued",
+                        probed=proc.health is not None,
+                        last_check=f"starts once {', '.join(proc.start_after)} is healthy",
+                    )
             self._start_unblocked()
 
     def _start_unblocked(self) -> None:
@@ -141,9 +153,16 @@ class Driver:
         log = RunDir(self.run_dir).log(proc.name)  # appended to on a restart
         running = self.backend.start(proc, log)
         self.running[proc.name] = running
-        self.state.process(proc.name, node=proc.node_index, host=running.host, role=proc.role,
-                           state=state, probed=proc.health is not None, log=str(log),
-                           started_at=time.time())  # fmt: skip
+        self.state.process(
+            proc.name,
+            node=proc.node_index,
+            host=running.host,
+            role=proc.role,
+            state=state,
+            probed=proc.health is not None,
+            log=str(log),
+            started_at=time.time(),
+        )
 
     def _probed(self, procs: list[Process]) -> list[str]:
         return [p.name for p in procs if p.health is not None]
@@ -222,8 +241,10 @@ class Driver:
 
     def _not_ready_message(self, what: str, timeout: float) -> str:
         missing = [n for n in self._probed(list(self.plan.processes)) if n not in self.healthy]
-        details = "; ".join(f"{n}: {self.state.data['processes'].get(n, {}).get('last_check', 'not started')}"
-                            for n in missing)  # fmt: skip
+        details = "; ".join(
+            f"{n}: {self.state.data['processes'].get(n, {}).get('last_check', 'not started')}"
+            for n in missing
+        )
         have = progress_line(self.state.data)
         last = f"; last: {self.last_detail}" if self.last_detail else ""
         waiting = f"waiting for {', '.join(missing)} ({details})" if missing else "workers healthy"
@@ -319,11 +340,15 @@ class Driver:
             old = self.state.data["processes"].get(r.proc.name, {}).get("restarts", [])
             entry = restarts.restart_entry(r, cause=cause.name, exited=r is running)
             self.state.process(r.proc.name, state="restarting", restarts=[*old, entry])
-        self._set_degraded(self.degraded + [p.name for p in self._members(unit_key(cause))
-                                            if p.name not in self.degraded])  # fmt: skip
-        self.say(f"{cause.name} ({cause.role}) on {running.host} exited with code {code}; restart "
-                 f"{decision.recent + 1} of {cause.restart.max_restarts} in {(decision.due or now) - now:g} s "
-                 "on the same node, GPUs and ports")  # fmt: skip
+        self._set_degraded(
+            self.degraded
+            + [p.name for p in self._members(unit_key(cause)) if p.name not in self.degraded]
+        )
+        self.say(
+            f"{cause.name} ({cause.role}) on {running.host} exited with code {code}; restart "
+            f"{decision.recent + 1} of {cause.restart.max_restarts} in {(decision.due or now) - now:g} s "
+            "on the same node, GPUs and ports"
+        )
         for hook in self.on_process_lost:
             hook(self, running)
 

@@ -70,21 +70,27 @@ def allocation_issues(plan: Plan, env: Mapping[str, str]) -> list[str]:
     job = env.get("SLURM_JOB_ID")
     nodes_held = env.get("SLURM_JOB_NUM_NODES") or env.get("SLURM_NNODES") or ""
     if nodes_held.isdigit() and int(nodes_held) < plan.num_nodes:
-        problems.append(f"allocation {job} has {nodes_held} node(s); the plan needs "
-                        f"{plan.num_nodes} (salloc/sbatch --nodes={plan.num_nodes})")  # fmt: skip
+        problems.append(
+            f"allocation {job} has {nodes_held} node(s); the plan needs "
+            f"{plan.num_nodes} (salloc/sbatch --nodes={plan.num_nodes})"
+        )
     gpus, need = gpus_in_allocation(env), plan.slurm.gpus_per_node
     if gpus is not None and gpus < need:
-        problems.append(f"allocation {job} has {gpus} GPU(s) per node; the plan needs "
-                        f"{need} (--gpus-per-node={need}, or lower cluster.gpus_per_node)")  # fmt: skip
+        problems.append(
+            f"allocation {job} has {gpus} GPU(s) per node; the plan needs "
+            f"{need} (--gpus-per-node={need}, or lower cluster.gpus_per_node)"
+        )
     return problems
 
 
 def job_port_offset(plan: Plan, job_id: str) -> int:
     """This job's port block (0 without a job id)."""
     return port_offset_for_job(
-        job_id, gpus_per_node=plan.gpus_per_node, job_blocks=plan.port_job_blocks,
+        job_id,
+        gpus_per_node=plan.gpus_per_node,
+        job_blocks=plan.port_job_blocks,
         workers_per_gpu=plan.workers_per_gpu,
-    )  # fmt: skip
+    )
 
 
 def job_ports(plan: Plan, offset: int) -> list[int]:
@@ -101,11 +107,15 @@ def _hosts(plan: Plan, env: Mapping[str, str], say: Callable[[str], None]) -> li
     nodelist = env.get("SLURM_JOB_NODELIST", env.get("SLURM_NODELIST", ""))
     hosts = nodes.expand_hostlist(SubprocessRunner(), nodelist)
     if len(hosts) < plan.num_nodes:
-        raise OrchestratorError(f"allocation {job_id} has {len(hosts)} node(s) ({', '.join(hosts)}); "
-                                f"the plan needs {plan.num_nodes} (request --nodes={plan.num_nodes})")  # fmt: skip
+        raise OrchestratorError(
+            f"allocation {job_id} has {len(hosts)} node(s) ({', '.join(hosts)}); "
+            f"the plan needs {plan.num_nodes} (request --nodes={plan.num_nodes})"
+        )
     if len(hosts) > plan.num_nodes:
-        say(f"warning: allocation {job_id} has {len(hosts)} nodes; the plan uses the first "
-            f"{plan.num_nodes}")  # fmt: skip
+        say(
+            f"warning: allocation {job_id} has {len(hosts)} nodes; the plan uses the first "
+            f"{plan.num_nodes}"
+        )
     if gpus_in_allocation(env) is None:
         say("warning: the allocation does not say how many GPUs it holds; assuming the plan's")
     return hosts[: plan.num_nodes]
@@ -116,11 +126,23 @@ def slurm_allocation(plan: Plan, env: Mapping[str, str], say: Callable[[str], No
     job_id = env["SLURM_JOB_ID"]
     hosts = _hosts(plan, env, say)
     offset = job_port_offset(plan, job_id)
-    infos = nodes.probe_nodes(SubprocessRunner(), job_id=job_id, hosts=hosts, python=sys.executable,
-                              ip_source=plan.ip_source, interface=plan.network_interface,
-                              ports=job_ports(plan, offset))  # fmt: skip
-    return Allocation(job_id, tuple(hosts), tuple(i.ip for i in infos),
-                      tuple(i.busy for i in infos), offset, tuple(i.gpus for i in infos))  # fmt: skip
+    infos = nodes.probe_nodes(
+        SubprocessRunner(),
+        job_id=job_id,
+        hosts=hosts,
+        python=sys.executable,
+        ip_source=plan.ip_source,
+        interface=plan.network_interface,
+        ports=job_ports(plan, offset),
+    )
+    return Allocation(
+        job_id,
+        tuple(hosts),
+        tuple(i.ip for i in infos),
+        tuple(i.busy for i in infos),
+        offset,
+        tuple(i.gpus for i in infos),
+    )
 
 
 def local_allocation(plan: Plan) -> Allocation:
@@ -139,8 +161,10 @@ def port_conflicts(plan: Plan, alloc: Allocation) -> list[str]:
         busy = set(alloc.busy[proc.node_index]) if proc.node_index < len(alloc.busy) else set()
         for kind, port in proc.ports.items():
             if port in busy:
-                problems.append(f"port {port} ({proc.name} {kind}) is already in use on "
-                                f"{alloc.hosts[proc.node_index]} (node {proc.node_index})")  # fmt: skip
+                problems.append(
+                    f"port {port} ({proc.name} {kind}) is already in use on "
+                    f"{alloc.hosts[proc.node_index]} (node {proc.node_index})"
+                )
     return problems
 
 
@@ -164,13 +188,20 @@ def with_job_gpus(plan: Plan, node_gpus: Sequence[Sequence[str]]) -> Plan:
 
 def bound_plan(plan: Plan, alloc: Allocation, run_dir: Path) -> Plan:
     """The saved plan bound to this job, its ports checked free on every node."""
-    bindings = Bindings(node_ips=alloc.ips, node_hosts=alloc.hosts, job_id=alloc.job_id,
-                        run_dir=str(run_dir), port_offset=alloc.port_offset)  # fmt: skip
+    bindings = Bindings(
+        node_ips=alloc.ips,
+        node_hosts=alloc.hosts,
+        job_id=alloc.job_id,
+        run_dir=str(run_dir),
+        port_offset=alloc.port_offset,
+    )
     bound = with_job_gpus(bind_plan(plan, bindings), alloc.gpus)
     conflicts = port_conflicts(bound, alloc)
     if conflicts:
-        raise OrchestratorError("; ".join(conflicts) + " (stop what holds it, or move "
-                                "cluster.port_base / frontend.http_port)")  # fmt: skip
+        raise OrchestratorError(
+            "; ".join(conflicts) + " (stop what holds it, or move "
+            "cluster.port_base / frontend.http_port)"
+        )
     return bound
 
 
@@ -211,39 +242,69 @@ def load_plan(run_dir: Path) -> Plan:
     return RunDir(run_dir).plan()
 
 
-def _setup(plan: Plan, run_dir: Path, env: Mapping[str, str], state: StateFile,
-           say: Callable[[str], None]) -> tuple[Plan, Backend]:  # fmt: skip
+def _setup(
+    plan: Plan, run_dir: Path, env: Mapping[str, str], state: StateFile, say: Callable[[str], None]
+) -> tuple[Plan, Backend]:
     """Find the nodes, bind the plan, write plan.bound.json, create the backend."""
     local = plan.driver_on_this_host  # recorded by the launcher (orchestrator.launchers)
     alloc = local_allocation(plan) if local else slurm_allocation(plan, env, say)
     job_id = "" if local else alloc.job_id
     fetched = None
     if plan.fetch is not None:  # one download on node 0, before anything else reads the model
-        fetched = fetch.before_workers(plan.fetch, hosts=alloc.hosts, job_id=job_id,
-                                       timeout_s=plan.readiness.timeout_s, say=say, runner=SubprocessRunner(),
-                                       record=lambda entry: state.update(fetch=entry))  # fmt: skip
+        fetched = fetch.before_workers(
+            plan.fetch,
+            hosts=alloc.hosts,
+            job_id=job_id,
+            timeout_s=plan.readiness.timeout_s,
+            say=say,
+            runner=SubprocessRunner(),
+            record=lambda entry: state.update(fetch=entry),
+        )
     if local:
         preflight.run_local(plan.preflight)
     else:  # one srun step over every node, before any worker starts
-        preflight.run_on_nodes(SubprocessRunner(), plan.preflight, job_id=alloc.job_id,
-                               hosts=alloc.hosts, python=sys.executable)  # fmt: skip
+        preflight.run_on_nodes(
+            SubprocessRunner(),
+            plan.preflight,
+            job_id=alloc.job_id,
+            hosts=alloc.hosts,
+            python=sys.executable,
+        )
     bound = bound_plan(plan, alloc, run_dir)
     if plan.stage is not None:  # after the preflight checked the source on the nodes
         source = plan.stage.source or (fetched or {}).get("path", "")
-        dest = stage_step.before_workers(plan.stage, source=source, hosts=alloc.hosts, job_id=job_id,
-                                         run_dir=run_dir, env=os.environ, timeout_s=plan.readiness.timeout_s,
-                                         runner=SubprocessRunner(), say=say,
-                                         record=lambda entry: state.update(stage=entry))  # fmt: skip
+        dest = stage_step.before_workers(
+            plan.stage,
+            source=source,
+            hosts=alloc.hosts,
+            job_id=job_id,
+            run_dir=run_dir,
+            env=os.environ,
+            timeout_s=plan.readiness.timeout_s,
+            runner=SubprocessRunner(),
+            say=say,
+            record=lambda entry: state.update(stage=entry),
+        )
         bound = stage_step.use_staged(bound, dest, alloc.hosts)
     RunDir(run_dir).write_bound_plan(bound)
-    state.update(job_id=alloc.job_id or state.data.get("job_id", ""), nodes=list(alloc.hosts),
-                 node_ips=list(alloc.ips), frontend_url=bound.readiness.frontend_url)  # fmt: skip
+    state.update(
+        job_id=alloc.job_id or state.data.get("job_id", ""),
+        nodes=list(alloc.hosts),
+        node_ips=list(alloc.ips),
+        frontend_url=bound.readiness.frontend_url,
+    )
     prepare_files(bound)
     if local:
         return bound, LocalBackend(alloc.hosts[0])
     if bound.slurm.launch_per == PER_NODE:
-        return bound, NodeBackend(bound.slurm, alloc.job_id, alloc.hosts, SubprocessRunner(),
-                                  python=sys.executable, log_dir=RunDir(run_dir).logs_dir)  # fmt: skip
+        return bound, NodeBackend(
+            bound.slurm,
+            alloc.job_id,
+            alloc.hosts,
+            SubprocessRunner(),
+            python=sys.executable,
+            log_dir=RunDir(run_dir).logs_dir,
+        )
     return bound, SrunBackend(bound.slurm, alloc.job_id, alloc.hosts, SubprocessRunner())
 
 
@@ -265,8 +326,15 @@ def run_driver(run_dir: Path, env: Mapping[str, str] | None = None) -> int:
         say(f"failed: {exc}")
         state.phase(Phase.FAILED, error=str(exc))
         return 1
-    driver = Driver(bound, run_dir=run_dir, backend=backend, http=RequestsHttp(),
-                    clock=SystemClock(), state=state, say=say)  # fmt: skip
+    driver = Driver(
+        bound,
+        run_dir=run_dir,
+        backend=backend,
+        http=RequestsHttp(),
+        clock=SystemClock(),
+        state=state,
+        say=say,
+    )
     driver.install_signal_handlers()
     attach_hold(driver)  # a worker job of a placement=here run: Slurm's stop signals are held
     attach_heartbeat(driver)  # an attached job stops itself when its run's driver is gone

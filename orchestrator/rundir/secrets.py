@@ -132,18 +132,63 @@ def create_tls(run_dir: Path, runner: CommandRunner) -> Path:
     folder = run_dir / SECRETS_DIR / TLS_DIR
     folder.mkdir(mode=0o700)
     ca_key, csr, ext = folder / "ca.key", folder / "node.csr", folder / "ext.cnf"
-    ext.write_text("basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\n"
-                   "extendedKeyUsage=serverAuth,clientAuth\n"
-                   f"subjectAltName=DNS:{TLS_SERVER_NAME}\n")  # fmt: skip
+    ext.write_text(
+        "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\n"
+        "extendedKeyUsage=serverAuth,clientAuth\n"
+        f"subjectAltName=DNS:{TLS_SERVER_NAME}\n"
+    )
     ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
     try:
-        _openssl(runner, ["req", "-x509", *ec, "-keyout", str(ca_key), "-out", str(folder / "ca.crt"),
-                          "-days", TLS_DAYS, "-subj", "/CN=orchestrator run CA"])  # fmt: skip
-        _openssl(runner, ["req", *ec, "-keyout", str(folder / "node.key"), "-out", str(csr),
-                          "-subj", f"/CN={TLS_SERVER_NAME}"])  # fmt: skip
-        _openssl(runner, ["x509", "-req", "-in", str(csr), "-CA", str(folder / "ca.crt"), "-CAkey",
-                          str(ca_key), "-set_serial", "1", "-out", str(folder / "node.crt"),
-                          "-days", TLS_DAYS, "-extfile", str(ext)])  # fmt: skip
+        _openssl(
+            runner,
+            [
+                "req",
+                "-x509",
+                *ec,
+                "-keyout",
+                str(ca_key),
+                "-out",
+                str(folder / "ca.crt"),
+                "-days",
+                TLS_DAYS,
+                "-subj",
+                "/CN=orchestrator run CA",
+            ],
+        )
+        _openssl(
+            runner,
+            [
+                "req",
+                *ec,
+                "-keyout",
+                str(folder / "node.key"),
+                "-out",
+                str(csr),
+                "-subj",
+                f"/CN={TLS_SERVER_NAME}",
+            ],
+        )
+        _openssl(
+            runner,
+            [
+                "x509",
+                "-req",
+                "-in",
+                str(csr),
+                "-CA",
+                str(folder / "ca.crt"),
+                "-CAkey",
+                str(ca_key),
+                "-set_serial",
+                "1",
+                "-out",
+                str(folder / "node.crt"),
+                "-days",
+                TLS_DAYS,
+                "-extfile",
+                str(ext),
+            ],
+        )
     finally:
         for leftover in (ca_key, csr, ext):
             leftover.unlink(missing_ok=True)

@@ -46,7 +46,14 @@ def begin_attempt(state: StateFile, env: Mapping[str, str]) -> int:
             state.data.pop(key, None)
         state.data["processes"] = {}
     job_id = env.get("SLURM_JOB_ID", "") or str(state.data.get("job_id", ""))
-    attempts.append({"attempt": attempt, "job_id": job_id, "started_at": now_iso(),
-                     "t": time.time(), "restart_count": restart_count(env)})  # fmt: skip
+    attempts.append(
+        {
+            "attempt": attempt,
+            "job_id": job_id,
+            "started_at": now_iso(),
+            "t": time.time(),
+            "restart_count": restart_count(env),
+        }
+    )
     state.update(attempt=attempt)
     return attempt

@@ -70,8 +70,14 @@ def _one(http: HttpClient, running: Running, timeout: float, *, serving: bool = 
 class HealthWatch:
     """Counts consecutive failed health checks per process while serving."""
 
-    def __init__(self, plan: Plan, http: HttpClient, backend: Backend, state: StateFile,
-                 say: Callable[[str], None]) -> None:  # fmt: skip
+    def __init__(
+        self,
+        plan: Plan,
+        http: HttpClient,
+        backend: Backend,
+        state: StateFile,
+        say: Callable[[str], None],
+    ) -> None:
         self.plan, self.http, self.backend, self.state, self.say = plan, http, backend, state, say
         self.misses: dict[str, int] = {}
         self.round = Round(ThreadPoolExecutor(PROBE_THREADS, thread_name_prefix="health"))

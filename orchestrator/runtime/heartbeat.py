@@ -72,9 +72,11 @@ class RunWatch:
             return ""
         if now - self.changed_at < self.timeout_s:
             return ""
-        return (f"the run it attaches to has not beaten for {now - self.changed_at:.0f} s "
-                f"(its driver is gone: {self.run_dir.heartbeat_file} unchanged; "
-                f"launcher.heartbeat_timeout_s={self.timeout_s:g})")  # fmt: skip
+        return (
+            f"the run it attaches to has not beaten for {now - self.changed_at:.0f} s "
+            f"(its driver is gone: {self.run_dir.heartbeat_file} unchanged; "
+            f"launcher.heartbeat_timeout_s={self.timeout_s:g})"
+        )
 
 
 def attach_heartbeat(driver: DriverView) -> None:

@@ -118,12 +118,24 @@ def progress(text: str) -> Progress | None:
 
 # Known fatal markers: (name, pattern). Named in failure messages with the line they match.
 MARKERS: tuple[tuple[str, re.Pattern[str]], ...] = (
-    ("CUDA out of memory", re.compile(r"CUDA out of memory|CUDA error: out of memory|OutOfMemoryError")),
-    ("NCCL error", re.compile(r"NCCL error|ncclInternalError|ncclSystemError|ncclUnhandledCudaError|NCCL WARN .*(fail|error)", re.I)),
+    (
+        "CUDA out of memory",
+        re.compile(r"CUDA out of memory|CUDA error: out of memory|OutOfMemoryError"),
+    ),
+    (
+        "NCCL error",
+        re.compile(
+            r"NCCL error|ncclInternalError|ncclSystemError|ncclUnhandledCudaError|NCCL WARN .*(fail|error)",
+            re.I,
+        ),
+    ),
     ("address already in use", re.compile(r"Address already in use|EADDRINUSE")),
-    ("KV transfer failure", re.compile(r"KVTransferError|(Prefill|Decode) transfer failed|Failed to get kvcache")),
+    (
+        "KV transfer failure",
+        re.compile(r"KVTransferError|(Prefill|Decode) transfer failed|Failed to get kvcache"),
+    ),
     ("page size mismatch", re.compile(r"page[ _]size mismatch", re.I)),
-)  # fmt: skip
+)
 
 
 def hints(log_text: str, *, limit: int = 5) -> list[str]:

@@ -156,8 +156,12 @@ class Agent:
         self.health = HealthChecks()
         # Its own session: Slurm's signal to the agent's step must not take the watchdog first.
         reaper = os.path.join(os.path.dirname(os.path.abspath(__file__)), "reaper.py")
-        self.reaper = subprocess.Popen([sys.executable, reaper, label], stdin=subprocess.PIPE,
-                                       stdout=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+        self.reaper = subprocess.Popen(
+            [sys.executable, reaper, label],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            start_new_session=True,
+        )
 
     def watch(self, sign: str, pgid: int) -> None:
         """Tell the watchdog a group started (+) or is gone (-)."""
@@ -173,9 +177,15 @@ class Agent:
         os.makedirs(os.path.dirname(log) or ".", exist_ok=True)
         fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         try:
-            popen = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=fd, stderr=fd,
-                                     env={**os.environ, **env}, start_new_session=True,
-                                     preexec_fn=_die_with_agent)  # fmt: skip
+            popen = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=fd,
+                stderr=fd,
+                env={**os.environ, **env},
+                start_new_session=True,
+                preexec_fn=_die_with_agent,
+            )
         except OSError as exc:  # no such program: an exit the driver reports with the log
             os.write(fd, f"[node agent] cannot start {argv[:1]}: {exc}\n".encode())
             emit({"ev": "exit", "name": name, "code": 127})
@@ -227,8 +237,13 @@ class Agent:
             elif cmd["op"] == "signal":
                 self.signal(list(cmd["names"]), int(cmd["sig"]))
             elif cmd["op"] == "watch" and cmd["name"] in self.procs:
-                self.health.add(cmd["name"], str(cmd["url"]), int(cmd["expect"]),
-                                float(cmd["every"]), float(cmd["timeout"]))  # fmt: skip
+                self.health.add(
+                    cmd["name"],
+                    str(cmd["url"]),
+                    int(cmd["expect"]),
+                    float(cmd["every"]),
+                    float(cmd["timeout"]),
+                )
         except (ValueError, KeyError, TypeError) as exc:
             sys.stderr.write(f"[node agent] bad command {line.strip()!r}: {exc}\n")
 

@@ -106,20 +106,42 @@ def expand_hostlist(runner: CommandRunner, nodelist: str) -> list[str]:
 
 
 def probe_nodes(
-    runner: CommandRunner, *, job_id: str, hosts: Sequence[str], python: str, ip_source: str,
-    interface: str, ports: Sequence[int],
-) -> list[NodeInfo]:  # fmt: skip
+    runner: CommandRunner,
+    *,
+    job_id: str,
+    hosts: Sequence[str],
+    python: str,
+    ip_source: str,
+    interface: str,
+    ports: Sequence[int],
+) -> list[NodeInfo]:
     """Run `nodeinfo` once on every node (one srun step): validated addresses and busy ports."""
-    argv = ["srun", f"--jobid={job_id}", "--overlap", f"--nodes={len(hosts)}", "--ntasks-per-node=1",
-            f"--nodelist={','.join(hosts)}", "--job-name=nodeinfo", python, "-m",
-            "orchestrator.runtime.nodes", "--ip-source", ip_source, "--interface", interface,
-            "--ports", ",".join(str(p) for p in sorted(set(ports)))]  # fmt: skip
+    argv = [
+        "srun",
+        f"--jobid={job_id}",
+        "--overlap",
+        f"--nodes={len(hosts)}",
+        "--ntasks-per-node=1",
+        f"--nodelist={','.join(hosts)}",
+        "--job-name=nodeinfo",
+        python,
+        "-m",
+        "orchestrator.runtime.nodes",
+        "--ip-source",
+        ip_source,
+        "--interface",
+        interface,
+        "--ports",
+        ",".join(str(p) for p in sorted(set(ports))),
+    ]
     res = runner.run(argv, timeout=120)
     found = parse_node_lines(res.stdout)
     missing = [h for h in hosts if h not in found]
     if res.returncode != 0 or missing:
-        raise OrchestratorError(f"could not resolve node addresses (missing: {', '.join(missing) or '-'}; "
-                                f"exit {res.returncode}): {res.stderr.strip()[-500:]}")  # fmt: skip
+        raise OrchestratorError(
+            f"could not resolve node addresses (missing: {', '.join(missing) or '-'}; "
+            f"exit {res.returncode}): {res.stderr.strip()[-500:]}"
+        )
     return [
         NodeInfo(ip=check_address(h, found[h].ip), busy=found[h].busy, gpus=found[h].gpus)
         for h in hosts

@@ -49,8 +49,16 @@ class AgentProcess:
     def watch_health(self, url: str, expect: int, every_s: float, timeout_s: float) -> None:
         """Have its agent check `url` every `every_s` s and report changed misses."""
         self.watched = True
-        self.agent.send({"op": "watch", "name": self.name, "url": url, "expect": expect,
-                         "every": every_s, "timeout": timeout_s})  # fmt: skip
+        self.agent.send(
+            {
+                "op": "watch",
+                "name": self.name,
+                "url": url,
+                "expect": expect,
+                "every": every_s,
+                "timeout": timeout_s,
+            }
+        )
 
     def poll(self) -> int | None:
         """Its exit code once the agent reported the exit (or ended)."""
@@ -154,8 +162,16 @@ def _note(log: Path, line: str) -> None:
 class NodeBackend:
     """Every process of a node through that node's agent (see the module docstring)."""
 
-    def __init__(self, req: SlurmRequest, job_id: str, hosts: Sequence[str],
-                 runner: CommandRunner, *, python: str, log_dir: Path) -> None:  # fmt: skip
+    def __init__(
+        self,
+        req: SlurmRequest,
+        job_id: str,
+        hosts: Sequence[str],
+        runner: CommandRunner,
+        *,
+        python: str,
+        log_dir: Path,
+    ) -> None:
         self._req, self._job_id, self._hosts = req, job_id, list(hosts)
         self._python, self._log_dir = python, log_dir
         self._slurm = SlurmClient(runner)
@@ -175,14 +191,25 @@ class NodeBackend:
 
     def _launch(self, index: int) -> NodeAgent:
         host = self._hosts[index]
-        argv = agent_srun_argv(index, self._req, hostname=host, job_id=self._job_id,
-                               python=self._python, agent=str(AGENT),
-                               run_dir=str(self._log_dir.parent))  # fmt: skip
+        argv = agent_srun_argv(
+            index,
+            self._req,
+            hostname=host,
+            job_id=self._job_id,
+            python=self._python,
+            agent=str(AGENT),
+            run_dir=str(self._log_dir.parent),
+        )
         log = self._log_dir / f"agent-node{index}.log"
         fd = open_log(log)
         try:
-            popen = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=fd, start_new_session=True)  # fmt: skip
+            popen = subprocess.Popen(
+                argv,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=fd,
+                start_new_session=True,
+            )
         finally:
             os.close(fd)
         agent = NodeAgent(index, host, popen, log)
@@ -216,8 +243,15 @@ class NodeBackend:
         handle = AgentProcess(agent, proc.name, log)
         with agent.changed:
             agent.procs[proc.name] = handle
-        agent.send({"op": "start", "name": proc.name, "argv": list(proc.argv),
-                    "env": dict(proc.env), "log": str(log)})  # fmt: skip
+        agent.send(
+            {
+                "op": "start",
+                "name": proc.name,
+                "argv": list(proc.argv),
+                "env": dict(proc.env),
+                "log": str(log),
+            }
+        )
         return Running(proc=proc, popen=handle, log=log, host=agent.host)
 
     def signal(self, running: Sequence[Running], sig: signal.Signals) -> None:
@@ -232,8 +266,9 @@ class NodeBackend:
 
     def leftovers(self, running: Sequence[Running]) -> list[str]:
         """Names whose process or process group the agents still report."""
-        return sorted(r.proc.name for r in running
-                      if isinstance(r.popen, AgentProcess) and not r.popen.gone)  # fmt: skip
+        return sorted(
+            r.proc.name for r in running if isinstance(r.popen, AgentProcess) and not r.popen.gone
+        )
 
     def describe_exit(self, running: Running) -> str:
         """For a process lost with its agent's step: the node failure Slurm reports (no

@@ -39,8 +39,10 @@ def check_path(check: PathCheck) -> str:
     if not (path / "config.json").is_file():
         return f"model directory {check.path} ({check.key}) has no config.json"
     if not any(next(path.glob(p), None) for p in WEIGHT_PATTERNS):
-        return (f"model directory {check.path} ({check.key}) has no weights "
-                f"({', '.join(WEIGHT_PATTERNS)})")  # fmt: skip
+        return (
+            f"model directory {check.path} ({check.key}) has no weights "
+            f"({', '.join(WEIGHT_PATTERNS)})"
+        )
     return ""
 
 
@@ -67,8 +69,9 @@ def raise_failures(failures: dict[str, list[str]], hosts: Sequence[str]) -> None
     """One OrchestratorError naming every failing node (index and host) and path."""
     lines = [f"node {i} ({h}): {f}" for i, h in enumerate(hosts) for f in failures.get(h, [])]
     if lines:
-        raise OrchestratorError("preflight failed before any worker started:\n  "
-                                + "\n  ".join(lines))  # fmt: skip
+        raise OrchestratorError(
+            "preflight failed before any worker started:\n  " + "\n  ".join(lines)
+        )
 
 
 def run_local(checks: Sequence[PathCheck], host: str = "localhost") -> None:
@@ -77,23 +80,41 @@ def run_local(checks: Sequence[PathCheck], host: str = "localhost") -> None:
 
 
 def run_on_nodes(
-    runner: CommandRunner, checks: Sequence[PathCheck], *, job_id: str, hosts: Sequence[str],
+    runner: CommandRunner,
+    checks: Sequence[PathCheck],
+    *,
+    job_id: str,
+    hosts: Sequence[str],
     python: str,
-) -> None:  # fmt: skip
+) -> None:
     """All nodes' checks in one srun step; raises naming node and path on any failure."""
     if not checks:
         return
     payload = json.dumps([asdict(c) for c in checks])
-    argv = ["srun", f"--jobid={job_id}", "--overlap", f"--nodes={len(hosts)}",
-            "--ntasks-per-node=1", f"--nodelist={','.join(hosts)}", "--job-name=preflight",
-            python, "-m", "orchestrator.runtime.preflight", "--hosts", ",".join(hosts),
-            "--checks", payload]  # fmt: skip
+    argv = [
+        "srun",
+        f"--jobid={job_id}",
+        "--overlap",
+        f"--nodes={len(hosts)}",
+        "--ntasks-per-node=1",
+        f"--nodelist={','.join(hosts)}",
+        "--job-name=preflight",
+        python,
+        "-m",
+        "orchestrator.runtime.preflight",
+        "--hosts",
+        ",".join(hosts),
+        "--checks",
+        payload,
+    ]
     res = runner.run(argv, timeout=120)
     found = parse_report(res.stdout)
     missing = [h for h in hosts if h not in found]
     if missing:
-        raise OrchestratorError(f"preflight did not run on {', '.join(missing)} (exit "
-                                f"{res.returncode}): {res.stderr.strip()[-500:]}")  # fmt: skip
+        raise OrchestratorError(
+            f"preflight did not run on {', '.join(missing)} (exit "
+            f"{res.returncode}): {res.stderr.strip()[-500:]}"
+        )
     raise_failures(found, hosts)
 
 

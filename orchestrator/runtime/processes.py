@@ -96,9 +96,16 @@ class LocalBackend:
             # Its own session: a closing terminal or Ctrl-C must not take the watchdog first.
             # The run dir in its argv lets "nothing left of the run" checks see it too.
             self._reaper = subprocess.Popen(
-                [sys.executable, str(Path(__file__).with_name("reaper.py")), str(log.parent.parent)],
-                stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, start_new_session=True,
-            )  # fmt: skip
+                [
+                    sys.executable,
+                    str(Path(__file__).with_name("reaper.py")),
+                    str(log.parent.parent),
+                ],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL,
+                text=True,
+                start_new_session=True,
+            )
         assert self._reaper.stdin is not None
         try:
             self._reaper.stdin.write(f"{sign}{pgid}\n")
@@ -111,10 +118,14 @@ class LocalBackend:
         fd = open_log(log)
         try:
             popen = subprocess.Popen(
-                list(proc.argv), stdin=subprocess.DEVNULL, stdout=fd, stderr=subprocess.STDOUT,
-                env={**os.environ, **proc.env}, start_new_session=True,
+                list(proc.argv),
+                stdin=subprocess.DEVNULL,
+                stdout=fd,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, **proc.env},
+                start_new_session=True,
                 preexec_fn=_die_with(os.getpid()),
-            )  # fmt: skip
+            )
         finally:
             os.close(fd)
         self._watch(popen.pid, log)
@@ -169,8 +180,13 @@ class SrunBackend:
         argv = srun_argv(proc, self._req, hostname=host, job_id=self._job_id)
         fd = open_log(log)
         try:
-            popen = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=fd, stderr=subprocess.STDOUT,
-                                     start_new_session=True)  # fmt: skip
+            popen = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=fd,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         finally:
             os.close(fd)
         return Running(proc=proc, popen=popen, log=log, host=host)

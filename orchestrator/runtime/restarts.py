@@ -54,9 +54,12 @@ class RestartBook:
             return Decision(None, f"restart policy is {policy.mode!r}")
         recent = [t for t in self.history.get(unit_key(proc), []) if t > now - policy.window_s]
         if len(recent) >= policy.max_restarts:
-            return Decision(None, f"restarts exhausted: {len(recent)} restart(s) within "
-                            f"{policy.window_s:g} s, max_restarts={policy.max_restarts}",
-                            len(recent))  # fmt: skip
+            return Decision(
+                None,
+                f"restarts exhausted: {len(recent)} restart(s) within "
+                f"{policy.window_s:g} s, max_restarts={policy.max_restarts}",
+                len(recent),
+            )
         return Decision(now + policy.backoff(len(recent)), recent=len(recent))
 
     def schedule(self, proc: Process, code: int, decision: Decision, *, now: float) -> None:
@@ -79,8 +82,12 @@ class RestartBook:
 def restart_entry(running: Running, *, cause: str, exited: bool) -> dict[str, Any]:
     """state.json's record of one restart of `running`: when, its exit code (None for a rank
     stopped because `cause` died), the last lines of its log."""
-    return {"at": now_iso(), "exit_code": running.exit_code if exited else None,
-            "tail": log_tail(running.log, TAIL_LINES), "cause": cause}  # fmt: skip
+    return {
+        "at": now_iso(),
+        "exit_code": running.exit_code if exited else None,
+        "tail": log_tail(running.log, TAIL_LINES),
+        "cause": cause,
+    }
 
 
 def exit_message(
@@ -95,8 +102,10 @@ def exit_message(
     of each earlier exit)."""
     proc = running.proc
     why = f" ({refusal})" if refusal.startswith("restarts exhausted") else ""
-    tails = "".join(f"\nexit {i} at {r['at']} (code {r['exit_code']}), last lines:\n{r['tail']}"
-                    for i, r in enumerate((r for r in earlier if r.get("cause") == proc.name), 1))  # fmt: skip
+    tails = "".join(
+        f"\nexit {i} at {r['at']} (code {r['exit_code']}), last lines:\n{r['tail']}"
+        for i, r in enumerate((r for r in earlier if r.get("cause") == proc.name), 1)
+    )
     return (
         f"{proc.name} ({proc.role}) on {running.host} (node {proc.node_index}) exited with code "
         f"{code}{why}{detail}; last 50 lines of {running.log}:\n{log_tail(running.log)}"
@@ -110,8 +119,14 @@ def gpu_neighbours(procs: Sequence[Process], proc: Process) -> list[str]:
     """The other workers that share a GPU with `proc` (deployment.workers_per_gpu > 1)."""
     if not proc.gpu_share:
         return []
-    return [p.name for p in procs if p.name != proc.name and p.gpu_share
-            and p.node_index == proc.node_index and set(p.gpus) & set(proc.gpus)]  # fmt: skip
+    return [
+        p.name
+        for p in procs
+        if p.name != proc.name
+        and p.gpu_share
+        and p.node_index == proc.node_index
+        and set(p.gpus) & set(proc.gpus)
+    ]
 
 
 def shared_restart(procs: Sequence[Process], proc: Process, healthy: set[str]) -> Process | None:

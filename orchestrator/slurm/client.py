@@ -52,8 +52,19 @@ class SlurmClient:
         found = parse.parse_job_lines(res.stdout) if res.returncode == 0 else {}
         rest = [j for j in ids if j not in found]
         if rest:
-            res = self._run(["sacct", "-X", "-n", "-P", f"--delimiter={SEP}", "-o", SACCT_JOBS,
-                             "-j", ",".join(rest)])  # fmt: skip
+            res = self._run(
+                [
+                    "sacct",
+                    "-X",
+                    "-n",
+                    "-P",
+                    f"--delimiter={SEP}",
+                    "-o",
+                    SACCT_JOBS,
+                    "-j",
+                    ",".join(rest),
+                ]
+            )
             if res.returncode == 0:
                 found.update(parse.parse_job_lines(res.stdout))
         return {j: found.get(j) or JobState(job_id=j) for j in ids}
@@ -72,9 +83,13 @@ class SlurmClient:
         return self.states([job_id]).get(job_id) or JobState(job_id=job_id)
 
     def cancel(
-        self, job_id: str, *, signal: str | None = None, batch: bool = False,
+        self,
+        job_id: str,
+        *,
+        signal: str | None = None,
+        batch: bool = False,
         steps: Sequence[str] = (),
-    ) -> bool:  # fmt: skip
+    ) -> bool:
         """`scancel [--signal=SIG] [--batch] JOB | STEP...`: without `signal` the job (or the
         steps) end; with it they only receive the signal. True when scancel succeeded."""
         argv = ["scancel"]
@@ -93,8 +108,9 @@ class SlurmClient:
 
     def steps(self, job_id: str) -> list[tuple[str, str]]:
         """[(step id, step name)] of a job's running steps (`batch`/`extern` included)."""
-        res = self._run(["squeue", "--steps", f"--jobs={job_id}", "--noheader",
-                         f"--format=%i{SEP}%j"])  # fmt: skip
+        res = self._run(
+            ["squeue", "--steps", f"--jobs={job_id}", "--noheader", f"--format=%i{SEP}%j"]
+        )
         return parse.parse_step_lines(res.stdout) if res.returncode == 0 else []
 
     def hostnames(self, nodelist: str) -> list[str]:

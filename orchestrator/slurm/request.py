@@ -42,8 +42,11 @@ def sbatch_directives(req: SlurmRequest) -> list[str]:
     opts = [f"--job-name={req.job_name}", f"--nodes={req.nodes}", "--ntasks-per-node=1"]
     opts.append(gpu_directive(req))
     opts.append(f"--time={req.time_limit_min}")
-    opts += [f"--{k}={v}" for k, v in (("partition", req.partition), ("account", req.account),
-                                       ("qos", req.qos)) if v]  # fmt: skip
+    opts += [
+        f"--{k}={v}"
+        for k, v in (("partition", req.partition), ("account", req.account), ("qos", req.qos))
+        if v
+    ]
     if req.exclusive:
         opts.append("--exclusive")
     # SIGTERM to the driver (the batch shell, which execs it) before the time limit, so that it

@@ -132,10 +132,22 @@ def write_tables(out_dir: Path, rows: Sequence[dict[str, Any]]) -> tuple[Path, P
     return table, jsonl
 
 
-DECISION_COLUMNS = ("need_tok_s_per_user_above", "need_tok_s_per_user_up_to", "name",
-                    "sweep_point", "concurrency", "output_tok_s_per_gpu", "tok_s_per_user",
-                    "output_tok_s", "ttft_p99_ms", "itl_p99_ms", "gpus_total", "nodes",
-                    "accuracy", "run_dir")  # fmt: skip
+DECISION_COLUMNS = (
+    "need_tok_s_per_user_above",
+    "need_tok_s_per_user_up_to",
+    "name",
+    "sweep_point",
+    "concurrency",
+    "output_tok_s_per_gpu",
+    "tok_s_per_user",
+    "output_tok_s",
+    "ttft_p99_ms",
+    "itl_p99_ms",
+    "gpus_total",
+    "nodes",
+    "accuracy",
+    "run_dir",
+)
 
 
 def topology_key(row: dict[str, Any]) -> str:
@@ -169,8 +181,11 @@ def decision_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     for row in front:
         if out and row[X_KEY] == low:
             continue  # a tie on both axes: one row per band
-        flat = {**flatten(row), "name": row.get("name", ""),
-                "accuracy": accuracy.get(topology_key(row), "-")}  # fmt: skip
+        flat = {
+            **flatten(row),
+            "name": row.get("name", ""),
+            "accuracy": accuracy.get(topology_key(row), "-"),
+        }
         band = {"need_tok_s_per_user_above": low, "need_tok_s_per_user_up_to": row[X_KEY]}
         out.append({**{c: flat.get(c, "") for c in DECISION_COLUMNS}, **band})
         low = row[X_KEY]
@@ -184,15 +199,21 @@ def _num(value: Any, digits: int = 1) -> str:
 def decision_markdown(table: Sequence[dict[str, Any]], failed: Sequence[str]) -> str:
     """decision.md: which configuration to pick for the tokens/s per user you need, then the
     points without a result and why."""
-    lines = ["# Best configuration per tokens/s per user", "",
-             "Need per user (tok/s) | Pick | Concurrency | Output tok/s/GPU | tok/s/user | "
-             "TTFT p99 (ms) | ITL p99 (ms) | GPUs | Accuracy", "---|---|---|---|---|---|---|---|---"]  # fmt: skip
+    lines = [
+        "# Best configuration per tokens/s per user",
+        "",
+        "Need per user (tok/s) | Pick | Concurrency | Output tok/s/GPU | tok/s/user | "
+        "TTFT p99 (ms) | ITL p99 (ms) | GPUs | Accuracy",
+        "---|---|---|---|---|---|---|---|---",
+    ]
     for r in table:
         low, high = r["need_tok_s_per_user_above"], r["need_tok_s_per_user_up_to"]
         need = f"up to {_num(high)}" if not low else f"{_num(low)} - {_num(high)}"
-        lines.append(f"{need} | {r['name']} | {r['concurrency']} | {_num(r['output_tok_s_per_gpu'])} | "
-                     f"{_num(r['tok_s_per_user'])} | {_num(r['ttft_p99_ms'])} | "
-                     f"{_num(r['itl_p99_ms'])} | {r['gpus_total']} | {r['accuracy']}")  # fmt: skip
+        lines.append(
+            f"{need} | {r['name']} | {r['concurrency']} | {_num(r['output_tok_s_per_gpu'])} | "
+            f"{_num(r['tok_s_per_user'])} | {_num(r['ttft_p99_ms'])} | "
+            f"{_num(r['itl_p99_ms'])} | {r['gpus_total']} | {r['accuracy']}"
+        )
     if not table:
         lines.append("(no valid results with tokens/s per user)")
     if table:
@@ -208,12 +229,18 @@ def accuracy_markdown(rows: Sequence[dict[str, Any]]) -> str:
     evals = [r for r in rows if r.get("task")]
     if not evals:
         return ""
-    lines = ["", "## Accuracy (benchmark=lm_eval)", "",
-             "Point | Task | Metric | Filter | Value | Stderr | Documents",
-             "---|---|---|---|---|---|---"]  # fmt: skip
+    lines = [
+        "",
+        "## Accuracy (benchmark=lm_eval)",
+        "",
+        "Point | Task | Metric | Filter | Value | Stderr | Documents",
+        "---|---|---|---|---|---|---",
+    ]
     for r in evals:
-        lines.append(f"{r.get('name', '')} | {r['task']} | {r['metric']} | {r['filter']} | "
-                     f"{_num(r['value'], 4)} | {_num(r['stderr'], 4)} | {r['samples']}")  # fmt: skip
+        lines.append(
+            f"{r.get('name', '')} | {r['task']} | {r['metric']} | {r['filter']} | "
+            f"{_num(r['value'], 4)} | {_num(r['stderr'], 4)} | {r['samples']}"
+        )
     return "\n".join(lines) + "\n"
 
 

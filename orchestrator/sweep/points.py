@@ -129,7 +129,7 @@ def baseline_point(point: SweepPoint, cfg: RootConfig) -> SweepPoint | None:
         overrides=tuple(keep + extra),
         label=" ".join(
             [f"aggregated x{gpus // per_worker} ({gpus} GPUs)"] + [f"{k}={v}" for k, v in swept]
-        ),  # fmt: skip
+        ),
         baseline=True,
         swept=swept,
     )

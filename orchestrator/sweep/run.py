@@ -109,14 +109,21 @@ def validate_points(points: list[SweepPoint], site: Site, baseline: str) -> list
     planned = _planned(points, site)
     if baseline:
         seen = {p.key for p in points}
-        extra = [baseline_point(point, ready.cfg) for point, ready in planned
-                 if isinstance(ready, Planned) and not point.baseline]  # fmt: skip
+        extra = [
+            baseline_point(point, ready.cfg)
+            for point, ready in planned
+            if isinstance(ready, Planned) and not point.baseline
+        ]
         fresh = [b for b in extra if b is not None and not (b.key in seen or seen.add(b.key))]  # type: ignore[func-returns-value]
         planned += _planned(fresh, site)
     ok = [(point, ready) for point, ready in planned if isinstance(ready, Planned)]
     argv_issues = check_argvs([ready for _, ready in ok])
-    issues = [_named(point, i) for point, ready in planned if isinstance(ready, InvalidConfig)
-              for i in ready.issues]  # fmt: skip
+    issues = [
+        _named(point, i)
+        for point, ready in planned
+        if isinstance(ready, InvalidConfig)
+        for i in ready.issues
+    ]
     for (point, ready), found in zip(ok, argv_issues, strict=True):
         issues += [_named(point, i) for i in found + _sweep_issues(ready.cfg, ready.launcher, site)]
     if issues:
@@ -170,8 +177,16 @@ def max_in_flight(options: dict[str, str]) -> int:
     """`sweep.max_in_flight` (0: no limit)."""
     value = options.get("sweep.max_in_flight", "0")
     if not value.isdigit():
-        raise InvalidConfig([Issue("sweep.max_in_flight", value, "must be a whole number",
-                                   "set sweep.max_in_flight=N (N >= 1), or 0 for no limit")])  # fmt: skip
+        raise InvalidConfig(
+            [
+                Issue(
+                    "sweep.max_in_flight",
+                    value,
+                    "must be a whole number",
+                    "set sweep.max_in_flight=N (N >= 1), or 0 for no limit",
+                )
+            ]
+        )
     return int(value)
 
 

@@ -129,10 +129,16 @@ def point_rows(sweep_dir: Path, entry: dict[str, Any]) -> list[dict[str, Any]]:
     if chosen is None:
         return []
     # The point's name tells points apart (the deployment name does not show TP, EP, ...).
-    extra = {"sweep_point": entry["label"], "baseline": entry.get("baseline", False),
-             "name": entry["name"]}  # fmt: skip
-    return [{**row, **extra, "deployment": row.get("name", "")} for row in read_rows(chosen)
-            if row.get("valid")]  # fmt: skip
+    extra = {
+        "sweep_point": entry["label"],
+        "baseline": entry.get("baseline", False),
+        "name": entry["name"],
+    }
+    return [
+        {**row, **extra, "deployment": row.get("name", "")}
+        for row in read_rows(chosen)
+        if row.get("valid")
+    ]
 
 
 def collect(sweep_dir: Path) -> str:
@@ -149,8 +155,14 @@ def collect(sweep_dir: Path) -> str:
         rows, sweep_dir / "pareto.png", title=f"{sweep_dir.name}: {len(rows)} valid load points"
     )
     md, decision = write_decision(sweep_dir, rows, failed)
-    lines = [f"{len(rows)} valid row(s) from {with_rows}/{len(manifest['points'])} point(s)",
-             str(table), str(jsonl), str(png), str(md), str(decision)]  # fmt: skip
+    lines = [
+        f"{len(rows)} valid row(s) from {with_rows}/{len(manifest['points'])} point(s)",
+        str(table),
+        str(jsonl),
+        str(png),
+        str(md),
+        str(decision),
+    ]
     if failed:
         lines += [f"{len(failed)} point(s) without a valid result:"] + [f"  {f}" for f in failed]
     return "\n".join(lines)
@@ -214,8 +226,13 @@ def _result(rows: list[dict[str, Any]]) -> str:
 
 
 # --- stop --------------------------------------------------------------------------------------
-def stop(sweep_dir: Path, runner: CommandRunner | None = None, *, timeout_s: float = 120.0,
-         clock: Clock | None = None) -> str:  # fmt: skip
+def stop(
+    sweep_dir: Path,
+    runner: CommandRunner | None = None,
+    *,
+    timeout_s: float = 120.0,
+    clock: Clock | None = None,
+) -> str:
     """Cancel every queued point and stop every running one; each run directory records it.
 
     Queued jobs go first, in one scancel: a job waiting (sweep.max_in_flight) for a running one
@@ -237,8 +254,10 @@ def stop(sweep_dir: Path, runner: CommandRunner | None = None, *, timeout_s: flo
         RunDir(st["run_dir"]).request_stop()
         client.cancel(st["job_id"], signal="TERM", batch=True)
     left = _wait_final(running, timeout_s, clock, client)
-    lines = [f"cancelled {len(queued)} queued point(s), stopped {len(running) - len(left)} "
-             f"running point(s) of {len(statuses)}"]  # fmt: skip
+    lines = [
+        f"cancelled {len(queued)} queued point(s), stopped {len(running) - len(left)} "
+        f"running point(s) of {len(statuses)}"
+    ]
     lines += [f"  still stopping after {timeout_s:g} s: {d} (see its driver.log)" for d in left]
     return "\n".join(lines)
 

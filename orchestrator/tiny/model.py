@@ -244,7 +244,9 @@ def gpt_oss_config(spec: TinyModelSpec) -> dict[str, Any]:
     a transformers field but SGLang reads it from the config. YaRN keeps gpt-oss's factor 32,
     its original length scaled down so that factor * original = max_position_embeddings.
     """
-    layer_types = ["sliding_attention" if i % 2 == 0 else "full_attention" for i in range(spec.layers)]  # fmt: skip
+    layer_types = [
+        "sliding_attention" if i % 2 == 0 else "full_attention" for i in range(spec.layers)
+    ]
     factor = 32.0
     return {
         "architectures": ["GptOssForCausalLM"],
@@ -353,8 +355,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     size = (path / WEIGHTS_FILE).stat().st_size
     print(path)
-    print(f"{spec.arch}: {parameter_count(spec):,} parameters, "
-          f"{WEIGHTS_FILE} {size / 1e6:.1f} MB ({spec.dtype})", file=sys.stderr)  # fmt: skip
+    print(
+        f"{spec.arch}: {parameter_count(spec):,} parameters, "
+        f"{WEIGHTS_FILE} {size / 1e6:.1f} MB ({spec.dtype})",
+        file=sys.stderr,
+    )
     return 0
 
 

@@ -54,8 +54,9 @@ class Lifecycle:
         signal.signal(signal.SIGTERM, lambda _s, _f: self.on_sigterm())
         if not self.with_child:
             return
-        self.child = subprocess.Popen([sys.executable, os.path.abspath(__file__), "scheduler"],
-                                      stdin=subprocess.PIPE)  # fmt: skip
+        self.child = subprocess.Popen(
+            [sys.executable, os.path.abspath(__file__), "scheduler"], stdin=subprocess.PIPE
+        )
         threading.Thread(target=self._watch, daemon=True).start()
 
     def _watch(self) -> None:
@@ -63,8 +64,10 @@ class Lifecycle:
         while not self.children_stopping.wait(WATCH_INTERVAL_S):
             code = self.child.poll()
             if code not in (None, 0):
-                self.say(f"Subprocess scheduler (pid={self.child.pid}) crashed with exit code "
-                         f"{code}. Triggering SIGQUIT for cleanup...")  # fmt: skip
+                self.say(
+                    f"Subprocess scheduler (pid={self.child.pid}) crashed with exit code "
+                    f"{code}. Triggering SIGQUIT for cleanup..."
+                )
                 self.crash()
 
     def crash(self) -> None:

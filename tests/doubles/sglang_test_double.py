@@ -112,7 +112,11 @@ class Double:
         self.life = Lifecycle(env, self.name or self.mode)
         self.health_gen_s = float(env.get("SGLANG_DOUBLE_HEALTH_GEN_S", "1"))
         self.cheap_health = env.get("SGLANG_ENABLE_HEALTH_ENDPOINT_GENERATION", "").lower() in (
-            "false", "0", "no", "off")  # fmt: skip
+            "false",
+            "0",
+            "no",
+            "off",
+        )
         self.rooms = threading.Condition()
         self.rooms_seen: set[int] = set()
         self.aborts = 0  # POST /abort_request {"abort_all": true} calls so far
@@ -166,32 +170,54 @@ class Double:
     def server_info(self) -> dict[str, Any]:
         a = self.args
         return {
-            "model_path": a.model_path, "served_model_name": a.served_model_name, "tp_size": a.tp_size,
-            "dp_size": a.dp_size, "disaggregation_mode": self.mode, "host": a.host, "port": a.port,
-            "disaggregation_bootstrap_port": a.disaggregation_bootstrap_port, "version": VERSION,
-            "launch_command": " ".join(sys.argv), "test_double": True, "internal_states": [{}],
-        }  # fmt: skip
+            "model_path": a.model_path,
+            "served_model_name": a.served_model_name,
+            "tp_size": a.tp_size,
+            "dp_size": a.dp_size,
+            "disaggregation_mode": self.mode,
+            "host": a.host,
+            "port": a.port,
+            "disaggregation_bootstrap_port": a.disaggregation_bootstrap_port,
+            "version": VERSION,
+            "launch_command": " ".join(sys.argv),
+            "test_double": True,
+            "internal_states": [{}],
+        }
 
     def model_info(self) -> dict[str, Any]:
         return {
-            "model_path": self.args.model_path, "served_model_name": self.args.served_model_name,
-            "tokenizer_path": self.args.model_path, "is_generation": True, "model_type": "test_double",
-            "architectures": ["TestDoubleForCausalLM"], "disaggregation_mode": self.mode,
-            "reasoning_parser": None, "tool_call_parser": None, "weight_version": "default",
-        }  # fmt: skip
+            "model_path": self.args.model_path,
+            "served_model_name": self.args.served_model_name,
+            "tokenizer_path": self.args.model_path,
+            "is_generation": True,
+            "model_type": "test_double",
+            "architectures": ["TestDoubleForCausalLM"],
+            "disaggregation_mode": self.mode,
+            "reasoning_parser": None,
+            "tool_call_parser": None,
+            "weight_version": "default",
+        }
 
     def record(self, path: str, body: dict[str, Any], bootstrap_ok: bool | None) -> None:
         """Append one JSONL line (a single O_APPEND write, so concurrent doubles do not interleave)."""
         if not self.record_path:
             return
         line = {
-            "t": time.time(), "name": self.name, "pid": os.getpid(), "mode": self.mode,
-            "host": self.args.host, "port": self.args.port, "path": path,
+            "t": time.time(),
+            "name": self.name,
+            "pid": os.getpid(),
+            "mode": self.mode,
+            "host": self.args.host,
+            "port": self.args.port,
+            "path": path,
             "own_bootstrap_port": self.args.disaggregation_bootstrap_port,
-            "bootstrap_host": body.get("bootstrap_host"), "bootstrap_port": body.get("bootstrap_port"),
-            "bootstrap_room": body.get("bootstrap_room"), "bootstrap_reachable": bootstrap_ok,
-            "stream": bool(body.get("stream")), "prompt": prompt_text(body),
-        }  # fmt: skip
+            "bootstrap_host": body.get("bootstrap_host"),
+            "bootstrap_port": body.get("bootstrap_port"),
+            "bootstrap_room": body.get("bootstrap_room"),
+            "bootstrap_reachable": bootstrap_ok,
+            "stream": bool(body.get("stream")),
+            "prompt": prompt_text(body),
+        }
         data = (json.dumps(line) + "\n").encode()
         fd = os.open(self.record_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         try:
@@ -303,8 +329,21 @@ class Handler(BaseHTTPRequestHandler):
             self._send(200, d.model_info())
         elif path == "/v1/models":
             name = d.args.served_model_name
-            self._send(200, {"object": "list", "data": [{"id": name, "object": "model", "root": name,
-                                                          "owned_by": "sglang", "max_model_len": 4096}]})  # fmt: skip
+            self._send(
+                200,
+                {
+                    "object": "list",
+                    "data": [
+                        {
+                            "id": name,
+                            "object": "model",
+                            "root": name,
+                            "owned_by": "sglang",
+                            "max_model_len": 4096,
+                        }
+                    ],
+                },
+            )
         else:
             self._send(404, {"detail": "Not Found"})
 
@@ -332,17 +371,40 @@ class Handler(BaseHTTPRequestHandler):
         d.record(path, body, reachable)
         if reachable is False:
             where = f"{body.get('bootstrap_host')}:{body.get('bootstrap_port')}"
-            self._send(500, {"error": {"message": f"decode could not reach bootstrap server {where}",
-                                       "type": "InternalServerError", "code": 500}})  # fmt: skip
+            self._send(
+                500,
+                {
+                    "error": {
+                        "message": f"decode could not reach bootstrap server {where}",
+                        "type": "InternalServerError",
+                        "code": 500,
+                    }
+                },
+            )
             return
         decoded = d.wait_for_decode(body)
         if decoded is None:  # aborted: SGLang ends it with finish_reason abort, HTTP 200
-            self._send(200, {"text": "", "meta_info": {"finish_reason": {
-                "type": "abort", "message": "Abort in waiting queue"}}})  # fmt: skip
+            self._send(
+                200,
+                {
+                    "text": "",
+                    "meta_info": {
+                        "finish_reason": {"type": "abort", "message": "Abort in waiting queue"}
+                    },
+                },
+            )
             return
         if not decoded:
-            self._send(500, {"error": {"message": f"KVTransferError(bootstrap_room={body.get('bootstrap_room')}): "
-                                       "no decode within the bootstrap timeout", "code": 500}})  # fmt: skip
+            self._send(
+                500,
+                {
+                    "error": {
+                        "message": f"KVTransferError(bootstrap_room={body.get('bootstrap_room')}): "
+                        "no decode within the bootstrap timeout",
+                        "code": 500,
+                    }
+                },
+            )
             return
         words = reply_words(body)
         n = max_tokens(body, len(words))
@@ -353,8 +415,13 @@ class Handler(BaseHTTPRequestHandler):
 
     def _generate(self, body: dict[str, Any], words: tuple[str, ...]) -> None:
         n = len(words)
-        meta = {"id": "double", "finish_reason": {"type": "length", "length": n}, "prompt_tokens": 4,
-                "completion_tokens": n, "cached_tokens": 0}  # fmt: skip
+        meta = {
+            "id": "double",
+            "finish_reason": {"type": "length", "length": n},
+            "prompt_tokens": 4,
+            "completion_tokens": n,
+            "cached_tokens": 0,
+        }
         text = "".join(words)
         if body.get("stream"):
             self._stream([{"text": "".join(words[: i + 1]), "meta_info": meta} for i in range(n)])
@@ -382,8 +449,11 @@ class Handler(BaseHTTPRequestHandler):
             return
         text = "".join(words)
         if chat:
-            choice = {"index": 0, "finish_reason": "length",
-                      "message": {"role": "assistant", "content": text, "reasoning_content": None}}  # fmt: skip
+            choice = {
+                "index": 0,
+                "finish_reason": "length",
+                "message": {"role": "assistant", "content": text, "reasoning_content": None},
+            }
         else:
             choice = {"index": 0, "finish_reason": "length", "text": text}
         obj = "chat.completion" if chat else "text_completion"
@@ -418,8 +488,11 @@ def serve(args: argparse.Namespace, env: dict[str, str]) -> None:
     double = Double(args, env)
     double.life.start()
     label = double.name or args.disaggregation_mode
-    print(f"[double {label}] SGLang test double {VERSION}: {args.disaggregation_mode} on "
-          f"{args.host}:{args.port}, loading for {load_s:g} s", flush=True)  # fmt: skip
+    print(
+        f"[double {label}] SGLang test double {VERSION}: {args.disaggregation_mode} on "
+        f"{args.host}:{args.port}, loading for {load_s:g} s",
+        flush=True,
+    )
     time.sleep(load_s)  # the port stays closed, like SGLang while it loads weights
     if args.node_rank > 0:  # SGLang ranks >= 1 serve no HTTP; they block in the scheduler
         while True:
@@ -440,8 +513,13 @@ def serve(args: argparse.Namespace, env: dict[str, str]) -> None:
         threading.Thread(target=extra.serve_forever, daemon=True).start()
     double.ready_at = time.monotonic() + warmup_s
     # The wall-clock time lets tests measure "worker ready -> orchestrator ready".
-    timer = threading.Timer(warmup_s, lambda: print(f"[double {label}] The server is fired up and ready "
-                                                    f"to roll! at {time.time():.3f}", flush=True))  # fmt: skip
+    timer = threading.Timer(
+        warmup_s,
+        lambda: print(
+            f"[double {label}] The server is fired up and ready to roll! at {time.time():.3f}",
+            flush=True,
+        ),
+    )
     timer.daemon = True
     timer.start()
     httpd.serve_forever()

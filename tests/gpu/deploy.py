@@ -224,8 +224,9 @@ def complete(url: str, prompt: str, max_tokens: int = 24) -> dict[str, Any]:
 
 def chat(url: str, prompt: str, *, stream: bool, max_tokens: int = 24) -> str:
     """A greedy chat completion's text (deltas joined when streaming)."""
-    return e2e.chat(url, MODEL, prompt=prompt, stream=stream, max_tokens=max_tokens,
-                    timeout=120, temperature=0)  # fmt: skip
+    return e2e.chat(
+        url, MODEL, prompt=prompt, stream=stream, max_tokens=max_tokens, timeout=120, temperature=0
+    )
 
 
 def answers(url: str) -> dict[str, Any]:

@@ -23,8 +23,9 @@ pytestmark = pytest.mark.slurm
 HEARTBEAT_S = 8  # launcher.heartbeat_timeout_s of these runs (default 60)
 
 
-def scaled_run(slurm_jobs: list[str], tmp_path: Path, *extra: str,
-               base: Sequence[str] = ROUTER) -> tuple[Path, str, Path]:  # fmt: skip
+def scaled_run(
+    slurm_jobs: list[str], tmp_path: Path, *extra: str, base: Sequence[str] = ROUTER
+) -> tuple[Path, str, Path]:
     """A 1P1D run with one attached decode job: (run dir, attached job, its dir)."""
     run_dir = tmp_path / "run"
     proc = e2e.cli([*base, f"run_dir={run_dir}", *extra])
@@ -52,8 +53,11 @@ def test_an_attached_job_stops_itself_when_the_runs_driver_is_killed(
     assert driver is not None and str(run_dir) in " ".join(driver.argv), driver
     killed = time.time()
     os.kill(st["driver_pid"], signal.SIGKILL)  # no teardown, no final phase in state.json
-    ended = e2e.wait_for(lambda: e2e.state(adir).get("phase") in ("done", "failed") and e2e.state(adir),
-                         timeout=HEARTBEAT_S + 60, what="the attached job to end by itself")  # fmt: skip
+    ended = e2e.wait_for(
+        lambda: e2e.state(adir).get("phase") in ("done", "failed") and e2e.state(adir),
+        timeout=HEARTBEAT_S + 60,
+        what="the attached job to end by itself",
+    )
     took = time.time() - killed
     assert ended["phase"] == "done", ended
     assert "the run it attaches to has not beaten for" in ended["reason"]
@@ -61,8 +65,11 @@ def test_an_attached_job_stops_itself_when_the_runs_driver_is_killed(
     print({"kill_to_attached_done_s": round(took, 1), "heartbeat_timeout_s": HEARTBEAT_S})
     for d in (adir, run_dir):
         e2e.wait_for(lambda d=d: e2e.nothing_left(d), timeout=30, what=f"no processes of {d}")  # type: ignore[misc]
-    e2e.wait_for(lambda: e2e.job_state(attached_job) == "COMPLETED", timeout=30,
-                 what=f"attached job {attached_job} COMPLETED in sacct")  # fmt: skip
+    e2e.wait_for(
+        lambda: e2e.job_state(attached_job) == "COMPLETED",
+        timeout=30,
+        what=f"attached job {attached_job} COMPLETED in sacct",
+    )
     # ctl status works without the run's driver: attached.json and the attached job directly.
     status = e2e.ctl("status", str(run_dir))
     assert status.returncode == 1 and "lost" in status.stdout, (
@@ -98,17 +105,33 @@ def test_scancel_of_an_attached_job_leaves_the_run_serving_and_is_reported(
         e2e.wait_for(lambda: len(results) >= 3, timeout=30, what="requests before the scancel")
         cancelled_at = time.time()
         subprocess.run(["scancel", attached_job], check=True)  # not ctl: Slurm alone
-        lost = e2e.wait_for(lambda: e2e.state(run_dir).get("attached_lost"), timeout=30,
-                            what="the run's driver to report the attached job's end")  # fmt: skip
+        lost = e2e.wait_for(
+            lambda: e2e.state(run_dir).get("attached_lost"),
+            timeout=30,
+            what="the run's driver to report the attached job's end",
+        )
         reported = time.time() - cancelled_at
         seen = len(results)
         e2e.wait_for(lambda: len(results) >= seen + 5, timeout=30, what="requests after it")
     failed = [r for r in results if r != "ok"]
-    print(json.dumps({"scancel_to_reported_s": round(reported, 2), "requests": len(results),
-                      "failed": failed}))  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "scancel_to_reported_s": round(reported, 2),
+                "requests": len(results),
+                "failed": failed,
+            }
+        )
+    )
     assert failed == []
-    assert lost == [{"job_id": attached_job, "slurm_state": "CANCELLED", "workers": ["decode-1"],
-                     "serving": ["prefill-0", "decode-0"]}]  # fmt: skip
+    assert lost == [
+        {
+            "job_id": attached_job,
+            "slurm_state": "CANCELLED",
+            "workers": ["decode-1"],
+            "serving": ["prefill-0", "decode-0"],
+        }
+    ]
     st = e2e.state(run_dir)
     assert st["phase"] == "ready" and [w["name"] for w in st["workers"]] == [
         "prefill-0",

@@ -17,11 +17,22 @@ from tests import e2e
 pytestmark = pytest.mark.slurm
 
 MODEL = "openai/gpt-oss-120b"
-BASE = ["+model=gpt_oss_120b", "engine=mocker", "cluster=testbed", "readiness.timeout_s=120",
-        "cluster.time_limit_min=10", "launcher=submitit"]  # fmt: skip
+BASE = [
+    "+model=gpt_oss_120b",
+    "engine=mocker",
+    "cluster=testbed",
+    "readiness.timeout_s=120",
+    "cluster.time_limit_min=10",
+    "launcher=submitit",
+]
 # 2 decode (TP8, a whole node each) + 2 prefill (TP4, sharing the third node): 3 nodes, etcd.
-THREE_NODES = ["prefill.workers=2", "decode.workers=2", "decode.tp=8", "prefill.tp=4",
-               "model.requires_equal_pd_tp=false"]  # fmt: skip
+THREE_NODES = [
+    "prefill.workers=2",
+    "decode.workers=2",
+    "decode.tp=8",
+    "prefill.tp=4",
+    "model.requires_equal_pd_tp=false",
+]
 
 
 def start(jobs: list[str], run_dir: Path, *extra: str) -> tuple[str, Path]:
@@ -101,11 +112,17 @@ def test_three_nodes_with_etcd_run_where_planned(slurm_jobs: list[str], tmp_path
 def test_killed_decode_worker_fails_the_job_fast(slurm_jobs: list[str], tmp_path: Path) -> None:
     # restart=never: the exit fails the run (restarts: tests/slurm/test_e2e_restart.py).
     job_id, run_dir = start(slurm_jobs, tmp_path / "run", *THREE_NODES, "decode.restart=never")
-    decode = [p for p in e2e.engine_processes(run_dir, "dynamo.mocker")
-              if p.argv[p.argv.index("--disaggregation-mode") + 1] == "decode"][0]  # fmt: skip
+    decode = [
+        p
+        for p in e2e.engine_processes(run_dir, "dynamo.mocker")
+        if p.argv[p.argv.index("--disaggregation-mode") + 1] == "decode"
+    ][0]
     os.kill(decode.pid, signal.SIGKILL)
-    st = e2e.wait_for(lambda: (s := e2e.state(run_dir)).get("phase") == "failed" and s, timeout=20,
-                      what="phase failed")  # fmt: skip
+    st = e2e.wait_for(
+        lambda: (s := e2e.state(run_dir)).get("phase") == "failed" and s,
+        timeout=20,
+        what="phase failed",
+    )
     assert "decode-" in st["error"] and "exited with code" in st["error"]
     assert "last 50 lines of" in st["error"] and "logs/decode-" in st["error"]
     failed_at = next(t["t"] for t in st["timeline"] if t["phase"] == "stopping")
@@ -118,8 +135,11 @@ def test_killed_decode_worker_fails_the_job_fast(slurm_jobs: list[str], tmp_path
 def test_scancel_stops_gracefully(slurm_jobs: list[str], tmp_path: Path) -> None:
     job_id, run_dir = start(slurm_jobs, tmp_path / "run")
     subprocess.run(["scancel", job_id], check=True)
-    st = e2e.wait_for(lambda: (s := e2e.state(run_dir)).get("phase") in ("done", "failed") and s,
-                      timeout=30, what="final phase")  # fmt: skip
+    st = e2e.wait_for(
+        lambda: (s := e2e.state(run_dir)).get("phase") in ("done", "failed") and s,
+        timeout=30,
+        what="final phase",
+    )
     assert st["phase"] == "done", st.get("error")
     assert "SIGTERM" in st["reason"]
     e2e.wait_for(lambda: e2e.nothing_left(run_dir), timeout=30, what="no processes of the run")
@@ -131,13 +151,24 @@ def test_time_limit_signal_tears_down_before_slurm_kills(
     # 1-minute limit, SIGTERM to the driver 50 s before it (Slurm may send it up to a minute
     # early): the driver must stop everything itself, so the job ends COMPLETED, not TIMEOUT.
     run_dir = tmp_path / "run"
-    proc = e2e.cli([*BASE, f"run_dir={run_dir}", "wait=false", "cluster.time_limit_min=1",
-                    "readiness.timeout_s=10", "launcher.signal_before_limit_s=50"])  # fmt: skip
+    proc = e2e.cli(
+        [
+            *BASE,
+            f"run_dir={run_dir}",
+            "wait=false",
+            "cluster.time_limit_min=1",
+            "readiness.timeout_s=10",
+            "launcher.signal_before_limit_s=50",
+        ]
+    )
     assert proc.returncode == 0, proc.stderr
     job_id, _ = e2e.submit_output(proc)
     slurm_jobs.append(job_id)
-    st = e2e.wait_for(lambda: (s := e2e.state(run_dir)).get("phase") in ("done", "failed") and s,
-                      timeout=90, what="the driver to stop on the time-limit signal")  # fmt: skip
+    st = e2e.wait_for(
+        lambda: (s := e2e.state(run_dir)).get("phase") in ("done", "failed") and s,
+        timeout=90,
+        what="the driver to stop on the time-limit signal",
+    )
     assert st["phase"] == "done" and "SIGTERM" in st["reason"], st
     e2e.wait_for(lambda: e2e.nothing_left(run_dir), timeout=30, what="no processes of the run")
     e2e.wait_for(
@@ -148,13 +179,33 @@ def test_time_limit_signal_tears_down_before_slurm_kills(
 def test_queued_job_is_reported_and_a_cancel_before_start_is_an_error(
     slurm_jobs: list[str], tmp_path: Path
 ) -> None:
-    hold = subprocess.run(["sbatch", "--parsable", "--nodes=3", "--exclusive",
-                           f"--output={tmp_path}/hold-%j.out", "--wrap", "sleep 120"],
-                          capture_output=True, text=True, check=True).stdout.strip().split(";")[0]  # fmt: skip
+    hold = (
+        subprocess.run(
+            [
+                "sbatch",
+                "--parsable",
+                "--nodes=3",
+                "--exclusive",
+                f"--output={tmp_path}/hold-%j.out",
+                "--wrap",
+                "sleep 120",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        .stdout.strip()
+        .split(";")[0]
+    )
     slurm_jobs.append(hold)
     run_dir = tmp_path / "run"
-    cli = subprocess.Popen([sys.executable, "-m", "orchestrator", *BASE, f"run_dir={run_dir}"], cwd=e2e.REPO,
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    cli = subprocess.Popen(
+        [sys.executable, "-m", "orchestrator", *BASE, f"run_dir={run_dir}"],
+        cwd=e2e.REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         job_id = cli.stdout.readline().strip() if cli.stdout else ""
         slurm_jobs.append(job_id)
@@ -163,8 +214,11 @@ def test_queued_job_is_reported_and_a_cancel_before_start_is_an_error(
             target=lambda: lines.extend(iter(cli.stderr.readline, "")), daemon=True
         )  # type: ignore[union-attr]
         reader.start()
-        e2e.wait_for(lambda: any(f"job {job_id}: PENDING" in line for line in lines), timeout=30,
-                     what="the queued state on stderr")  # fmt: skip
+        e2e.wait_for(
+            lambda: any(f"job {job_id}: PENDING" in line for line in lines),
+            timeout=30,
+            what="the queued state on stderr",
+        )
         subprocess.run(["scancel", job_id], check=True)
         cli.wait(timeout=60)
         reader.join(timeout=10)

@@ -24,8 +24,9 @@ MODEL = "openai/gpt-oss-120b"
 
 def etcd_pid(run_dir: Path) -> int:
     """The etcd server of the run (the binary itself, not srun or its env wrapper)."""
-    found = [p.pid for p in e2e.processes_mentioning(str(run_dir))
-             if Path(p.argv[0]).name == "etcd"]  # fmt: skip
+    found = [
+        p.pid for p in e2e.processes_mentioning(str(run_dir)) if Path(p.argv[0]).name == "etcd"
+    ]
     assert len(found) == 1, found
     return found[0]
 
@@ -35,21 +36,27 @@ def lease_ttls(run_dir: Path) -> dict[str, int]:
     its remaining TTL in the run's etcd, asked with the run's own credentials (-1: gone)."""
     etcd = etcd_url(run_dir)
     password = (run_dir / "secrets" / "etcd_password").read_text().strip()
-    token = requests.post(f"{etcd}/v3/auth/authenticate",
-                          json={"name": "root", "password": password}, timeout=5).json()["token"]  # fmt: skip
+    token = requests.post(
+        f"{etcd}/v3/auth/authenticate", json={"name": "root", "password": password}, timeout=5
+    ).json()["token"]
     ttls = {}
     for name, proc in e2e.state(run_dir)["processes"].items():
         for lease in proc.get("discovery_ids", []):
-            answer = requests.post(f"{etcd}/v3/lease/timetolive", json={"ID": str(int(lease, 16))},
-                                   headers={"Authorization": token}, timeout=5).json()  # fmt: skip
+            answer = requests.post(
+                f"{etcd}/v3/lease/timetolive",
+                json={"ID": str(int(lease, 16))},
+                headers={"Authorization": token},
+                timeout=5,
+            ).json()
             ttls[name] = int(answer.get("TTL", -1))
     return ttls
 
 
 def mockers(run_dir: Path) -> dict[str, int]:
     """Each mocker worker's pid by its planned name."""
-    return {p.env["ORCHESTRATOR_PROCESS"]: p.pid
-            for p in e2e.engine_processes(run_dir, "dynamo.mocker")}  # fmt: skip
+    return {
+        p.env["ORCHESTRATOR_PROCESS"]: p.pid for p in e2e.engine_processes(run_dir, "dynamo.mocker")
+    }
 
 
 def test_killed_etcd_restarts_in_place_and_the_run_keeps_serving(
@@ -76,9 +83,15 @@ def test_killed_etcd_restarts_in_place_and_the_run_keeps_serving(
         sent = len(load)
         e2e.wait_for(lambda: len(load) >= sent + 200, timeout=60, what="requests after it")
     failed = [o for o in load if o.status != 200]
-    numbers = {"requests": len(load), "after_kill": sum(o.sent >= killed_at for o in load),
-               "etcd_back_s": round(healthy_at - killed_at, 2), "failed": len(failed),
-               "failures_s": [(round(o.sent - killed_at, 2), o.status, o.detail[:80]) for o in failed][:20]}  # fmt: skip
+    numbers = {
+        "requests": len(load),
+        "after_kill": sum(o.sent >= killed_at for o in load),
+        "etcd_back_s": round(healthy_at - killed_at, 2),
+        "failed": len(failed),
+        "failures_s": [(round(o.sent - killed_at, 2), o.status, o.detail[:80]) for o in failed][
+            :20
+        ],
+    }
     print(json.dumps({"kill_-9_etcd_under_16_clients": numbers}))
     st = e2e.state(run_dir)
     assert st["phase"] == "ready" and etcd_pid(run_dir) != old

@@ -36,9 +36,13 @@ def test_killed_driver_is_shown_lost(slurm_jobs: list[str], tmp_path: Path) -> N
     job_id, run_dir = start(slurm_jobs, tmp_path / "run")
     os.kill(driver_process(run_dir).pid, signal.SIGKILL)
     # Lost at once (COMPLETING: the batch script is over), then with the final state.
-    res = e2e.wait_for(lambda: (r := e2e.ctl("status", str(run_dir))).returncode == 1
-                       and "(FAILED)" in r.stdout and r, timeout=60,
-                       what="ctl status: lost, job FAILED")  # fmt: skip
+    res = e2e.wait_for(
+        lambda: (
+            (r := e2e.ctl("status", str(run_dir))).returncode == 1 and "(FAILED)" in r.stdout and r
+        ),
+        timeout=60,
+        what="ctl status: lost, job FAILED",
+    )
     assert f"job: {job_id} (FAILED)" in res.stdout
     assert f"lost: job {job_id} ended (FAILED) in phase ready" in res.stdout
     assert "last 20 lines of" in res.stdout and "ready: http://" in res.stdout  # driver.log tail
@@ -50,8 +54,15 @@ def test_killed_driver_is_shown_lost(slurm_jobs: list[str], tmp_path: Path) -> N
 @pytest.fixture
 def nodes_held(slurm_jobs: list[str], tmp_path: Path) -> Iterator[str]:
     """Every node taken by a plain job, so that the next job stays PENDING."""
-    hold = sh("sbatch", "--parsable", "--nodes=3", "--exclusive",
-              f"--output={tmp_path}/hold-%j.out", "--wrap", "sleep 120")  # fmt: skip
+    hold = sh(
+        "sbatch",
+        "--parsable",
+        "--nodes=3",
+        "--exclusive",
+        f"--output={tmp_path}/hold-%j.out",
+        "--wrap",
+        "sleep 120",
+    )
     assert hold.returncode == 0, hold.stderr
     job = hold.stdout.strip().split(";")[0]
     slurm_jobs.append(job)
@@ -94,8 +105,11 @@ def test_stop_while_starting_stops_what_has_started(slurm_jobs: list[str], tmp_p
     assert proc.returncode == 0, proc.stderr
     job_id, _ = e2e.submit_output(proc)
     slurm_jobs.append(job_id)
-    e2e.wait_for(lambda: len(e2e.engine_processes(run_dir, str(SILENT))) == 2, timeout=60,
-                 what="both silent workers running on their node")  # fmt: skip
+    e2e.wait_for(
+        lambda: len(e2e.engine_processes(run_dir, str(SILENT))) == 2,
+        timeout=60,
+        what="both silent workers running on their node",
+    )
     assert e2e.state(run_dir)["phase"] == "starting"
     res = e2e.ctl("stop", str(run_dir))
     assert res.returncode == 0 and "stopped (done)" in res.stdout, res.stdout + res.stderr
@@ -116,17 +130,29 @@ def test_requeued_job_comes_back_as_the_same_run(
     assert res.returncode == 0, res.stderr
     # Slurm 22.05 holds a requeued job back for ~120 s (PENDING, reason BeginTime) once the old
     # run has been cleaned up; an operator may start it at once.
-    e2e.wait_for(lambda: sh("squeue", "-h", "-j", job_id, "-o", "%T %r").stdout.split()
-                 == ["PENDING", "BeginTime"], timeout=60, what="job requeued, held until BeginTime")  # fmt: skip
+    e2e.wait_for(
+        lambda: (
+            sh("squeue", "-h", "-j", job_id, "-o", "%T %r").stdout.split()
+            == ["PENDING", "BeginTime"]
+        ),
+        timeout=60,
+        what="job requeued, held until BeginTime",
+    )
     res = sh("scontrol", "update", f"jobid={job_id}", "StartTime=now")
     assert res.returncode == 0, res.stderr
     st = e2e.wait_for(
-        lambda: (s := e2e.state(run_dir)).get("phase") == "ready" and len(s.get("attempts", [])) == 2
-        and s, timeout=150, what="attempt 2 ready in the same run directory",
-    )  # fmt: skip
+        lambda: (
+            (s := e2e.state(run_dir)).get("phase") == "ready"
+            and len(s.get("attempts", [])) == 2
+            and s
+        ),
+        timeout=150,
+        what="attempt 2 ready in the same run directory",
+    )
     assert [(a["attempt"], a["job_id"], a["restart_count"]) for a in st["attempts"]] == [
-        (1, job_id, 0), (2, job_id, 1),
-    ]  # fmt: skip
+        (1, job_id, 0),
+        (2, job_id, 1),
+    ]
     assert st["attempts"][0]["outcome"]["phase"] in ("done", "stopping", "ready")
     phases = [t["phase"] for t in st["timeline"]]
     assert phases.count("ready") == 2 and phases[-1] == "ready"  # appended, never reset
@@ -142,8 +168,10 @@ def test_requeued_job_comes_back_as_the_same_run(
 def node_usable(node: str) -> bool:
     """Back in service and responding (idle, or already running someone else's job)."""
     return sh("sinfo", "-h", "-N", "-n", node, "-o", "%T").stdout.strip() in (
-        "idle", "mixed", "allocated",
-    )  # fmt: skip
+        "idle",
+        "mixed",
+        "allocated",
+    )
 
 
 def test_node_down_fails_the_run_naming_the_node(slurm_jobs: list[str], tmp_path: Path) -> None:
@@ -154,8 +182,11 @@ def test_node_down_fails_the_run_naming_the_node(slurm_jobs: list[str], tmp_path
     try:
         res = sh("scontrol", "update", f"nodename={lost}", "state=down", "reason=orchestrator-test")
         assert res.returncode == 0, res.stderr
-        st = e2e.wait_for(lambda: (s := e2e.state(run_dir)).get("phase") == "failed" and s,
-                          timeout=30, what="phase failed")  # fmt: skip
+        st = e2e.wait_for(
+            lambda: (s := e2e.state(run_dir)).get("phase") == "failed" and s,
+            timeout=30,
+            what="phase failed",
+        )
     finally:
         sh("scontrol", "update", f"nodename={lost}", "state=resume")  # no-op if already back
         e2e.wait_for(lambda: node_usable(lost), timeout=60, what=f"{lost} back in service")

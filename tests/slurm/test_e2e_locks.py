@@ -62,25 +62,32 @@ def test_dynamo_etcd_refuses_strangers_and_serves_restarts_through_it(
     slurm_jobs: list[str], tmp_path: Path
 ) -> None:
     # With request-plane mutual TLS too: every request crosses nodes over it.
-    job_id, run_dir = start_dynamo(slurm_jobs, tmp_path / "run", *THREE_NODES, *FAST,
-                                   "frontend.request_plane_tls=true")  # fmt: skip
+    job_id, run_dir = start_dynamo(
+        slurm_jobs, tmp_path / "run", *THREE_NODES, *FAST, "frontend.request_plane_tls=true"
+    )
     st = e2e.state(run_dir)
     url, etcd = st["frontend_url"], etcd_url(run_dir)
     assert st["etcd_locked"] is True
     # A stranger on the network: no listing, no writing, no user of their own.
-    for path, body in (("kv/range", EVERY_KEY), ("kv/put", {"key": "YQ==", "value": "YQ=="}),
-                       ("auth/user/add", {"name": "x", "password": "y"})):  # fmt: skip
+    for path, body in (
+        ("kv/range", EVERY_KEY),
+        ("kv/put", {"key": "YQ==", "value": "YQ=="}),
+        ("auth/user/add", {"name": "x", "password": "y"}),
+    ):
         answer = requests.post(f"{etcd}/v3/{path}", json=body, timeout=5).json()
         assert "user name is empty" in answer.get("error", ""), (path, answer)
-    wrong = requests.post(f"{etcd}/v3/auth/authenticate", json={"name": "root", "password": "guess"},
-                          timeout=5).json()  # fmt: skip
+    wrong = requests.post(
+        f"{etcd}/v3/auth/authenticate", json={"name": "root", "password": "guess"}, timeout=5
+    ).json()
     assert "authentication failed" in wrong["error"]
     # The run's own credentials list what its Dynamo processes registered.
     password = (run_dir / "secrets" / "etcd_password").read_text().strip()
-    token = requests.post(f"{etcd}/v3/auth/authenticate",
-                          json={"name": "root", "password": password}, timeout=5).json()["token"]  # fmt: skip
-    listed = requests.post(f"{etcd}/v3/kv/range", json=EVERY_KEY, headers={"Authorization": token},
-                           timeout=5).json()  # fmt: skip
+    token = requests.post(
+        f"{etcd}/v3/auth/authenticate", json={"name": "root", "password": password}, timeout=5
+    ).json()["token"]
+    listed = requests.post(
+        f"{etcd}/v3/kv/range", json=EVERY_KEY, headers={"Authorization": token}, timeout=5
+    ).json()
     assert int(listed["count"]) >= 5, listed  # 4 workers' instances and model cards, at least
     assert chat_ok(url)
     for name in ("frontend", "decode-0", "prefill-1"):
@@ -92,13 +99,21 @@ def test_dynamo_etcd_refuses_strangers_and_serves_restarts_through_it(
     os.kill(old.pid, signal.SIGKILL)
     healthy_again(run_dir, "decode-0")
     # The driver revoked the dead worker's lease in the locked etcd with the run's token.
-    assert re.search(r"decode-0 removed from Dynamo's discovery: etcd lease \w+ (revoked|already "
-                     r"gone)", (run_dir / "driver.log").read_text())  # fmt: skip
+    assert re.search(
+        r"decode-0 removed from Dynamo's discovery: etcd lease \w+ (revoked|already "
+        r"gone)",
+        (run_dir / "driver.log").read_text(),
+    )
     log = run_dir / "logs" / "decode-0.log"
     after = log.read_text().count("\n")
-    e2e.wait_for(lambda: chat_ok(url) and "request" in "".join(
-        log.read_text().splitlines(keepends=True)[after:]).lower(), timeout=30,
-        what="a request served by the restarted decode-0")  # fmt: skip
+    e2e.wait_for(
+        lambda: (
+            chat_ok(url)
+            and "request" in "".join(log.read_text().splitlines(keepends=True)[after:]).lower()
+        ),
+        timeout=30,
+        what="a request served by the restarted decode-0",
+    )
     assert_locked_down(run_dir)
     res = e2e.ctl("stop", str(run_dir))
     assert res.returncode == 0, res.stderr
@@ -147,7 +162,12 @@ def restart_registers_again(run_dir: Path, url: str, auth: dict[str, str]) -> No
     st = healthy_again(run_dir, "decode-1")
     new_id = st["processes"]["decode-1"]["router_id"]
     assert new_id != old_id and st["processes"]["decode-1"]["registered"] is True
-    e2e.wait_for(lambda: any(w["id"] == new_id and w["is_healthy"] for w in requests.get(
-        f"{url}/workers", headers=auth, timeout=5).json()["workers"]), timeout=20,
-        what="the new decode-1 listed healthy")  # fmt: skip
+    e2e.wait_for(
+        lambda: any(
+            w["id"] == new_id and w["is_healthy"]
+            for w in requests.get(f"{url}/workers", headers=auth, timeout=5).json()["workers"]
+        ),
+        timeout=20,
+        what="the new decode-1 listed healthy",
+    )
     assert chat_ok(url)

@@ -45,13 +45,19 @@ def test_frontend_pair_survives_kill_of_one_replica(slurm_jobs: list[str], tmp_p
         killed_at = time.time()
         healthy_again(run_dir, "frontend-1")
         # Back behind the proxy: its health check passed again (UP at start and after the kill).
-        e2e.wait_for(lambda: proxy_log.read_text().count("frontends/frontend-1 is UP") >= 2,
-                     timeout=30, what="frontend-1 UP again in HAProxy")  # fmt: skip
+        e2e.wait_for(
+            lambda: proxy_log.read_text().count("frontends/frontend-1 is UP") >= 2,
+            timeout=30,
+            what="frontend-1 UP again in HAProxy",
+        )
         sent_after = len(load)
         e2e.wait_for(lambda: len(load) >= sent_after + 100, timeout=30, what="requests after it")
     failed = [o for o in load if o.status != 200]
-    numbers = {"requests": len(load), "after_kill": sum(o.sent >= killed_at for o in load),
-               "failed": [(round(o.sent - killed_at, 3), o.status, o.detail[:80]) for o in failed]}  # fmt: skip
+    numbers = {
+        "requests": len(load),
+        "after_kill": sum(o.sent >= killed_at for o in load),
+        "failed": [(round(o.sent - killed_at, 3), o.status, o.detail[:80]) for o in failed],
+    }
     print(json.dumps({"frontend_pair_kill_-9_under_16_clients": numbers}))
     assert all(o.sent < killed_at + IN_FLIGHT_S for o in failed), numbers
     # Only streams broke (cut after their 200 header: no status to retry on); a non-streamed

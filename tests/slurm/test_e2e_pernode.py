@@ -24,8 +24,12 @@ PER_NODE = "cluster.launch_per=node"
 
 def steps(job_id: str) -> dict[str, str]:
     """Step name -> step id of the job's running steps (squeue)."""
-    out = subprocess.run(["squeue", "-h", "-s", "-j", job_id, "-o", "%i %j"], capture_output=True,
-                         text=True, check=True).stdout  # fmt: skip
+    out = subprocess.run(
+        ["squeue", "-h", "-s", "-j", job_id, "-o", "%i %j"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     return {name: sid for sid, name in (line.split() for line in out.splitlines())}
 
 

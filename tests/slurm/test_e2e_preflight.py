@@ -19,15 +19,25 @@ from tests.slurm.test_e2e_router import DOUBLE, in_squeue
 
 pytestmark = pytest.mark.slurm
 
-BASE = ["+model=gpt_oss_120b", "frontend=sglang_router", "engine=sglang", "cluster=testbed",
-        f"engine.python={DOUBLE}", "launcher=submitit", "readiness.timeout_s=120",
-        "cluster.time_limit_min=10", "prefill.tp=8", "decode.tp=8"]  # fmt: skip
+BASE = [
+    "+model=gpt_oss_120b",
+    "frontend=sglang_router",
+    "engine=sglang",
+    "cluster=testbed",
+    f"engine.python={DOUBLE}",
+    "launcher=submitit",
+    "readiness.timeout_s=120",
+    "cluster.time_limit_min=10",
+    "prefill.tp=8",
+    "decode.tp=8",
+]
 
 
 def launch(jobs: list[str], tmp_path: Path, model: Path, tiktoken: Path) -> tuple[str, Path, str]:
     run_dir = tmp_path / "run"
-    proc = e2e.cli([*BASE, f"model.path={model}", f"cluster.tiktoken_dir={tiktoken}",
-                    f"run_dir={run_dir}"])  # fmt: skip
+    proc = e2e.cli(
+        [*BASE, f"model.path={model}", f"cluster.tiktoken_dir={tiktoken}", f"run_dir={run_dir}"]
+    )
     if proc.stdout.split():
         jobs.append(proc.stdout.split()[0])
     return (proc.stdout.split() or [""])[0], run_dir, proc.stderr + f"\n(exit {proc.returncode})"
@@ -40,8 +50,11 @@ def test_missing_model_and_tiktoken_fail_before_any_worker(
     model.mkdir(parents=True)  # a directory without config.json or weights
     job_id, run_dir, output = launch(slurm_jobs, tmp_path, model, tiktoken)
     assert "(exit 0)" not in output
-    st = e2e.wait_for(lambda: (s := e2e.state(run_dir)).get("phase") == "failed" and s,
-                      timeout=60, what="phase failed")  # fmt: skip
+    st = e2e.wait_for(
+        lambda: (s := e2e.state(run_dir)).get("phase") == "failed" and s,
+        timeout=60,
+        what="phase failed",
+    )
     error = st["error"]
     assert "preflight failed before any worker started" in error
     nodes = dict(re.findall(r"node (\d+) \((\S+)\): ", error))

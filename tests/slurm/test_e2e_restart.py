@@ -70,8 +70,11 @@ def kill_under_load(
     log = (run_dir / "driver.log").read_text()
     assert f"{name} removed from Dynamo's discovery: etcd lease {lease[0]} revoked" in log, log
     # Back in Dynamo's routing: the new process's own counter moves.
-    e2e.wait_for(lambda: requests_served(run_dir, name) >= 1, timeout=30,
-                 what=f"requests served by the restarted {name}")  # fmt: skip
+    e2e.wait_for(
+        lambda: requests_served(run_dir, name) >= 1,
+        timeout=30,
+        what=f"requests served by the restarted {name}",
+    )
     sent_after = len(load)
     e2e.wait_for(lambda: len(load) >= sent_after + 50, timeout=30, what="requests after it")
     return old, node, killed_at
@@ -96,11 +99,17 @@ def test_dynamo_killed_workers_restart_in_place_and_leave_discovery_at_once(
             old, node, killed_at = kill_under_load(run_dir, name, load)
             # Chats take ~0.1 s: those in flight at the kill were sent within 1 s before it.
             failed = [o for o in load if o.status != 200 and o.sent >= killed_at - 1]
-            numbers[name] = {"requests_after_kill": sum(o.sent >= killed_at for o in load),
-                             "failed": len(failed),
-                             "latest_failure_s": max((round(o.sent - killed_at, 2) for o in failed), default=None),
-                             "late": [(round(o.sent - killed_at, 2), o.status, o.detail[:80])
-                                      for o in late_failures(load, killed_at)]}  # fmt: skip
+            numbers[name] = {
+                "requests_after_kill": sum(o.sent >= killed_at for o in load),
+                "failed": len(failed),
+                "latest_failure_s": max(
+                    (round(o.sent - killed_at, 2) for o in failed), default=None
+                ),
+                "late": [
+                    (round(o.sent - killed_at, 2), o.status, o.detail[:80])
+                    for o in late_failures(load, killed_at)
+                ],
+            }
             new = named(e2e.engine_processes(run_dir, "dynamo.mocker"), name)
             assert new is not None and new.pid != old.pid
             # Same node, GPUs and ports.
@@ -137,11 +146,17 @@ def test_router_prefill_re_registered_then_restarts_exhausted(
     e2e.wait_for(listed_healthy, timeout=20, what="GET /workers: the new prefill-1 id healthy")
     assert chat_ok(url)
     # A second death within the window exceeds max_restarts=1: the run fails with every tail.
-    again = e2e.wait_for(lambda: named(e2e.engine_processes(run_dir, "sglang.launch_server"),
-                                       "prefill-1"), timeout=10, what="prefill-1 process")  # fmt: skip
+    again = e2e.wait_for(
+        lambda: named(e2e.engine_processes(run_dir, "sglang.launch_server"), "prefill-1"),
+        timeout=10,
+        what="prefill-1 process",
+    )
     os.kill(again.pid, signal.SIGKILL)
-    st = e2e.wait_for(lambda: (s := e2e.state(run_dir)).get("phase") == "failed" and s,
-                      timeout=30, what="phase failed")  # fmt: skip
+    st = e2e.wait_for(
+        lambda: (s := e2e.state(run_dir)).get("phase") == "failed" and s,
+        timeout=30,
+        what="phase failed",
+    )
     assert "prefill-1 (prefill)" in st["error"] and "restarts exhausted" in st["error"]
     assert "earlier exits of prefill-1:" in st["error"] and "(code 137)" in st["error"]  # srun's
     assert st["error"].count("[double prefill-1] SGLang test double") >= 2  # both tails
@@ -152,8 +167,11 @@ def test_router_prefill_re_registered_then_restarts_exhausted(
 def start_multi_node(jobs: list[str], run_dir: Path, *extra: str) -> str:
     """decode-0 spanning nodes 0 and 1 (TP16, ranks decode-0 and decode-0-rank1), prefill-0 on
     node 2, behind sglang-router; returns the job id once ready."""
-    base = [a for a in ROUTER if not a.startswith(("prefill.workers", "decode.workers",
-                                                   "decode.tp", "prefill.tp"))]  # fmt: skip
+    base = [
+        a
+        for a in ROUTER
+        if not a.startswith(("prefill.workers", "decode.workers", "decode.tp", "prefill.tp"))
+    ]
     proc = e2e.cli([*base, f"run_dir={run_dir}", "decode.tp=16", "prefill.tp=8", *FAST, *extra])
     jobs.extend(proc.stdout.split()[:1])
     assert proc.returncode == 0, proc.stderr
@@ -191,7 +209,8 @@ def test_sigkilled_driver_leaves_nothing_on_any_node(slurm_jobs: list[str], tmp_
     assert len({e2e.netns_of(p.pid) for p in e2e.engine_processes(run_dir, "dynamo.mocker")}) == 3
     os.kill(int(st["driver_pid"]), signal.SIGKILL)  # the batch shell itself (exec'ed driver)
     e2e.wait_for(lambda: e2e.nothing_left(run_dir), timeout=60, what="nothing left on any node")
-    e2e.wait_for(lambda: e2e.job_state(job_id) not in ("", "RUNNING"), timeout=30,
-                 what="the job to end")  # fmt: skip
+    e2e.wait_for(
+        lambda: e2e.job_state(job_id) not in ("", "RUNNING"), timeout=30, what="the job to end"
+    )
     with pytest.raises(requests.RequestException):
         requests.get(f"{st['frontend_url']}/health", timeout=2)

@@ -23,10 +23,19 @@ from tests.slurm.test_e2e_scale import requests_served
 pytestmark = pytest.mark.slurm
 
 MODEL = "openai/gpt-oss-120b"
-HERE = ["+model=gpt_oss_120b", "cluster=testbed", "frontend.placement=here",
-        "frontend.host=10.77.0.1", "serve.rollover=true", "cluster.time_limit_min=2",
-        "serve.rollover_lead_min=1.5", "launcher.signal_before_limit_s=30", "serve.signal_hold_s=20",
-        "readiness.timeout_s=60", "launcher=sbatch"]  # fmt: skip
+HERE = [
+    "+model=gpt_oss_120b",
+    "cluster=testbed",
+    "frontend.placement=here",
+    "frontend.host=10.77.0.1",
+    "serve.rollover=true",
+    "cluster.time_limit_min=2",
+    "serve.rollover_lead_min=1.5",
+    "launcher.signal_before_limit_s=30",
+    "serve.signal_hold_s=20",
+    "readiness.timeout_s=60",
+    "launcher=sbatch",
+]
 DOUBLE = str(e2e.REPO / "tests" / "doubles" / "sglang_test_double.py")
 
 
@@ -59,10 +68,16 @@ def roll_over_twice(
     """Two rollovers under a request loop (about a minute), which runs on until the newest
     generation has served requests; `watch` runs while waiting."""
     with e2e.request_loop(url, MODEL) as results:
-        e2e.wait_for(lambda: watch() or generations_drained(run_dir, 2), timeout=150,  # type: ignore[func-returns-value]
-                     what="two rollovers")  # fmt: skip
-        e2e.wait_for(lambda: watch() or newest_served(), timeout=30,  # type: ignore[func-returns-value]
-                     what="the newest generation serving requests")  # fmt: skip
+        e2e.wait_for(
+            lambda: watch() or generations_drained(run_dir, 2),
+            timeout=150,  # type: ignore[func-returns-value]
+            what="two rollovers",
+        )
+        e2e.wait_for(
+            lambda: watch() or newest_served(),
+            timeout=30,  # type: ignore[func-returns-value]
+            what="the newest generation serving requests",
+        )
     return results
 
 
@@ -77,8 +92,11 @@ def stop_and_check_nothing_left(run_dir: Path) -> None:
     assert e2e.state(run_dir)["phase"] == "done"
     e2e.wait_for(lambda: e2e.nothing_left(run_dir), timeout=30, what="no processes of the run")
     for job in jobs:
-        e2e.wait_for(lambda j=job: e2e.job_state(j) in ("COMPLETED", "CANCELLED"), timeout=30,  # type: ignore[misc]
-                     what=f"job {job} ended in sacct")  # fmt: skip
+        e2e.wait_for(
+            lambda j=job: e2e.job_state(j) in ("COMPLETED", "CANCELLED"),
+            timeout=30,  # type: ignore[misc]
+            what=f"job {job} ended in sacct",
+        )
 
 
 def test_dynamo_rolls_over_twice_without_a_failed_request_and_replaces_a_lost_job(
@@ -100,24 +118,37 @@ def test_dynamo_rolls_over_twice_without_a_failed_request_and_replaces_a_lost_jo
                 except (requests.RequestException, FileNotFoundError):
                     pass
 
-    results = roll_over_twice(here_run, url, watch,
-                              lambda: served.get(attached(here_run)[-1]["run_dir"], 0) > 0)  # fmt: skip
+    results = roll_over_twice(
+        here_run, url, watch, lambda: served.get(attached(here_run)[-1]["run_dir"], 0) > 0
+    )
     assert failed(results) == [], failed(results)[:5]
     entries = attached(here_run)
     assert [e["generation"] for e in entries[:3]] == [1, 2, 3]
     assert [e["replaces"] for e in entries[1:3]] == [entries[0]["job_id"], entries[1]["job_id"]]
     assert all(served.get(e["run_dir"], 0) > 0 for e in entries[:3]), served
-    print(json.dumps({"requests": len(results), "failed": 0,
-                      "served_per_generation": [served.get(e["run_dir"]) for e in entries[:3]]}))  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "requests": len(results),
+                "failed": 0,
+                "served_per_generation": [served.get(e["run_dir"]) for e in entries[:3]],
+            }
+        )
+    )
 
     # Slurm's stop signal (what the time limit's --signal and preemption send; no stop file):
     # the job keeps serving while the run replaces it at once, then is drained.
     signalled = entries[-1]
     with e2e.request_loop(url, MODEL) as results:
         subprocess.run(["scancel", "--signal=TERM", "--batch", signalled["job_id"]], check=True)
-        e2e.wait_for(lambda: attached(here_run)[-1].get("replaces") == signalled["job_id"]
-                     and generations_drained(here_run, 3), timeout=60,
-                     what="a replacement of the signalled job, then its drain")  # fmt: skip
+        e2e.wait_for(
+            lambda: (
+                attached(here_run)[-1].get("replaces") == signalled["job_id"]
+                and generations_drained(here_run, 3)
+            ),
+            timeout=60,
+            what="a replacement of the signalled job, then its drain",
+        )
     assert failed(results) == [], failed(results)[:5]
     assert attached(here_run)[-1]["reason"] == "SIGTERM from Slurm (time limit or preemption)"
     assert e2e.state(Path(signalled["run_dir"]))["stop_signal"] == "SIGTERM"
@@ -126,9 +157,14 @@ def test_dynamo_rolls_over_twice_without_a_failed_request_and_replaces_a_lost_jo
     # replaced at once and the endpoint serves again through the copy.
     current = attached(here_run)[-1]
     subprocess.run(["scancel", current["job_id"]], check=True)
-    e2e.wait_for(lambda: attached(here_run)[-1].get("replaces") == current["job_id"]
-                 and attached(here_run)[-1].get("ready_at"), timeout=60,
-                 what="a replacement of the cancelled job that serves")  # fmt: skip
+    e2e.wait_for(
+        lambda: (
+            attached(here_run)[-1].get("replaces") == current["job_id"]
+            and attached(here_run)[-1].get("ready_at")
+        ),
+        timeout=60,
+        what="a replacement of the cancelled job that serves",
+    )
     assert e2e.chat(url, MODEL).strip()
     log = (here_run / "driver.log").read_text()
     assert f"worker job {current['job_id']} ended unexpectedly" in log
@@ -142,10 +178,18 @@ def test_dynamo_rolls_over_twice_without_a_failed_request_and_replaces_a_lost_jo
 def test_router_rolls_over_twice_without_a_failed_request(here_run: Path, tmp_path: Path) -> None:
     record = tmp_path / "requests.jsonl"
     port = e2e.free_port()
-    proc = e2e.cli([*HERE, "frontend=sglang_router", "engine=sglang", f"engine.python={DOUBLE}",
-                    f"+engine.env.SGLANG_DOUBLE_RECORD={record}", f"frontend.http_port={port}",
-                    "launcher.heartbeat_timeout_s=8",
-                    f"run_dir={here_run}"])  # fmt: skip
+    proc = e2e.cli(
+        [
+            *HERE,
+            "frontend=sglang_router",
+            "engine=sglang",
+            f"engine.python={DOUBLE}",
+            f"+engine.env.SGLANG_DOUBLE_RECORD={record}",
+            f"frontend.http_port={port}",
+            "launcher.heartbeat_timeout_s=8",
+            f"run_dir={here_run}",
+        ]
+    )
     assert proc.returncode == 0, proc.stderr
     url = e2e.state(here_run)["frontend_url"]
     results = roll_over_twice(here_run, url, lambda: None, lambda: True)  # counted afterwards
@@ -163,8 +207,15 @@ def test_router_rolls_over_twice_without_a_failed_request(here_run: Path, tmp_pa
             next(p["ports"]["http"] for p in bound["processes"] if p["name"] == "decode-0")
         )
     assert all(by_port.get(p, 0) > 0 for p in ports), (ports, by_port)
-    print(json.dumps({"requests": len(results), "failed": 0,
-                      "served_per_generation": [by_port.get(p) for p in ports]}))  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "requests": len(results),
+                "failed": 0,
+                "served_per_generation": [by_port.get(p) for p in ports],
+            }
+        )
+    )
 
     # The driver here killed (SIGKILL: no teardown): the reaper ends the router, and the worker
     # job stops by itself once the run's heartbeat is older than launcher.heartbeat_timeout_s.
@@ -172,8 +223,11 @@ def test_router_rolls_over_twice_without_a_failed_request(here_run: Path, tmp_pa
     os.kill(int(e2e.state(here_run)["driver_pid"]), signal.SIGKILL)
     e2e.wait_for(lambda: e2e.nothing_left(here_run), timeout=60, what="no process of the run left")
     for job in jobs:
-        e2e.wait_for(lambda j=job: e2e.job_state(j) in ("COMPLETED", "CANCELLED"), timeout=30,  # type: ignore[misc]
-                     what=f"job {job} ended in sacct")  # fmt: skip
+        e2e.wait_for(
+            lambda j=job: e2e.job_state(j) in ("COMPLETED", "CANCELLED"),
+            timeout=30,  # type: ignore[misc]
+            what=f"job {job} ended in sacct",
+        )
     status = e2e.ctl("status", str(here_run))
     assert "lost" in status.stdout, status.stdout  # the driver is gone: status says so
 
@@ -183,15 +237,26 @@ def test_smg_here_registers_the_worker_jobs_with_its_admin_key(
 ) -> None:
     key_env, secret = "ORCH_TEST_SMG_HERE_KEY", "smg-here-secret-5d1c"
     monkeypatch.setenv(key_env, secret)  # exported where the user launches (and in the job)
-    proc = e2e.cli([*HERE[:4], "cluster.time_limit_min=10", "readiness.timeout_s=60", "launcher=sbatch",
-                    "frontend=smg", "engine=sglang", f"engine.python={DOUBLE}",
-                    f"frontend.admin_key_env={key_env}", f"frontend.http_port={e2e.free_port()}",
-                    f"run_dir={here_run}"])  # fmt: skip
+    proc = e2e.cli(
+        [
+            *HERE[:4],
+            "cluster.time_limit_min=10",
+            "readiness.timeout_s=60",
+            "launcher=sbatch",
+            "frontend=smg",
+            "engine=sglang",
+            f"engine.python={DOUBLE}",
+            f"frontend.admin_key_env={key_env}",
+            f"frontend.http_port={e2e.free_port()}",
+            f"run_dir={here_run}",
+        ]
+    )
     assert proc.returncode == 0, proc.stderr
     url = e2e.state(here_run)["frontend_url"]
     assert requests.get(f"{url}/workers", timeout=5).status_code == 401  # the key is in force
-    listed = requests.get(f"{url}/workers", headers={"Authorization": f"Bearer {secret}"},
-                          timeout=5).json()["workers"]  # fmt: skip
+    listed = requests.get(
+        f"{url}/workers", headers={"Authorization": f"Bearer {secret}"}, timeout=5
+    ).json()["workers"]
     assert sorted(w["worker_type"] for w in listed if w.get("is_healthy")) == ["decode", "prefill"]
     assert e2e.chat(url, MODEL).strip()
     for path in here_run.rglob("*"):

@@ -25,13 +25,27 @@ pytestmark = pytest.mark.slurm
 
 MODEL = "openai/gpt-oss-120b"
 DOUBLE = e2e.REPO / "tests" / "doubles" / "sglang_test_double.py"
-BASE = ["+model=gpt_oss_120b", "frontend=sglang_router", "engine=sglang", "cluster=testbed",
-        f"engine.python={DOUBLE}", "launcher=submitit", "readiness.timeout_s=120", "cluster.time_limit_min=10",
-        "prefill.workers=2", "decode.workers=2", "decode.tp=8", "prefill.tp=4",
-        "model.requires_equal_pd_tp=false"]  # fmt: skip
+BASE = [
+    "+model=gpt_oss_120b",
+    "frontend=sglang_router",
+    "engine=sglang",
+    "cluster=testbed",
+    f"engine.python={DOUBLE}",
+    "launcher=submitit",
+    "readiness.timeout_s=120",
+    "cluster.time_limit_min=10",
+    "prefill.workers=2",
+    "decode.workers=2",
+    "decode.tp=8",
+    "prefill.tp=4",
+    "model.requires_equal_pd_tp=false",
+]
 LATE_S = 4.0  # decode-1 keeps its port closed this long ("loading weights"), then warms up (503)
-LATE_DECODE = [f"+decode.env.SGLANG_DOUBLE_LOAD_S={LATE_S:g}", "+decode.env.SGLANG_DOUBLE_WARMUP_S=2",
-               "+decode.env.SGLANG_DOUBLE_ONLY=decode-1"]  # fmt: skip
+LATE_DECODE = [
+    f"+decode.env.SGLANG_DOUBLE_LOAD_S={LATE_S:g}",
+    "+decode.env.SGLANG_DOUBLE_WARMUP_S=2",
+    "+decode.env.SGLANG_DOUBLE_ONLY=decode-1",
+]
 
 
 def start(jobs: list[str], tmp_path: Path, *extra: str) -> tuple[str, Path, Path]:
@@ -117,8 +131,11 @@ def test_2p2d_router_ready_late_decode_fan_out_and_clean_stop(
     seen_before = set(by_room(record))
     for stream in (False, True, False, True):
         assert e2e.chat(url, MODEL, stream=stream).strip()
-    new = e2e.wait_for(lambda: complete_rooms(record, seen_before, 4), timeout=10,
-                       what="4 new rooms with a prefill and a decode record each")  # fmt: skip
+    new = e2e.wait_for(
+        lambda: complete_rooms(record, seen_before, 4),
+        timeout=10,
+        what="4 new rooms with a prefill and a decode record each",
+    )
     prefill_ports = {bound[n]["bootstrap_port"] for n in ("prefill-0", "prefill-1")}
     for room, (a, b) in new.items():
         prefill, decode = (a, b) if a["mode"] == "prefill" else (b, a)
@@ -160,8 +177,11 @@ def test_killed_worker_fails_the_job_fast_with_its_log_tail(
     victim = next(p for p in doubles if p.env["ORCHESTRATOR_PROCESS"] == "prefill-1")
     assert str(DOUBLE) in victim.argv
     os.kill(victim.pid, signal.SIGKILL)
-    st = e2e.wait_for(lambda: (s := e2e.state(run_dir)).get("phase") == "failed" and s, timeout=20,
-                      what="phase failed")  # fmt: skip
+    st = e2e.wait_for(
+        lambda: (s := e2e.state(run_dir)).get("phase") == "failed" and s,
+        timeout=20,
+        what="phase failed",
+    )
     error = st["error"]
     assert "prefill-1 (prefill)" in error and "exited with code" in error
     assert "last 50 lines of" in error and "logs/prefill-1.log" in error

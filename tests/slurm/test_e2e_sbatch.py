@@ -13,8 +13,13 @@ from tests import e2e
 pytestmark = pytest.mark.slurm
 
 MODEL = "openai/gpt-oss-120b"
-COMMON = ["+model=gpt_oss_120b", "engine=mocker", "cluster=testbed", "readiness.timeout_s=120",
-          "cluster.time_limit_min=10"]  # fmt: skip
+COMMON = [
+    "+model=gpt_oss_120b",
+    "engine=mocker",
+    "cluster=testbed",
+    "readiness.timeout_s=120",
+    "cluster.time_limit_min=10",
+]
 
 
 def ready_state(run_dir: Path, timeout: float = 90) -> dict:
@@ -52,8 +57,16 @@ def test_sbatch_launcher_renders_submits_and_serves(slurm_jobs: list[str], tmp_p
 
 def test_serve_sbatch_wrapper_uses_its_allocation(slurm_jobs: list[str], tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
-    argv = ["sbatch", "--parsable", "--nodes=1", "--gpus-per-node=8", f"--output={tmp_path}/slurm-%j.out",
-            str(e2e.REPO / "scripts" / "serve.sbatch"), *COMMON, f"run_dir={run_dir}"]  # fmt: skip
+    argv = [
+        "sbatch",
+        "--parsable",
+        "--nodes=1",
+        "--gpus-per-node=8",
+        f"--output={tmp_path}/slurm-%j.out",
+        str(e2e.REPO / "scripts" / "serve.sbatch"),
+        *COMMON,
+        f"run_dir={run_dir}",
+    ]
     res = subprocess.run(
         argv, capture_output=True, text=True, cwd=e2e.REPO, env=_with_python(), check=True
     )
@@ -66,8 +79,16 @@ def test_serve_sbatch_wrapper_uses_its_allocation(slurm_jobs: list[str], tmp_pat
 
 
 def test_wrapper_rejects_an_allocation_too_small(slurm_jobs: list[str], tmp_path: Path) -> None:
-    argv = ["salloc", "--nodes=1", "--gpus-per-node=4", sys.executable, "-m", "orchestrator", *COMMON,
-            f"run_dir={tmp_path / 'run'}"]  # fmt: skip
+    argv = [
+        "salloc",
+        "--nodes=1",
+        "--gpus-per-node=4",
+        sys.executable,
+        "-m",
+        "orchestrator",
+        *COMMON,
+        f"run_dir={tmp_path / 'run'}",
+    ]
     res = subprocess.run(
         argv, capture_output=True, text=True, cwd=e2e.REPO, timeout=60, check=False
     )
@@ -78,8 +99,16 @@ def test_wrapper_rejects_an_allocation_too_small(slurm_jobs: list[str], tmp_path
 
 def test_salloc_runs_the_driver_in_the_foreground(slurm_jobs: list[str], tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
-    argv = ["salloc", "--nodes=1", "--gpus-per-node=8", sys.executable, "-m", "orchestrator", *COMMON,
-            f"run_dir={run_dir}"]  # fmt: skip
+    argv = [
+        "salloc",
+        "--nodes=1",
+        "--gpus-per-node=8",
+        sys.executable,
+        "-m",
+        "orchestrator",
+        *COMMON,
+        f"run_dir={run_dir}",
+    ]
     proc = subprocess.Popen(
         argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=e2e.REPO
     )

@@ -19,8 +19,15 @@ from tests import e2e
 pytestmark = pytest.mark.slurm
 
 MODEL = "openai/gpt-oss-120b"
-BASE = ["+model=gpt_oss_120b", "engine=mocker", "cluster=testbed", "readiness.timeout_s=120",
-        "cluster.time_limit_min=10", "launcher=submitit", "frontend.discovery=etcd"]  # fmt: skip
+BASE = [
+    "+model=gpt_oss_120b",
+    "engine=mocker",
+    "cluster=testbed",
+    "readiness.timeout_s=120",
+    "cluster.time_limit_min=10",
+    "launcher=submitit",
+    "frontend.discovery=etcd",
+]
 
 
 def requests_served(run_dir: Path, name: str) -> int:
@@ -29,9 +36,12 @@ def requests_served(run_dir: Path, name: str) -> int:
     bound = json.loads((run_dir / "plan.bound.json").read_text())
     health = next(p for p in bound["processes"] if p["name"] == name)["health"]["url"]
     text = requests.get(health.replace("/health", "/metrics"), timeout=5).text
-    return sum(int(float(line.rsplit(" ", 1)[1])) for line in text.splitlines()
-               if line.startswith("dynamo_component_requests_total{")
-               and 'dynamo_endpoint="generate"' in line)  # fmt: skip
+    return sum(
+        int(float(line.rsplit(" ", 1)[1]))
+        for line in text.splitlines()
+        if line.startswith("dynamo_component_requests_total{")
+        and 'dynamo_endpoint="generate"' in line
+    )
 
 
 def scale_down_under_load(
@@ -80,10 +90,20 @@ def test_scale_up_attaches_a_decode_job_that_serves_and_stops_with_the_run(
         rf"decode-1 +decode +{ast['nodes'][0]}  gpus \d(,\d){{3}}  healthy", status.stdout
     )
     timeline = {t["phase"]: t["t"] for t in ast["timeline"]}
-    print(json.dumps({"scale_total_s": round(took, 2),
-                      "submit_to_driver_started_s": round(timeline["starting"] - timeline["submitted"], 2),
-                      "driver_started_to_healthy_s": round(ast["workers_healthy_at"] - timeline["starting"], 2),
-                      "ready_after_healthy_s": round(timeline["ready"] - ast["workers_healthy_at"], 2)}))  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "scale_total_s": round(took, 2),
+                "submit_to_driver_started_s": round(
+                    timeline["starting"] - timeline["submitted"], 2
+                ),
+                "driver_started_to_healthy_s": round(
+                    ast["workers_healthy_at"] - timeline["starting"], 2
+                ),
+                "ready_after_healthy_s": round(timeline["ready"] - ast["workers_healthy_at"], 2),
+            }
+        )
+    )
 
     # Dynamo's round-robin router spreads requests over all three decode workers.
     for _ in range(6):
@@ -100,10 +120,20 @@ def test_scale_up_attaches_a_decode_job_that_serves_and_stops_with_the_run(
     ast = e2e.state(Path(attached_dir))
     assert ast["phase"] == "done" and ast["reason"] == "every worker removed by scale-down"
     assert {p["state"] for p in ast["processes"].values()} == {"removed"}
-    e2e.wait_for(lambda: e2e.nothing_left(Path(attached_dir)), timeout=30,
-                 what="no processes of the attached job")  # fmt: skip
-    print(json.dumps({"scale_down_s": took_s, "requests": len(results),
-                      "failed": [r for r in results if r != "ok"]}))  # fmt: skip
+    e2e.wait_for(
+        lambda: e2e.nothing_left(Path(attached_dir)),
+        timeout=30,
+        what="no processes of the attached job",
+    )
+    print(
+        json.dumps(
+            {
+                "scale_down_s": took_s,
+                "requests": len(results),
+                "failed": [r for r in results if r != "ok"],
+            }
+        )
+    )
     assert all(r == "ok" for r in results), results
     assert "(removed by scale-down)" in e2e.ctl("status", str(run_dir)).stdout
     assert "attached_lost" not in e2e.state(run_dir)  # a scale-down is no loss
@@ -112,13 +142,23 @@ def test_scale_up_attaches_a_decode_job_that_serves_and_stops_with_the_run(
     assert stopped.returncode == 0, stopped.stderr
     e2e.wait_for(lambda: e2e.nothing_left(run_dir), timeout=30, what="no processes of the run")
     for job in (job_id, attached_job):
-        e2e.wait_for(lambda j=job: e2e.job_state(j) == "COMPLETED", timeout=30,  # type: ignore[misc]
-                     what=f"job {job} COMPLETED in sacct")  # fmt: skip
+        e2e.wait_for(
+            lambda j=job: e2e.job_state(j) == "COMPLETED",
+            timeout=30,  # type: ignore[misc]
+            what=f"job {job} COMPLETED in sacct",
+        )
 
 
-ROUTER = ["+model=gpt_oss_120b", "frontend=sglang_router", "engine=sglang", "cluster=testbed",
-          f"engine.python={e2e.REPO / 'tests' / 'doubles' / 'sglang_test_double.py'}",
-          "launcher=submitit", "readiness.timeout_s=120", "cluster.time_limit_min=10"]  # fmt: skip
+ROUTER = [
+    "+model=gpt_oss_120b",
+    "frontend=sglang_router",
+    "engine=sglang",
+    "cluster=testbed",
+    f"engine.python={e2e.REPO / 'tests' / 'doubles' / 'sglang_test_double.py'}",
+    "launcher=submitit",
+    "readiness.timeout_s=120",
+    "cluster.time_limit_min=10",
+]
 
 
 def decodes_listed(url: str, run_dir: Path) -> int:
@@ -165,8 +205,11 @@ def test_router_scale_up_registers_the_attached_decode(
     assert decodes_listed(url, run_dir) == 2  # deregistered from the router
     assert e2e.state(Path(attached_dir))["processes"]["decode-2"]["state"] == "removed"
     serving = {"prefill-0", "decode-0", "decode-1"}
-    e2e.wait_for(lambda: {w["name"] for w in e2e.state(run_dir)["workers"]} == serving,
-                 timeout=10, what=f"the run's state.json to list {serving}")  # fmt: skip
+    e2e.wait_for(
+        lambda: {w["name"] for w in e2e.state(run_dir)["workers"]} == serving,
+        timeout=10,
+        what=f"the run's state.json to list {serving}",
+    )
 
     # Stopping the run stops its attached job too (first: it deregisters from the router).
     stopped = e2e.ctl("stop", str(run_dir))
@@ -174,8 +217,11 @@ def test_router_scale_up_registers_the_attached_decode(
     assert f"attached job {attached_job}: stopped (done)" in stopped.stdout
     e2e.wait_for(lambda: e2e.nothing_left(run_dir), timeout=30, what="no processes of the run")
     for job in (job_id, attached_job):
-        e2e.wait_for(lambda j=job: e2e.job_state(j) == "COMPLETED", timeout=30,  # type: ignore[misc]
-                     what=f"job {job} COMPLETED in sacct")  # fmt: skip
+        e2e.wait_for(
+            lambda j=job: e2e.job_state(j) == "COMPLETED",
+            timeout=30,  # type: ignore[misc]
+            what=f"job {job} COMPLETED in sacct",
+        )
 
 
 def test_scale_down_removes_the_runs_own_newest_worker(
@@ -183,8 +229,14 @@ def test_scale_down_removes_the_runs_own_newest_worker(
 ) -> None:
     """No attached job: the run's own decode-1 goes (deregistered, stopped, never restarted)."""
     run_dir, record = tmp_path / "run", tmp_path / "requests.jsonl"
-    proc = e2e.cli([*ROUTER, f"run_dir={run_dir}", "decode.workers=2",
-                    f"+engine.env.SGLANG_DOUBLE_RECORD={record}"])  # fmt: skip
+    proc = e2e.cli(
+        [
+            *ROUTER,
+            f"run_dir={run_dir}",
+            "decode.workers=2",
+            f"+engine.env.SGLANG_DOUBLE_RECORD={record}",
+        ]
+    )
     job_id, _ = e2e.submit_output(proc)
     slurm_jobs.append(job_id)
     assert proc.returncode == 0, proc.stderr

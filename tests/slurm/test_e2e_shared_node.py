@@ -16,9 +16,17 @@ from tests import e2e
 pytestmark = pytest.mark.slurm
 
 MODEL = "openai/gpt-oss-120b"
-FOUR_GPUS = ["+model=gpt_oss_120b", "engine=mocker", "cluster=testbed", "launcher=submitit",
-             "deployment=aggregated", "aggregated.workers=1", "readiness.timeout_s=60",
-             "cluster.time_limit_min=5", "cluster.sbatch_extra=['--nodelist=node1']"]  # fmt: skip
+FOUR_GPUS = [
+    "+model=gpt_oss_120b",
+    "engine=mocker",
+    "cluster=testbed",
+    "launcher=submitit",
+    "deployment=aggregated",
+    "aggregated.workers=1",
+    "readiness.timeout_s=60",
+    "cluster.time_limit_min=5",
+    "cluster.sbatch_extra=['--nodelist=node1']",
+]
 
 
 def test_two_four_gpu_deployments_share_a_node(slurm_jobs: list[str], tmp_path: Path) -> None:

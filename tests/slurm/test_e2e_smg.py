@@ -32,10 +32,22 @@ pytestmark = pytest.mark.slurm
 
 KEY_ENV = "ORCH_TEST_SMG_KEY"
 SECRET = "smg-e2e-secret-7f3a"
-BASE = ["+model=gpt_oss_120b", "frontend=smg", "engine=sglang", "cluster=testbed",
-        f"engine.python={DOUBLE}", "launcher=submitit", "readiness.timeout_s=120",
-        "cluster.time_limit_min=10", "prefill.workers=2", "decode.workers=2", "decode.tp=8",
-        "prefill.tp=4", "model.requires_equal_pd_tp=false", f"frontend.admin_key_env={KEY_ENV}"]  # fmt: skip
+BASE = [
+    "+model=gpt_oss_120b",
+    "frontend=smg",
+    "engine=sglang",
+    "cluster=testbed",
+    f"engine.python={DOUBLE}",
+    "launcher=submitit",
+    "readiness.timeout_s=120",
+    "cluster.time_limit_min=10",
+    "prefill.workers=2",
+    "decode.workers=2",
+    "decode.tp=8",
+    "prefill.tp=4",
+    "model.requires_equal_pd_tp=false",
+    f"frontend.admin_key_env={KEY_ENV}",
+]
 
 
 def gateway_workers(url: str) -> list[dict[str, Any]]:
@@ -48,8 +60,9 @@ def test_2p2d_smg_ready_late_decode_fan_out_and_clean_stop(
 ) -> None:
     monkeypatch.setenv(KEY_ENV, SECRET)  # exported where the user launches
     run_dir, record = tmp_path / "run", tmp_path / "requests.jsonl"
-    proc = e2e.cli([*BASE, f"run_dir={run_dir}", f"+engine.env.SGLANG_DOUBLE_RECORD={record}",
-                    *LATE_DECODE])  # fmt: skip
+    proc = e2e.cli(
+        [*BASE, f"run_dir={run_dir}", f"+engine.env.SGLANG_DOUBLE_RECORD={record}", *LATE_DECODE]
+    )
     if proc.stdout.split():
         slurm_jobs.append(proc.stdout.split()[0])
     assert proc.returncode == 0, proc.stderr
@@ -81,13 +94,18 @@ def test_2p2d_smg_ready_late_decode_fan_out_and_clean_stop(
     seen_before = set(by_room(record))
     for stream in (False, True, False, True):
         assert e2e.chat(url, MODEL, stream=stream).strip()
-    new = e2e.wait_for(lambda: complete_rooms(record, seen_before, 4), timeout=10,
-                       what="4 new rooms with a prefill and a decode record each")  # fmt: skip
+    new = e2e.wait_for(
+        lambda: complete_rooms(record, seen_before, 4),
+        timeout=10,
+        what="4 new rooms with a prefill and a decode record each",
+    )
     for room, (a, b) in new.items():
         prefill, decode = (a, b) if a["mode"] == "prefill" else (b, a)
         assert (prefill["mode"], decode["mode"]) == ("prefill", "decode"), new[room]
         assert (decode["bootstrap_host"], decode["bootstrap_port"]) == (
-            prefill["host"], prefill["own_bootstrap_port"])  # fmt: skip
+            prefill["host"],
+            prefill["own_bootstrap_port"],
+        )
         assert decode["bootstrap_reachable"] is True and decode["host"] != prefill["host"]
     # Stop: deregistered with the key, nothing left, job gone; the key is nowhere on disk.
     res = e2e.ctl("stop", str(run_dir))

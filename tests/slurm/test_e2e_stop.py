@@ -28,10 +28,22 @@ pytestmark = pytest.mark.slurm
 
 GRACE_S = 15.0  # the router's own graceful shutdown took 7-10 s here
 CRASH_S = 5.0  # a crash-exit sleeps this long before its SIGKILL (SGLang's crash-dump wait)
-BASE = ["+model=gpt_oss_120b", "frontend=sglang_router", "engine=sglang", "cluster=testbed",
-        f"engine.python={DOUBLE}", "launcher=submitit", "readiness.timeout_s=120",
-        "cluster.time_limit_min=10", "prefill.workers=1", "decode.workers=1", "decode.tp=8",
-        "prefill.tp=8", "model.requires_equal_pd_tp=false", f"launcher.stop_grace_s={GRACE_S:g}"]  # fmt: skip
+BASE = [
+    "+model=gpt_oss_120b",
+    "frontend=sglang_router",
+    "engine=sglang",
+    "cluster=testbed",
+    f"engine.python={DOUBLE}",
+    "launcher=submitit",
+    "readiness.timeout_s=120",
+    "cluster.time_limit_min=10",
+    "prefill.workers=1",
+    "decode.workers=1",
+    "decode.tp=8",
+    "prefill.tp=8",
+    "model.requires_equal_pd_tp=false",
+    f"launcher.stop_grace_s={GRACE_S:g}",
+]
 WORKERS = ("prefill-0", "decode-0")
 
 
@@ -66,17 +78,30 @@ def test_ctl_stop_drains_srun_sglang_workers_to_exit_0(
     url = e2e.state(run_dir)["frontend_url"]
     assert e2e.chat(url, MODEL).strip()
     # Each worker runs a scheduler child, as real SGLang does: a step-wide SIGTERM would kill it.
-    schedulers = [p for p in e2e.processes_mentioning(str(run_dir))
-                  if p.argv[-1:] == ["scheduler"] and "double_lifecycle.py" in p.argv[-2]]  # fmt: skip
+    schedulers = [
+        p
+        for p in e2e.processes_mentioning(str(run_dir))
+        if p.argv[-1:] == ["scheduler"] and "double_lifecycle.py" in p.argv[-2]
+    ]
     assert sorted(p.env["ORCHESTRATOR_PROCESS"] for p in schedulers) == sorted(WORKERS)
     # ... and is started by the step's stop wrapper, named after its process.
-    wrappers = [p.argv[3] for p in e2e.processes_mentioning(str(run_dir))
-                if Path(p.argv[0]).name == "bash" and p.argv[1:3] == ["-c", WRAPPER]]  # fmt: skip
+    wrappers = [
+        p.argv[3]
+        for p in e2e.processes_mentioning(str(run_dir))
+        if Path(p.argv[0]).name == "bash" and p.argv[1:3] == ["-c", WRAPPER]
+    ]
     assert set(WORKERS) <= set(wrappers)
-    engines = {p.pid: p.env["ORCHESTRATOR_PROCESS"]
-               for p in e2e.engine_processes(run_dir, "sglang.launch_server")}  # fmt: skip
-    stop = subprocess.Popen([sys.executable, "-m", "orchestrator.ctl", "stop", str(run_dir)],
-                            cwd=e2e.REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    engines = {
+        p.pid: p.env["ORCHESTRATOR_PROCESS"]
+        for p in e2e.engine_processes(run_dir, "sglang.launch_server")
+    }
+    stop = subprocess.Popen(
+        [sys.executable, "-m", "orchestrator.ctl", "stop", str(run_dir)],
+        cwd=e2e.REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     gone_at = wait_gone(engines, timeout=GRACE_S + 10)
     _, err = stop.communicate(timeout=60)
     assert stop.returncode == 0, err
@@ -84,8 +109,10 @@ def test_ctl_stop_drains_srun_sglang_workers_to_exit_0(
     assert st["phase"] == "done", st.get("error")
     stopping = phase_time(st, "stopping")
     took = {name: round(t - stopping, 3) for name, t in gone_at.items()}
-    print(f"engine exit after the driver began stopping: {took}; driver stop "
-          f"{phase_time(st, 'done') - stopping:.3f} s")  # fmt: skip
+    print(
+        f"engine exit after the driver began stopping: {took}; driver stop "
+        f"{phase_time(st, 'done') - stopping:.3f} s"
+    )
     for name in WORKERS:
         entry = st["processes"][name]
         log = (run_dir / "logs" / f"{name}.log").read_text(errors="replace")

@@ -215,11 +215,17 @@ def test_single_run_with_a_benchmark_waits_for_its_results(
 # --- throttling and cancel -----------------------------------------------------------------------
 # 4-GPU aggregated points (two share a node), one tiny load point each.
 SMALL = [
-    "+model=gpt_oss_120b", "engine=mocker", "cluster=testbed", "benchmark=aiperf",
+    "+model=gpt_oss_120b",
+    "engine=mocker",
+    "cluster=testbed",
+    "benchmark=aiperf",
     "benchmark.points=[{concurrency:1,isl:16,osl:4,requests:2,warmup:0}]",
-    "benchmark.duration_estimate_min=1", "readiness.timeout_s=60", "cluster.time_limit_min=6",
-    "deployment=aggregated", "aggregated.workers=1",
-]  # fmt: skip
+    "benchmark.duration_estimate_min=1",
+    "readiness.timeout_s=60",
+    "cluster.time_limit_min=6",
+    "deployment=aggregated",
+    "aggregated.workers=1",
+]
 
 
 def sweep_jobs(job_ids: list[str]) -> list[tuple[str, str, str]]:
@@ -242,8 +248,15 @@ def test_max_in_flight_throttles_twelve_points_to_two(
 ) -> None:
     sweep_dir = tmp_path / "throttled"
     started = time.monotonic()
-    res = e2e.cli(["-m", *SMALL, "benchmark.seed=range(1,13)", "sweep.max_in_flight=2",
-                   f"sweep_dir={sweep_dir}"])  # fmt: skip
+    res = e2e.cli(
+        [
+            "-m",
+            *SMALL,
+            "benchmark.seed=range(1,13)",
+            "sweep.max_in_flight=2",
+            f"sweep_dir={sweep_dir}",
+        ]
+    )
     ids = job_ids(sweep_dir) if (sweep_dir / "manifest.json").exists() else []
     slurm_jobs.extend(ids)
     assert res.returncode == 0, res.stderr
@@ -272,15 +285,26 @@ def test_stop_mid_sweep_leaves_nothing_queued_or_running(
     slurm_jobs: list[str], tmp_path: Path
 ) -> None:
     sweep_dir = tmp_path / "stopped"
-    res = e2e.cli(["-m", *SMALL, "benchmark.keep_serving=true", "benchmark.seed=range(1,5)",
-                   "sweep.max_in_flight=2", f"sweep_dir={sweep_dir}"])  # fmt: skip
+    res = e2e.cli(
+        [
+            "-m",
+            *SMALL,
+            "benchmark.keep_serving=true",
+            "benchmark.seed=range(1,5)",
+            "sweep.max_in_flight=2",
+            f"sweep_dir={sweep_dir}",
+        ]
+    )
     ids = job_ids(sweep_dir) if (sweep_dir / "manifest.json").exists() else []
     slurm_jobs.extend(ids)
     assert res.returncode == 0, res.stderr
     run_dirs = [sweep_dir / r["run_dir"] for p in manifest(sweep_dir)["points"] for r in p["runs"]]
     # The first two serve (keep_serving) while the other two wait for them.
-    e2e.wait_for(lambda: all(e2e.state(d).get("phase") == "ready" for d in run_dirs[:2]),
-                 timeout=120, what="the first two points ready")  # fmt: skip
+    e2e.wait_for(
+        lambda: all(e2e.state(d).get("phase") == "ready" for d in run_dirs[:2]),
+        timeout=120,
+        what="the first two points ready",
+    )
     assert sorted(why for _, _, why in sweep_jobs(ids[2:])) == ["Dependency", "Dependency"]
     stop = e2e.ctl("stop", str(sweep_dir))
     assert stop.returncode == 0, stop.stderr

@@ -29,20 +29,28 @@ def tmux() -> Iterator[list[str]]:
 
 
 def screen(tmux: list[str]) -> str:
-    done = subprocess.run([*tmux, "capture-pane", "-p", "-t", "w"], capture_output=True, text=True,
-                          check=False)  # fmt: skip
+    done = subprocess.run(
+        [*tmux, "capture-pane", "-p", "-t", "w"], capture_output=True, text=True, check=False
+    )
     return done.stdout
 
 
-def test_watch_fingerprint_ls_on_a_live_testbed_run(slurm_jobs: list[str], tmp_path: Path,
-                                                    tmux: list[str]) -> None:  # fmt: skip
+def test_watch_fingerprint_ls_on_a_live_testbed_run(
+    slurm_jobs: list[str], tmp_path: Path, tmux: list[str]
+) -> None:
     job_id, run_dir = start(slurm_jobs, tmp_path / "run")
-    command = (f"env PYTHONPATH={shlex.quote(os.environ.get('PYTHONPATH', str(e2e.REPO)))} "
-               f"{sys.executable} -m orchestrator.ctl watch {shlex.quote(str(run_dir))}")  # fmt: skip
-    subprocess.run([*tmux, "new-session", "-d", "-s", "w", "-x", "80", "-y", "24", command],
-                   check=True, cwd=e2e.REPO)  # fmt: skip
-    text = e2e.wait_for(lambda: "prefill-0" in (s := screen(tmux)) and s, timeout=20,
-                        what="the watch screen")  # fmt: skip
+    command = (
+        f"env PYTHONPATH={shlex.quote(os.environ.get('PYTHONPATH', str(e2e.REPO)))} "
+        f"{sys.executable} -m orchestrator.ctl watch {shlex.quote(str(run_dir))}"
+    )
+    subprocess.run(
+        [*tmux, "new-session", "-d", "-s", "w", "-x", "80", "-y", "24", command],
+        check=True,
+        cwd=e2e.REPO,
+    )
+    text = e2e.wait_for(
+        lambda: "prefill-0" in (s := screen(tmux)) and s, timeout=20, what="the watch screen"
+    )
     st = e2e.state(run_dir)
     lines = text.splitlines()
     assert lines[0].startswith("gpt-oss-120b-p1d1  ready") and f"job {job_id}" in lines[0]
@@ -53,13 +61,25 @@ def test_watch_fingerprint_ls_on_a_live_testbed_run(slurm_jobs: list[str], tmp_p
     assert "endpoint registered" in text and "q quits" in text
     assert all(len(x) <= 80 for x in lines)
     subprocess.run([*tmux, "send-keys", "-t", "w", "q"], check=True)
-    e2e.wait_for(lambda: subprocess.run([*tmux, "has-session", "-t", "w"], capture_output=True,
-                                        check=False).returncode != 0,
-                 timeout=10, what="watch to quit on q")  # fmt: skip
+    e2e.wait_for(
+        lambda: (
+            subprocess.run(
+                [*tmux, "has-session", "-t", "w"], capture_output=True, check=False
+            ).returncode
+            != 0
+        ),
+        timeout=10,
+        what="watch to quit on q",
+    )
 
-    fp = e2e.wait_for(lambda: (run_dir / "fingerprint.json").exists()
-                      and json.loads((run_dir / "fingerprint.json").read_text()),
-                      timeout=30, what="fingerprint.json")  # fmt: skip
+    fp = e2e.wait_for(
+        lambda: (
+            (run_dir / "fingerprint.json").exists()
+            and json.loads((run_dir / "fingerprint.json").read_text())
+        ),
+        timeout=30,
+        what="fingerprint.json",
+    )
     assert fp["slurm_version"].startswith("slurm") and fp["job_id"] == job_id
     assert fp["node_list"] == st["nodes"]
     (node,) = fp["nodes"]  # probed on the node (its network namespace) by an srun step
