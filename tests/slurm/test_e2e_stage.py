@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator.rundir import RunDir
 from orchestrator.runtime.stage import MANIFEST
 from tests import e2e
 
@@ -94,3 +95,45 @@ def test_copy_then_skip_then_sbcast(slurm_jobs: list[str], tmp_path: Path) -> No
             model / "model.safetensors"
         ).read_bytes()
     assert not list((tmp_path / "bcast").rglob("*.tar"))
+
+
+def test_a_node_without_the_space_refuses_before_any_worker(
+    slurm_jobs: list[str], tmp_path: Path
+) -> None:
+    """A model larger than the local disk's free space (a sparse file: 8 TiB apparent, no blocks)
+    is refused on every node before anything is copied or any worker starts; nothing is left."""
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    with (model / "model.safetensors").open("wb") as f:
+        f.truncate(2**43)
+    run_dir = tmp_path / "full"
+    proc = e2e.cli(
+        [
+            "+model=llama_3_3_70b",
+            "engine=sglang",
+            "frontend=sglang_router",
+            "cluster=testbed",
+            f"engine.python={DOUBLE}",
+            "launcher=submitit",
+            "prefill.tp=8",
+            "decode.tp=8",
+            f"model.path={model}",
+            "model.served_name=tiny",
+            "model.stage=node_local",
+            f"cluster.local_dir={tmp_path}/local/%N",
+            "readiness.timeout_s=120",
+            "cluster.time_limit_min=10",
+            f"run_dir={run_dir}",
+        ],
+        timeout=240,
+    )
+    st = e2e.state(run_dir)
+    slurm_jobs.append(st.get("job_id", ""))
+    assert proc.returncode != 0
+    assert st["phase"] == "failed"
+    assert "not enough space" in (st.get("error") or "") + proc.stderr
+    assert not [p for p in (tmp_path / "local").rglob("*") if p.is_file()]  # nothing copied
+    logs = RunDir(run_dir)
+    assert not [n for n in ("prefill-0", "decode-0") if logs.log(n).exists()]  # no worker started
+    assert e2e.wait_for(lambda: e2e.nothing_left(run_dir), timeout=30, what="nothing left")
