@@ -5,7 +5,7 @@ and run as it is by the in-allocation driver, which only binds the placeholders 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 from orchestrator.bench.spec import benchmark_plan
 from orchestrator.config.schema import RootConfig
@@ -86,10 +86,7 @@ def deployment_plan(cfg: RootConfig) -> Plan:
         port_base=cfg.cluster.port_base,
         port_job_blocks=cfg.cluster.port_job_blocks,
         port_offset=0,
-        processes=tuple(
-            dataclasses.replace(_with_identity(cfg, p), restart=restart_policy(cfg, p.group))
-            for p in head.processes + workers
-        ),
+        processes=_identified(cfg, head.processes + workers),
         readiness=_readiness(cfg, _frontend_url(head), _replica_urls(head)),
         slurm=slurm_request(cfg, num_nodes, gpus_per_node=gpus_requested(cfg, slots)),
         ip_source=cfg.cluster.ip_source,
@@ -151,10 +148,7 @@ def attached_plan(
         port_base=cfg.cluster.port_base,
         port_job_blocks=cfg.cluster.port_job_blocks,
         port_offset=0,
-        processes=tuple(
-            dataclasses.replace(_with_identity(cfg, p), restart=restart_policy(cfg, p.group))
-            for p in workers
-        ),
+        processes=_identified(cfg, workers),
         # The frontend's gate counts every worker it serves with: the run's and these (cfg's totals).
         readiness=_readiness(cfg, frontend_url),
         slurm=dataclasses.replace(
@@ -212,10 +206,7 @@ def here_plan(cfg: RootConfig) -> Plan:
         port_base=cfg.cluster.port_base,
         port_job_blocks=cfg.cluster.port_job_blocks,
         port_offset=0,
-        processes=tuple(
-            dataclasses.replace(_with_identity(cfg, p), restart=restart_policy(cfg, p.group))
-            for p in head.processes
-        ),
+        processes=_identified(cfg, head.processes),
         readiness=_readiness(cfg, _frontend_url(head), _replica_urls(head)),
         slurm=slurm_request(cfg, 1, gpus_per_node=0),
         ip_source=cfg.cluster.ip_source,
@@ -223,6 +214,14 @@ def here_plan(cfg: RootConfig) -> Plan:
         stop_grace_s=cfg.launcher.stop_grace_s,
         prepare=get_engine(cfg.engine.kind).prepare(cfg),
         serve=serve,
+    )
+
+
+def _identified(cfg: RootConfig, processes: Iterable[Process]) -> tuple[Process, ...]:
+    """`processes` with their identity env and their group's restart policy (every plan's last step)."""
+    return tuple(
+        dataclasses.replace(_with_identity(cfg, p), restart=restart_policy(cfg, p.group))
+        for p in processes
     )
 
 

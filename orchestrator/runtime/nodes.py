@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from orchestrator.core.effects import CommandRunner
 from orchestrator.core.errors import OrchestratorError
+from orchestrator.runtime.node_report import srun_prefix
 from orchestrator.slurm.client import SlurmClient
 
 SIOCGIFADDR = 0x8915
@@ -117,13 +118,7 @@ def probe_nodes(
 ) -> list[NodeInfo]:
     """Run `nodeinfo` once on every node (one srun step): validated addresses and busy ports."""
     argv = [
-        "srun",
-        f"--jobid={job_id}",
-        "--overlap",
-        f"--nodes={len(hosts)}",
-        "--ntasks-per-node=1",
-        f"--nodelist={','.join(hosts)}",
-        "--job-name=nodeinfo",
+        *srun_prefix(job_id, hosts, "nodeinfo"),
         python,
         "-m",
         "orchestrator.runtime.nodes",

@@ -20,6 +20,7 @@ from pathlib import Path
 from orchestrator.core.effects import CommandRunner
 from orchestrator.core.errors import OrchestratorError
 from orchestrator.plan.preflight import WEIGHT_PATTERNS, PathCheck
+from orchestrator.runtime.node_report import srun_prefix
 
 FIXES = {
     "model_dir": "copy the model to that path on every node, or point model.path at it",
@@ -92,13 +93,7 @@ def run_on_nodes(
         return
     payload = json.dumps([asdict(c) for c in checks])
     argv = [
-        "srun",
-        f"--jobid={job_id}",
-        "--overlap",
-        f"--nodes={len(hosts)}",
-        "--ntasks-per-node=1",
-        f"--nodelist={','.join(hosts)}",
-        "--job-name=preflight",
+        *srun_prefix(job_id, hosts, "preflight"),
         python,
         "-m",
         "orchestrator.runtime.preflight",
