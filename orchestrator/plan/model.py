@@ -211,6 +211,23 @@ class ServePlan:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class AutoscalePlan:
+    """autoscale=dynamo_planner: Dynamo's SLA planner (the head process `process`, started with
+    `environment: virtual`) decides prefill/decode counts; the run's driver carries each decision
+    out with attached worker jobs (orchestrator.elastic.autoscale), clipped to these bounds."""
+
+    process: str = "planner"  # the planner's process in this plan
+    namespace: str = "dynamo"  # the Dynamo namespace its VirtualConnectorCoordinator publishes in
+    min_prefill: int = 1
+    max_prefill: int = 1
+    min_decode: int = 1
+    max_decode: int = 1
+    max_gpus: int = 0  # the planner's GPU budget (0: none)
+    # A worker job still PENDING this long (or failed) makes the decision one that cannot be met.
+    pending_timeout_s: float = 600.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Plan:
     """Everything that will run, where. Pure data; see `plan_to_dict` for the JSON contract.
 
@@ -238,6 +255,7 @@ class Plan:
     stage: StageSpec | None = None  # model.stage=node_local: a copy on each worker node first
     job: WorkerJobPlan | None = None  # a worker job's plan: the run it joins
     serve: ServePlan | None = None  # frontend.placement=here: the worker jobs
+    autoscale: AutoscalePlan | None = None  # autoscale=dynamo_planner: decisions carried out
     # Workers sharing one GPU at most (deployment.workers_per_gpu): the port block has a slot
     # per worker process a node can hold.
     workers_per_gpu: int = 1
@@ -310,6 +328,7 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
         # Only in worker jobs' plans: every other plan.json stays as it was.
         **({"job": asdict(plan.job)} if plan.job else {}),
         **({"serve": _serve_to_dict(plan.serve)} if plan.serve else {}),
+        **({"autoscale": asdict(plan.autoscale)} if plan.autoscale else {}),
         **({"workers_per_gpu": plan.workers_per_gpu} if plan.workers_per_gpu != 1 else {}),
         **({"driver_on_this_host": True} if plan.driver_on_this_host else {}),
         **({"fetch": asdict(plan.fetch)} if plan.fetch else {}),
@@ -382,6 +401,7 @@ def plan_from_dict(data: Mapping[str, Any]) -> Plan:
         ),
         job=WorkerJobPlan(**data["job"]) if data.get("job") else None,
         serve=_serve_from_dict(data.get("serve")),
+        autoscale=AutoscalePlan(**data["autoscale"]) if data.get("autoscale") else None,
         workers_per_gpu=data.get("workers_per_gpu", 1),
         driver_on_this_host=data.get("driver_on_this_host", False),
         fetch=FetchSpec(**data["fetch"]) if data.get("fetch") else None,
