@@ -82,3 +82,41 @@ class FakeHttp:
     def posts(self) -> list[Any]:
         """The payload of every POST, in order."""
         return [c.payload for c in self.calls if c.method == "POST"]
+
+
+class FakeDecisions:
+    """The DecisionSource of orchestrator.elastic.decisions as Dynamo's planner behaves with
+    `environment: virtual`: `publish` a decision; `poll` hands over the unacknowledged one
+    (again after `restart`, as a new link gets it from etcd); `complete` acknowledges it."""
+
+    def __init__(self) -> None:
+        self.pending: Any = None  # a Decision not completed yet
+        self.handed = False  # handed over since the last (re)start
+        self.completed: list[int] = []
+        self.closed = False
+        self._next = 1
+
+    def publish(self, prefill: int, decode: int) -> Any:
+        from orchestrator.elastic.decisions import Decision
+
+        self.pending, self.handed = Decision(self._next, prefill, decode), False
+        self._next += 1
+        return self.pending
+
+    def restart(self) -> None:
+        """A new link: the last unacknowledged decision comes again."""
+        self.handed = False
+
+    def poll(self) -> Any:
+        if self.pending is None or self.handed:
+            return None
+        self.handed = True
+        return self.pending
+
+    def complete(self, decision: Any) -> None:
+        self.completed.append(decision.decision_id)
+        if self.pending is not None and self.pending.decision_id == decision.decision_id:
+            self.pending = None
+
+    def close(self) -> None:
+        self.closed = True

@@ -30,6 +30,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = sub.add_parser("scale", help="attach a job with more workers to a running run")
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
     p.add_argument("counts", nargs="*", metavar="GROUP.workers=N")
+    p.add_argument(
+        "--no-wait",
+        action="store_true",
+        help="return once a scale-up's job is submitted (a scale-down always waits)",
+    )
     see.register(sub)
     args = parser.parse_args(argv)
     try:
@@ -38,7 +43,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.cmd in ("stop", "scale"):
             check_control(args.run_dir)
         if args.cmd == "scale":
-            return scale(args.run_dir, args.counts)
+            return scale(args.run_dir, args.counts, wait=not args.no_wait)
         if args.cmd in ("status", "collect", "stop") and (args.run_dir / "manifest.json").exists():
             from orchestrator.sweep import sweepdir
 

@@ -10,9 +10,12 @@ from orchestrator.ctl.status import run_view
 from orchestrator.slurm.client import SlurmClient
 
 
-def scale(run_dir: Path, items: Sequence[str], client: SlurmClient | None = None) -> int:
+def scale(
+    run_dir: Path, items: Sequence[str], client: SlurmClient | None = None, *, wait: bool = True
+) -> int:
     """Validate a scale request (exit 2 before anything is submitted), submit the attached job,
-    wait for its workers to serve through the run's frontend."""
+    wait for its workers to serve through the run's frontend (`wait`; the autoscaler's executor,
+    orchestrator.elastic.autoscale, watches the job itself)."""
     # Scaling plans (OmegaConf, the engines): imported only for this command, not status/stop.
     from orchestrator.elastic import scale_down
     from orchestrator.elastic import scale_up as scaling
@@ -28,4 +31,6 @@ def scale(run_dir: Path, items: Sequence[str], client: SlurmClient | None = None
     job = scaling.scale_up(run_dir, request)
     print(job.job_id, flush=True)
     print(job.run_dir, flush=True)
+    if not wait:
+        return 0
     return follow(Path(job.run_dir), job.job_id, until_done=False)

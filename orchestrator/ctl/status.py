@@ -11,6 +11,7 @@ from typing import Any
 from orchestrator.core.effects import SubprocessRunner
 from orchestrator.ctl import locks
 from orchestrator.elastic import attached as attachments
+from orchestrator.elastic.autoscale_view import autoscale_lines
 from orchestrator.launchers import facts_of
 from orchestrator.observe.reconcile import RunView, driver_alive, reconcile
 from orchestrator.rundir import Phase, RunDir, RunState
@@ -67,6 +68,7 @@ def status(run_dir: Path, client: SlurmClient | None = None) -> tuple[str, int]:
     lines += [_process_line(name, entry) for name, entry in state.processes.items()]
     lines += locks.status_lines(run_dir)
     lines += attachments.attached_lines(run_dir, client)
+    lines += autoscale_lines(state.data)
     if view.phase == Phase.LOST:
         lines += _lost_tail(run_dir, state.job_id)
     return "\n".join(lines), 0 if view.ok else 1

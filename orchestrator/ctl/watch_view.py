@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.ctl.ls import Run, age
+from orchestrator.elastic.autoscale_view import autoscale_lines
 from orchestrator.observe import prom
 from orchestrator.rundir import Phase, RunDir, RunState
 from orchestrator.runtime import logscan
@@ -55,6 +56,7 @@ class Snapshot:
     metrics_age: float | None = None
     benchmark: str = ""
     cold_start: list[str] = field(default_factory=list)  # fetch / stage (runtime.state)
+    autoscale: list[str] = field(default_factory=list)  # the planner's last decision
     degraded: list[str] = field(default_factory=list)
     error: list[str] = field(default_factory=list)
 
@@ -173,6 +175,7 @@ def gather(
         snap.serving, snap.metrics_age = serving_numbers(run.path)
     snap.benchmark = _benchmark(st)
     snap.cold_start = cold_start_lines(st.data)
+    snap.autoscale = autoscale_lines(st.data)
     snap.degraded = list(st.degraded)
     snap.error = error_lines(st)
     return snap
@@ -228,6 +231,7 @@ def lines(snap: Snapshot, now: float | None = None, *, times: bool = True) -> li
             f"{_num(s.get('in_flight'), '.0f')} in flight  ({ago})"[:WIDTH]
         )
     out += [line[:WIDTH] for line in snap.cold_start]
+    out += [line[:WIDTH] for line in snap.autoscale]
     if snap.benchmark:
         out.append(f"benchmark: {snap.benchmark}"[:WIDTH])
     if snap.degraded:

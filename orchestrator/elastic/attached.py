@@ -47,7 +47,7 @@ def attached_lines(run_dir: Path, client: SlurmClient | None = None) -> list[str
 def _why_removed(job: WorkerJob, jobs: Sequence[WorkerJob]) -> str:
     """Why a listed job holds no workers: a scale-down, or (placement=here) a drain or a loss."""
     if not job.generation:
-        return "removed by scale-down"
+        return job.ended or "removed by scale-down"  # ended: the autoscaler cancelled it
     successor = next((j.job_id for j in jobs if j.replaces == job.job_id), "")
     how = "drained" if job.drain_at else f"lost: {job.ended or '?'}"
     return how + (f", replaced by job {successor}" if successor else "")

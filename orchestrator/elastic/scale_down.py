@@ -99,15 +99,24 @@ def plan_removal(run_dir: Path, counts: Mapping[str, int]) -> list[Removal]:
             ]
         )
     excess = {g: have.get(g, 0) - n for g, n in counts.items()}
+    removals = choose(found, excess)
+    for r in removals:
+        check_serving(r.holder, keys_of(counts))
+    return removals
+
+
+def choose(found: list[Holder], excess: Mapping[str, int]) -> list[Removal]:
+    """Which workers go for `excess` (group -> how many fewer), newest first (`found`'s order,
+    within a holder the highest index)."""
+    left = dict(excess)
     removals = []
     for h in found:
         chosen = []
         for group, _, name in h.units:
-            if excess.get(group, 0) > 0:
+            if left.get(group, 0) > 0:
                 chosen.append(name)
-                excess[group] -= 1
+                left[group] -= 1
         if chosen:
-            check_serving(h, keys_of(counts))
             removals.append(Removal(h, tuple(chosen), h.attached and len(chosen) == len(h.units)))
     return removals
 

@@ -19,6 +19,8 @@ from pathlib import Path
 from orchestrator.bench.step import attach_benchmark
 from orchestrator.core.effects import RequestsHttp, SubprocessRunner, SystemClock
 from orchestrator.core.errors import OrchestratorError
+from orchestrator.elastic.autoscale import attach_autoscale, link_argv, link_env
+from orchestrator.elastic.decisions import PlannerLink
 from orchestrator.elastic.hold import attach_hold
 from orchestrator.elastic.jobwatch import attach_job_watch
 from orchestrator.elastic.retire import attach_retire
@@ -346,6 +348,10 @@ def run_driver(run_dir: Path, env: Mapping[str, str] | None = None) -> int:
         attach_rollover(driver, bound.serve)
     else:  # ctl scale's worker jobs
         attach_job_watch(driver, SlurmClient(SubprocessRunner()))
+    if bound.autoscale is not None:  # the planner decides, this driver carries it out
+        link = RunDir(run_dir).log("planner-link")
+        argv, link_vars = link_argv(bound, bound.autoscale), link_env(bound, bound.autoscale)
+        attach_autoscale(driver, PlannerLink(argv, link_vars, link))
     return driver.run()
 
 

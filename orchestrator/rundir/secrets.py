@@ -96,6 +96,11 @@ def read_secrets(folder: Path) -> dict[str, str]:
     return out
 
 
+def secret_names() -> tuple[str, ...]:
+    """Every variable a secret may be handed over as (a child that must not inherit them)."""
+    return (ADMIN_KEY_ENV, ETCD_USER_ENV, ETCD_PASSWORD_ENV, API_KEY_ENV)
+
+
 def secret_env(values: dict[str, str]) -> dict[str, str]:
     """The environment variables the secrets are handed over as."""
     env = {}
