@@ -13,10 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.ctl import status
+from orchestrator.ctl.report_autoscale import autoscale_html, frontend_series, steps
 from orchestrator.elastic import scale_up as scaling
 from orchestrator.elastic.autoscale import TICK_S, Autoscaler, clean_env, clip
 from orchestrator.elastic.autoscale_view import autoscale_lines, planner_reason
 from orchestrator.elastic.decisions import NOT_SET, Decision
+from orchestrator.observe import prom
 from orchestrator.plan.model import AutoscalePlan
 from orchestrator.rundir import WorkerJob
 from orchestrator.rundir.jobs import WorkerJobs
@@ -243,3 +245,44 @@ def test_the_planners_own_reason_is_recorded_and_shown(tmp_path: Path) -> None:
 def test_ctl_scale_from_the_driver_gets_neither_secrets_nor_the_jobs_slurm_variables() -> None:
     env = {"PATH": "/bin", "ETCD_AUTH_PASSWORD": "x", "SLURM_JOB_ID": "7", "HOME": "/h"}
     assert clean_env(env) == {"PATH": "/bin", "HOME": "/h"}
+
+
+def test_the_report_draws_workers_per_role_against_rate_ttft_and_itl() -> None:
+    history = [
+        {"at": 100.0, "counts": {"prefill": 1, "decode": 1}},
+        {"at": 130.0, "counts": {"prefill": 1, "decode": 2}},
+    ]
+    assert steps(history, "decode", 160.0) == [(100.0, 1), (130.0, 1), (130.0, 2), (160.0, 2)]
+
+    def scrape(t: float, requests: float, ttft_s: float, itl_s: float) -> dict[str, Any]:
+        values = {
+            "dynamo_frontend_requests_total": requests,
+            f"{prom.TTFT}_sum": ttft_s,
+            f"{prom.TTFT}_count": requests,
+            f"{prom.ITL}_sum": itl_s,
+            f"{prom.ITL}_count": requests * 10,
+        }
+        return {"t": t, "role": "frontend", "target": "frontend", "ok": True, "values": values}
+
+    records = [scrape(100, 0, 0, 0), scrape(110, 50, 5.0, 10.0), scrape(120, 150, 25.0, 30.0)]
+    assert frontend_series(records) == {
+        "req/s": [(110.0, 5.0), (120.0, 10.0)],
+        "TTFT ms": [(110.0, 100.0), (120.0, 200.0)],
+        "ITL ms": [(110.0, 20.0), (120.0, 20.0)],
+    }
+    entry = {
+        "decision": 1,
+        "asked": {"prefill": -1, "decode": 2},
+        "target": {"prefill": 1, "decode": 2},
+        "at": 125.0,
+        "status": "done",
+        "took_s": 4.2,
+        "actions": ["submitted attached job 101 (decode-1)"],
+        "why": "[summary] SCALE_UP | load_reason=scale_up",
+    }
+    state = {"autoscale_history": history, "autoscale_decisions": [entry]}
+    page = autoscale_html(state, records, 160.0)
+    for label in ("prefill workers serving", "decode workers serving", "req/s", "TTFT ms"):
+        assert f'aria-label="{label}"' in page
+    assert "submitted attached job 101 (decode-1)" in page and "load_reason=scale_up" in page
+    assert autoscale_html({}, records, 160.0) == ""  # a run without autoscaling: no section

@@ -16,6 +16,7 @@ from typing import Any
 from orchestrator.core.errors import OrchestratorError
 from orchestrator.ctl.diff import flatten
 from orchestrator.ctl.ls import Run, find_runs, load_runs
+from orchestrator.ctl.report_autoscale import autoscale_html
 from orchestrator.observe import prom
 from orchestrator.observe.scrape import read_records
 from orchestrator.observe.timeline_svg import parse_time, run_svg, series_svg
@@ -256,10 +257,13 @@ def run_section(run: Run, now: float, *, level: int = 2) -> str:
     bench = _bench_tables(points)
     fp = fingerprint_html(_read_json(RunDir(run.path).fingerprint_file))
     title = f"{st.data.get('name') or run.path.name} ({run.path.name})"
+    scaling = autoscale_html(st.data, read_records(run.path), now)
+    if scaling:
+        scaling = f'<h3 class="section-autoscale">Autoscaling</h3>{scaling}'
     return (
         f'<section class="run"><{h}>{escape(title)}</{h}>{summary}'
         f'<h3 class="section-timeline">Timeline</h3>{timeline_html(run, now)}'
-        f'<h3 class="section-benchmark">Benchmark</h3>{bench}'
+        f'<h3 class="section-benchmark">Benchmark</h3>{bench}{scaling}'
         f'<h3 class="section-metrics">Metrics</h3>{metrics_html(run.path)}'
         f'<h3 class="section-errors">Errors</h3>{errors_html(run)}'
         f'<h3 class="section-fingerprint">Fingerprint</h3>{fp}</section>'

@@ -28,6 +28,9 @@ SKIP_SUFFIXES = ("_bucket",)
 REQUESTS = ("dynamo_frontend_requests_total", "sgl_router_requests_total")
 OUTPUT_TOKENS = ("dynamo_frontend_output_tokens_total",)
 IN_FLIGHT = ("dynamo_frontend_inflight_requests", "sgl_router_active_requests")
+# Dynamo's frontend histograms (seconds): their _sum and _count give the mean per interval.
+TTFT = "dynamo_frontend_time_to_first_token_seconds"
+ITL = "dynamo_frontend_inter_token_latency_seconds"
 # Per engine: summary name -> metric families (first present wins).
 ENGINE_GAUGES: Mapping[str, tuple[str, ...]] = {
     "kv_cache_usage": ("sglang:token_usage", "dynamo_component_kvstats_gpu_cache_usage_percent"),
@@ -87,6 +90,18 @@ def frontend_rates(earlier: Mapping[str, Any], later: Mapping[str, Any]) -> dict
         "output_tok_s": rate(OUTPUT_TOKENS),
         "in_flight": _first(b, IN_FLIGHT),
     }
+
+
+def mean_ms(earlier: Mapping[str, Any], later: Mapping[str, Any], family: str) -> float | None:
+    """The mean of histogram `family` (seconds) over what was observed between two records, in
+    ms (None: nothing observed in between, or no such histogram)."""
+    a, b = earlier["values"], later["values"]
+    try:
+        count = b[f"{family}_count"] - a[f"{family}_count"]
+        total = b[f"{family}_sum"] - a[f"{family}_sum"]
+    except KeyError:
+        return None
+    return total / count * 1000.0 if count > 0 else None
 
 
 def per_target(records: Sequence[Mapping[str, Any]]) -> dict[str, list[Mapping[str, Any]]]:

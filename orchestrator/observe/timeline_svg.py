@@ -190,12 +190,18 @@ def run_svg(
     return svg(timeline, phases, min(times), max(times))
 
 
-def series_svg(points: Sequence[tuple[float, float]], label: str, colour: str = "#337ab7") -> str:
-    """A small line chart of (seconds, value) points, e.g. output tokens/s while serving."""
+def series_svg(
+    points: Sequence[tuple[float, float]],
+    label: str,
+    colour: str = "#337ab7",
+    span: tuple[float, float] | None = None,
+) -> str:
+    """A small line chart of (seconds, value) points, e.g. output tokens/s while serving;
+    `span`: the time axis (charts drawn one above the other share it)."""
     if len(points) < 2:
         return ""
     w, h, pad = WIDTH, 120, 30
-    t0, t1 = points[0][0], points[-1][0]
+    t0, t1 = span or (points[0][0], points[-1][0])
     top = max(v for _, v in points) or 1.0
     xs = [LABEL_W + (t - t0) / max(t1 - t0, 1e-9) * (w - LABEL_W - 20) for t, _ in points]
     ys = [h - pad - v / top * (h - 2 * pad) for _, v in points]
