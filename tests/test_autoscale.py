@@ -8,18 +8,18 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from orchestrator.ctl import status
 from orchestrator.ctl.report_autoscale import autoscale_html, frontend_series, steps
 from orchestrator.elastic import scale_up as scaling
-from orchestrator.elastic.autoscale import TICK_S, Autoscaler, clean_env, clip
+from orchestrator.elastic.autoscale import TICK_S, Autoscaler, clean_env, clip, link_argv
 from orchestrator.elastic.autoscale_view import autoscale_lines, planner_reason
-from orchestrator.elastic.decisions import NOT_SET, Decision
+from orchestrator.elastic.decisions import LINK_SCRIPT, NOT_SET, Decision
 from orchestrator.observe import prom
-from orchestrator.plan.model import AutoscalePlan
+from orchestrator.plan.model import AutoscalePlan, Plan
 from orchestrator.rundir import WorkerJob
 from orchestrator.rundir.jobs import WorkerJobs
 from orchestrator.rundir.layout import RETIRE_FILE
@@ -286,3 +286,10 @@ def test_the_report_draws_workers_per_role_against_rate_ttft_and_itl() -> None:
         assert f'aria-label="{label}"' in page
     assert "submitted attached job 101 (decode-1)" in page and "load_reason=scale_up" in page
     assert autoscale_html({}, records, 160.0) == ""  # a run without autoscaling: no section
+
+
+def test_the_link_runs_with_the_planners_own_interpreter(plan_of: Callable[..., Plan]) -> None:
+    plan = plan_of("engine=mocker", "autoscale=dynamo_planner", "autoscale.python=/opt/p/python")
+    assert plan.autoscale is not None
+    argv = link_argv(plan, plan.autoscale)
+    assert argv == ["/opt/p/python", "-I", str(LINK_SCRIPT), "dynamo"]

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 from orchestrator.core.effects import CommandRunner, SubprocessRunner
 from orchestrator.core.errors import OrchestratorError
 from orchestrator.elastic.autoscale_view import planner_reason, serving_history
-from orchestrator.elastic.decisions import NOT_SET, Decision, DecisionSource
+from orchestrator.elastic.decisions import LINK_SCRIPT, NOT_SET, Decision, DecisionSource
 from orchestrator.elastic.retire import request_retire
 from orchestrator.elastic.scale_down import Holder, choose, current_counts, holders
 from orchestrator.elastic.workerjobs import ask_to_stop
@@ -349,9 +349,11 @@ def attach_autoscale(driver: DriverView, source: DecisionSource) -> Autoscaler:
 
 
 def link_argv(plan: Plan, spec: AutoscalePlan) -> list[str]:
-    """The link child's command: the planner's own interpreter (it has ai-dynamo)."""
-    python = plan.process(spec.process).argv[0] if spec.process else sys.executable
-    return [python, "-I", str(Path(__file__).with_name("planner_link.py")), spec.namespace]
+    """The link child's command, run by the planner's own interpreter (it has ai-dynamo; the
+    driver's may not): the last word of the planner's argv (frontends/dynamo_planner.py's
+    START_SCRIPT execs "$3" -m dynamo.planner; tests/test_autoscale.py holds them together)."""
+    python = plan.process(spec.process).argv[-1]
+    return [python, "-I", str(LINK_SCRIPT), spec.namespace]
 
 
 def link_env(plan: Plan, spec: AutoscalePlan) -> dict[str, Any]:
