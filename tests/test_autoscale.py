@@ -122,13 +122,13 @@ def test_counts_are_clipped_to_the_bounds_and_the_gpu_budget() -> None:
     have = {"prefill": 1, "decode": 1}
     target, notes = clip(Decision(1, 5, 0), SPEC, have, {"prefill": 4, "decode": 4})
     assert target == {"prefill": 2, "decode": 1}
-    assert notes == [
-        "prefill 5 -> 2 (autoscale bounds 1-2)",
-        "decode 0 -> 1 (autoscale bounds 1-3)",
+    assert [n.split(";")[0] for n in notes] == [
+        "prefill 5 -> 2 (autoscale bounds 1-2",
+        "decode 0 -> 1 (autoscale bounds 1-3",
     ]
     budget = AutoscalePlan(max_prefill=2, max_decode=3, max_gpus=16)
     target, notes = clip(Decision(2, 2, 3), budget, have, {"prefill": 4, "decode": 4})
-    assert target == {"prefill": 2, "decode": 2} and notes == ["within autoscale.max_gpus=16"]
+    assert target == {"prefill": 2, "decode": 2} and notes == ["cut to autoscale.max_gpus=16"]
     target, _ = clip(Decision(3, NOT_SET, 2), SPEC, {"prefill": 2, "decode": 1}, {})
     assert target == {"prefill": 2, "decode": 2}  # unset: as it is now
 
@@ -293,3 +293,12 @@ def test_the_link_runs_with_the_planners_own_interpreter(plan_of: Callable[..., 
     assert plan.autoscale is not None
     argv = link_argv(plan, plan.autoscale)
     assert argv == ["/opt/p/python", "-I", str(LINK_SCRIPT), "dynamo"]
+
+
+def test_teardown_cancels_a_job_still_queued_for_a_decision(tmp_path: Path) -> None:
+    slurm, run_dir, d, planner, scaler = setup(tmp_path)
+    planner.publish(NOT_SET, 2)
+    tick(d, scaler)
+    (job,) = jobs(run_dir)
+    scaler.stop(d)
+    assert planner.closed and slurm.jobs[job.job_id].state == "CANCELLED" and jobs(run_dir) == []

@@ -97,6 +97,14 @@ class Autoscaler:
         if history is not None:
             d.state.update(autoscale_history=history)
 
+    def stop(self, d: DriverView) -> None:
+        """Teardown: stop listening; a job submitted for a decision and still queued is
+        cancelled (one that runs sees the run gone and stops by itself)."""
+        self.source.close()
+        for job in WorkerJobs(d.run_dir).read():
+            if not job.removed and RunDir(job.run_dir).state().phase in QUEUED:
+                self._cancel(d, job.run_dir, "the run stops")
+
     def _take(self, d: DriverView, decision: Decision) -> None:
         have = current_counts(d.run_dir)
         target, notes = clip(decision, self.spec, have, worker_gpus(d.plan))
@@ -194,10 +202,10 @@ class Autoscaler:
         self._act(d, f"cancelled attached job {job.job_id} ({why})")
 
     def _act(self, d: DriverView, action: str) -> None:
-        assert self.current is not None
-        self.current.actions.append(action)
         d.say(f"autoscale: {action}")
-        self._record(d)
+        if self.current is not None and self.current.status == "carrying":
+            self.current.actions.append(action)
+            self._record(d)
 
     def _finish(self, d: DriverView, status: str, detail: str) -> None:
         cur = self.current
@@ -267,15 +275,21 @@ def clip(
         low, high = bounds[group]
         target[group] = min(max(want, low), high)
         if asked != NOT_SET and target[group] != asked:
-            notes.append(f"{group} {asked} -> {target[group]} (autoscale bounds {low}-{high})")
+            # Dynamo 1.6.1's planner knows minima and a GPU budget, no per-role maximum, and
+            # decides again only once it discovers its own target (engines.md).
+            notes.append(
+                f"{group} {asked} -> {target[group]} (autoscale bounds {low}-{high}; the planner "
+                "holds its next decision until it sees its own count)"
+            )
     if spec.max_gpus:
+        before = dict(target)
         for group in ("decode", "prefill"):
             while cost(target, gpus) > spec.max_gpus and target[group] > bounds[group][0]:
                 target[group] -= 1
         if cost(target, gpus) > spec.max_gpus:
             notes.append(f"{cost(target, gpus)} GPUs exceed autoscale.max_gpus={spec.max_gpus}")
-        elif any(target[g] < max(getattr(decision, g), bounds[g][0]) for g in GROUPS):
-            notes.append(f"within autoscale.max_gpus={spec.max_gpus}")
+        elif target != before:
+            notes.append(f"cut to autoscale.max_gpus={spec.max_gpus}")
     return target, notes
 
 
@@ -344,7 +358,7 @@ def attach_autoscale(driver: DriverView, source: DecisionSource) -> Autoscaler:
         d.on_tick.append(scaler.on_tick)
 
     driver.on_ready.append(start)
-    driver.before_stop.append(lambda d: source.close())
+    driver.before_stop.append(scaler.stop)
     return scaler
 
 
