@@ -20,6 +20,7 @@ from orchestrator.frontends.dynamo_planner import PYTHON, START_SCRIPT
 from orchestrator.frontends.planner_check import planner_issues_many
 from orchestrator.plan.build import build_plan
 from orchestrator.plan.model import plan_from_dict, plan_to_dict
+from tests.test_dryrun import Golden, dry_run
 from tests.test_shell import lint
 from tests.test_validation import replaced, run_cli
 
@@ -213,3 +214,14 @@ def test_a_missing_planner_interpreter_is_refused_with_the_install_command(
     (found,) = planner_issues_many([cfg_of()])
     assert [i.key for i in found] == ["autoscale.python"]
     assert "scripts/install.sh --with-planner" in found[0].fix
+
+
+@needs_planner
+def test_dry_run_shows_the_planner_and_the_autoscale_bounds(golden: Golden, tmp_path: Path) -> None:
+    text = dry_run(tmp_path, *BASE[1:], "dry_run=true").replace(str(REPO), "<repo>")
+    start = text.index("--- planner ")
+    block = text[start : text.index("\n\n", start)]
+    section = text[text.index("=== AUTOSCALE ===") :].split("\n\n", 1)[0]
+    golden("autoscale_planner.txt", f"{block}\n\n{section}\n")
+    assert "  kind: dynamo_planner" in text  # the config section shows every autoscale key
+    assert "ETCD_AUTH" not in block  # the password reaches it in the driver's environment
