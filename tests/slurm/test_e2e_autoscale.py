@@ -35,7 +35,6 @@ BASE = [
     "+model=gpt_oss_120b",
     "engine=mocker",
     "cluster=testbed",
-    "launcher=submitit",
     "readiness.timeout_s=120",
     "cluster.time_limit_min=10",
     "autoscale=dynamo_planner",
@@ -82,13 +81,32 @@ def decided(run_dir: Path, decode: int, jobs: list[str]) -> dict[str, Any] | Non
     return last if done else None
 
 
+PLACEMENTS = {
+    "job": ["launcher=submitit"],
+    # The frontend, etcd and the planner on this host (the testbed's bridge), every worker in
+    # worker jobs: the first one holds 1P1D, the autoscaler's decode comes in another.
+    "here": ["launcher=sbatch", "frontend.placement=here", "frontend.host=10.77.0.1"],
+}
+
+
+@pytest.fixture
+def run_dir(tmp_path: Path, slurm_testbed: object) -> Iterator[Path]:
+    """The run directory; the run is stopped afterwards whatever the test did (placement=here:
+    no Slurm job of its own for the slurm_jobs fixture to cancel)."""
+    yield tmp_path / "run"
+    if (tmp_path / "run" / "launch.json").exists():
+        e2e.ctl("stop", str(tmp_path / "run"))
+
+
+@pytest.mark.parametrize("placement", list(PLACEMENTS))
 def test_a_burst_scales_decode_up_through_an_attached_job_and_back_down(
-    slurm_jobs: list[str], tmp_path: Path
+    placement: str, slurm_jobs: list[str], run_dir: Path
 ) -> None:
-    run_dir = tmp_path / "run"
-    proc = e2e.cli([*BASE, f"run_dir={run_dir}"])
-    job_id, _ = e2e.submit_output(proc)
-    slurm_jobs.append(job_id)
+    port = [f"frontend.http_port={e2e.free_port()}"] if placement == "here" else []
+    proc = e2e.cli([*BASE, *PLACEMENTS[placement], *port, f"run_dir={run_dir}"])
+    if placement == "job":
+        job_id, _ = e2e.submit_output(proc)
+        slurm_jobs.append(job_id)
     assert proc.returncode == 0, proc.stderr
     url = e2e.state(run_dir)["frontend_url"]
 
@@ -97,17 +115,17 @@ def test_a_burst_scales_decode_up_through_an_attached_job_and_back_down(
             up = e2e.wait_for(
                 lambda: decided(run_dir, 2, slurm_jobs), timeout=150, what="decode 2 serving"
             )
-        (attached,) = json.loads((run_dir / "attached.json").read_text())
-        assert attached["workers"] == ["decode-1"] and attached["ready_at"]
+        (attached,) = [j for j in WorkerJobs(run_dir).read() if j.workers == ("decode-1",)]
+        assert attached.ready_at
         down = e2e.wait_for(
             lambda: decided(run_dir, 1, slurm_jobs), timeout=150, what="back to decode 1"
         )
         seen = len(loop)
         e2e.wait_for(lambda: len(loop) >= seen + 3, timeout=30, what="requests after it")
 
-    assert up["actions"] == [f"submitted attached job {attached['job_id']} (decode-1)"]
+    assert up["actions"] == [f"submitted attached job {attached.job_id} (decode-1)"]
     assert "load_reason=scale_up" in up["why"]  # the planner's own summary line
-    assert down["actions"] == [f"removing decode-1 (job {attached['job_id']})"]
+    assert down["actions"] == [f"removing decode-1 (job {attached.job_id})"]
     failed = [r for r in [*loop, *burst_results] if r != "ok"]
     print(
         json.dumps(
@@ -124,7 +142,7 @@ def test_a_burst_scales_decode_up_through_an_attached_job_and_back_down(
     )
     assert failed == []
     e2e.wait_for(
-        lambda: e2e.nothing_left(Path(attached["run_dir"])),
+        lambda: e2e.nothing_left(Path(attached.run_dir)),
         timeout=30,
         what="no processes of the removed decode's job",
     )
@@ -138,6 +156,9 @@ def test_a_burst_scales_decode_up_through_an_attached_job_and_back_down(
     stopped = e2e.ctl("stop", str(run_dir))
     assert stopped.returncode == 0, stopped.stderr
     e2e.wait_for(lambda: e2e.nothing_left(run_dir), timeout=30, what="no processes of the run")
-    e2e.wait_for(
-        lambda: e2e.job_state(job_id) == "COMPLETED", timeout=30, what=f"job {job_id} COMPLETED"
-    )
+    for job in slurm_jobs:
+        e2e.wait_for(
+            lambda j=job: e2e.job_state(j) == "COMPLETED",  # type: ignore[misc]
+            timeout=30,
+            what=f"job {job} COMPLETED",
+        )
