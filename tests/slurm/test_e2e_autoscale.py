@@ -35,6 +35,8 @@ BASE = [
     "+model=gpt_oss_120b",
     "engine=mocker",
     "cluster=testbed",
+    # One GPU per worker: the attached decode fits beside whatever else shares the testbed.
+    "model.tp=1",
     "readiness.timeout_s=120",
     "cluster.time_limit_min=10",
     "autoscale=dynamo_planner",
