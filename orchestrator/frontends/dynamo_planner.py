@@ -270,8 +270,9 @@ def _bounds(cfg: RootConfig) -> list[Issue]:
                 Issue(
                     f"{role}.workers",
                     str(start),
-                    f"the run starts outside the bounds [{lo}, {hi}] of autoscale.min_{role}/max_{role}",
-                    f"start within them: {role}.workers={min(max(start, lo), hi)}",
+                    f"outside the bounds [{lo}, {hi}] of autoscale.min_{role}/max_{role} (a run "
+                    "starts within them; decisions, and so `ctl scale`'s counts, are clipped to them)",
+                    f"use {role}.workers={min(max(start, lo), hi)}, or move the bound",
                 )
             )
     return out + _budget(cfg)
