@@ -36,10 +36,10 @@ import requests
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from benchmarks.loadgen import MODEL, wait  # noqa: E402  (after the sys.path insert)
+from benchmarks.loadgen import MODEL, stop_run  # noqa: E402  (after the sys.path insert)
 from orchestrator.rundir import RunDir  # noqa: E402
 from orchestrator.rundir.jobs import WorkerJobs  # noqa: E402
-from tests.e2e import nothing_left, state  # noqa: E402
+from tests.e2e import state  # noqa: E402
 
 COMMON = [
     "+model=gpt_oss_120b",
@@ -172,13 +172,7 @@ def run_arm(arm: str, args: argparse.Namespace, base: Path) -> dict[str, Any]:
         held = gpu_seconds(run_dir, start, end)
         decisions = state(run_dir).get("autoscale_decisions", [])
     finally:
-        subprocess.run(
-            [sys.executable, "-m", "orchestrator.ctl", "stop", str(run_dir)],
-            cwd=REPO,
-            capture_output=True,
-            check=False,
-        )
-        wait(lambda: nothing_left(run_dir), 120, f"{arm}: nothing left", interval=0.5)
+        stop_run(run_dir, REPO, 120)
     good = [
         o
         for o in out

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import TypeVar
 
 import requests
@@ -21,6 +24,19 @@ def wait(check: Callable[[], T | None], timeout: float, what: str, interval: flo
             raise SystemExit(f"timed out after {timeout:g} s waiting for {what}")
         time.sleep(interval)
     return value
+
+
+def stop_run(run_dir: Path, cwd: Path, timeout: float = 60.0) -> None:
+    """`ctl stop RUN_DIR`, then wait until no process mentions the run directory."""
+    from tests.e2e import nothing_left
+
+    subprocess.run(
+        [sys.executable, "-m", "orchestrator.ctl", "stop", str(run_dir)],
+        capture_output=True,
+        cwd=cwd,
+        check=False,
+    )
+    wait(lambda: nothing_left(run_dir), timeout, "teardown", interval=0.2)
 
 
 class Load:

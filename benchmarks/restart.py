@@ -37,8 +37,8 @@ import requests
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from benchmarks.loadgen import Load, wait  # noqa: E402  (after the sys.path insert)
-from tests.e2e import engine_processes, nothing_left, state  # noqa: E402
+from benchmarks.loadgen import Load, stop_run, wait  # noqa: E402  (after the sys.path insert)
+from tests.e2e import engine_processes, state  # noqa: E402
 
 MODEL = "openai/gpt-oss-120b"
 COMMON = [
@@ -130,13 +130,7 @@ def one_run(frontend: str, clients: int) -> dict[str, Any]:
             "healthy_at_s": healthy - killed,
         }
     finally:
-        subprocess.run(
-            [sys.executable, "-m", "orchestrator.ctl", "stop", str(run_dir)],
-            capture_output=True,
-            cwd=REPO,
-            check=False,
-        )
-        wait(lambda: nothing_left(run_dir), 60, "teardown", interval=0.2)
+        stop_run(run_dir, REPO)
 
 
 SESSION = requests.Session()
