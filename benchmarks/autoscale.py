@@ -45,6 +45,7 @@ COMMON = [
     "+model=gpt_oss_120b",
     "engine=mocker",
     "cluster=testbed",
+    "model.tp=1",  # one (fake) GPU per worker: GPU-seconds count workers, jobs fit a shared testbed
     "launcher=submitit",
     "readiness.timeout_s=180",
     "cluster.time_limit_min=30",
