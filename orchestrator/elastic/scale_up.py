@@ -154,15 +154,20 @@ def scale_up(
     path); InvalidConfig naming every problem (as at launch, the engine's own parser included)
     before anything is created."""
     cfg = scaled_config(saved_config(run_dir), request)
-    launcher = get_launcher(RunDir(run_dir).launch().launcher)
+    bound = RunDir(run_dir).bound_plan()
+    # frontend.placement=here: the run (launcher `here`) has no workers of its own; its worker
+    # jobs are submitted with its serve plan's launcher and join through their environment.
+    launcher = get_launcher(
+        bound.serve.launcher if bound.serve else RunDir(run_dir).launch().launcher
+    )
     have = current_counts(run_dir)
     issues = scale_up_issues(cfg, launcher, have, request)
     if issues:
         raise InvalidConfig(issues)
-    bound = RunDir(run_dir).bound_plan()
     job = WorkerJobPlan(heartbeat_timeout_s=cfg.launcher.heartbeat_timeout_s)
     url = bound.readiness.frontend_url
-    plan = attached_plan(cfg, have, worker_env(bound), frontend_url=url, job=job)
+    env = worker_env(bound.serve.workers if bound.serve else bound)
+    plan = attached_plan(cfg, have, env, frontend_url=url, job=job)
     (issues,) = get_engine(cfg.engine.kind).check_argvs([(cfg, plan)])
     if issues:
         raise InvalidConfig(issues)
