@@ -2,11 +2,12 @@
 """Fleets of stub workers on the Slurm testbed (issue 22; not a test: prints a table).
 
 Each fleet is 3 nodes x N processes (N = 8, 64, 256 by default): aggregated stub workers
-(tests/doubles/stub_worker.sh: serves /health and a canary answer, a few MB each) behind
-sglang-router, launched through the real library (compose, validate, plan, submitit). N > 8
-puts N/8 workers on each fake GPU (deployment.workers_per_gpu); their one-after-another start
-(orchestrator/plan/sharing.py: SGLang sizes its memory from what is free at its start) is taken
-out of the plan here, since stubs hold no GPU memory and the start order is not what is measured.
+(tests/doubles/stub_worker.sh: one perl process serving /health and a canary answer, a few
+MB each) behind sglang-router, launched through the real library (compose, validate, plan,
+submitit). N > 8 puts N/8 workers on each fake GPU (deployment.workers_per_gpu); their
+one-after-another start (orchestrator/plan/sharing.py: SGLang sizes its memory from what is
+free at its start) is taken out of the plan here, since stubs hold no GPU memory and the start
+order is not what is measured.
 
 Measured per fleet:
 - submit -> ready (the CLI's submit to state.json's `ready`) and job start -> ready (from the
@@ -133,6 +134,7 @@ def _comm(pid: int) -> str:
 def one_fleet(per_node: int, launch_per: str, serve_s: float) -> dict[str, Any]:
     run_dir = Path(tempfile.mkdtemp(prefix="orch-fleet-")) / "run"
     prepared = unchained(prepare(overrides(per_node, launch_per, run_dir), Site.detect()))
+    print(f"run directory: {run_dir}", file=sys.stderr, flush=True)
     rpc0, t0 = rpc_count(), time.time()
     if launch(prepared) != 0:
         raise SystemExit(f"fleet of {per_node}/node did not get ready: see {run_dir}")
