@@ -128,7 +128,8 @@ def test_the_stub_worker_answers_each_whole_request_from_one_process(tmp_path: P
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     log = (tmp_path / "stub.log").open("w")
-    argv = [str(stub), "-m", "sglang.launch_server", "--host", "127.0.0.1", "--port", str(port)]
+    argv = [str(stub), "-m", "sglang.launch_server", "--served-model-name", "org/m"]
+    argv += ["--host", "127.0.0.1", "--port", str(port)]
     proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 10
@@ -148,10 +149,14 @@ def test_the_stub_worker_answers_each_whole_request_from_one_process(tmp_path: P
             while chunk := conn.recv(4096):
                 answer += chunk
         assert answer.startswith(b"HTTP/1.1 200 OK") and b'"chat.completion"' in answer
+        assert b'"model":"org/m"' in answer and b'"served_model_name":"org/m"' in answer
         with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
             conn.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
             assert conn.recv(4096).startswith(b"HTTP/1.1 200 OK")
-        assert proc.poll() is None  # the same process answered both, itself:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
+            conn.sendall(b"GET /v1/models HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert b'"data":[{"id":"org/m"' in conn.recv(4096)
+        assert proc.poll() is None  # the same process answered all, itself:
         assert Path(f"/proc/{proc.pid}/comm").read_text().strip() == "perl"
         assert not Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
     finally:

@@ -1,4 +1,5 @@
-# TEST DOUBLE (run by stub_worker.sh): answers every HTTP request on HOST:PORT with REPLY.
+# TEST DOUBLE (run by stub_worker.sh): answers every HTTP request on HOST:PORT with REPLY,
+# GET /v1/models with MODELS.
 # One process serves every connection (no fork per request): select() over the listening
 # socket and the open connections. Each request is read whole (headers, then the body by its
 # Content-Length) before the reply is written and the connection closed: a reply sent before
@@ -9,7 +10,7 @@ use strict;
 use warnings;
 use Socket;
 
-my ($host, $port, $reply) = @ARGV;
+my ($host, $port, $reply, $models) = @ARGV;
 $SIG{TERM} = sub { exit 0 };
 socket(my $srv, PF_INET, SOCK_STREAM, 0) or die "socket: $!";
 setsockopt($srv, SOL_SOCKET, SO_REUSEADDR, 1) or die "setsockopt: $!";
@@ -35,7 +36,9 @@ while (1) {
         my $end = index($conn->[1], "\r\n\r\n");
         my $length = $conn->[1] =~ /^content-length:\s*(\d+)/im ? $1 : 0;
         next if $n && ($end < 0 || length($conn->[1]) < $end + 4 + $length);
-        syswrite($conn->[0], $reply) if $n;    # the request is complete: its one answer
+        if ($n) {    # the request is complete: its one answer
+            syswrite($conn->[0], $conn->[1] =~ m{^GET /v1/models[ ?]} ? $models : $reply);
+        }
         close($conn->[0]);
         delete $conns{$fd};
     }
