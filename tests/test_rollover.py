@@ -49,12 +49,16 @@ JOB_IDS = (
 )
 
 
-def frontend_answers(capture: str) -> dict[str, HttpResponse | list[HttpResponse]]:
-    """The run's Dynamo frontend answering as captured (`capture`), canaries answered."""
+CANARY_ANSWER = '{"choices": [{"message": {"content": "yes"}}], "usage": {"completion_tokens": 3}}'
+
+
+def frontend_answers(capture: str, url: str = "") -> dict[str, HttpResponse | list[HttpResponse]]:
+    """The run's Dynamo frontend (at `url`, else any) answering as captured (`capture`),
+    canaries answered."""
     return {
-        "/health": HttpResponse(200, (ROUTES / f"dynamo_{capture}.health.json").read_text()),
-        "/metrics": HttpResponse(200, (ROUTES / f"dynamo_{capture}.metrics").read_text()),
-        "/v1/chat/completions": HttpResponse(200, "{}"),
+        f"{url}/health": HttpResponse(200, (ROUTES / f"dynamo_{capture}.health.json").read_text()),
+        f"{url}/metrics": HttpResponse(200, (ROUTES / f"dynamo_{capture}.metrics").read_text()),
+        f"{url}/v1/chat/completions": HttpResponse(200, CANARY_ANSWER),
     }
 
 

@@ -19,7 +19,7 @@ A frontend with no worker at all of a role is said at once: state.json `frontend
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -27,7 +27,7 @@ from orchestrator.core.effects import HttpError
 from orchestrator.frontends import Frontend, get_frontend
 from orchestrator.frontends.base import Routes
 from orchestrator.frontends.control_key import authorized
-from orchestrator.plan.model import TIER_WORKER, Readiness
+from orchestrator.plan.model import TIER_WORKER, Process, Readiness
 from orchestrator.rundir import Phase, RunDir, WorkerJob
 from orchestrator.rundir.secrets import API_KEY_ENV
 
@@ -57,6 +57,47 @@ def copy_keys(frontend: Frontend, job: WorkerJob) -> dict[str, list[str]]:
     return out
 
 
+def canary(d: DriverView, url: str) -> None:
+    """One request through `url` with a new prompt (a KV-aware router sends a repeated
+    prompt where it is cached): the frontend's own pick shows in its next look."""
+    from orchestrator.runtime.health import canary_payload
+
+    r = d.plan.readiness
+    payload = canary_payload(r.model, r.canary_max_tokens)
+    payload["messages"][0]["content"] += f" ({uuid.uuid4().hex[:8]})"
+    http = authorized(d.http, API_KEY_ENV)  # frontend.api_key_env: a client sends the key
+    try:
+        http.post(f"{url}/v1/chat/completions", payload, timeout=CANARY_TIMEOUT_S)
+    except HttpError as exc:
+        d.say(f"warning: canary through {url} failed: {exc}")
+
+
+def unserved_roles(d: DriverView, leaving: Sequence[Process]) -> dict[str, list[str]]:
+    """Per frontend, the roles of the `leaving` workers (a scale-down) that it routes to no
+    other worker of ("(no answer)" when it does not answer); a canary through each frontend
+    that has other workers of such a role, so that its router picks one."""
+    frontend = get_frontend(d.plan.readiness.frontend_kind)
+    records = d.state.view().data.get("processes", {})
+    own = {k for p in leaving for k in frontend.worker_keys(p, records.get(p.name, {}))}
+    roles: list[str] = sorted({str(p.role) for p in leaving})
+    out: dict[str, list[str]] = {}
+    for url in frontend_urls(d.plan.readiness):
+        try:
+            routes = frontend.routes(d.http, url, d.plan.readiness)
+        except HttpError:
+            out[url] = ["(no answer)"]
+            continue
+        others: dict[str, frozenset[str]] = {
+            r: routes.listed.get(r, frozenset()) - own for r in roles
+        }
+        missing: list[str] = [r for r in roles if not others[r] & routes.routed]
+        if missing:
+            out[url] = missing
+            if all(others[r] for r in missing):
+                canary(d, url)
+    return out
+
+
 def unrouted(routes: Routes, keys: Mapping[str, list[str]]) -> list[str]:
     """The roles none of whose `keys` the frontend routes to."""
     return [role for role, ks in keys.items() if not any(routes.routes_to(k) for k in ks)]
@@ -81,7 +122,7 @@ class Handover:
             if roles:
                 waits[url] = roles
                 if routes is not None and not routes.empty_roles(sorted(keys)):
-                    self._canary(d, url)
+                    canary(d, url)
         if not waits:
             d.say(
                 f"worker job {new.job_id} takes requests from every frontend for "
@@ -136,17 +177,3 @@ class Handover:
             f"worker job {old.job_id} not drained yet: the frontend does not route to "
             f"worker job {new.job_id}'s {said}"
         )
-
-    def _canary(self, d: DriverView, url: str) -> None:
-        """One request through `url` with a new prompt (a KV-aware router sends a repeated
-        prompt where it is cached): the frontend's own pick shows in its next look."""
-        from orchestrator.runtime.health import canary_payload
-
-        r = d.plan.readiness
-        payload = canary_payload(r.model, r.canary_max_tokens)
-        payload["messages"][0]["content"] += f" ({uuid.uuid4().hex[:8]})"
-        http = authorized(d.http, API_KEY_ENV)  # frontend.api_key_env: a client sends the key
-        try:
-            http.post(f"{url}/v1/chat/completions", payload, timeout=CANARY_TIMEOUT_S)
-        except HttpError as exc:
-            d.say(f"warning: canary through {url} failed: {exc}")
