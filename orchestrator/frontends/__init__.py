@@ -2,6 +2,7 @@
 
 Adding a frontend = one module here with a `FRONTEND`, one line below, and
 conf/frontend/<kind>.yaml; engines name the frontends they work with (`Engine.frontends`).
+Each answers what it routes to (`Frontend.routes`: dynamo_routes, router_attach).
 Frontend modules import core, config.schema, the plan model, runtime.hooks and health (their
 plugins run in the driver) and the launcher facts.
 """
