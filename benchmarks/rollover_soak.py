@@ -207,6 +207,7 @@ def rollover_rows(run_dir: Path, load: Load) -> list[dict[str, Any]]:
                 "ready_to_removed_s": between(ready, old.get("removed_at")),
                 "requests": sent,
                 "failed": len(failed),
+                "why": sorted(set(failed)),
             }
         )
     return rows
@@ -304,6 +305,8 @@ def report(
     print("  ".join(f"{k:>{len(k)}}" for k in keys))
     for r in rows:
         print("  ".join(f"{_cell(r[k]):>{len(k)}}" for k in keys) + f"  ({r['reason']})")
+        for why in r["why"]:
+            print(f"    failed in this rollover: {why}")
 
 
 def _cell(value: Any) -> str:
