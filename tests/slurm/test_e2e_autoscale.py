@@ -117,8 +117,20 @@ def test_a_burst_scales_decode_up_through_an_attached_job_and_back_down(
             up = e2e.wait_for(
                 lambda: decided(run_dir, 2, slurm_jobs), timeout=150, what="decode 2 serving"
             )
-        (attached,) = [j for j in WorkerJobs(run_dir).read() if j.workers == ("decode-1",)]
-        assert attached.ready_at
+        # The run's job watch records the attached job's readiness on its own tick (the decision
+        # is "done" from the job's state.json, possibly a tick before).
+        attached = e2e.wait_for(
+            lambda: next(
+                (
+                    j
+                    for j in WorkerJobs(run_dir).read()
+                    if j.workers == ("decode-1",) and j.ready_at
+                ),
+                None,
+            ),
+            timeout=10,
+            what="the attached job recorded ready",
+        )
         down = e2e.wait_for(
             lambda: decided(run_dir, 1, slurm_jobs), timeout=150, what="back to decode 1"
         )
