@@ -8,6 +8,10 @@ workers in Slurm jobs attached to it, so the endpoint outlives every one of them
   registered with the frontend and a canary through it passed -- the attached job's own
   readiness), the old job is drained like `ctl stop` does (its driver deregisters the workers;
   SGLang and Dynamo workers finish their in-flight requests on SIGTERM), then it ends.
+- A worker job that Slurm preempts is replaced at once: each Slurm tick asks squeue for the
+  PreemptTime of the serving jobs (Slurm 22.05 SIGTERMs the steps, which the stop wrapper keeps
+  from the workers, and tells the batch shell nothing); the job is drained once its copy serves,
+  within the partition's GraceTime if the copy is ready by then (Slurm ends the job after it).
 - A worker job that ends without being asked to (preempted, node failure, scancel, crash) is
   replaced at once.
 """
@@ -25,7 +29,7 @@ from orchestrator.plan.model import ServePlan
 from orchestrator.rundir import Phase, WorkerJob
 from orchestrator.rundir.jobs import WorkerJobs
 from orchestrator.runtime.hooks import DriverView
-from orchestrator.slurm.client import JobState, SlurmClient
+from orchestrator.slurm.client import JobState, Preemption, SlurmClient
 
 TICK_S = 0.5  # state.json of each live worker job: a replacement's readiness is seen at once
 SLURM_TICK_S = 2.0  # one batched squeue for the live worker jobs (polite to slurmctld)
@@ -65,6 +69,8 @@ class Rollover(JobWatch):
         self.serve, self.runner = serve, runner
         self.failures = 0  # replacements that failed in a row
         self.deadlines: dict[str, tuple[float, float]] = {}  # job -> (limit at, asked at), clock
+        self.preempted: dict[str, Preemption] = {}  # as of the last squeue
+        self.preempted_at: float | None = None  # when squeue was last asked (clock)
 
     def start(self, d: DriverView) -> None:
         """The frontend is healthy: submit the first worker job (on_workers_healthy)."""
@@ -79,6 +85,7 @@ class Rollover(JobWatch):
     def due(self, d: DriverView, looks: Sequence[Look]) -> bool:
         """Replace what is due: a job Slurm told to stop, or one near its time limit."""
         submitted = False
+        preempted = self._preempted(d, looks)
         for look in live(looks):
             if look.ended or not self._replaceable(look.job, looks):
                 continue
@@ -86,6 +93,10 @@ class Rollover(JobWatch):
             if signalled:  # Slurm told it to stop (elastic/hold.py): it serves a while longer
                 submitted |= self._replace(
                     d, look.job, f"{signalled} from Slurm (time limit or preemption)"
+                )
+            elif look.job.job_id in preempted:
+                submitted |= self._replace(
+                    d, look.job, preempted_reason(preempted[look.job.job_id])
                 )
             elif self.serve.rollover and self._due(d, look.job):
                 submitted |= self._replace(
@@ -145,6 +156,16 @@ class Rollover(JobWatch):
             limit_at = now + left if left is not None else float("inf")
             self.deadlines[job.job_id] = (limit_at, now)
         return limit_at - now
+
+    def _preempted(self, d: DriverView, looks: Sequence[Look]) -> dict[str, Preemption]:
+        """The replaceable jobs Slurm is preempting: ONE squeue every slurm_every_s (their batch
+        shell is told nothing, their steps' SIGTERM is kept from the workers: stepwrap.py)."""
+        now = d.clock.now()
+        if self.preempted_at is None or now >= self.preempted_at + self.slurm_every_s:
+            self.preempted_at = now
+            ids = [k.job.job_id for k in live(looks) if self._replaceable(k.job, looks)]
+            self.preempted = self.slurm.preemptions(ids)
+        return self.preempted
 
     def _replaceable(self, job: WorkerJob, looks: Sequence[Look]) -> bool:
         """Serving, not being drained, no replacement on its way, attempts left."""
@@ -211,6 +232,12 @@ class Rollover(JobWatch):
                 "worker jobs did not stop in time, cancelled: "
                 + ", ".join(j.job_id for j in waiting)
             )
+
+
+def preempted_reason(p: Preemption) -> str:
+    """Why a preempted job is replaced, with Slurm's times (local clock)."""
+    ends = time.strftime("%H:%M:%S", time.localtime(p.ends_at)) if p.ends_at else "?"
+    return f"preempted by Slurm at {time.strftime('%H:%M:%S', time.localtime(p.at))}, ends {ends}"
 
 
 def attach_rollover(driver: DriverView, serve: ServePlan) -> None:
