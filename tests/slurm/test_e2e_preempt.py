@@ -15,6 +15,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import pytest
+
 from orchestrator.slurm.stepwrap import HOLD_MESSAGE
 from tests import e2e
 from tests.slurm.test_e2e_rollover import (
@@ -27,6 +29,7 @@ from tests.slurm.test_e2e_rollover import (
 )
 
 __all__ = ["here_run"]  # the fixture, used by name
+pytestmark = pytest.mark.slurm
 
 GRACE_S = 30
 PREEMPT_CONF = (
