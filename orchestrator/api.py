@@ -20,6 +20,7 @@ from orchestrator.config.serve import resolve_host
 from orchestrator.config.validate import check, validate
 from orchestrator.core.errors import InvalidConfig, Issue
 from orchestrator.engines import get_engine
+from orchestrator.frontends.planner_check import planner_issues_many
 from orchestrator.launchers import LaunchRequest, Materials, get_launcher
 from orchestrator.launchers.rundir import git_sha
 from orchestrator.launchers.select import Site, placed_launcher, resolve_launcher
@@ -112,7 +113,8 @@ def _planned(composed: Composed, overrides: Sequence[str], site: Site) -> Planne
 
 
 def check_argvs(planned: Sequence[Planned]) -> list[list[Issue]]:
-    """Every engine's own parser over the argvs of `planned`: one batched call per engine kind."""
+    """Every engine's own parser over the argvs of `planned` (one batched call per engine kind),
+    and the planner's own model over its configuration."""
     issues: dict[int, list[Issue]] = {}
     for kind in dict.fromkeys(p.cfg.engine.kind for p in planned):
         same = [p for p in planned if p.cfg.engine.kind == kind]
@@ -121,7 +123,9 @@ def check_argvs(planned: Sequence[Planned]) -> list[list[Issue]]:
             [(p.cfg, p.plan.serve.workers if p.plan.serve else p.plan) for p in same]
         )
         issues.update(zip(map(id, same), found, strict=True))
-    return [issues[id(p)] for p in planned]
+    # autoscale: the planner's configuration, checked by the planner's own model.
+    planners = planner_issues_many([p.cfg for p in planned])
+    return [issues[id(p)] + more for p, more in zip(planned, planners, strict=True)]
 
 
 def materialized(planned: Planned, site: Site, sha: str) -> Prepared:

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Idempotent installer for the orchestrator and its pinned serving components.
 #
-#   scripts/install.sh [--with-aiperf] [--with-lm-eval] [--with-sglang]
+#   scripts/install.sh [--with-aiperf] [--with-lm-eval] [--with-sglang] [--with-planner]
 #
 # Creates .venv in the repo root with the orchestrator (editable, extras test+plot+mocker),
 # Dynamo (frontend + mocker), sglang-router and smg, all at the versions pinned in
@@ -13,10 +13,14 @@
 # --with-sglang installs a minimal CPU SGLang into .venvs/sglang, used only to check the
 # generated SGLang command lines with SGLang's own parser before submission (~2.3 GB), and
 # Dynamo's dynamo.sglang parser next to it (ai-dynamo + runtime --no-deps, ~260 MB more).
+# --with-planner installs Dynamo's planner (autoscale=dynamo_planner) into .venvs/planner: its
+# own ai-dynamo with the modules the planner imports (scikit-learn, pandas, prophet, ...) and a
+# stand-in for NVIDIA's aisimulate (~1.3 GB; ~75 s on 2 cores with pip's cache warm).
 #
 # Environment: PYTHON (interpreter used to create venvs, default python3),
 # VENV (default <repo>/.venv), AIPERF_VENV (default <repo>/.venvs/aiperf),
-# LM_EVAL_VENV (default <repo>/.venvs/lm_eval), SGLANG_VENV (default <repo>/.venvs/sglang).
+# LM_EVAL_VENV (default <repo>/.venvs/lm_eval), SGLANG_VENV (default <repo>/.venvs/sglang),
+# PLANNER_VENV (default <repo>/.venvs/planner).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -28,9 +32,11 @@ VENV="${VENV:-$ROOT/.venv}"
 AIPERF_VENV="${AIPERF_VENV:-$ROOT/.venvs/aiperf}"
 SGLANG_VENV="${SGLANG_VENV:-$ROOT/.venvs/sglang}"
 LM_EVAL_VENV="${LM_EVAL_VENV:-$ROOT/.venvs/lm_eval}"
+PLANNER_VENV="${PLANNER_VENV:-$ROOT/.venvs/planner}"
 WITH_AIPERF=0
 WITH_LM_EVAL=0
 WITH_SGLANG=0
+WITH_PLANNER=0
 
 # pip's self-update nag costs a network round trip on every call.
 export PIP_DISABLE_PIP_VERSION_CHECK=1
@@ -43,7 +49,7 @@ log() { printf '[install] %s\n' "$*" >&2; }
 die() { printf '[install] ERROR: %s\n' "$*" >&2; exit 1; }
 
 usage() {
-  sed -n '2,18s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"
+  sed -n '2,23s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"
 }
 
 parse_args() {
@@ -52,6 +58,7 @@ parse_args() {
       --with-aiperf) WITH_AIPERF=1 ;;
       --with-lm-eval) WITH_LM_EVAL=1 ;;
       --with-sglang) WITH_SGLANG=1 ;;
+      --with-planner) WITH_PLANNER=1 ;;
       -h | --help) usage; exit 0 ;;
       *) usage >&2; die "unknown argument: $1" ;;
     esac
@@ -203,6 +210,33 @@ install_dynamo_parser() {
   log "dynamo $DYNAMO_VERSION: dynamo.sglang argument parser ok"
 }
 
+# install_planner: Dynamo's planner in a venv of its own (its imports and the aisimulate stand-in
+# stay out of .venv): ai-dynamo --no-deps + the runtime and Dynamo's deps as in .venv, plus
+# PLANNER_DEPS; then the stand-in, unless NVIDIA's real aisimulate_core is installed there.
+install_planner() {
+  local py="$PLANNER_VENV/bin/python" deps site
+  read -r -a deps <<<"$DYNAMO_DEPS $PLANNER_DEPS"
+  ensure_venv "$PLANNER_VENV"
+  if satisfied "$py" "ai-dynamo==$DYNAMO_VERSION" "ai-dynamo-runtime==$DYNAMO_VERSION" "${deps[@]}"; then
+    log "dynamo $DYNAMO_VERSION planner: up to date ($PLANNER_VENV)"
+  else
+    log "dynamo $DYNAMO_VERSION planner: installing into $PLANNER_VENV"
+    "$py" -m pip install --quiet --no-deps "ai-dynamo==$DYNAMO_VERSION"
+    "$py" -m pip install --quiet "ai-dynamo-runtime==$DYNAMO_VERSION" "${deps[@]}"
+  fi
+  if "$py" -c 'import sys, aisimulate_core as a; sys.exit(getattr(a, "STAND_IN", False))' 2>/dev/null; then
+    log "aisimulate_core: NVIDIA's own package found, kept"
+  else
+    site="$("$py" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+    rm -rf "${site:?}/aisimulate_core"
+    cp -r "$ROOT/scripts/planner/aisimulate_core" "$site/"
+    log "aisimulate_core: the stand-in (optimization_target=sla is refused)"
+  fi
+  "$py" -c 'import dynamo.planner.core.planner_factory' ||
+    die "Dynamo's planner does not import in $PLANNER_VENV"
+  log "dynamo $DYNAMO_VERSION: dynamo.planner imports ok"
+}
+
 # check_pip PY: fail on any dependency conflict except the documented missing aisimulate.
 check_pip() {
   local py="$1" out unexpected
@@ -245,6 +279,10 @@ main() {
   fi
   if ((WITH_SGLANG)); then
     install_sglang
+  fi
+  if ((WITH_PLANNER)); then
+    install_planner
+    check_pip "$PLANNER_VENV/bin/python"
   fi
   log "done: activate with 'source ${VENV#"$ROOT"/}/bin/activate'"
 }

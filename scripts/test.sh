@@ -11,7 +11,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
 bash scripts/install-system-deps.sh                 # slurm, munge, mariadb, etcd, iproute2
-bash scripts/install.sh --with-aiperf --with-lm-eval --with-sglang # .venv (+ .venvs/aiperf, lm_eval, sglang)
+bash scripts/install.sh --with-aiperf --with-lm-eval --with-sglang --with-planner # .venv (+ .venvs/aiperf, lm_eval, sglang, planner)
 bash scripts/slurm-testbed.sh up                    # 3 nodes x 8 fake GPUs, with accounting
 
 exec .venv/bin/python -m pytest -q "$@"

@@ -346,3 +346,31 @@ def test_restart_settings_are_validated(compose: Any) -> None:
         "below deployment.restart_backoff_s=10" in found["deployment.restart_backoff_max_s"].problem
     )
     assert validate(compose("+model=gpt_oss_120b")) == []
+
+
+def test_a_process_without_health_check_is_back_in_service_once_restarted(
+    plan_of: Any, tmp_path: Path
+) -> None:
+    """Dynamo's planner (autoscale) has no health endpoint: running again is all it can show,
+    so its restart ends the degraded state instead of waiting for a check that never comes."""
+    http = FakeHttp(dict(READY))
+    driver, backend = make_driver(
+        plan_of, tmp_path, http, "readiness.interval_s=0.1", "autoscale=dynamo_planner"
+    )
+    assert driver.plan.process("planner").health is None
+    seen: dict[str, Any] = {}
+
+    def scenario(d: Driver) -> None:
+        backend.procs["planner"].code = 137
+        d.check_alive()
+        seen["degraded"] = list(d.degraded)
+        serve_steps(d, 1.5)
+        seen["after"] = json.loads((tmp_path / "state.json").read_text())
+        d.request_stop("test over")
+
+    driver.on_ready.append(scenario)
+    assert driver.run() == 0
+    assert seen["degraded"] == ["planner"]
+    after = seen["after"]
+    assert after["degraded"] == [] and after["processes"]["planner"]["state"] == "running"
+    assert backend.started.count("planner") == 2 and backend.started.count("decode-0") == 1

@@ -316,6 +316,39 @@ class MetricsConfig:
 
 
 @dataclass
+class AutoscaleConfig:
+    """autoscale=dynamo_planner: NVIDIA Dynamo's own planner (`python -m dynamo.planner`,
+    `environment: virtual`) decides the prefill/decode counts; the run's driver carries each
+    decision out with attached worker jobs (orchestrator.elastic.autoscale)."""
+
+    kind: str = "off"  # off | dynamo_planner
+    # The planner's own names: latency | load | throughput (load-based scaling from the
+    # workers' forward-pass metrics, no Prometheus) | sla (needs NVIDIA's aisimulate).
+    optimization_target: str = "latency"
+    ttft_ms: float = 500.0  # the targets (the planner uses them with optimization_target=sla)
+    itl_ms: float = 50.0
+    min_prefill: int = 1  # bounds every decision is clipped to; prefill.workers and
+    max_prefill: int = 1  # decode.workers (the start) must lie within them
+    min_decode: int = 1
+    max_decode: int = 1
+    max_gpus: int = 0  # the planner's GPU budget (max_gpu_budget); 0 = what the maxima use
+    interval_s: int = 10  # load_adjustment_interval_seconds: one decision per interval at most
+    # A worker job still PENDING this long (or failed) makes a decision one that cannot be met.
+    pending_timeout_s: float = 600.0
+    # The planner's interpreter; "" = scripts/install.sh --with-planner's .venvs/planner.
+    python: str = ""
+    # Any other PlannerConfig field (dynamo/planner/config/planner_config.py), checked by the
+    # planner's own pydantic model before submission: {load_predictor: constant}.
+    args: dict[str, Any] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def enabled(self) -> bool:
+        """A planner runs (autoscale is not `off`)."""
+        return self.kind != "off"
+
+
+@dataclass
 class RootConfig:
     """The whole configuration (`python -m orchestrator ... dry_run=true` prints it resolved)."""
 
@@ -332,6 +365,7 @@ class RootConfig:
     benchmark: BenchmarkConfig = field(default_factory=BenchmarkConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     serve: ServeConfig = field(default_factory=ServeConfig)
+    autoscale: AutoscaleConfig = field(default_factory=AutoscaleConfig)
     name: str = ""  # deployment name; default <model.name>-p<P>d<D> or <model.name>-a<N>
     dry_run: str = "false"  # false | true (text) | json
     wait: bool = True  # follow the run until ready (or failed); false = return after submission

@@ -18,6 +18,7 @@ from orchestrator.config.validate_groups import DEPLOYMENT_MODES, group_issues, 
 from orchestrator.core.errors import InvalidConfig, Issue
 from orchestrator.engines import ENGINES, get_engine
 from orchestrator.frontends import FRONTENDS, get_frontend
+from orchestrator.frontends.dynamo_planner import autoscale_issues
 from orchestrator.frontends.pair import pair_issues
 from orchestrator.launchers import CONFIG_KINDS
 from orchestrator.plan import build
@@ -48,7 +49,7 @@ def validate(cfg: RootConfig) -> list[Issue]:
     )
     issues += _run_dir_mode(cfg.cluster.run_dir_mode)
     issues += _slurm_values(cfg) + _benchmark(cfg) + _restarts(cfg) + serve_issues(cfg)
-    issues += sharing_issues(cfg) + fetch_issues(cfg, os.environ)
+    issues += sharing_issues(cfg) + fetch_issues(cfg, os.environ) + autoscale_issues(cfg)
     issues += stage_issues(
         cfg, loads_model=cfg.engine.kind not in ENGINES or get_engine(cfg.engine.kind).loads_model
     )

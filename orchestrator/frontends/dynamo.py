@@ -42,8 +42,9 @@ def discovery_backend(cfg: RootConfig, num_nodes: int) -> str:
     hosts), so deployments that span nodes use etcd."""
     if cfg.frontend.discovery != "auto":
         return cfg.frontend.discovery
-    # placement=here: the workers run in other jobs, on other hosts.
-    return "file" if num_nodes == 1 and cfg.frontend.placed_in_job else "etcd"
+    # placement=here, or autoscale: the workers (some of them) run in other jobs, on other hosts.
+    one_host = num_nodes == 1 and cfg.frontend.placed_in_job and not cfg.autoscale.enabled
+    return "file" if one_host else "etcd"
 
 
 def discovery_env(cfg: RootConfig, backend: str, etcd_port: int) -> dict[str, str]:

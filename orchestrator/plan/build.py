@@ -12,6 +12,7 @@ from orchestrator.config.schema import RootConfig
 from orchestrator.engines import Engine, get_engine
 from orchestrator.engines.base import WorkerProcess
 from orchestrator.frontends import Head, get_frontend
+from orchestrator.frontends.dynamo_planner import autoscale_plan, with_planner
 from orchestrator.plan.fetch import fetch_spec, hf_env
 from orchestrator.plan.groups import (
     active_groups,
@@ -60,7 +61,12 @@ __all__ = [
 def build_plan(cfg: RootConfig) -> Plan:
     """The complete plan of a validated config, for port block 0 (see `Plan`)."""
     plan = here_plan(cfg) if cfg.frontend.placed_here else deployment_plan(cfg)
-    return dataclasses.replace(plan, benchmark=benchmark_plan(cfg, plan), metrics=metrics_plan(cfg))
+    return dataclasses.replace(
+        plan,
+        benchmark=benchmark_plan(cfg, plan),
+        metrics=metrics_plan(cfg),
+        autoscale=autoscale_plan(cfg),
+    )
 
 
 def metrics_plan(cfg: RootConfig) -> MetricsPlan | None:
@@ -76,7 +82,7 @@ def deployment_plan(cfg: RootConfig) -> Plan:
     slots = place(cfg)
     num_nodes = nodes_used(slots)
     ports = PortAllocator(cfg.cluster.port_base, 0)
-    head = get_frontend(cfg.frontend.kind).head(cfg, ports, num_nodes)
+    head = with_planner(cfg, get_frontend(cfg.frontend.kind).head(cfg, ports, num_nodes))
     engine = get_engine(cfg.engine.kind)
     workers = _placed_workers(cfg, engine, slots, ports, head)
     return Plan(
@@ -170,7 +176,7 @@ def here_plan(cfg: RootConfig) -> Plan:
     frontend.host, resolved at launch), and the plan of one worker job that joins them. The
     worker plan is made with the head's real addresses: its own {node_ip:N} are its nodes."""
     ports = PortAllocator(cfg.cluster.port_base, 0)
-    head = get_frontend(cfg.frontend.kind).head(cfg, ports, 1)
+    head = with_planner(cfg, get_frontend(cfg.frontend.kind).head(cfg, ports, 1))
     here = Bindings(
         node_ips=(cfg.frontend.host,),
         node_hosts=(cfg.frontend.host,),

@@ -217,7 +217,7 @@ class AutoscalePlan:
     out with attached worker jobs (orchestrator.elastic.autoscale), clipped to these bounds."""
 
     process: str = "planner"  # the planner's process in this plan
-    namespace: str = "dynamo"  # the Dynamo namespace its VirtualConnectorCoordinator publishes in
+    namespace: str = ""  # the Dynamo namespace its VirtualConnectorCoordinator publishes in
     min_prefill: int = 1
     max_prefill: int = 1
     min_decode: int = 1

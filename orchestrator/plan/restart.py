@@ -16,16 +16,17 @@ from orchestrator.plan.model import RestartMode, RestartPolicy
 # requests, no worker restarted. It follows the frontend's restart mode; its backoff stays far
 # below that ~30 s reconnection deadline, after which every Dynamo process exits at once.
 DISCOVERY_BACKOFF_MAX_S = 5.0
-RESTARTABLE = ("prefill", "decode", "aggregated", "frontend", "discovery")
+# "planner" is Dynamo's planner (autoscale): supervised like the frontend, with its mode.
+RESTARTABLE = ("prefill", "decode", "aggregated", "frontend", "discovery", "planner")
 
 
 def restart_policy(cfg: RootConfig, group: str) -> RestartPolicy:
     """The policy of every process in `group` (prefill | decode | aggregated | frontend |
-    discovery | infra): the group's `restart` mode with the deployment's limits and backoff."""
+    discovery | planner | infra): the group's `restart` mode with the deployment's limits and backoff."""
     if group not in RESTARTABLE:
         return RestartPolicy(mode="never")
     groups = {"prefill": cfg.prefill, "decode": cfg.decode, "aggregated": cfg.aggregated}
-    mode = groups[group].restart if group in groups else cfg.frontend.restart  # etcd too
+    mode = groups[group].restart if group in groups else cfg.frontend.restart  # etcd, planner too
     d = cfg.deployment
     return RestartPolicy(
         mode=cast(RestartMode, mode),

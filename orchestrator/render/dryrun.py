@@ -15,7 +15,14 @@ from typing import Any
 from orchestrator.frontends import get_frontend, lock_lines
 from orchestrator.launchers import LaunchRequest, get_launcher, request_from_dict
 from orchestrator.launchers.submitit import KIND as SUBMITIT
-from orchestrator.plan.model import Plan, Process, ServePlan, plan_to_dict, process_to_dict
+from orchestrator.plan.model import (
+    AutoscalePlan,
+    Plan,
+    Process,
+    ServePlan,
+    plan_to_dict,
+    process_to_dict,
+)
 from orchestrator.plan.placeholders import RUN_DIR, node_host
 from orchestrator.plan.ports import block_size
 from orchestrator.render.shell import quote_argv
@@ -196,8 +203,22 @@ def render_text(
     out += get_frontend(r.frontend_kind).registration_lines(plan)
     out += [f"frontend URL: {r.frontend_url}", ""]
     out += ["=== LOCKS ===", *lock_lines(plan), ""]
+    out += _autoscale_text(plan.autoscale) if plan.autoscale else []
     out += _slurm_text(plan, request) if plan.serve is None else _serve_text(plan.serve, request)
     return "\n".join(out) + "\n"
+
+
+def _autoscale_text(a: AutoscalePlan) -> list[str]:
+    """autoscale: who decides, within which bounds, and who carries it out."""
+    budget = f"{a.max_gpus} GPUs" if a.max_gpus else "no GPU budget"
+    return [
+        "=== AUTOSCALE ===",
+        f"Dynamo's planner (process {a.process}, environment: virtual, namespace {a.namespace}) "
+        f"decides; the driver carries each decision out with attached worker jobs, clipped to "
+        f"prefill {a.min_prefill}-{a.max_prefill}, decode {a.min_decode}-{a.max_decode}, {budget}; "
+        f"a job PENDING over {a.pending_timeout_s:g} s fails its decision",
+        "",
+    ]
 
 
 def _serve_text(serve: ServePlan, request: LaunchRequest) -> list[str]:

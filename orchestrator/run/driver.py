@@ -365,6 +365,10 @@ class Driver:
             del self.book.pending[key]
             for proc in starts:
                 self._start(proc, state="restarting")
+            if all(p.health is None for p in members):  # e.g. Dynamo's planner: running is all
+                self.say(f"restarted {', '.join(p.name for p in members)} (no health check)")
+                self._back_in_service(members[0])
+                continue
             self.say(
                 f"restarted {', '.join(p.name for p in members)}; waiting for its health check"
             )
@@ -375,7 +379,7 @@ class Driver:
         if not any(n in self.degraded for n in names):
             return
         for name in names:
-            if name != proc.name:
+            if name != proc.name or proc.health is None:
                 self.state.process(name, state="running")
         self._set_degraded([n for n in self.degraded if n not in names])
 
