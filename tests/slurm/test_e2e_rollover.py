@@ -171,6 +171,13 @@ def test_dynamo_rolls_over_twice_without_a_failed_request_and_replaces_a_lost_jo
     assert e2e.chat(url, MODEL).strip()
     log = (here_run / "driver.log").read_text()
     assert f"replacing worker job {current['job_id']} (" in log
+    e2e.wait_for(
+        lambda: any(
+            e["job_id"] == current["job_id"] and e.get("removed_at") for e in attached(here_run)
+        ),
+        timeout=30,
+        what="the cancelled job gone",
+    )
     status = e2e.ctl("status", str(here_run)).stdout
     newest = attached(here_run)[-1]
     assert f"attached: job {newest['job_id']} generation {newest['generation']} ready" in status
