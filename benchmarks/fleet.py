@@ -2,11 +2,12 @@
 """Fleets of stub workers on the Slurm testbed (issue 22; not a test: prints a table).
 
 Each fleet is 3 nodes x N processes (N = 8, 64, 256 by default): aggregated stub workers
-(tests/doubles/stub_worker.sh: serves /health and a canary answer, a few MB each) behind
-sglang-router, launched through the real library (compose, validate, plan, submitit). N > 8
-puts N/8 workers on each fake GPU (deployment.workers_per_gpu); their one-after-another start
-(orchestrator/plan/sharing.py: SGLang sizes its memory from what is free at its start) is taken
-out of the plan here, since stubs hold no GPU memory and the start order is not what is measured.
+(tests/doubles/stub_worker.sh: one perl process serving /health and a canary answer, a few
+MB each) behind sglang-router (or SMG: `--frontend smg`), launched through the real library
+(compose, validate, plan, submitit). N > 8 puts N/8 workers on each fake GPU
+(deployment.workers_per_gpu); their one-after-another start (orchestrator/plan/sharing.py:
+SGLang sizes its memory from what is free at its start) is taken out of the plan here, since
+stubs hold no GPU memory and the start order is not what is measured.
 
 Measured per fleet:
 - submit -> ready (the CLI's submit to state.json's `ready`) and job start -> ready (from the
@@ -19,6 +20,7 @@ Measured per fleet:
 - stop -> nothing left (ctl stop until no process mentions the run dir, on any node).
 
 Usage: python benchmarks/fleet.py [--per-node 8 64 256] [--launch-per node|process]
+                                  [--frontend sglang_router|smg]
 """
 
 from __future__ import annotations
@@ -48,11 +50,11 @@ GPUS = 8
 TICK = os.sysconf("SC_CLK_TCK")
 
 
-def overrides(per_node: int, launch_per: str, run_dir: Path) -> list[str]:
-    """3 nodes x `per_node` aggregated stub workers behind sglang-router."""
+def overrides(per_node: int, launch_per: str, run_dir: Path, frontend: str) -> list[str]:
+    """3 nodes x `per_node` aggregated stub workers behind sglang-router (or SMG)."""
     return [
         "+model=gpt_oss_120b",
-        "frontend=sglang_router",
+        f"frontend={frontend}",
         "engine=sglang",
         f"engine.python={STUB}",
         "deployment=aggregated",
@@ -130,9 +132,11 @@ def _comm(pid: int) -> str:
         return ""
 
 
-def one_fleet(per_node: int, launch_per: str, serve_s: float) -> dict[str, Any]:
+def one_fleet(per_node: int, launch_per: str, serve_s: float, frontend: str) -> dict[str, Any]:
     run_dir = Path(tempfile.mkdtemp(prefix="orch-fleet-")) / "run"
-    prepared = unchained(prepare(overrides(per_node, launch_per, run_dir), Site.detect()))
+    cfg = overrides(per_node, launch_per, run_dir, frontend)
+    prepared = unchained(prepare(cfg, Site.detect()))
+    print(f"run directory: {run_dir}", file=sys.stderr, flush=True)
     rpc0, t0 = rpc_count(), time.time()
     if launch(prepared) != 0:
         raise SystemExit(f"fleet of {per_node}/node did not get ready: see {run_dir}")
@@ -147,6 +151,7 @@ def one_fleet(per_node: int, launch_per: str, serve_s: float) -> dict[str, Any]:
     row = {
         "processes": 3 * per_node,
         "launch_per": launch_per,
+        "frontend": frontend,
         "submit_to_ready_s": at["ready"] - t0,
         "start_to_ready_s": at["ready"] - at["starting"],
         "driver_cpu_pct": 100 * (cpu1 - cpu0) / (s1 - s0),
@@ -174,9 +179,10 @@ def main() -> int:
     parser.add_argument("--per-node", type=int, nargs="+", default=[8, 64, 256])
     parser.add_argument("--launch-per", choices=("node", "process"), default="node")
     parser.add_argument("--serve-s", type=float, default=20.0)
+    parser.add_argument("--frontend", choices=("sglang_router", "smg"), default="sglang_router")
     args = parser.parse_args()
     for i, n in enumerate(args.per_node):
-        row = one_fleet(n, args.launch_per, args.serve_s)
+        row = one_fleet(n, args.launch_per, args.serve_s, args.frontend)
         if not i:
             print("| " + " | ".join(row) + " |\n|" + "---|" * len(row), flush=True)
         print(

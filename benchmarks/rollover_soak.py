@@ -207,6 +207,7 @@ def rollover_rows(run_dir: Path, load: Load) -> list[dict[str, Any]]:
                 "ready_to_removed_s": between(ready, old.get("removed_at")),
                 "requests": sent,
                 "failed": len(failed),
+                "why": sorted(set(failed)),
             }
         )
     return rows
@@ -272,9 +273,13 @@ def report(
 ) -> None:
     """The tables."""
     total, failed = load.window(0.0, t_end + 60)
-    print(f"\nrequests sent {total}, failed {len(failed)} (goal 0)")
+    start = min((d[0] for d in load.done), default=t_end)
+    rate = total / max(t_end - start, 1e-9)
+    print(f"\nrequests sent {total}, failed {len(failed)} (goal 0), {rate:.1f} requests/s")
     for why in sorted(set(failed)):
         print(f"  failed: {why}")
+    for sent, answered, why in [d for d in list(load.done) if d[2]][:20]:
+        print(f"  failed request sent {sent:.3f}, answered {answered:.3f}: {why}")
     print("\nrequests served per generation and role (worker-side counts; canaries included)")
     for gen in sorted(served):
         print(
@@ -300,6 +305,8 @@ def report(
     print("  ".join(f"{k:>{len(k)}}" for k in keys))
     for r in rows:
         print("  ".join(f"{_cell(r[k]):>{len(k)}}" for k in keys) + f"  ({r['reason']})")
+        for why in r["why"]:
+            print(f"    failed in this rollover: {why}")
 
 
 def _cell(value: Any) -> str:
@@ -331,12 +338,15 @@ def main() -> None:
         if args.frontend == "dynamo":
             counts.thread.start()
         with Load(state(run_dir)["frontend_url"], args.clients) as load:
-            wait(
-                lambda: rollovers_done(run_dir, args.rollovers),
-                args.timeout_s,
-                f"{args.rollovers} rollovers",
-                interval=1.0,
-            )
+            try:
+                wait(
+                    lambda: rollovers_done(run_dir, args.rollovers),
+                    args.timeout_s,
+                    f"{args.rollovers} rollovers",
+                    interval=1.0,
+                )
+            except SystemExit as exc:  # the numbers so far are still worth printing
+                print(f"{exc}; reporting what happened", flush=True)
             t_end = time.time()
         rows = rollover_rows(run_dir, load)
     finally:

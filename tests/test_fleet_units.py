@@ -114,3 +114,52 @@ def test_the_health_watch_probes_a_thousand_processes_on_a_bounded_pool(
     watch.check(running, skip=())  # judges every verdict, starts the next round
     assert http.peak <= PROBE_THREADS and set(watch.misses) == set(running)
     assert not any(watch.misses.values())
+
+
+def test_the_stub_worker_answers_each_whole_request_from_one_process(tmp_path: Path) -> None:
+    """benchmarks/fleet.py's stub: one process serves every connection (no fork per request);
+    a request is answered only once its body has arrived whole (hyper, sglang-router's client,
+    takes an early answer as UnexpectedMessage); SIGTERM is a clean stop (exit 0)."""
+    import socket
+    import subprocess
+
+    stub = Path(__file__).parent / "doubles" / "stub_worker.sh"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = (tmp_path / "stub.log").open("w")
+    argv = [str(stub), "-m", "sglang.launch_server", "--served-model-name", "org/m"]
+    argv += ["--host", "127.0.0.1", "--port", str(port)]
+    proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 10
+        while "listening" not in (tmp_path / "stub.log").read_text():
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.02)
+        body = b'{"model": "m", "messages": []}'
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
+            conn.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n")
+            conn.sendall(b"Content-Length: %d\r\n\r\n" % len(body) + body[:5])
+            conn.settimeout(0.3)
+            with pytest.raises(TimeoutError):  # part of the body missing: no answer yet
+                conn.recv(1)
+            conn.settimeout(5)
+            conn.sendall(body[5:])
+            answer = b""
+            while chunk := conn.recv(4096):
+                answer += chunk
+        assert answer.startswith(b"HTTP/1.1 200 OK") and b'"chat.completion"' in answer
+        assert b'"model":"org/m"' in answer and b'"served_model_name":"org/m"' in answer
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
+            conn.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert conn.recv(4096).startswith(b"HTTP/1.1 200 OK")
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
+            conn.sendall(b"GET /v1/models HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert b'"data":[{"id":"org/m"' in conn.recv(4096)
+        assert proc.poll() is None  # the same process answered all, itself:
+        assert Path(f"/proc/{proc.pid}/comm").read_text().strip() == "perl"
+        assert not Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=5) == 0
+        log.close()

@@ -24,8 +24,15 @@ from orchestrator.rundir.layout import RETIRE_FILE
 from orchestrator.runtime.state import StateFile, progress_line
 from tests.fake_slurm import FakeSlurm
 from tests.fakes import FakeClock, FakeHttp
+from tests.test_rollover import frontend_answers
 from tests.test_runtime_units import READY, make_driver
 from tests.test_scale import ETCD, scale_up, started_run
+
+
+def routing(driver: Driver, capture: str) -> None:
+    """The run's Dynamo frontend answers as captured (tests/fixtures/routes)."""
+    assert isinstance(driver.http, FakeHttp)
+    driver.http.script.update(frontend_answers(capture, driver.plan.readiness.frontend_url))
 
 
 def serve_until(driver: Driver, t: float, *, at: float, names: list[str]) -> None:
@@ -48,6 +55,7 @@ def test_a_removed_worker_is_deregistered_stopped_and_never_restarted(
     plan_of: Any, tmp_path: Path
 ) -> None:
     driver, backend = make_driver(plan_of, tmp_path, FakeHttp(dict(READY)), "decode.workers=2")
+    routing(driver, "all_routed")  # the frontend routes to other decodes
     attach_retire(driver)
     retired: list[str] = []
     driver.on_process_retired.append(lambda _d, r: retired.append(r.proc.name))
@@ -67,12 +75,60 @@ def test_a_removed_worker_is_deregistered_stopped_and_never_restarted(
     assert progress_line({"phase": "ready", "processes": removed}) == "ready: decode 1/1"
 
 
+def test_a_scale_down_waits_until_the_frontend_routes_to_another_worker_of_the_role(
+    plan_of: Any, tmp_path: Path
+) -> None:
+    driver, _ = make_driver(plan_of, tmp_path, FakeHttp(dict(READY)), "prefill.workers=2")
+    routing(driver, "prefill_not_routed")  # captured: a prefill listed, no request routed to it
+    said: list[str] = []
+    driver.say = said.append  # type: ignore[method-assign]
+    attach_retire(driver)
+
+    def routed_later(d: Driver) -> None:  # 3 s after the request (readiness.timeout_s=5)
+        if d.clock.now() >= 13:
+            routing(driver, "new_prefill_routed")
+
+    driver.on_tick.append(routed_later)
+    deregistered: list[float] = []
+    driver.on_process_retired.append(lambda d, _r: deregistered.append(d.clock.now()))
+    serve_until(driver, 20, at=10, names=["prefill-1"])
+    assert driver.run() == 0
+    st = json.loads((tmp_path / "state.json").read_text())
+    assert st["processes"]["prefill-1"]["state"] == "removed"
+    assert deregistered and deregistered[0] >= 13  # not before the frontend routed to another
+    canaries = [c for c in driver.http.calls if c.url.endswith("/v1/chat/completions")]
+    assert len(canaries) > 2  # one per look while it waited (the readiness canary is one)
+    assert any(
+        "scale-down of prefill-1 waits: the frontend routes to no other worker of prefill" in m
+        for m in said
+    )
+
+
+def test_a_scale_down_is_refused_while_the_frontend_has_no_other_worker_of_the_role(
+    plan_of: Any, tmp_path: Path
+) -> None:
+    driver, _ = make_driver(plan_of, tmp_path, FakeHttp(dict(READY)), "prefill.workers=2")
+    routing(driver, "no_prefill")  # captured: no prefill instance at all
+    said: list[str] = []
+    driver.say = said.append  # type: ignore[method-assign]
+    attach_retire(driver)
+    serve_until(driver, 60, at=10, names=["prefill-1"])
+    assert driver.run() == 0
+    st = json.loads((tmp_path / "state.json").read_text())
+    assert st["processes"]["prefill-1"]["state"] == "stopped"  # served on until the run's end
+    assert any(
+        m.startswith("warning: not removing prefill-1 (scale-down)") and "they keep serving" in m
+        for m in said
+    )
+
+
 def test_an_attached_job_with_no_workers_left_ends(plan_of: Any, tmp_path: Path) -> None:
     run_dir, own = tmp_path / "run", tmp_path / "attached"
     run_dir.mkdir(), own.mkdir()
     StateFile(run_dir).phase("ready")
     driver, _ = make_driver(plan_of, own, FakeHttp(dict(READY)))
     driver.plan = dataclasses.replace(driver.plan, job=WorkerJobPlan(run_dir=str(run_dir)))
+    routing(driver, "all_routed")  # the run's other jobs' workers are routed
     attach_retire(driver)
     serve_until(driver, 600, at=10, names=["decode-0", "prefill-0"])
     assert driver.run() == 0

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from orchestrator.api import prepare
+from orchestrator.core.effects import HttpResponse
 from orchestrator.core.errors import OrchestratorError
 from orchestrator.elastic.rollover import LEFT_REFRESH_S, SLURM_TICK_S, Rollover, lead_s
 from orchestrator.launchers.select import Site
@@ -22,7 +23,7 @@ from orchestrator.rundir import WorkerJob
 from orchestrator.rundir.layout import STOP_FILE
 from orchestrator.runtime.state import StateFile
 from tests.fake_slurm import FakeSlurm
-from tests.fakes import FakeClock
+from tests.fakes import FakeClock, FakeHttp
 from tests.test_scale import read_attached
 
 HERE = [
@@ -39,6 +40,26 @@ HERE = [
     "readiness.timeout_s=60",
     "launcher=sbatch",
 ]
+ROUTES = Path(__file__).parent / "fixtures" / "routes"
+# Instance ids in the captures (tests/fixtures/routes/README.md): the first job's workers are the
+# prefill that left, the copy's are those still there.
+JOB_IDS = (
+    {"prefill-0": "6baaa2512d98be1e", "decode-0": "6baaa2512d98be18"},
+    {"prefill-0": "6baaa2512d98be30", "decode-0": "6baaa2512d98be14"},
+)
+
+
+CANARY_ANSWER = '{"choices": [{"message": {"content": "yes"}}], "usage": {"completion_tokens": 3}}'
+
+
+def frontend_answers(capture: str, url: str = "") -> dict[str, HttpResponse | list[HttpResponse]]:
+    """The run's Dynamo frontend (at `url`, else any) answering as captured (`capture`),
+    canaries answered."""
+    return {
+        f"{url}/health": HttpResponse(200, (ROUTES / f"dynamo_{capture}.health.json").read_text()),
+        f"{url}/metrics": HttpResponse(200, (ROUTES / f"dynamo_{capture}.metrics").read_text()),
+        f"{url}/v1/chat/completions": HttpResponse(200, CANARY_ANSWER),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -59,6 +80,7 @@ class View:
         )
         self.clock = FakeClock()
         self.state = StateFile(run_dir)
+        self.http = FakeHttp(frontend_answers("all_routed"))  # routes to every job's workers
         self.said: list[str] = []
         self.stop_event = threading.Event()
 
@@ -79,7 +101,11 @@ def job_dir(view: View, n: int) -> Path:
 
 
 def set_phase(view: View, n: int, phase: str, **fields: Any) -> None:
-    StateFile(job_dir(view, n)).phase(phase, **fields)
+    state = StateFile(job_dir(view, n))
+    if phase == "ready":  # its driver recorded the workers' instance ids once healthy
+        for name, ids in (JOB_IDS[0] if n == 1 else JOB_IDS[1]).items():
+            state.process(name, discovery_ids=[ids])
+    state.phase(phase, **fields)
 
 
 def tick(view: View, rollover: Rollover, seconds: float = SLURM_TICK_S) -> None:
@@ -326,6 +352,78 @@ def test_scaling_during_a_rollover_counts_each_worker_once(here_plan: Plan, tmp_
     tick(view, rollover)  # the copy serves: the old job drains
     (removal,) = plan_removal(view.run_dir, {"decode": 0})
     assert removal.holder.job_id == new and removal.workers == ("decode-0",)
+
+
+def replaced_and_copy_ready(view: View, slurm: FakeSlurm, rollover: Rollover) -> tuple[str, str]:
+    """The first job serving, its copy submitted and ready: (old job id, copy's job id)."""
+    old = serving(view, slurm, rollover)
+    slurm.jobs[old].time_left_s = 89
+    tick(view, rollover, LEFT_REFRESH_S)
+    new = read_attached(view.run_dir)[1]["job_id"]
+    slurm.set_state(new, "RUNNING", nodes=["node3"])
+    set_phase(view, 2, "ready")
+    return old, str(new)
+
+
+def canaries(view: View) -> int:
+    return sum(1 for c in view.http.calls if c.url.endswith("/v1/chat/completions"))
+
+
+def test_the_old_job_is_drained_only_once_the_frontend_routes_to_the_copys_prefill(
+    here_plan: Plan, tmp_path: Path
+) -> None:
+    view, slurm, rollover = setup(here_plan, tmp_path)
+    old, new = replaced_and_copy_ready(view, slurm, rollover)
+    # Captured: the copy's prefill (be30) listed by the frontend, no request routed to it yet.
+    view.http.script.update(frontend_answers("prefill_not_routed"))
+    for _ in range(3):
+        tick(view, rollover)
+    assert not (job_dir(view, 1) / STOP_FILE).exists() and slurm.signals == []
+    assert canaries(view) == 3  # one per look, through the frontend, a new prompt each
+    assert any(
+        f"worker job {old} not drained yet" in s and f"worker job {new}'s" in s and "prefill" in s
+        for s in view.said
+    ), view.said
+    assert read_attached(view.run_dir)[1]["ready_at"]  # it serves; only the drain waits
+
+    view.http.script.update(frontend_answers("new_prefill_routed"))  # it took requests since
+    tick(view, rollover)
+    assert (job_dir(view, 1) / STOP_FILE).exists()
+    assert slurm.signals == [(old, "TERM", True)]
+    assert any(f"worker job {new} takes requests from every frontend" in s for s in view.said)
+
+
+def test_a_frontend_without_any_prefill_is_said_at_once_and_no_job_is_drained(
+    here_plan: Plan, tmp_path: Path
+) -> None:
+    view, slurm, rollover = setup(here_plan, tmp_path)
+    old, _ = replaced_and_copy_ready(view, slurm, rollover)
+    view.http.script.update(frontend_answers("no_prefill"))  # captured: both prefills gone
+    tick(view, rollover)
+    url = view.plan.readiness.frontend_url
+    assert view.state.view().data["frontend_missing"] == {url: ["prefill"]}
+    assert any(f"the frontend {url} has no prefill worker" in s for s in view.said)
+    assert not (job_dir(view, 1) / STOP_FILE).exists() and canaries(view) == 0
+
+    view.http.script.update(frontend_answers("all_routed"))
+    tick(view, rollover)
+    assert view.state.view().data["frontend_missing"] == {}
+    assert any(f"the frontend {url} has a worker of every role again" in s for s in view.said)
+    assert slurm.signals == [(old, "TERM", True)]
+
+
+def test_a_serving_run_says_when_its_frontend_loses_every_worker_of_a_role(
+    here_plan: Plan, tmp_path: Path
+) -> None:
+    view, slurm, rollover = setup(here_plan, tmp_path)
+    serving(view, slurm, rollover)
+    view.http.script.update(frontend_answers("no_prefill"))
+    tick(view, rollover)
+    url = view.plan.readiness.frontend_url
+    assert view.state.view().data["frontend_missing"] == {url: ["prefill"]}
+    said = [s for s in view.said if "has no prefill worker" in s]
+    tick(view, rollover)
+    assert [s for s in view.said if "has no prefill worker" in s] == said  # said once
 
 
 def test_a_job_slurm_preempts_is_replaced_at_once_and_drained_once_the_copy_serves(

@@ -2,8 +2,10 @@
 file in its run directory (like `ctl stop` with its stop file: it reaches the driver wherever
 it runs, with or without signal delivery).
 
-For each worker unit named in RUN_DIR/retire-requested.json the driver takes it out of
-supervision (never restarted, not a failure), deregisters it (on_process_retired; router:
+For each worker unit named in RUN_DIR/retire-requested.json the driver first waits until every
+frontend of the run routes to another worker of each role leaving (elastic/handover.py: asked of
+the frontend itself, a canary per look while it does not; up to readiness.timeout_s, else the
+units are not removed and driver.log says why), then takes them out of supervision (never restarted, not a failure), deregisters it (on_process_retired; router:
 DELETE /workers/<id>, waiting until the router no longer lists it; Dynamo: nothing here, its
 worker leaves etcd on SIGTERM and finishes its in-flight requests), stops it with the plan's
 grace (SIGTERM, then SIGKILL) and marks it "removed" in state.json. An attached job with no
@@ -18,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from orchestrator.core.errors import OrchestratorError
+from orchestrator.elastic.handover import unserved_roles
 from orchestrator.plan.model import TIER_WORKER, Process
 from orchestrator.rundir import RunDir, write_json_atomic
 from orchestrator.rundir.records import REMOVED
@@ -89,24 +92,71 @@ def all_removed(d: DriverView) -> bool:
     return all(p.name in removed for p in d.plan.processes if p.tier == TIER_WORKER)
 
 
-def on_tick(d: DriverView) -> None:
-    """Take a pending scale-down request (one stat per tick while there is none)."""
+class Retirer:
+    """The on_tick plugin: takes scale-down requests, removes their units once handed over."""
+
+    def __init__(self) -> None:
+        self.pending: list[str] = []  # units asked for, not removed yet
+        self.since = 0.0  # when the oldest pending request was taken (clock)
+        self.looked_at = float("-inf")
+        self.said = False
+
+    def on_tick(self, d: DriverView) -> None:
+        """Take a pending request (one stat per tick while there is none); remove what is
+        asked once the frontends route to other workers of its roles (a look per interval)."""
+        names = take_request(d)
+        now = d.clock.now()
+        if names and not self.pending:
+            self.since, self.said = now, False
+        self.pending += [n for n in names if n not in self.pending]
+        if not self.pending or now - self.looked_at < d.plan.readiness.interval_s:
+            return
+        self.looked_at = now
+        procs, _ = units_of(d, self.pending)
+        waits = unserved_roles(d, procs) if procs else {}
+        if waits and now - self.since < d.plan.readiness.timeout_s:
+            self._say_waiting(d, waits)
+            return
+        names, self.pending = self.pending, []
+        if waits:
+            d.say(
+                f"warning: not removing {', '.join(names)} (scale-down): after "
+                f"{now - self.since:.0f} s the frontend still routes to no other worker of "
+                f"{_said(waits)}; they keep serving"
+            )
+            return
+        retire(d, names)
+
+    def _say_waiting(self, d: DriverView, waits: dict[str, list[str]]) -> None:
+        if not self.said:
+            self.said = True
+            d.say(
+                f"scale-down of {', '.join(self.pending)} waits: the frontend routes to no "
+                f"other worker of {_said(waits)} yet"
+            )
+
+
+def _said(waits: dict[str, list[str]]) -> str:
+    return "; ".join(f"{', '.join(roles)} ({url})" for url, roles in waits.items())
+
+
+def take_request(d: DriverView) -> list[str]:
+    """The worker units of a pending scale-down request ([] when there is none), taken."""
     path = RunDir(d.run_dir).retire_file
     taken = path.with_name(f".{path.name}.taken")
     try:
         path.rename(taken)  # atomic: a request written after this is taken on the next tick
     except FileNotFoundError:
-        return
+        return []
     try:
         names = [str(n) for n in json.loads(taken.read_text())["workers"]]
     except (OSError, ValueError, KeyError, TypeError) as exc:
         d.say(f"warning: ignoring an unreadable scale-down request {path}: {exc}")
         names = []
     taken.unlink(missing_ok=True)  # ctl waits for "removed" in state.json
-    if names:
-        retire(d, names)
+    return names
 
 
 def attach_retire(driver: DriverView) -> None:
     """Every driver takes scale-down requests (the run's own workers and attached jobs')."""
-    driver.on_tick.append(on_tick)
+    driver.on_tick.append(Retirer().on_tick)

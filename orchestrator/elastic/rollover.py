@@ -6,8 +6,9 @@ workers in Slurm jobs attached to it, so the endpoint outlives every one of them
 - `serve.rollover`: when a worker job has less than the lead left before its time limit
   (`squeue %L`), a copy of it is submitted; once the copy is ready (its workers healthy,
   registered with the frontend and a canary through it passed -- the attached job's own
-  readiness), the old job is drained like `ctl stop` does (its driver deregisters the workers;
-  SGLang and Dynamo workers finish their in-flight requests on SIGTERM), then it ends.
+  readiness) and the frontend routes to it role by role (elastic/handover.py: asked of the
+  frontend itself), the old job is drained like `ctl stop` does (its driver deregisters the
+  workers; SGLang and Dynamo workers finish their in-flight requests on SIGTERM), then it ends.
 - A worker job that Slurm preempts is replaced at once: each Slurm tick asks squeue for the
   PreemptTime of the serving jobs (Slurm 22.05 SIGTERMs the steps, which the stop wrapper keeps
   from the workers, and tells the batch shell nothing); the job is drained once its copy serves,
@@ -23,6 +24,7 @@ from collections.abc import Sequence
 
 from orchestrator.core.effects import CommandRunner, SubprocessRunner
 from orchestrator.core.errors import OrchestratorError
+from orchestrator.elastic.handover import Handover
 from orchestrator.elastic.jobwatch import JobWatch, Look, look_at
 from orchestrator.elastic.workerjobs import ask_to_stop, copy_of, first_job, stop_asked, submit_job
 from orchestrator.plan.model import ServePlan
@@ -71,6 +73,8 @@ class Rollover(JobWatch):
         self.deadlines: dict[str, tuple[float, float]] = {}  # job -> (limit at, asked at), clock
         self.preempted: dict[str, Preemption] = {}  # as of the last squeue
         self.preempted_at: float | None = None  # when squeue was last asked (clock)
+        self.handover = Handover()
+        self.watched_at = -SLURM_TICK_S  # the frontend's roles looked at (clock)
 
     def start(self, d: DriverView) -> None:
         """The frontend is healthy: submit the first worker job (on_workers_healthy)."""
@@ -83,8 +87,9 @@ class Rollover(JobWatch):
         d.say(f"submitted worker job {job.job_id} ({', '.join(job.workers)}) -> {job.run_dir}")
 
     def due(self, d: DriverView, looks: Sequence[Look]) -> bool:
-        """Replace what is due: a job Slurm told to stop, or one near its time limit."""
-        submitted = False
+        """Drain what its copy took over from; replace what is due: a job Slurm told to stop
+        or is preempting, or one near its time limit."""
+        submitted = self._hand_over(d, looks)
         preempted = self._preempted(d, looks)
         for look in live(looks):
             if look.ended or not self._replaceable(look.job, looks):
@@ -128,16 +133,34 @@ class Rollover(JobWatch):
             self._replace(d, job, f"lost: {how}")
 
     def ready(self, d: DriverView, look: Look, looks: Sequence[Look]) -> None:
-        """A job serves: the job it replaces is drained."""
+        """A job serves: the job it replaces is drained once the frontend routes to it
+        (`due`, on this very tick when it already does)."""
         job = look.job
         self.failures = 0
         d.say(
             f"worker job {job.job_id} (generation {job.generation or '?'}) serves: submit -> "
             f"ready {job.ready_at - job.submitted_at:.1f} s"
         )
-        old = next((k.job for k in live(looks) if k.job.job_id == job.replaces), None)
-        if old is not None and not old.drain_at:
-            self._drain(d, old)
+
+    def _hand_over(self, d: DriverView, looks: Sequence[Look]) -> bool:
+        """Drain each old job whose serving copy the frontend routes to, role by role (each
+        look while one waits); else look at the frontend's roles every SLURM_TICK_S. Whether
+        a job was drained. Derived from attached.json alone: a restarted driver resumes."""
+        drained = False
+        waiting = False
+        for new in (k.job for k in live(looks) if k.job.ready_at and not k.ended):
+            old = next((k for k in live(looks) if k.job.job_id == new.replaces), None)
+            if old is None or old.ended or old.job.drain_at:
+                continue
+            waiting = True
+            if self.handover.routed(d, old.job, new):
+                self._drain(d, old.job)
+                drained = True
+        now = d.clock.now()
+        if not waiting and now - self.watched_at >= SLURM_TICK_S:
+            self.watched_at = now
+            self.handover.watch(d)
+        return drained
 
     def _drain(self, d: DriverView, job: WorkerJob) -> None:
         ask_to_stop(job, self.slurm, queued=False)

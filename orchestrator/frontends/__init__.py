@@ -2,6 +2,7 @@
 
 Adding a frontend = one module here with a `FRONTEND`, one line below, and
 conf/frontend/<kind>.yaml; engines name the frontends they work with (`Engine.frontends`).
+Each answers what it routes to (`Frontend.routes`: dynamo_routes, router_attach).
 Dynamo's planner (autoscale=dynamo_planner) is a head process next to the Dynamo frontend:
 dynamo_planner.py plans it, planner_check.py checks its configuration with its own model.
 Frontend modules import core, config.schema, the plan model, runtime.hooks and health (their

@@ -6,7 +6,7 @@ import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from orchestrator.config.schema import RootConfig
 from orchestrator.core.effects import HttpClient
@@ -28,6 +28,27 @@ class Head:
     worker_env: dict[str, str] = field(default_factory=dict)  # e.g. Dynamo's discovery variables
     discovery: str = ""  # Dynamo discovery backend for worker argv ('' for none)
     url: str = ""  # the URL users get when it is not the frontend's (a proxy's, frontends/pair.py)
+
+
+@dataclass(frozen=True, slots=True)
+class Routes:
+    """One look at what a frontend routes to. Workers are named by the frontend's own key for
+    them (`Frontend.worker_keys`): Dynamo's instance id, a router's worker URL.
+
+    `listed`: per plan role ("prefill", "decode", "worker"), the workers the frontend has as
+    routable; `routed`: the workers it has sent requests to (evidence that its routing, not
+    only its discovery, has them)."""
+
+    listed: Mapping[str, frozenset[str]]
+    routed: frozenset[str]
+
+    def empty_roles(self, roles: Sequence[str]) -> list[str]:
+        """The `roles` the frontend has no worker of (a request needing one fails now)."""
+        return [r for r in roles if not self.listed.get(r)]
+
+    def routes_to(self, key: str) -> bool:
+        """Whether the frontend lists the worker `key` and has sent it requests."""
+        return key in self.routed and any(key in keys for keys in self.listed.values())
 
 
 def http_port(
@@ -130,4 +151,14 @@ class Frontend(Protocol):
 
     def attach(self, driver: DriverView) -> None:
         """Add the frontend's runtime hooks to the driver (e.g. worker registration)."""
+        ...
+
+    def routes(self, http: HttpClient, url: str, readiness: Readiness) -> Routes:
+        """One look at what the frontend at `url` routes to (HttpError when it does not
+        answer); the driver releases an old worker only once its replacement is routed."""
+        ...
+
+    def worker_keys(self, proc: Process, record: Mapping[str, Any]) -> list[str]:
+        """The frontend's keys of worker `proc` ([] while not known yet), from the process's
+        entry in its driver's state.json (`record`)."""
         ...

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 from orchestrator.config.schema import RootConfig
 from orchestrator.core.effects import HttpClient, HttpResponse
 from orchestrator.core.errors import Issue
-from orchestrator.frontends.base import Head, http_port
+from orchestrator.frontends.base import Head, Routes, http_port
 from orchestrator.frontends.pair import pair_processes
 from orchestrator.launchers import runs_on_one_machine
 from orchestrator.plan.model import TIER_FRONTEND, TIER_INFRA, HealthProbe, Plan, Process, Readiness
@@ -355,6 +356,18 @@ class Dynamo:
             from orchestrator.frontends.dynamo_attach import require_traffic
 
             driver.on_workers_healthy.append(require_traffic)
+
+    def routes(self, http: HttpClient, url: str, readiness: Readiness) -> Routes:
+        """Its /health instance list and its per-worker gauges (frontends/dynamo_routes.py)."""
+        from orchestrator.frontends.dynamo_routes import dynamo_routes
+
+        return dynamo_routes(http, url, readiness)
+
+    def worker_keys(self, proc: Process, record: Mapping[str, Any]) -> list[str]:
+        """Its instance ids (state.json `discovery_ids`)."""
+        from orchestrator.frontends.dynamo_routes import dynamo_worker_keys
+
+        return dynamo_worker_keys(proc, record)
 
 
 FRONTEND = Dynamo()

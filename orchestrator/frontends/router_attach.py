@@ -7,13 +7,41 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from orchestrator.core.effects import HttpClient, HttpError
 from orchestrator.core.errors import OrchestratorError
-from orchestrator.plan.model import TIER_WORKER
+from orchestrator.frontends.base import Routes
+from orchestrator.plan.model import TIER_WORKER, Process
 
 if TYPE_CHECKING:
     from orchestrator.runtime.hooks import DriverView
 
 LIST_POLL_S = 0.05
+# The router's worker_type -> plan role (worker_api.WORKER_TYPES the other way round).
+ROLES = {"prefill": "prefill", "decode": "decode", "regular": "worker"}
+
+
+def router_routes(http: HttpClient, url: str) -> Routes:
+    """What sglang-router / SMG routes to: `GET /workers` (with the admin key in `http`), by
+    worker URL. The router routes to every worker it lists healthy (its own health check put it
+    there) and to none other, so listed healthy is routed."""
+    from orchestrator.frontends.worker_api import REQUEST_TIMEOUT_S, parse_worker_list
+
+    resp = http.get(f"{url}/workers", timeout=REQUEST_TIMEOUT_S)
+    try:
+        workers = parse_worker_list(resp.json() if resp.status == 200 else None)
+    except ValueError as exc:
+        raise HttpError(f"GET {url}/workers: HTTP {resp.status}: {resp.body[:200]}") from exc
+    out: dict[str, set[str]] = {}
+    for w in workers:
+        if w.healthy:
+            out.setdefault(ROLES.get(w.worker_type, w.worker_type), set()).add(w.url)
+    listed = {role: frozenset(urls) for role, urls in out.items()}
+    return Routes(listed=listed, routed=frozenset().union(*listed.values()))
+
+
+def router_worker_keys(proc: Process) -> list[str]:
+    """The URL the worker is registered by."""
+    return [proc.url] if proc.url else []
 
 
 def require_listed(d: DriverView) -> None:

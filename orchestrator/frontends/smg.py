@@ -18,12 +18,13 @@ SMG 1.13.0's worker API, captured against tests/doubles/sglang_test_double.py (t
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 from orchestrator.config.schema import RootConfig
 from orchestrator.core.effects import HttpClient
 from orchestrator.core.errors import Issue
-from orchestrator.frontends.base import Head, client_key_issues, no_request_plane_tls
+from orchestrator.frontends.base import Head, Routes, client_key_issues, no_request_plane_tls
 from orchestrator.frontends.control_key import (
     KEY_ENV_REF,
     AuthorizedView,
@@ -166,6 +167,18 @@ class Smg:
             from orchestrator.frontends.router_attach import require_listed
 
             driver.on_workers_healthy.append(lambda _d: require_listed(view))
+
+    def routes(self, http: HttpClient, url: str, readiness: Readiness) -> Routes:
+        """Its `GET /workers`, healthy ones by URL (with the admin key when one is set)."""
+        from orchestrator.frontends.router_attach import router_routes
+
+        return router_routes(authorized(http, self._key_env), url)
+
+    def worker_keys(self, proc: Process, record: Mapping[str, Any]) -> list[str]:
+        """The URL it is registered by."""
+        from orchestrator.frontends.router_attach import router_worker_keys
+
+        return router_worker_keys(proc)
 
 
 FRONTEND = Smg()

@@ -1,7 +1,9 @@
 """On the Slurm testbed: frontend.placement=here runs the frontend on this host (the bridge
 address 10.77.0.1 stands in for a login node) under a detached driver, and the workers in
 2-minute Slurm jobs that roll over -- each replaced 90 s before its limit, drained once the copy
-serves -- while a request loop runs: no request fails, and every generation served some.
+serves and the frontend routes to it role by role -- while CLIENTS concurrent clients (streamed
+and non-streamed chats, each request's send time and outcome kept) run: no request fails, and
+every generation served some.
 A worker job that is scancelled is replaced at once. `ctl stop` leaves nothing anywhere."""
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ HERE = [
     "launcher=sbatch",
 ]
 DOUBLE = str(e2e.REPO / "tests" / "doubles" / "sglang_test_double.py")
+CLIENTS = 8  # concurrent clients during the rollovers (benchmarks/rollover_soak.py: the long soak)
 
 
 @pytest.fixture
@@ -64,10 +67,10 @@ def generations_drained(run_dir: Path, n: int) -> bool:
 
 def roll_over_twice(
     run_dir: Path, url: str, watch: Callable[[], None], newest_served: Callable[[], bool]
-) -> list[str]:
-    """Two rollovers under a request loop (about a minute), which runs on until the newest
-    generation has served requests; `watch` runs while waiting."""
-    with e2e.request_loop(url, MODEL) as results:
+) -> list[e2e.Outcome]:
+    """Two rollovers under CLIENTS concurrent clients (about a minute), which run on until the
+    newest generation has served requests; `watch` runs while waiting."""
+    with e2e.client_loop(url, MODEL, clients=CLIENTS) as results:
         e2e.wait_for(
             lambda: watch() or generations_drained(run_dir, 2),
             timeout=150,  # type: ignore[func-returns-value]
@@ -81,8 +84,13 @@ def roll_over_twice(
     return results
 
 
-def failed(results: list[str]) -> list[str]:
-    return [r for r in results if r != "ok"]
+def failed(results: list[e2e.Outcome] | list[str]) -> list[str]:
+    """Each failed request with its send time (and the drains' times in attached.json)."""
+    return [
+        f"{r.sent:.3f}: HTTP {r.status} {r.detail}" if isinstance(r, e2e.Outcome) else r
+        for r in results
+        if (r.status != 200 if isinstance(r, e2e.Outcome) else r != "ok")
+    ]
 
 
 def stop_and_check_nothing_left(run_dir: Path) -> None:
@@ -126,10 +134,19 @@ def test_dynamo_rolls_over_twice_without_a_failed_request_and_replaces_a_lost_jo
     assert [e["generation"] for e in entries[:3]] == [1, 2, 3]
     assert [e["replaces"] for e in entries[1:3]] == [entries[0]["job_id"], entries[1]["job_id"]]
     assert all(served.get(e["run_dir"], 0) > 0 for e in entries[:3]), served
+    # Each old job was released only once the frontend routed to its copy's prefill and decode.
+    log = (here_run / "driver.log").read_text()
+    for e in entries[1:3]:
+        assert (
+            f"worker job {e['job_id']} takes requests from every frontend for decode, prefill: "
+            f"draining worker job {e['replaces']}"
+        ) in log
+    span = max(r.sent for r in results) - min(r.sent for r in results)
     print(
         json.dumps(
             {
                 "requests": len(results),
+                "requests_per_s": round(len(results) / span, 1),
                 "failed": 0,
                 "served_per_generation": [served.get(e["run_dir"]) for e in entries[:3]],
             }
