@@ -28,6 +28,8 @@ class FakeJob:
     argv: tuple[str, ...] = ()
     cwd: str | None = None
     time_left_s: int = 1800  # what squeue %L says (a test moves it towards the limit)
+    preempt_time: str = "N/A"  # what squeue -O PreemptTime says (`preempt` sets it)
+    end_time: str = "N/A"  # and EndTime
 
 
 class FakeSlurm:
@@ -59,6 +61,11 @@ class FakeSlurm:
     def set_node_state(self, node: str, state: str) -> None:
         """`state` as sinfo prints it (`idle`, `down*`, `drained`, ...)."""
         self.node_state[node] = state
+
+    def preempt(self, job_id: str, at: str, ends_at: str) -> None:
+        """Slurm preempts the job: squeue shows PreemptTime `at` and EndTime `ends_at`
+        (`2026-12-07T15:39:17`); the job runs on until the test ends it (GraceTime)."""
+        self.jobs[job_id].preempt_time, self.jobs[job_id].end_time = at, ends_at
 
     def add_step(self, job_id: str, name: str) -> str:
         """A running srun step of the job; its step id."""
@@ -104,10 +111,15 @@ class FakeSlurm:
             lines = [f"{s}{SEP}{n}" for s, n in job.steps] if job and job.state in LIVE else []
             return (0, "".join(f"{line}\n" for line in lines), "") if fmt_ok else (2, "", "format")
         ids = args[args.index("-j") + 1].split(",")
-        fmt = args[args.index("-o") + 1]
         live = [self.jobs[j] for j in ids if j in self.jobs and self.jobs[j].state in LIVE]
         if not live:
             return 1, "", "slurm_load_jobs error: Invalid job id specified\n"
+        if "-O" in args:
+            if args[args.index("-O") + 1] != f"JobID:{SEP},PreemptTime:{SEP},EndTime:{SEP}":
+                return 1, "", "format"
+            fields = ((j.job_id, j.preempt_time, j.end_time) for j in live)
+            return 0, "".join(f"{SEP.join(f)}{SEP}\n" for f in fields), ""
+        fmt = args[args.index("-o") + 1]
         if fmt == "%N":
             return 0, "".join(f"{_nodelist(j.nodes)}\n" for j in live), ""
         if fmt == f"%i{SEP}%L":

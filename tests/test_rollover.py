@@ -424,3 +424,30 @@ def test_a_serving_run_says_when_its_frontend_loses_every_worker_of_a_role(
     said = [s for s in view.said if "has no prefill worker" in s]
     tick(view, rollover)
     assert [s for s in view.said if "has no prefill worker" in s] == said  # said once
+
+
+def test_a_job_slurm_preempts_is_replaced_at_once_and_drained_once_the_copy_serves(
+    here_plan: Plan, tmp_path: Path
+) -> None:
+    """Slurm 22.05 tells a preempted job's batch shell nothing: squeue's PreemptTime does."""
+    view, slurm, rollover = setup(here_plan, tmp_path)
+    old = serving(view, slurm, rollover)
+    asked = len(slurm.calls_to("squeue"))
+    tick(view, rollover, 0.5)  # a look between Slurm ticks asks nothing more
+    assert len(slurm.calls_to("squeue")) == asked
+    slurm.preempt(old, "2026-12-07T15:39:17", "2026-12-07T15:39:47")
+    tick(view, rollover)
+    entries = read_attached(view.run_dir)
+    assert entries[1]["replaces"] == old
+    assert entries[1]["reason"] == "preempted by Slurm at 15:39:17, ends 15:39:47"
+    assert not (job_dir(view, 1) / STOP_FILE).exists()  # it serves on until the copy does
+    tick(view, rollover)
+    assert len(slurm.calls_to("sbatch")) == 2  # one replacement, not one per tick
+    new = entries[1]["job_id"]
+    slurm.set_state(new, "RUNNING", nodes=["node3"])
+    set_phase(view, 2, "ready")
+    tick(view, rollover)
+    assert (job_dir(view, 1) / STOP_FILE).exists() and slurm.signals == [(old, "TERM", True)]
+    slurm.set_state(old, "PREEMPTED")  # Slurm ends it at the end of its GraceTime
+    tick(view, rollover)
+    assert len(slurm.calls_to("sbatch")) == 2 and read_attached(view.run_dir)[0]["removed_at"]

@@ -3,6 +3,7 @@ tests/fixtures/slurm/), the argv it builds, batching, and the one job-state tabl
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -243,3 +244,25 @@ def test_time_left_asks_squeue_once_for_every_job():
     left = SlurmClient(slurm).time_left(["1", "2", "1", "3"])
     assert left == {"1": 95.0, "2": 90000.0}  # an ended job has no time left to report
     assert slurm.calls_to("squeue") == [("squeue", "-h", "-j", "1,2,3", "-o", f"%i{parse.SEP}%L")]
+
+
+def test_squeue_preemptions_are_read_from_real_output() -> None:
+    """A preempted job shows PreemptTime and EndTime = PreemptTime + GraceTime (30 s); a
+    running job only its EndTime, a pending one neither."""
+    found = parse.parse_preemptions(fixture("squeue_preempt.txt"))
+    assert list(found) == ["1238"]
+    preemption = found["1238"]
+    assert preemption.at == time.mktime((2026, 12, 7, 15, 39, 17, 0, 0, -1))
+    assert preemption.ends_at == preemption.at + 30
+    assert parse.parse_timestamp("N/A") is None and parse.parse_timestamp("Unknown") is None
+
+
+def test_preemptions_ask_squeue_once_for_every_job() -> None:
+    slurm = FakeSlurm()
+    for job_id in ("5", "6"):
+        slurm.add_job(job_id, "RUNNING")
+    slurm.preempt("6", "2026-12-07T15:39:17", "2026-12-07T15:39:47")
+    found = SlurmClient(slurm).preemptions(["5", "6", "7"])
+    assert list(found) == ["6"] and found["6"].ends_at == found["6"].at + 30
+    assert len(slurm.calls_to("squeue")) == 1
+    assert SlurmClient(slurm).preemptions([]) == {}

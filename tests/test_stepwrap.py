@@ -15,8 +15,18 @@ import time
 from pathlib import Path
 
 import pytest
+import requests
 
-from orchestrator.slurm.stepwrap import STOP_SIGNAL, WRAPPER, WRAPPER_LINES, scancel_signal, wrap
+from orchestrator.slurm.stepwrap import (
+    HOLD_MESSAGE,
+    HOLDING_WRAPPER,
+    HOLDING_WRAPPER_LINES,
+    STOP_SIGNAL,
+    WRAPPER,
+    WRAPPER_LINES,
+    scancel_signal,
+    wrap,
+)
 from tests import e2e
 
 DOUBLE = e2e.REPO / "tests" / "doubles" / "sglang_test_double.py"
@@ -36,7 +46,9 @@ def start(argv: list[str], log: Path, **env: str) -> subprocess.Popen[bytes]:
         )
 
 
-def start_double(log: Path, *, wrapped: bool) -> subprocess.Popen[bytes]:
+def start_double(
+    log: Path, *, wrapped: bool, hold: bool = False, port: int = 0
+) -> subprocess.Popen[bytes]:
     """The double on a free port with its scheduler child; returns once it is ready. Its drain
     polls every 2 s, its child watchdog every 1 s (SGLang: 5 s and 1 s), and a crash-exit
     sleeps 0.5 s (SGLang: 5 s)."""
@@ -48,10 +60,12 @@ def start_double(log: Path, *, wrapped: bool) -> subprocess.Popen[bytes]:
         "--host",
         "127.0.0.1",
         "--port",
-        str(e2e.free_port()),
+        str(port or e2e.free_port()),
     ]
     proc = start(
-        wrap(argv, "decode-0") if wrapped else argv, log, SGLANG_DOUBLE_CRASH_SLEEP_S="0.5"
+        wrap(argv, "decode-0", hold=hold) if wrapped else argv,
+        log,
+        SGLANG_DOUBLE_CRASH_SLEEP_S="0.5",
     )
     e2e.wait_for(lambda: "ready to roll" in log.read_text(), timeout=20, what="double ready")
     return proc
@@ -67,7 +81,14 @@ def group_gone(pgid: int) -> bool:
 
 def test_the_wrapper_is_valid_shellcheck_clean_bash(tmp_path: Path) -> None:
     script = tmp_path / "wrapper.sh"
-    for text in ("\n".join(WRAPPER_LINES) + "\n", WRAPPER + "\n"):
+    for lines in (WRAPPER_LINES, HOLDING_WRAPPER_LINES):
+        texts = ("\n".join(lines) + "\n", "; ".join(lines) + "\n")
+        assert HOLDING_WRAPPER + "\n" in texts or WRAPPER + "\n" in texts
+        check_bash(script, texts)
+
+
+def check_bash(script: Path, texts: tuple[str, ...]) -> None:
+    for text in texts:
         script.write_text(text)
         assert subprocess.run(["bash", "-n", str(script)], check=False).returncode == 0
         res = subprocess.run(
@@ -154,3 +175,21 @@ def test_sigint_and_sigquit_keep_their_default_action_and_sigint_is_passed_on(
 def test_scancel_gets_the_stop_signal_by_number_and_kill_by_name() -> None:
     assert scancel_signal(signal.SIGTERM) == str(int(signal.SIGWINCH)) == "28"
     assert scancel_signal(signal.SIGKILL) == "KILL"
+
+
+@pytest.mark.parametrize("then", [signal.SIGTERM, STOP_SIGNAL])
+def test_the_holding_wrapper_keeps_slurms_first_sigterm_from_the_command(
+    tmp_path: Path, then: int
+) -> None:
+    """Preemption (Slurm 22.05): the steps get SIGTERM at the start of GraceTime; the worker
+    serves on until the run's drain (STOP_SIGNAL) or Slurm's second SIGTERM at the end."""
+    log, port = tmp_path / "step.log", e2e.free_port()
+    proc = start_double(log, wrapped=True, hold=True, port=port)
+    os.kill(proc.pid, signal.SIGTERM)
+    e2e.wait_for(lambda: HOLD_MESSAGE in log.read_text(), timeout=10, what="the hold message")
+    health = requests.get(f"http://127.0.0.1:{port}/health", timeout=10)
+    assert health.status_code == 200  # 503 once SGLang drains on a SIGTERM
+    assert proc.poll() is None
+    os.kill(proc.pid, then)
+    assert proc.wait(timeout=20) == 0
+    assert "Gracefully exiting" in log.read_text() and "SIGQUIT" not in log.read_text()

@@ -4,7 +4,8 @@ keeps serving a while (WorkerJobPlan.hold_s) so that the run can replace it firs
 Slurm sends the batch shell -- this driver -- SIGTERM `launcher.signal_before_limit_s` before
 the time limit (`--signal=B:TERM@N`: the workers' steps get nothing yet). A preempting Slurm
 22.05 signals the steps instead (SIGTERM at the start of the partition's GraceTime, seen on the
-testbed), so a preempted job's workers exit and the job is replaced once it ends. Our own stops
+testbed), which their holding stop wrapper keeps from the workers (slurm/stepwrap.py): the run's
+driver learns of the preemption from squeue (orchestrator.elastic.rollover). Our own stops
 (ctl stop, a scale-down, a rollover's drain) always leave the stop file first. So a signal
 without the stop file is recorded in state.json (`stop_signal_at`), which the run's driver reads
 on its next tick and answers with a replacement at once (orchestrator.elastic.rollover); this

@@ -9,6 +9,10 @@ workers in Slurm jobs attached to it, so the endpoint outlives every one of them
   readiness) and the frontend routes to it role by role (elastic/handover.py: asked of the
   frontend itself), the old job is drained like `ctl stop` does (its driver deregisters the
   workers; SGLang and Dynamo workers finish their in-flight requests on SIGTERM), then it ends.
+- A worker job that Slurm preempts is replaced at once: each Slurm tick asks squeue for the
+  PreemptTime of the serving jobs (Slurm 22.05 SIGTERMs the steps, which the stop wrapper keeps
+  from the workers, and tells the batch shell nothing); the job is drained once its copy serves,
+  within the partition's GraceTime if the copy is ready by then (Slurm ends the job after it).
 - A worker job that ends without being asked to (preempted, node failure, scancel, crash) is
   replaced at once.
 """
@@ -27,7 +31,7 @@ from orchestrator.plan.model import ServePlan
 from orchestrator.rundir import Phase, WorkerJob
 from orchestrator.rundir.jobs import WorkerJobs
 from orchestrator.runtime.hooks import DriverView
-from orchestrator.slurm.client import JobState, SlurmClient
+from orchestrator.slurm.client import JobState, Preemption, SlurmClient
 
 TICK_S = 0.5  # state.json of each live worker job: a replacement's readiness is seen at once
 SLURM_TICK_S = 2.0  # one batched squeue for the live worker jobs (polite to slurmctld)
@@ -67,6 +71,8 @@ class Rollover(JobWatch):
         self.serve, self.runner = serve, runner
         self.failures = 0  # replacements that failed in a row
         self.deadlines: dict[str, tuple[float, float]] = {}  # job -> (limit at, asked at), clock
+        self.preempted: dict[str, Preemption] = {}  # as of the last squeue
+        self.preempted_at: float | None = None  # when squeue was last asked (clock)
         self.handover = Handover()
         self.watched_at = -SLURM_TICK_S  # the frontend's roles looked at (clock)
 
@@ -81,9 +87,10 @@ class Rollover(JobWatch):
         d.say(f"submitted worker job {job.job_id} ({', '.join(job.workers)}) -> {job.run_dir}")
 
     def due(self, d: DriverView, looks: Sequence[Look]) -> bool:
-        """Drain what its copy took over from; replace what is due: a job Slurm told to stop,
-        or one near its time limit."""
+        """Drain what its copy took over from; replace what is due: a job Slurm told to stop
+        or is preempting, or one near its time limit."""
         submitted = self._hand_over(d, looks)
+        preempted = self._preempted(d, looks)
         for look in live(looks):
             if look.ended or not self._replaceable(look.job, looks):
                 continue
@@ -91,6 +98,10 @@ class Rollover(JobWatch):
             if signalled:  # Slurm told it to stop (elastic/hold.py): it serves a while longer
                 submitted |= self._replace(
                     d, look.job, f"{signalled} from Slurm (time limit or preemption)"
+                )
+            elif look.job.job_id in preempted:
+                submitted |= self._replace(
+                    d, look.job, preempted_reason(preempted[look.job.job_id])
                 )
             elif self.serve.rollover and self._due(d, look.job):
                 submitted |= self._replace(
@@ -169,6 +180,16 @@ class Rollover(JobWatch):
             self.deadlines[job.job_id] = (limit_at, now)
         return limit_at - now
 
+    def _preempted(self, d: DriverView, looks: Sequence[Look]) -> dict[str, Preemption]:
+        """The replaceable jobs Slurm is preempting: ONE squeue every slurm_every_s (their batch
+        shell is told nothing, their steps' SIGTERM is kept from the workers: stepwrap.py)."""
+        now = d.clock.now()
+        if self.preempted_at is None or now >= self.preempted_at + self.slurm_every_s:
+            self.preempted_at = now
+            ids = [k.job.job_id for k in live(looks) if self._replaceable(k.job, looks)]
+            self.preempted = self.slurm.preemptions(ids)
+        return self.preempted
+
     def _replaceable(self, job: WorkerJob, looks: Sequence[Look]) -> bool:
         """Serving, not being drained, no replacement on its way, attempts left."""
         if not job.ready_at or job.drain_at or stop_asked(job) or replaced(job, looks):
@@ -234,6 +255,12 @@ class Rollover(JobWatch):
                 "worker jobs did not stop in time, cancelled: "
                 + ", ".join(j.job_id for j in waiting)
             )
+
+
+def preempted_reason(p: Preemption) -> str:
+    """Why a preempted job is replaced, with Slurm's times (local clock)."""
+    ends = time.strftime("%H:%M:%S", time.localtime(p.ends_at)) if p.ends_at else "?"
+    return f"preempted by Slurm at {time.strftime('%H:%M:%S', time.localtime(p.at))}, ends {ends}"
 
 
 def attach_rollover(driver: DriverView, serve: ServePlan) -> None:

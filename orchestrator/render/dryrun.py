@@ -31,6 +31,7 @@ from orchestrator.slurm.request import (
     PER_NODE,
     SBATCH,
     agent_srun_argv,
+    holds_slurm_term,
     sbatch_directives,
     srun_argv,
     submitit_parameters,
@@ -104,8 +105,11 @@ def srun_steps(plan: Plan) -> dict[str, list[str]]:
             )
             for i in range(plan.num_nodes)
         }
+    hold = holds_slurm_term(plan)
     return {
-        p.name: srun_argv(p, plan.slurm, hostname=node_host(p.node_index), job_id=JOB_ID_SHOWN)
+        p.name: srun_argv(
+            p, plan.slurm, hostname=node_host(p.node_index), job_id=JOB_ID_SHOWN, hold=hold
+        )
         for p in all_processes(plan)
     }
 

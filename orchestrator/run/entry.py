@@ -41,7 +41,7 @@ from orchestrator.runtime.pernode import NodeBackend
 from orchestrator.runtime.processes import Backend, LocalBackend, SrunBackend
 from orchestrator.runtime.state import StateFile
 from orchestrator.slurm.client import SlurmClient
-from orchestrator.slurm.request import PER_NODE
+from orchestrator.slurm.request import PER_NODE, holds_slurm_term
 
 
 @dataclass(frozen=True)
@@ -307,7 +307,8 @@ def _setup(
             python=sys.executable,
             log_dir=RunDir(run_dir).logs_dir,
         )
-    return bound, SrunBackend(bound.slurm, alloc.job_id, alloc.hosts, SubprocessRunner())
+    hold = holds_slurm_term(bound)
+    return bound, SrunBackend(bound.slurm, alloc.job_id, alloc.hosts, SubprocessRunner(), hold=hold)
 
 
 def run_driver(run_dir: Path, env: Mapping[str, str] | None = None) -> int:

@@ -169,15 +169,21 @@ class SrunBackend:
     leader alone: with proctrack/pgid or linuxproc a SIGTERM would reach SGLang's schedulers too."""
 
     def __init__(
-        self, req: SlurmRequest, job_id: str, hosts: Sequence[str], runner: CommandRunner
+        self,
+        req: SlurmRequest,
+        job_id: str,
+        hosts: Sequence[str],
+        runner: CommandRunner,
+        *,
+        hold: bool = False,
     ) -> None:
         self._req, self._job_id, self._hosts = req, job_id, list(hosts)
-        self._slurm = SlurmClient(runner)
+        self._slurm, self._hold = SlurmClient(runner), hold
 
     def start(self, proc: Process, log: Path) -> Running:
         """Run `srun ... env K=V argv` on the process's node, output into its log."""
         host = self._hosts[proc.node_index]
-        argv = srun_argv(proc, self._req, hostname=host, job_id=self._job_id)
+        argv = srun_argv(proc, self._req, hostname=host, job_id=self._job_id, hold=self._hold)
         fd = open_log(log)
         try:
             popen = subprocess.Popen(

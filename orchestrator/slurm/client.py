@@ -9,14 +9,16 @@ from collections.abc import Sequence
 from orchestrator.core.effects import CommandResult, CommandRunner
 from orchestrator.core.errors import OrchestratorError, SubmissionError
 from orchestrator.slurm import parse
-from orchestrator.slurm.parse import SEP
+from orchestrator.slurm.parse import SEP, Preemption
 from orchestrator.slurm.request import SBATCH
 from orchestrator.slurm.states import JOB_STATES, JobCategory, JobState
 
-__all__ = ["JOB_STATES", "JobCategory", "JobState", "SlurmClient"]
+__all__ = ["JOB_STATES", "JobCategory", "JobState", "Preemption", "SlurmClient"]
 
 SQUEUE_JOBS = f"%i{SEP}%T{SEP}%j"
 SACCT_JOBS = "JobID,State,JobName"
+# `-O`, not `-o`: squeue 22.05 has no `%` letter for PreemptTime. Each field ends with SEP.
+SQUEUE_PREEMPT = f"JobID:{SEP},PreemptTime:{SEP},EndTime:{SEP}"
 
 
 class SlurmClient:
@@ -77,6 +79,16 @@ class SlurmClient:
             return {}
         res = self._run(["squeue", "-h", "-j", ",".join(ids), "-o", f"%i{SEP}%L"])
         return parse.parse_time_left(res.stdout) if res.returncode == 0 else {}
+
+    def preemptions(self, job_ids: Sequence[str]) -> dict[str, Preemption]:
+        """The jobs of `job_ids` that Slurm is preempting now (ONE squeue call): when, and when
+        they will be ended. A preempting Slurm 22.05 sends the steps SIGTERM and the batch
+        shell nothing, so this is where a run learns it (orchestrator.elastic.rollover)."""
+        ids = [j for j in dict.fromkeys(job_ids) if j]
+        if not ids:
+            return {}
+        res = self._run(["squeue", "-h", "-j", ",".join(ids), "-O", SQUEUE_PREEMPT])
+        return parse.parse_preemptions(res.stdout) if res.returncode == 0 else {}
 
     def state(self, job_id: str) -> JobState:
         """The state of one job (see `states`)."""

@@ -6,6 +6,8 @@ Multi-field formats use the ASCII unit separator (`SEP`): job names may hold spa
 from __future__ import annotations
 
 import re
+import time
+from dataclasses import dataclass
 
 from orchestrator.core.errors import OrchestratorError
 from orchestrator.slurm.states import JobState, job_state
@@ -113,3 +115,39 @@ def parse_time_left(stdout: str) -> dict[str, float | None]:
         if len(fields) == 2 and fields[0].isdigit():
             left[fields[0]] = parse_duration(fields[1])
     return left
+
+
+@dataclass(frozen=True, slots=True)
+class Preemption:
+    """A running job Slurm is preempting (`squeue -O PreemptTime`, set once the preemptor is
+    scheduled): `at`, and `ends_at`, its EndTime, moved to PreemptTime + the partition's
+    GraceTime (Slurm 22.05 `_preempt_signal`; its periodic time-limit pass ends the job up to
+    ~30 s later, measured on the testbed). Epoch seconds."""
+
+    job_id: str
+    at: float
+    ends_at: float | None
+
+
+def parse_timestamp(text: str) -> float | None:
+    """A Slurm timestamp as squeue prints it (`2026-12-07T15:39:17`, the local time of the
+    client) -> epoch seconds; None for N/A, Unknown, None or anything else."""
+    try:
+        return time.mktime(time.strptime(text.strip(), "%Y-%m-%dT%H:%M:%S"))
+    except ValueError:
+        return None
+
+
+def parse_preemptions(stdout: str) -> dict[str, Preemption]:
+    """`squeue -h -O JobID:<SEP>,PreemptTime:<SEP>,EndTime:<SEP>` -> {job id: Preemption} for
+    the jobs being preempted (PreemptTime N/A: not preempted; a pending job may show an
+    expected EndTime)."""
+    found: dict[str, Preemption] = {}
+    for line in stdout.splitlines():
+        fields = line.strip().split(SEP)
+        if len(fields) < 3 or not fields[0].isdigit():
+            continue
+        at = parse_timestamp(fields[1])
+        if at is not None:
+            found[fields[0]] = Preemption(fields[0], at, parse_timestamp(fields[2]))
+    return found

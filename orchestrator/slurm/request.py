@@ -6,7 +6,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from orchestrator.plan.model import Process, SlurmRequest
+from orchestrator.plan.model import Plan, Process, SlurmRequest
 from orchestrator.slurm.stepwrap import wrap
 
 SBATCH = "sbatch"  # the command (also the name of the launcher that runs it)
@@ -124,13 +124,16 @@ def agent_srun_argv(
     return argv + list(req.srun_extra) + [python, agent, run_dir]
 
 
-def srun_argv(proc: Process, req: SlurmRequest, *, hostname: str, job_id: str) -> list[str]:
+def srun_argv(
+    proc: Process, req: SlurmRequest, *, hostname: str, job_id: str, hold: bool = False
+) -> list[str]:
     """The srun step that runs `proc` on its node.
 
     `--overlap`: steps share the allocation with the driver and each other (CPUs are not split);
     GPUs are bound by CUDA_VISIBLE_DEVICES from the plan, because with --overlap Slurm 22.05 gives
     every overlapping step the same GRES, and --exact would pick device indices itself.
-    The command runs under the stop wrapper (stepwrap.py), so that a stop reaches its leader alone.
+    The command runs under the stop wrapper (stepwrap.py), so that a stop reaches its leader alone;
+    `hold`: under the holding one (see `holds_slurm_term`).
     """
     argv = ["srun", f"--jobid={job_id}", "--overlap", "--nodes=1", "--ntasks=1"]
     argv += [f"--nodelist={hostname}", f"--job-name={proc.name}", "--kill-on-bad-exit=1"]
@@ -139,4 +142,10 @@ def srun_argv(proc: Process, req: SlurmRequest, *, hostname: str, job_id: str) -
         if req.container_mounts:
             argv.append(f"--container-mounts={','.join(req.container_mounts)}")
     argv += list(req.srun_extra)
-    return argv + wrap([*env_prefix(proc.env), *proc.argv], proc.name)
+    return argv + wrap([*env_prefix(proc.env), *proc.argv], proc.name, hold=hold)
+
+
+def holds_slurm_term(plan: Plan) -> bool:
+    """Whether `plan`'s steps keep Slurm's first SIGTERM from their command (stepwrap.py): a
+    worker job of a frontend.placement=here run, which keeps serving while the run replaces it."""
+    return plan.job is not None and plan.job.hold_s > 0

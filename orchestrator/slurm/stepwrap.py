@@ -25,6 +25,16 @@ is installed):
 - waits again after each trapped signal (`wait` returns 128+N when a trap interrupts it), so it
   reaps the leader and exits with the leader's exit status (128+N when a signal killed it, the
   code srun reports for a task killed by signal N as well).
+
+The holding wrapper (`wrap(..., hold=True)`: the steps of a frontend.placement=here run's worker
+jobs, WorkerJobPlan.hold_s > 0) keeps the FIRST SIGTERM from Slurm from the leader and says so in
+the step's log; a second one is passed on. Why: a preempting Slurm 22.05 SIGTERMs every step at
+the start of the partition's GraceTime and the batch shell nothing (measured on the testbed), so
+passed on at once the workers would leave the frontend before the run's replacement serves. The
+run's driver sees the preemption in Slurm (squeue PreemptTime, orchestrator.elastic.rollover),
+replaces the job and drains it the usual way (STOP_SIGNAL, still passed on at once). When the
+grace ends Slurm sends SIGTERM again (passed on), then SIGKILL KillWait later. The cost: a plain
+`scancel` of such a job (one SIGTERM, then SIGKILL KillWait later) no longer drains its workers.
 """
 
 from __future__ import annotations
@@ -47,12 +57,27 @@ WRAPPER_LINES = (
     'exit "$rc"',
 )
 WRAPPER = "; ".join(WRAPPER_LINES)
+# The holding wrapper: `hold` keeps the first SIGTERM (not the driver's STOP_SIGNAL) from the
+# leader and passes on a second.
+HOLD_MESSAGE = (
+    "stop wrapper: SIGTERM from Slurm kept from the command (preemption: the run replaces this "
+    "job, then drains it); a second SIGTERM is passed on"
+)
+HOLDING_WRAPPER_LINES = (
+    WRAPPER_LINES[0],
+    f'hold() {{ sig=1; if [ -n "${{held:-}}" ]; then fwd TERM; else held=1; echo "{HOLD_MESSAGE}" >&2; fi; }}',
+    WRAPPER_LINES[1],
+    f'trap "fwd TERM" {STOP_SIGNAL.name.removeprefix("SIG")}',
+    "trap hold TERM",
+    *WRAPPER_LINES[3:],
+)
+HOLDING_WRAPPER = "; ".join(HOLDING_WRAPPER_LINES)
 
 
-def wrap(argv: Sequence[str], name: str) -> list[str]:
-    """`bash -c WRAPPER NAME ARGV...`: run `argv` under the stop wrapper; `name` becomes the
-    wrapper's `$0` (what ps and bash's own messages show)."""
-    return ["bash", "-c", WRAPPER, name, *argv]
+def wrap(argv: Sequence[str], name: str, *, hold: bool = False) -> list[str]:
+    """`bash -c WRAPPER NAME ARGV...`: run `argv` under the stop wrapper (the holding one when
+    `hold`); `name` becomes the wrapper's `$0` (what ps and bash's own messages show)."""
+    return ["bash", "-c", HOLDING_WRAPPER if hold else WRAPPER, name, *argv]
 
 
 def scancel_signal(sig: signal.Signals) -> str:

@@ -170,8 +170,11 @@ def test_dynamo_rolls_over_twice_without_a_failed_request_and_replaces_a_lost_jo
     assert attached(here_run)[-1]["reason"] == "SIGTERM from Slurm (time limit or preemption)"
     assert e2e.state(Path(signalled["run_dir"]))["stop_signal"] == "SIGTERM"
 
-    # A worker job that ends unasked (scancel: its steps are killed; a node failure alike) is
-    # replaced at once and the endpoint serves again through the copy.
+    # A worker job that is scancelled is replaced at once and the endpoint serves again through
+    # the copy. Its driver gets SIGTERM (the hold: a copy at once) and its steps too, which their
+    # holding stop wrapper keeps from the workers (slurm/stepwrap.py): Slurm SIGKILLs them
+    # KillWait (5 s) later, so the copy may serve before the job is gone (then it is drained)
+    # or after (then it "ended unexpectedly").
     current = attached(here_run)[-1]
     subprocess.run(["scancel", current["job_id"]], check=True)
     e2e.wait_for(
@@ -184,7 +187,14 @@ def test_dynamo_rolls_over_twice_without_a_failed_request_and_replaces_a_lost_jo
     )
     assert e2e.chat(url, MODEL).strip()
     log = (here_run / "driver.log").read_text()
-    assert f"worker job {current['job_id']} ended unexpectedly" in log
+    assert f"replacing worker job {current['job_id']} (" in log
+    e2e.wait_for(
+        lambda: any(
+            e["job_id"] == current["job_id"] and e.get("removed_at") for e in attached(here_run)
+        ),
+        timeout=30,
+        what="the cancelled job gone",
+    )
     status = e2e.ctl("status", str(here_run)).stdout
     newest = attached(here_run)[-1]
     assert f"attached: job {newest['job_id']} generation {newest['generation']} ready" in status
