@@ -15,6 +15,7 @@ to its end, times the GPUs of its workers, clipped to the ramp), and for `autosc
 planner decision with its decision -> serving time (state.json autoscale_decisions).
 
 Usage: python benchmarks/autoscale.py [--minutes 10] [--peak 24] [--arms static_min,...]
+       [--set HYDRA_OVERRIDE ...]
 """
 
 from __future__ import annotations
@@ -162,7 +163,7 @@ def arm_overrides(arm: str, args: argparse.Namespace) -> list[str]:
 def run_arm(arm: str, args: argparse.Namespace, base: Path) -> dict[str, Any]:
     """Launch, ramp, measure, stop."""
     run_dir = base / arm
-    cmd = [sys.executable, "-m", "orchestrator", *COMMON, *arm_overrides(arm, args)]
+    cmd = [sys.executable, "-m", "orchestrator", *COMMON, *arm_overrides(arm, args), *args.set]
     launched = subprocess.run(
         [*cmd, f"run_dir={run_dir}"], cwd=REPO, capture_output=True, text=True, check=False
     )
@@ -207,6 +208,9 @@ def main() -> None:
     p.add_argument("--max-decode", type=int, default=3)
     p.add_argument("--interval-s", type=int, default=5)
     p.add_argument("--arms", default="static_min,static_max,autoscaled")
+    # Extra Hydra overrides for every arm, e.g. a slower mocker so that 1P1D misses the targets
+    # at the peak: --set +engine.args.decode-speedup-ratio=0.1 --set +engine.args.max-num-seqs=8
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     args = p.parse_args()
     rows = []
     with tempfile.TemporaryDirectory(prefix="autoscale-bench-") as tmp:
