@@ -20,6 +20,7 @@ import pytest
 from orchestrator.slurm.stepwrap import HOLD_MESSAGE
 from tests import e2e
 from tests.slurm.test_e2e_rollover import (
+    DYNAMO_DRAIN,
     HERE,
     MODEL,
     attached,
@@ -44,6 +45,7 @@ PREEMPTIBLE = [
     *(o for o in HERE if not o.startswith(("cluster.time_limit_min", "serve.rollover_lead"))),
     "cluster.partition=preemptible",
     "cluster.time_limit_min=10",
+    *DYNAMO_DRAIN,
 ]
 
 
