@@ -21,20 +21,24 @@ from tests import e2e
 
 pytestmark = pytest.mark.slurm
 DOUBLE = e2e.REPO / "tests" / "doubles" / "sglang_test_double.py"
+# TP8 workers of the SGLang test double: one node each (its 8 GPUs), so every node stages.
+STAGED = [
+    "+model=llama_3_3_70b",
+    "engine=sglang",
+    "frontend=sglang_router",
+    "cluster=testbed",
+    f"engine.python={DOUBLE}",
+    "launcher=submitit",
+    "prefill.tp=8",
+    "decode.tp=8",
+]
 
 
 def launch(run_dir: Path, model: Path, local_dir: Path, method: str, timeout: float = 240) -> dict:
     """Launch until ready, note the workers' model paths by host, stop; state.json + paths."""
     proc = e2e.cli(
         [
-            "+model=llama_3_3_70b",
-            "engine=sglang",
-            "frontend=sglang_router",
-            "cluster=testbed",
-            f"engine.python={DOUBLE}",
-            "launcher=submitit",
-            "prefill.tp=8",
-            "decode.tp=8",
+            *STAGED,
             "decode.workers=2",
             f"model.path={model}",
             "model.served_name=tiny",
@@ -110,14 +114,7 @@ def test_a_node_without_the_space_refuses_before_any_worker(
     run_dir = tmp_path / "full"
     proc = e2e.cli(
         [
-            "+model=llama_3_3_70b",
-            "engine=sglang",
-            "frontend=sglang_router",
-            "cluster=testbed",
-            f"engine.python={DOUBLE}",
-            "launcher=submitit",
-            "prefill.tp=8",
-            "decode.tp=8",
+            *STAGED,
             f"model.path={model}",
             "model.served_name=tiny",
             "model.stage=node_local",
