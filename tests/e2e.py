@@ -214,6 +214,15 @@ def job_state(job_id: str) -> str:
     return res.stdout.strip().split(" ")[0] if res.returncode == 0 else ""
 
 
+def job_ended(job_id: str, timeout: float = 30) -> str:
+    """The job's final state in sacct, once it has one (so a failed assert shows which)."""
+    return wait_for(
+        lambda: (s := job_state(job_id)) not in ("", "PENDING", "RUNNING", "COMPLETING") and s,
+        timeout=timeout,
+        what=f"job {job_id} to end in sacct",
+    )
+
+
 def kill_run(run_dir: Path) -> None:
     """Cleanup for failed local tests: SIGKILL whatever still mentions the run directory."""
     for p in processes_mentioning(str(run_dir)):

@@ -21,6 +21,7 @@ from orchestrator.core.errors import OrchestratorError, ProcessFailed, WorkersNo
 from orchestrator.frontends import get_frontend
 from orchestrator.frontends.control_key import authorized
 from orchestrator.plan.model import TIER_INFRA, Plan, Process
+from orchestrator.run.early_stop import STOP_SIGNALS
 from orchestrator.rundir import Phase, RunDir
 from orchestrator.rundir.secrets import API_KEY_ENV
 from orchestrator.runtime import health, restarts
@@ -36,8 +37,6 @@ from orchestrator.runtime.processes import (
 from orchestrator.runtime.restarts import RestartBook, unit_key
 from orchestrator.runtime.state import StateFile, progress_line
 
-# SIGHUP: the terminal of a local run closed (or the login shell of an salloc session ended).
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
 # A process that ends this soon after our own stop signal is part of the stop, not a crash
 # (scancel and preemption signal every step and the driver at the same time).
 STOP_RACE_S = 1.0
@@ -88,21 +87,26 @@ class Driver:
             self.stop_reason = reason
         self.stop_event.set()
 
-    def install_signal_handlers(self) -> None:
+    def install_signal_handlers(self, pending: str = "") -> None:
         """SIGTERM (scancel, time limit via --signal=B:TERM, ctl stop), SIGINT (Ctrl-C) and the
-        USR signals (preemption warnings) all mean: stop gracefully."""
+        USR signals (preemption warnings) all mean: stop gracefully. `pending`: the reason of a
+        stop signal that arrived before (orchestrator.run.early_stop); the run stops at once."""
 
         def handler(signum: int, _frame: FrameType | None) -> None:
             self.request_stop(f"received {signal.Signals(signum).name}")
 
         for sig in STOP_SIGNALS:
             signal.signal(sig, handler)
+        if pending:
+            self.request_stop(pending)
 
     # --- phases --------------------------------------------------------------------------
     def run(self) -> int:
         """Start, wait until ready, serve until stopped; always tear down. Exit code 0/1."""
         failure = ""
         try:
+            if self.stop_event.is_set():  # stopped before anything started: start nothing
+                raise Stopped()
             self.state.phase(Phase.STARTING)
             self._start_all()
             self._wait_ready()

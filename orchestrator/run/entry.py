@@ -32,6 +32,7 @@ from orchestrator.plan.model import Plan
 from orchestrator.plan.placeholders import Bindings, bind_plan, shift_port
 from orchestrator.plan.ports import port_offset_for_job
 from orchestrator.run.driver import Driver, default_say
+from orchestrator.run.early_stop import EarlyStop, StopBeforeStart
 from orchestrator.rundir import Phase, RunDir
 from orchestrator.rundir.secrets import export_secrets
 from orchestrator.runtime import fetch, nodes, preflight, stage_step
@@ -313,18 +314,25 @@ def _setup(
 
 def run_driver(run_dir: Path, env: Mapping[str, str] | None = None) -> int:
     """Run the deployment saved in `run_dir`; returns the exit code (0 done, 1 failed)."""
+    early = EarlyStop()
+    early.install()  # first: a stop signal during setup is neither lost nor fatal
     env = dict(os.environ if env is None else env)
     run_dir = run_dir.resolve()
     state, say = StateFile(run_dir), make_say(run_dir)
     begin_attempt(state, env)  # a requeued job re-runs its driver here: a new attempt
     state.update(driver_pid=os.getpid(), driver_host=socket.gethostname())
     try:
-        plan = load_plan(run_dir)
-        # Handed to every process through the environment, never through the plan or argv.
-        export_secrets(run_dir, plan.job.run_dir if plan.job else "", os.environ)
-        use_our_interpreter_first(plan)
-        bound, backend = _setup(plan, run_dir, env, state, say)
-        start_fingerprint(run_dir, bound, backend)  # per node, in a thread, bounded to seconds
+        with early.armed():
+            plan = load_plan(run_dir)
+            # Handed to every process through the environment, never through plan or argv.
+            export_secrets(run_dir, plan.job.run_dir if plan.job else "", os.environ)
+            use_our_interpreter_first(plan)
+            bound, backend = _setup(plan, run_dir, env, state, say)
+            start_fingerprint(run_dir, bound, backend)  # per node, in a thread, bounded
+    except StopBeforeStart as stop:
+        say(f"stopping before any process started ({stop})")
+        state.phase(Phase.DONE, reason=str(stop))
+        return 0
     except OrchestratorError as exc:
         say(f"failed: {exc}")
         state.phase(Phase.FAILED, error=str(exc))
@@ -338,7 +346,7 @@ def run_driver(run_dir: Path, env: Mapping[str, str] | None = None) -> int:
         state=state,
         say=say,
     )
-    driver.install_signal_handlers()
+    driver.install_signal_handlers(pending=early.reason)
     attach_hold(driver)  # a worker job of a placement=here run: Slurm's stop signals are held
     attach_heartbeat(driver)  # an attached job stops itself when its run's driver is gone
     attach_retire(driver)  # ctl scale down: single workers

@@ -171,9 +171,29 @@ def test_time_limit_signal_tears_down_before_slurm_kills(
     )
     assert st["phase"] == "done" and "SIGTERM" in st["reason"], st
     e2e.wait_for(lambda: e2e.nothing_left(run_dir), timeout=30, what="no processes of the run")
-    e2e.wait_for(
-        lambda: e2e.job_state(job_id) == "COMPLETED", timeout=30, what="job COMPLETED, not TIMEOUT"
+    assert e2e.job_ended(job_id) == "COMPLETED"  # not TIMEOUT
+
+
+def test_a_stop_signal_during_setup_is_not_lost(slurm_jobs: list[str], tmp_path: Path) -> None:
+    # A signal seconds after the job starts, while the driver still looks up its nodes and runs
+    # the preflight step (scancel; the time-limit warning, sent by slurmctld's 30-s time-limit
+    # pass): submitit's own handler used to drop SIGTERM there, so the run served on until
+    # Slurm killed it at the limit; under sbatch it killed the driver with state.json unended.
+    run_dir = tmp_path / "run"
+    proc = e2e.cli([*BASE, f"run_dir={run_dir}", "wait=false"])
+    assert proc.returncode == 0, proc.stderr
+    job_id, _ = e2e.submit_output(proc)
+    slurm_jobs.append(job_id)
+    e2e.wait_for(lambda: e2e.state(run_dir).get("driver_pid"), timeout=60, what="the driver")
+    subprocess.run(["scancel", "--batch", "--signal=TERM", job_id], check=True)
+    st = e2e.wait_for(
+        lambda: (s := e2e.state(run_dir)).get("phase") in ("done", "failed") and s,
+        timeout=30,
+        what="the driver to stop on the signal",
     )
+    assert st["phase"] == "done" and st["reason"] == "received SIGTERM", st
+    e2e.wait_for(lambda: e2e.nothing_left(run_dir), timeout=30, what="no processes of the run")
+    assert e2e.job_ended(job_id) == "COMPLETED"
 
 
 def test_queued_job_is_reported_and_a_cancel_before_start_is_an_error(
