@@ -2,14 +2,15 @@
 address 10.77.0.1 stands in for a login node) under a detached driver, and the workers in
 2-minute Slurm jobs that roll over -- each replaced 90 s before its limit, drained once the copy
 serves and the frontend routes to it role by role -- while CLIENTS concurrent clients (streamed
-and non-streamed chats, each request's send time and outcome kept) run: no request fails, and
-every generation served some.
+and non-streamed chats, each request's send time and outcome kept) run: no request fails (with
+Dynamo: but those its frontend logs as cancelled, see CANCELLED), and every generation served some.
 A worker job that is scancelled is replaced at once. `ctl stop` leaves nothing anywhere."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 from collections.abc import Callable, Iterator
@@ -38,12 +39,15 @@ HERE = [
     "readiness.timeout_s=60",
     "launcher=sbatch",
 ]
-# Dynamo 1.6.1's frontend cancels the streams in flight to an instance the moment it leaves
-# discovery ("Cancelled stream registrations for removed instance"), also a draining one that
-# still serves; without migration such a request fails (503 "migration retries exhausted",
-# seen in CI: 1 of ~270 requests across a drain). Zero loss across a drain needs
-# --migration-limit (README: "A dead Dynamo instance" says what it costs after a kill -9).
-DYNAMO_DRAIN = ["frontend.migration_limit=3"]
+# Dynamo 1.6.1's frontend cancels the responses it still awaits from an instance the moment that
+# instance leaves discovery ("Cancelled stream registrations for removed instance ... cancelled=N"),
+# a draining one too; without migration each such request fails (503). With --migration-limit the
+# retry collides with its own prefill, still running ("request ... is already active"), and the
+# prefill router shuts the live prefill out for ~5 s: benchmarks/rollover_soak.py lost 6,059
+# requests that way in 1 of 15 rollovers (README "Rollover"). So drains run with Dynamo's default
+# (limit 0), and a Dynamo test tolerates exactly the requests its frontend logged as cancelled:
+# any other failure (a drain before the copy routes, a role with no instance) still fails it.
+CANCELLED = re.compile(r"Cancelled stream registrations for removed instance.*?cancelled=(\d+)")
 DOUBLE = str(e2e.REPO / "tests" / "doubles" / "sglang_test_double.py")
 CLIENTS = 8  # concurrent clients during the rollovers (benchmarks/rollover_soak.py: the long soak)
 
@@ -99,6 +103,21 @@ def failed(results: list[e2e.Outcome] | list[str]) -> list[str]:
     ]
 
 
+def cancelled_by_dynamo(run_dir: Path) -> int:
+    """Requests the run's Dynamo frontends cancelled as their worker left discovery."""
+    logs = (run_dir / "logs").glob("frontend*.log")
+    text = re.sub(r"\x1b\[[0-9;]*m", "", "".join(p.read_text(errors="replace") for p in logs))
+    return sum(int(n) for n in CANCELLED.findall(text))
+
+
+def unexplained(results: list[e2e.Outcome], run_dir: Path) -> list[str]:
+    """The failed requests, unless each is a 503 the frontend logged as cancelled (see above)."""
+    lost = failed(results)
+    if len(lost) <= cancelled_by_dynamo(run_dir) and all(" HTTP 503 " in f for f in lost):
+        return []
+    return lost
+
+
 def stop_and_check_nothing_left(run_dir: Path) -> None:
     jobs = [e["job_id"] for e in attached(run_dir)]
     stopped = e2e.ctl("stop", str(run_dir))
@@ -113,13 +132,11 @@ def stop_and_check_nothing_left(run_dir: Path) -> None:
         )
 
 
-def test_dynamo_rolls_over_twice_without_a_failed_request_and_replaces_a_lost_job(
+def test_dynamo_rolls_over_twice_losing_only_what_its_frontend_cancels_and_replaces_a_lost_job(
     here_run: Path,
 ) -> None:
     port = e2e.free_port()
-    proc = e2e.cli(
-        [*HERE, *DYNAMO_DRAIN, "engine=mocker", f"frontend.http_port={port}", f"run_dir={here_run}"]
-    )
+    proc = e2e.cli([*HERE, "engine=mocker", f"frontend.http_port={port}", f"run_dir={here_run}"])
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == [str(here_run)]  # no job of its own: the driver runs here
     url = e2e.state(here_run)["frontend_url"]
@@ -137,7 +154,7 @@ def test_dynamo_rolls_over_twice_without_a_failed_request_and_replaces_a_lost_jo
     results = roll_over_twice(
         here_run, url, watch, lambda: served.get(attached(here_run)[-1]["run_dir"], 0) > 0
     )
-    assert failed(results) == [], failed(results)[:5]
+    assert unexplained(results, here_run) == [], failed(results)[:5]
     entries = attached(here_run)
     assert [e["generation"] for e in entries[:3]] == [1, 2, 3]
     assert [e["replaces"] for e in entries[1:3]] == [entries[0]["job_id"], entries[1]["job_id"]]
@@ -155,7 +172,8 @@ def test_dynamo_rolls_over_twice_without_a_failed_request_and_replaces_a_lost_jo
             {
                 "requests": len(results),
                 "requests_per_s": round(len(results) / span, 1),
-                "failed": 0,
+                "failed": len(failed(results)),
+                "cancelled_by_dynamo": cancelled_by_dynamo(here_run),
                 "served_per_generation": [served.get(e["run_dir"]) for e in entries[:3]],
             }
         )
@@ -174,7 +192,7 @@ def test_dynamo_rolls_over_twice_without_a_failed_request_and_replaces_a_lost_jo
             timeout=60,
             what="a replacement of the signalled job, then its drain",
         )
-    assert failed(results) == [], failed(results)[:5]
+    assert unexplained(results, here_run) == [], failed(results)[:5]
     assert attached(here_run)[-1]["reason"] == "SIGTERM from Slurm (time limit or preemption)"
     assert e2e.state(Path(signalled["run_dir"]))["stop_signal"] == "SIGTERM"
 
@@ -246,7 +264,8 @@ def test_router_rolls_over_twice_without_a_failed_request(here_run: Path, tmp_pa
         json.dumps(
             {
                 "requests": len(results),
-                "failed": 0,
+                "failed": len(failed(results)),
+                "cancelled_by_dynamo": cancelled_by_dynamo(here_run),
                 "served_per_generation": [by_port.get(p) for p in ports],
             }
         )
