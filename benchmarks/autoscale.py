@@ -15,7 +15,7 @@ to its end, times the GPUs of its workers, clipped to the ramp), and for `autosc
 planner decision with its decision -> serving time (state.json autoscale_decisions).
 
 Usage: python benchmarks/autoscale.py [--minutes 10] [--peak 24] [--arms static_min,...]
-       [--set HYDRA_OVERRIDE ...]
+       [--set HYDRA_OVERRIDE ...] [--autoscale-set HYDRA_OVERRIDE ...] [--keep DIR]
 """
 
 from __future__ import annotations
@@ -151,6 +151,7 @@ def arm_overrides(arm: str, args: argparse.Namespace) -> list[str]:
     if arm == "static_max":
         return [f"prefill.workers={args.max_prefill}", f"decode.workers={args.max_decode}"]
     return [
+        *args.autoscale_set,
         "autoscale=dynamo_planner",
         f"autoscale.max_prefill={args.max_prefill}",
         f"autoscale.max_decode={args.max_decode}",
@@ -211,11 +212,17 @@ def main() -> None:
     # Extra Hydra overrides for every arm, e.g. a slower mocker so that 1P1D misses the targets
     # at the peak: --set +engine.args.decode-speedup-ratio=0.1 --set +engine.args.max-num-seqs=8
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    # Overrides of the autoscaled arm only (its planner's mode and thresholds), e.g.
+    # --autoscale-set autoscale.optimization_target=load
+    # --autoscale-set +autoscale.args.decode_scale_up_kv_rate=70
+    p.add_argument("--autoscale-set", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--keep", type=Path, help="keep the arms' run directories under this path")
     args = p.parse_args()
     rows = []
     with tempfile.TemporaryDirectory(prefix="autoscale-bench-") as tmp:
+        base = args.keep or Path(tmp)
         for arm in args.arms.split(","):
-            rows.append(run_arm(arm, args, Path(tmp)))
+            rows.append(run_arm(arm, args, base))
             print(json.dumps(rows[-1]), flush=True)
     print("\n| arm | requests | failed | meeting TTFT and ITL | GPU-seconds |")
     print("|---|---|---|---|---|")
