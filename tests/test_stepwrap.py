@@ -33,6 +33,15 @@ DOUBLE = e2e.REPO / "tests" / "doubles" / "sglang_test_double.py"
 SHELLCHECK = shutil.which("shellcheck") or str(Path(sys.executable).with_name("shellcheck"))
 
 
+def default_signals() -> None:
+    """In the child: the dispositions slurmstepd starts a task with. A test run from a shell's
+    background job (`cmd &` without job control) inherits SIGINT/SIGQUIT ignored, and bash
+    cannot reset a signal ignored on entry, so without this the wrapper's `trap - INT QUIT`
+    would be tested against an environment no step has."""
+    for sig in (signal.SIGINT, signal.SIGQUIT, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_DFL)
+
+
 def start(argv: list[str], log: Path, **env: str) -> subprocess.Popen[bytes]:
     """`argv` in a new session (the step's process group), output into `log`."""
     with log.open("ab") as out:
@@ -43,6 +52,7 @@ def start(argv: list[str], log: Path, **env: str) -> subprocess.Popen[bytes]:
             stderr=subprocess.STDOUT,
             start_new_session=True,
             env={**os.environ, **env},
+            preexec_fn=default_signals,  # noqa: PLW1509 (no threads to race in the child)
         )
 
 
