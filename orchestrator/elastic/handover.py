@@ -72,6 +72,17 @@ def canary(d: DriverView, url: str) -> None:
         d.say(f"warning: canary through {url} failed: {exc}")
 
 
+def look_at_frontends(d: DriverView, frontend: Frontend) -> dict[str, Routes | None]:
+    """One `Frontend.routes` look at every frontend of the run (None: it did not answer)."""
+    out: dict[str, Routes | None] = {}
+    for url in frontend_urls(d.plan.readiness):
+        try:
+            out[url] = frontend.routes(d.http, url, d.plan.readiness)
+        except HttpError:
+            out[url] = None
+    return out
+
+
 def unserved_roles(d: DriverView, leaving: Sequence[Process]) -> dict[str, list[str]]:
     """Per frontend, the roles of the `leaving` workers (a scale-down) that it routes to no
     other worker of ("(no answer)" when it does not answer); a canary through each frontend
@@ -81,10 +92,8 @@ def unserved_roles(d: DriverView, leaving: Sequence[Process]) -> dict[str, list[
     own = {k for p in leaving for k in frontend.worker_keys(p, records.get(p.name, {}))}
     roles: list[str] = sorted({str(p.role) for p in leaving})
     out: dict[str, list[str]] = {}
-    for url in frontend_urls(d.plan.readiness):
-        try:
-            routes = frontend.routes(d.http, url, d.plan.readiness)
-        except HttpError:
+    for url, routes in look_at_frontends(d, frontend).items():
+        if routes is None:
             out[url] = ["(no answer)"]
             continue
         others: dict[str, frozenset[str]] = {
@@ -142,12 +151,7 @@ class Handover:
     def look(self, d: DriverView, frontend: Frontend, roles: list[str]) -> dict[str, Routes | None]:
         """One look at every frontend (None: it did not answer); records and says the roles
         a frontend has no worker of, at once and when that ends."""
-        out: dict[str, Routes | None] = {}
-        for url in frontend_urls(d.plan.readiness):
-            try:
-                out[url] = frontend.routes(d.http, url, d.plan.readiness)
-            except HttpError:
-                out[url] = None
+        out = look_at_frontends(d, frontend)
         missing = {u: r.empty_roles(roles) for u, r in out.items() if r and r.empty_roles(roles)}
         if missing != self.missing:
             self._say_missing(d, missing)
