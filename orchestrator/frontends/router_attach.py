@@ -10,22 +10,20 @@ from typing import TYPE_CHECKING
 from orchestrator.core.effects import HttpClient, HttpError
 from orchestrator.core.errors import OrchestratorError
 from orchestrator.frontends.base import Routes
+from orchestrator.frontends.worker_api import REQUEST_TIMEOUT_S, WORKER_TYPES, parse_worker_list
 from orchestrator.plan.model import TIER_WORKER, Process
 
 if TYPE_CHECKING:
     from orchestrator.runtime.hooks import DriverView
 
 LIST_POLL_S = 0.05
-# The router's worker_type -> plan role (worker_api.WORKER_TYPES the other way round).
-ROLES = {"prefill": "prefill", "decode": "decode", "regular": "worker"}
+ROLES = {kind: role for role, kind in WORKER_TYPES.items()}  # router worker_type -> plan role
 
 
 def router_routes(http: HttpClient, url: str) -> Routes:
     """What sglang-router / SMG routes to: `GET /workers` (with the admin key in `http`), by
     worker URL. The router routes to every worker it lists healthy (its own health check put it
     there) and to none other, so listed healthy is routed."""
-    from orchestrator.frontends.worker_api import REQUEST_TIMEOUT_S, parse_worker_list
-
     resp = http.get(f"{url}/workers", timeout=REQUEST_TIMEOUT_S)
     try:
         workers = parse_worker_list(resp.json() if resp.status == 200 else None)
